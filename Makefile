@@ -1,0 +1,43 @@
+# The verbs a newcomer needs. `make run` and `make test` work on a fresh machine with only Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test lint format lock services-stop clean
+
+$(INSTALLED): requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed") if sys.version_info < (3, 11) else None'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	touch $@
+
+## run: set up everything and run the app (web, Celery worker, Celery beat) with demo data
+run: $(INSTALLED)
+	$(PY) -m config.run
+
+## test: the whole test suite, on PostgreSQL and Redis (embedded ones unless DATABASE_URL/REDIS_URL are set)
+test: $(INSTALLED)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(INSTALLED)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## lock: re-resolve requirements.lock from pyproject.toml (runtime and dev dependencies)
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --disable-pip-version-check $$($(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(p["dependencies"] + p["optional-dependencies"]["dev"]))')
+	{ echo '# Exact versions for repeatable installs; regenerate with `make lock` after changing pyproject.toml.'; .lock-venv/bin/pip freeze; } > requirements.lock
+	rm -rf .lock-venv
+
+## services-stop: stop the embedded PostgreSQL and Valkey if they are running
+services-stop: $(INSTALLED)
+	$(PY) -m config.embedded stop
+
+clean: services-stop
+	rm -rf $(VENV) .data staticfiles

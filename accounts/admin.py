@@ -1,0 +1,51 @@
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+
+from accounts.models import Team, User
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    list_display = ["username", "get_full_name", "email", "role", "team", "is_active"]
+    list_filter = ["role", "team", "is_active", "is_staff"]
+    list_select_related = ["team"]
+    fieldsets = [
+        *DjangoUserAdmin.fieldsets,
+        ("Sales organisation", {"fields": ["role", "team"]}),
+    ]
+    add_fieldsets = [
+        *DjangoUserAdmin.add_fieldsets,
+        ("Sales organisation", {"fields": ["email", "first_name", "last_name", "role", "team"]}),
+    ]
+
+
+class MemberInline(admin.TabularInline):
+    model = User
+    fields = ["username", "first_name", "last_name", "role", "is_active"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name = "member"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False  # members join a team from their user page, where the password is set
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "manager_names", "member_count"]
+    search_fields = ["name"]
+    filter_horizontal = ["managers"]
+    inlines = [MemberInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("managers", "members")
+
+    @admin.display(description="Managers")
+    def manager_names(self, team: Team) -> str:
+        return ", ".join(str(manager) for manager in team.managers.all())
+
+    @admin.display(description="Members")
+    def member_count(self, team: Team) -> int:
+        return len(team.members.all())

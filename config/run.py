@@ -1,0 +1,99 @@
+"""`make run`: everything a developer needs, in the foreground, stopped together with Ctrl-C.
+
+Starts the embedded PostgreSQL and Valkey unless `DATABASE_URL` / `REDIS_URL` point elsewhere, migrates, seeds the
+demo data on the first run, then runs the web server, a Celery worker and Celery beat. On exit it stops the
+processes it started, including the embedded servers (which are reused, data and all, on the next run).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from config import embedded
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ensure_database_exists(url: str) -> None:
+    """A fresh server (CI's, a new laptop's) may not have the database yet; create it rather than fail."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+        return
+    except psycopg.OperationalError as error:
+        if "does not exist" not in str(error):
+            raise
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    name = info.pop("dbname")
+    with psycopg.connect(**info, dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    print(f"Created database {name}.")
+
+
+def _manage(*args: str) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True)
+
+
+def main() -> int:
+    started: list[str] = []
+    if not os.environ.get("DATABASE_URL"):
+        if embedded.start_postgres():
+            started.append("postgres")
+        os.environ["DATABASE_URL"] = embedded.database_url()
+    if not os.environ.get("REDIS_URL"):
+        if embedded.start_redis():
+            started.append("redis")
+        os.environ["REDIS_URL"] = embedded.redis_url()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    _ensure_database_exists(os.environ["DATABASE_URL"])
+
+    children: list[subprocess.Popen] = []
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + 10
+        for child in children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if "postgres" in started:
+            embedded.stop_postgres()
+        if "redis" in started:
+            embedded.stop_redis()
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        _manage("migrate", "--noinput", "-v", "0")
+        _manage("seed_demo", "--if-empty")
+        host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
+        celery = [sys.executable, "-m", "celery", "-A", "config"]
+        beat_schedule = str(embedded.DATA_DIR / "celerybeat-schedule")
+        embedded.DATA_DIR.mkdir(exist_ok=True)
+        commands = [
+            [sys.executable, "manage.py", "runserver", f"{host}:{port}", "--noreload"],
+            [*celery, "worker", "--loglevel", "INFO", "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2")],
+            [*celery, "beat", "--loglevel", "INFO", "--schedule", beat_schedule],
+        ]
+        children.extend(subprocess.Popen(command, cwd=ROOT) for command in commands)
+        print(f"\nPipeline CRM is running on http://{host}:{port}/ (Ctrl-C stops everything).\n", flush=True)
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        failed = next(child for child in children if child.poll() is not None)
+        print(f"{' '.join(failed.args[1:4])} exited with {failed.returncode}; stopping.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Settings for the test suite: PostgreSQL and Redis as in production, fast password hashing."""
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+from .base import *  # noqa: F403
+from .base import REDIS_URL
+
+SECRET_KEY = SECRET_KEY or "django-insecure-tests-only"  # noqa: F405
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A separate Redis database, so that a `make run` worker on the same server never takes the tests' tasks.
+REDIS_URL = urlunsplit(urlsplit(REDIS_URL)._replace(path="/" + os.environ.get("TEST_REDIS_DB", "15")))
+CELERY_BROKER_URL = CELERY_RESULT_BACKEND = REDIS_URL
+CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
+CACHES["default"]["KEY_PREFIX"] = "crm-test"  # noqa: F405

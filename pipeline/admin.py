@@ -1,0 +1,109 @@
+"""Admin for configuration (pipelines, stages, lost reasons) and for looking at records.
+
+Deals and leads are read-only here: their changes go through `pipeline.services` (history, versions, events),
+which the browser app and the API call.
+"""
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+
+from pipeline.models import Activity, Contact, Deal, Lead, LostReason, Organization, Pipeline, Stage, StageChange
+
+
+class StageInlineFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        """A pipeline needs exactly one won and one lost stage; say so here rather than fail at commit."""
+        super().clean()
+        kinds = [
+            form.cleaned_data.get("kind")
+            for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE", False)
+        ]
+        problems = [
+            f"exactly one {kind} stage (found {kinds.count(kind)})"
+            for kind in ("won", "lost")
+            if kinds.count(kind) != 1
+        ]
+        if problems:
+            raise ValidationError(f"A pipeline needs {' and '.join(problems)}.")
+
+
+class StageInline(admin.TabularInline):
+    model = Stage
+    formset = StageInlineFormSet
+    fields = ["order", "name", "kind", "probability", "rotting_days", "forecast_category", "required_fields"]
+    ordering = ["order"]
+    extra = 0
+
+
+@admin.register(Pipeline)
+class PipelineAdmin(admin.ModelAdmin):
+    list_display = ["name", "is_default", "created_at"]
+    inlines = [StageInline]
+
+
+@admin.register(LostReason)
+class LostReasonAdmin(admin.ModelAdmin):
+    list_display = ["name", "is_active"]
+    list_filter = ["is_active"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class StageChangeInline(admin.TabularInline):
+    model = StageChange
+    fk_name = "deal"
+    fields = ["changed_at", "from_stage", "to_stage", "changed_by"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Deal)
+class DealAdmin(ReadOnlyAdmin):
+    list_display = ["title", "pipeline", "stage", "status", "owner", "amount", "expected_close_date", "updated_at"]
+    list_filter = ["pipeline", "status", "forecast_category"]
+    list_select_related = ["pipeline", "stage", "owner"]
+    search_fields = ["title", "external_id", "organization__name"]
+    inlines = [StageChangeInline]
+
+
+@admin.register(Lead)
+class LeadAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "status", "owner", "source", "score", "created_at"]
+    list_filter = ["status", "source"]
+    list_select_related = ["owner"]
+    search_fields = ["last_name", "company", "email", "external_id"]
+
+
+@admin.register(Organization)
+class OrganizationAdmin(ReadOnlyAdmin):
+    list_display = ["name", "industry", "owner"]
+    search_fields = ["name", "external_id"]
+
+
+@admin.register(Contact)
+class ContactAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "organization", "email", "owner"]
+    list_select_related = ["organization", "owner"]
+    search_fields = ["last_name", "email", "external_id"]
+
+
+@admin.register(Activity)
+class ActivityAdmin(ReadOnlyAdmin):
+    list_display = ["subject", "kind", "owner", "due_at", "done_at"]
+    list_filter = ["kind"]
+    list_select_related = ["owner"]

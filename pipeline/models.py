@@ -1,0 +1,417 @@
+"""The sales pipeline: pipelines and their stages, customers, leads, deals, stage history and activities.
+
+Invariants live in the database (check, unique and foreign-key constraints, and the triggers in migration 0002),
+so they hold however a row is written. Workflows live in `pipeline.services`.
+"""
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+
+class StageKind(models.TextChoices):
+    OPEN = "open", "Open"
+    WON = "won", "Won"
+    LOST = "lost", "Lost"
+
+
+# A deal's status is always its stage's kind; the same three values.
+DealStatus = StageKind
+
+
+class ForecastCategory(models.TextChoices):
+    PIPELINE = "pipeline", "Pipeline"
+    BEST_CASE = "best_case", "Best case"
+    COMMIT = "commit", "Commit"
+
+
+class LeadStatus(models.TextChoices):
+    NEW = "new", "New"
+    CONTACTED = "contacted", "Contacted"
+    MQL = "mql", "Marketing qualified"
+    SQL = "sql", "Sales qualified"
+    CONVERTED = "converted", "Converted"
+    DISQUALIFIED = "disqualified", "Disqualified"
+
+
+# The forward path of a lead; `disqualified` can be reached from any status before `converted`.
+LEAD_STATUS_PATH = [LeadStatus.NEW, LeadStatus.CONTACTED, LeadStatus.MQL, LeadStatus.SQL, LeadStatus.CONVERTED]
+
+
+class ActivityKind(models.TextChoices):
+    CALL = "call", "Call"
+    EMAIL = "email", "Email"
+    MEETING = "meeting", "Meeting"
+    DEMO = "demo", "Demo"
+    TASK = "task", "Task"
+    NOTE = "note", "Note"
+
+
+# Deal fields a stage may require before a deal enters it (SPEC §2).
+REQUIRABLE_DEAL_FIELDS = {
+    "amount": "Amount",
+    "expected_close_date": "Expected close date",
+    "organization": "Organization",
+    "contact": "Contact",
+    "budget": "Budget (BANT)",
+    "authority": "Authority (BANT)",
+    "need": "Need (BANT)",
+    "timeline": "Timeline (BANT)",
+}
+
+
+def default_currency() -> str:
+    return settings.DEFAULT_CURRENCY
+
+
+class Pipeline(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    is_default = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-is_default", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_pipeline"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Stage(models.Model):
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="stages")
+    name = models.CharField(max_length=100)
+    order = models.PositiveSmallIntegerField()
+    probability = models.PositiveSmallIntegerField(
+        validators=[MaxValueValidator(100)], help_text="Configured win probability, 0–100."
+    )
+    kind = models.CharField(max_length=8, choices=StageKind.choices, default=StageKind.OPEN)
+    rotting_days = models.PositiveSmallIntegerField(
+        default=30, validators=[MinValueValidator(1)], help_text="An open deal older than this in the stage is stale."
+    )
+    required_fields = ArrayField(
+        models.CharField(max_length=32, choices=list(REQUIRABLE_DEAL_FIELDS.items())),
+        default=list,
+        blank=True,
+        help_text="Deal fields that must be filled before a deal may enter this stage.",
+    )
+    forecast_category = models.CharField(
+        max_length=16, choices=ForecastCategory.choices, default=ForecastCategory.PIPELINE
+    )
+
+    class Meta:
+        ordering = ["pipeline", "order"]
+        constraints = [
+            # Deferred, so that stages can swap places inside one transaction.
+            models.UniqueConstraint(
+                fields=["pipeline", "order"],
+                name="stage_order_unique_per_pipeline",
+                deferrable=models.Deferrable.DEFERRED,
+            ),
+            models.UniqueConstraint(fields=["pipeline", "name"], name="stage_name_unique_per_pipeline"),
+            # At most one won and one lost stage; migration 0002 adds the trigger that requires at least one.
+            models.UniqueConstraint(
+                fields=["pipeline", "kind"], condition=~Q(kind="open"), name="one_won_and_one_lost_stage_per_pipeline"
+            ),
+            # The target of the deal's composite foreign key (stage, pipeline, status).
+            models.UniqueConstraint(fields=["id", "pipeline", "kind"], name="stage_id_pipeline_kind_unique"),
+            models.CheckConstraint(
+                condition=Q(probability__gte=0, probability__lte=100), name="stage_probability_0_100"
+            ),
+            models.CheckConstraint(condition=Q(kind__in=StageKind.values), name="stage_kind_valid"),
+            models.CheckConstraint(condition=~Q(kind="won") | Q(probability=100), name="won_stage_probability_is_100"),
+            models.CheckConstraint(condition=~Q(kind="lost") | Q(probability=0), name="lost_stage_probability_is_0"),
+            models.CheckConstraint(condition=Q(rotting_days__gte=1), name="stage_rotting_days_positive"),
+            models.CheckConstraint(
+                condition=Q(required_fields__contained_by=list(REQUIRABLE_DEAL_FIELDS)),
+                name="stage_required_fields_known",
+            ),
+            models.CheckConstraint(
+                condition=Q(forecast_category__in=ForecastCategory.values), name="stage_forecast_category_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline.name}: {self.name}" if "pipeline" in self.__dict__ else self.name
+
+    @property
+    def is_open(self) -> bool:
+        return self.kind == StageKind.OPEN
+
+
+class LostReason(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Organization(models.Model):
+    """The customer company."""
+
+    name = models.CharField(max_length=200)
+    website = models.URLField(blank=True)
+    industry = models.CharField(max_length=100, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="organizations"
+    )
+    external_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["owner"]), models.Index(fields=["name"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Contact(models.Model):
+    """A person at an organization."""
+
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=50, blank=True)
+    job_title = models.CharField(max_length=100, blank=True)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.SET_NULL, null=True, blank=True, related_name="contacts"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="contacts"
+    )
+    external_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["last_name", "first_name"]
+        indexes = [models.Index(fields=["owner"]), models.Index(fields=["organization"])]
+
+    def __str__(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+
+class BantFields(models.Model):
+    """Budget, Authority, Need, Timeline: the qualification a lead collects and a deal carries on."""
+
+    budget = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)]
+    )
+    authority = models.CharField(max_length=200, blank=True, help_text="Who decides, and are we talking to them?")
+    need = models.TextField(blank=True)
+    timeline = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Lead(BantFields):
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=50, blank=True)
+    company = models.CharField(max_length=200, blank=True)
+    job_title = models.CharField(max_length=100, blank=True)
+    source = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=16, choices=LeadStatus.choices, default=LeadStatus.NEW)
+    score = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="leads")
+    organization = models.ForeignKey(
+        Organization, on_delete=models.SET_NULL, null=True, blank=True, related_name="leads"
+    )
+    contact = models.ForeignKey(Contact, on_delete=models.SET_NULL, null=True, blank=True, related_name="leads")
+    deal = models.OneToOneField("pipeline.Deal", on_delete=models.SET_NULL, null=True, blank=True, related_name="lead")
+    disqualified_reason = models.CharField(max_length=200, blank=True)
+    external_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    # The first time the lead reached each status; skipped statuses are stamped as passed through.
+    contacted_at = models.DateTimeField(null=True, blank=True)
+    mql_at = models.DateTimeField(null=True, blank=True)
+    sql_at = models.DateTimeField(null=True, blank=True)
+    converted_at = models.DateTimeField(null=True, blank=True)
+    disqualified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "status"]),
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["sql_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=LeadStatus.values), name="lead_status_valid"),
+            models.CheckConstraint(condition=Q(score__lte=100), name="lead_score_0_100"),
+            models.CheckConstraint(
+                condition=Q(budget__isnull=True) | Q(budget__gte=0), name="lead_budget_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="converted") | Q(deal__isnull=False, converted_at__isnull=False),
+                name="converted_lead_has_deal",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="disqualified") | Q(disqualified_at__isnull=False),
+                name="disqualified_lead_has_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        name = f"{self.first_name} {self.last_name}".strip()
+        return f"{name} ({self.company})" if self.company else name
+
+
+class Deal(BantFields):
+    title = models.CharField(max_length=200)
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.PROTECT, related_name="deals")
+    # With `pipeline` and `status`, part of a composite foreign key to (stage.id, stage.pipeline, stage.kind)
+    # added in migration 0002: the database itself keeps status == stage.kind and the stage in the deal's pipeline.
+    stage = models.ForeignKey(Stage, on_delete=models.PROTECT, related_name="deals")
+    status = models.CharField(max_length=8, choices=DealStatus.choices, default=DealStatus.OPEN)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="deals")
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, null=True, blank=True, related_name="deals"
+    )
+    contact = models.ForeignKey(Contact, on_delete=models.PROTECT, null=True, blank=True, related_name="deals")
+    amount = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)]
+    )
+    currency = models.CharField(
+        max_length=3,
+        default=default_currency,
+        validators=[RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code such as USD.")],
+    )
+    expected_close_date = models.DateField(null=True, blank=True)
+    # The effective category: the stage's default unless `forecast_category_override` is set.
+    forecast_category = models.CharField(
+        max_length=16, choices=ForecastCategory.choices, default=ForecastCategory.PIPELINE
+    )
+    forecast_category_override = models.CharField(
+        max_length=16, choices=ForecastCategory.choices, null=True, blank=True
+    )
+    lost_reason = models.ForeignKey(LostReason, on_delete=models.PROTECT, null=True, blank=True, related_name="deals")
+    lost_note = models.TextField(blank=True)
+    source = models.CharField(max_length=100, blank=True)
+    external_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    stage_entered_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [
+            models.Index(fields=["pipeline", "stage", "-stage_entered_at"], name="deal_board_idx"),
+            models.Index(fields=["owner", "status"], name="deal_owner_status_idx"),
+            models.Index(fields=["expected_close_date"], name="deal_expected_close_idx"),
+            models.Index(fields=["status", "closed_at"], name="deal_status_closed_idx"),
+            models.Index(fields=["updated_at"], name="deal_updated_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=DealStatus.values), name="deal_status_valid"),
+            models.CheckConstraint(
+                condition=Q(amount__isnull=True) | Q(amount__gte=0), name="deal_amount_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(budget__isnull=True) | Q(budget__gte=0), name="deal_budget_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="open", closed_at__isnull=True) | (~Q(status="open") & Q(closed_at__isnull=False)),
+                name="deal_closed_at_iff_closed",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="lost", lost_reason__isnull=False)
+                | (~Q(status="lost") & Q(lost_reason__isnull=True)),
+                name="deal_lost_reason_iff_lost",
+            ),
+            models.CheckConstraint(
+                condition=Q(forecast_category__in=ForecastCategory.values), name="deal_forecast_category_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(forecast_category_override__isnull=True)
+                | Q(forecast_category_override=F("forecast_category")),
+                name="deal_forecast_override_is_effective",
+            ),
+            models.CheckConstraint(condition=Q(version__gte=1), name="deal_version_positive"),
+            models.CheckConstraint(condition=Q(currency__regex=r"^[A-Z]{3}$"), name="deal_currency_iso_4217"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class StageChange(models.Model):
+    """Append-only history of every stage a deal enters (a trigger refuses UPDATE).
+
+    The source of truth for funnels, time in stage and learned probabilities.
+    """
+
+    deal = models.ForeignKey(Deal, on_delete=models.CASCADE, related_name="stage_changes")
+    from_stage = models.ForeignKey(Stage, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    to_stage = models.ForeignKey(Stage, on_delete=models.PROTECT, related_name="+")
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["deal", "changed_at", "id"]
+        indexes = [
+            models.Index(fields=["deal", "changed_at"], name="stagechange_deal_time_idx"),
+            models.Index(fields=["to_stage", "changed_at"], name="stagechange_stage_time_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(from_stage__isnull=True) | ~Q(from_stage=F("to_stage")), name="stagechange_moves"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deal_id}: {self.from_stage_id} → {self.to_stage_id} at {self.changed_at:%Y-%m-%d %H:%M}"
+
+
+class Activity(models.Model):
+    """A call, email, meeting, demo, task or note on a deal or a lead; planned (due_at) and/or done (done_at)."""
+
+    kind = models.CharField(max_length=16, choices=ActivityKind.choices)
+    subject = models.CharField(max_length=200)
+    note = models.TextField(blank=True)
+    deal = models.ForeignKey(Deal, on_delete=models.CASCADE, null=True, blank=True, related_name="activities")
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, null=True, blank=True, related_name="activities")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="activities")
+    due_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "activities"
+        indexes = [
+            models.Index(fields=["owner", "done_at", "due_at"], name="activity_inbox_idx"),
+            models.Index(fields=["deal", "due_at"], name="activity_deal_due_idx"),
+            models.Index(fields=["lead", "due_at"], name="activity_lead_due_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=ActivityKind.values), name="activity_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(deal__isnull=False, lead__isnull=True) | Q(deal__isnull=True, lead__isnull=False),
+                name="activity_on_deal_or_lead",
+            ),
+            models.CheckConstraint(
+                condition=Q(due_at__isnull=False) | Q(done_at__isnull=False), name="activity_planned_or_done"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.subject}"

@@ -1,0 +1,550 @@
+"""Every write to the pipeline. Views, API viewsets, admin actions, tasks and commands call these functions.
+
+Each service validates its input (raising `django.core.exceptions.ValidationError` with per-field messages),
+writes inside one transaction, and sends its domain signal (`pipeline.signals`) once the transaction commits.
+Services do not check permissions: callers fetch the records through the `visible_*`/`editable_*` selectors.
+"""
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.dispatch import Signal
+from django.utils import timezone
+
+from accounts.models import User
+from pipeline import signals
+from pipeline.exceptions import StaleVersion
+from pipeline.models import (
+    LEAD_STATUS_PATH,
+    REQUIRABLE_DEAL_FIELDS,
+    Activity,
+    ActivityKind,
+    Contact,
+    Deal,
+    Lead,
+    LeadStatus,
+    LostReason,
+    Organization,
+    Pipeline,
+    Stage,
+    StageChange,
+    StageKind,
+)
+from pipeline.selectors import default_pipeline, first_open_stage
+
+logger = logging.getLogger(__name__)
+
+# Fields a caller may set on a deal directly; stage, status and the timestamps change only through `move_deal`.
+DEAL_EDITABLE_FIELDS = frozenset(
+    {
+        "title",
+        "owner",
+        "organization",
+        "contact",
+        "amount",
+        "currency",
+        "expected_close_date",
+        "forecast_category_override",
+        "source",
+        "external_id",
+        "budget",
+        "authority",
+        "need",
+        "timeline",
+        "lost_note",
+    }
+)
+LEAD_EDITABLE_FIELDS = frozenset(
+    {
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "company",
+        "job_title",
+        "source",
+        "score",
+        "owner",
+        "organization",
+        "contact",
+        "external_id",
+        "budget",
+        "authority",
+        "need",
+        "timeline",
+    }
+)
+ORGANIZATION_EDITABLE_FIELDS = frozenset({"name", "website", "industry", "owner", "external_id"})
+CONTACT_EDITABLE_FIELDS = frozenset(
+    {"first_name", "last_name", "email", "phone", "job_title", "organization", "owner", "external_id"}
+)
+ACTIVITY_EDITABLE_FIELDS = frozenset({"kind", "subject", "note", "due_at", "owner"})
+
+
+# --- Shared mechanics ---------------------------------------------------------------------------------------------
+
+
+def _send_on_commit(signal: Signal, **kwargs: Any) -> None:
+    """Send `signal` after the current transaction commits; a failing receiver is logged, never raised.
+
+    The write has already succeeded by then: a receiver that cannot reach Redis must not turn it into an error.
+    """
+
+    def send() -> None:
+        for receiver, result in signal.send_robust(sender=None, **kwargs):
+            if isinstance(result, Exception):
+                logger.error("receiver %r of %s failed", receiver, signal, exc_info=result)
+
+    transaction.on_commit(send)
+
+
+def _apply_fields(instance: models.Model, fields: dict[str, Any], allowed: Iterable[str]) -> list[str]:
+    """Set `fields` on `instance`; return the names whose value changed. Unknown names are a ValidationError."""
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        raise ValidationError({name: "This field cannot be set here." for name in unknown})
+    changed = []
+    for name, value in fields.items():
+        field = instance._meta.get_field(name)
+        if field.is_relation:
+            current, new = getattr(instance, field.attname), getattr(value, "pk", value)
+        else:
+            current, new = getattr(instance, name), value
+        if current != new:
+            setattr(instance, name, value)
+            changed.append(name)
+    return changed
+
+
+def _validate(instance: models.Model, *, exclude: Iterable[str] = ()) -> None:
+    """Field validation (lengths, ranges, formats) and unique external ids, as per-field ValidationErrors.
+
+    Foreign keys are excluded: callers pass model instances they already fetched, and a query per key would be
+    wasted; the database's own constraints stay the last line of defence.
+    """
+    foreign_keys = [field.name for field in instance._meta.concrete_fields if field.is_relation]
+    instance.clean_fields(exclude=[*foreign_keys, *exclude])
+    if getattr(instance, "external_id", None):
+        instance.validate_unique(exclude=[field.name for field in instance._meta.fields if field.name != "external_id"])
+
+
+def _check_version(instance: Deal, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != instance.version:
+        raise StaleVersion(expected=expected_version, current=instance.version)
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def missing_required_fields(*, deal: Deal, stage: Stage) -> list[str]:
+    """The fields `stage` requires that `deal` has not filled, in the stage's order."""
+    return [name for name in stage.required_fields if _is_blank(getattr(deal, name))]
+
+
+def _refuse_missing_fields(deal: Deal, stage: Stage, *, verb: str = "enter") -> None:
+    missing = missing_required_fields(deal=deal, stage=stage)
+    if missing:
+        raise ValidationError(
+            {
+                name: f"{REQUIRABLE_DEAL_FIELDS[name]} is required to {verb} the stage “{stage.name}”."
+                for name in missing
+            }
+        )
+
+
+def _lost_reason_for(stage: Stage, lost_reason: LostReason | None) -> LostReason | None:
+    if stage.kind != StageKind.LOST:
+        return None
+    if lost_reason is None:
+        raise ValidationError({"lost_reason": "A lost reason is required to mark a deal as lost."})
+    if not lost_reason.is_active:
+        raise ValidationError({"lost_reason": f"The lost reason “{lost_reason.name}” is no longer in use."})
+    return lost_reason
+
+
+def _current_stage(stage: Stage | None, pipeline: Pipeline) -> Stage:
+    """Re-read the target stage so that a stage deleted or moved since the caller fetched it is refused."""
+    current = Stage.objects.filter(pk=getattr(stage, "pk", None)).first()
+    if current is None:
+        raise ValidationError({"stage": "This stage does not exist (it may have been deleted)."})
+    if current.pipeline_id != pipeline.pk:
+        raise ValidationError(
+            {"stage": f"The stage “{current.name}” belongs to another pipeline than “{pipeline.name}”."}
+        )
+    return current
+
+
+def _effective_forecast_category(deal: Deal, stage: Stage) -> str:
+    return deal.forecast_category_override or stage.forecast_category
+
+
+# --- Deals --------------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def create_deal(
+    *,
+    actor: User | None,
+    title: str,
+    owner: User | None = None,
+    pipeline: Pipeline | None = None,
+    stage: Stage | None = None,
+    lost_reason: LostReason | None = None,
+    created_at: datetime | None = None,
+    **fields: Any,
+) -> Deal:
+    """Create a deal in `stage` (default: the first open stage of `pipeline`, or of the default pipeline).
+
+    Entering the first stage follows the rules of any stage: its required fields must be filled, and a deal
+    created lost needs a lost reason. The first StageChange (from nothing) is recorded at `created_at`.
+    """
+    pipeline = pipeline or (stage.pipeline if stage else default_pipeline())
+    if pipeline is None:
+        raise ValidationError({"pipeline": "There is no pipeline yet: an admin must create one first."})
+    stage = stage or first_open_stage(pipeline=pipeline)
+    if stage is None:
+        raise ValidationError({"stage": f"The pipeline “{pipeline.name}” has no open stage."})
+    stage = _current_stage(stage, pipeline)
+    owner = owner or actor
+    if owner is None:
+        raise ValidationError({"owner": "A deal needs an owner."})
+    at = created_at or timezone.now()
+
+    deal = Deal(title=title, pipeline=pipeline, stage=stage, owner=owner, created_at=at)
+    _apply_fields(deal, fields, DEAL_EDITABLE_FIELDS)
+    deal.status = stage.kind
+    deal.lost_reason = _lost_reason_for(stage, lost_reason)
+    deal.closed_at = None if stage.is_open else at
+    deal.stage_entered_at = at
+    deal.updated_at = timezone.now()
+    deal.forecast_category = _effective_forecast_category(deal, stage)
+    _refuse_missing_fields(deal, stage)
+    _validate(deal)
+    deal.save()
+    StageChange.objects.create(deal=deal, from_stage=None, to_stage=stage, changed_by=actor, changed_at=at)
+    _send_on_commit(signals.deal_created, actor=actor, deal=deal)
+    return deal
+
+
+@transaction.atomic
+def update_deal(*, deal: Deal, actor: User | None, expected_version: int | None = None, **fields: Any) -> Deal:
+    """Change a deal's fields (not its stage: see `move_deal`); bumps the version when anything changed.
+
+    A field the current stage requires cannot be emptied. `expected_version` guards against lost updates.
+    """
+    deal = Deal.objects.select_for_update().select_related("stage").get(pk=deal.pk)
+    _check_version(deal, expected_version)
+    changed = _apply_fields(deal, fields, DEAL_EDITABLE_FIELDS)
+    if not changed:
+        return deal
+    _refuse_missing_fields(deal, deal.stage, verb="stay in")
+    deal.forecast_category = _effective_forecast_category(deal, deal.stage)
+    _validate(deal)
+    deal.version += 1
+    deal.updated_at = timezone.now()
+    deal.save()
+    _send_on_commit(signals.deal_updated, actor=actor, deal=deal, changed_fields=changed)
+    return deal
+
+
+@transaction.atomic
+def move_deal(
+    *,
+    deal: Deal,
+    stage: Stage,
+    actor: User | None,
+    lost_reason: LostReason | None = None,
+    fields: dict[str, Any] | None = None,
+    expected_version: int | None = None,
+    at: datetime | None = None,
+) -> Deal:
+    """Move a deal to `stage` of its pipeline, forwards, backwards, to won or lost, or out of won/lost (reopen).
+
+    `fields` fills in what the target stage requires in the same step; every required field still missing is
+    refused by name. Losing needs an active `lost_reason`. The deal row is locked, its StageChange recorded at
+    `at` (default now), `stage_entered_at`/`closed_at`/`status` kept in step, and its version bumped. Moving to
+    the stage the deal is already in changes nothing, so a retried request is harmless.
+    """
+    deal = Deal.objects.select_for_update().select_related("stage", "pipeline").get(pk=deal.pk)
+    _check_version(deal, expected_version)
+    stage = _current_stage(stage, deal.pipeline)
+    if stage.pk == deal.stage_id and not fields:
+        return deal
+    at = at or timezone.now()
+    if at < deal.stage_entered_at:
+        raise ValidationError({"at": "A move cannot be dated before the deal entered its current stage."})
+
+    from_stage = deal.stage
+    _apply_fields(deal, fields or {}, DEAL_EDITABLE_FIELDS)
+    _refuse_missing_fields(deal, stage)
+    deal.lost_reason = _lost_reason_for(stage, lost_reason)
+    if stage.kind != StageKind.LOST:
+        deal.lost_note = ""
+    if stage.pk != from_stage.pk:
+        deal.stage = stage
+        deal.status = stage.kind
+        deal.stage_entered_at = at
+        # A deal moved from won straight to lost (or back) closes again at the new time.
+        deal.closed_at = None if stage.is_open else at
+    deal.forecast_category = _effective_forecast_category(deal, stage)
+    _validate(deal)
+    deal.version += 1
+    deal.updated_at = timezone.now()
+    deal.save()
+    if stage.pk == from_stage.pk:
+        _send_on_commit(signals.deal_updated, actor=actor, deal=deal, changed_fields=sorted(fields or {}))
+        return deal
+    stage_change = StageChange.objects.create(
+        deal=deal, from_stage=from_stage, to_stage=stage, changed_by=actor, changed_at=at
+    )
+    _send_on_commit(signals.deal_stage_changed, actor=actor, deal=deal, stage_change=stage_change)
+    return deal
+
+
+# --- Organizations and contacts -------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def create_organization(*, actor: User | None, name: str, **fields: Any) -> Organization:
+    """Create a customer organization, owned by `actor` unless `owner` is given."""
+    organization = Organization(name=name, owner=actor)
+    _apply_fields(organization, fields, ORGANIZATION_EDITABLE_FIELDS)
+    _validate(organization)
+    organization.save()
+    return organization
+
+
+@transaction.atomic
+def update_organization(*, organization: Organization, actor: User | None, **fields: Any) -> Organization:
+    """Change an organization's fields."""
+    if _apply_fields(organization, fields, ORGANIZATION_EDITABLE_FIELDS):
+        _validate(organization)
+        organization.save()
+    return organization
+
+
+@transaction.atomic
+def create_contact(*, actor: User | None, last_name: str, **fields: Any) -> Contact:
+    """Create a contact person, owned by `actor` unless `owner` is given."""
+    contact = Contact(last_name=last_name, owner=actor)
+    _apply_fields(contact, fields, CONTACT_EDITABLE_FIELDS)
+    _validate(contact)
+    contact.save()
+    return contact
+
+
+@transaction.atomic
+def update_contact(*, contact: Contact, actor: User | None, **fields: Any) -> Contact:
+    """Change a contact's fields."""
+    if _apply_fields(contact, fields, CONTACT_EDITABLE_FIELDS):
+        _validate(contact)
+        contact.save()
+    return contact
+
+
+# --- Leads --------------------------------------------------------------------------------------------------------
+
+
+def _stamp_lead_path(lead: Lead, status: str, at: datetime) -> None:
+    """Stamp the first time each status up to `status` was reached; skipped statuses count as passed through."""
+    for step in LEAD_STATUS_PATH[1 : LEAD_STATUS_PATH.index(status) + 1]:
+        field = f"{step}_at"
+        if getattr(lead, field) is None:
+            setattr(lead, field, at)
+
+
+@transaction.atomic
+def create_lead(
+    *,
+    actor: User | None,
+    last_name: str,
+    owner: User | None = None,
+    status: str = LeadStatus.NEW,
+    created_at: datetime | None = None,
+    **fields: Any,
+) -> Lead:
+    """Create a lead, owned by `actor` unless `owner` is given, in any status before `converted`."""
+    owner = owner or actor
+    if owner is None:
+        raise ValidationError({"owner": "A lead needs an owner."})
+    if status not in LeadStatus.values or status == LeadStatus.CONVERTED:
+        raise ValidationError({"status": "A new lead is new, contacted, mql, sql or disqualified; convert it later."})
+    at = created_at or timezone.now()
+    lead = Lead(last_name=last_name, owner=owner, status=status, created_at=at)
+    _apply_fields(lead, fields, LEAD_EDITABLE_FIELDS)
+    if status == LeadStatus.DISQUALIFIED:
+        lead.disqualified_at = at
+    else:
+        _stamp_lead_path(lead, status, at)
+    _validate(lead)
+    lead.save()
+    _send_on_commit(signals.lead_created, actor=actor, lead=lead)
+    return lead
+
+
+@transaction.atomic
+def update_lead(*, lead: Lead, actor: User | None, **fields: Any) -> Lead:
+    """Change a lead's fields (its status changes through `advance_lead` and `convert_lead`)."""
+    lead = Lead.objects.select_for_update().get(pk=lead.pk)
+    if _apply_fields(lead, fields, LEAD_EDITABLE_FIELDS):
+        _validate(lead)
+        lead.save()
+    return lead
+
+
+@transaction.atomic
+def advance_lead(*, lead: Lead, actor: User | None, status: str, reason: str = "", at: datetime | None = None) -> Lead:
+    """Set a lead's status: forwards (skipped steps stamped as passed), back, to disqualified, or requalified.
+
+    `converted` is reached only through `convert_lead`, and a converted lead keeps its status.
+    """
+    lead = Lead.objects.select_for_update().get(pk=lead.pk)
+    if status not in LeadStatus.values:
+        raise ValidationError({"status": f"Unknown lead status “{status}”."})
+    if status == LeadStatus.CONVERTED:
+        raise ValidationError({"status": "Convert a lead with the convert action, which creates its deal."})
+    if lead.status == LeadStatus.CONVERTED:
+        raise ValidationError({"status": "This lead was converted into a deal; its status can no longer change."})
+    if status == lead.status:
+        return lead
+    at = at or timezone.now()
+    from_status = lead.status
+    if status == LeadStatus.DISQUALIFIED:
+        lead.disqualified_at = at
+        lead.disqualified_reason = reason
+    else:
+        _stamp_lead_path(lead, status, at)
+    lead.status = status
+    lead.save()
+    _send_on_commit(signals.lead_status_changed, actor=actor, lead=lead, from_status=from_status)
+    return lead
+
+
+@transaction.atomic
+def convert_lead(
+    *,
+    lead: Lead,
+    actor: User | None,
+    title: str = "",
+    pipeline: Pipeline | None = None,
+    stage: Stage | None = None,
+    organization: Organization | None = None,
+    contact: Contact | None = None,
+    at: datetime | None = None,
+    **deal_fields: Any,
+) -> Deal:
+    """Turn a qualified lead into a deal, creating its organization and contact when missing, and link them.
+
+    The lead's source and BANT answers carry over to the deal; the lead is stamped as having passed through every
+    status up to `converted`. A disqualified or already converted lead is refused.
+    """
+    lead = Lead.objects.select_for_update().get(pk=lead.pk)
+    if lead.status == LeadStatus.CONVERTED:
+        raise ValidationError({"status": "This lead has already been converted."})
+    if lead.status == LeadStatus.DISQUALIFIED:
+        raise ValidationError({"status": "A disqualified lead cannot be converted; requalify it first."})
+    at = at or timezone.now()
+
+    organization = organization or lead.organization
+    if organization is None and lead.company.strip():
+        organization = Organization.objects.filter(name__iexact=lead.company.strip()).order_by("id").first()
+        organization = organization or create_organization(actor=actor, name=lead.company.strip(), owner=lead.owner)
+    contact = contact or lead.contact
+    if contact is None:
+        contact = create_contact(
+            actor=actor,
+            first_name=lead.first_name,
+            last_name=lead.last_name,
+            email=lead.email,
+            phone=lead.phone,
+            job_title=lead.job_title,
+            organization=organization,
+            owner=lead.owner,
+        )
+    for name in ("source", "budget", "authority", "need", "timeline"):
+        deal_fields.setdefault(name, getattr(lead, name))
+    deal = create_deal(
+        actor=actor,
+        title=title.strip() or (organization.name if organization else str(contact)),
+        owner=lead.owner,
+        pipeline=pipeline,
+        stage=stage,
+        organization=organization,
+        contact=contact,
+        created_at=at,
+        **deal_fields,
+    )
+    from_status = lead.status
+    _stamp_lead_path(lead, LeadStatus.CONVERTED, at)
+    lead.status = LeadStatus.CONVERTED
+    lead.deal = deal
+    lead.organization = organization
+    lead.contact = contact
+    lead.save()
+    _send_on_commit(signals.lead_status_changed, actor=actor, lead=lead, from_status=from_status)
+    _send_on_commit(signals.lead_converted, actor=actor, lead=lead, deal=deal)
+    return deal
+
+
+# --- Activities ---------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def log_activity(
+    *,
+    actor: User | None,
+    kind: str,
+    subject: str,
+    deal: Deal | None = None,
+    lead: Lead | None = None,
+    owner: User | None = None,
+    note: str = "",
+    due_at: datetime | None = None,
+    done_at: datetime | None = None,
+) -> Activity:
+    """Log what happened (done now unless `due_at` plans it) or plan a next step, on a deal or on a lead."""
+    if (deal is None) == (lead is None):
+        raise ValidationError({"deal": "An activity belongs to exactly one deal or one lead."})
+    if kind not in ActivityKind.values:
+        raise ValidationError({"kind": f"Unknown activity type “{kind}”."})
+    owner = owner or actor
+    if owner is None:
+        raise ValidationError({"owner": "An activity needs an owner."})
+    if due_at is None and done_at is None:
+        done_at = timezone.now()
+    activity = Activity(
+        kind=kind, subject=subject, note=note, deal=deal, lead=lead, owner=owner, due_at=due_at, done_at=done_at
+    )
+    _validate(activity)
+    activity.save()
+    _send_on_commit(signals.activity_logged, actor=actor, activity=activity)
+    return activity
+
+
+@transaction.atomic
+def update_activity(*, activity: Activity, actor: User | None, **fields: Any) -> Activity:
+    """Change a planned or logged activity's type, subject, note, due time or owner."""
+    activity = Activity.objects.select_for_update().get(pk=activity.pk)
+    if _apply_fields(activity, fields, ACTIVITY_EDITABLE_FIELDS):
+        if activity.due_at is None and activity.done_at is None:
+            raise ValidationError({"due_at": "A planned activity needs a due time."})
+        _validate(activity)
+        activity.save()
+    return activity
+
+
+@transaction.atomic
+def complete_activity(*, activity: Activity, actor: User | None, at: datetime | None = None) -> Activity:
+    """Mark a planned activity done (at `at`, default now); completing a done activity changes nothing."""
+    activity = Activity.objects.select_for_update().get(pk=activity.pk)
+    if activity.done_at is not None:
+        return activity
+    activity.done_at = at or timezone.now()
+    activity.save(update_fields=["done_at", "updated_at"])
+    _send_on_commit(signals.activity_completed, actor=actor, activity=activity)
+    return activity

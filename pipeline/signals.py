@@ -1,0 +1,16 @@
+"""Domain events of the pipeline, sent by `pipeline.services` only after the write they describe has committed.
+
+Receivers (metrics recompute, webhooks, notifications) connect here; a receiver never sees a rolled-back change.
+Every signal is sent with `actor` (the user who acted, or None for the system) and the record as keyword args.
+"""
+
+from django.dispatch import Signal
+
+deal_created = Signal()  # deal
+deal_updated = Signal()  # deal, changed_fields
+deal_stage_changed = Signal()  # deal, stage_change
+lead_created = Signal()  # lead
+lead_status_changed = Signal()  # lead, from_status
+lead_converted = Signal()  # lead, deal
+activity_logged = Signal()  # activity
+activity_completed = Signal()  # activity
