@@ -52,28 +52,26 @@ def editable_activities(user: User) -> QuerySet[Activity]:
     return _visible_activities(user, owners_editable_by(user))
 
 
-def visible_organizations(user: User) -> QuerySet[Organization]:
-    """Organizations `user` owns (by the deal rule) or that one of their visible deals or leads belongs to."""
+def _visible_customers(user: User, queryset: QuerySet, link: str) -> QuerySet:
+    """Customer records `user` owns (by the deal rule) or that a deal or lead they may see links to via `link`."""
     owners = owners_visible_to(user)
     if owners is None:
-        return Organization.objects.all()
-    return Organization.objects.filter(
+        return queryset
+    return queryset.filter(
         Q(owner__in=owners)
-        | Exists(Deal.objects.filter(organization=OuterRef("pk"), owner__in=owners))
-        | Exists(Lead.objects.filter(organization=OuterRef("pk"), owner__in=owners))
+        | Exists(Deal.objects.filter(**{link: OuterRef("pk")}, owner__in=owners))
+        | Exists(Lead.objects.filter(**{link: OuterRef("pk")}, owner__in=owners))
     )
+
+
+def visible_organizations(user: User) -> QuerySet[Organization]:
+    """Organizations `user` owns (by the deal rule) or that one of their visible deals or leads belongs to."""
+    return _visible_customers(user, Organization.objects.all(), "organization")
 
 
 def visible_contacts(user: User) -> QuerySet[Contact]:
     """Contacts `user` owns (by the deal rule) or that are the contact of one of their visible deals or leads."""
-    owners = owners_visible_to(user)
-    if owners is None:
-        return Contact.objects.all()
-    return Contact.objects.filter(
-        Q(owner__in=owners)
-        | Exists(Deal.objects.filter(contact=OuterRef("pk"), owner__in=owners))
-        | Exists(Lead.objects.filter(contact=OuterRef("pk"), owner__in=owners))
-    )
+    return _visible_customers(user, Contact.objects.all(), "contact")
 
 
 def deal_history(*, deal: Deal) -> QuerySet[StageChange]:
