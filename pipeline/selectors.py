@@ -76,6 +76,16 @@ def visible_contacts(user: User) -> QuerySet[Contact]:
     )
 
 
+def editable_organizations(user: User) -> QuerySet[Organization]:
+    """Organizations `user` may change: those owned by the users whose deals they may change (all, for an admin)."""
+    return _owned_by(Organization.objects.all(), owners_editable_by(user))
+
+
+def editable_contacts(user: User) -> QuerySet[Contact]:
+    """Contacts `user` may change, by the rule of organizations."""
+    return _owned_by(Contact.objects.all(), owners_editable_by(user))
+
+
 def deal_history(*, deal: Deal) -> QuerySet[StageChange]:
     """The stage changes of a deal, oldest first, with the stages and the user who moved it."""
     return deal.stage_changes.select_related("from_stage", "to_stage", "changed_by").order_by("changed_at", "id")
