@@ -11,7 +11,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.db.models import QuerySet
-from rest_framework import exceptions, status, viewsets
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import exceptions, serializers, status, viewsets
+from rest_framework.decorators import api_view
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
@@ -44,6 +46,42 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     elif isinstance(exc, StaleVersion):
         exc = Conflict(str(exc))
     return exception_handler(exc, context)
+
+
+@extend_schema(exclude=True)
+@api_view(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+def api_not_found(request, *args, **kwargs):
+    """Any other URL under /api/: a JSON 404, where Django would answer with an HTML page."""
+    raise exceptions.NotFound()
+
+
+# --- Fields -------------------------------------------------------------------------------------------------------
+
+
+def _blank_or(format_name: str, max_length: int) -> dict:
+    # An empty string is a valid value of these fields but not a valid `email`/`uri`: say both in the schema.
+    return {
+        "anyOf": [
+            {"type": "string", "format": format_name, "maxLength": max_length},
+            {"type": "string", "maxLength": 0},
+        ]
+    }
+
+
+@extend_schema_field(_blank_or("email", 254))
+class OptionalEmailField(serializers.EmailField):
+    """An email address, or "" for none."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_blank=True, required=False, max_length=254, **kwargs)
+
+
+@extend_schema_field(_blank_or("uri", 200))
+class OptionalURLField(serializers.URLField):
+    """A URL, or "" for none."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_blank=True, required=False, max_length=200, **kwargs)
 
 
 # --- Conditional requests ------------------------------------------------------------------------------------------

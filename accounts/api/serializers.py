@@ -3,9 +3,12 @@
 from rest_framework import serializers
 
 from accounts.models import ApiToken, Team, User
+from config.api import OptionalEmailField
 
 
 class UserSerializer(serializers.ModelSerializer):
+    email = OptionalEmailField(read_only=True)
+
     class Meta:
         model = User
         fields = ["id", "username", "first_name", "last_name", "email", "role", "team", "is_active"]

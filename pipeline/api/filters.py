@@ -1,16 +1,45 @@
 """Filtersets of the pipeline API. They narrow a queryset the view already limited to visible rows.
 
-Related records are filtered by raw id (`NumberFilter`), not `ModelChoiceFilter`: validating the id against a
+Related records are filtered by raw id (`IdFilter`), not `ModelChoiceFilter`: validating the id against a
 table would tell a client whether a record they cannot see exists.
 """
 
+from datetime import UTC
+
+from django import forms
 from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 
 from pipeline.models import Activity, ActivityKind, Contact, Deal, DealStatus, Lead, LeadStatus, Organization, Stage
 
 
-def id_filter(field_name: str) -> filters.NumberFilter:
-    return filters.NumberFilter(field_name=field_name)
+@extend_schema_field(OpenApiTypes.INT)
+class IdFilter(filters.NumberFilter):
+    """A related record's id: an integer (`1.5` is refused rather than read as 1)."""
+
+    field_class = forms.IntegerField
+
+
+def id_filter(field_name: str) -> IdFilter:
+    return IdFilter(field_name=field_name)
+
+
+class UtcDateTimeField(filters.IsoDateTimeFilter.field_class):
+    """An ISO 8601 date-time, converted to UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO 8601 allows."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None or value.tzinfo is None:
+            return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as error:
+            raise forms.ValidationError("This date-time is out of range.", code="invalid") from error
+
+
+class DateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
 
 
 class DealFilter(filters.FilterSet):
@@ -18,7 +47,7 @@ class DealFilter(filters.FilterSet):
     stage = id_filter("stage_id")
     status = filters.ChoiceFilter(choices=DealStatus.choices)
     owner = id_filter("owner_id")
-    team = filters.NumberFilter(field_name="owner__team_id", help_text="Deals owned by members of this team.")
+    team = IdFilter(field_name="owner__team_id", help_text="Deals owned by members of this team.")
     organization = id_filter("organization_id")
     contact = id_filter("contact_id")
     source = filters.CharFilter()
@@ -27,7 +56,7 @@ class DealFilter(filters.FilterSet):
     amount_max = filters.NumberFilter(field_name="amount", lookup_expr="lte")
     expected_close_after = filters.DateFilter(field_name="expected_close_date", lookup_expr="gte")
     expected_close_before = filters.DateFilter(field_name="expected_close_date", lookup_expr="lte")
-    updated_since = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    updated_since = DateTimeFilter(field_name="updated_at", lookup_expr="gte")
 
     class Meta:
         model = Deal
@@ -39,8 +68,8 @@ class LeadFilter(filters.FilterSet):
     owner = id_filter("owner_id")
     source = filters.CharFilter()
     external_id = filters.CharFilter()
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = DateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = DateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Lead
@@ -53,8 +82,8 @@ class ActivityFilter(filters.FilterSet):
     owner = id_filter("owner_id")
     kind = filters.ChoiceFilter(choices=ActivityKind.choices)
     done = filters.BooleanFilter(field_name="done_at", lookup_expr="isnull", exclude=True, help_text="Done or planned.")
-    due_after = filters.IsoDateTimeFilter(field_name="due_at", lookup_expr="gte")
-    due_before = filters.IsoDateTimeFilter(field_name="due_at", lookup_expr="lt")
+    due_after = DateTimeFilter(field_name="due_at", lookup_expr="gte")
+    due_before = DateTimeFilter(field_name="due_at", lookup_expr="lt")
 
     class Meta:
         model = Activity

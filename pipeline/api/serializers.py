@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from rest_framework import serializers
 
 from accounts.selectors import assignable_owners
+from config.api import OptionalEmailField, OptionalURLField
 from pipeline import selectors
 from pipeline.models import (
     Activity,
@@ -99,6 +100,7 @@ class LostReasonSerializer(serializers.ModelSerializer):
 
 class OrganizationSerializer(serializers.ModelSerializer):
     owner = owner_field(required=False)
+    website = OptionalURLField()
     external_id = external_id_field()
 
     class Meta:
@@ -110,6 +112,7 @@ class OrganizationSerializer(serializers.ModelSerializer):
 class ContactSerializer(serializers.ModelSerializer):
     owner = owner_field(required=False)
     organization = organization_field()
+    email = OptionalEmailField()
     external_id = external_id_field()
 
     class Meta:
@@ -263,6 +266,7 @@ class LeadSerializer(serializers.ModelSerializer):
     owner = owner_field(required=False)
     organization = organization_field()
     contact = contact_field()
+    email = OptionalEmailField()
     external_id = external_id_field()
 
     class Meta:
