@@ -35,9 +35,10 @@ class TeamViewSet(VisibleViewSet):
     ordering_fields = ["name", "id"]
 
     def visible_queryset(self):
-        ids_only = User.objects.only("id")
+        # Only the ids are shown; members also need team_id, by which the prefetch matches them to their team.
         return Team.objects.prefetch_related(
-            Prefetch("managers", queryset=ids_only), Prefetch("members", queryset=ids_only)
+            Prefetch("managers", queryset=User.objects.only("id")),
+            Prefetch("members", queryset=User.objects.only("id", "team")),
         )
 
 
