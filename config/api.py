@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.db.models import QuerySet
@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 # --- Errors -------------------------------------------------------------------------------------------------------
 
 
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is larger than the server accepts."
+    default_code = "request_too_large"
+
+
 class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The record was changed by someone else: reload it and try again."
@@ -40,8 +46,10 @@ class PreconditionFailed(exceptions.APIException):
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's handler, taught the domain's errors: a service's ValidationError is a 400 with per-field messages
-    (`{"field": ["message", ...]}`), a stale `version` is a 409."""
-    if isinstance(exc, DjangoValidationError):
+    (`{"field": ["message", ...]}`), a stale `version` is a 409, a body over `DATA_UPLOAD_MAX_MEMORY_SIZE` a 413."""
+    if isinstance(exc, RequestDataTooBig):
+        exc = RequestTooLarge()
+    elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=as_serializer_error(exc))
     elif isinstance(exc, StaleVersion):
         exc = Conflict(str(exc))

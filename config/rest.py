@@ -1,37 +1,17 @@
-"""DRF plumbing named in `settings.REST_FRAMEWORK`: parsing, pagination, filter backends and throttles.
+"""DRF plumbing named in `settings.REST_FRAMEWORK`: pagination, filter backends and throttles.
 
 Kept apart from `config.api` because DRF imports these while it builds `APIView` itself, so this module must not
 import `rest_framework.views` (directly or through `viewsets`).
 """
 
-import io
 import logging
 
 import redis
-from django.conf import settings
-from rest_framework import exceptions, filters, status
+from rest_framework import exceptions, filters
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
 logger = logging.getLogger(__name__)
-
-
-class RequestTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "The request body is too large."
-    default_code = "request_too_large"
-
-
-class BoundedJSONParser(JSONParser):
-    """JSON, refusing bodies over `DATA_UPLOAD_MAX_MEMORY_SIZE`: DRF streams the body past Django's own check."""
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        body = stream.read(limit + 1)
-        if limit is not None and len(body) > limit:
-            raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
-        return super().parse(io.BytesIO(body), media_type, parser_context)
 
 
 class ApiPagination(PageNumberPagination):

@@ -174,7 +174,7 @@ if REP_VISIBILITY not in {"own", "team"}:
 
 # --- REST API (SPEC §4) ---------------------------------------------------------------------------------------
 
-# Bodies above this size are refused (413), in the API's JSON parser as in Django's form parsing.
+# Bodies above this size are refused: 413 in the API (DRF reads JSON through `request.body`, which checks it).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
 
 REST_FRAMEWORK = {
@@ -184,7 +184,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["config.rest.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "config.rest.ApiPagination",
     "DEFAULT_FILTER_BACKENDS": [
