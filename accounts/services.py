@@ -1,4 +1,4 @@
-"""Writes to accounts: personal API tokens. Callers fetch the records through `accounts.selectors`."""
+"""Writes to accounts: personal API tokens and teams. Callers fetch the records through `accounts.selectors`."""
 
 import hashlib
 import hmac
@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import ApiToken, User
+from accounts.models import ApiToken, Team, User
 
 # A used token's `last_used_at` is refreshed at most this often, so that reads do not each cost a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -61,3 +61,36 @@ def authenticate_api_token(raw_token: str) -> ApiToken | None:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
     return token
+
+
+# --- Teams (admins only; callers check the role) --------------------------------------------------------------------
+
+
+def _validate_managers(managers: list[User]) -> None:
+    not_managers = [str(user) for user in managers if not (user.is_manager or user.is_admin)]
+    if not_managers:
+        raise ValidationError({"managers": f"Only managers and admins can manage a team: {', '.join(not_managers)}."})
+
+
+@transaction.atomic
+def create_team(*, actor: User | None, name: str, managers: list[User] = ()) -> Team:
+    """Create a team led by `managers`; members join it through their user's `team`."""
+    _validate_managers(list(managers))
+    team = Team(name=name)
+    team.full_clean(exclude=["managers"])
+    team.save()
+    team.managers.set(managers)
+    return team
+
+
+@transaction.atomic
+def update_team(*, team: Team, actor: User | None, name: str | None = None, managers: list[User] | None = None) -> Team:
+    """Rename a team and/or replace its managers."""
+    if name is not None and name != team.name:
+        team.name = name
+        team.full_clean(exclude=["managers"])
+        team.save(update_fields=["name"])
+    if managers is not None:
+        _validate_managers(managers)
+        team.managers.set(managers)
+    return team

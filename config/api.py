@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import exceptions, serializers, status, viewsets
+from rest_framework import exceptions, permissions, serializers, status, viewsets
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
@@ -61,6 +61,17 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
 def api_not_found(request, *args, **kwargs):
     """Any other URL under /api/: a JSON 404, where Django would answer with an HTML page."""
     raise exceptions.NotFound()
+
+
+class AdminWritesOnly(permissions.IsAuthenticated):
+    """Everyone signed in may read; only admins may write (the configuration: pipelines, stages, teams...)."""
+
+    message = "Only admins can change this."
+
+    def has_permission(self, request, view) -> bool:
+        if not super().has_permission(request, view):
+            return False
+        return request.method in permissions.SAFE_METHODS or request.user.is_admin
 
 
 # --- Fields -------------------------------------------------------------------------------------------------------

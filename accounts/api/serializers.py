@@ -24,13 +24,15 @@ class MeSerializer(UserSerializer):
 
 
 class TeamSerializer(serializers.ModelSerializer):
-    managers = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    managers = serializers.PrimaryKeyRelatedField(
+        many=True, required=False, queryset=User.objects.filter(is_active=True), help_text="Managers or admins."
+    )
     members = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
 
     class Meta:
         model = Team
         fields = ["id", "name", "managers", "members", "created_at"]
-        read_only_fields = fields
+        read_only_fields = ["id", "members", "created_at"]
 
 
 class ApiTokenSerializer(serializers.ModelSerializer):

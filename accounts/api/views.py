@@ -1,5 +1,6 @@
 """API viewsets of accounts: users and teams (read), the signed-in user, and their personal API tokens."""
 
+from django.db import transaction
 from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -10,7 +11,7 @@ from accounts import selectors, services
 from accounts.api import schema  # noqa: F401  (registers the bearer token scheme with drf-spectacular)
 from accounts.api import serializers as s
 from accounts.models import ApiToken, Team, User
-from config.api import VisibleViewSet
+from config.api import AdminWritesOnly, VisibleViewSet
 
 
 class UserViewSet(VisibleViewSet):
@@ -27,10 +28,14 @@ class UserViewSet(VisibleViewSet):
 
 
 class TeamViewSet(VisibleViewSet):
-    """Sales teams with their managers and members; the organisation chart is visible to everyone signed in."""
+    """Sales teams with their managers and members; everyone signed in sees the organisation chart, admins change it.
+
+    Members join a team through their user's `team` (in the Django admin), not here.
+    """
 
     model = Team
     serializer_class = s.TeamSerializer
+    permission_classes = [AdminWritesOnly]
     search_fields = ["name"]
     ordering_fields = ["name", "id"]
 
@@ -40,6 +45,24 @@ class TeamViewSet(VisibleViewSet):
             Prefetch("managers", queryset=User.objects.only("id")),
             Prefetch("members", queryset=User.objects.only("id", "team")),
         )
+
+    def editable_queryset(self):
+        return self.visible_queryset()  # AdminWritesOnly has already let only admins this far
+
+    @extend_schema(responses={201: s.TeamSerializer})
+    def create(self, request):
+        team = services.create_team(actor=request.user, **self.validated_data())
+        return self.detail_response(team, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        with transaction.atomic():
+            team = self.get_editable_object(lock=True)
+            self.check_if_match(team)
+            team = services.update_team(team=team, actor=request.user, **self.validated_data(team, partial=partial))
+        return self.detail_response(team)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
 
 
 class MeView(APIView):

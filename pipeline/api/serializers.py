@@ -14,6 +14,7 @@ from accounts.selectors import assignable_owners
 from config.api import OptionalEmailField, OptionalURLField
 from pipeline import selectors
 from pipeline.models import (
+    REQUIRABLE_DEAL_FIELDS,
     Activity,
     Contact,
     Deal,
@@ -60,8 +61,18 @@ def contact_field(**kwargs) -> ScopedRelatedField:
 # --- Configuration: pipelines, stages, lost reasons -------------------------------------------------------------
 
 
+def required_fields_field() -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.ChoiceField(choices=list(REQUIRABLE_DEAL_FIELDS.items())),
+        required=False,
+        help_text="Deal fields that must be filled before a deal may enter the stage.",
+    )
+
+
 class StageSerializer(serializers.ModelSerializer):
-    required_fields = serializers.ListField(child=serializers.CharField(), read_only=True)
+    """A stage; its pipeline and kind are fixed once created."""
+
+    required_fields = required_fields_field()
 
     class Meta:
         model = Stage
@@ -76,23 +87,56 @@ class StageSerializer(serializers.ModelSerializer):
             "required_fields",
             "forecast_category",
         ]
-        read_only_fields = fields
+        read_only_fields = ["id", "pipeline", "kind"]
+        # The service checks names per pipeline; DRF's generated validator cannot see the read-only pipeline.
+        validators = []
+        extra_kwargs = {"order": {"required": False}, "probability": {"required": False}}
+
+
+class StageCreateSerializer(StageSerializer):
+    """A new open stage of `pipeline`, at `order` (default: last); the stages from there on move one place."""
+
+    pipeline = serializers.PrimaryKeyRelatedField(queryset=Pipeline.objects.all())
+
+    class Meta(StageSerializer.Meta):
+        read_only_fields = ["id", "kind"]
+        extra_kwargs = {"order": {"required": False}, "probability": {"required": True}}
+
+
+class PipelineStageInputSerializer(serializers.ModelSerializer):
+    """A stage of a new pipeline; its order is its place in the list."""
+
+    required_fields = required_fields_field()
+
+    class Meta:
+        model = Stage
+        fields = ["name", "kind", "probability", "rotting_days", "required_fields", "forecast_category"]
+        validators = []
 
 
 class PipelineSerializer(serializers.ModelSerializer):
     stages = StageSerializer(many=True, read_only=True)
+    # Declared, so that DRF does not derive a uniqueness check from the one-default constraint: making a pipeline the
+    # default is allowed, and the service unsets the previous one.
+    is_default = serializers.BooleanField(required=False)
 
     class Meta:
         model = Pipeline
         fields = ["id", "name", "is_default", "created_at", "stages"]
-        read_only_fields = fields
+        read_only_fields = ["id", "created_at"]
+
+
+class PipelineCreateSerializer(PipelineSerializer):
+    """A new pipeline with its stages in order: open ones, then exactly one won and one lost stage."""
+
+    stages = PipelineStageInputSerializer(many=True)
 
 
 class LostReasonSerializer(serializers.ModelSerializer):
     class Meta:
         model = LostReason
         fields = ["id", "name", "is_active"]
-        read_only_fields = fields
+        read_only_fields = ["id"]
 
 
 # --- Customers ----------------------------------------------------------------------------------------------------

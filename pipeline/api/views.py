@@ -11,25 +11,48 @@ from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from config.api import VisibleViewSet
+from config.api import AdminWritesOnly, VisibleViewSet
 from pipeline import selectors, services
 from pipeline.api import filters
 from pipeline.api import serializers as s
 from pipeline.models import Activity, Contact, Deal, Lead, LostReason, Organization, Pipeline, Stage
 
-# --- Configuration (read-only here; admins change it in the Django admin) -----------------------------------------
+# --- Configuration: everyone signed in reads it, admins change it ------------------------------------------------
 
 
 class PipelineViewSet(VisibleViewSet):
-    """Pipelines with their stages; everyone signed in may read them."""
+    """Pipelines with their stages."""
 
     model = Pipeline
     serializer_class = s.PipelineSerializer
+    permission_classes = [AdminWritesOnly]
     search_fields = ["name"]
     ordering_fields = ["name", "created_at", "id"]
 
     def visible_queryset(self):
         return Pipeline.objects.prefetch_related("stages")
+
+    def editable_queryset(self):
+        return self.visible_queryset()  # AdminWritesOnly has already let only admins this far
+
+    def get_serializer_class(self):
+        return s.PipelineCreateSerializer if self.action == "create" else s.PipelineSerializer
+
+    @extend_schema(responses={201: s.PipelineSerializer})
+    def create(self, request):
+        pipeline = services.create_pipeline(actor=request.user, **self.validated_data())
+        return self.detail_response(pipeline, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        with transaction.atomic():
+            pipeline = self.get_editable_object(lock=True)
+            self.check_if_match(pipeline)
+            data = self.validated_data(pipeline, partial=partial)
+            pipeline = services.update_pipeline(pipeline=pipeline, actor=request.user, **data)
+        return self.detail_response(pipeline)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
 
 
 class StageViewSet(VisibleViewSet):
@@ -37,6 +60,7 @@ class StageViewSet(VisibleViewSet):
 
     model = Stage
     serializer_class = s.StageSerializer
+    permission_classes = [AdminWritesOnly]
     filterset_class = filters.StageFilter
     search_fields = ["name"]
     ordering_fields = ["order", "name", "probability", "id"]
@@ -44,17 +68,60 @@ class StageViewSet(VisibleViewSet):
     def visible_queryset(self):
         return Stage.objects.all()
 
+    def editable_queryset(self):
+        return self.visible_queryset()  # AdminWritesOnly has already let only admins this far
+
+    def get_serializer_class(self):
+        return s.StageCreateSerializer if self.action == "create" else s.StageSerializer
+
+    @extend_schema(responses={201: s.StageSerializer})
+    def create(self, request):
+        stage = services.create_stage(actor=request.user, **self.validated_data())
+        return self.detail_response(stage, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        with transaction.atomic():
+            stage = self.get_editable_object(lock=True)
+            self.check_if_match(stage)
+            stage = services.update_stage(
+                stage=stage, actor=request.user, **self.validated_data(stage, partial=partial)
+            )
+        return self.detail_response(stage)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
+
 
 class LostReasonViewSet(VisibleViewSet):
     """Why deals are lost; only active reasons may be given to a new loss."""
 
     model = LostReason
     serializer_class = s.LostReasonSerializer
+    permission_classes = [AdminWritesOnly]
     search_fields = ["name"]
     ordering_fields = ["name", "id"]
 
     def visible_queryset(self):
         return LostReason.objects.all()
+
+    def editable_queryset(self):
+        return self.visible_queryset()  # AdminWritesOnly has already let only admins this far
+
+    @extend_schema(responses={201: s.LostReasonSerializer})
+    def create(self, request):
+        lost_reason = services.create_lost_reason(actor=request.user, **self.validated_data())
+        return self.detail_response(lost_reason, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        with transaction.atomic():
+            lost_reason = self.get_editable_object(lock=True)
+            self.check_if_match(lost_reason)
+            data = self.validated_data(lost_reason, partial=partial)
+            lost_reason = services.update_lost_reason(lost_reason=lost_reason, actor=request.user, **data)
+        return self.detail_response(lost_reason)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
 
 
 # --- Customers ----------------------------------------------------------------------------------------------------

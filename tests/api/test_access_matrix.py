@@ -96,8 +96,34 @@ NESTED_WRITES = [
 ]
 
 
+# Configuration writes: admins only; everyone else signed in gets 403 (the configuration is visible to them).
+ADMIN_WRITES = [
+    (
+        "create pipeline",
+        "post",
+        "/api/v1/pipelines/",
+        {
+            "name": "P2",
+            "stages": [
+                {"name": "Open", "probability": 10},
+                {"name": "W", "kind": "won", "probability": 100},
+                {"name": "L", "kind": "lost", "probability": 0},
+            ],
+        },
+        201,
+    ),
+    ("rename pipeline", "patch", "/api/v1/pipelines/{pipeline}/", {"name": "Renamed"}, 200),
+    ("create stage", "post", "/api/v1/stages/", {"pipeline": "{pipeline}", "name": "S", "probability": 5}, 201),
+    ("change stage", "patch", "/api/v1/stages/{qualification}/", {"probability": 25}, 200),
+    ("create lost reason", "post", "/api/v1/lost-reasons/", {"name": "Budget cut"}, 201),
+    ("retire lost reason", "patch", "/api/v1/lost-reasons/{lost_reason}/", {"is_active": False}, 200),
+    ("create team", "post", "/api/v1/teams/", {"name": "North"}, 201),
+    ("rename team", "put", "/api/v1/teams/{team}/", {"name": "East Coast"}, 200),
+]
+
+
 @pytest.fixture
-def ids(org, pipeline, rep_records):
+def ids(org, pipeline, rep_records, lost_reason):
     r = rep_records
     r.deal.external_id = "ext-deal-of-rep"
     r.deal.save(update_fields=["external_id"])
@@ -112,6 +138,7 @@ def ids(org, pipeline, rep_records):
         "team": org.team.pk,
         "pipeline": pipeline.pk,
         "qualification": stage(pipeline, "Qualification").pk,
+        "lost_reason": lost_reason.pk,
     }
 
 
@@ -121,6 +148,8 @@ def fill(template, ids):
         return None
     if isinstance(template, dict):
         return {key: fill(value, ids) for key, value in template.items()}
+    if isinstance(template, list):
+        return [fill(item, ids) for item in template]
     if isinstance(template, str) and template.startswith("{") and template.endswith("}"):
         return ids[template[1:-1]]
     return template.format(**ids) if isinstance(template, str) else template
@@ -197,3 +226,13 @@ def test_api_tokens_are_private_to_their_owner(org, api, role):
     expected = 401 if role in UNAUTHENTICATED else (200 if role == "rep" else 404)
     assert detail.status_code == expected
     assert revoke.status_code == (204 if role == "rep" else expected)
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(
+    ("endpoint", "method", "path", "body", "success"), ADMIN_WRITES, ids=[e[0] for e in ADMIN_WRITES]
+)
+def test_only_admins_change_the_configuration(api, ids, role, endpoint, method, path, body, success):
+    response = getattr(api(role), method)(fill(path, ids), fill(body, ids), format="json")
+    expected = 401 if role in UNAUTHENTICATED else success if role == "admin" else 403
+    assert response.status_code == expected, response.content
