@@ -53,8 +53,13 @@ def _errors_of(path: str, method: str) -> dict[str, dict]:
     return errors
 
 
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}}
+ETAG = {"ETag": {"schema": {"type": "string"}, "description": "Send it back as `If-Match` to write safely."}}
+
+
 def add_error_responses(result: dict, generator, request, public) -> dict:
-    """Add the API's error answers (and their two body shapes) to every operation of `result`."""
+    """Add the API's error answers (and their two body shapes) to every operation of `result`, with the headers
+    that go with them: `Retry-After` on 429, `ETag` on a record's representation."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorDetail"] = DETAIL_ERROR
     schemas["ValidationErrorBody"] = VALIDATION_ERROR
@@ -63,4 +68,7 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
             responses = operation.setdefault("responses", {})
             for code, response in _errors_of(path, method).items():
                 responses.setdefault(code, response)
+            responses["429"].setdefault("headers", RETRY_AFTER)
+            if "{id}" in path and method in {"get", "put", "patch"} and not path.endswith("/history/"):
+                responses.get("200", {}).setdefault("headers", ETAG)
     return result

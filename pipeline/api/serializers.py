@@ -20,6 +20,7 @@ from pipeline.models import (
     Deal,
     ForecastCategory,
     Lead,
+    LeadStatus,
     LostReason,
     Organization,
     Pipeline,
@@ -337,6 +338,16 @@ class LeadCreateSerializer(LeadSerializer):
 
     class Meta(LeadSerializer.Meta):
         read_only_fields = [name for name in LeadSerializer.Meta.read_only_fields if name != "status"]
+
+
+class LeadStatusSerializer(serializers.Serializer):
+    """A lead's new status: forwards (skipped steps count as passed), back, disqualified (with a reason), or
+    requalified. `converted` is reached only by converting the lead."""
+
+    status = serializers.ChoiceField(choices=[c for c in LeadStatus.choices if c[0] != LeadStatus.CONVERTED])
+    reason = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="Why the lead is disqualified."
+    )
 
 
 class LeadConvertSerializer(serializers.ModelSerializer):

@@ -294,7 +294,11 @@ class LeadViewSet(VisibleViewSet):
         return selectors.editable_leads(self.request.user)
 
     def get_serializer_class(self):
-        return {"create": s.LeadCreateSerializer, "convert": s.LeadConvertSerializer}.get(self.action, s.LeadSerializer)
+        return {
+            "create": s.LeadCreateSerializer,
+            "set_status": s.LeadStatusSerializer,
+            "convert": s.LeadConvertSerializer,
+        }.get(self.action, s.LeadSerializer)
 
     @extend_schema(responses={201: s.LeadSerializer})
     def create(self, request):
@@ -310,6 +314,15 @@ class LeadViewSet(VisibleViewSet):
 
     def partial_update(self, request, pk=None):
         return self.update(request, pk, partial=True)
+
+    @extend_schema(responses={200: s.LeadSerializer}, description=s.LeadStatusSerializer.__doc__)
+    @action(detail=True, methods=["post"], url_path="status")
+    def set_status(self, request, pk=None):
+        with transaction.atomic():
+            lead = self.get_editable_object(lock=True)
+            self.check_if_match(lead)
+            lead = services.advance_lead(lead=lead, actor=request.user, **self.validated_data())
+        return self.detail_response(lead)
 
     @extend_schema(
         responses={201: s.DealSerializer},

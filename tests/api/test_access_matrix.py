@@ -35,6 +35,7 @@ RECORD_ENDPOINTS = [
     ("lead detail", "get", "/api/v1/leads/{lead}/", None, 200, "read"),
     ("lead update", "put", "/api/v1/leads/{lead}/", {"last_name": "Renamed"}, 200, "write"),
     ("lead partial update", "patch", "/api/v1/leads/{lead}/", {"score": 50}, 200, "write"),
+    ("lead status", "post", "/api/v1/leads/{lead}/status/", {"status": "contacted"}, 200, "write"),
     ("lead convert", "post", "/api/v1/leads/{lead}/convert/", {}, 201, "write"),
     ("activity detail", "get", "/api/v1/activities/{activity}/", None, 200, "read"),
     ("activity update", "put", "/api/v1/activities/{activity}/", {"kind": "email", "subject": "Re"}, 200, "write"),

@@ -158,3 +158,20 @@ def test_activity_filters(org, pipeline, query, expected):
     values = {"deal": deal.pk, "lead": lead.pk, "rep": org.rep.pk}
     listed = ids_of(client_for(org.rep).get(f"/api/v1/activities/?{query.format(**values)}"))
     assert listed == {activities[name].pk for name in expected}
+
+
+def test_lead_status_moves_forwards_and_to_disqualified_with_a_reason(rep, org):
+    lead = services.create_lead(actor=org.rep, last_name="L")
+    response = rep.post(f"/api/v1/leads/{lead.pk}/status/", {"status": "sql"}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "sql" and response.json()["mql_at"] is not None
+    response = rep.post(
+        f"/api/v1/leads/{lead.pk}/status/", {"status": "disqualified", "reason": "No budget"}, format="json"
+    )
+    assert response.json()["status"] == "disqualified" and response.json()["disqualified_reason"] == "No budget"
+
+
+def test_lead_status_cannot_be_set_to_converted(rep, org):
+    lead = services.create_lead(actor=org.rep, last_name="L")
+    response = rep.post(f"/api/v1/leads/{lead.pk}/status/", {"status": "converted"}, format="json")
+    assert response.status_code == 400 and list(response.json()) == ["status"]
