@@ -4,7 +4,6 @@ mapping of domain errors to HTTP answers (SPEC §4). Parsing, pagination, filter
 
 import hashlib
 import json
-import logging
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
@@ -19,9 +18,6 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
 from pipeline.exceptions import StaleVersion
-
-logger = logging.getLogger(__name__)
-
 
 # --- Errors -------------------------------------------------------------------------------------------------------
 
