@@ -130,3 +130,19 @@ def test_anonymous_requests_are_401_but_the_schema_and_docs_are_public(db):
     assert client.get("/api/schema/").status_code == 200
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"drf_spectacular_sidecar" in docs.content  # served locally, no CDN
+
+
+def test_an_admin_can_revoke_tokens_in_the_django_admin(org):
+    from django.test import Client
+
+    token, raw_token = create_api_token(user=org.rep, name="leaked")
+    org.admin.is_staff = True
+    org.admin.is_superuser = True
+    org.admin.save()
+    browser = Client()
+    browser.force_login(org.admin)
+    response = browser.post(
+        "/admin/accounts/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    assert bearer(raw_token).get("/api/v1/me/").status_code == 401
