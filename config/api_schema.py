@@ -45,10 +45,11 @@ def _errors_of(path: str, method: str) -> dict[str, dict]:
         "429": _response("Too many requests; retry after `Retry-After` seconds.", _DETAIL),
     }
     if writes:
-        errors["409"] = _response("Conflict: the `version` sent is no longer the current one.", _DETAIL)
         errors["413"] = _response("The request body is too large.", _DETAIL)
         errors["415"] = _response("Unsupported media type: send JSON.", _DETAIL)
-    if (writes and is_detail) or method == "delete":
+    if writes and path.startswith("/api/v1/deals/{id}/"):
+        errors["409"] = _response("Conflict: the `version` sent is no longer the current one.", _DETAIL)
+    if writes and is_detail:
         errors["412"] = _response("`If-Match` does not match the record's current ETag.", _DETAIL)
     return errors
 
