@@ -58,3 +58,21 @@ def test_a_viewset_may_not_override_get_queryset():
         class Leaky(VisibleViewSet):
             def get_queryset(self):
                 return []
+
+
+def test_every_api_viewset_reads_through_the_visibility_base():
+    """A new endpoint under /api/v1/ must get its rows from a visible_* selector, i.e. extend VisibleViewSet."""
+    from accounts.api import urls as account_urls
+    from accounts.api.views import MeView
+    from pipeline.api import urls as pipeline_urls
+
+    # MeView only ever shows the requesting user.
+    allowed_without_base = {MeView}
+    views = {
+        getattr(pattern.callback, "cls", None)
+        for module in (account_urls, pipeline_urls)
+        for pattern in module.urlpatterns
+    }
+    assert views - allowed_without_base
+    for view in views - allowed_without_base:
+        assert issubclass(view, VisibleViewSet), view
