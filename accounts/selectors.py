@@ -7,7 +7,7 @@ Every read path (pages, API, exports, metrics) asks these functions whose record
 from django.conf import settings
 from django.db.models import Q, QuerySet
 
-from accounts.models import ApiToken, Role, User
+from accounts.models import ApiToken, Role, Team, User
 
 
 def _managed_owner_ids(user: User) -> QuerySet:
@@ -58,6 +58,11 @@ def assignable_owners(user: User) -> QuerySet[User]:
     owners = owners_editable_by(user)
     users = User.objects.filter(is_active=True)
     return users if owners is None else users.filter(pk__in=owners)
+
+
+def visible_teams(user: User) -> QuerySet[Team]:
+    """Every team (the organisation chart is no secret to colleagues), for every active user."""
+    return Team.objects.all() if user.is_active else Team.objects.none()
 
 
 def api_tokens_of(user: User) -> QuerySet[ApiToken]:

@@ -8,7 +8,18 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
 
 from accounts.models import User
 from accounts.selectors import owners_editable_by, owners_visible_to
-from pipeline.models import Activity, Contact, Deal, DealStatus, Lead, Organization, Pipeline, Stage, StageChange
+from pipeline.models import (
+    Activity,
+    Contact,
+    Deal,
+    DealStatus,
+    Lead,
+    LostReason,
+    Organization,
+    Pipeline,
+    Stage,
+    StageChange,
+)
 
 
 def _owned_by(queryset: QuerySet, owners: QuerySet | None, owner_field: str = "owner") -> QuerySet:
@@ -84,6 +95,22 @@ def editable_organizations(user: User) -> QuerySet[Organization]:
 def editable_contacts(user: User) -> QuerySet[Contact]:
     """Contacts `user` may change, by the rule of organizations."""
     return _owned_by(Contact.objects.all(), owners_editable_by(user))
+
+
+def visible_pipelines(user: User) -> QuerySet[Pipeline]:
+    """Pipelines with their stages prefetched: the configuration every active user works in."""
+    pipelines = Pipeline.objects.prefetch_related("stages")
+    return pipelines if user.is_active else pipelines.none()
+
+
+def visible_stages(user: User) -> QuerySet[Stage]:
+    """The stages of every pipeline, for every active user."""
+    return Stage.objects.all() if user.is_active else Stage.objects.none()
+
+
+def visible_lost_reasons(user: User) -> QuerySet[LostReason]:
+    """Lost reasons, retired ones included (old losses still name them), for every active user."""
+    return LostReason.objects.all() if user.is_active else LostReason.objects.none()
 
 
 def deal_history(*, deal: Deal) -> QuerySet[StageChange]:

@@ -41,7 +41,7 @@ class TeamViewSet(VisibleViewSet):
 
     def visible_queryset(self):
         # Only the ids are shown; members also need team_id, by which the prefetch matches them to their team.
-        return Team.objects.prefetch_related(
+        return selectors.visible_teams(self.request.user).prefetch_related(
             Prefetch("managers", queryset=User.objects.only("id")),
             Prefetch("members", queryset=User.objects.only("id", "team")),
         )

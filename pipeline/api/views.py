@@ -30,7 +30,7 @@ class PipelineViewSet(VisibleViewSet):
     ordering_fields = ["name", "created_at", "id"]
 
     def visible_queryset(self):
-        return Pipeline.objects.prefetch_related("stages")
+        return selectors.visible_pipelines(self.request.user)
 
     def editable_queryset(self):
         return self.visible_queryset()  # AdminWritesOnly has already let only admins this far
@@ -66,7 +66,7 @@ class StageViewSet(VisibleViewSet):
     ordering_fields = ["order", "name", "probability", "id"]
 
     def visible_queryset(self):
-        return Stage.objects.all()
+        return selectors.visible_stages(self.request.user)
 
     def editable_queryset(self):
         return self.visible_queryset()  # AdminWritesOnly has already let only admins this far
@@ -102,7 +102,7 @@ class LostReasonViewSet(VisibleViewSet):
     ordering_fields = ["name", "id"]
 
     def visible_queryset(self):
-        return LostReason.objects.all()
+        return selectors.visible_lost_reasons(self.request.user)
 
     def editable_queryset(self):
         return self.visible_queryset()  # AdminWritesOnly has already let only admins this far
