@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from accounts.models import Team, User
+from accounts.models import ApiToken, Team, User
+from accounts.services import revoke_api_token
 
 
 @admin.register(User)
@@ -49,3 +50,24 @@ class TeamAdmin(admin.ModelAdmin):
     @admin.display(description="Members")
     def member_count(self, team: Team) -> int:
         return len(team.members.all())
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens can be seen and revoked here, never created: the secret must reach its owner, and only them."""
+
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    list_select_related = ["user"]
+    search_fields = ["name", "prefix", "user__username"]
+    fields = list_display
+    readonly_fields = list_display
+    actions = ["revoke"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset) -> None:
+        for token in queryset:
+            revoke_api_token(token=token)

@@ -44,3 +44,30 @@ class User(AbstractUser):
     @property
     def is_manager(self) -> bool:
         return self.role == Role.MANAGER
+
+
+class ApiToken(models.Model):
+    """A personal API token (`Authorization: Bearer <prefix>.<secret>`), stored as a SHA-256 hash.
+
+    The secret is shown once, when the token is created (`accounts.services.create_api_token`); the prefix, kept in
+    clear, finds the row without scanning every hash. A revoked or expired token authenticates nobody.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_usable(self, *, at) -> bool:
+        """Neither revoked nor expired at `at`."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > at)

@@ -7,7 +7,7 @@ Every read path (pages, API, exports, metrics) asks these functions whose record
 from django.conf import settings
 from django.db.models import Q, QuerySet
 
-from accounts.models import Role, User
+from accounts.models import ApiToken, Role, Team, User
 
 
 def _owners(user: User, *, editing: bool) -> QuerySet | None:
@@ -44,3 +44,20 @@ def visible_users(user: User) -> QuerySet[User]:
     owners = owners_visible_to(user)
     users = User.objects.select_related("team")
     return users if owners is None else users.filter(pk__in=owners)
+
+
+def assignable_owners(user: User) -> QuerySet[User]:
+    """Users `user` may make the owner of a record: those whose records they may change (anyone, for an admin)."""
+    owners = owners_editable_by(user)
+    users = User.objects.filter(is_active=True)
+    return users if owners is None else users.filter(pk__in=owners)
+
+
+def visible_teams(user: User) -> QuerySet[Team]:
+    """Every team (the organisation chart is no secret to colleagues), for every active user."""
+    return Team.objects.all() if user.is_active else Team.objects.none()
+
+
+def api_tokens_of(user: User) -> QuerySet[ApiToken]:
+    """The personal API tokens of `user`, newest first; nobody sees another user's tokens."""
+    return ApiToken.objects.filter(user=user) if user.is_authenticated else ApiToken.objects.none()

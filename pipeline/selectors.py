@@ -17,6 +17,7 @@ from pipeline.models import (
     Deal,
     DealStatus,
     Lead,
+    LostReason,
     Organization,
     Pipeline,
     Stage,
@@ -85,6 +86,32 @@ def visible_organizations(user: User) -> QuerySet[Organization]:
 def visible_contacts(user: User) -> QuerySet[Contact]:
     """Contacts `user` owns (by the deal rule) or that are the contact of one of their visible deals or leads."""
     return _visible_customers(user, Contact.objects.all(), "contact")
+
+
+def editable_organizations(user: User) -> QuerySet[Organization]:
+    """Organizations `user` may change: those owned by the users whose deals they may change (all, for an admin)."""
+    return _owned_by(Organization.objects.all(), owners_editable_by(user))
+
+
+def editable_contacts(user: User) -> QuerySet[Contact]:
+    """Contacts `user` may change, by the rule of organizations."""
+    return _owned_by(Contact.objects.all(), owners_editable_by(user))
+
+
+def visible_pipelines(user: User) -> QuerySet[Pipeline]:
+    """Pipelines with their stages prefetched: the configuration every active user works in."""
+    pipelines = Pipeline.objects.prefetch_related("stages")
+    return pipelines if user.is_active else pipelines.none()
+
+
+def visible_stages(user: User) -> QuerySet[Stage]:
+    """The stages of every pipeline, for every active user."""
+    return Stage.objects.all() if user.is_active else Stage.objects.none()
+
+
+def visible_lost_reasons(user: User) -> QuerySet[LostReason]:
+    """Lost reasons, retired ones included (old losses still name them), for every active user."""
+    return LostReason.objects.all() if user.is_active else LostReason.objects.none()
 
 
 def deal_history(*, deal: Deal) -> QuerySet[StageChange]:

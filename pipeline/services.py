@@ -621,3 +621,147 @@ def complete_activity(*, activity: Activity, actor: User | None, at: datetime | 
     activity.save(update_fields=["done_at", "updated_at"])
     _send_on_commit(signals.activity_completed, actor=actor, activity=activity)
     return activity
+
+
+# --- Configuration: pipelines, stages, lost reasons (admins only; callers check the role) -----------------------------
+
+PIPELINE_EDITABLE_FIELDS = frozenset({"name", "is_default"})
+STAGE_EDITABLE_FIELDS = frozenset(
+    {"name", "order", "probability", "rotting_days", "required_fields", "forecast_category"}
+)
+LOST_REASON_EDITABLE_FIELDS = frozenset({"name", "is_active"})
+
+
+def _make_sole_default(pipeline: Pipeline) -> None:
+    """Unset the previous default pipeline, so that the one-default constraint holds when `pipeline` becomes it."""
+    Pipeline.objects.filter(is_default=True).exclude(pk=pipeline.pk).update(is_default=False)
+
+
+def _validate_stage(stage: Stage) -> None:
+    # Won and lost stages carry fixed probabilities (the database checks them too, but with a less helpful message).
+    if stage.kind == StageKind.WON and stage.probability != 100:
+        raise ValidationError({"probability": "A won stage has probability 100."})
+    if stage.kind == StageKind.LOST and stage.probability != 0:
+        raise ValidationError({"probability": "A lost stage has probability 0."})
+    stage.full_clean(exclude=["pipeline", "order"], validate_unique=False, validate_constraints=False)
+    duplicate = Stage.objects.filter(pipeline_id=stage.pipeline_id, name=stage.name).exclude(pk=stage.pk)
+    if duplicate.exists():
+        raise ValidationError({"name": f"The pipeline already has a stage named “{stage.name}”."})
+
+
+@transaction.atomic
+def create_pipeline(
+    *, actor: User | None, name: str, stages: list[dict[str, Any]], is_default: bool = False
+) -> Pipeline:
+    """Create a pipeline with its stages, ordered as given: open stages, and exactly one won and one lost stage.
+
+    Each stage is a dict of Stage fields (`name`, `kind`, `probability`, `rotting_days`, `required_fields`,
+    `forecast_category`). A problem with a stage is reported under `stages` with the stage's position and name.
+    """
+    kinds = [stage.get("kind", StageKind.OPEN) for stage in stages]
+    if StageKind.OPEN not in kinds or kinds.count(StageKind.WON) != 1 or kinds.count(StageKind.LOST) != 1:
+        raise ValidationError({"stages": "A pipeline needs at least one open stage, one won stage and one lost stage."})
+    pipeline = Pipeline(name=name, is_default=is_default)
+    # The one-default constraint is kept by `_make_sole_default`, not refused.
+    pipeline.full_clean(exclude=["created_at"], validate_constraints=False)
+    if is_default:
+        _make_sole_default(pipeline)
+    pipeline.save()
+    for order, fields in enumerate(stages, start=1):
+        stage = Stage(pipeline=pipeline, order=order, **fields)
+        try:
+            _validate_stage(stage)
+        except ValidationError as error:
+            raise ValidationError(
+                {"stages": [f"Stage {order} ({fields.get('name', '')}): {message}" for message in error.messages]}
+            ) from error
+        stage.save()
+        record_audit(actor=actor, instance=stage, action=AuditAction.CREATED)
+    record_audit(actor=actor, instance=pipeline, action=AuditAction.CREATED)
+    return pipeline
+
+
+@transaction.atomic
+def update_pipeline(*, pipeline: Pipeline, actor: User | None, **fields: Any) -> Pipeline:
+    """Rename a pipeline or make it the default (the previous default stops being one)."""
+    pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
+    before = _audited_values(pipeline)
+    if _apply_fields(pipeline, fields, PIPELINE_EDITABLE_FIELDS):
+        pipeline.full_clean(exclude=["created_at"], validate_constraints=False)
+        if pipeline.is_default:
+            _make_sole_default(pipeline)
+        pipeline.save()
+        record_audit(actor=actor, instance=pipeline, action=AuditAction.UPDATED, before=before)
+    return pipeline
+
+
+def _shift_stages_from(pipeline: Pipeline, order: int) -> None:
+    """Make room at `order` by moving that stage and the ones after it one place on (the constraint is deferred)."""
+    pipeline.stages.filter(order__gte=order).update(order=models.F("order") + 1)
+
+
+@transaction.atomic
+def create_stage(
+    *, actor: User | None, pipeline: Pipeline, name: str, order: int | None = None, **fields: Any
+) -> Stage:
+    """Add an open stage to `pipeline` at `order` (default: after the last stage); later stages move one place on.
+
+    A pipeline keeps its one won and one lost stage, so only open stages are added.
+    """
+    if fields.get("kind", StageKind.OPEN) != StageKind.OPEN:
+        raise ValidationError({"kind": "A pipeline has exactly one won and one lost stage; add open stages only."})
+    pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
+    last = pipeline.stages.aggregate(last=models.Max("order"))["last"] or 0
+    order = last + 1 if order is None else order
+    if order < 1:
+        raise ValidationError({"order": "Stage order starts at 1."})
+    stage = Stage(pipeline=pipeline, name=name, order=order)
+    _apply_fields(stage, fields, STAGE_EDITABLE_FIELDS | {"kind"})
+    _validate_stage(stage)
+    _shift_stages_from(pipeline, order)
+    stage.save()
+    record_audit(actor=actor, instance=stage, action=AuditAction.CREATED)
+    return stage
+
+
+@transaction.atomic
+def update_stage(*, stage: Stage, actor: User | None, **fields: Any) -> Stage:
+    """Change a stage's name, probability, rotting days, required fields, forecast category or place.
+
+    A new `order` already taken swaps the two stages. New required fields apply to deals entering the stage from
+    now on; deals already in it are not re-checked.
+    """
+    stage = Stage.objects.select_for_update().get(pk=stage.pk)
+    old_order = stage.order
+    before = _audited_values(stage)
+    if not _apply_fields(stage, fields, STAGE_EDITABLE_FIELDS):
+        return stage
+    if stage.order < 1:
+        raise ValidationError({"order": "Stage order starts at 1."})
+    _validate_stage(stage)
+    if stage.order != old_order:
+        Stage.objects.filter(pipeline_id=stage.pipeline_id, order=stage.order).update(order=old_order)
+    stage.save()
+    record_audit(actor=actor, instance=stage, action=AuditAction.UPDATED, before=before)
+    return stage
+
+
+@transaction.atomic
+def create_lost_reason(*, actor: User | None, name: str, is_active: bool = True) -> LostReason:
+    """Add a reason deals can be lost for."""
+    lost_reason = LostReason(name=name, is_active=is_active)
+    lost_reason.full_clean()
+    lost_reason.save()
+    record_audit(actor=actor, instance=lost_reason, action=AuditAction.CREATED)
+    return lost_reason
+
+
+@transaction.atomic
+def update_lost_reason(*, lost_reason: LostReason, actor: User | None, **fields: Any) -> LostReason:
+    """Rename a lost reason or retire it (`is_active` false: deals lost for it keep it, new losses cannot use it)."""
+    before = _audited_values(lost_reason)
+    if _apply_fields(lost_reason, fields, LOST_REASON_EDITABLE_FIELDS):
+        lost_reason.full_clean()
+        lost_reason.save()
+        record_audit(actor=actor, instance=lost_reason, action=AuditAction.UPDATED, before=before)
+    return lost_reason

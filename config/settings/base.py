@@ -59,6 +59,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "axes",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "pipeline",
     "forecasting",
@@ -196,6 +198,65 @@ DEFAULT_CURRENCY = os.environ.get("DEFAULT_CURRENCY", "USD")
 REP_VISIBILITY = os.environ.get("REP_VISIBILITY", "own")
 if REP_VISIBILITY not in {"own", "team"}:
     raise ImproperlyConfigured("REP_VISIBILITY must be 'own' or 'team'")
+
+# --- REST API (SPEC §4) ---------------------------------------------------------------------------------------
+
+# Bodies above this size are refused: 413 in the API (DRF reads JSON through `request.body`, which checks it).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
+
+REST_FRAMEWORK = {
+    # Bearer first: its `WWW-Authenticate` challenge makes an unauthenticated request a 401, not a 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.api.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "config.rest.ApiPagination",
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "config.rest.SearchFilter",
+        "config.rest.OrderingFilter",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["config.rest.UserOrTokenRateThrottle", "config.rest.AnonymousRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": os.environ.get("API_THROTTLE_USER", "1200/minute"),
+        "anon": os.environ.get("API_THROTTLE_ANON", "60/minute"),
+    },
+    "EXCEPTION_HANDLER": "config.api.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Pipeline CRM API",
+    "DESCRIPTION": (
+        "REST API v1 for integrations. Authenticate with `Authorization: Bearer <token>` (personal API tokens) or a "
+        "browser session. Records outside your visibility answer 404; records you may see but not change answer 403 "
+        "on writes. Detail reads return an `ETag`; writes honour `If-Match` (412 when it no longer matches). A deal's "
+        "`version` sent in a write body is the same guard, answered with 409 when stale."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Served by the app itself (drf-spectacular-sidecar): the docs work without internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "StageKindEnum": "pipeline.models.StageKind",
+        "ForecastCategoryEnum": "pipeline.models.ForecastCategory",
+        "LeadStatusEnum": "pipeline.models.LeadStatus",
+        "ActivityKindEnum": "pipeline.models.ActivityKind",
+        "RoleEnum": "accounts.models.Role",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api_schema.add_error_responses",
+    ],
+}
 
 LOGGING = {
     "version": 1,

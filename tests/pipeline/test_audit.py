@@ -107,3 +107,14 @@ def test_stage_changes_made_in_the_admin_are_recorded(client, pipeline):
     assert response.status_code == 302, response.content.decode()[:3000]
     [entry] = audit_trail(instance=stage(pipeline, "Discovery"))
     assert (entry.actor, entry.action, entry.changes) == (admin_user, "updated", {"probability": [40, 55]})
+
+
+def test_configuration_changed_through_the_services_is_recorded(pipeline):
+    admin_user = make_user(role="admin", username="root")
+    discovery = stage(pipeline, "Discovery")
+
+    services.update_stage(stage=discovery, actor=admin_user, probability=45)
+    services.update_pipeline(pipeline=pipeline, actor=admin_user, name="Direct")
+
+    assert audit_trail(instance=discovery).first().changes == {"probability": [40, 45]}
+    assert audit_trail(instance=pipeline).first().changes == {"name": ["New Business", "Direct"]}

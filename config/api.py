@@ -1,0 +1,199 @@
+"""What every API endpoint shares: the visibility-scoped base viewset, conditional writes (ETag / If-Match) and the
+mapping of domain errors to HTTP answers (SPEC §4). Parsing, pagination, filters and throttles are in `config.rest`.
+"""
+
+import hashlib
+import json
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import exceptions, permissions, serializers, status, viewsets
+from rest_framework.decorators import api_view
+from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.views import exception_handler
+
+from pipeline.exceptions import StaleVersion
+
+# --- Errors -------------------------------------------------------------------------------------------------------
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is larger than the server accepts."
+    default_code = "request_too_large"
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The record was changed by someone else: reload it and try again."
+    default_code = "conflict"
+
+
+class PreconditionFailed(exceptions.APIException):
+    status_code = status.HTTP_412_PRECONDITION_FAILED
+    default_detail = "If-Match does not match the current ETag: the record changed since you read it."
+    default_code = "precondition_failed"
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's handler, taught the domain's errors: a service's ValidationError is a 400 with per-field messages
+    (`{"field": ["message", ...]}`), a stale `version` is a 409, a body over `DATA_UPLOAD_MAX_MEMORY_SIZE` a 413."""
+    if isinstance(exc, RequestDataTooBig):
+        exc = RequestTooLarge()
+    elif isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(detail=as_serializer_error(exc))
+    elif isinstance(exc, StaleVersion):
+        exc = Conflict(str(exc))
+    return exception_handler(exc, context)
+
+
+@extend_schema(exclude=True)
+@api_view(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+def api_not_found(request, *args, **kwargs):
+    """Any other URL under /api/: a JSON 404, where Django would answer with an HTML page."""
+    raise exceptions.NotFound()
+
+
+class AdminWritesOnly(permissions.IsAuthenticated):
+    """Everyone signed in may read; only admins may write (the configuration: pipelines, stages, teams...)."""
+
+    message = "Only admins can change this."
+
+    def has_permission(self, request, view) -> bool:
+        if not super().has_permission(request, view):
+            return False
+        return request.method in permissions.SAFE_METHODS or request.user.is_admin
+
+
+# --- Fields -------------------------------------------------------------------------------------------------------
+
+
+def _blank_or(format_name: str, max_length: int) -> dict:
+    # An empty string is a valid value of these fields but not a valid `email`/`uri`: say both in the schema.
+    return {
+        "anyOf": [
+            {"type": "string", "format": format_name, "maxLength": max_length},
+            {"type": "string", "maxLength": 0},
+        ]
+    }
+
+
+@extend_schema_field(_blank_or("email", 254))
+class OptionalEmailField(serializers.EmailField):
+    """An email address, or "" for none."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_blank=True, required=False, max_length=254, **kwargs)
+
+
+@extend_schema_field(_blank_or("uri", 200))
+class OptionalURLField(serializers.URLField):
+    """A URL, or "" for none."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_blank=True, required=False, max_length=200, **kwargs)
+
+
+# --- Conditional requests ------------------------------------------------------------------------------------------
+
+
+def representation_etag(data: Any) -> str:
+    """A weak ETag over a record's JSON representation, for records without a version counter."""
+    canonical = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    return f'W/"{hashlib.sha256(canonical.encode()).hexdigest()[:24]}"'
+
+
+def if_match_allows(header: str, etag: str) -> bool:
+    """Whether an `If-Match` header value admits `etag` (weak comparison, as fits a JSON representation)."""
+    candidates = [candidate.strip() for candidate in header.split(",")]
+    return "*" in candidates or etag.removeprefix("W/") in {c.removeprefix("W/") for c in candidates}
+
+
+# --- The base viewset ---------------------------------------------------------------------------------------------
+
+
+class VisibleViewSet(viewsets.GenericViewSet):
+    """The base of every API viewset: rows come only from `visible_queryset()`, changes only to rows of
+    `editable_queryset()` (SPEC §2). Outside the visible rows a record answers 404; visible but not editable, 403.
+
+    Subclasses implement `visible_queryset` (and `editable_queryset` when they write) with a `visible_*` /
+    `editable_*` selector. Overriding `get_queryset` is refused, so no endpoint can bypass the rule.
+    """
+
+    model: type[models.Model]  # what the schema generator sees, since it builds views without a user
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "get_queryset" in vars(cls):
+            raise ImproperlyConfigured(
+                f"{cls.__name__} overrides get_queryset: implement visible_queryset() instead, "
+                "so that its rows come from a visible_* selector."
+            )
+
+    def visible_queryset(self) -> QuerySet:
+        """The rows the requesting user may see, from a `visible_*` selector."""
+        raise NotImplementedError
+
+    def editable_queryset(self) -> QuerySet:
+        """The rows the requesting user may change, from an `editable_*` selector; none unless overridden."""
+        return self.visible_queryset().none()
+
+    def get_queryset(self) -> QuerySet:
+        if getattr(self, "swagger_fake_view", False):
+            return self.model.objects.none()
+        return self.visible_queryset()
+
+    def get_editable_object(self, *, lock: bool = False) -> models.Model:
+        """The record of the URL if the user may change it: 404 when invisible, 403 when only visible.
+
+        With `lock`, the row is locked until the end of the caller's transaction, so that a check of `If-Match`
+        and the write after it see the same version.
+        """
+        instance = self.get_object()
+        editable = self.editable_queryset().filter(pk=instance.pk)
+        if not editable.exists():
+            raise exceptions.PermissionDenied("You may see this record but not change it.")
+        if lock:
+            instance = type(instance).objects.select_for_update().get(pk=instance.pk)
+        return instance
+
+    def validated_data(self, instance: models.Model | None = None, *, partial: bool = False) -> dict:
+        """The request body, validated by the action's serializer (400 with per-field messages otherwise)."""
+        serializer = self.get_serializer(instance, data=self.request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+    def represent(self, instance: models.Model) -> dict:
+        """The record's detail representation (the viewset's `serializer_class`)."""
+        return self.serializer_class(instance, context=self.get_serializer_context()).data
+
+    def etag(self, instance: models.Model, data: dict | None = None) -> str:
+        """`W/"<version>"` for versioned records (deals), otherwise a hash of the representation."""
+        version = getattr(instance, "version", None)
+        if version is not None:
+            return f'W/"{version}"'
+        return representation_etag(self.represent(instance) if data is None else data)
+
+    def check_if_match(self, instance: models.Model) -> None:
+        """Raise 412 when the request's `If-Match` does not admit the record's current ETag."""
+        header = self.request.headers.get("If-Match")
+        if header is not None and not if_match_allows(header, self.etag(instance)):
+            raise PreconditionFailed()
+
+    def detail_response(self, instance: models.Model, *, status_code: int = status.HTTP_200_OK) -> Response:
+        """The record's representation with its ETag."""
+        data = self.represent(instance)
+        return Response(data, status=status_code, headers={"ETag": self.etag(instance, data)})
+
+    def retrieve(self, request, *args, **kwargs) -> Response:
+        return self.detail_response(self.get_object())
+
+    def list(self, request, *args, **kwargs) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)

@@ -1,0 +1,75 @@
+"""The error answers of the API, added to every operation of the OpenAPI schema (drf-spectacular post-processing).
+
+DRF answers them from its exception handler (`config.api.api_exception_handler`) rather than from the views, so
+drf-spectacular cannot see them by itself.
+"""
+
+DETAIL_ERROR = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+}
+VALIDATION_ERROR = {
+    "type": "object",
+    "description": 'Messages per field, e.g. `{"amount": ["Amount is required to enter the stage “Proposal”."]}`; '
+    "errors not tied to one field are under `non_field_errors`, a malformed body under `detail`.",
+    "additionalProperties": {
+        "oneOf": [
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "string"},
+            {"type": "object"},
+        ]
+    },
+}
+
+_DETAIL = {"$ref": "#/components/schemas/ErrorDetail"}
+_VALIDATION = {"$ref": "#/components/schemas/ValidationErrorBody"}
+
+
+def _response(description: str, schema: dict) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors_of(path: str, method: str) -> dict[str, dict]:
+    is_detail = "{id}" in path
+    writes = method in {"post", "put", "patch"}
+    errors = {
+        "400": _response("Invalid input or query parameters.", _VALIDATION),
+        "401": _response("Not authenticated, or the token is invalid, expired or revoked.", _DETAIL),
+        "403": _response(
+            "Authenticated, but not allowed to do this (e.g. a record you may see but not change).", _DETAIL
+        ),
+        "404": _response("No such record within your visibility (or no such page).", _DETAIL),
+        "405": _response("Method not allowed.", _DETAIL),
+        "406": _response("Not acceptable: the API answers JSON.", _DETAIL),
+        "429": _response("Too many requests; retry after `Retry-After` seconds.", _DETAIL),
+    }
+    if writes:
+        errors["413"] = _response("The request body is too large.", _DETAIL)
+        errors["415"] = _response("Unsupported media type: send JSON.", _DETAIL)
+    if writes and path.startswith("/api/v1/deals/{id}/"):
+        errors["409"] = _response("Conflict: the `version` sent is no longer the current one.", _DETAIL)
+    if writes and is_detail:
+        errors["412"] = _response("`If-Match` does not match the record's current ETag.", _DETAIL)
+    return errors
+
+
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}}
+ETAG = {"ETag": {"schema": {"type": "string"}, "description": "Send it back as `If-Match` to write safely."}}
+
+
+def add_error_responses(result: dict, generator, request, public) -> dict:
+    """Add the API's error answers (and their two body shapes) to every operation of `result`, with the headers
+    that go with them: `Retry-After` on 429, `ETag` on a record's representation."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorDetail"] = DETAIL_ERROR
+    schemas["ValidationErrorBody"] = VALIDATION_ERROR
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            for code, response in _errors_of(path, method).items():
+                responses.setdefault(code, response)
+            responses["429"].setdefault("headers", RETRY_AFTER)
+            if "{id}" in path and method in {"get", "put", "patch"} and not path.endswith("/history/"):
+                responses.get("200", {}).setdefault("headers", ETAG)
+    return result

@@ -1,0 +1,15 @@
+from rest_framework.routers import SimpleRouter
+
+from pipeline.api import views
+
+router = SimpleRouter()
+router.register("pipelines", views.PipelineViewSet, basename="pipeline")
+router.register("stages", views.StageViewSet, basename="stage")
+router.register("lost-reasons", views.LostReasonViewSet, basename="lost-reason")
+router.register("organizations", views.OrganizationViewSet, basename="organization")
+router.register("contacts", views.ContactViewSet, basename="contact")
+router.register("leads", views.LeadViewSet, basename="lead")
+router.register("deals", views.DealViewSet, basename="deal")
+router.register("activities", views.ActivityViewSet, basename="activity")
+
+urlpatterns = router.urls

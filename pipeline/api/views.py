@@ -1,0 +1,383 @@
+"""API viewsets of the pipeline (SPEC §4): thin. Rows come from the `visible_*` / `editable_*` selectors through
+`config.api.VisibleViewSet`; every write is one call to `pipeline.services`.
+
+A write locks the record, checks `If-Match` against its current ETag (412), then calls the service, all in one
+transaction, so that two writers holding the same ETag cannot both succeed.
+"""
+
+from django.db import transaction
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from config.api import AdminWritesOnly, VisibleViewSet
+from pipeline import selectors, services
+from pipeline.api import filters
+from pipeline.api import serializers as s
+from pipeline.models import Activity, Contact, Deal, Lead, LostReason, Organization, Pipeline, Stage
+
+# --- Configuration: everyone signed in reads it, admins change it ------------------------------------------------
+
+
+class PipelineViewSet(VisibleViewSet):
+    """Pipelines with their stages."""
+
+    model = Pipeline
+    serializer_class = s.PipelineSerializer
+    permission_classes = [AdminWritesOnly]
+    search_fields = ["name"]
+    ordering_fields = ["name", "created_at", "id"]
+
+    def visible_queryset(self):
+        return selectors.visible_pipelines(self.request.user)
+
+    def editable_queryset(self):
+        return self.visible_queryset()  # AdminWritesOnly has already let only admins this far
+
+    def get_serializer_class(self):
+        return s.PipelineCreateSerializer if self.action == "create" else s.PipelineSerializer
+
+    @extend_schema(responses={201: s.PipelineSerializer})
+    def create(self, request):
+        pipeline = services.create_pipeline(actor=request.user, **self.validated_data())
+        return self.detail_response(pipeline, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        with transaction.atomic():
+            pipeline = self.get_editable_object(lock=True)
+            self.check_if_match(pipeline)
+            data = self.validated_data(pipeline, partial=partial)
+            pipeline = services.update_pipeline(pipeline=pipeline, actor=request.user, **data)
+        return self.detail_response(pipeline)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
+
+
+class StageViewSet(VisibleViewSet):
+    """The stages of every pipeline, in pipeline order."""
+
+    model = Stage
+    serializer_class = s.StageSerializer
+    permission_classes = [AdminWritesOnly]
+    filterset_class = filters.StageFilter
+    search_fields = ["name"]
+    ordering_fields = ["order", "name", "probability", "id"]
+
+    def visible_queryset(self):
+        return selectors.visible_stages(self.request.user)
+
+    def editable_queryset(self):
+        return self.visible_queryset()  # AdminWritesOnly has already let only admins this far
+
+    def get_serializer_class(self):
+        return s.StageCreateSerializer if self.action == "create" else s.StageSerializer
+
+    @extend_schema(responses={201: s.StageSerializer})
+    def create(self, request):
+        stage = services.create_stage(actor=request.user, **self.validated_data())
+        return self.detail_response(stage, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        with transaction.atomic():
+            stage = self.get_editable_object(lock=True)
+            self.check_if_match(stage)
+            stage = services.update_stage(
+                stage=stage, actor=request.user, **self.validated_data(stage, partial=partial)
+            )
+        return self.detail_response(stage)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
+
+
+class LostReasonViewSet(VisibleViewSet):
+    """Why deals are lost; only active reasons may be given to a new loss."""
+
+    model = LostReason
+    serializer_class = s.LostReasonSerializer
+    permission_classes = [AdminWritesOnly]
+    search_fields = ["name"]
+    ordering_fields = ["name", "id"]
+
+    def visible_queryset(self):
+        return selectors.visible_lost_reasons(self.request.user)
+
+    def editable_queryset(self):
+        return self.visible_queryset()  # AdminWritesOnly has already let only admins this far
+
+    @extend_schema(responses={201: s.LostReasonSerializer})
+    def create(self, request):
+        lost_reason = services.create_lost_reason(actor=request.user, **self.validated_data())
+        return self.detail_response(lost_reason, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        with transaction.atomic():
+            lost_reason = self.get_editable_object(lock=True)
+            self.check_if_match(lost_reason)
+            data = self.validated_data(lost_reason, partial=partial)
+            lost_reason = services.update_lost_reason(lost_reason=lost_reason, actor=request.user, **data)
+        return self.detail_response(lost_reason)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
+
+
+# --- Customers ----------------------------------------------------------------------------------------------------
+
+
+class OrganizationViewSet(VisibleViewSet):
+    model = Organization
+    serializer_class = s.OrganizationSerializer
+    filterset_class = filters.OrganizationFilter
+    search_fields = ["name", "website", "external_id"]
+    ordering_fields = ["name", "created_at", "updated_at", "id"]
+
+    def visible_queryset(self):
+        return selectors.visible_organizations(self.request.user)
+
+    def editable_queryset(self):
+        return selectors.editable_organizations(self.request.user)
+
+    @extend_schema(responses={201: s.OrganizationSerializer})
+    def create(self, request):
+        organization = services.create_organization(actor=request.user, **self.validated_data())
+        return self.detail_response(organization, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        with transaction.atomic():
+            organization = self.get_editable_object(lock=True)
+            self.check_if_match(organization)
+            data = self.validated_data(organization, partial=partial)
+            organization = services.update_organization(organization=organization, actor=request.user, **data)
+        return self.detail_response(organization)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
+
+
+class ContactViewSet(VisibleViewSet):
+    model = Contact
+    serializer_class = s.ContactSerializer
+    filterset_class = filters.ContactFilter
+    search_fields = ["first_name", "last_name", "email", "external_id"]
+    ordering_fields = ["last_name", "first_name", "created_at", "updated_at", "id"]
+
+    def visible_queryset(self):
+        return selectors.visible_contacts(self.request.user)
+
+    def editable_queryset(self):
+        return selectors.editable_contacts(self.request.user)
+
+    @extend_schema(responses={201: s.ContactSerializer})
+    def create(self, request):
+        contact = services.create_contact(actor=request.user, **self.validated_data())
+        return self.detail_response(contact, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        with transaction.atomic():
+            contact = self.get_editable_object(lock=True)
+            self.check_if_match(contact)
+            contact = services.update_contact(
+                contact=contact, actor=request.user, **self.validated_data(contact, partial=partial)
+            )
+        return self.detail_response(contact)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
+
+
+# --- Deals --------------------------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    update=extend_schema(description="Change a deal's fields (not its stage: see move)."),
+    partial_update=extend_schema(description="Change some of a deal's fields (not its stage: see move)."),
+)
+class DealViewSet(VisibleViewSet):
+    model = Deal
+    serializer_class = s.DealSerializer
+    filterset_class = filters.DealFilter
+    search_fields = ["title", "external_id", "organization__name"]
+    ordering_fields = [
+        "title",
+        "amount",
+        "expected_close_date",
+        "created_at",
+        "updated_at",
+        "stage_entered_at",
+        "closed_at",
+        "id",
+    ]
+
+    def visible_queryset(self):
+        return selectors.visible_deals(self.request.user)
+
+    def editable_queryset(self):
+        return selectors.editable_deals(self.request.user)
+
+    def get_serializer_class(self):
+        return {
+            "create": s.DealCreateSerializer,
+            "move": s.DealMoveSerializer,
+            "history": s.StageChangeSerializer,
+        }.get(self.action, s.DealSerializer)
+
+    @extend_schema(responses={201: s.DealSerializer})
+    def create(self, request):
+        deal = services.create_deal(actor=request.user, **self.validated_data())
+        return self.detail_response(deal, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        with transaction.atomic():
+            deal = self.get_editable_object(lock=True)
+            self.check_if_match(deal)
+            data = self.validated_data(deal, partial=partial)
+            deal = services.update_deal(
+                deal=deal, actor=request.user, expected_version=data.pop("version", None), **data
+            )
+        return self.detail_response(deal)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
+
+    @extend_schema(
+        responses={200: s.DealSerializer},
+        description=(
+            "Move the deal to a stage of its pipeline (forwards, backwards, won, lost or reopened), filling in what "
+            "that stage requires in the same step. Each required field still missing is named in the 400 answer; "
+            "losing needs `lost_reason`."
+        ),
+    )
+    @action(detail=True, methods=["post"])
+    def move(self, request, pk=None):
+        with transaction.atomic():
+            deal = self.get_editable_object(lock=True)
+            self.check_if_match(deal)
+            data = self.validated_data()
+            deal = services.move_deal(
+                deal=deal,
+                actor=request.user,
+                stage=data.pop("stage"),
+                lost_reason=data.pop("lost_reason", None),
+                expected_version=data.pop("version", None),
+                fields=data,
+            )
+        return self.detail_response(deal)
+
+    @extend_schema(
+        operation_id="deals_history_list",
+        responses=s.StageChangeSerializer(many=True),
+        description="Every stage the deal entered, oldest first.",
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def history(self, request, pk=None):
+        page = self.paginate_queryset(selectors.deal_history(deal=self.get_object()))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+# --- Leads --------------------------------------------------------------------------------------------------------
+
+
+class LeadViewSet(VisibleViewSet):
+    model = Lead
+    serializer_class = s.LeadSerializer
+    filterset_class = filters.LeadFilter
+    search_fields = ["first_name", "last_name", "email", "company", "external_id"]
+    ordering_fields = ["created_at", "updated_at", "score", "last_name", "id"]
+
+    def visible_queryset(self):
+        return selectors.visible_leads(self.request.user)
+
+    def editable_queryset(self):
+        return selectors.editable_leads(self.request.user)
+
+    def get_serializer_class(self):
+        return {
+            "create": s.LeadCreateSerializer,
+            "set_status": s.LeadStatusSerializer,
+            "convert": s.LeadConvertSerializer,
+        }.get(self.action, s.LeadSerializer)
+
+    @extend_schema(responses={201: s.LeadSerializer})
+    def create(self, request):
+        lead = services.create_lead(actor=request.user, **self.validated_data())
+        return self.detail_response(lead, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        with transaction.atomic():
+            lead = self.get_editable_object(lock=True)
+            self.check_if_match(lead)
+            lead = services.update_lead(lead=lead, actor=request.user, **self.validated_data(lead, partial=partial))
+        return self.detail_response(lead)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
+
+    @extend_schema(responses={200: s.LeadSerializer}, description=s.LeadStatusSerializer.__doc__)
+    @action(detail=True, methods=["post"], url_path="status")
+    def set_status(self, request, pk=None):
+        with transaction.atomic():
+            lead = self.get_editable_object(lock=True)
+            self.check_if_match(lead)
+            lead = services.advance_lead(lead=lead, actor=request.user, **self.validated_data())
+        return self.detail_response(lead)
+
+    @extend_schema(
+        responses={201: s.DealSerializer},
+        description="Turn the lead into a deal, creating its organization and contact when missing.",
+    )
+    @action(detail=True, methods=["post"])
+    def convert(self, request, pk=None):
+        with transaction.atomic():
+            lead = self.get_editable_object(lock=True)
+            self.check_if_match(lead)
+            deal = services.convert_lead(lead=lead, actor=request.user, **self.validated_data())
+        data = s.DealSerializer(deal, context=self.get_serializer_context()).data
+        return Response(data, status=status.HTTP_201_CREATED, headers={"ETag": f'W/"{deal.version}"'})
+
+
+# --- Activities ---------------------------------------------------------------------------------------------------
+
+
+class ActivityViewSet(VisibleViewSet):
+    model = Activity
+    serializer_class = s.ActivitySerializer
+    filterset_class = filters.ActivityFilter
+    search_fields = ["subject", "note"]
+    ordering_fields = ["due_at", "done_at", "created_at", "updated_at", "id"]
+
+    def visible_queryset(self):
+        return selectors.visible_activities(self.request.user)
+
+    def editable_queryset(self):
+        return selectors.editable_activities(self.request.user)
+
+    def get_serializer_class(self):
+        return s.ActivityCreateSerializer if self.action == "create" else s.ActivitySerializer
+
+    @extend_schema(responses={201: s.ActivitySerializer})
+    def create(self, request):
+        activity = services.log_activity(actor=request.user, **self.validated_data())
+        return self.detail_response(activity, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        with transaction.atomic():
+            activity = self.get_editable_object(lock=True)
+            self.check_if_match(activity)
+            data = self.validated_data(activity, partial=partial)
+            activity = services.update_activity(activity=activity, actor=request.user, **data)
+        return self.detail_response(activity)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
+
+    @extend_schema(request=None, responses={200: s.ActivitySerializer}, description="Mark a planned activity done.")
+    @action(detail=True, methods=["post"])
+    def complete(self, request, pk=None):
+        with transaction.atomic():
+            activity = self.get_editable_object(lock=True)
+            self.check_if_match(activity)
+            activity = services.complete_activity(activity=activity, actor=request.user)
+        return self.detail_response(activity)

@@ -1,0 +1,47 @@
+"""The OpenAPI schema: valid, free of generator warnings, and honest about errors, enums and nullable fields."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def schema(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_the_schema_validates_without_warnings(tmp_path):
+    call_command(
+        "spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"), stdout=StringIO()
+    )
+
+
+def test_every_operation_documents_its_error_answers(schema):
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            codes = set(operation["responses"])
+            assert {"401", "403", "404", "429"} <= codes, (method, path)
+            if method in {"put", "patch"}:
+                assert {"400", "412"} <= codes, (method, path)
+    move = schema["paths"]["/api/v1/deals/{id}/move/"]["post"]["responses"]
+    assert {"400", "409", "412"} <= set(move)
+    assert move["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ValidationErrorBody"}
+
+
+def test_enums_and_nullable_fields_are_described(schema):
+    components = schema["components"]["schemas"]
+    assert components["StageKindEnum"]["enum"] == ["open", "won", "lost"]
+    assert set(components["LeadStatusEnum"]["enum"]) >= {"new", "sql", "converted"}
+    deal = components["Deal"]["properties"]
+    assert deal["amount"]["nullable"] is True and deal["amount"]["type"] == "string"
+    assert deal["closed_at"]["nullable"] is True
+    assert schema["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A personal API token: `crm_<prefix>.<secret>`.",
+    }
