@@ -26,6 +26,16 @@ def add_service_errors(form: forms.Form, error: ValidationError) -> None:
         form.add_error(name if name in form.fields else None, messages)
 
 
+def _model_fields(model, names: list[str], widgets: dict | None = None) -> dict[str, forms.Field]:
+    """Form fields for `names` of `model`, with the model field's own validators (e.g. amount ≥ 0) so that the
+    form reports every bad field at once instead of the service stopping at the first."""
+    fields = fields_for_model(model, fields=names, widgets=widgets)
+    for name, field in fields.items():
+        extra = [v for v in model._meta.get_field(name).validators if v not in field.validators]
+        field.validators.extend(extra)
+    return fields
+
+
 def _limit_people_and_companies(form: forms.Form, user: User) -> None:
     """Offer only the organizations, contacts and owners the user may see."""
     if "organization" in form.fields:
@@ -72,7 +82,7 @@ class StageEntryForm(forms.Form):
 
     def __init__(self, *args, deal: Deal, stage: Stage, missing: list[str], user: User, **kwargs):
         super().__init__(*args, **kwargs)
-        model_fields = fields_for_model(Deal, fields=missing, widgets={"expected_close_date": DATE_INPUT})
+        model_fields = _model_fields(Deal, missing, {"expected_close_date": DATE_INPUT})
         for name in missing:
             field = model_fields[name]
             field.required = True
@@ -122,10 +132,8 @@ class DealFieldsForm(forms.Form):
 
     def __init__(self, *args, user: User, **kwargs):
         super().__init__(*args, **kwargs)
-        model_fields = fields_for_model(
-            Deal,
-            fields=DEAL_FORM_FIELDS,
-            widgets={"expected_close_date": DATE_INPUT, "need": forms.Textarea(attrs={"rows": 2})},
+        model_fields = _model_fields(
+            Deal, DEAL_FORM_FIELDS, {"expected_close_date": DATE_INPUT, "need": forms.Textarea(attrs={"rows": 2})}
         )
         for name in DEAL_FORM_FIELDS:
             self.fields[name] = model_fields[name]
@@ -187,9 +195,7 @@ class LeadQualificationForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        model_fields = fields_for_model(
-            Lead, fields=LEAD_BANT_FIELDS, widgets={"need": forms.Textarea(attrs={"rows": 2})}
-        )
+        model_fields = _model_fields(Lead, LEAD_BANT_FIELDS, {"need": forms.Textarea(attrs={"rows": 2})})
         for name in LEAD_BANT_FIELDS:
             self.fields[name] = model_fields[name]
 

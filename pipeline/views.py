@@ -304,7 +304,9 @@ def deal_fields(request: HttpRequest, pk: int) -> HttpResponse:
         except StaleVersion:
             deal = _editable_deal(request, pk)
             form = DealFieldsForm(initial=DealFieldsForm.initial_for(deal), user=request.user)
-            form.add_error(None, STALE_MESSAGE.format(title=deal.title) + " Your changes were not saved.")
+            notice = STALE_MESSAGE.format(title=deal.title) + " Your changes were not saved."
+            context = {"deal": deal, "form": form, "notice": notice}
+            return render(request, "pipeline/partials/deal_fields_form.html", context)
         except ValidationError as error:
             add_service_errors(form, error)
         else:
