@@ -198,7 +198,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int] | None:
 
 
 def _attach_next_activities(cards: list[Deal]) -> None:
-    """Set `next_activity` on each card: its earliest planned (not done) activity with a due time, or None.
+    """Set `next_activity` on each card (its earliest planned, not done activity with a due time, or None),
+    and `days_in_stage` and `is_stale`.
 
     One query for all cards; the cards come from a `visible_*` selector, so their activities are visible too.
     """
@@ -208,8 +209,12 @@ def _attach_next_activities(cards: list[Deal]) -> None:
         .distinct("deal_id")
     )
     by_deal = {activity.deal_id: activity for activity in upcoming} if cards else {}
+    now = timezone.now()
     for card in cards:
         card.next_activity = by_deal.get(card.pk)
+        card.next_is_overdue = card.next_activity is not None and card.next_activity.due_at < now
+        card.days_in_stage = max((now - card.stage_entered_at).days, 0)
+        card.is_stale = is_stale(card, now=now)
 
 
 def board_columns(*, user: User, deals: QuerySet[Deal], stages: list[Stage], page_size: int = BOARD_PAGE_SIZE):
