@@ -10,26 +10,25 @@ from django.db.models import Q, QuerySet
 from accounts.models import Role, User
 
 
-def _managed_owner_ids(user: User) -> QuerySet:
-    """Ids of the members of the teams `user` manages, plus the user."""
-    return User.objects.filter(Q(team__managers=user) | Q(pk=user.pk)).values("pk")
+def _owners(user: User, *, editing: bool) -> QuerySet | None:
+    if not user.is_active:
+        return User.objects.none().values("pk")
+    if user.is_admin:
+        return None
+    if user.role == Role.MANAGER:
+        return User.objects.filter(Q(team__managers=user) | Q(pk=user.pk)).values("pk")
+    if not editing and settings.REP_VISIBILITY == "team" and user.team_id:
+        return User.objects.filter(Q(team_id=user.team_id) | Q(pk=user.pk)).values("pk")
+    return User.objects.filter(pk=user.pk).values("pk")
 
 
 def owners_visible_to(user: User) -> QuerySet | None:
     """Ids of users whose records `user` may see, as a subquery; None means everyone's (an admin).
 
     A rep sees their own records (and their team's when `REP_VISIBILITY` is "team"); a manager sees everything
-    owned by members of the teams they manage; an admin sees all. Inactive users see nothing.
+    owned by members of the teams they manage, and their own; an admin sees all. Inactive users see nothing.
     """
-    if not user.is_active:
-        return User.objects.none().values("pk")
-    if user.is_admin:
-        return None
-    if user.role == Role.MANAGER:
-        return _managed_owner_ids(user)
-    if settings.REP_VISIBILITY == "team" and user.team_id:
-        return User.objects.filter(Q(team_id=user.team_id) | Q(pk=user.pk)).values("pk")
-    return User.objects.filter(pk=user.pk).values("pk")
+    return _owners(user, editing=False)
 
 
 def owners_editable_by(user: User) -> QuerySet | None:
@@ -37,13 +36,7 @@ def owners_editable_by(user: User) -> QuerySet | None:
 
     Like `owners_visible_to`, except that seeing a teammate's records never lets a rep change them.
     """
-    if not user.is_active:
-        return User.objects.none().values("pk")
-    if user.is_admin:
-        return None
-    if user.role == Role.MANAGER:
-        return _managed_owner_ids(user)
-    return User.objects.filter(pk=user.pk).values("pk")
+    return _owners(user, editing=True)
 
 
 def visible_users(user: User) -> QuerySet[User]:

@@ -69,7 +69,9 @@ def main() -> int:
         if "redis" in started:
             embedded.stop_redis()
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Explicit handlers: a shell that starts us in the background would otherwise leave SIGINT ignored.
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda *_: sys.exit(0))
     try:
         _manage("migrate", "--noinput", "-v", "0")
         _manage("seed_demo", "--if-empty")
@@ -82,15 +84,14 @@ def main() -> int:
             [*celery, "worker", "--loglevel", "INFO", "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2")],
             [*celery, "beat", "--loglevel", "INFO", "--schedule", beat_schedule],
         ]
-        children.extend(subprocess.Popen(command, cwd=ROOT) for command in commands)
+        # Their own sessions: Ctrl-C reaches only this supervisor, which then stops them in order.
+        children.extend(subprocess.Popen(command, cwd=ROOT, start_new_session=True) for command in commands)
         print(f"\nPipeline CRM is running on http://{host}:{port}/ (Ctrl-C stops everything).\n", flush=True)
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         failed = next(child for child in children if child.poll() is not None)
         print(f"{' '.join(failed.args[1:4])} exited with {failed.returncode}; stopping.", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 0
     finally:
         stop()
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
 from django.db.models import BooleanField, Case, Count, Exists, OuterRef, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
@@ -16,6 +18,7 @@ from accounts.models import Team, User
 from accounts.selectors import owners_editable_by, owners_visible_to
 from pipeline.models import (
     Activity,
+    AuditEntry,
     Contact,
     Deal,
     DealStatus,
@@ -69,33 +72,38 @@ def editable_activities(user: User) -> QuerySet[Activity]:
     return _visible_activities(user, owners_editable_by(user))
 
 
-def visible_organizations(user: User) -> QuerySet[Organization]:
-    """Organizations `user` owns (by the deal rule) or that one of their visible deals or leads belongs to."""
+def _visible_customers(user: User, queryset: QuerySet, link: str) -> QuerySet:
+    """Customer records `user` owns (by the deal rule) or that a deal or lead they may see links to via `link`."""
     owners = owners_visible_to(user)
     if owners is None:
-        return Organization.objects.all()
-    return Organization.objects.filter(
+        return queryset
+    return queryset.filter(
         Q(owner__in=owners)
-        | Exists(Deal.objects.filter(organization=OuterRef("pk"), owner__in=owners))
-        | Exists(Lead.objects.filter(organization=OuterRef("pk"), owner__in=owners))
+        | Exists(Deal.objects.filter(**{link: OuterRef("pk")}, owner__in=owners))
+        | Exists(Lead.objects.filter(**{link: OuterRef("pk")}, owner__in=owners))
     )
+
+
+def visible_organizations(user: User) -> QuerySet[Organization]:
+    """Organizations `user` owns (by the deal rule) or that one of their visible deals or leads belongs to."""
+    return _visible_customers(user, Organization.objects.all(), "organization")
 
 
 def visible_contacts(user: User) -> QuerySet[Contact]:
     """Contacts `user` owns (by the deal rule) or that are the contact of one of their visible deals or leads."""
-    owners = owners_visible_to(user)
-    if owners is None:
-        return Contact.objects.all()
-    return Contact.objects.filter(
-        Q(owner__in=owners)
-        | Exists(Deal.objects.filter(contact=OuterRef("pk"), owner__in=owners))
-        | Exists(Lead.objects.filter(contact=OuterRef("pk"), owner__in=owners))
-    )
+    return _visible_customers(user, Contact.objects.all(), "contact")
 
 
 def deal_history(*, deal: Deal) -> QuerySet[StageChange]:
     """The stage changes of a deal, oldest first, with the stages and the user who moved it."""
     return deal.stage_changes.select_related("from_stage", "to_stage", "changed_by").order_by("changed_at", "id")
+
+
+def audit_trail(*, instance: models.Model) -> QuerySet[AuditEntry]:
+    """Who changed `instance` and how, newest first. Callers fetch `instance` through a visible_* selector."""
+    return AuditEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(instance), object_id=instance.pk
+    ).select_related("actor")
 
 
 def default_pipeline() -> Pipeline | None:
