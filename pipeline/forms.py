@@ -164,6 +164,17 @@ class ActivityForm(forms.Form):
     )
 
 
+class InboxFilterForm(forms.Form):
+    owner = forms.ModelChoiceField(queryset=User.objects.none(), required=False, empty_label="Mine")
+
+    def __init__(self, *args, user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
+
+    def chosen_owner(self) -> User | None:
+        return self.cleaned_data.get("owner") if self.is_valid() else None
+
+
 class LeadFilterForm(forms.Form):
     status = forms.ChoiceField(choices=[("", "Any status"), *LeadStatus.choices], required=False)
     owner = forms.ModelChoiceField(queryset=User.objects.none(), required=False, empty_label="Any owner")

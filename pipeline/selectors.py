@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
-from django.db.models import BooleanField, Case, Count, Exists, OuterRef, Q, QuerySet, Sum, Value, When
+from django.db.models import BooleanField, Case, Count, Exists, F, OuterRef, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
 from accounts.models import Team, User
@@ -331,18 +331,23 @@ def stage_path(*, deal: Deal, history: list[StageChange], now: datetime | None =
     return list(stays.values())
 
 
+# Planned activities first, soonest due first; then what was done, latest first.
+TIMELINE_ORDER = (
+    Case(When(done_at__isnull=True, then=Value(0)), default=Value(1)),
+    Case(When(done_at__isnull=True, then=F("due_at"))).asc(nulls_last=True),
+    F("done_at").desc(nulls_last=True),
+    "-id",
+)
+
+
 def deal_activities(*, deal: Deal) -> QuerySet[Activity]:
     """The activities on a deal (visible with the deal): planned ones by due time, then done ones, newest first."""
-    return deal.activities.select_related("owner").order_by(
-        Case(When(done_at__isnull=True, then=Value(0)), default=Value(1)), "due_at", "-done_at", "-id"
-    )
+    return deal.activities.select_related("owner").order_by(*TIMELINE_ORDER)
 
 
 def lead_activities(*, lead: Lead) -> QuerySet[Activity]:
     """The activities on a lead, ordered like a deal's."""
-    return lead.activities.select_related("owner").order_by(
-        Case(When(done_at__isnull=True, then=Value(0)), default=Value(1)), "due_at", "-done_at", "-id"
-    )
+    return lead.activities.select_related("owner").order_by(*TIMELINE_ORDER)
 
 
 def timeline(*, record: Deal | Lead) -> QuerySet[Activity]:
@@ -353,11 +358,11 @@ def timeline(*, record: Deal | Lead) -> QuerySet[Activity]:
 # --- Activities inbox -------------------------------------------------------------------------------------------
 
 
-def activity_inbox(*, user: User) -> QuerySet[Activity]:
-    """The user's own planned (not done) activities, soonest first, with their deal or lead."""
+def activity_inbox(*, user: User, owner: User | None = None) -> QuerySet[Activity]:
+    """Planned (not done) activities of `owner` (default: the user) that the user may see, soonest first."""
     return (
         visible_activities(user)
-        .filter(owner=user, done_at__isnull=True, due_at__isnull=False)
+        .filter(owner=owner or user, done_at__isnull=True, due_at__isnull=False)
         .select_related("deal", "lead", "deal__organization")
         .order_by("due_at", "id")
     )

@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 from urllib.parse import quote
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -26,6 +27,7 @@ from pipeline.forms import (
     BoardFilterForm,
     ConvertLeadForm,
     DealFieldsForm,
+    InboxFilterForm,
     LeadFilterForm,
     LeadQualificationForm,
     LeadStatusForm,
@@ -87,7 +89,13 @@ def _board_context(request: HttpRequest, pipeline_id: int | None, data) -> dict:
         if pipeline is None:
             raise Http404("No such pipeline.")
     filter_form = BoardFilterForm(data or None, user=request.user)
-    context = {"pipelines": pipelines, "pipeline": pipeline, "filter_form": filter_form, "now": timezone.now()}
+    context = {
+        "pipelines": pipelines,
+        "pipeline": pipeline,
+        "filter_form": filter_form,
+        "now": timezone.now(),
+        "sees_others": _sees_others(request),
+    }
     if pipeline is None:
         return context
     stages = list(pipeline.stages.order_by("order"))
@@ -101,6 +109,11 @@ def _board_context(request: HttpRequest, pipeline_id: int | None, data) -> dict:
         filter_query=_filter_query(filter_form),
     )
     return context
+
+
+def _sees_others(request: HttpRequest) -> bool:
+    """Whether owner and team filters help: the user sees other people's records."""
+    return request.user.is_admin or request.user.is_manager or settings.REP_VISIBILITY == "team"
 
 
 def _filter_query(filter_form: BoardFilterForm) -> str:
@@ -379,16 +392,18 @@ def _record_url(record: Deal | Lead) -> str:
 @login_required
 @require_GET
 def activity_inbox(request: HttpRequest) -> HttpResponse:
-    """The user's planned activities: overdue, today, upcoming."""
+    """Planned activities of the user (or, for whoever sees others', of a chosen owner): overdue, today, upcoming."""
     now = timezone.localtime()
     start_of_tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    planned = list(selectors.activity_inbox(user=request.user)[:500])
+    filter_form = InboxFilterForm(request.GET or None, user=request.user)
+    planned = list(selectors.activity_inbox(user=request.user, owner=filter_form.chosen_owner())[:500])
     sections = [
         ("overdue", "Overdue", [a for a in planned if a.due_at < now]),
         ("today", "Today", [a for a in planned if now <= a.due_at < start_of_tomorrow]),
         ("upcoming", "Upcoming", [a for a in planned if a.due_at >= start_of_tomorrow]),
     ]
-    return render(request, "pipeline/activity_inbox.html", {"sections": sections, "now": now})
+    context = {"sections": sections, "now": now, "filter_form": filter_form, "sees_others": _sees_others(request)}
+    return render(request, "pipeline/activity_inbox.html", context)
 
 
 @login_required

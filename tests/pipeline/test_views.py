@@ -629,3 +629,36 @@ def test_completing_someone_elses_activity_is_not_found(rep_client, org, pipelin
     assert rep_client.post(reverse("pipeline:activity_complete", args=[activity.pk])).status_code == 404
     activity.refresh_from_db()
     assert activity.done_at is None
+
+
+def test_a_manager_sees_a_team_members_inbox_but_not_another_teams(client, org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+    services.log_activity(actor=org.rep, kind="call", subject="Rep's call", deal=deal, due_at=timezone.now())
+    other = make_deal(owner=org.other_rep, pipeline=pipeline)
+    services.log_activity(actor=org.other_rep, kind="call", subject="West call", deal=other, due_at=timezone.now())
+    client.force_login(org.manager)
+
+    own = client.get(reverse("pipeline:activities"))
+    reps = client.get(reverse("pipeline:activities"), {"owner": org.rep.pk})
+    refused = client.get(reverse("pipeline:activities"), {"owner": org.other_rep.pk})
+
+    assert b"Rep's call" not in own.content
+    assert "Rep&#x27;s call" in reps.content.decode()
+    assert b"West call" not in refused.content and b"not one you can see" in refused.content
+
+
+def test_the_timeline_lists_planned_activities_first_then_the_latest_done(rep_client, org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+    now = timezone.now()
+    for subject, due, done in [
+        ("Done long ago", now - timedelta(days=9), now - timedelta(days=9)),
+        ("Planned later", now + timedelta(days=5), None),
+        ("Done yesterday", now + timedelta(days=30), now - timedelta(days=1)),
+        ("Planned soon", now + timedelta(days=1), None),
+    ]:
+        services.log_activity(actor=org.rep, kind="call", subject=subject, deal=deal, due_at=due, done_at=done)
+
+    response = rep_client.get(reverse("pipeline:deal", args=[deal.pk]))
+
+    subjects = [activity.subject for activity in response.context["activities"]]
+    assert subjects == ["Planned soon", "Planned later", "Done yesterday", "Done long ago"]
