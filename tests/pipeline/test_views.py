@@ -662,3 +662,93 @@ def test_the_timeline_lists_planned_activities_first_then_the_latest_done(rep_cl
 
     subjects = [activity.subject for activity in response.context["activities"]]
     assert subjects == ["Planned soon", "Planned later", "Done yesterday", "Done long ago"]
+
+
+GARBAGE = {
+    "stage": "x",
+    "version": "-1",
+    "entry": "1",
+    "amount": "1e999",
+    "expected_close_date": "2026-02-31",
+    "contact": "99999999",
+    "organization": "<script>",
+    "owner": "",
+    "title": "x" * 500,
+    "currency": "€€€",
+    "kind": "fax",
+    "subject": "",
+    "due_at": "soon",
+    "status": "won",
+    "reason": "y" * 500,
+    "pipeline": "abc",
+    "budget": "-1",
+    "score": "101",
+    "lost_reason": "0",
+    "cursor": "\x00",
+    "q": "%_\\",
+}
+
+
+def test_garbage_input_never_causes_a_server_error(client, org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+    lead = services.create_lead(actor=org.rep, last_name="Lee")
+    activity = services.log_activity(actor=org.rep, kind="call", subject="c", deal=deal, due_at=timezone.now())
+    client.force_login(org.rep)
+    posts = [
+        reverse("pipeline:deal_move", args=[deal.pk]),
+        reverse("pipeline:deal_fields", args=[deal.pk]),
+        reverse("pipeline:deal_activity_create", args=[deal.pk]),
+        reverse("pipeline:lead_qualify", args=[lead.pk]),
+        reverse("pipeline:lead_status", args=[lead.pk]),
+        reverse("pipeline:lead_convert", args=[lead.pk]),
+        reverse("pipeline:lead_activity_create", args=[lead.pk]),
+        reverse("pipeline:activity_plan_next", args=[activity.pk]),
+        reverse("pipeline:activity_complete", args=[activity.pk]),
+    ]
+    gets = [
+        reverse("pipeline:board"),
+        reverse("pipeline:board_column_more", args=[pipeline.pk, stage(pipeline, "Prospecting").pk]),
+        reverse("pipeline:leads"),
+        reverse("pipeline:activities"),
+        reverse("pipeline:deal_fields", args=[deal.pk]),
+    ]
+    for htmx in ({}, HTMX):
+        for url in posts:
+            assert client.post(url, GARBAGE, **htmx).status_code < 500, url
+        for url in gets:
+            assert client.get(url, {**GARBAGE, "page": "last", "edit": "1"}, **htmx).status_code < 500, url
+
+
+@pytest.mark.parametrize("who", ["other_rep", "other_manager", "idle_manager"])
+def test_deals_and_leads_outside_a_users_teams_are_not_found_on_any_page(client, org, pipeline, who):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+    lead = services.create_lead(actor=org.rep, last_name="Lee")
+    activity = services.log_activity(actor=org.rep, kind="call", subject="c", deal=deal, due_at=timezone.now())
+    client.force_login(getattr(org, who))
+
+    assert client.get(reverse("pipeline:deal", args=[deal.pk])).status_code == 404
+    assert client.post(reverse("pipeline:deal_move", args=[deal.pk]), {"stage": deal.stage_id}).status_code == 404
+    assert client.post(reverse("pipeline:deal_activity_create", args=[deal.pk]), {}).status_code == 404
+    assert client.get(reverse("pipeline:lead", args=[lead.pk])).status_code == 404
+    assert client.post(reverse("pipeline:lead_qualify", args=[lead.pk]), {}).status_code == 404
+    assert client.post(reverse("pipeline:activity_complete", args=[activity.pk])).status_code == 404
+    assert client.post(reverse("pipeline:activity_plan_next", args=[activity.pk])).status_code == 404
+    board = client.get(reverse("pipeline:board"))
+    assert sum(column.count for column in board.context["columns"]) == 0
+
+
+def test_with_team_visibility_a_rep_sees_teammates_cards_but_cannot_move_them(rep_client, org, pipeline):
+    from django.test import override_settings
+
+    theirs = make_deal(owner=org.teammate, pipeline=pipeline, title="Teammate's")
+    make_deal(owner=org.rep, pipeline=pipeline, title="Mine")
+    with override_settings(REP_VISIBILITY="team"):
+        board = rep_client.get(reverse("pipeline:board")).content.decode()
+        moved = move(rep_client, theirs, stage(pipeline, "Qualification"))
+        page = rep_client.get(reverse("pipeline:deal", args=[theirs.pk]))
+
+    start = board.rindex("<article", 0, board.index(f'id="deal-{theirs.pk}"'))
+    card = board[start : board.index("</article>", start)]
+    assert "locked" in card and "move-to" not in card
+    assert moved.status_code == 404
+    assert page.status_code == 200 and not page.context["can_edit"]
