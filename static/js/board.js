@@ -92,6 +92,14 @@
     if (first) first.focus();
   });
   document.addEventListener("htmx:afterSettle", reconcile);
+  // A request that failed outright (server error, deal gone, network down): app.js shows why; the card goes back.
+  ["htmx:responseError", "htmx:sendError"].forEach(function (name) {
+    document.addEventListener(name, function () {
+      revert();
+      var box = dialog();
+      if (box && box.open) box.close();
+    });
+  });
 
   function start() {
     var box = dialog();
