@@ -196,7 +196,9 @@ def deal_move(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _move_done(request: HttpRequest, deal: Deal, from_stage: Stage) -> HttpResponse:
-    if deal.status == StageKind.WON:
+    if deal.stage_id == from_stage.pk:
+        message = f"“{deal.title}” is already in {deal.stage.name}."
+    elif deal.status == StageKind.WON:
         message = f"“{deal.title}” is won."
     elif deal.status == StageKind.LOST:
         message = f"“{deal.title}” is lost ({deal.lost_reason})."

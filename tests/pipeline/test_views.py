@@ -294,6 +294,16 @@ def test_losing_a_deal_asks_for_a_lost_reason_then_loses_it(rep_client, org, pip
     assert (deal.status, deal.lost_reason, deal.lost_note) == ("lost", lost_reason, "Went with a rival")
 
 
+def test_moving_a_deal_to_its_own_stage_changes_nothing_and_says_so(rep_client, org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+
+    response = move(rep_client, deal, stage(pipeline, "Prospecting"))
+
+    assert b"is already in Prospecting" in response.content
+    deal.refresh_from_db()
+    assert deal.version == 1
+
+
 def test_winning_a_deal_removes_its_card(rep_client, org, pipeline):
     deal = make_deal(owner=org.rep, pipeline=pipeline)
 
