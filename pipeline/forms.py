@@ -5,13 +5,20 @@ own every rule about deals and leads. `add_service_errors` puts a service's per-
 """
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.forms.models import fields_for_model
 
 from accounts.models import User
 from accounts.selectors import visible_users
 from pipeline.models import REQUIRABLE_DEAL_FIELDS, ActivityKind, Deal, Lead, LeadStatus, LostReason, Stage, StageKind
-from pipeline.selectors import visible_contacts, visible_organizations, visible_pipelines, visible_teams
+from pipeline.selectors import (
+    assignable_owners,
+    visible_contacts,
+    visible_organizations,
+    visible_pipelines,
+    visible_teams,
+)
 
 DATETIME_LOCAL = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
 DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
@@ -40,10 +47,12 @@ def _limit_people_and_companies(form: forms.Form, user: User) -> None:
     """Offer only the organizations, contacts and owners the user may see."""
     if "organization" in form.fields:
         form.fields["organization"].queryset = visible_organizations(user).order_by("name")
+        form.fields["organization"].empty_label = "No organization"
     if "contact" in form.fields:
         form.fields["contact"].queryset = visible_contacts(user).order_by("last_name", "first_name")
+        form.fields["contact"].empty_label = "No contact"
     if "owner" in form.fields:
-        form.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
+        form.fields["owner"].queryset = assignable_owners(user)
 
 
 class BoardFilterForm(forms.Form):
@@ -151,6 +160,48 @@ class DealFieldsForm(forms.Form):
 
     def changes(self) -> dict:
         return {name: value for name, value in self.cleaned_data.items() if name != "version"}
+
+
+NEW_DEAL_FIELDS = ["title", "owner", "organization", "contact", "amount", "currency", "expected_close_date", "source"]
+
+
+class DealCreateForm(forms.Form):
+    """A new deal in a stage of one pipeline (its first open stage unless another is chosen)."""
+
+    stage = forms.ModelChoiceField(queryset=Stage.objects.none(), empty_label=None)
+
+    def __init__(self, *args, user: User, pipeline, **kwargs):
+        super().__init__(*args, **kwargs)
+        model_fields = _model_fields(Deal, NEW_DEAL_FIELDS, {"expected_close_date": DATE_INPUT})
+        for name in NEW_DEAL_FIELDS:
+            self.fields[name] = model_fields[name]
+        self.fields["stage"] = self.fields.pop("stage")
+        self.fields["stage"].queryset = pipeline.stages.filter(kind=StageKind.OPEN).order_by("order")
+        self.fields["owner"].empty_label = None
+        self.fields["owner"].required = True
+        self.fields["currency"].initial = settings.DEFAULT_CURRENCY
+        self.initial.setdefault("owner", user.pk)
+        _limit_people_and_companies(self, user)
+
+    def service_arguments(self) -> dict:
+        """Keyword arguments of `services.create_deal`; fields left empty keep the model's defaults."""
+        return {name: value for name, value in self.cleaned_data.items() if value not in (None, "")}
+
+
+NEW_LEAD_FIELDS = ["first_name", "last_name", "email", "phone", "company", "job_title", "source", "owner"]
+
+
+class LeadCreateForm(forms.Form):
+    """A new lead, owned by the user unless they pick someone they manage."""
+
+    def __init__(self, *args, user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        model_fields = _model_fields(Lead, NEW_LEAD_FIELDS)
+        for name in NEW_LEAD_FIELDS:
+            self.fields[name] = model_fields[name]
+        self.fields["owner"].empty_label = None
+        self.initial.setdefault("owner", user.pk)
+        _limit_people_and_companies(self, user)
 
 
 class ActivityForm(forms.Form):

@@ -157,6 +157,13 @@ def visible_pipelines(user: User) -> QuerySet[Pipeline]:
     return Pipeline.objects.order_by("-is_default", "name")
 
 
+def assignable_owners(user: User) -> QuerySet[User]:
+    """Active users `user` may make the owner of a record: those whose records they may change."""
+    owners = owners_editable_by(user)
+    users = User.objects.filter(is_active=True).order_by("username")
+    return users if owners is None else users.filter(pk__in=owners)
+
+
 def visible_teams(user: User) -> QuerySet[Team]:
     """Teams `user` may filter by: all (admin), the teams they manage (manager), or their own (rep)."""
     if user.is_admin:

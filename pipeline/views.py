@@ -26,8 +26,10 @@ from pipeline.forms import (
     ActivityForm,
     BoardFilterForm,
     ConvertLeadForm,
+    DealCreateForm,
     DealFieldsForm,
     InboxFilterForm,
+    LeadCreateForm,
     LeadFilterForm,
     LeadQualificationForm,
     LeadStatusForm,
@@ -252,6 +254,22 @@ def _move_dialog(
     return response
 
 
+@login_required
+def deal_create(request: HttpRequest, pipeline_id: int) -> HttpResponse:
+    """A new deal in a pipeline, through `services.create_deal`; then its page."""
+    pipeline = get_object_or_404(selectors.visible_pipelines(request.user), pk=pipeline_id)
+    form = DealCreateForm(request.POST or None, user=request.user, pipeline=pipeline)
+    if request.method == "POST" and form.is_valid():
+        try:
+            deal = services.create_deal(actor=request.user, pipeline=pipeline, **form.service_arguments())
+        except ValidationError as error:
+            add_service_errors(form, error)
+        else:
+            messages.success(request, f"Created “{deal.title}”.")
+            return redirect("pipeline:deal", pk=deal.pk)
+    return render(request, "pipeline/deal_create.html", {"form": form, "pipeline": pipeline})
+
+
 # --- The deal page ------------------------------------------------------------------------------------------------
 
 
@@ -473,6 +491,21 @@ def lead_list(request: HttpRequest) -> HttpResponse:
     if _is_htmx(request) and request.headers.get("HX-Target") == "lead-results":
         return render(request, "pipeline/partials/lead_results.html", context)
     return render(request, "pipeline/lead_list.html", context)
+
+
+@login_required
+def lead_create(request: HttpRequest) -> HttpResponse:
+    """A new lead, through `services.create_lead`; then its page."""
+    form = LeadCreateForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        try:
+            lead = services.create_lead(actor=request.user, **form.cleaned_data)
+        except ValidationError as error:
+            add_service_errors(form, error)
+        else:
+            messages.success(request, f"Created the lead {lead}.")
+            return redirect("pipeline:lead", pk=lead.pk)
+    return render(request, "pipeline/lead_create.html", {"form": form})
 
 
 def _lead_context(request: HttpRequest, lead, **forms) -> dict:

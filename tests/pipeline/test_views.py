@@ -714,6 +714,8 @@ def test_garbage_input_never_causes_a_server_error(client, org, pipeline):
         reverse("pipeline:lead_activity_create", args=[lead.pk]),
         reverse("pipeline:activity_plan_next", args=[activity.pk]),
         reverse("pipeline:activity_complete", args=[activity.pk]),
+        reverse("pipeline:deal_create", args=[pipeline.pk]),
+        reverse("pipeline:lead_create"),
     ]
     gets = [
         reverse("pipeline:board"),
@@ -762,3 +764,64 @@ def test_with_team_visibility_a_rep_sees_teammates_cards_but_cannot_move_them(re
     assert "locked" in card and "move-to" not in card
     assert moved.status_code == 404
     assert page.status_code == 200 and not page.context["can_edit"]
+
+
+# --- Creating deals and leads ---------------------------------------------------------------------------------------
+
+
+def test_creating_a_deal_from_the_board_opens_it(rep_client, org, pipeline):
+    url = reverse("pipeline:deal_create", args=[pipeline.pk])
+    assert b'name="title"' in rep_client.get(url).content
+
+    response = rep_client.post(
+        url,
+        {"title": "Acme expansion", "owner": org.rep.pk, "amount": "5000", "currency": "USD", "stage": ""},
+    )
+
+    assert response.status_code == 200  # the first open stage is the default choice, but it must be sent
+    response = rep_client.post(
+        url,
+        {
+            "title": "Acme expansion",
+            "owner": org.rep.pk,
+            "amount": "5000",
+            "currency": "USD",
+            "stage": stage(pipeline, "Prospecting").pk,
+        },
+    )
+    deal = Deal.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse("pipeline:deal", args=[deal.pk])
+    assert (deal.title, deal.amount, deal.owner, deal.stage.name) == ("Acme expansion", 5000, org.rep, "Prospecting")
+
+
+def test_a_new_deal_in_a_demanding_stage_names_each_missing_field(rep_client, org, pipeline):
+    response = rep_client.post(
+        reverse("pipeline:deal_create", args=[pipeline.pk]),
+        {"title": "Big one", "owner": org.rep.pk, "currency": "USD", "stage": stage(pipeline, "Proposal").pk},
+    )
+
+    assert response.status_code == 200
+    assert set(response.context["form"].errors) == {"amount", "expected_close_date", "contact"}
+    assert not Deal.objects.exists()
+
+
+def test_a_rep_cannot_create_a_deal_for_someone_else(rep_client, org, pipeline):
+    response = rep_client.post(
+        reverse("pipeline:deal_create", args=[pipeline.pk]),
+        {"title": "x", "owner": org.teammate.pk, "currency": "USD", "stage": stage(pipeline, "Prospecting").pk},
+    )
+
+    assert "owner" in response.context["form"].errors
+    assert not Deal.objects.exists()
+
+
+def test_creating_a_lead_opens_it_and_bad_input_is_shown(rep_client, org):
+    url = reverse("pipeline:lead_create")
+
+    bad = rep_client.post(url, {"last_name": "", "email": "not-an-email", "owner": org.rep.pk})
+    assert {"last_name", "email"} <= set(bad.context["form"].errors)
+    good = rep_client.post(url, {"first_name": "Ada", "last_name": "Park", "company": "Initech", "owner": org.rep.pk})
+
+    lead = Lead.objects.get()
+    assert good["Location"] == reverse("pipeline:lead", args=[lead.pk])
+    assert (lead.last_name, lead.owner, lead.status) == ("Park", org.rep, "new")
