@@ -256,3 +256,20 @@ def test_converting_a_lead_opens_its_new_deal(page, org, board_pipeline):
     deal = Deal.objects.get()
     assert page.locator("h1").inner_text() == "Initech"
     assert (Lead.objects.get().deal, deal.amount) == (deal, Decimal("15000"))
+
+
+def test_a_long_column_loads_more_cards_as_it_scrolls_and_the_search_narrows_the_board(page, org, board_pipeline):
+    start = timezone.now() - timedelta(days=5)
+    for index in range(35):
+        make_deal(owner=org.rep, pipeline=board_pipeline, title=f"Deal {index:02}", created_at=start)
+    make_deal(owner=org.rep, pipeline=board_pipeline, title="Zebra account")
+    open_board(page, "rep")
+    cards = page.locator(column(stage(board_pipeline, "Prospecting"))).locator(".deal-card")
+    assert cards.count() == 30
+
+    page.locator(column(stage(board_pipeline, "Prospecting"))).evaluate("list => list.scrollTop = list.scrollHeight")
+
+    page.wait_for_function("() => document.querySelectorAll('#board .deal-card').length === 36")
+    page.fill("#id_q", "zebra")
+    page.wait_for_function("() => document.querySelectorAll('#board .deal-card').length === 1")
+    assert "q=zebra" in page.url
