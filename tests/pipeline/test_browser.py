@@ -273,3 +273,39 @@ def test_a_long_column_loads_more_cards_as_it_scrolls_and_the_search_narrows_the
     page.fill("#id_q", "zebra")
     page.wait_for_function("() => document.querySelectorAll('#board .deal-card').length === 1")
     assert "q=zebra" in page.url
+
+
+STRICT_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def test_the_board_works_under_a_strict_content_security_policy(page, org, board_pipeline, lost_reason):
+    deal = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout")
+    violations = []
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+
+    def with_csp(route):
+        response = route.fetch(max_redirects=0)
+        route.fulfill(response=response, headers={**response.headers, "content-security-policy": STRICT_CSP})
+
+    page.route("**/*", with_csp)
+    open_board(page, "rep")
+    drag(page, f"#deal-{deal.pk}", ".dropzone.lost")
+    page.locator("#move-dialog select[name=lost_reason]").select_option(str(lost_reason.pk))
+    page.locator("#move-dialog button[type=submit]").click()
+
+    page.locator("#toasts .toast", has_text="is lost").wait_for()
+    deal.refresh_from_db()
+    assert deal.status == "lost"
+    assert violations == []
+    # The policy was really in force: an inline script is refused.
+    page.evaluate(
+        "() => { const s = document.createElement('script'); s.textContent = 'window.ran = 1';"
+        " document.body.append(s); }"
+    )
+    assert page.evaluate("() => window.ran") is None
