@@ -11,7 +11,17 @@ from django.forms.models import fields_for_model
 
 from accounts.models import User
 from accounts.selectors import visible_users
-from pipeline.models import REQUIRABLE_DEAL_FIELDS, ActivityKind, Deal, Lead, LeadStatus, LostReason, Stage, StageKind
+from pipeline.models import (
+    REQUIRABLE_DEAL_FIELDS,
+    ActivityKind,
+    Deal,
+    ForecastCategory,
+    Lead,
+    LeadStatus,
+    LostReason,
+    Stage,
+    StageKind,
+)
 from pipeline.selectors import (
     assignable_owners,
     visible_contacts,
@@ -146,7 +156,8 @@ class DealFieldsForm(forms.Form):
         )
         for name in DEAL_FORM_FIELDS:
             self.fields[name] = model_fields[name]
-        self.fields["forecast_category_override"].label = "Forecast category (override)"
+        self.fields["forecast_category_override"].label = "Forecast category"
+        self.fields["forecast_category_override"].choices = [("", "The stage's default"), *ForecastCategory.choices]
         self.fields["owner"].empty_label = None
         _limit_people_and_companies(self, user)
 

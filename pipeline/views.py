@@ -10,7 +10,7 @@ from urllib.parse import quote
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -273,14 +273,43 @@ def deal_create(request: HttpRequest, pipeline_id: int) -> HttpResponse:
 # --- The deal page ------------------------------------------------------------------------------------------------
 
 
+# Bookkeeping fields that follow from a change shown elsewhere (the stage path, the version).
+AUDIT_HIDDEN_FIELDS = {"stage_entered_at", "forecast_category", "closed_at", "updated_at", "version", "status"}
+
+
+def _audit_lines(entries, stages: list[Stage]) -> list[dict]:
+    """The deal's audit entries as lines a person reads: field label, old and new value (stages by name)."""
+    stage_names = {stage.pk: stage.name for stage in stages}
+    lines = []
+    for entry in entries:
+        changes = []
+        for name, values in entry.changes.items():
+            if name in AUDIT_HIDDEN_FIELDS or not isinstance(values, list) or len(values) != 2:
+                continue
+            try:
+                field = Deal._meta.get_field(name)
+            except FieldDoesNotExist:
+                continue
+            old, new = values
+            if name == "stage":
+                old, new = stage_names.get(old, old), stage_names.get(new, new)
+            elif field.is_relation:
+                old = new = None  # ids mean nothing to a reader; the current value is on the page
+            changes.append({"label": str(field.verbose_name).capitalize(), "old": old, "new": new})
+        lines.append({"entry": entry, "changes": changes})
+    return lines
+
+
 def _deal_context(request: HttpRequest, deal: Deal) -> dict:
     history = list(selectors.deal_history(deal=deal))
     can_edit = selectors.editable_deals(request.user).filter(pk=deal.pk).exists()
+    stages = list(deal.pipeline.stages.order_by("order"))
     return {
         "deal": deal,
         "history": history,
         "path": selectors.stage_path(deal=deal, history=history),
-        "stages": list(deal.pipeline.stages.order_by("order")),
+        "stages": stages,
+        "audit": _audit_lines(selectors.audit_trail(instance=deal)[:25], stages),
         "activities": list(selectors.deal_activities(deal=deal)),
         "activity_form": ActivityForm(),
         "can_edit": can_edit,

@@ -825,3 +825,17 @@ def test_creating_a_lead_opens_it_and_bad_input_is_shown(rep_client, org):
     lead = Lead.objects.get()
     assert good["Location"] == reverse("pipeline:lead", args=[lead.pk])
     assert (lead.last_name, lead.owner, lead.status) == ("Park", org.rep, "new")
+
+
+def test_the_deal_page_shows_who_changed_what(rep_client, org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline, amount=Decimal("100"))
+    services.update_deal(deal=deal, actor=org.manager, amount=Decimal("250"), title="<b>Renamed</b>")
+    services.move_deal(deal=deal, stage=stage(pipeline, "Qualification"), actor=org.rep)
+
+    response = rep_client.get(reverse("pipeline:deal", args=[deal.pk]))
+
+    page = response.content.decode()
+    assert "Stage: Prospecting → Qualification" in page
+    assert "Amount: 100.00 → 250.00" in page
+    assert "&lt;b&gt;Renamed&lt;/b&gt;" in page and "<b>Renamed</b>" not in page
+    assert "Stage entered at" not in page
