@@ -52,7 +52,9 @@ def test_every_page_sends_anonymous_visitors_to_the_login_page(client, org, pipe
         assert response.status_code == 302 and response["Location"].startswith(reverse("login")), url
 
 
-def test_the_navigation_shows_settings_to_admins_only(client, org, pipeline):
+def test_the_navigation_shows_settings_only_to_those_who_may_open_them(client, org, pipeline):
+    org.admin.is_staff = True
+    org.admin.save()
     client.force_login(org.rep)
     rep_page = client.get(reverse("pipeline:board")).content.decode()
     client.force_login(org.admin)
