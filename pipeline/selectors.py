@@ -254,6 +254,7 @@ def _attach_next_activities(cards: list[Deal]) -> None:
         card.next_is_overdue = card.next_activity is not None and card.next_activity.due_at < now
         card.days_in_stage = max((now - card.stage_entered_at).days, 0)
         card.is_stale = is_stale(card, now=now)
+        card.owner_name = card.owner.first_name or card.owner.username
 
 
 def board_columns(*, user: User, deals: QuerySet[Deal], stages: list[Stage], page_size: int = BOARD_PAGE_SIZE):
