@@ -17,6 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
@@ -235,6 +236,9 @@ def _move_failed(request: HttpRequest, deal: Deal, message: str, *, refresh: boo
     if card is not None and card.status == StageKind.OPEN:
         context = {"card": card, "stages": list(deal.pipeline.stages.order_by("order")), "now": timezone.now()}
         body += render_to_string("pipeline/partials/card.html", {**context, "oob": True}, request=request)
+    elif refresh:
+        # Someone else closed the deal (or it left the user's sight): it no longer belongs on the board.
+        body += format_html('<div id="deal-{}" hx-swap-oob="delete"></div>', deal.pk)
     response = HttpResponse(body)
     response["HX-Reswap"] = "none"
     _trigger(response, "crm:move-failed", {"deal": deal.pk})

@@ -221,6 +221,19 @@ def test_a_move_over_someone_elses_change_shows_a_message_and_keeps_their_change
     assert (deal.stage, deal.amount) == (prospecting, Decimal("777"))
 
 
+def test_a_card_someone_else_has_won_meanwhile_leaves_the_board_with_a_message(page, org, board_pipeline):
+    deal = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout")
+    open_board(page, "rep")
+    services.move_deal(deal=deal, stage=stage(board_pipeline, "Won"), actor=org.manager)
+
+    drag(page, f"#deal-{deal.pk}", column(stage(board_pipeline, "Qualification")))
+
+    page.locator("#toasts .toast.error", has_text="changed by someone else").wait_for()
+    page.locator(f"#deal-{deal.pk}").wait_for(state="detached")
+    deal.refresh_from_db()
+    assert deal.status == "won"
+
+
 def test_a_deal_past_its_rotting_days_is_marked_stale(page, org, board_pipeline):
     make_deal(owner=org.rep, pipeline=board_pipeline, title="Old", created_at=timezone.now() - timedelta(days=40))
     make_deal(owner=org.rep, pipeline=board_pipeline, title="Fresh")

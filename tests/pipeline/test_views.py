@@ -332,6 +332,17 @@ def test_a_move_with_an_old_version_is_refused_with_a_message_and_the_fresh_card
     assert (deal.stage, deal.amount) == (stage(pipeline, "Prospecting"), Decimal("500"))
 
 
+def test_a_move_of_a_deal_someone_else_has_closed_removes_its_card(rep_client, org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+    services.move_deal(deal=deal, stage=stage(pipeline, "Won"), actor=org.manager)
+
+    response = move(rep_client, deal, stage(pipeline, "Qualification"))  # version 1, drawn before the win
+
+    assert f'<div id="deal-{deal.pk}" hx-swap-oob="delete"></div>' in response.content.decode()
+    deal.refresh_from_db()
+    assert deal.status == "won"
+
+
 def test_moving_someone_elses_deal_is_not_found(rep_client, org, pipeline):
     deal = make_deal(owner=org.other_rep, pipeline=pipeline)
 
