@@ -210,6 +210,12 @@ def _move_done(request: HttpRequest, deal: Deal, from_stage: Stage) -> HttpRespo
     if not _is_htmx(request):
         messages.success(request, message)
         return redirect(_next_url(request, reverse("pipeline:board_pipeline", args=[deal.pipeline_id])))
+    if request.POST.get("next"):
+        # From the deal page: everything on it (path, history, status) changed, so it is drawn again.
+        messages.success(request, message)
+        response = HttpResponse()
+        response["HX-Redirect"] = _next_url(request, reverse("pipeline:deal", args=[deal.pk]))
+        return response
     filter_form = BoardFilterForm(request.POST, user=request.user)
     deals = selectors.board_deals(user=request.user, pipeline=deal.pipeline, **filter_form.filters())
     changed = [stage for stage in {from_stage.pk: from_stage, deal.stage_id: deal.stage}.values() if stage.is_open]
@@ -231,6 +237,12 @@ def _move_failed(request: HttpRequest, deal: Deal, message: str, *, refresh: boo
     if not _is_htmx(request):
         messages.error(request, message)
         return redirect(_next_url(request, reverse("pipeline:deal", args=[deal.pk])))
+    if request.POST.get("next"):
+        # From the deal page: draw it again, with the latest version and the message.
+        messages.error(request, message)
+        response = HttpResponse()
+        response["HX-Redirect"] = _next_url(request, reverse("pipeline:deal", args=[deal.pk]))
+        return response
     body = _toast(request, message, "error")
     card = selectors.board_card(user=request.user, deal_id=deal.pk) if refresh else None
     if card is not None and card.status == StageKind.OPEN:

@@ -51,6 +51,19 @@
     var box = document.getElementById("toasts");
     if (box) new MutationObserver(scheduleToasts).observe(box, { childList: true, subtree: true });
     scheduleToasts();
+
+    // The move dialog (board and deal page): opened when the server asks for a stage's missing fields.
+    var dialog = document.getElementById("move-dialog");
+    if (dialog) {
+      document.addEventListener("crm:needs-input", function () {
+        if (!dialog.open) dialog.showModal();
+        var first = dialog.querySelector("input:not([type=hidden]), select, textarea");
+        if (first) first.focus();
+      });
+      dialog.addEventListener("close", function () {
+        document.getElementById("move-dialog-body").innerHTML = "";
+      });
+    }
   }
 
   window.crm = { toast: toast };

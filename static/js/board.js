@@ -84,13 +84,6 @@
     if (box && box.open) box.close();
     setTimeout(reconcile, 0);
   });
-  document.addEventListener("crm:needs-input", function () {
-    var box = dialog();
-    if (!box) return;
-    if (!box.open) box.showModal();
-    var first = box.querySelector("input:not([type=hidden]), select, textarea");
-    if (first) first.focus();
-  });
   document.addEventListener("htmx:afterSettle", reconcile);
   // A request that failed outright (server error, deal gone, network down): app.js shows why; the card goes back.
   ["htmx:responseError", "htmx:sendError"].forEach(function (name) {
@@ -103,12 +96,7 @@
 
   function start() {
     var box = dialog();
-    if (box) {
-      box.addEventListener("close", function () {
-        revert();
-        document.getElementById("move-dialog-body").innerHTML = "";
-      });
-    }
+    if (box) box.addEventListener("close", revert);
     htmx.onLoad(init);
     init();
   }

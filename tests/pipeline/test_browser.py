@@ -322,3 +322,19 @@ def test_the_board_works_under_a_strict_content_security_policy(page, org, board
         " document.body.append(s); }"
     )
     assert page.evaluate("() => window.ran") is None
+
+
+def test_moving_from_the_deal_page_asks_for_a_missing_field_in_a_dialog(page, org, board_pipeline):
+    deal = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout")
+    log_in(page, "rep")
+    page.goto(f"/deals/{deal.pk}/")
+
+    page.select_option("#move-stage", str(stage(board_pipeline, "Discovery").pk))
+    page.click(".record-head button[type=submit]")
+    page.locator("#move-dialog input[name=amount]").fill("4200")
+    page.locator("#move-dialog button[type=submit]").click()
+
+    page.locator(".stage-step.current", has_text="Discovery").wait_for()
+    page.locator("#toasts .toast", has_text="moved to Discovery").wait_for()
+    deal.refresh_from_db()
+    assert (deal.stage.name, deal.amount) == ("Discovery", Decimal("4200"))

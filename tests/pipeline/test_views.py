@@ -852,3 +852,18 @@ def test_the_deal_page_shows_who_changed_what(rep_client, org, pipeline):
     assert "Amount: 100.00 → 250.00" in page
     assert "&lt;b&gt;Renamed&lt;/b&gt;" in page and "<b>Renamed</b>" not in page
     assert "Stage entered at" not in page
+
+
+def test_moving_from_the_deal_page_reloads_it_or_asks_in_the_dialog(rep_client, org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+    deal_url = reverse("pipeline:deal", args=[deal.pk])
+
+    moved = move(rep_client, deal, stage(pipeline, "Qualification"), next=deal_url)
+    assert moved["HX-Redirect"] == deal_url
+    deal.refresh_from_db()
+    asked = move(rep_client, deal, stage(pipeline, "Discovery"), next=deal_url)
+    assert asked["HX-Retarget"] == "#move-dialog-body" and b'name="next"' in asked.content
+    stale = move(rep_client, deal, stage(pipeline, "Discovery"), next=deal_url, entry="1", amount="5", version=1)
+    assert stale["HX-Redirect"] == deal_url
+    page = rep_client.get(deal_url)
+    assert b"changed by someone else" in page.content and b'id="move-dialog"' in page.content
