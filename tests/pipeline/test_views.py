@@ -867,3 +867,33 @@ def test_moving_from_the_deal_page_reloads_it_or_asks_in_the_dialog(rep_client, 
     assert stale["HX-Redirect"] == deal_url
     page = rep_client.get(deal_url)
     assert b"changed by someone else" in page.content and b'id="move-dialog"' in page.content
+
+
+PAYLOAD = "<script>alert('x')</script>"
+
+
+def test_user_text_is_escaped_on_every_page(rep_client, org, pipeline):
+    organization = services.create_organization(actor=org.rep, name=PAYLOAD)
+    contact = services.create_contact(actor=org.rep, last_name=PAYLOAD, organization=organization)
+    deal = make_qualified_deal(owner=org.rep, pipeline=pipeline, title=PAYLOAD, organization=organization)
+    services.update_deal(deal=deal, actor=org.rep, contact=contact, need=PAYLOAD, source=PAYLOAD)
+    lead = services.create_lead(actor=org.rep, last_name=PAYLOAD, company=PAYLOAD, source=PAYLOAD, need=PAYLOAD)
+    for record in ({"deal": deal}, {"lead": lead}):
+        services.log_activity(
+            actor=org.rep, kind="call", subject=PAYLOAD, note=PAYLOAD, due_at=timezone.now(), **record
+        )
+    pages = [
+        reverse("pipeline:board"),
+        reverse("pipeline:deal", args=[deal.pk]),
+        reverse("pipeline:leads"),
+        reverse("pipeline:lead", args=[lead.pk]),
+        reverse("pipeline:activities"),
+        reverse("pipeline:deal_create", args=[pipeline.pk]),
+    ]
+    for url in pages:
+        response = rep_client.get(url)
+        assert response.status_code == 200, url
+        assert PAYLOAD.encode() not in response.content, url
+    assert "&lt;script&gt;" in rep_client.get(reverse("pipeline:deal", args=[deal.pk])).content.decode()
+    asked = move(rep_client, deal, stage(pipeline, "Lost"))
+    assert PAYLOAD.encode() not in asked.content
