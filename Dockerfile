@@ -8,6 +8,8 @@ COPY requirements.lock .
 RUN pip install --no-cache-dir -r requirements.lock
 
 COPY . .
+# The pinned front-end libraries of package-lock.json, with the Node.js that requirements.lock installs.
+RUN python -m config.assets && rm -rf node_modules
 # collectstatic needs settings to import; these placeholders never serve a request.
 RUN SECRET_KEY=build-only-placeholder-not-used-at-runtime-0123456789abcdefghij \
     DATABASE_URL=postgresql://build@localhost/build REDIS_URL=redis://localhost:6379/0 \

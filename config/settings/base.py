@@ -161,7 +161,8 @@ USE_TZ = True
 # --- Static files ------------------------------------------------------------------------------------------------
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# build/static holds the front-end libraries that `python -m config.assets` installs (git-ignored).
+STATICFILES_DIRS = [BASE_DIR / "static", BASE_DIR / "build" / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

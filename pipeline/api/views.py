@@ -30,7 +30,8 @@ class PipelineViewSet(VisibleViewSet):
     ordering_fields = ["name", "created_at", "id"]
 
     def visible_queryset(self):
-        return selectors.visible_pipelines(self.request.user)
+        # The serializer nests each pipeline's stages.
+        return selectors.visible_pipelines(self.request.user).prefetch_related("stages")
 
     def editable_queryset(self):
         return self.visible_queryset()  # AdminWritesOnly has already let only admins this far

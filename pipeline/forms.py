@@ -1,0 +1,301 @@
+"""Forms of the browser pages: they parse and validate input; the writing is done by `pipeline.services`.
+
+None of them is a ModelForm: a ModelForm would validate and change the model instance itself, while the services
+own every rule about deals and leads. `add_service_errors` puts a service's per-field ValidationError on a form.
+"""
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.forms.models import fields_for_model
+
+from accounts.models import User
+from accounts.selectors import visible_users
+from pipeline.models import (
+    REQUIRABLE_DEAL_FIELDS,
+    ActivityKind,
+    Deal,
+    ForecastCategory,
+    Lead,
+    LeadStatus,
+    LostReason,
+    Stage,
+    StageKind,
+)
+from pipeline.selectors import (
+    assignable_owners,
+    visible_contacts,
+    visible_organizations,
+    visible_pipelines,
+    visible_teams,
+)
+
+DATETIME_LOCAL = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+
+
+def add_service_errors(form: forms.Form, error: ValidationError) -> None:
+    """Show a service's ValidationError on `form`: per field where the form has it, above the form otherwise."""
+    if not hasattr(error, "error_dict"):
+        form.add_error(None, error)
+        return
+    for name, messages in error.message_dict.items():
+        form.add_error(name if name in form.fields else None, messages)
+
+
+def _model_fields(model, names: list[str], widgets: dict | None = None) -> dict[str, forms.Field]:
+    """Form fields for `names` of `model`, with the model field's own validators (e.g. amount ≥ 0) so that the
+    form reports every bad field at once instead of the service stopping at the first."""
+    fields = fields_for_model(model, fields=names, widgets=widgets)
+    for name, field in fields.items():
+        extra = [v for v in model._meta.get_field(name).validators if v not in field.validators]
+        field.validators.extend(extra)
+    return fields
+
+
+def _limit_people_and_companies(form: forms.Form, user: User) -> None:
+    """Offer only the organizations, contacts and owners the user may see."""
+    if "organization" in form.fields:
+        form.fields["organization"].queryset = visible_organizations(user).order_by("name")
+        form.fields["organization"].empty_label = "No organization"
+    if "contact" in form.fields:
+        form.fields["contact"].queryset = visible_contacts(user).order_by("last_name", "first_name")
+        form.fields["contact"].empty_label = "No contact"
+    if "owner" in form.fields:
+        form.fields["owner"].queryset = assignable_owners(user)
+
+
+class BoardFilterForm(forms.Form):
+    owner = forms.ModelChoiceField(queryset=User.objects.none(), required=False, empty_label="Everyone")
+    team = forms.ModelChoiceField(queryset=User.objects.none(), required=False, empty_label="All teams")
+    q = forms.CharField(required=False, max_length=100, label="Search")
+
+    def __init__(self, *args, user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
+        self.fields["team"].queryset = visible_teams(user)
+        self.fields["q"].widget.attrs.update(placeholder="Search deals or organizations", type="search")
+
+    def filters(self) -> dict:
+        """The valid filters as keyword arguments of `board_deals`; an invalid value filters nothing."""
+        self.is_valid()
+        data = getattr(self, "cleaned_data", {})
+        return {"owner": data.get("owner"), "team": data.get("team"), "text": data.get("q") or ""}
+
+
+class MoveForm(forms.Form):
+    """Where a deal goes: a stage of its pipeline, and the version the user saw."""
+
+    stage = forms.ModelChoiceField(
+        queryset=Stage.objects.none(), error_messages={"invalid_choice": "Choose a stage of this deal's pipeline."}
+    )
+    version = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def __init__(self, *args, deal: Deal, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["stage"].queryset = deal.pipeline.stages.all()
+
+
+class StageEntryForm(forms.Form):
+    """Exactly what entering a stage still needs: its missing required fields, and a lost reason to lose."""
+
+    def __init__(self, *args, deal: Deal, stage: Stage, missing: list[str], user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        model_fields = _model_fields(Deal, missing, {"expected_close_date": DATE_INPUT})
+        for name in missing:
+            field = model_fields[name]
+            field.required = True
+            field.label = REQUIRABLE_DEAL_FIELDS.get(name, field.label)
+            self.fields[name] = field
+        _limit_people_and_companies(self, user)
+        if "contact" in self.fields and deal.organization_id:
+            self.fields["contact"].queryset = self.fields["contact"].queryset.filter(organization=deal.organization_id)
+        if stage.kind == StageKind.LOST:
+            self.fields["lost_reason"] = forms.ModelChoiceField(
+                queryset=LostReason.objects.filter(is_active=True), label="Lost reason", empty_label="Choose a reason…"
+            )
+            self.fields["lost_note"] = forms.CharField(
+                required=False, label="Note (optional)", widget=forms.Textarea(attrs={"rows": 2})
+            )
+
+    def service_arguments(self) -> dict:
+        """`fields=` and `lost_reason=` for `services.move_deal`."""
+        data = dict(self.cleaned_data)
+        lost_reason = data.pop("lost_reason", None)
+        if not data.get("lost_note"):
+            data.pop("lost_note", None)
+        return {"fields": data, "lost_reason": lost_reason}
+
+
+DEAL_FORM_FIELDS = [
+    "title",
+    "owner",
+    "organization",
+    "contact",
+    "amount",
+    "currency",
+    "expected_close_date",
+    "forecast_category_override",
+    "source",
+    "budget",
+    "authority",
+    "need",
+    "timeline",
+]
+
+
+class DealFieldsForm(forms.Form):
+    """The editable fields of a deal (not its stage: that is a move)."""
+
+    version = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def __init__(self, *args, user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        model_fields = _model_fields(
+            Deal, DEAL_FORM_FIELDS, {"expected_close_date": DATE_INPUT, "need": forms.Textarea(attrs={"rows": 2})}
+        )
+        for name in DEAL_FORM_FIELDS:
+            self.fields[name] = model_fields[name]
+        self.fields["forecast_category_override"].label = "Forecast category"
+        self.fields["forecast_category_override"].choices = [("", "The stage's default"), *ForecastCategory.choices]
+        self.fields["owner"].empty_label = None
+        _limit_people_and_companies(self, user)
+
+    @classmethod
+    def initial_for(cls, deal: Deal) -> dict:
+        initial = {name: getattr(deal, name) for name in DEAL_FORM_FIELDS}
+        for name in ("owner", "organization", "contact"):
+            initial[name] = getattr(deal, f"{name}_id")
+        initial["version"] = deal.version
+        return initial
+
+    def changes(self) -> dict:
+        return {name: value for name, value in self.cleaned_data.items() if name != "version"}
+
+
+NEW_DEAL_FIELDS = ["title", "owner", "organization", "contact", "amount", "currency", "expected_close_date", "source"]
+
+
+class DealCreateForm(forms.Form):
+    """A new deal in a stage of one pipeline (its first open stage unless another is chosen)."""
+
+    stage = forms.ModelChoiceField(queryset=Stage.objects.none(), empty_label=None)
+
+    def __init__(self, *args, user: User, pipeline, **kwargs):
+        super().__init__(*args, **kwargs)
+        model_fields = _model_fields(Deal, NEW_DEAL_FIELDS, {"expected_close_date": DATE_INPUT})
+        for name in NEW_DEAL_FIELDS:
+            self.fields[name] = model_fields[name]
+        self.fields["stage"] = self.fields.pop("stage")
+        self.fields["stage"].queryset = pipeline.stages.filter(kind=StageKind.OPEN).order_by("order")
+        self.fields["owner"].empty_label = None
+        self.fields["owner"].required = True
+        self.fields["currency"].initial = settings.DEFAULT_CURRENCY
+        self.initial.setdefault("owner", user.pk)
+        _limit_people_and_companies(self, user)
+
+    def service_arguments(self) -> dict:
+        """Keyword arguments of `services.create_deal`; fields left empty keep the model's defaults."""
+        return {name: value for name, value in self.cleaned_data.items() if value not in (None, "")}
+
+
+NEW_LEAD_FIELDS = ["first_name", "last_name", "email", "phone", "company", "job_title", "source", "owner"]
+
+
+class LeadCreateForm(forms.Form):
+    """A new lead, owned by the user unless they pick someone they manage."""
+
+    def __init__(self, *args, user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        model_fields = _model_fields(Lead, NEW_LEAD_FIELDS)
+        for name in NEW_LEAD_FIELDS:
+            self.fields[name] = model_fields[name]
+        self.fields["owner"].empty_label = None
+        self.initial.setdefault("owner", user.pk)
+        _limit_people_and_companies(self, user)
+
+
+class ActivityForm(forms.Form):
+    """Log what happened, or plan a next step by giving it a due time."""
+
+    kind = forms.ChoiceField(choices=ActivityKind.choices, label="Type")
+    subject = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"placeholder": "Subject"}))
+    note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Notes (optional)"}))
+    due_at = forms.DateTimeField(
+        required=False, widget=DATETIME_LOCAL, label="Due", help_text="Leave empty to log it as done now."
+    )
+
+
+class InboxFilterForm(forms.Form):
+    owner = forms.ModelChoiceField(queryset=User.objects.none(), required=False, empty_label="Mine")
+
+    def __init__(self, *args, user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
+
+    def chosen_owner(self) -> User | None:
+        return self.cleaned_data.get("owner") if self.is_valid() else None
+
+
+class LeadFilterForm(forms.Form):
+    status = forms.ChoiceField(choices=[("", "Any status"), *LeadStatus.choices], required=False)
+    owner = forms.ModelChoiceField(queryset=User.objects.none(), required=False, empty_label="Any owner")
+    source = forms.CharField(required=False, max_length=100)
+    q = forms.CharField(required=False, max_length=100, label="Search")
+
+    def __init__(self, *args, user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
+        self.fields["q"].widget.attrs.update(placeholder="Name, company or email", type="search")
+        self.fields["source"].widget.attrs.update(placeholder="Source", list="lead-sources")
+
+    def filters(self) -> dict:
+        self.is_valid()
+        data = getattr(self, "cleaned_data", {})
+        return {
+            "status": data.get("status") or "",
+            "owner": data.get("owner"),
+            "source": data.get("source") or "",
+            "text": data.get("q") or "",
+        }
+
+
+LEAD_BANT_FIELDS = ["budget", "authority", "need", "timeline", "score", "source"]
+
+
+class LeadQualificationForm(forms.Form):
+    """BANT answers, score and source of a lead."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        model_fields = _model_fields(Lead, LEAD_BANT_FIELDS, {"need": forms.Textarea(attrs={"rows": 2})})
+        for name in LEAD_BANT_FIELDS:
+            self.fields[name] = model_fields[name]
+
+    @classmethod
+    def initial_for(cls, lead: Lead) -> dict:
+        return {name: getattr(lead, name) for name in LEAD_BANT_FIELDS}
+
+
+class LeadStatusForm(forms.Form):
+    status = forms.ChoiceField(choices=[c for c in LeadStatus.choices if c[0] != LeadStatus.CONVERTED])
+    reason = forms.CharField(required=False, max_length=200, label="Reason (when disqualifying)")
+
+
+class ConvertLeadForm(forms.Form):
+    title = forms.CharField(max_length=200, required=False, help_text="Defaults to the company name.")
+    pipeline = forms.ModelChoiceField(queryset=Stage.objects.none(), required=False, empty_label="Default pipeline")
+    amount = forms.DecimalField(max_digits=14, decimal_places=2, min_value=0, required=False)
+    expected_close_date = forms.DateField(required=False, widget=DATE_INPUT)
+
+    def __init__(self, *args, user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["pipeline"].queryset = visible_pipelines(user)
+
+    def service_arguments(self) -> dict:
+        data = self.cleaned_data
+        arguments = {"title": data["title"], "pipeline": data["pipeline"]}
+        for name in ("amount", "expected_close_date"):
+            if data[name] is not None:
+                arguments[name] = data[name]
+        return arguments

@@ -1,0 +1,72 @@
+// Behaviour shared by every page: a progress bar while htmx works, toasts, dialogs, readable errors.
+// Loaded as a static file (no inline scripts or handlers), so the pages work under a strict Content-Security-Policy.
+(function () {
+  "use strict";
+
+  function toast(message, level) {
+    var box = document.getElementById("toasts");
+    if (!box) return;
+    var item = document.createElement("div");
+    item.className = "toast " + (level || "info");
+    item.textContent = message;
+    box.appendChild(item);
+  }
+
+  function scheduleToasts() {
+    document.querySelectorAll("#toasts .toast:not([data-scheduled])").forEach(function (item) {
+      item.setAttribute("data-scheduled", "");
+      var wait = item.classList.contains("error") ? 12000 : 5000;
+      setTimeout(function () {
+        item.classList.add("leaving");
+        setTimeout(function () { item.remove(); }, 300);
+      }, wait);
+    });
+  }
+
+  function start() {
+    var body = document.body;
+    var active = 0;
+    document.addEventListener("htmx:beforeRequest", function () {
+      active += 1;
+      body.classList.add("is-loading");
+    });
+    document.addEventListener("htmx:afterRequest", function () {
+      active = Math.max(0, active - 1);
+      if (!active) body.classList.remove("is-loading");
+    });
+    document.addEventListener("htmx:responseError", function (event) {
+      var status = event.detail.xhr ? event.detail.xhr.status : "";
+      if (status === 404) toast("This record no longer exists, or you may not see it.", "error");
+      else toast("Something went wrong (" + status + "). Please try again.", "error");
+    });
+    document.addEventListener("htmx:sendError", function () {
+      toast("The server could not be reached. Check your connection and try again.", "error");
+    });
+    document.addEventListener("click", function (event) {
+      var closer = event.target.closest("[data-close-dialog]");
+      if (!closer) return;
+      var dialog = closer.closest("dialog");
+      if (dialog) dialog.close();
+    });
+    var box = document.getElementById("toasts");
+    if (box) new MutationObserver(scheduleToasts).observe(box, { childList: true, subtree: true });
+    scheduleToasts();
+
+    // The move dialog (board and deal page): opened when the server asks for a stage's missing fields.
+    var dialog = document.getElementById("move-dialog");
+    if (dialog) {
+      document.addEventListener("crm:needs-input", function () {
+        if (!dialog.open) dialog.showModal();
+        var first = dialog.querySelector("input:not([type=hidden]), select, textarea");
+        if (first) first.focus();
+      });
+      dialog.addEventListener("close", function () {
+        document.getElementById("move-dialog-body").innerHTML = "";
+      });
+    }
+  }
+
+  window.crm = { toast: toast };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

@@ -1,0 +1,106 @@
+// The pipeline board: drag a card to another column (or onto Won/Lost) to move the deal.
+// The server decides everything (pipeline.views.deal_move): it answers with the updated card, with a dialog
+// asking for the fields the target stage requires (or a lost reason), or with an error; the card then goes back.
+(function () {
+  "use strict";
+  var pending = null; // the card being moved by drag: {card, from, index}
+
+  function dialog() { return document.getElementById("move-dialog"); }
+
+  function filters() {
+    var values = {};
+    var form = document.getElementById("board-filters");
+    if (form) new FormData(form).forEach(function (value, key) { values[key] = value; });
+    return values;
+  }
+
+  function move(card, from, index, stageId) {
+    pending = { card: card, from: from, index: index };
+    var values = filters();
+    values.stage = stageId;
+    values.version = card.dataset.version;
+    htmx.ajax("POST", card.dataset.moveUrl, { source: card, target: card, swap: "outerHTML", values: values });
+  }
+
+  function revert() {
+    if (!pending) return;
+    var p = pending;
+    pending = null;
+    if (!document.body.contains(p.card) || p.card.parentElement === p.from) return;
+    p.from.insertBefore(p.card, p.from.children[p.index] || null);
+  }
+
+  // Every card sits in the column of its stage: after a keyboard move, a refresh, or a revert.
+  function reconcile() {
+    document.querySelectorAll("#board .deal-card").forEach(function (card) {
+      if (pending && pending.card === card) return; // waiting for the dialog: stays where it was dropped
+      var list = card.parentElement;
+      if (list && list.classList.contains("cards") && list.dataset.stageId === card.dataset.stageId) return;
+      var column = document.querySelector('#board .cards[data-stage-id="' + card.dataset.stageId + '"]');
+      if (column) column.insertBefore(card, column.firstElementChild);
+      else card.remove();
+    });
+  }
+
+  function init() {
+    document.querySelectorAll("#board [data-move-list]").forEach(function (list) {
+      if (list.sortable) return;
+      var closed = list.hasAttribute("data-closed");
+      list.sortable = Sortable.create(list, {
+        group: { name: "board", pull: !closed, put: true },
+        sort: false,
+        draggable: ".deal-card",
+        filter: ".locked, .move-to",
+        preventOnFilter: false,
+        forceFallback: true,
+        fallbackOnBody: true,
+        animation: 120,
+        ghostClass: "drag-ghost",
+        chosenClass: "drag-chosen",
+        dragClass: "drag-active",
+        onStart: function () { document.body.classList.add("dragging"); },
+        onEnd: function (event) {
+          document.body.classList.remove("dragging");
+          if (event.from !== event.to) move(event.item, event.from, event.oldIndex, event.to.dataset.stageId);
+        },
+      });
+    });
+  }
+
+  document.addEventListener("crm:moved", function (event) {
+    pending = null;
+    var box = dialog();
+    if (box && box.open) box.close();
+    var id = event.detail && event.detail.deal;
+    setTimeout(function () {
+      reconcile();
+      var link = document.querySelector("#deal-" + id + " .card-title");
+      if (link && (document.activeElement === document.body || !document.activeElement)) link.focus();
+    }, 0);
+  });
+  document.addEventListener("crm:move-failed", function () {
+    revert();
+    var box = dialog();
+    if (box && box.open) box.close();
+    setTimeout(reconcile, 0);
+  });
+  document.addEventListener("htmx:afterSettle", reconcile);
+  // A request that failed outright (server error, deal gone, network down): app.js shows why; the card goes back.
+  ["htmx:responseError", "htmx:sendError"].forEach(function (name) {
+    document.addEventListener(name, function () {
+      revert();
+      var box = dialog();
+      if (box && box.open) box.close();
+    });
+  });
+
+  function start() {
+    var box = dialog();
+    if (box) box.addEventListener("close", revert);
+    htmx.onLoad(init);
+    init();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
