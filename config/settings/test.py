@@ -15,3 +15,7 @@ REDIS_URL = urlunsplit(urlsplit(REDIS_URL)._replace(path="/" + os.environ.get("T
 CELERY_BROKER_URL = CELERY_RESULT_BACKEND = REDIS_URL
 CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
 CACHES["default"]["KEY_PREFIX"] = "crm-test"  # noqa: F405
+
+# Tests that exercise the debounced recompute after a change turn it on themselves; elsewhere a write queuing
+# Celery tasks into the test broker would only leave work behind for the next worker test.
+METRICS_RECOMPUTE_ON_CHANGE = False
