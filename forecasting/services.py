@@ -7,6 +7,7 @@ transaction-level advisory lock makes a second concurrent recompute return at on
 
 import logging
 import time
+from datetime import datetime
 
 from django.conf import settings
 from django.core.cache import cache
@@ -22,15 +23,18 @@ RECOMPUTE_LOCK_KEY = 4_242_001
 PENDING_RECOMPUTE_CACHE_KEY = "metrics-recompute-pending"
 
 
-def recompute_metrics() -> MetricsRun | None:
+def recompute_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
     """Recompute every metric family from scratch into a new complete run; None if another recompute is running.
 
+    `as_of` (default: the transaction time) is the "now" of the run: its computed_at, the end of the learned
+    probabilities' lookback window, "today" for past due, the age of deals in their stage.
     Runs older than the newest `METRICS_KEEP_RUNS` complete ones are deleted in the same transaction.
     """
     started = time.monotonic()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
         acquired, computed_at = cursor.fetchone()
+        computed_at = as_of or computed_at
         if not acquired:
             logger.info("metrics recompute skipped: another one is running")
             return None
