@@ -95,9 +95,14 @@ def request_recompute() -> bool:
     try:
         if not cache.add(PENDING_RECOMPUTE_CACHE_KEY, 1, timeout=countdown + settings.METRICS_RECOMPUTE_SECONDS):
             return False
+    except Exception:  # any cache failure: log it, keep the write
+        logger.warning("could not mark a pending metrics recompute; the scheduled one will catch up", exc_info=True)
+        return False
+    try:
         recompute_metrics_task.apply_async(kwargs={"reason": "change"}, countdown=countdown, retry=False)
-    except Exception:  # any broker or cache failure: log it, keep the write
+    except Exception:  # any broker failure: log it, keep the write, and let the next change try again
         logger.warning("could not queue a metrics recompute; the scheduled one will catch up", exc_info=True)
+        clear_pending_recompute()
         return False
     return True
 
