@@ -21,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from forecasting.models import GroupKind, Metric, MetricSnapshot, PeriodKind
-from forecasting.selectors import SnapshotQuery, visible_quotas, visible_snapshot_rows
+from forecasting.selectors import SnapshotQuery, quota_metrics, visible_quotas, visible_snapshot_rows
 
 logger = logging.getLogger(__name__)
 
@@ -272,10 +272,17 @@ class QuotaSerializer(serializers.Serializer):
 
 
 class QuotaListView(APIView):
-    """The quotas the user may see (their own, their teams'); set up by admins in the Django admin."""
+    """The quotas the user may see (their own, their teams'), each with its attainment, coverage and deals needed.
+
+    Quotas are set up by admins in the Django admin; a quota added since the last recompute has `metrics` null.
+    """
 
     permission_classes = [IsAuthenticated]
 
     def get(self, request: Request) -> Response:
-        quotas = visible_quotas(user=request.user).order_by("-period_start", "id")
-        return Response({"next": None, "previous": None, "results": QuotaSerializer(quotas, many=True).data})
+        quotas = list(visible_quotas(user=request.user).order_by("-period_start", "id"))
+        run, metrics = quota_metrics(quota_ids=[quota.pk for quota in quotas])
+        results = [QuotaSerializer(quota).data | {"metrics": metrics.get(quota.pk)} for quota in quotas]
+        return Response(
+            {"computed_at": run.computed_at if run else None, "next": None, "previous": None, "results": results}
+        )

@@ -472,6 +472,81 @@ def leads(cursor: CursorWrapper, params: dict) -> int:
     return _execute(cursor, sql, params)
 
 
+def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
+    """Per quota (a user's or a team's, over its own [period_start, period_end)): attainment, coverage, deals needed.
+
+    won_amount = Σ amount of the quota holder's deals won in the period (closed_at in TIME_ZONE); attainment =
+    won_amount / quota (null for a zero quota); open_amount = Σ amount of their open deals expected to close in
+    the period; remaining = max(quota − won_amount, 0); coverage = open_amount / remaining (null when nothing
+    remains); deals_needed = ceil(remaining / average won deal size / win rate), both over the trailing four
+    quarters: the four complete quarters before the one computed_at falls in (0 when nothing remains, null
+    when the trailing quarters won nothing). A team's deals are those of its members now.
+    """
+    sql = f"""
+    {INSERT}
+    WITH bounds AS (
+        SELECT date_trunc('quarter', %(computed_at)s AT TIME ZONE %(tz)s) - interval '12 months' AS trailing_start,
+               date_trunc('quarter', %(computed_at)s AT TIME ZONE %(tz)s) AS trailing_end
+    ), measured AS (
+        SELECT q.id, q.user_id, q.team_id, q.period_start, q.period_end, q.amount AS quota, m.*
+          FROM forecasting_quota q
+          CROSS JOIN bounds
+          CROSS JOIN LATERAL (
+              SELECT coalesce(sum(d.amount) FILTER (
+                         WHERE d.status = 'won' AND d.closed_at AT TIME ZONE %(tz)s >= q.period_start
+                           AND d.closed_at AT TIME ZONE %(tz)s < q.period_end
+                     ), 0) AS won_amount,
+                     coalesce(sum(d.amount) FILTER (
+                         WHERE d.status = 'open' AND d.expected_close_date >= q.period_start
+                           AND d.expected_close_date < q.period_end
+                     ), 0) AS open_amount,
+                     count(*) FILTER (
+                         WHERE d.status = 'won' AND d.closed_at AT TIME ZONE %(tz)s >= bounds.trailing_start
+                           AND d.closed_at AT TIME ZONE %(tz)s < bounds.trailing_end
+                     ) AS trailing_won,
+                     count(*) FILTER (
+                         WHERE d.status IN ('won', 'lost') AND d.closed_at AT TIME ZONE %(tz)s >= bounds.trailing_start
+                           AND d.closed_at AT TIME ZONE %(tz)s < bounds.trailing_end
+                     ) AS trailing_closed,
+                     avg(d.amount) FILTER (
+                         WHERE d.status = 'won' AND d.closed_at AT TIME ZONE %(tz)s >= bounds.trailing_start
+                           AND d.closed_at AT TIME ZONE %(tz)s < bounds.trailing_end
+                     ) AS trailing_avg_won
+                FROM pipeline_deal d
+               WHERE d.owner_id IN (
+                   SELECT u.id FROM accounts_user u WHERE u.id = q.user_id OR u.team_id = q.team_id
+               )
+          ) m
+    ), derived AS (
+        SELECT measured.*,
+               greatest(quota - won_amount, 0) AS remaining,
+               trailing_won::numeric / nullif(trailing_closed, 0) AS trailing_win_rate
+          FROM measured
+    )
+    SELECT %(run_id)s, 'quota', 'quota', period_start, period_end,
+           CASE WHEN user_id IS NOT NULL THEN 'owner' ELSE 'team' END,
+           user_id, team_id, NULL, NULL, NULL, NULL,
+           jsonb_build_object(
+               'quota_id', id,
+               'quota', quota::text,
+               'won_amount', won_amount::text,
+               'attainment', (won_amount / nullif(quota, 0))::float8,
+               'open_amount', open_amount::text,
+               'remaining', remaining::text,
+               'coverage', (open_amount / nullif(remaining, 0))::float8,
+               'trailing_win_rate', trailing_win_rate::float8,
+               'trailing_avg_won_amount', round(trailing_avg_won, 2)::text,
+               'deals_needed', CASE
+                   WHEN remaining = 0 THEN 0
+                   ELSE ceil(remaining / nullif(trailing_avg_won, 0) / nullif(trailing_win_rate, 0))
+               END
+           ),
+           %(computed_at)s
+      FROM derived
+    """
+    return _execute(cursor, sql, params)
+
+
 # The families in the order a recompute runs them (forecast reads learned_probability's rows of the same run).
 FAMILIES: list[Callable[[CursorWrapper, dict], int]] = [
     deal_outcomes,
@@ -482,4 +557,5 @@ FAMILIES: list[Callable[[CursorWrapper, dict], int]] = [
     stage_time,
     stale_deals,
     leads,
+    quota_attainment,
 ]

@@ -23,6 +23,7 @@ class PeriodKind(models.TextChoices):
     YEAR = "year", "Year"
     ALL = "all", "All time"  # a metric over all history (funnel of all deals, time in stage)
     NOW = "now", "As of the recompute"  # a state at computed_at (past due, stale, in stage now, learned probability)
+    QUOTA = "quota", "A quota's own period"
 
 
 class GroupKind(models.TextChoices):
@@ -44,6 +45,7 @@ class Metric(models.TextChoices):
     STAGE_TIME = "stage_time", "Time in stage and in stage now"
     STALE = "stale", "Stale deals and deals with no next step"
     LEADS = "leads", "Qualified leads, lead velocity, MQL→SQL and lead→deal conversion"
+    QUOTA = "quota", "Quota attainment, coverage and deals needed"
 
 
 class MetricsRun(models.Model):

@@ -13,7 +13,7 @@ from django.db.models import Q, QuerySet
 
 from accounts.models import Team, User
 from accounts.selectors import owners_visible_to
-from forecasting.models import GroupKind, MetricSnapshot, MetricsRun, Quota, RunStatus
+from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, Quota, RunStatus
 
 
 def latest_run() -> MetricsRun | None:
@@ -78,3 +78,12 @@ def visible_quotas(*, user: User) -> QuerySet[Quota]:
     if owners is None:
         return quotas
     return quotas.filter(Q(user__in=owners) | Q(team__managers=user)).distinct()
+
+
+def quota_metrics(*, quota_ids: list[int]) -> tuple[MetricsRun | None, dict[int, dict]]:
+    """The latest run and its attainment/coverage/deals-needed values for each of `quota_ids` (already visible)."""
+    run = latest_run()
+    if run is None:
+        return None, {}
+    rows = MetricSnapshot.objects.filter(run=run, metric=Metric.QUOTA, values__quota_id__in=quota_ids)
+    return run, {row.values["quota_id"]: row.values for row in rows}

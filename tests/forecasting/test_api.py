@@ -178,6 +178,11 @@ def test_quotas_are_visible_like_records(org):
     assert ids(org.rep) == {mine.pk}
     assert ids(org.manager) == {mine.pk, team.pk}
     assert len(ids(org.admin)) == 3
+    recompute_metrics(as_of=AS_OF)
+    body = client_for(org.rep).get("/api/v1/quotas/").json()
+    assert body["computed_at"].startswith("2026-11-25T12:00:00")
+    assert body["results"][0]["metrics"]["quota"] == "5.00"
+    assert body["results"][0]["metrics"]["won_amount"] == "0"
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 
+from forecasting.models import Quota
 from forecasting.services import recompute_metrics
 from pipeline import services
 from tests.factories import stage
@@ -407,3 +408,52 @@ def test_qualified_leads_velocity_and_conversion_rates(org, pipeline):
     december = one("leads", group_kind="company", period_kind="month", period_start=dt.date(2026, 12, 1))
     assert (december["qualified"], december["lead_velocity_rate"]) == (0, pytest.approx(-100.0))
     assert one("leads", group_kind="owner", owner_id=org.rep.pk, **Q4)["qualified"] == 5
+
+
+# --- Quota attainment, coverage, deals needed ----------------------------------------------------------------------
+
+
+def test_quota_attainment_coverage_and_deals_needed(org, pipeline, lost_reason):
+    def deal(owner, amount, path, close="2026-12-31", **fields):
+        return deal_with_history(
+            owner=owner, pipeline=pipeline, amount=Decimal(amount), expected_close_date=close, path=path, **fields
+        )
+
+    deal(org.rep, "3000", [("Prospecting", "2026-09-01"), ("Won", "2026-10-11")])  # won in the quota's quarter
+    deal(org.rep, "4000", [("Prospecting", "2026-09-01")], close="2026-12-15")  # open, expected in the quarter
+    deal(org.rep, "999", [("Prospecting", "2026-09-01")], close="2027-02-01")  # open, expected after it
+    # The trailing four quarters (Q4 2025 – Q3 2026): 2 won of 3 closed, average won 3000.
+    deal(org.rep, "2000", [("Prospecting", "2026-01-01"), ("Won", "2026-03-01")])
+    deal(org.rep, "4000", [("Prospecting", "2026-01-01"), ("Won", "2026-06-01")])
+    deal(org.rep, "50", [("Prospecting", "2026-01-01"), ("Lost", "2026-05-01")], lost_reason=lost_reason)
+    deal(org.rep, "70000", [("Prospecting", "2025-01-01"), ("Won", "2025-09-30")])  # before the trailing quarters
+    q4 = {"period_start": dt.date(2026, 10, 1), "period_end": dt.date(2027, 1, 1)}
+    rep_quota = Quota.objects.create(user=org.rep, amount=Decimal("10000"), **q4)
+    team_quota = Quota.objects.create(team=org.team, amount=Decimal("2000"), **q4)
+    zero_quota = Quota.objects.create(user=org.teammate, amount=Decimal("0"), **q4)
+    idle_team_quota = Quota.objects.create(team=org.other_team, amount=Decimal("100"), **q4)
+    recompute_metrics(as_of=AS_OF)
+    rows = {row.values["quota_id"]: row for row in latest_rows("quota")}
+
+    rep = rows[rep_quota.pk]
+    assert (rep.group_kind, rep.owner_id, rep.period_kind, rep.period_start) == (
+        "owner",
+        org.rep.pk,
+        "quota",
+        q4["period_start"],
+    )
+    assert money(rep.values["won_amount"]) == Decimal("3000")
+    assert rep.values["attainment"] == pytest.approx(0.3)
+    assert money(rep.values["open_amount"]) == Decimal("4000")
+    assert money(rep.values["remaining"]) == Decimal("7000")
+    assert rep.values["coverage"] == pytest.approx(4000 / 7000)
+    assert rep.values["trailing_win_rate"] == pytest.approx(2 / 3)
+    assert money(rep.values["trailing_avg_won_amount"]) == Decimal("3000")
+    assert rep.values["deals_needed"] == 4  # ceil(7000 / 3000 / (2/3)) = ceil(3.5)
+
+    team = rows[team_quota.pk]
+    assert (team.group_kind, team.team_id) == ("team", org.team.pk)
+    assert team.values["attainment"] == pytest.approx(1.5)
+    assert (team.values["coverage"], team.values["deals_needed"]) == (None, 0)  # nothing remains
+    assert rows[zero_quota.pk].values["attainment"] is None
+    assert rows[idle_team_quota.pk].values["deals_needed"] is None  # nothing won in the trailing quarters
