@@ -227,6 +227,12 @@ class ForecastView(SnapshotView):
         return response
 
 
+class ForecastAccuracyView(SnapshotView):
+    """Per ended period: the forecast kept at its start (configured and learned) against the won amount (APE)."""
+
+    metric = Metric.FORECAST_ACCURACY
+
+
 class RecomputeView(APIView):
     """POST: queue a full recompute now (managers and admins); answers 202 with a URL to follow it."""
 

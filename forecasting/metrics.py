@@ -547,6 +547,88 @@ def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
     return _execute(cursor, sql, params)
 
 
+def forecast_snapshots(cursor: CursorWrapper, params: dict) -> int:
+    """At the first recompute inside a month, quarter or year, keep that run's forecast for it (all groups).
+
+    Writes `forecasting_forecastsnapshot`, not the run's rows: snapshots outlive runs. Periods already
+    snapshotted are left alone, so the forecast kept is the one from the start of the period. Must run after
+    `forecast`. Returns the number of snapshot rows written.
+    """
+    sql = f"""
+    WITH new_periods AS (
+        SELECT k.kind,
+               date_trunc(k.kind, %(computed_at)s AT TIME ZONE %(tz)s)::date AS period_start,
+               (date_trunc(k.kind, %(computed_at)s AT TIME ZONE %(tz)s) + k.step)::date AS period_end
+          FROM {PERIOD_KINDS}
+         WHERE NOT EXISTS (
+               SELECT 1 FROM forecasting_forecastsnapshot s
+                WHERE s.period_kind = k.kind
+                  AND s.period_start = date_trunc(k.kind, %(computed_at)s AT TIME ZONE %(tz)s)::date
+         )
+    ), rows AS (
+        SELECT f.period_kind, f.period_start, f.period_end, f.group_kind, f.owner_id, f.team_id, f.pipeline_id,
+               f.source, (f."values"->>'weighted_configured')::numeric AS weighted_configured,
+               (f."values"->>'weighted_learned')::numeric AS weighted_learned,
+               (f."values"->>'commit')::numeric AS commit, (f."values"->>'best_case')::numeric AS best_case,
+               (f."values"->>'pipeline')::numeric AS pipeline
+          FROM forecasting_metricsnapshot f
+          JOIN new_periods n ON n.kind = f.period_kind AND n.period_start = f.period_start
+         WHERE f.run_id = %(run_id)s AND f.metric = 'forecast'
+        UNION ALL
+        SELECT n.kind, n.period_start, n.period_end, 'company', NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0
+          FROM new_periods n
+         WHERE NOT EXISTS (
+               SELECT 1 FROM forecasting_metricsnapshot f
+                WHERE f.run_id = %(run_id)s AND f.metric = 'forecast' AND f.group_kind = 'company'
+                  AND f.period_kind = n.kind AND f.period_start = n.period_start
+         )
+    )
+    INSERT INTO forecasting_forecastsnapshot (
+        period_kind, period_start, period_end, group_kind, owner_id, team_id, pipeline_id, source,
+        weighted_configured, weighted_learned, commit, best_case, pipeline, snapshotted_at
+    )
+    SELECT rows.*, %(computed_at)s FROM rows
+    ON CONFLICT DO NOTHING
+    """
+    return _execute(cursor, sql, params)
+
+
+def forecast_accuracy(cursor: CursorWrapper, params: dict) -> int:
+    """For every period that has ended and was snapshotted: the forecast kept at its start against the won amount.
+
+    actual_won = Σ amount of the group's deals won in the period (0 when none: from this run's forecast rows);
+    ape_configured / ape_learned = |actual_won − forecast| / actual_won × 100, null when nothing was won.
+    Must run after `forecast`.
+    """
+    sql = f"""
+    {INSERT}
+    SELECT %(run_id)s, 'forecast_accuracy', s.period_kind, s.period_start, s.period_end, s.group_kind,
+           s.owner_id, s.team_id, s.pipeline_id, s.source, NULL, NULL,
+           jsonb_build_object(
+               'forecast_configured', s.weighted_configured::text,
+               'forecast_learned', s.weighted_learned::text,
+               'commit', s.commit::text,
+               'best_case', s.best_case::text,
+               'actual_won', actual.won::text,
+               'ape_configured', (abs(actual.won - s.weighted_configured) * 100 / nullif(actual.won, 0))::float8,
+               'ape_learned', (abs(actual.won - s.weighted_learned) * 100 / nullif(actual.won, 0))::float8,
+               'snapshotted_at', s.snapshotted_at
+           ),
+           %(computed_at)s
+      FROM forecasting_forecastsnapshot s
+      CROSS JOIN LATERAL (
+          SELECT coalesce(max((f."values"->>'won_amount')::numeric), 0) AS won
+            FROM forecasting_metricsnapshot f
+           WHERE f.run_id = %(run_id)s AND f.metric = 'forecast'
+             AND f.period_kind = s.period_kind AND f.period_start = s.period_start AND f.group_kind = s.group_kind
+             AND f.owner_id IS NOT DISTINCT FROM s.owner_id AND f.team_id IS NOT DISTINCT FROM s.team_id
+             AND f.pipeline_id IS NOT DISTINCT FROM s.pipeline_id AND f.source IS NOT DISTINCT FROM s.source
+      ) actual
+     WHERE s.period_end <= (%(computed_at)s AT TIME ZONE %(tz)s)::date
+    """
+    return _execute(cursor, sql, params)
+
+
 # The families in the order a recompute runs them (forecast reads learned_probability's rows of the same run).
 FAMILIES: list[Callable[[CursorWrapper, dict], int]] = [
     deal_outcomes,
@@ -558,4 +640,8 @@ FAMILIES: list[Callable[[CursorWrapper, dict], int]] = [
     stale_deals,
     leads,
     quota_attainment,
+    forecast_snapshots,
+    forecast_accuracy,
 ]
+# Families that write outside the run's snapshot rows (so they do not count in MetricsRun.row_count).
+WRITES_OUTSIDE_THE_RUN = {forecast_snapshots}

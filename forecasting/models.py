@@ -46,6 +46,7 @@ class Metric(models.TextChoices):
     STALE = "stale", "Stale deals and deals with no next step"
     LEADS = "leads", "Qualified leads, lead velocity, MQL→SQL and lead→deal conversion"
     QUOTA = "quota", "Quota attainment, coverage and deals needed"
+    FORECAST_ACCURACY = "forecast_accuracy", "Forecast at period start against the won amount"
 
 
 class MetricsRun(models.Model):
@@ -109,6 +110,42 @@ class MetricSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.metric} {self.period_kind} {self.period_start or ''} {self.group_kind}"
+
+
+class ForecastSnapshot(models.Model):
+    """The forecast of a period as it stood when the period started, kept (never pruned) for forecast accuracy.
+
+    The first recompute inside a period copies that run's forecast rows for the period, every group at once
+    (and a zero company row if nothing was expected); later recomputes leave them alone. `snapshotted_at` says
+    how soon after the start that was (later than the start when no recompute ran at the very start).
+    """
+
+    period_kind = models.CharField(max_length=8, choices=PeriodKind.choices)
+    period_start = models.DateField()
+    period_end = models.DateField()
+    group_kind = models.CharField(max_length=8, choices=GroupKind.choices)
+    owner_id = models.BigIntegerField(null=True, blank=True)
+    team_id = models.BigIntegerField(null=True, blank=True)
+    pipeline_id = models.BigIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=100, null=True, blank=True)
+    weighted_configured = models.DecimalField(max_digits=20, decimal_places=2)
+    weighted_learned = models.DecimalField(max_digits=20, decimal_places=2)
+    commit = models.DecimalField(max_digits=20, decimal_places=2)
+    best_case = models.DecimalField(max_digits=20, decimal_places=2)
+    pipeline = models.DecimalField(max_digits=20, decimal_places=2)
+    snapshotted_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period_kind", "period_start", "group_kind", "owner_id", "team_id", "pipeline_id", "source"],
+                nulls_distinct=False,
+                name="forecastsnapshot_one_per_period_and_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Forecast {self.period_kind} {self.period_start} {self.group_kind} at {self.snapshotted_at:%Y-%m-%d}"
 
 
 class Quota(models.Model):

@@ -51,7 +51,7 @@ def recompute_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
         for family in metrics.FAMILIES:
             family_started = time.monotonic()
             written = family(cursor, params)
-            rows += written
+            rows += 0 if family in metrics.WRITES_OUTSIDE_THE_RUN else written
             logger.info("metrics %s: %d rows in %.2f s", family.__name__, written, time.monotonic() - family_started)
         _prune_old_runs(cursor, keep_after=run)
         run.status = RunStatus.COMPLETE

@@ -14,5 +14,6 @@ urlpatterns = [
     path("metrics/recompute/", api.RecomputeView.as_view(), name="metrics-recompute"),
     path("metrics/recompute/<str:task_id>/", api.RecomputeStatusView.as_view(), name="metrics-recompute-status"),
     path("forecast/", api.ForecastView.as_view(), name="forecast"),
+    path("forecast/accuracy/", api.ForecastAccuracyView.as_view(), name="forecast-accuracy"),
     path("quotas/", api.QuotaListView.as_view(), name="quotas"),
 ]

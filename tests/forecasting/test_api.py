@@ -204,3 +204,18 @@ def test_a_quota_is_for_exactly_one_user_or_team_and_never_negative(org, fields)
             period_start=dt.date(2026, 1, 1),
             period_end=dt.date(2026, 4, 1),
         )
+
+
+def test_forecast_accuracy_per_ended_period(org, pipeline):
+    recompute_metrics(as_of=at("2026-10-01 00:30"))
+    deal_with_history(
+        owner=org.rep,
+        pipeline=pipeline,
+        amount=Decimal("200"),
+        path=[("Prospecting", "2026-10-01"), ("Won", "2026-10-05")],
+    )
+    recompute_metrics(as_of=at("2026-11-01 00:30"))
+    rows = client_for(org.admin).get("/api/v1/forecast/accuracy/", {"period": "2026-10"}).json()["results"]
+    assert [(row["actual_won"], row["forecast_configured"], row["ape_configured"]) for row in rows] == [
+        ("200.00", "0.00", 100.0)
+    ]

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from forecasting.models import Quota
+from forecasting.models import ForecastSnapshot, Quota
 from forecasting.services import recompute_metrics
 from pipeline import services
 from tests.factories import stage
@@ -457,3 +457,62 @@ def test_quota_attainment_coverage_and_deals_needed(org, pipeline, lost_reason):
     assert (team.values["coverage"], team.values["deals_needed"]) == (None, 0)  # nothing remains
     assert rows[zero_quota.pk].values["attainment"] is None
     assert rows[idle_team_quota.pk].values["deals_needed"] is None  # nothing won in the trailing quarters
+
+
+# --- Forecast snapshots and accuracy -------------------------------------------------------------------------------
+
+
+def test_forecast_is_kept_at_period_start_and_compared_with_the_won_amount(org, pipeline, lost_reason):
+    deal_with_history(  # won in September, reached every stage: learned p = (1 + 10·p0) / 11 from October on
+        owner=org.rep,
+        pipeline=pipeline,
+        amount=Decimal("1"),
+        path=[("Prospecting", "2026-08-01"), ("Won", "2026-09-10")],
+    )
+    big = deal_with_history(
+        owner=org.rep,
+        pipeline=pipeline,
+        amount=Decimal("1000"),
+        expected_close_date="2026-10-20",
+        path=[("Prospecting", "2026-09-01"), ("Negotiation", "2026-09-02")],  # 80 %
+    )
+    small = deal_with_history(
+        owner=org.rep,
+        pipeline=pipeline,
+        amount=Decimal("500"),
+        expected_close_date="2026-10-25",
+        path=[("Prospecting", "2026-09-01"), ("Proposal", "2026-09-02")],  # 60 %
+    )
+    recompute_metrics(as_of=at("2026-10-01 00:30"))  # the first recompute of October keeps its forecast
+    kept = ForecastSnapshot.objects.get(group_kind="company", **OCT)
+    assert kept.weighted_configured == Decimal("1100.00")
+    assert kept.weighted_learned == (Decimal(1000 * 9 + 500 * 7) / 11).quantize(Decimal("0.01"))
+
+    services.update_deal(deal=small, actor=org.rep, amount=Decimal("5000"))
+    recompute_metrics(as_of=at("2026-10-15 00:00"))  # later in October: the kept forecast does not move
+    assert ForecastSnapshot.objects.get(group_kind="company", **OCT).weighted_configured == Decimal("1100.00")
+    assert latest_rows("forecast_accuracy", **OCT) == []  # October has not ended
+
+    services.move_deal(deal=big, stage=stage(pipeline, "Won"), actor=org.rep, at=at("2026-10-20 10:00"))
+    services.move_deal(
+        deal=small, stage=stage(pipeline, "Lost"), actor=org.rep, at=at("2026-10-26"), lost_reason=lost_reason
+    )
+    recompute_metrics(as_of=at("2026-11-02 00:00"))
+    october = one("forecast_accuracy", group_kind="company", **OCT)
+    assert money(october["actual_won"]) == Decimal("1000")
+    assert october["ape_configured"] == pytest.approx(10.0)  # |1000 − 1100| / 1000
+    assert october["ape_learned"] == pytest.approx(float(abs(1000 - kept.weighted_learned) / 10))
+    assert one("forecast_accuracy", group_kind="owner", owner_id=org.rep.pk, **OCT)["ape_configured"] == pytest.approx(
+        10
+    )
+    # November's forecast was kept by the first recompute in November; the quarter's by October's.
+    assert ForecastSnapshot.objects.get(group_kind="company", **NOV).snapshotted_at == at("2026-11-02 00:00")
+    assert ForecastSnapshot.objects.get(group_kind="company", **Q4).snapshotted_at == at("2026-10-01 00:30")
+
+
+def test_a_period_with_nothing_expected_is_kept_as_zero_and_nothing_won_has_no_error(org, pipeline):
+    recompute_metrics(as_of=at("2026-10-01 00:30"))
+    assert ForecastSnapshot.objects.get(group_kind="company", **OCT).weighted_configured == 0
+    recompute_metrics(as_of=at("2026-11-01 00:30"))
+    october = one("forecast_accuracy", group_kind="company", **OCT)
+    assert (money(october["actual_won"]), october["ape_configured"]) == (Decimal("0"), None)
