@@ -82,11 +82,14 @@ class SnapshotView(APIView):
     per_stage = False  # funnel and stage metrics: their rows are per stage, keyed stage_id
     default_period_kind: str | None = None  # when no period is asked for (None: every period)
     allowed_groups = GroupKind.values
+    has_periods = True  # False: the metric is over all history or as of now, and a period is refused
 
     def query(self, request: Request) -> SnapshotQuery:
         params = MetricQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
+        if not self.has_periods and {"period", "start", "end"} & set(data):
+            raise serializers.ValidationError({"period": "This metric is not per period."})
         if data["group"] not in self.allowed_groups:
             raise serializers.ValidationError({"group": f"Choose one of: {', '.join(self.allowed_groups)}."})
         period_kind, period_start = data.get("period", (None, None))
@@ -152,8 +155,11 @@ class FunnelView(SnapshotView):
 
 
 class StageTimeView(SnapshotView):
+    """Over all completed stays in history, and the open deals in each stage now."""
+
     metric = Metric.STAGE_TIME
     per_stage = True
+    has_periods = False
     allowed_groups = [GroupKind.COMPANY, GroupKind.OWNER, GroupKind.TEAM, GroupKind.SOURCE]
 
 
@@ -166,6 +172,7 @@ class StaleDealsView(SnapshotView):
     """One row per stale deal (rotting, no next step, or both) that the user may see; `group` does not apply."""
 
     metric = Metric.STALE
+    has_periods = False
 
     def query(self, request: Request) -> SnapshotQuery:
         query = super().query(request)

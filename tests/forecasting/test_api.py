@@ -219,3 +219,24 @@ def test_forecast_accuracy_per_ended_period(org, pipeline):
     assert [(row["actual_won"], row["forecast_configured"], row["ape_configured"]) for row in rows] == [
         ("200.00", "0.00", 100.0)
     ]
+
+
+@pytest.mark.parametrize("url", ["/api/v1/metrics/stage-times/", "/api/v1/metrics/stale-deals/"])
+def test_metrics_that_are_not_per_period_refuse_a_period(org, closings, url):
+    assert client_for(org.admin).get(url, {"period": "2026-10"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/metrics/win-rates/",
+        "/api/v1/metrics/funnel/",
+        "/api/v1/metrics/stage-times/",
+        "/api/v1/metrics/stale-deals/",
+        "/api/v1/forecast/",
+    ],
+)
+def test_metric_reads_make_a_constant_number_of_queries(org, closings, url, django_assert_max_num_queries):
+    client = client_for(org.manager)
+    with django_assert_max_num_queries(8):  # session, user, run, rows (and past due, learned for the forecast)
+        assert client.get(url, {"group": "owner"}).status_code == 200

@@ -146,3 +146,10 @@ def test_broker_down_is_logged_and_clears_the_pending_mark(org, pipeline, no_pen
         assert request_recompute() is False
     assert "could not queue a metrics recompute" in caplog.text
     assert cache.get(services.PENDING_RECOMPUTE_CACHE_KEY) is None
+
+
+def test_the_full_recompute_is_scheduled_and_expires_after_one_and_a_half_intervals(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["metrics-recompute"]
+    assert entry["task"] == "forecasting.recompute_metrics"
+    assert entry["schedule"] == settings.METRICS_RECOMPUTE_SECONDS
+    assert entry["options"]["expires"] == settings.METRICS_RECOMPUTE_SECONDS * 1.5
