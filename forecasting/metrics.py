@@ -508,10 +508,14 @@ def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
                          WHERE d.status IN ('won', 'lost') AND d.closed_at AT TIME ZONE %(tz)s >= bounds.trailing_start
                            AND d.closed_at AT TIME ZONE %(tz)s < bounds.trailing_end
                      ) AS trailing_closed,
-                     avg(d.amount) FILTER (
+                     sum(d.amount) FILTER (
                          WHERE d.status = 'won' AND d.closed_at AT TIME ZONE %(tz)s >= bounds.trailing_start
                            AND d.closed_at AT TIME ZONE %(tz)s < bounds.trailing_end
-                     ) AS trailing_avg_won
+                     ) AS trailing_won_amount,
+                     count(d.amount) FILTER (
+                         WHERE d.status = 'won' AND d.closed_at AT TIME ZONE %(tz)s >= bounds.trailing_start
+                           AND d.closed_at AT TIME ZONE %(tz)s < bounds.trailing_end
+                     ) AS trailing_won_with_amount
                 FROM pipeline_deal d
                WHERE d.owner_id IN (
                    SELECT u.id FROM accounts_user u WHERE u.id = q.user_id OR u.team_id = q.team_id
@@ -520,7 +524,8 @@ def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
     ), derived AS (
         SELECT measured.*,
                greatest(quota - won_amount, 0) AS remaining,
-               trailing_won::numeric / nullif(trailing_closed, 0) AS trailing_win_rate
+               trailing_won::numeric / nullif(trailing_closed, 0) AS trailing_win_rate,
+               trailing_won_amount / nullif(trailing_won_with_amount, 0) AS trailing_avg_won
           FROM measured
     )
     SELECT %(run_id)s, 'quota', 'quota', period_start, period_end,
@@ -536,9 +541,13 @@ def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
                'coverage', (open_amount / nullif(remaining, 0))::float8,
                'trailing_win_rate', trailing_win_rate::float8,
                'trailing_avg_won_amount', round(trailing_avg_won, 2)::text,
+               -- remaining / (Σ won / n) / (won / closed), as one exact division: dividing by a rounded
+               -- win rate such as 1/3 = 0.333…3 would push an exact 9 to 9.000…1 and ceil it to 10.
                'deals_needed', CASE
                    WHEN remaining = 0 THEN 0
-                   ELSE ceil(remaining / nullif(trailing_avg_won, 0) / nullif(trailing_win_rate, 0))
+                   WHEN trailing_won_amount > 0 AND trailing_won > 0 THEN ceil(
+                       remaining * trailing_won_with_amount * trailing_closed / (trailing_won_amount * trailing_won)
+                   )
                END
            ),
            %(computed_at)s

@@ -516,3 +516,26 @@ def test_a_period_with_nothing_expected_is_kept_as_zero_and_nothing_won_has_no_e
     recompute_metrics(as_of=at("2026-11-01 00:30"))
     october = one("forecast_accuracy", group_kind="company", **OCT)
     assert (money(october["actual_won"]), october["ape_configured"]) == (Decimal("0"), None)
+
+
+def test_deals_needed_is_exact_when_the_win_rate_is_a_repeating_decimal(org, pipeline, lost_reason):
+    # Trailing quarters: 1 won of 3 closed (win rate 1/3), average won 1000; 3000 remaining → exactly 9 deals.
+    deal_with_history(
+        owner=org.rep,
+        pipeline=pipeline,
+        amount=Decimal("1000"),
+        path=[("Prospecting", "2026-01-01"), ("Won", "2026-02-01")],
+    )
+    for _ in range(2):
+        deal_with_history(
+            owner=org.rep,
+            pipeline=pipeline,
+            lost_reason=lost_reason,
+            path=[("Prospecting", "2026-01-01"), ("Lost", "2026-02-01")],
+        )
+    quota = Quota.objects.create(
+        user=org.rep, amount=Decimal("3000"), period_start=dt.date(2026, 10, 1), period_end=dt.date(2027, 1, 1)
+    )
+    recompute_metrics(as_of=AS_OF)
+    assert one("quota", owner_id=org.rep.pk)["quota_id"] == quota.pk
+    assert one("quota", owner_id=org.rep.pk)["deals_needed"] == 9

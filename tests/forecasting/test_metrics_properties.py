@@ -5,6 +5,7 @@ the ORM; it is slow and obviously correct, which is the point.
 """
 
 import itertools
+import math
 import statistics
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import User
+from forecasting.models import Quota
 from forecasting.services import recompute_metrics
 from pipeline import services
 from pipeline.models import Deal, Lead, Stage, StageChange
@@ -55,6 +57,14 @@ deal_strategy = st.fixed_dictionaries(
         "first": st.one_of(st.integers(0, 3), st.just("lost")),
     }
 )
+quota_strategy = st.fixed_dictionaries(
+    {
+        "holder": st.sampled_from(["user0", "user1", "user2", "teamA", "teamB"]),
+        "start_month": st.integers(0, 15),  # months after January 2026
+        "months": st.integers(1, 12),
+        "amount": st.integers(0, 10**7).map(lambda cents: Decimal(cents) / 100),
+    }
+)
 lead_strategy = st.fixed_dictionaries(
     {
         "owner": st.integers(0, 2),
@@ -68,7 +78,7 @@ lead_strategy = st.fixed_dictionaries(
 )
 
 
-def _build(open_stages, deals, leads):
+def _build(open_stages, deals, leads, quotas=()):
     team_a, team_b = make_team(name="A"), make_team(name="B")
     owners = [make_user(team=team_a), make_user(team=team_b), make_user(team=None)]
     reason = make_lost_reason()
@@ -109,6 +119,16 @@ def _build(open_stages, deals, leads):
             deal = services.move_deal(
                 deal=deal, stage=target, actor=None, at=when, lost_reason=reason if target.kind == "lost" else None
             )
+    for spec in quotas:
+        start = _add_months(date(2026, 1, 1), spec["start_month"])
+        holder = {"user0": {"user": owners[0]}, "user1": {"user": owners[1]}, "user2": {"user": owners[2]}}
+        holder |= {"teamA": {"team": team_a}, "teamB": {"team": team_b}}
+        Quota.objects.create(
+            period_start=start,
+            period_end=_add_months(start, spec["months"]),
+            amount=spec["amount"],
+            **holder[spec["holder"]],
+        )
     for spec in leads:
         when = BASE + timedelta(hours=spec["start"])
         lead = services.create_lead(
@@ -340,6 +360,49 @@ def reference(tz: ZoneInfo) -> dict:
             "mql_to_sql_rate": _ratio(counts["sql"], counts["mql"]),
             "lead_to_deal_rate": _ratio(counts["converted"], counts["created"]),
         }
+    # Quotas: the trailing four quarters are the complete ones before the quarter AS_OF falls in.
+    as_of_local = _local(AS_OF, tz)
+    trailing_end = date(as_of_local.year, 3 * ((as_of_local.month - 1) // 3) + 1, 1)
+    trailing_start = _add_months(trailing_end, -12)
+    for quota in Quota.objects.all():
+        mine = [
+            d for d in deals if (d.owner_id == quota.user_id if quota.user_id else teams[d.owner_id] == quota.team_id)
+        ]
+        won_in = [
+            d for d in mine if d.status == "won" and quota.period_start <= _local(d.closed_at, tz) < quota.period_end
+        ]
+        won_amount = sum((d.amount for d in won_in if d.amount is not None), Decimal(0))
+        open_amount = sum(
+            (
+                d.amount
+                for d in mine
+                if d.status == "open"
+                and d.amount is not None
+                and d.expected_close_date is not None
+                and quota.period_start <= d.expected_close_date < quota.period_end
+            ),
+            Decimal(0),
+        )
+        trailing = [d for d in mine if d.status != "open" and trailing_start <= _local(d.closed_at, tz) < trailing_end]
+        trailing_won = [d for d in trailing if d.status == "won"]
+        won_amounts = [d.amount for d in trailing_won if d.amount is not None]
+        remaining = max(quota.amount - won_amount, Decimal(0))
+        if remaining == 0:
+            needed = 0
+        elif won_amounts and sum(won_amounts) > 0:
+            average = Fraction(sum(won_amounts)) / len(won_amounts)
+            needed = math.ceil(Fraction(remaining) / average / Fraction(len(trailing_won), len(trailing)))
+        else:
+            needed = None
+        group = ("owner", quota.user_id) if quota.user_id else ("team", quota.team_id)
+        result[("quota", "quota", quota.period_start, *group, quota.pk)] = {
+            "won_amount": won_amount,
+            "attainment": float(won_amount / quota.amount) if quota.amount else None,
+            "open_amount": open_amount,
+            "remaining": remaining,
+            "coverage": float(open_amount / remaining) if remaining else None,
+            "deals_needed": needed,
+        }
     return result
 
 
@@ -360,9 +423,10 @@ def _computed() -> dict:
         "stage_time",
         "stale",
         "leads",
+        "quota",
     ]:
         for row in latest_rows(metric):
-            detail = row.deal_id if metric == "stale" else row.stage_id
+            detail = {"stale": row.deal_id, "quota": row.values.get("quota_id")}.get(metric, row.stage_id)
             key = (metric, row.period_kind, row.period_start, row.group_kind, GROUP_KEY[row.group_kind](row), detail)
             assert key not in rows, f"duplicate row {key}"
             rows[key] = row.values
@@ -391,14 +455,15 @@ def _same(name, expected, actual) -> bool:
     open_stages=stages_strategy,
     deals=st.lists(deal_strategy, max_size=8),
     leads=st.lists(lead_strategy, max_size=5),
+    quotas=st.lists(quota_strategy, max_size=3),
     tz=st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata"]),
 )
-def test_sql_metrics_equal_the_python_reference(open_stages, deals, leads, tz):
+def test_sql_metrics_equal_the_python_reference(open_stages, deals, leads, quotas, tz):
     with (
         override_settings(TIME_ZONE=tz, METRICS_PRIOR_STRENGTH=K, METRICS_LOOKBACK_DAYS=LOOKBACK_DAYS),
         transaction.atomic(),
     ):
-        _build(open_stages, deals, leads)
+        _build(open_stages, deals, leads, quotas)
         recompute_metrics(as_of=AS_OF)
         expected, actual = reference(ZoneInfo(tz)), _computed()
         assert sorted(expected, key=str) == sorted(actual, key=str)
