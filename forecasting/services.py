@@ -41,6 +41,8 @@ def recompute_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
         cursor.execute("SET LOCAL work_mem = %s", [settings.METRICS_WORK_MEM])
         # A handful of long queries: JIT compilation costs more than it saves at these sizes.
         cursor.execute("SET LOCAL jit = off")
+        # A recompute stuck on a lock must not hold the advisory lock (and the last run's readers) forever.
+        cursor.execute("SET LOCAL statement_timeout = %s", [settings.METRICS_STATEMENT_TIMEOUT])
         run = MetricsRun.objects.create(status=RunStatus.RUNNING, started_at=computed_at, computed_at=computed_at)
         params = {
             "run_id": run.pk,

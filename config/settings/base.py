@@ -189,6 +189,7 @@ METRICS_RECOMPUTE_ON_CHANGE = env_bool("METRICS_RECOMPUTE_ON_CHANGE", True)
 # Complete runs kept (the newest is read; the one before it serves readers still on it).
 METRICS_KEEP_RUNS = env_int("METRICS_KEEP_RUNS", 2)
 METRICS_WORK_MEM = os.environ.get("METRICS_WORK_MEM", "64MB")
+METRICS_STATEMENT_TIMEOUT = os.environ.get("METRICS_STATEMENT_TIMEOUT", "10min")
 
 LOGGING = {
     "version": 1,
