@@ -15,6 +15,7 @@ from typing import Any
 from celery.result import AsyncResult
 from django.urls import reverse
 from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -73,11 +74,18 @@ class MetricQuerySerializer(serializers.Serializer):
         return attrs
 
 
+class SnapshotPagination(PageNumberPagination):
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
 class SnapshotView(APIView):
     """A read of one metric's snapshot rows; subclasses name the metric and the values they show."""
 
     permission_classes = [IsAuthenticated]
     metric: str
+    run = None  # the run the response reads, set by get()
     fields: list[str] | None = None  # the values shown; None means all
     per_stage = False  # funnel and stage metrics: their rows are per stage, keyed stage_id
     default_period_kind: str | None = None  # when no period is asked for (None: every period)
@@ -118,12 +126,18 @@ class SnapshotView(APIView):
     def get(self, request: Request) -> Response:
         query = self.query(request)
         run, rows = visible_snapshot_rows(user=request.user, query=query)
+        self.run = run
+        paginator = SnapshotPagination()
+        page = paginator.paginate_queryset(rows, request, view=self)
         return Response(
             {
                 "computed_at": run.computed_at if run else None,
                 "metric": self.metric,
                 "group": query.group_kind,
-                "results": [self.row(snapshot) for snapshot in rows],
+                "count": paginator.page.paginator.count,
+                "next": paginator.get_next_link(),
+                "previous": paginator.get_previous_link(),
+                "results": [self.row(snapshot) for snapshot in page],
             }
         )
 
@@ -213,7 +227,11 @@ class ForecastView(SnapshotView):
             owner_id=query.owner_id,
             source=query.source,
         )
-        _, past_due = visible_snapshot_rows(user=request.user, query=group_only)
+        if self.run is None:
+            response.data |= {"past_due": [], "learned_probabilities": []}
+            return response
+        # From the same run as the forecast rows, even if a recompute committed in between.
+        _, past_due = visible_snapshot_rows(user=request.user, query=group_only, run=self.run)
         response.data["past_due"] = [self.row(snapshot) for snapshot in past_due]
         if query.group_kind != GroupKind.PIPELINE:
             learned_query = SnapshotQuery(
@@ -224,7 +242,7 @@ class ForecastView(SnapshotView):
                 owner_id=query.owner_id,
                 source=query.source,
             )
-            _, learned = visible_snapshot_rows(user=request.user, query=learned_query)
+            _, learned = visible_snapshot_rows(user=request.user, query=learned_query, run=self.run)
             response.data["learned_probabilities"] = [
                 {"pipeline_id": row.pipeline_id, "stage_id": row.stage_id, "group_kind": row.group_kind}
                 | {"owner_id": row.owner_id, "team_id": row.team_id, "source": row.source}

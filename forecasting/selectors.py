@@ -47,9 +47,14 @@ def _visible(rows: QuerySet[MetricSnapshot], user: User) -> QuerySet[MetricSnaps
     )
 
 
-def visible_snapshot_rows(*, user: User, query: SnapshotQuery) -> tuple[MetricsRun | None, QuerySet[MetricSnapshot]]:
-    """The latest run and its rows answering `query` that `user` may see, ordered by period, group and stage."""
-    run = latest_run()
+def visible_snapshot_rows(
+    *, user: User, query: SnapshotQuery, run: MetricsRun | None = None
+) -> tuple[MetricsRun | None, QuerySet[MetricSnapshot]]:
+    """The run (default: the latest) and its rows answering `query` that `user` may see, in period/group order.
+
+    Pass the `run` of an earlier read to combine several metrics from one and the same recompute.
+    """
+    run = run or latest_run()
     if run is None:
         return None, MetricSnapshot.objects.none()
     rows = MetricSnapshot.objects.filter(run=run, metric=query.metric, group_kind=query.group_kind)

@@ -146,7 +146,15 @@ def test_forecast_carries_past_due_and_learned_probabilities(org, pipeline, clos
 
 def test_before_the_first_recompute_metrics_say_so(org):
     body = client_for(org.admin).get("/api/v1/metrics/win-rates/").json()
-    assert body == {"computed_at": None, "metric": "deal_outcomes", "group": "company", "results": []}
+    assert body == {
+        "computed_at": None,
+        "metric": "deal_outcomes",
+        "group": "company",
+        "count": 0,
+        "next": None,
+        "previous": None,
+        "results": [],
+    }
 
 
 def test_only_managers_and_admins_may_start_a_recompute(org):
@@ -240,3 +248,13 @@ def test_metric_reads_make_a_constant_number_of_queries(org, closings, url, djan
     client = client_for(org.manager)
     with django_assert_max_num_queries(8):  # session, user, run, rows (and past due, learned for the forecast)
         assert client.get(url, {"group": "owner"}).status_code == 200
+
+
+def test_snapshot_lists_are_paginated(org, closings):
+    client = client_for(org.admin)
+    first = client.get("/api/v1/metrics/stale-deals/", {"page_size": 1}).json()
+    assert (first["count"], len(first["results"]), first["previous"]) == (2, 1, None)
+    second = client.get(first["next"]).json()
+    assert second["next"] is None
+    assert second["results"][0]["deal_id"] != first["results"][0]["deal_id"]
+    assert client.get("/api/v1/metrics/stale-deals/", {"page": 9}).status_code == 404
