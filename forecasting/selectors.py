@@ -41,6 +41,8 @@ def _visible(rows: QuerySet[MetricSnapshot], user: User) -> QuerySet[MetricSnaps
     owners = owners_visible_to(user)
     if owners is None:
         return rows
+    if not user.is_active:
+        return rows.none()
     managed_teams = Team.objects.filter(managers=user).values("pk")
     return rows.filter(
         Q(group_kind=GroupKind.OWNER, owner_id__in=owners) | Q(group_kind=GroupKind.TEAM, team_id__in=managed_teams)
@@ -82,6 +84,8 @@ def visible_quotas(*, user: User) -> QuerySet[Quota]:
     quotas = Quota.objects.select_related("user", "team")
     if owners is None:
         return quotas
+    if not user.is_active:
+        return quotas.none()
     return quotas.filter(Q(user__in=owners) | Q(team__managers=user)).distinct()
 
 

@@ -258,3 +258,12 @@ def test_snapshot_lists_are_paginated(org, closings):
     assert second["next"] is None
     assert second["results"][0]["deal_id"] != first["results"][0]["deal_id"]
     assert client.get("/api/v1/metrics/stale-deals/", {"page": 9}).status_code == 404
+
+
+def test_a_deactivated_manager_sees_no_metrics(org, closings):
+    from forecasting.selectors import SnapshotQuery, visible_snapshot_rows
+
+    org.manager.is_active = False
+    org.manager.save()
+    _, rows = visible_snapshot_rows(user=org.manager, query=SnapshotQuery(metric="deal_outcomes", group_kind="team"))
+    assert list(rows) == []
