@@ -13,7 +13,8 @@ loaded into Python. The shared conventions:
 - "Reached" a stage means the deal's furthest open stage (highest `order` among open stages it entered, from
   StageChange) is at least that stage; a deal that is won now reached every open stage of its pipeline.
 
-`params` carries: run_id, computed_at (the transaction time), tz, prior_strength (k), lookback_days (0 = all).
+`params` carries: run_id, computed_at (the run's "now": the transaction time, or `as_of`), tz, prior_strength (k),
+lookback_days (0 = all).
 """
 
 from collections.abc import Callable

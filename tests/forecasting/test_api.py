@@ -9,6 +9,7 @@ from django.db import IntegrityError
 from rest_framework.test import APIClient
 
 from forecasting.models import Quota
+from forecasting.selectors import SnapshotQuery, visible_snapshot_rows
 from forecasting.services import recompute_metrics
 from tests.forecasting.helpers import at, deal_with_history
 
@@ -261,8 +262,6 @@ def test_snapshot_lists_are_paginated(org, closings):
 
 
 def test_a_deactivated_manager_sees_no_metrics(org, closings):
-    from forecasting.selectors import SnapshotQuery, visible_snapshot_rows
-
     org.manager.is_active = False
     org.manager.save()
     _, rows = visible_snapshot_rows(user=org.manager, query=SnapshotQuery(metric="deal_outcomes", group_kind="team"))
