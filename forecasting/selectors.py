@@ -3,12 +3,14 @@
 Readers always read the latest complete `MetricsRun`, so every answer comes from one whole recompute.
 Visibility of a row follows the group it describes: a row about one owner (and each stale-deal row, whose
 owner_id is the deal's) is visible to whoever may see that owner's records; a row about a team to the team's
-managers; company-, pipeline- and source-wide rows, which add up everyone's deals, to admins only.
+managers (and its members when REP_VISIBILITY is "team"); company-, pipeline- and source-wide rows, which add
+up everyone's deals, to admins only.
 """
 
 from dataclasses import dataclass
 from datetime import date
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
 
 from accounts.models import Team, User
@@ -43,10 +45,18 @@ def _visible(rows: QuerySet[MetricSnapshot], user: User) -> QuerySet[MetricSnaps
         return rows
     if not user.is_active:
         return rows.none()
-    managed_teams = Team.objects.filter(managers=user).values("pk")
     return rows.filter(
-        Q(group_kind=GroupKind.OWNER, owner_id__in=owners) | Q(group_kind=GroupKind.TEAM, team_id__in=managed_teams)
+        Q(group_kind=GroupKind.OWNER, owner_id__in=owners)
+        | Q(group_kind=GroupKind.TEAM, team_id__in=_teams_seen_by(user))
     )
+
+
+def _teams_seen_by(user: User) -> QuerySet:
+    """Teams whose team-wide rows `user` may see: those they manage, and their own when reps see their team's."""
+    teams = Q(managers=user)
+    if settings.REP_VISIBILITY == "team" and user.team_id:
+        teams |= Q(pk=user.team_id)
+    return Team.objects.filter(teams).values("pk")
 
 
 def visible_snapshot_rows(

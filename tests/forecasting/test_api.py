@@ -266,3 +266,12 @@ def test_a_deactivated_manager_sees_no_metrics(org, closings):
     org.manager.save()
     _, rows = visible_snapshot_rows(user=org.manager, query=SnapshotQuery(metric="deal_outcomes", group_kind="team"))
     assert list(rows) == []
+
+
+def test_reps_see_their_teams_rows_when_reps_may_see_their_team(org, closings, settings):
+    settings.REP_VISIBILITY = "team"
+    client = client_for(org.teammate)
+    teams = client.get("/api/v1/metrics/win-rates/", {"period": "2026-10", "group": "team"}).json()["results"]
+    assert [row["team_id"] for row in teams] == [org.team.pk]
+    owners = client.get("/api/v1/metrics/win-rates/", {"period": "2026-10", "group": "owner"}).json()["results"]
+    assert [row["owner_id"] for row in owners] == [org.rep.pk]
