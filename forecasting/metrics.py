@@ -488,40 +488,34 @@ def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
     WITH bounds AS (
         SELECT date_trunc('quarter', %(computed_at)s AT TIME ZONE %(tz)s) - interval '12 months' AS trailing_start,
                date_trunc('quarter', %(computed_at)s AT TIME ZONE %(tz)s) AS trailing_end
-    ), measured AS (
-        SELECT q.id, q.user_id, q.team_id, q.period_start, q.period_end, q.amount AS quota, m.*
+    ), local_deals AS MATERIALIZED (
+        -- Each deal converted to local time once, not once per quota and filter.
+        SELECT d.owner_id, d.status, d.amount, d.expected_close_date, local.closed_at AS local_closed_at,
+               local.closed_at >= b.trailing_start AND local.closed_at < b.trailing_end AS in_trailing
+          FROM pipeline_deal d
+         CROSS JOIN bounds b
+         CROSS JOIN LATERAL (SELECT d.closed_at AT TIME ZONE %(tz)s AS closed_at) local
+    ), holders AS (
+        SELECT q.id AS quota_id, u.id AS owner_id
           FROM forecasting_quota q
-          CROSS JOIN bounds
-          CROSS JOIN LATERAL (
-              SELECT coalesce(sum(d.amount) FILTER (
-                         WHERE d.status = 'won' AND d.closed_at AT TIME ZONE %(tz)s >= q.period_start
-                           AND d.closed_at AT TIME ZONE %(tz)s < q.period_end
-                     ), 0) AS won_amount,
-                     coalesce(sum(d.amount) FILTER (
-                         WHERE d.status = 'open' AND d.expected_close_date >= q.period_start
-                           AND d.expected_close_date < q.period_end
-                     ), 0) AS open_amount,
-                     count(*) FILTER (
-                         WHERE d.status = 'won' AND d.closed_at AT TIME ZONE %(tz)s >= bounds.trailing_start
-                           AND d.closed_at AT TIME ZONE %(tz)s < bounds.trailing_end
-                     ) AS trailing_won,
-                     count(*) FILTER (
-                         WHERE d.status IN ('won', 'lost') AND d.closed_at AT TIME ZONE %(tz)s >= bounds.trailing_start
-                           AND d.closed_at AT TIME ZONE %(tz)s < bounds.trailing_end
-                     ) AS trailing_closed,
-                     sum(d.amount) FILTER (
-                         WHERE d.status = 'won' AND d.closed_at AT TIME ZONE %(tz)s >= bounds.trailing_start
-                           AND d.closed_at AT TIME ZONE %(tz)s < bounds.trailing_end
-                     ) AS trailing_won_amount,
-                     count(d.amount) FILTER (
-                         WHERE d.status = 'won' AND d.closed_at AT TIME ZONE %(tz)s >= bounds.trailing_start
-                           AND d.closed_at AT TIME ZONE %(tz)s < bounds.trailing_end
-                     ) AS trailing_won_with_amount
-                FROM pipeline_deal d
-               WHERE d.owner_id IN (
-                   SELECT u.id FROM accounts_user u WHERE u.id = q.user_id OR u.team_id = q.team_id
-               )
-          ) m
+          JOIN accounts_user u ON u.id = q.user_id OR u.team_id = q.team_id
+    ), measured AS (
+        SELECT q.id, q.user_id, q.team_id, q.period_start, q.period_end, q.amount AS quota,
+               coalesce(sum(d.amount) FILTER (
+                   WHERE d.status = 'won' AND d.local_closed_at >= q.period_start AND d.local_closed_at < q.period_end
+               ), 0) AS won_amount,
+               coalesce(sum(d.amount) FILTER (
+                   WHERE d.status = 'open' AND d.expected_close_date >= q.period_start
+                     AND d.expected_close_date < q.period_end
+               ), 0) AS open_amount,
+               count(*) FILTER (WHERE d.status = 'won' AND d.in_trailing) AS trailing_won,
+               count(*) FILTER (WHERE d.status IN ('won', 'lost') AND d.in_trailing) AS trailing_closed,
+               sum(d.amount) FILTER (WHERE d.status = 'won' AND d.in_trailing) AS trailing_won_amount,
+               count(d.amount) FILTER (WHERE d.status = 'won' AND d.in_trailing) AS trailing_won_with_amount
+          FROM forecasting_quota q
+          LEFT JOIN holders h ON h.quota_id = q.id
+          LEFT JOIN local_deals d ON d.owner_id = h.owner_id
+         GROUP BY q.id
     ), derived AS (
         SELECT measured.*,
                greatest(quota - won_amount, 0) AS remaining,
