@@ -103,7 +103,13 @@ def request_recompute() -> bool:
         logger.warning("could not mark a pending metrics recompute; the scheduled one will catch up", exc_info=True)
         return False
     try:
-        recompute_metrics_task.apply_async(kwargs={"reason": "change"}, countdown=countdown, retry=False)
+        recompute_metrics_task.apply_async(
+            kwargs={"reason": "change"},
+            countdown=countdown,
+            # Like the scheduled one: after an outage, a stale queued recompute is dropped, not run late.
+            expires=countdown + settings.METRICS_RECOMPUTE_SECONDS * 1.5,
+            retry=False,
+        )
     except Exception:  # any broker failure: log it, keep the write, and let the next change try again
         logger.warning("could not queue a metrics recompute; the scheduled one will catch up", exc_info=True)
         clear_pending_recompute()

@@ -116,6 +116,7 @@ def test_changes_queue_at_most_one_pending_recompute(
             make_deal(owner=org.rep, pipeline=pipeline)
         assert apply_async.call_count == 1
         assert apply_async.call_args.kwargs["countdown"] == settings.METRICS_DEBOUNCE_SECONDS
+        assert apply_async.call_args.kwargs["expires"] > settings.METRICS_DEBOUNCE_SECONDS
         services.clear_pending_recompute()  # what the task does when it starts
         assert request_recompute() is True
         assert apply_async.call_count == 2
