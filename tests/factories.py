@@ -4,6 +4,8 @@ import itertools
 from decimal import Decimal
 from typing import Any
 
+from django.db import transaction
+
 from accounts.models import Role, Team, User
 from pipeline import services
 from pipeline.models import Deal, LostReason, Pipeline, Stage
@@ -33,6 +35,7 @@ def make_user(*, role: str = Role.REP, team: Team | None = None, username: str |
     return User.objects.create_user(username=username, password="secret-pass-1", role=role, team=team, **fields)
 
 
+@transaction.atomic  # the one-won-one-lost trigger is checked at commit: stages must come in the same transaction
 def make_pipeline(*, name: str | None = None, is_default: bool = False, stages=CLASSIC_STAGES) -> Pipeline:
     pipeline = Pipeline.objects.create(name=name or f"Pipeline {next(_sequence)}", is_default=is_default)
     Stage.objects.bulk_create(

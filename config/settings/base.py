@@ -142,12 +142,21 @@ CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = os.environ.get("TIME_ZONE", "UTC")
 WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 30)
+# The full metrics recompute (forecasting); changes also queue a debounced one (METRICS_DEBOUNCE_SECONDS).
+METRICS_RECOMPUTE_SECONDS = env_int("METRICS_RECOMPUTE_SECONDS", 300)
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {
         "task": "config.celery.heartbeat",
         "schedule": WORKER_HEARTBEAT_SECONDS,
         # A heartbeat queued during an outage says nothing once the outage is over.
         "options": {"expires": WORKER_HEARTBEAT_SECONDS * 1.5},
+    },
+    "metrics-recompute": {
+        "task": "forecasting.recompute_metrics",
+        "schedule": METRICS_RECOMPUTE_SECONDS,
+        "kwargs": {"reason": "schedule"},
+        # After an outage, one fresh recompute is worth more than a backlog of stale ones.
+        "options": {"expires": METRICS_RECOMPUTE_SECONDS * 1.5},
     },
 }
 
@@ -258,6 +267,18 @@ SPECTACULAR_SETTINGS = {
         "config.api_schema.add_error_responses",
     ],
 }
+
+# Metrics (forecasting, SPEC §3). Learned probabilities: prior strength k, and the closing-date window in days
+# (0 = all history).
+METRICS_PRIOR_STRENGTH = env_int("METRICS_PRIOR_STRENGTH", 10)
+METRICS_LOOKBACK_DAYS = env_int("METRICS_LOOKBACK_DAYS", 365)
+# A change queues one recompute this many seconds later; more changes meanwhile ride along with it.
+METRICS_DEBOUNCE_SECONDS = env_int("METRICS_DEBOUNCE_SECONDS", 5)
+METRICS_RECOMPUTE_ON_CHANGE = env_bool("METRICS_RECOMPUTE_ON_CHANGE", True)
+# Complete runs kept (the newest is read; the one before it serves readers still on it).
+METRICS_KEEP_RUNS = env_int("METRICS_KEEP_RUNS", 2)
+METRICS_WORK_MEM = os.environ.get("METRICS_WORK_MEM", "64MB")
+METRICS_STATEMENT_TIMEOUT = os.environ.get("METRICS_STATEMENT_TIMEOUT", "10min")
 
 LOGGING = {
     "version": 1,

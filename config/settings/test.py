@@ -18,3 +18,7 @@ CACHES["default"]["KEY_PREFIX"] = "crm-test"  # noqa: F405
 
 # Throttling has its own test; the rest of the suite (and the schema fuzzer) must never meet a 429.
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "100000/minute", "anon": "100000/minute"}}  # noqa: F405
+
+# Tests that exercise the debounced recompute after a change turn it on themselves; elsewhere a write queuing
+# Celery tasks into the test broker would only leave work behind for the next worker test.
+METRICS_RECOMPUTE_ON_CHANGE = False

@@ -1,0 +1,651 @@
+"""The metrics of SPEC §3, computed set-based in PostgreSQL: one function per metric family.
+
+Each function runs one `INSERT … SELECT` that writes the family's rows for every period and group into
+`forecasting_metricsnapshot` for the run `params["run_id"]`, and returns the number of rows written. No deal is
+loaded into Python. The shared conventions:
+
+- Periods are months, quarters and years, half-open, in `settings.TIME_ZONE`: a timestamp is converted with
+  `AT TIME ZONE` before `date_trunc`, so a deal closed at 23:30 on 31 October in New York is October's even
+  though it is November in UTC. Dates (expected_close_date) are used as they are.
+- Groups come from one pass with GROUPING SETS: the company, and per owner, team (the owner's current team),
+  pipeline and source. Per-stage families (funnel, probabilities, time in stage) are per pipeline by nature, so
+  their groups are company, owner, team and source inside each pipeline.
+- "Reached" a stage means the deal's furthest open stage (highest `order` among open stages it entered, from
+  StageChange) is at least that stage; a deal that is won now reached every open stage of its pipeline.
+
+`params` carries: run_id, computed_at (the run's "now": the transaction time, or `as_of`), tz, prior_strength (k),
+lookback_days (0 = all).
+"""
+
+from collections.abc import Callable
+
+from django.db.backends.utils import CursorWrapper
+
+GROUP_COLUMNS = {"owner": "owner_id", "team": "team_id", "pipeline": "pipeline_id", "source": "source"}
+ALL_GROUPS = ["owner", "team", "pipeline", "source"]
+STAGE_GROUPS = ["owner", "team", "source"]  # pipeline is part of every per-stage row already
+
+# A won deal reached every open stage: its furthest order is above any real order (orders are smallint).
+WON_REACHED_EVERYTHING = 32767
+
+INSERT = """
+INSERT INTO forecasting_metricsnapshot (
+    run_id, metric, period_kind, period_start, period_end, group_kind,
+    owner_id, team_id, pipeline_id, source, stage_id, deal_id, "values", computed_at
+)
+"""
+
+# Month, quarter and year: joined to each fact, `date_trunc(k.kind, <local time>)` is the period it falls in.
+PERIOD_KINDS = """
+(VALUES ('month', interval '1 month'), ('quarter', interval '3 months'), ('year', interval '1 year')) AS k(kind, step)
+"""
+
+# Deals with their owner's current team and the furthest open stage each reached.
+DEALS_WITH_FURTHEST = f"""
+deals AS (
+    SELECT d.id, d.pipeline_id, d.stage_id, d.status, d.amount, d.source, d.owner_id, u.team_id,
+           d.created_at, d.closed_at, d.stage_entered_at, d.expected_close_date, d.forecast_category,
+           CASE WHEN d.status = 'won' THEN {WON_REACHED_EVERYTHING} ELSE f.furthest_order END AS furthest_order
+      FROM pipeline_deal d
+      JOIN accounts_user u ON u.id = d.owner_id
+      LEFT JOIN (
+            SELECT c.deal_id, max(s."order") AS furthest_order
+              FROM pipeline_stagechange c
+              JOIN pipeline_stage s ON s.id = c.to_stage_id
+             WHERE s.kind = 'open'
+             GROUP BY c.deal_id
+      ) f ON f.deal_id = d.id
+)
+"""
+
+
+def _grouping_sets(base: list[str], groups: list[str]) -> str:
+    sets = [base] + [[*base, GROUP_COLUMNS[group]] for group in groups]
+    return "GROUPING SETS (" + ", ".join("(" + ", ".join(columns) + ")" for columns in sets) + ")"
+
+
+def _group_kind(groups: list[str]) -> str:
+    """SQL naming the group of a row: GROUPING(col) is 0 when the row's grouping set includes col."""
+    cases = " ".join(f"WHEN GROUPING({GROUP_COLUMNS[group]}) = 0 THEN '{group}'" for group in groups)
+    return f"CASE {cases} ELSE 'company' END"
+
+
+def _group_columns(groups: list[str], intrinsic: tuple[str, ...] = ()) -> str:
+    """owner_id, team_id, pipeline_id, source of a row: the grouped one (or an intrinsic key), NULL otherwise."""
+    return ", ".join(
+        f"{column} AS {column}"
+        if group in groups or column in intrinsic
+        else f"NULL::{'text' if group == 'source' else 'bigint'} AS {column}"
+        for group, column in GROUP_COLUMNS.items()
+    )
+
+
+def _execute(cursor: CursorWrapper, sql: str, params: dict) -> int:
+    cursor.execute(sql, params)
+    return cursor.rowcount
+
+
+def deal_outcomes(cursor: CursorWrapper, params: dict) -> int:
+    """Win rate, average won deal size and sales cycle length, over deals closed (won or lost) in each period.
+
+    win_rate = won / (won + lost); avg_won_amount = mean amount of deals won (deals without an amount are left
+    out of the mean); cycle days = (closed_at − created_at) in days, mean and median, for won and lost apart.
+    A period in which nothing closed has no row: its win rate is null.
+    """
+    sql = f"""
+    {INSERT}
+    WITH closed AS (
+        SELECT d.status, d.amount, d.owner_id, u.team_id, d.pipeline_id, d.source,
+               d.closed_at AT TIME ZONE %(tz)s AS local_closed_at,
+               extract(epoch FROM d.closed_at - d.created_at)::float8 / 86400 AS cycle_days
+          FROM pipeline_deal d
+          JOIN accounts_user u ON u.id = d.owner_id
+         WHERE d.status IN ('won', 'lost')
+    ), facts AS (
+        SELECT closed.*, k.kind,
+               date_trunc(k.kind, local_closed_at)::date AS period_start,
+               (date_trunc(k.kind, local_closed_at) + k.step)::date AS period_end
+          FROM closed CROSS JOIN {PERIOD_KINDS}
+    )
+    SELECT %(run_id)s, 'deal_outcomes', kind, period_start, period_end, {_group_kind(ALL_GROUPS)},
+           {_group_columns(ALL_GROUPS)}, NULL, NULL,
+           jsonb_build_object(
+               'won', count(*) FILTER (WHERE status = 'won'),
+               'lost', count(*) FILTER (WHERE status = 'lost'),
+               'win_rate', (count(*) FILTER (WHERE status = 'won'))::float8 / nullif(count(*), 0),
+               'won_amount', coalesce(sum(amount) FILTER (WHERE status = 'won'), 0)::text,
+               'avg_won_amount', round(avg(amount) FILTER (WHERE status = 'won'), 2)::text,
+               'won_cycle_days_mean', avg(cycle_days) FILTER (WHERE status = 'won'),
+               'won_cycle_days_median',
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY cycle_days) FILTER (WHERE status = 'won'),
+               'lost_cycle_days_mean', avg(cycle_days) FILTER (WHERE status = 'lost'),
+               'lost_cycle_days_median',
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY cycle_days) FILTER (WHERE status = 'lost')
+           ),
+           %(computed_at)s
+      FROM facts
+     GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], ALL_GROUPS)}
+    """
+    return _execute(cursor, sql, params)
+
+
+def funnel(cursor: CursorWrapper, params: dict) -> int:
+    """The funnel of each pipeline: per open stage S, reached(S) and conversion(S).
+
+    Cohorts are the deals created in each month, quarter and year, and all deals (period kind "all").
+    conversion(S) = reached(next open stage) / reached(S); for the last open stage, won / reached(S); null when
+    reached(S) is 0. Every open stage of the pipeline has a row for every cohort and group that has deals.
+    """
+    groups = STAGE_GROUPS
+    sql = f"""
+    {INSERT}
+    WITH {DEALS_WITH_FURTHEST}, cohorts AS (
+        SELECT deals.*, k.kind,
+               date_trunc(k.kind, created_at AT TIME ZONE %(tz)s)::date AS period_start,
+               (date_trunc(k.kind, created_at AT TIME ZONE %(tz)s) + k.step)::date AS period_end
+          FROM deals CROSS JOIN {PERIOD_KINDS}
+        UNION ALL
+        SELECT deals.*, 'all', NULL::date, NULL::date FROM deals
+    ), by_furthest AS (
+        SELECT kind, period_start, period_end, {_group_kind(groups)} AS group_kind,
+               {_group_columns(groups, intrinsic=("pipeline_id",))},
+               furthest_order, count(*) AS deals, count(*) FILTER (WHERE status = 'won') AS won
+          FROM cohorts
+         GROUP BY {_grouping_sets(["kind", "period_start", "period_end", "pipeline_id", "furthest_order"], groups)}
+    ), reached AS (
+        SELECT b.kind, b.period_start, b.period_end, b.group_kind, b.owner_id, b.team_id, b.pipeline_id, b.source,
+               s.id AS stage_id, s."order",
+               coalesce(sum(b.deals) FILTER (WHERE b.furthest_order >= s."order"), 0) AS reached,
+               sum(b.deals) AS cohort_deals,
+               sum(b.won) AS won
+          FROM by_furthest b
+          JOIN pipeline_stage s ON s.pipeline_id = b.pipeline_id AND s.kind = 'open'
+         GROUP BY b.kind, b.period_start, b.period_end, b.group_kind, b.owner_id, b.team_id, b.pipeline_id,
+                  b.source, s.id, s."order"
+    ), with_next AS (
+        SELECT reached.*,
+               lead(reached) OVER (
+                   PARTITION BY kind, period_start, group_kind, owner_id, team_id, pipeline_id, source
+                   ORDER BY "order"
+               ) AS next_reached
+          FROM reached
+    )
+    SELECT %(run_id)s, 'funnel', kind, period_start, period_end, group_kind,
+           owner_id, team_id, pipeline_id, source, stage_id, NULL,
+           jsonb_build_object(
+               'order', "order",
+               'reached', reached,
+               'next_reached', next_reached,
+               'won', won,
+               'cohort_deals', cohort_deals,
+               'conversion', coalesce(next_reached, won)::float8 / nullif(reached, 0)
+           ),
+           %(computed_at)s
+      FROM with_next
+    """
+    return _execute(cursor, sql, params)
+
+
+def learned_probability(cursor: CursorWrapper, params: dict) -> int:
+    """The learned win probability of each open stage: p = (w + k·p0) / (w + l + k).
+
+    w and l count the deals that reached the stage and closed (won or lost) in the lookback window: the
+    `lookback_days` days before computed_at, or all history when it is 0. p0 is the stage's configured
+    probability as a fraction, k the prior strength. The company row exists for every open stage (p = p0 when
+    nothing closed); owner, team and source rows where their deals closed. p is numeric, exact to ~20 digits.
+    """
+    groups = STAGE_GROUPS
+    sql = f"""
+    {INSERT}
+    WITH {DEALS_WITH_FURTHEST}, closed AS (
+        SELECT * FROM deals
+         WHERE status IN ('won', 'lost')
+           AND (%(lookback_days)s = 0 OR closed_at >= %(computed_at)s - make_interval(days => %(lookback_days)s))
+           AND closed_at <= %(computed_at)s
+    ), by_furthest AS (
+        SELECT {_group_kind(groups)} AS group_kind, {_group_columns(groups, intrinsic=("pipeline_id",))},
+               furthest_order,
+               count(*) FILTER (WHERE status = 'won') AS won, count(*) FILTER (WHERE status = 'lost') AS lost
+          FROM closed
+         GROUP BY {_grouping_sets(["pipeline_id", "furthest_order"], groups)}
+    ), group_keys AS (
+        SELECT DISTINCT group_kind, owner_id, team_id, pipeline_id, source FROM by_furthest
+        UNION
+        SELECT 'company', NULL, NULL, p.id, NULL FROM pipeline_pipeline p
+    ), counts AS (
+        SELECT g.group_kind, g.owner_id, g.team_id, g.pipeline_id, g.source, s.id AS stage_id,
+               s.probability::numeric / 100 AS p0,
+               coalesce(sum(b.won), 0) AS w, coalesce(sum(b.lost), 0) AS l
+          FROM group_keys g
+          JOIN pipeline_stage s ON s.pipeline_id = g.pipeline_id AND s.kind = 'open'
+          LEFT JOIN by_furthest b
+                 ON b.group_kind = g.group_kind AND b.pipeline_id = g.pipeline_id
+                AND b.owner_id IS NOT DISTINCT FROM g.owner_id AND b.team_id IS NOT DISTINCT FROM g.team_id
+                AND b.source IS NOT DISTINCT FROM g.source AND b.furthest_order >= s."order"
+         GROUP BY g.group_kind, g.owner_id, g.team_id, g.pipeline_id, g.source, s.id, s.probability
+    )
+    SELECT %(run_id)s, 'learned_probability', 'now', NULL, NULL, group_kind,
+           owner_id, team_id, pipeline_id, source, stage_id, NULL,
+           jsonb_build_object(
+               'w', w, 'l', l, 'k', %(prior_strength)s::numeric, 'p0', p0,
+               'p', (w + %(prior_strength)s::numeric * p0) / nullif(w + l + %(prior_strength)s::numeric, 0),
+               'lookback_days', %(lookback_days)s
+           ),
+           %(computed_at)s
+      FROM counts
+    """
+    return _execute(cursor, sql, params)
+
+
+def forecast(cursor: CursorWrapper, params: dict) -> int:
+    """The forecast of each period: open deals by expected_close_date, won deals by closed_at.
+
+    weighted_configured = Σ amount × configured probability, weighted_learned = Σ amount × the company's learned
+    probability of the deal's stage (from this run's learned_probability rows), over open deals expected to close
+    in the period; commit = Σ amount of those whose forecast category is commit; best_case = commit + Σ best_case;
+    pipeline = Σ amount of all of them; won_amount = Σ amount of deals won in the period. Amounts round to cents.
+    Must run after `learned_probability`.
+    """
+    sql = f"""
+    {INSERT}
+    WITH learned AS (
+        SELECT stage_id, ("values"->>'p')::numeric AS p
+          FROM forecasting_metricsnapshot
+         WHERE run_id = %(run_id)s AND metric = 'learned_probability' AND group_kind = 'company'
+    ), facts AS (
+        SELECT 'open' AS fact, d.expected_close_date::timestamp AS local_at, d.amount, d.forecast_category,
+               s.probability::numeric / 100 AS configured_p, coalesce(l.p, s.probability::numeric / 100) AS learned_p,
+               d.owner_id, u.team_id, d.pipeline_id, d.source
+          FROM pipeline_deal d
+          JOIN accounts_user u ON u.id = d.owner_id
+          JOIN pipeline_stage s ON s.id = d.stage_id
+          LEFT JOIN learned l ON l.stage_id = d.stage_id
+         WHERE d.status = 'open' AND d.expected_close_date IS NOT NULL
+        UNION ALL
+        SELECT 'won', d.closed_at AT TIME ZONE %(tz)s, d.amount, d.forecast_category, 1, 1,
+               d.owner_id, u.team_id, d.pipeline_id, d.source
+          FROM pipeline_deal d
+          JOIN accounts_user u ON u.id = d.owner_id
+         WHERE d.status = 'won'
+    ), periods AS (
+        SELECT facts.*, k.kind,
+               date_trunc(k.kind, local_at)::date AS period_start,
+               (date_trunc(k.kind, local_at) + k.step)::date AS period_end
+          FROM facts CROSS JOIN {PERIOD_KINDS}
+    )
+    SELECT %(run_id)s, 'forecast', kind, period_start, period_end, {_group_kind(ALL_GROUPS)},
+           {_group_columns(ALL_GROUPS)}, NULL, NULL,
+           jsonb_build_object(
+               'weighted_configured',
+                   round(coalesce(sum(amount * configured_p) FILTER (WHERE fact = 'open'), 0), 2)::text,
+               'weighted_learned', round(coalesce(sum(amount * learned_p) FILTER (WHERE fact = 'open'), 0), 2)::text,
+               'commit',
+                   coalesce(sum(amount) FILTER (WHERE fact = 'open' AND forecast_category = 'commit'), 0)::text,
+               'best_case',
+                   coalesce(
+                       sum(amount) FILTER (WHERE fact = 'open' AND forecast_category IN ('commit', 'best_case')), 0
+                   )::text,
+               'pipeline', coalesce(sum(amount) FILTER (WHERE fact = 'open'), 0)::text,
+               'open_count', count(*) FILTER (WHERE fact = 'open'),
+               'won_amount', coalesce(sum(amount) FILTER (WHERE fact = 'won'), 0)::text,
+               'won_count', count(*) FILTER (WHERE fact = 'won')
+           ),
+           %(computed_at)s
+      FROM periods
+     GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], ALL_GROUPS)}
+    """
+    return _execute(cursor, sql, params)
+
+
+def past_due(cursor: CursorWrapper, params: dict) -> int:
+    """Open deals whose expected_close_date is before today (in TIME_ZONE): count and amount, never dropped.
+
+    Open deals with no expected_close_date are counted beside them, since no period's forecast holds them.
+    The company row is always written, zeros included.
+    """
+    sql = f"""
+    {INSERT}
+    SELECT %(run_id)s, 'past_due', 'now', NULL, NULL, {_group_kind(ALL_GROUPS)},
+           {_group_columns(ALL_GROUPS)}, NULL, NULL,
+           jsonb_build_object(
+               'today', (%(computed_at)s AT TIME ZONE %(tz)s)::date,
+               'count', count(*) FILTER (WHERE d.expected_close_date < (%(computed_at)s AT TIME ZONE %(tz)s)::date),
+               'amount', coalesce(
+                   sum(d.amount) FILTER (WHERE d.expected_close_date < (%(computed_at)s AT TIME ZONE %(tz)s)::date), 0
+               )::text,
+               'no_close_date_count', count(*) FILTER (WHERE d.expected_close_date IS NULL),
+               'no_close_date_amount', coalesce(sum(d.amount) FILTER (WHERE d.expected_close_date IS NULL), 0)::text
+           ),
+           %(computed_at)s
+      FROM pipeline_deal d
+      JOIN accounts_user u ON u.id = d.owner_id
+     WHERE d.status = 'open'
+     GROUP BY {_grouping_sets([], ALL_GROUPS)}
+    """
+    return _execute(cursor, sql, params)
+
+
+def stage_time(cursor: CursorWrapper, params: dict) -> int:
+    """Time in stage: per stage, mean and median days of completed stays, and the open deals in it now.
+
+    A stay in S runs from a StageChange into S to the deal's next StageChange (ordered by changed_at, then id);
+    a stay without a next change is not completed and is left out. "In stage now" counts the open deals whose
+    current stage is S, with their age (computed_at − stage_entered_at) in days: mean, median and max.
+    Over all history (period kind "all"); the deal's current owner, team and source group it.
+    """
+    groups = STAGE_GROUPS
+    sql = f"""
+    {INSERT}
+    WITH stays AS (
+        SELECT c.deal_id, c.to_stage_id AS stage_id, c.changed_at AS entered_at,
+               lead(c.changed_at) OVER (PARTITION BY c.deal_id ORDER BY c.changed_at, c.id) AS left_at
+          FROM pipeline_stagechange c
+    ), facts AS (
+        SELECT 'stay' AS fact, stays.stage_id,
+               extract(epoch FROM stays.left_at - stays.entered_at)::float8 / 86400 AS days,
+               d.owner_id, u.team_id, d.source
+          FROM stays
+          JOIN pipeline_deal d ON d.id = stays.deal_id
+          JOIN accounts_user u ON u.id = d.owner_id
+         WHERE stays.left_at IS NOT NULL
+        UNION ALL
+        SELECT 'now', d.stage_id, extract(epoch FROM %(computed_at)s - d.stage_entered_at)::float8 / 86400,
+               d.owner_id, u.team_id, d.source
+          FROM pipeline_deal d
+          JOIN accounts_user u ON u.id = d.owner_id
+         WHERE d.status = 'open'
+    ), with_pipeline AS (
+        SELECT facts.*, s.pipeline_id FROM facts JOIN pipeline_stage s ON s.id = facts.stage_id
+    )
+    SELECT %(run_id)s, 'stage_time', 'all', NULL, NULL, {_group_kind(groups)},
+           {_group_columns(groups, intrinsic=("pipeline_id",))}, stage_id, NULL,
+           jsonb_build_object(
+               'stays', count(*) FILTER (WHERE fact = 'stay'),
+               'days_mean', avg(days) FILTER (WHERE fact = 'stay'),
+               'days_median', percentile_cont(0.5) WITHIN GROUP (ORDER BY days) FILTER (WHERE fact = 'stay'),
+               'in_stage_now', count(*) FILTER (WHERE fact = 'now'),
+               'now_age_days_mean', avg(days) FILTER (WHERE fact = 'now'),
+               'now_age_days_median', percentile_cont(0.5) WITHIN GROUP (ORDER BY days) FILTER (WHERE fact = 'now'),
+               'now_age_days_max', max(days) FILTER (WHERE fact = 'now')
+           ),
+           %(computed_at)s
+      FROM with_pipeline
+     GROUP BY {_grouping_sets(["pipeline_id", "stage_id"], groups)}
+    """
+    return _execute(cursor, sql, params)
+
+
+def stale_deals(cursor: CursorWrapper, params: dict) -> int:
+    """One row per open deal that is stale or has no next step, as of computed_at.
+
+    rotting: its time in the current stage (computed_at − stage_entered_at) exceeds the stage's rotting_days.
+    no_next_step: none of its activities is planned (not done) with due_at after computed_at.
+    Rows carry the deal's owner, team, pipeline, source and stage, so every group and filter applies.
+    """
+    sql = f"""
+    {INSERT}
+    WITH open_deals AS (
+        SELECT d.id, d.owner_id, u.team_id, d.pipeline_id, d.source, d.stage_id, d.stage_entered_at,
+               s.rotting_days,
+               extract(epoch FROM %(computed_at)s - d.stage_entered_at)::float8 / 86400 AS days_in_stage,
+               NOT EXISTS (
+                   SELECT 1 FROM pipeline_activity a
+                    WHERE a.deal_id = d.id AND a.done_at IS NULL AND a.due_at > %(computed_at)s
+               ) AS no_next_step
+          FROM pipeline_deal d
+          JOIN accounts_user u ON u.id = d.owner_id
+          JOIN pipeline_stage s ON s.id = d.stage_id
+         WHERE d.status = 'open'
+    )
+    SELECT %(run_id)s, 'stale', 'now', NULL, NULL, 'owner',
+           owner_id, team_id, pipeline_id, source, stage_id, id,
+           jsonb_build_object(
+               'days_in_stage', days_in_stage,
+               'rotting_days', rotting_days,
+               'rotting', days_in_stage > rotting_days,
+               'no_next_step', no_next_step,
+               'stage_entered_at', stage_entered_at
+           ),
+           %(computed_at)s
+      FROM open_deals
+     WHERE days_in_stage > rotting_days OR no_next_step
+    """
+    return _execute(cursor, sql, params)
+
+
+def leads(cursor: CursorWrapper, params: dict) -> int:
+    """Lead metrics per period: qualified leads, lead velocity rate, MQL→SQL rate and lead→deal conversion.
+
+    qualified = leads that reached sql in the period; lead_velocity_rate = (Q − Q_previous) / Q_previous × 100
+    against the previous period of the same kind (null when Q_previous is 0); over the leads *created* in the
+    period: mql_to_sql_rate = reached sql / reached mql, lead_to_deal_rate = converted / created (null on a zero
+    denominator). Leads have no pipeline: groups are company, owner, team and source.
+    """
+    groups = ["owner", "team", "source"]
+    sql = f"""
+    {INSERT}
+    WITH local_leads AS (
+        SELECT l.owner_id, u.team_id, l.source,
+               l.created_at AT TIME ZONE %(tz)s AS local_created_at,
+               l.sql_at AT TIME ZONE %(tz)s AS local_sql_at,
+               l.mql_at IS NOT NULL AS reached_mql, l.sql_at IS NOT NULL AS reached_sql,
+               l.converted_at IS NOT NULL AS converted
+          FROM pipeline_lead l
+          JOIN accounts_user u ON u.id = l.owner_id
+    ), facts AS (
+        SELECT local_leads.*, k.kind, k.step, f.fact, f.period_start
+          FROM local_leads
+         CROSS JOIN {PERIOD_KINDS}
+         CROSS JOIN LATERAL (VALUES
+               ('created', date_trunc(k.kind, local_created_at)),
+               ('qualified', date_trunc(k.kind, local_sql_at)),
+               ('qualified_in_previous', date_trunc(k.kind, local_sql_at) + k.step)
+         ) AS f(fact, period_start)
+         WHERE f.period_start IS NOT NULL
+    ), counts AS (
+        SELECT kind, period_start::date AS period_start, (period_start + step)::date AS period_end,
+               {_group_kind(groups)} AS group_kind, {_group_columns(groups)},
+               count(*) FILTER (WHERE fact = 'created') AS created,
+               count(*) FILTER (WHERE fact = 'created' AND reached_mql) AS created_reached_mql,
+               count(*) FILTER (WHERE fact = 'created' AND reached_sql) AS created_reached_sql,
+               count(*) FILTER (WHERE fact = 'created' AND converted) AS created_converted,
+               count(*) FILTER (WHERE fact = 'qualified') AS qualified,
+               count(*) FILTER (WHERE fact = 'qualified_in_previous') AS qualified_previous
+          FROM facts
+         GROUP BY {_grouping_sets(["kind", "period_start", "step"], groups)}
+    )
+    SELECT %(run_id)s, 'leads', kind, period_start, period_end, group_kind,
+           owner_id, team_id, pipeline_id, source, NULL, NULL,
+           jsonb_build_object(
+               'qualified', qualified,
+               'qualified_previous', qualified_previous,
+               'lead_velocity_rate', (qualified - qualified_previous)::float8 * 100 / nullif(qualified_previous, 0),
+               'created', created,
+               'created_reached_mql', created_reached_mql,
+               'created_reached_sql', created_reached_sql,
+               'created_converted', created_converted,
+               'mql_to_sql_rate', created_reached_sql::float8 / nullif(created_reached_mql, 0),
+               'lead_to_deal_rate', created_converted::float8 / nullif(created, 0)
+           ),
+           %(computed_at)s
+      FROM counts
+    """
+    return _execute(cursor, sql, params)
+
+
+def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
+    """Per quota (a user's or a team's, over its own [period_start, period_end)): attainment, coverage, deals needed.
+
+    won_amount = Σ amount of the quota holder's deals won in the period (closed_at in TIME_ZONE); attainment =
+    won_amount / quota (null for a zero quota); open_amount = Σ amount of their open deals expected to close in
+    the period; remaining = max(quota − won_amount, 0); coverage = open_amount / remaining (null when nothing
+    remains); deals_needed = ceil(remaining / average won deal size / win rate), both over the trailing four
+    quarters: the four complete quarters before the one computed_at falls in (0 when nothing remains, null
+    when the trailing quarters won nothing). A team's deals are those of its members now.
+    """
+    sql = f"""
+    {INSERT}
+    WITH bounds AS (
+        SELECT date_trunc('quarter', %(computed_at)s AT TIME ZONE %(tz)s) - interval '12 months' AS trailing_start,
+               date_trunc('quarter', %(computed_at)s AT TIME ZONE %(tz)s) AS trailing_end
+    ), local_deals AS MATERIALIZED (
+        -- Each deal converted to local time once, not once per quota and filter.
+        SELECT d.owner_id, d.status, d.amount, d.expected_close_date, local.closed_at AS local_closed_at,
+               local.closed_at >= b.trailing_start AND local.closed_at < b.trailing_end AS in_trailing
+          FROM pipeline_deal d
+         CROSS JOIN bounds b
+         CROSS JOIN LATERAL (SELECT d.closed_at AT TIME ZONE %(tz)s AS closed_at) local
+    ), holders AS (
+        SELECT q.id AS quota_id, u.id AS owner_id
+          FROM forecasting_quota q
+          JOIN accounts_user u ON u.id = q.user_id OR u.team_id = q.team_id
+    ), measured AS (
+        SELECT q.id, q.user_id, q.team_id, q.period_start, q.period_end, q.amount AS quota,
+               coalesce(sum(d.amount) FILTER (
+                   WHERE d.status = 'won' AND d.local_closed_at >= q.period_start AND d.local_closed_at < q.period_end
+               ), 0) AS won_amount,
+               coalesce(sum(d.amount) FILTER (
+                   WHERE d.status = 'open' AND d.expected_close_date >= q.period_start
+                     AND d.expected_close_date < q.period_end
+               ), 0) AS open_amount,
+               count(*) FILTER (WHERE d.status = 'won' AND d.in_trailing) AS trailing_won,
+               count(*) FILTER (WHERE d.status IN ('won', 'lost') AND d.in_trailing) AS trailing_closed,
+               sum(d.amount) FILTER (WHERE d.status = 'won' AND d.in_trailing) AS trailing_won_amount,
+               count(d.amount) FILTER (WHERE d.status = 'won' AND d.in_trailing) AS trailing_won_with_amount
+          FROM forecasting_quota q
+          LEFT JOIN holders h ON h.quota_id = q.id
+          LEFT JOIN local_deals d ON d.owner_id = h.owner_id
+         GROUP BY q.id
+    ), derived AS (
+        SELECT measured.*,
+               greatest(quota - won_amount, 0) AS remaining,
+               trailing_won::numeric / nullif(trailing_closed, 0) AS trailing_win_rate,
+               trailing_won_amount / nullif(trailing_won_with_amount, 0) AS trailing_avg_won
+          FROM measured
+    )
+    SELECT %(run_id)s, 'quota', 'quota', period_start, period_end,
+           CASE WHEN user_id IS NOT NULL THEN 'owner' ELSE 'team' END,
+           user_id, team_id, NULL, NULL, NULL, NULL,
+           jsonb_build_object(
+               'quota_id', id,
+               'quota', quota::text,
+               'won_amount', won_amount::text,
+               'attainment', (won_amount / nullif(quota, 0))::float8,
+               'open_amount', open_amount::text,
+               'remaining', remaining::text,
+               'coverage', (open_amount / nullif(remaining, 0))::float8,
+               'trailing_win_rate', trailing_win_rate::float8,
+               'trailing_avg_won_amount', round(trailing_avg_won, 2)::text,
+               -- remaining / (Σ won / n) / (won / closed), as one exact division: dividing by a rounded
+               -- win rate such as 1/3 = 0.333…3 would push an exact 9 to 9.000…1 and ceil it to 10.
+               'deals_needed', CASE
+                   WHEN remaining = 0 THEN 0
+                   WHEN trailing_won_amount > 0 AND trailing_won > 0 THEN ceil(
+                       remaining * trailing_won_with_amount * trailing_closed / (trailing_won_amount * trailing_won)
+                   )
+               END
+           ),
+           %(computed_at)s
+      FROM derived
+    """
+    return _execute(cursor, sql, params)
+
+
+def forecast_snapshots(cursor: CursorWrapper, params: dict) -> int:
+    """At the first recompute inside a month, quarter or year, keep that run's forecast for it (all groups).
+
+    Writes `forecasting_forecastsnapshot`, not the run's rows: snapshots outlive runs. Periods already
+    snapshotted are left alone, so the forecast kept is the one from the start of the period. Must run after
+    `forecast`. Returns the number of snapshot rows written.
+    """
+    sql = f"""
+    WITH new_periods AS (
+        SELECT k.kind,
+               date_trunc(k.kind, %(computed_at)s AT TIME ZONE %(tz)s)::date AS period_start,
+               (date_trunc(k.kind, %(computed_at)s AT TIME ZONE %(tz)s) + k.step)::date AS period_end
+          FROM {PERIOD_KINDS}
+         WHERE NOT EXISTS (
+               SELECT 1 FROM forecasting_forecastsnapshot s
+                WHERE s.period_kind = k.kind
+                  AND s.period_start = date_trunc(k.kind, %(computed_at)s AT TIME ZONE %(tz)s)::date
+         )
+    ), rows AS (
+        SELECT f.period_kind, f.period_start, f.period_end, f.group_kind, f.owner_id, f.team_id, f.pipeline_id,
+               f.source, (f."values"->>'weighted_configured')::numeric AS weighted_configured,
+               (f."values"->>'weighted_learned')::numeric AS weighted_learned,
+               (f."values"->>'commit')::numeric AS commit, (f."values"->>'best_case')::numeric AS best_case,
+               (f."values"->>'pipeline')::numeric AS pipeline
+          FROM forecasting_metricsnapshot f
+          JOIN new_periods n ON n.kind = f.period_kind AND n.period_start = f.period_start
+         WHERE f.run_id = %(run_id)s AND f.metric = 'forecast'
+        UNION ALL
+        SELECT n.kind, n.period_start, n.period_end, 'company', NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0
+          FROM new_periods n
+         WHERE NOT EXISTS (
+               SELECT 1 FROM forecasting_metricsnapshot f
+                WHERE f.run_id = %(run_id)s AND f.metric = 'forecast' AND f.group_kind = 'company'
+                  AND f.period_kind = n.kind AND f.period_start = n.period_start
+         )
+    )
+    INSERT INTO forecasting_forecastsnapshot (
+        period_kind, period_start, period_end, group_kind, owner_id, team_id, pipeline_id, source,
+        weighted_configured, weighted_learned, commit, best_case, pipeline, snapshotted_at
+    )
+    SELECT rows.*, %(computed_at)s FROM rows
+    ON CONFLICT DO NOTHING
+    """
+    return _execute(cursor, sql, params)
+
+
+def forecast_accuracy(cursor: CursorWrapper, params: dict) -> int:
+    """For every period that has ended and was snapshotted: the forecast kept at its start against the won amount.
+
+    actual_won = Σ amount of the group's deals won in the period (0 when none: from this run's forecast rows);
+    ape_configured / ape_learned = |actual_won − forecast| / actual_won × 100, null when nothing was won.
+    Must run after `forecast`.
+    """
+    sql = f"""
+    {INSERT}
+    SELECT %(run_id)s, 'forecast_accuracy', s.period_kind, s.period_start, s.period_end, s.group_kind,
+           s.owner_id, s.team_id, s.pipeline_id, s.source, NULL, NULL,
+           jsonb_build_object(
+               'forecast_configured', s.weighted_configured::text,
+               'forecast_learned', s.weighted_learned::text,
+               'commit', s.commit::text,
+               'best_case', s.best_case::text,
+               'actual_won', actual.won::text,
+               'ape_configured', (abs(actual.won - s.weighted_configured) * 100 / nullif(actual.won, 0))::float8,
+               'ape_learned', (abs(actual.won - s.weighted_learned) * 100 / nullif(actual.won, 0))::float8,
+               'snapshotted_at', s.snapshotted_at
+           ),
+           %(computed_at)s
+      FROM forecasting_forecastsnapshot s
+      CROSS JOIN LATERAL (
+          SELECT coalesce(max((f."values"->>'won_amount')::numeric), 0) AS won
+            FROM forecasting_metricsnapshot f
+           WHERE f.run_id = %(run_id)s AND f.metric = 'forecast'
+             AND f.period_kind = s.period_kind AND f.period_start = s.period_start AND f.group_kind = s.group_kind
+             AND f.owner_id IS NOT DISTINCT FROM s.owner_id AND f.team_id IS NOT DISTINCT FROM s.team_id
+             AND f.pipeline_id IS NOT DISTINCT FROM s.pipeline_id AND f.source IS NOT DISTINCT FROM s.source
+      ) actual
+     WHERE s.period_end <= (%(computed_at)s AT TIME ZONE %(tz)s)::date
+    """
+    return _execute(cursor, sql, params)
+
+
+# The families in the order a recompute runs them (forecast reads learned_probability's rows of the same run).
+FAMILIES: list[Callable[[CursorWrapper, dict], int]] = [
+    deal_outcomes,
+    funnel,
+    learned_probability,
+    forecast,
+    past_due,
+    stage_time,
+    stale_deals,
+    leads,
+    quota_attainment,
+    forecast_snapshots,
+    forecast_accuracy,
+]
+# Families that write outside the run's snapshot rows (so they do not count in MetricsRun.row_count).
+WRITES_OUTSIDE_THE_RUN = {forecast_snapshots}

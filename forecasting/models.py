@@ -1,0 +1,176 @@
+"""Metric snapshots, the recompute runs that write them, forecast snapshots taken at period start, and quotas.
+
+Readers never compute: they read the rows of the latest complete `MetricsRun` (see `forecasting.selectors`).
+A recompute writes a whole run in one transaction (`forecasting.services.recompute_metrics`), so a reader sees
+either the previous complete run or the new one, never half of one.
+"""
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETE = "complete", "Complete"
+
+
+class PeriodKind(models.TextChoices):
+    MONTH = "month", "Month"
+    QUARTER = "quarter", "Quarter"
+    YEAR = "year", "Year"
+    ALL = "all", "All time"  # a metric over all history (funnel of all deals, time in stage)
+    NOW = "now", "As of the recompute"  # a state at computed_at (past due, stale, in stage now, learned probability)
+    QUOTA = "quota", "A quota's own period"
+
+
+class GroupKind(models.TextChoices):
+    COMPANY = "company", "Whole company"
+    OWNER = "owner", "Owner"
+    TEAM = "team", "Team (the owner's team)"
+    PIPELINE = "pipeline", "Pipeline"
+    SOURCE = "source", "Source"
+
+
+class Metric(models.TextChoices):
+    """The metric families of SPEC §3; `MetricSnapshot.values` holds the numbers each one defines."""
+
+    DEAL_OUTCOMES = "deal_outcomes", "Win rate, average won deal size, sales cycle"
+    FUNNEL = "funnel", "Funnel with stage conversion"
+    LEARNED_PROBABILITY = "learned_probability", "Learned stage probability"
+    FORECAST = "forecast", "Weighted forecast, commit, best case, pipeline"
+    PAST_DUE = "past_due", "Open deals past their expected close date"
+    STAGE_TIME = "stage_time", "Time in stage and in stage now"
+    STALE = "stale", "Stale deals and deals with no next step"
+    LEADS = "leads", "Qualified leads, lead velocity, MQL→SQL and lead→deal conversion"
+    QUOTA = "quota", "Quota attainment, coverage and deals needed"
+    FORECAST_ACCURACY = "forecast_accuracy", "Forecast at period start against the won amount"
+
+
+class MetricsRun(models.Model):
+    """One full recompute. Readers use the latest complete run; older runs are pruned by the next recompute."""
+
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.RUNNING)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # The transaction time of the recompute: every snapshot row of the run carries the same value.
+    computed_at = models.DateTimeField()
+    duration_seconds = models.FloatField(null=True, blank=True)
+    row_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-computed_at", "-id"]
+        indexes = [models.Index(fields=["status", "-computed_at"], name="metricsrun_latest_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="metricsrun_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} ({self.status}) at {self.computed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class MetricSnapshot(models.Model):
+    """One row of one metric for one period and one group, as of `computed_at`.
+
+    The group key sits in the column named by `group_kind` (owner_id, team_id, pipeline_id or source; none for
+    the company). Metrics that are per stage or per deal also fill `stage_id` / `deal_id`, and per-pipeline
+    metrics (funnel, stages) always fill `pipeline_id`. Keys are plain integers, not foreign keys: a snapshot
+    describes the past and must not block deleting a user or a stage.
+    Amounts in `values` are decimal strings; rates and days are numbers; null where the definition says so.
+    """
+
+    run = models.ForeignKey(MetricsRun, on_delete=models.CASCADE, related_name="snapshots")
+    metric = models.CharField(max_length=32, choices=Metric.choices)
+    period_kind = models.CharField(max_length=8, choices=PeriodKind.choices)
+    period_start = models.DateField(null=True, blank=True)
+    period_end = models.DateField(null=True, blank=True)  # exclusive
+    group_kind = models.CharField(max_length=8, choices=GroupKind.choices)
+    owner_id = models.BigIntegerField(null=True, blank=True)
+    team_id = models.BigIntegerField(null=True, blank=True)
+    pipeline_id = models.BigIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=100, null=True, blank=True)
+    stage_id = models.BigIntegerField(null=True, blank=True)
+    deal_id = models.BigIntegerField(null=True, blank=True)
+    values = models.JSONField()
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["run", "metric", "group_kind", "period_kind", "period_start"], name="metricsnapshot_read_idx"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(metric__in=Metric.values), name="metricsnapshot_metric_valid"),
+            models.CheckConstraint(condition=Q(period_kind__in=PeriodKind.values), name="metricsnapshot_period_valid"),
+            models.CheckConstraint(condition=Q(group_kind__in=GroupKind.values), name="metricsnapshot_group_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.period_kind} {self.period_start or ''} {self.group_kind}"
+
+
+class ForecastSnapshot(models.Model):
+    """The forecast of a period as it stood when the period started, kept (never pruned) for forecast accuracy.
+
+    The first recompute inside a period copies that run's forecast rows for the period, every group at once
+    (and a zero company row if nothing was expected); later recomputes leave them alone. `snapshotted_at` says
+    how soon after the start that was (later than the start when no recompute ran at the very start).
+    """
+
+    period_kind = models.CharField(max_length=8, choices=PeriodKind.choices)
+    period_start = models.DateField()
+    period_end = models.DateField()
+    group_kind = models.CharField(max_length=8, choices=GroupKind.choices)
+    owner_id = models.BigIntegerField(null=True, blank=True)
+    team_id = models.BigIntegerField(null=True, blank=True)
+    pipeline_id = models.BigIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=100, null=True, blank=True)
+    weighted_configured = models.DecimalField(max_digits=20, decimal_places=2)
+    weighted_learned = models.DecimalField(max_digits=20, decimal_places=2)
+    commit = models.DecimalField(max_digits=20, decimal_places=2)
+    best_case = models.DecimalField(max_digits=20, decimal_places=2)
+    pipeline = models.DecimalField(max_digits=20, decimal_places=2)
+    snapshotted_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period_kind", "period_start", "group_kind", "owner_id", "team_id", "pipeline_id", "source"],
+                nulls_distinct=False,
+                name="forecastsnapshot_one_per_period_and_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Forecast {self.period_kind} {self.period_start} {self.group_kind} at {self.snapshotted_at:%Y-%m-%d}"
+
+
+class Quota(models.Model):
+    """A sales target for one user or one team (exactly one) over [period_start, period_end)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="quotas"
+    )
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, null=True, blank=True, related_name="quotas")
+    period_start = models.DateField()
+    period_end = models.DateField(help_text="Exclusive: the first day after the period.")
+    amount = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(0)])
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-period_start", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, team__isnull=True) | Q(user__isnull=True, team__isnull=False),
+                name="quota_user_xor_team",
+            ),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="quota_amount_not_negative"),
+            models.CheckConstraint(condition=Q(period_end__gt=F("period_start")), name="quota_period_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        target = self.user or self.team
+        return f"{target}: {self.amount} for {self.period_start}–{self.period_end}"

@@ -1,0 +1,108 @@
+"""Reads of the metric snapshots, limited to what the user may see (SPEC §2).
+
+Readers always read the latest complete `MetricsRun`, so every answer comes from one whole recompute.
+Visibility of a row follows the group it describes: a row about one owner (and each stale-deal row, whose
+owner_id is the deal's) is visible to whoever may see that owner's records; a row about a team to the team's
+managers (and its members when REP_VISIBILITY is "team"); company-, pipeline- and source-wide rows, which add
+up everyone's deals, to admins only.
+"""
+
+from dataclasses import dataclass
+from datetime import date
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+
+from accounts.models import Team, User
+from accounts.selectors import owners_visible_to
+from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, Quota, RunStatus
+
+
+def latest_run() -> MetricsRun | None:
+    """The newest complete recompute, or None before the first one."""
+    return MetricsRun.objects.filter(status=RunStatus.COMPLETE).order_by("-computed_at", "-id").first()
+
+
+@dataclass(frozen=True)
+class SnapshotQuery:
+    """What a reader asks for: one metric, a period (or a range of periods), a group, optional filters."""
+
+    metric: str
+    group_kind: str = GroupKind.COMPANY
+    period_kind: str | None = None
+    period_start: date | None = None
+    range_start: date | None = None  # periods lying within [range_start, range_end)
+    range_end: date | None = None
+    pipeline_id: int | None = None
+    team_id: int | None = None
+    owner_id: int | None = None
+    source: str | None = None
+
+
+def _visible(rows: QuerySet[MetricSnapshot], user: User) -> QuerySet[MetricSnapshot]:
+    owners = owners_visible_to(user)
+    if owners is None:
+        return rows
+    if not user.is_active:
+        return rows.none()
+    return rows.filter(
+        Q(group_kind=GroupKind.OWNER, owner_id__in=owners)
+        | Q(group_kind=GroupKind.TEAM, team_id__in=_teams_seen_by(user))
+    )
+
+
+def _teams_seen_by(user: User) -> QuerySet:
+    """Teams whose team-wide rows `user` may see: those they manage, and their own when reps see their team's."""
+    teams = Q(managers=user)
+    if settings.REP_VISIBILITY == "team" and user.team_id:
+        teams |= Q(pk=user.team_id)
+    return Team.objects.filter(teams).values("pk")
+
+
+def visible_snapshot_rows(
+    *, user: User, query: SnapshotQuery, run: MetricsRun | None = None
+) -> tuple[MetricsRun | None, QuerySet[MetricSnapshot]]:
+    """The run (default: the latest) and its rows answering `query` that `user` may see, in period/group order.
+
+    Pass the `run` of an earlier read to combine several metrics from one and the same recompute.
+    """
+    run = run or latest_run()
+    if run is None:
+        return None, MetricSnapshot.objects.none()
+    rows = MetricSnapshot.objects.filter(run=run, metric=query.metric, group_kind=query.group_kind)
+    if query.period_kind is not None:
+        rows = rows.filter(period_kind=query.period_kind)
+    if query.period_start is not None:
+        rows = rows.filter(period_start=query.period_start)
+    if query.range_start is not None:
+        rows = rows.filter(period_start__gte=query.range_start)
+    if query.range_end is not None:
+        rows = rows.filter(period_end__lte=query.range_end)
+    for field in ("pipeline_id", "team_id", "owner_id", "source"):
+        value = getattr(query, field)
+        if value is not None:
+            rows = rows.filter(**{field: value})
+    rows = _visible(rows, user).order_by(
+        "period_start", "owner_id", "team_id", "pipeline_id", "source", "stage_id", "deal_id"
+    )
+    return run, rows
+
+
+def visible_quotas(*, user: User) -> QuerySet[Quota]:
+    """Quotas of the users whose records `user` may see, and of the teams `user` manages (all, for an admin)."""
+    owners = owners_visible_to(user)
+    quotas = Quota.objects.select_related("user", "team")
+    if owners is None:
+        return quotas
+    if not user.is_active:
+        return quotas.none()
+    return quotas.filter(Q(user__in=owners) | Q(team__managers=user)).distinct()
+
+
+def quota_metrics(*, quota_ids: list[int]) -> tuple[MetricsRun | None, dict[int, dict]]:
+    """The latest run and its attainment/coverage/deals-needed values for each of `quota_ids` (already visible)."""
+    run = latest_run()
+    if run is None:
+        return None, {}
+    rows = MetricSnapshot.objects.filter(run=run, metric=Metric.QUOTA, values__quota_id__in=quota_ids)
+    return run, {row.values["quota_id"]: row.values for row in rows}

@@ -1,0 +1,125 @@
+"""Writes of the forecasting app: the full metrics recompute, and queuing one after a change.
+
+`recompute_metrics` writes a complete `MetricsRun` in ONE transaction: readers (who pick the latest complete
+run) see the previous run until it commits, and a recompute that is killed or fails leaves no trace. A
+transaction-level advisory lock makes a second concurrent recompute return at once instead of running twice.
+"""
+
+import logging
+import time
+from datetime import datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+
+from forecasting import metrics
+from forecasting.models import MetricsRun, RunStatus
+
+logger = logging.getLogger(__name__)
+
+# pg_try_advisory_xact_lock key of the recompute: any constant that no other part of the app uses.
+RECOMPUTE_LOCK_KEY = 4_242_001
+PENDING_RECOMPUTE_CACHE_KEY = "metrics-recompute-pending"
+
+
+def recompute_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
+    """Recompute every metric family from scratch into a new complete run; None if another recompute is running.
+
+    `as_of` (default: the transaction time) is the "now" of the run: its computed_at, the end of the learned
+    probabilities' lookback window, "today" for past due, the age of deals in their stage.
+    Runs older than the newest `METRICS_KEEP_RUNS` complete ones are deleted in the same transaction.
+    """
+    started = time.monotonic()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
+        acquired, computed_at = cursor.fetchone()
+        computed_at = as_of or computed_at
+        if not acquired:
+            logger.info("metrics recompute skipped: another one is running")
+            return None
+        cursor.execute("SET LOCAL work_mem = %s", [settings.METRICS_WORK_MEM])
+        # A handful of long queries: JIT compilation costs more than it saves at these sizes.
+        cursor.execute("SET LOCAL jit = off")
+        # A recompute stuck on a lock must not hold the advisory lock (and the last run's readers) forever.
+        cursor.execute("SET LOCAL statement_timeout = %s", [settings.METRICS_STATEMENT_TIMEOUT])
+        run = MetricsRun.objects.create(status=RunStatus.RUNNING, started_at=computed_at, computed_at=computed_at)
+        params = {
+            "run_id": run.pk,
+            "computed_at": computed_at,
+            "tz": settings.TIME_ZONE,
+            "prior_strength": settings.METRICS_PRIOR_STRENGTH,
+            "lookback_days": settings.METRICS_LOOKBACK_DAYS,
+        }
+        rows = 0
+        for family in metrics.FAMILIES:
+            family_started = time.monotonic()
+            written = family(cursor, params)
+            rows += 0 if family in metrics.WRITES_OUTSIDE_THE_RUN else written
+            logger.info("metrics %s: %d rows in %.2f s", family.__name__, written, time.monotonic() - family_started)
+        _prune_old_runs(cursor, keep_after=run)
+        run.status = RunStatus.COMPLETE
+        run.row_count = rows
+        run.duration_seconds = time.monotonic() - started
+        cursor.execute("SELECT clock_timestamp()")
+        run.finished_at = cursor.fetchone()[0]
+        run.save(update_fields=["status", "row_count", "duration_seconds", "finished_at"])
+    logger.info("metrics recompute %s: %d rows in %.2f s", run.pk, rows, run.duration_seconds)
+    return run
+
+
+def _prune_old_runs(cursor, *, keep_after: MetricsRun) -> None:
+    """Delete all but the newest METRICS_KEEP_RUNS − 1 complete runs before `keep_after`, in raw SQL.
+
+    (The ORM's cascade would load every snapshot row into Python first.)
+    """
+    keep = list(
+        MetricsRun.objects.filter(status=RunStatus.COMPLETE)
+        .exclude(pk=keep_after.pk)
+        .order_by("-computed_at", "-id")
+        .values_list("pk", flat=True)[: max(settings.METRICS_KEEP_RUNS - 1, 0)]
+    )
+    cursor.execute(
+        "DELETE FROM forecasting_metricsnapshot WHERE run_id <> %s AND NOT (run_id = ANY(%s))", [keep_after.pk, keep]
+    )
+    cursor.execute("DELETE FROM forecasting_metricsrun WHERE id <> %s AND NOT (id = ANY(%s))", [keep_after.pk, keep])
+
+
+def request_recompute() -> bool:
+    """Queue one debounced recompute unless one is already pending; True if this call queued it.
+
+    Called after a committed change. A Redis key set with NX marks the pending recompute (the task clears it
+    when it starts, so changes made during a run queue the next one). Redis or the broker being away is logged
+    and swallowed: a write must never fail because metrics cannot be refreshed; the scheduled recompute
+    catches up.
+    """
+    from forecasting.tasks import recompute_metrics_task
+
+    countdown = settings.METRICS_DEBOUNCE_SECONDS
+    try:
+        if not cache.add(PENDING_RECOMPUTE_CACHE_KEY, 1, timeout=countdown + settings.METRICS_RECOMPUTE_SECONDS):
+            return False
+    except Exception:  # any cache failure: log it, keep the write
+        logger.warning("could not mark a pending metrics recompute; the scheduled one will catch up", exc_info=True)
+        return False
+    try:
+        recompute_metrics_task.apply_async(
+            kwargs={"reason": "change"},
+            countdown=countdown,
+            # Like the scheduled one: after an outage, a stale queued recompute is dropped, not run late.
+            expires=countdown + settings.METRICS_RECOMPUTE_SECONDS * 1.5,
+            retry=False,
+        )
+    except Exception:  # any broker failure: log it, keep the write, and let the next change try again
+        logger.warning("could not queue a metrics recompute; the scheduled one will catch up", exc_info=True)
+        clear_pending_recompute()
+        return False
+    return True
+
+
+def clear_pending_recompute() -> None:
+    """Forget the pending mark, so that the next change queues a new recompute."""
+    try:
+        cache.delete(PENDING_RECOMPUTE_CACHE_KEY)
+    except Exception:  # the mark expires on its own
+        logger.warning("could not clear the pending metrics recompute mark", exc_info=True)

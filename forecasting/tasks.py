@@ -1,0 +1,35 @@
+"""Celery entry points of the metrics engine: thin, idempotent, calling `forecasting.services`."""
+
+import logging
+
+from celery import shared_task
+from django.db import OperationalError
+
+from forecasting import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="forecasting.recompute_metrics",
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=5,
+    ignore_result=False,
+)
+def recompute_metrics_task(reason: str = "schedule") -> int | None:
+    """Recompute every metric; returns the new run's id, or None when another recompute was running.
+
+    Idempotent: running it twice only produces a fresher run. A recompute queued by a change (`reason="change"`)
+    that finds another one running asks for a new one, since the running one may have started before the change.
+    """
+    if reason == "change":
+        services.clear_pending_recompute()
+    run = services.recompute_metrics()
+    if run is None:
+        if reason == "change":
+            services.request_recompute()
+        return None
+    return run.pk

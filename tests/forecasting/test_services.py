@@ -1,0 +1,156 @@
+"""The recompute as a whole: one complete run per recompute, pruning, the advisory lock, and the debounce."""
+
+import threading
+from unittest import mock
+
+import psycopg
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test import override_settings
+from kombu.exceptions import OperationalError as BrokerError
+
+from forecasting import services
+from forecasting.models import MetricSnapshot, MetricsRun, RunStatus
+from forecasting.services import RECOMPUTE_LOCK_KEY, recompute_metrics, request_recompute
+from tests.factories import make_deal
+from tests.forecasting.helpers import latest_rows
+
+
+def _other_connection() -> psycopg.Connection:
+    params = connection.get_connection_params()
+    return psycopg.connect(**{key: value for key, value in params.items() if key not in {"cursor_factory", "context"}})
+
+
+@pytest.mark.django_db
+def test_a_recompute_writes_one_complete_run_and_stamps_every_row(org, pipeline):
+    make_deal(owner=org.rep, pipeline=pipeline)
+    run = recompute_metrics()
+    assert run.status == RunStatus.COMPLETE
+    assert run.row_count == MetricSnapshot.objects.filter(run=run).count() > 0
+    assert set(MetricSnapshot.objects.filter(run=run).values_list("computed_at", flat=True)) == {run.computed_at}
+
+
+@pytest.mark.django_db
+def test_old_runs_are_pruned_keeping_the_newest(org, pipeline, settings):
+    settings.METRICS_KEEP_RUNS = 2
+    make_deal(owner=org.rep, pipeline=pipeline)
+    first, second, third = recompute_metrics(), recompute_metrics(), recompute_metrics()
+    assert list(MetricsRun.objects.values_list("pk", flat=True)) == [third.pk, second.pk]
+    assert not MetricSnapshot.objects.filter(run=first).exists()
+    assert latest_rows("past_due", group_kind="company")[0].run_id == third.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_recompute_while_another_holds_the_lock_returns_none_and_changes_nothing(org, pipeline):
+    before = recompute_metrics()
+    with _other_connection() as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [RECOMPUTE_LOCK_KEY])
+        assert recompute_metrics() is None
+        other.execute("SELECT pg_advisory_unlock(%s)", [RECOMPUTE_LOCK_KEY])
+    assert list(MetricsRun.objects.values_list("pk", flat=True)) == [before.pk]
+    assert recompute_metrics() is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_recomputes_at_once_never_interleave(org, pipeline, settings):
+    settings.METRICS_KEEP_RUNS = 10
+    for _ in range(5):
+        make_deal(owner=org.rep, pipeline=pipeline)
+    start = threading.Barrier(2)
+    results, errors = [], []
+
+    def recompute():
+        try:
+            start.wait()
+            for _ in range(5):
+                results.append(recompute_metrics())
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=recompute) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    runs = [run for run in results if run is not None]
+    assert runs
+    # Every committed run is complete and whole: exactly as many rows as the first run wrote.
+    counts = {run.pk: MetricSnapshot.objects.filter(run_id=run.pk).count() for run in runs}
+    assert set(counts.values()) == {runs[0].row_count}
+    assert MetricsRun.objects.exclude(status=RunStatus.COMPLETE).count() == 0
+
+
+@pytest.mark.django_db
+def test_a_failing_recompute_leaves_the_last_complete_run_in_place(org, pipeline):
+    make_deal(owner=org.rep, pipeline=pipeline)
+    before = recompute_metrics()
+    with (
+        mock.patch("forecasting.metrics.leads", side_effect=RuntimeError("killed")),
+        mock.patch("forecasting.metrics.FAMILIES", [services.metrics.deal_outcomes, services.metrics.leads]),
+        pytest.raises(RuntimeError),
+    ):
+        recompute_metrics()
+    assert list(MetricsRun.objects.values_list("pk", flat=True)) == [before.pk]
+    assert MetricSnapshot.objects.filter(run=before).count() == before.row_count
+
+
+@pytest.fixture
+def no_pending_mark():
+    cache.delete(services.PENDING_RECOMPUTE_CACHE_KEY)
+    yield
+    cache.delete(services.PENDING_RECOMPUTE_CACHE_KEY)
+
+
+@pytest.mark.django_db
+def test_changes_queue_at_most_one_pending_recompute(
+    org, pipeline, no_pending_mark, settings, django_capture_on_commit_callbacks
+):
+    settings.METRICS_RECOMPUTE_ON_CHANGE = True
+    with mock.patch("forecasting.tasks.recompute_metrics_task.apply_async") as apply_async:
+        with django_capture_on_commit_callbacks(execute=True):
+            make_deal(owner=org.rep, pipeline=pipeline)
+            make_deal(owner=org.rep, pipeline=pipeline)
+        assert apply_async.call_count == 1
+        assert apply_async.call_args.kwargs["countdown"] == settings.METRICS_DEBOUNCE_SECONDS
+        assert apply_async.call_args.kwargs["expires"] > settings.METRICS_DEBOUNCE_SECONDS
+        services.clear_pending_recompute()  # what the task does when it starts
+        assert request_recompute() is True
+        assert apply_async.call_count == 2
+
+
+@pytest.mark.django_db
+def test_redis_down_does_not_break_writes(
+    org, pipeline, no_pending_mark, settings, django_capture_on_commit_callbacks, caplog
+):
+    settings.METRICS_RECOMPUTE_ON_CHANGE = True
+    unreachable = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
+    with (
+        mock.patch("forecasting.tasks.recompute_metrics_task.apply_async") as apply_async,
+        override_settings(CACHES=unreachable),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        deal = make_deal(owner=org.rep, pipeline=pipeline)
+    assert deal.pk
+    assert "could not mark a pending metrics recompute" in caplog.text
+    assert apply_async.call_count == 0
+
+
+@pytest.mark.django_db
+def test_broker_down_is_logged_and_clears_the_pending_mark(org, pipeline, no_pending_mark, caplog):
+    with mock.patch("forecasting.tasks.recompute_metrics_task.apply_async", side_effect=BrokerError("down")):
+        assert request_recompute() is False
+    assert "could not queue a metrics recompute" in caplog.text
+    assert cache.get(services.PENDING_RECOMPUTE_CACHE_KEY) is None
+
+
+def test_the_full_recompute_is_scheduled_and_expires_after_one_and_a_half_intervals(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["metrics-recompute"]
+    assert entry["task"] == "forecasting.recompute_metrics"
+    assert entry["schedule"] == settings.METRICS_RECOMPUTE_SECONDS
+    assert entry["options"]["expires"] == settings.METRICS_RECOMPUTE_SECONDS * 1.5
