@@ -1,0 +1,168 @@
+"""Importing organizations and contacts: a row with a known `external_id` updates that record, others create one.
+
+An empty owner cell leaves the record without an owner (it is then visible through the deals and leads that
+link to it, and to admins), so that an export imports back unchanged.
+"""
+
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+
+from pipeline.importing.base import KindImporter, Problem, Row
+from pipeline.importing.references import New, Organizations, pk_of, split_name
+from pipeline.importing.writing import copy_rows, reserve_ids, update_rows
+from pipeline.models import Contact, Organization
+
+
+class _CustomerImporter(KindImporter):
+    model: type[Organization] | type[Contact]
+    updatable: tuple[str, ...]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.new_records: list[dict] = []
+        self.changed_records: list[tuple[int, dict]] = []
+
+    def check(self, chunk: list[tuple[int, dict[str, str]]]) -> list[Problem]:
+        self.prefetch(chunk)
+        external_ids = [cells["external_id"].strip() for _, cells in chunk if cells.get("external_id", "").strip()]
+        existing = {r["external_id"]: r for r in self.model.objects.filter(external_id__in=external_ids).values()}
+        problems: list[Problem] = []
+        for number, cells in chunk:
+            row = Row(number, cells, self)
+            external_id = self.external_id(row)
+            current = existing.get(external_id)
+            values = self.read(row, current)
+            if row.problems:
+                problems += row.problems
+                continue
+            if current is None:
+                values["external_id"] = external_id
+                values.setdefault("created_at", None)
+                values["created_at"] = values["created_at"] or self.now
+                self.new_records.append(values)
+                self.created += 1
+                continue
+            # `read` includes the name fields only when a name column is mapped; an empty created_at keeps the old.
+            changes = {
+                name: value
+                for name, value in values.items()
+                if (row.has(name) or name in ("first_name", "last_name"))
+                and not (name == "created_at" and value is None)
+            }
+            full = {
+                name: changes.get(name, current[self.model._meta.get_field(name).attname]) for name in self.updatable
+            }
+            if all(full[name] == current[self.model._meta.get_field(name).attname] for name in self.updatable):
+                self.unchanged += 1
+            else:
+                self.changed_records.append((current["id"], full))
+                self.updated += 1
+        return problems
+
+    def prefetch(self, chunk) -> None:
+        pass
+
+    def read(self, row: Row, current: dict | None) -> dict:
+        raise NotImplementedError
+
+    def owner(self, row: Row):
+        return row.reference("owner", self.owners.resolve)
+
+    def write(self) -> None:
+        self.owners.write()
+        self.write_references()
+        fields = [f for f in self.model._meta.concrete_fields if not f.primary_key]
+        ids = reserve_ids(self.model, len(self.new_records))
+        copy_rows(
+            self.model,
+            ["id", *(f.column for f in fields)],
+            (
+                (record_id, *(_db(values[f.name]) if f.name in values else _default(f, self.now) for f in fields))
+                for record_id, values in zip(ids, self.new_records, strict=True)
+            ),
+        )
+        update_rows(
+            self.model,
+            [self.model._meta.get_field(name).column for name in self.updatable],
+            ((record_id, *(_db(full[name]) for name in self.updatable)) for record_id, full in self.changed_records),
+            extra_set="updated_at = now()",
+        )
+
+    def write_references(self) -> None:
+        pass
+
+
+def _db(value):
+    return pk_of(value) if isinstance(value, New) else value
+
+
+def _default(field, now):
+    return now if field.name == "updated_at" else field.get_default()
+
+
+class OrganizationImporter(_CustomerImporter):
+    model = Organization
+    updatable = ("name", "website", "industry", "owner", "created_at")
+
+    def read(self, row: Row, current: dict | None) -> dict:
+        name = row.text("name", max_length=200)
+        if not name and (current is None or row.has("name")):
+            row.fail("name", "An organization needs a name.")
+        website = row.text("website", max_length=200)
+        if website:
+            if "://" not in website:
+                website = f"https://{website}"
+            try:
+                URLValidator()(website)
+            except ValidationError:
+                row.fail("website", f"“{row.raw('website').strip()}” is not a web address.")
+        return {
+            "name": name,
+            "website": website,
+            "industry": row.text("industry", max_length=100),
+            "owner": self.owner(row),
+            "created_at": row.datetime("created_at"),
+        }
+
+
+class ContactImporter(_CustomerImporter):
+    model = Contact
+    updatable = ("first_name", "last_name", "email", "phone", "job_title", "organization", "owner", "created_at")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.organizations = Organizations(create_missing=self.options.create_missing)
+
+    def prefetch(self, chunk) -> None:
+        self.organizations.prefetch(self.value_map("organization", cells.get("organization", "")) for _, cells in chunk)
+
+    def new_references(self) -> dict[str, int]:
+        counts = super().new_references()
+        if self.organizations.new:
+            counts["organizations"] = len(self.organizations.new)
+        return counts
+
+    def write_references(self) -> None:
+        self.organizations.write()
+
+    def read(self, row: Row, current: dict | None) -> dict:
+        first_name = row.text("first_name", max_length=100)
+        last_name = row.text("last_name", max_length=100)
+        if not last_name and row.has("name") and not row.has("last_name"):
+            first_name, last_name = split_name(row.text("name", max_length=201))
+            if len(first_name) > 100 or len(last_name) > 100:
+                row.fail("name", "First and last name are at most 100 characters each.")
+        if not last_name and (current is None or row.has("last_name") or row.has("name")):
+            row.fail("last_name" if row.has("last_name") else "name", "A contact needs a last name.")
+        owner = self.owner(row)
+        values = {
+            "email": row.email("email"),
+            "phone": row.text("phone", max_length=50),
+            "job_title": row.text("job_title", max_length=100),
+            "organization": row.reference("organization", self.organizations.resolve, owner=owner),
+            "owner": owner,
+            "created_at": row.datetime("created_at"),
+        }
+        if current is None or row.has("first_name") or row.has("last_name") or row.has("name"):
+            values.update(first_name=first_name, last_name=last_name)
+        return values

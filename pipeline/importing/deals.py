@@ -1,0 +1,363 @@
+"""Importing deals, with the stage history their dates describe.
+
+A new deal's history follows from `created_at`, `closed_at` and the `entered_at:<stage>` columns, so that it
+counts in every metric like a deal made in the app (`services.create_deal` then `services.move_deal(at=...)`):
+
+- The deal is created at `created_at` (default: the earliest date the row gives, else the time of the import).
+- It enters, at `created_at`, the stage whose `entered_at` is `created_at`; otherwise, when the row dates
+  later stages, the pipeline's first open stage; otherwise (no other dates) directly its current stage.
+- It then enters each dated stage in time order, and lastly its current stage: a won or lost deal at `closed_at`
+  (or `entered_at:<won/lost stage>`), an open deal at its `entered_at` (needed when other stages are dated).
+- `stage_entered_at` is the last entry, `closed_at` the last entry of a closed deal (empty for open deals), and
+  `version` the number of entries, as if each had been a move.
+
+Stage `required_fields` are not applied to imported history: they are the app's rule for moves made in it, and
+a manager's existing data must load as it is. Moves made in the app afterwards follow them as usual.
+
+A row whose `external_id` belongs to an existing deal updates it: the mapped fields change, and a new stage
+is recorded as one move (dated by its `entered_at`, `closed_at` for won/lost, or the import time), never
+earlier than the deal entered its current stage. `created_at` and the recorded close time cannot change this
+way (the history is append-only); the `stage_changes` kind reloads a whole history.
+"""
+
+from datetime import datetime
+
+from django.conf import settings
+
+from pipeline.importing.base import KindImporter, Problem, Row
+from pipeline.importing.fields import ENTERED_AT_PREFIX
+from pipeline.importing.references import (
+    Contacts,
+    LostReasons,
+    New,
+    Organizations,
+    Ref,
+    StageRow,
+    Stages,
+    pk_of,
+)
+from pipeline.importing.values import CellError
+from pipeline.importing.writing import copy_rows, reserve_ids, update_rows
+from pipeline.models import Deal, ForecastCategory, StageChange, StageKind
+
+# The deal columns an import writes, in COPY order (every concrete column but the id).
+DEAL_COLUMNS = [f.column for f in Deal._meta.concrete_fields if not f.primary_key]
+STAGE_CHANGE_COLUMNS = ["deal_id", "from_stage_id", "to_stage_id", "changed_by_id", "changed_at"]
+TEXT_FIELDS = {"title": 200, "lost_note": 100_000, "source": 100, "authority": 200, "need": 100_000, "timeline": 200}
+# Fields whose value an update sets when the column is mapped (stage and its stamps are handled apart).
+SIMPLE_FIELDS = [
+    "title", "owner", "organization", "contact", "amount", "currency", "expected_close_date", "lost_note", "source",
+    "budget", "authority", "need", "timeline",
+]  # fmt: skip
+UPDATED_FIELDS = [
+    *SIMPLE_FIELDS, "stage", "status", "lost_reason", "forecast_category", "forecast_category_override",
+    "stage_entered_at", "closed_at",
+]  # fmt: skip
+
+
+class HistoryProblem(Exception):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def plan_history(
+    *,
+    stage: StageRow,
+    first_open: StageRow,
+    created_at: datetime | None,
+    closed_at: datetime | None,
+    entered: dict[StageRow, datetime],
+    now: datetime,
+) -> list[tuple[StageRow, datetime]]:
+    """The stages a new deal entered and when, oldest first (the rules in the module docstring)."""
+    if stage.is_open:
+        if closed_at is not None:
+            raise HistoryProblem(
+                "closed_at", "An open deal has no close date (map this column to expected_close_date?)."
+            )
+        current_at = entered.get(stage)
+    else:
+        current_at = closed_at or entered.get(stage)
+        if current_at is None:
+            raise HistoryProblem("closed_at", f"A {stage.kind} deal needs closed_at (the date it was {stage.kind}).")
+        if closed_at is not None and stage in entered and entered[stage] != closed_at:
+            raise HistoryProblem(
+                ENTERED_AT_PREFIX + stage.name, "Differs from closed_at; a deal closes when it enters this stage."
+            )
+    others = sorted(((s, at) for s, at in entered.items() if s != stage), key=lambda entry: (entry[1], entry[0].order))
+    if current_at is None:
+        if others:
+            raise HistoryProblem(
+                ENTERED_AT_PREFIX + stage.name,
+                f"The date the deal entered its current stage “{stage.name}” is needed, since other stages are dated.",
+            )
+        return [(stage, created_at or now)]
+    for other, at in others:
+        if at > current_at:
+            raise HistoryProblem(
+                ENTERED_AT_PREFIX + other.name, f"Is later than the deal entered its current stage “{stage.name}”."
+            )
+    chain = [*others, (stage, current_at)]
+    if created_at is None:
+        return chain
+    for entered_stage, at in chain:
+        if at < created_at:
+            field = (
+                "closed_at" if entered_stage == stage and not stage.is_open else ENTERED_AT_PREFIX + entered_stage.name
+            )
+            raise HistoryProblem(field, "Is before created_at.")
+    if chain[0][1] > created_at:
+        if chain[0][0] == first_open:
+            raise HistoryProblem(
+                ENTERED_AT_PREFIX + first_open.name,
+                "Is later than created_at, but a deal enters its pipeline's first stage when it is created.",
+            )
+        chain.insert(0, (first_open, created_at))
+    return chain
+
+
+class DealImporter(KindImporter):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.stages = Stages()
+        self.organizations = Organizations(create_missing=self.options.create_missing)
+        self.contacts = Contacts(create_missing=self.options.create_missing)
+        self.lost_reasons = LostReasons(create_missing=self.options.create_missing)
+        self.entered_fields = sorted(f for f in self.fields if f.startswith(ENTERED_AT_PREFIX))
+        # New deals: (field values by column, [(stage pk, at), ...]); updates: (deal id, values, move or None).
+        self.new_deals: list[tuple[dict, list[tuple[int, datetime]]]] = []
+        self.changed_deals: list[tuple[int, dict, tuple[int, int, datetime] | None]] = []
+
+    def new_references(self) -> dict[str, int]:
+        counts = super().new_references()
+        for noun, source in (
+            ("organizations", self.organizations),
+            ("contacts", self.contacts),
+            ("lost reasons", self.lost_reasons),
+        ):
+            if source.new:
+                counts[noun] = len(source.new)
+        return counts
+
+    def check(self, chunk: list[tuple[int, dict[str, str]]]) -> list[Problem]:
+        self.organizations.prefetch(self.value_map("organization", c.get("organization", "")) for _, c in chunk)
+        self.contacts.prefetch(self.value_map("contact", c.get("contact", "")) for _, c in chunk)
+        external_ids = [c["external_id"].strip() for _, c in chunk if c.get("external_id", "").strip()]
+        existing = {deal["external_id"]: deal for deal in Deal.objects.filter(external_id__in=external_ids).values()}
+        problems: list[Problem] = []
+        for number, cells in chunk:
+            row = Row(number, cells, self)
+            external_id = self.external_id(row)
+            self._check_row(row, external_id, existing.get(external_id))
+            problems += row.problems
+        return problems
+
+    def _check_row(self, row: Row, external_id: str | None, existing: dict | None) -> None:
+        stages = self.stages
+        pipeline = row.reference("pipeline", stages.pipeline)
+        if pipeline is None and not row.mapped("pipeline"):
+            pipeline = stages.pipeline_by_pk[existing["pipeline_id"]] if existing else stages.default
+            if pipeline is None:
+                row.fail("pipeline", "There is no pipeline yet: an admin must create one first.")
+                return
+        if pipeline is None:
+            return
+        if existing and pipeline.pk != existing["pipeline_id"]:
+            row.fail("pipeline", "An import cannot move a deal to another pipeline.")
+        stage = row.reference("stage", stages.stage, pipeline)
+        if stage is None and not row.mapped("stage"):
+            stage = stages.by_pk[existing["stage_id"]] if existing else stages.first_open.get(pipeline.pk)
+            if stage is None:
+                row.fail("stage", f"The pipeline “{pipeline.name}” has no open stage.")
+        owner = row.reference("owner", self.owners.resolve)
+        if owner is None and not row.mapped("owner"):
+            owner = existing["owner_id"] if existing else (self.actor.pk if self.actor else None)
+            if owner is None:
+                row.fail("owner", "A deal needs an owner (fill the owner column, or import as a user).")
+        organization = row.reference("organization", self.organizations.resolve, owner=owner)
+        contact = row.reference("contact", self.contacts.resolve, organization=organization, owner=owner)
+        values = {
+            "owner": owner,
+            "organization": organization,
+            "contact": contact,
+            "amount": row.amount("amount"),
+            "budget": row.amount("budget"),
+            "expected_close_date": row.date("expected_close_date"),
+            "currency": self._currency(row),
+        }
+        for name, max_length in TEXT_FIELDS.items():
+            values[name] = row.text(name, max_length=max_length)
+        if not values["title"] and (existing is None or row.has("title")):
+            # A file without titles (a typical opportunities export) names each deal after its customer.
+            values["title"] = (row.mapped("organization") or row.mapped("contact"))[:200]
+            if not values["title"]:
+                row.fail("title", "A deal needs a title (or an organization to name it after).")
+        created_at = row.datetime("created_at")
+        closed_at = row.datetime("closed_at")
+        entered: dict[StageRow, datetime] = {}
+        for field in self.entered_fields:
+            at = row.datetime(field)
+            if at is not None:
+                try:
+                    entered[stages.stage(field[len(ENTERED_AT_PREFIX) :], pipeline)] = at
+                except CellError as error:
+                    row.fail(field, str(error))
+        forecast_override = self._forecast_override(row)
+        lost_reason = row.reference("lost_reason", self.lost_reasons.resolve)
+        if row.problems or stage is None:
+            return
+
+        if existing:
+            self._plan_update(
+                row, existing, values, stage, created_at, closed_at, entered, lost_reason, forecast_override
+            )
+        else:
+            self._plan_new(
+                row,
+                external_id,
+                pipeline,
+                values,
+                stage,
+                created_at,
+                closed_at,
+                entered,
+                lost_reason,
+                forecast_override,
+            )
+
+    def _currency(self, row: Row) -> str:
+        currency = row.text("currency", max_length=3).upper() or settings.DEFAULT_CURRENCY
+        if not (len(currency) == 3 and currency.isalpha() and currency.isascii()):
+            row.fail("currency", "Use a three-letter ISO 4217 code such as USD.")
+        return currency
+
+    def _forecast_override(self, row: Row) -> str | None:
+        value = row.text("forecast_category", max_length=16).lower()
+        if value and value not in ForecastCategory.values:
+            row.fail("forecast_category", f"One of {', '.join(ForecastCategory.values)}.")
+            return None
+        return value or None
+
+    def _stamps(self, stage: StageRow, lost_reason: Ref | None, override: str | None) -> dict:
+        # Only lost deals have a lost reason; one the file does not give is "Unspecified".
+        lost_reason = (lost_reason or self.lost_reasons.unspecified()) if stage.kind == StageKind.LOST else None
+        override = None if override == stage.forecast_category else override
+        return {
+            "stage": stage.pk,
+            "status": stage.kind,
+            "lost_reason": lost_reason,
+            "forecast_category_override": override,
+            "forecast_category": override or stage.forecast_category,
+        }
+
+    def _plan_new(
+        self, row, external_id, pipeline, values, stage, created_at, closed_at, entered, lost_reason, override
+    ):
+        try:
+            chain = plan_history(
+                stage=stage,
+                first_open=self.stages.first_open.get(pipeline.pk, stage),
+                created_at=created_at,
+                closed_at=closed_at,
+                entered=entered,
+                now=self.now,
+            )
+        except HistoryProblem as problem:
+            row.fail(problem.field, str(problem))
+            return
+        deal = {
+            **values,
+            **self._stamps(stage, lost_reason, override),
+            "pipeline": pipeline.pk,
+            "external_id": external_id,
+            "created_at": chain[0][1],
+            "stage_entered_at": chain[-1][1],
+            "closed_at": None if stage.is_open else chain[-1][1],
+            "updated_at": self.now,
+            "version": len(chain),
+        }
+        self.new_deals.append((deal, [(entered_stage.pk, at) for entered_stage, at in chain]))
+        self.created += 1
+
+    def _plan_update(self, row, existing, values, stage, created_at, closed_at, entered, lost_reason, override):
+        if created_at is not None and created_at != existing["created_at"]:
+            row.fail("created_at", "An existing deal's creation time cannot change (its history starts then).")
+        current = self.stages.by_pk[existing["stage_id"]]
+        move = None
+        changes = {name: values[name] for name in SIMPLE_FIELDS if row.has(name)}
+        if stage.pk == current.pk:
+            if closed_at is not None and closed_at != existing["closed_at"]:
+                row.fail("closed_at", "Differs from the time the deal was closed; the history cannot be rewritten.")
+            stamps = self._stamps(stage, lost_reason or existing["lost_reason_id"], override)
+        else:
+            if stage.is_open and closed_at is not None:
+                row.fail("closed_at", "An open deal has no close date (map this column to expected_close_date?).")
+            at = entered.get(stage) or (None if stage.is_open else closed_at) or self.now
+            if at < existing["stage_entered_at"]:
+                field = ENTERED_AT_PREFIX + stage.name if stage in entered else "closed_at"
+                row.fail(field, "A move cannot be dated before the deal entered its current stage.")
+            move = (current.pk, stage.pk, at)
+            stamps = self._stamps(stage, lost_reason, override)
+            stamps.update({"stage_entered_at": at, "closed_at": None if stage.is_open else at})
+        if not row.has("forecast_category"):
+            kept = existing["forecast_category_override"]
+            stamps["forecast_category_override"] = kept
+            stamps["forecast_category"] = kept or stage.forecast_category
+        if row.problems:
+            return
+        changes.update(stamps)
+        if move is None and all(_same(existing, name, value) for name, value in changes.items()):
+            self.unchanged += 1
+            return
+        # Every row of the UPDATE sets the same columns: unchanged ones keep the deal's current value.
+        full = {name: changes.get(name, existing[Deal._meta.get_field(name).attname]) for name in UPDATED_FIELDS}
+        self.changed_deals.append((existing["id"], full, move))
+        self.updated += 1
+
+    def write(self) -> None:
+        self.owners.write()
+        self.lost_reasons.write()
+        self.organizations.write()
+        self.contacts.write()
+        ids = reserve_ids(Deal, len(self.new_deals))
+        copy_rows(
+            Deal,
+            ["id", *DEAL_COLUMNS],
+            ((deal_id, *_column_values(deal)) for deal_id, (deal, _chain) in zip(ids, self.new_deals, strict=True)),
+        )
+        changes = []
+        for deal_id, (_deal, chain) in zip(ids, self.new_deals, strict=True):
+            previous = None
+            for stage_pk, at in chain:
+                changes.append((deal_id, previous, stage_pk, None, at))
+                previous = stage_pk
+        if self.changed_deals:
+            update_rows(
+                Deal,
+                [Deal._meta.get_field(name).column for name in UPDATED_FIELDS],
+                (
+                    (deal_id, *(_db_value(full[name]) for name in UPDATED_FIELDS))
+                    for deal_id, full, _move in self.changed_deals
+                ),
+                extra_set=f"version = {Deal._meta.db_table}.version + 1, updated_at = now()",
+            )
+            changes += [(deal_id, *move[:2], None, move[2]) for deal_id, _full, move in self.changed_deals if move]
+        copy_rows(StageChange, STAGE_CHANGE_COLUMNS, changes)
+
+
+def _db_value(value):
+    return pk_of(value) if isinstance(value, New) else value
+
+
+def _same(existing: dict, name: str, value) -> bool:
+    field = Deal._meta.get_field(name)
+    return existing[field.attname] == _db_value(value)
+
+
+def _column_values(deal: dict) -> list:
+    return [
+        _db_value(deal[f.name]) if f.name in deal else f.get_default()
+        for f in Deal._meta.concrete_fields
+        if not f.primary_key
+    ]

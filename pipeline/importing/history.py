@@ -1,0 +1,118 @@
+"""Importing full stage histories (`stage_changes`): every stage a deal entered, moves back included.
+
+Each row is one entry (deal external id, stage, changed_at, optional changed_by). The rows of a deal, in time
+order (ties in file order), REPLACE that deal's recorded history: a history file is the truth for the deals it
+names, so importing it twice changes nothing, and a deal imported with dates from the deals file can then be given
+its complete path. The deal's stamps follow the history as a move would set them: `created_at` is the first entry,
+`stage_entered_at` the last, and `closed_at` the last for a won or lost deal. The history must end in the deal's
+current stage (import the deals file first); the same stage twice in a row is refused, as a move to the stage a
+deal is in records nothing.
+"""
+
+from collections import defaultdict
+from datetime import datetime
+from itertools import pairwise
+
+from django.db import connection
+
+from pipeline.importing.base import KindImporter, Problem, Row
+from pipeline.importing.references import Ref, StageRow, Stages, pk_of
+from pipeline.importing.writing import copy_rows, update_rows
+from pipeline.models import Deal, StageChange, StageKind
+
+DELETE_BATCH = 10_000
+
+
+class StageChangeImporter(KindImporter):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.stages = Stages()
+        self.deals: dict[str, dict] = {}
+        # deal id → [(changed_at, row number, stage, changed_by)]
+        self.entries: dict[int, list[tuple[datetime, int, StageRow, Ref | None]]] = defaultdict(list)
+
+    def check(self, chunk: list[tuple[int, dict[str, str]]]) -> list[Problem]:
+        wanted = {cells["deal"].strip() for _, cells in chunk if cells.get("deal", "").strip()} - set(self.deals)
+        for deal in Deal.objects.filter(external_id__in=wanted).values(
+            "id", "external_id", "pipeline_id", "stage_id", "status"
+        ):
+            self.deals[deal["external_id"]] = deal
+        problems: list[Problem] = []
+        for number, cells in chunk:
+            row = Row(number, cells, self)
+            self._check_row(row)
+            problems += row.problems
+        return problems
+
+    def _check_row(self, row: Row) -> None:
+        external_id = row.raw("deal").strip()
+        deal = self.deals.get(external_id)
+        if not external_id:
+            row.fail("deal", "The deal's external id is required.")
+        elif deal is None:
+            row.fail("deal", f"No deal has the external id “{external_id}” (import the deals first).")
+        changed_at = row.datetime("changed_at")
+        if changed_at is None and not row.problems:
+            row.fail("changed_at", "The time of the change is required.")
+        changed_by = row.reference("changed_by", self.owners.resolve)
+        if deal is None:
+            return
+        stage = row.reference("stage", self.stages.stage, self.stages.pipeline_by_pk[deal["pipeline_id"]])
+        if stage is None and not row.mapped("stage"):
+            row.fail("stage", "The stage is required.")
+        if not row.problems:
+            self.entries[deal["id"]].append((changed_at, row.number, stage, changed_by))
+
+    def finish(self) -> list[Problem]:
+        problems = []
+        deals_by_id = {deal["id"]: deal for deal in self.deals.values()}
+        for deal_id, entries in self.entries.items():
+            entries.sort(key=lambda entry: (entry[0], entry[1]))
+            for previous, entry in pairwise(entries):
+                if previous[2] == entry[2]:
+                    problems.append(
+                        Problem(
+                            entry[1], "stage", entry[2].name, f"The deal is already in this stage (row {previous[1]})."
+                        )
+                    )
+            current = self.stages.by_pk[deals_by_id[deal_id]["stage_id"]]
+            last = entries[-1]
+            if last[2] != current:
+                problems.append(
+                    Problem(
+                        last[1],
+                        "stage",
+                        last[2].name,
+                        f"The deal's history must end in its current stage “{current.name}” (the latest change here).",
+                    )
+                )
+        self.created = sum(len(entries) for entries in self.entries.values())
+        self.updated = len(self.entries)
+        return problems
+
+    def write(self) -> None:
+        self.owners.write()
+        deal_ids = list(self.entries)
+        with connection.cursor() as cursor:
+            for start in range(0, len(deal_ids), DELETE_BATCH):
+                cursor.execute(
+                    f"DELETE FROM {StageChange._meta.db_table} WHERE deal_id = ANY(%s)",
+                    [deal_ids[start : start + DELETE_BATCH]],
+                )
+        rows = []
+        stamps = []
+        for deal_id, entries in self.entries.items():
+            previous = None
+            for changed_at, _row, stage, changed_by in entries:
+                rows.append((deal_id, previous, stage.pk, pk_of(changed_by), changed_at))
+                previous = stage.pk
+            first, last = entries[0][0], entries[-1][0]
+            closed = entries[-1][2].kind != StageKind.OPEN
+            stamps.append((deal_id, first, last, last if closed else None))
+        copy_rows(StageChange, ["deal_id", "from_stage_id", "to_stage_id", "changed_by_id", "changed_at"], rows)
+        update_rows(
+            Deal,
+            ["created_at", "stage_entered_at", "closed_at"],
+            stamps,
+            extra_set=f"version = {Deal._meta.db_table}.version + 1, updated_at = now()",
+        )

@@ -1,0 +1,297 @@
+"""Importing deals: mapping, value parsing, value mapping, history that counts like native history, upserts."""
+
+import io
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from pipeline import services
+from pipeline.importing import ImportOptions, import_csv, suggest_mapping
+from pipeline.models import Contact, Deal, LostReason, Organization, StageChange
+from pipeline.selectors import deal_history
+from tests.factories import make_lost_reason, make_user, stage
+
+pytestmark = pytest.mark.django_db
+
+
+def csv_bytes(text: str, encoding: str = "utf-8") -> io.BytesIO:
+    return io.BytesIO(text.encode(encoding))
+
+
+def run(text: str, *, kind: str = "deals", encoding: str = "utf-8", **kwargs):
+    return import_csv(kind=kind, stream=csv_bytes(text, encoding), **kwargs)
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def history(deal: Deal) -> list[tuple[str | None, str, datetime]]:
+    return [
+        (change.from_stage.name if change.from_stage else None, change.to_stage.name, change.changed_at)
+        for change in deal_history(deal=deal)
+    ]
+
+
+@pytest.fixture
+def rep(db):
+    return make_user(username="marcus", first_name="Marcus", last_name="Bell", email="marcus@example.com")
+
+
+# --- Mapping ------------------------------------------------------------------------------------------------------
+
+
+def test_suggest_mapping_reads_case_spaces_and_synonyms():
+    header = [
+        "Opportunity ID",
+        "Deal Stage",
+        "Close Value",
+        "Sales Agent",
+        "Account",
+        "Close Date",
+        "Engage Date",
+        "Notes",
+    ]
+
+    assert suggest_mapping("deals", header) == {
+        "Opportunity ID": "external_id",
+        "Deal Stage": "stage",
+        "Close Value": "amount",
+        "Sales Agent": "owner",
+        "Account": "organization",
+        "Close Date": "closed_at",
+        "Engage Date": "created_at",
+    }
+    assert suggest_mapping("deals", ["deal_stage", " TITLE ", "entered_at:Proposal"]) == {
+        "deal_stage": "stage",
+        " TITLE ": "title",
+        "entered_at:Proposal": "entered_at:Proposal",
+    }
+
+
+# --- History ------------------------------------------------------------------------------------------------------
+
+
+def test_a_won_deal_imports_with_the_same_history_as_one_made_through_the_services(rep, pipeline):
+    native = services.create_deal(
+        actor=None, owner=rep, title="Native", pipeline=pipeline, created_at=at("2026-01-05T00:00:00")
+    )
+    services.move_deal(deal=native, stage=stage(pipeline, "Won"), actor=None, at=at("2026-02-10T00:00:00"))
+    native.refresh_from_db()
+
+    result = run("external_id,title,stage,owner,created_at,closed_at\nD-1,Imported,Won,marcus,2026-01-05,2026-02-10\n")
+
+    assert result.ok, result.errors
+    imported = Deal.objects.get(external_id="D-1")
+    assert (
+        history(imported)
+        == history(native)
+        == [
+            (None, "Prospecting", at("2026-01-05T00:00:00")),
+            ("Prospecting", "Won", at("2026-02-10T00:00:00")),
+        ]
+    )
+    for name in ("status", "stage_id", "created_at", "closed_at", "stage_entered_at", "lost_reason_id", "version"):
+        assert getattr(imported, name) == getattr(native, name), name
+
+
+def test_entered_at_columns_give_each_stage_its_date_and_open_deals_keep_no_close_date(rep, pipeline, lost_reason):
+    native = services.create_deal(
+        actor=None,
+        owner=rep,
+        title="Native",
+        pipeline=pipeline,
+        amount=Decimal("100"),
+        created_at=at("2026-01-01T09:00:00"),
+    )
+    for name, day in (("Qualification", "2026-01-10T10:00:00"), ("Discovery", "2026-02-01T11:30:00")):
+        services.move_deal(deal=native, stage=stage(pipeline, name), actor=None, at=at(day))
+    native.refresh_from_db()
+
+    result = run(
+        "external_id,title,stage,owner,amount,created_at,entered_at:Qualification,entered_at:Discovery,closed_at\n"
+        "D-2,Imported,Discovery,marcus,100,2026-01-01 09:00,2026-01-10T10:00:00Z,2026-02-01 11:30,\n"
+    )
+
+    assert result.ok, result.errors
+    imported = Deal.objects.get(external_id="D-2")
+    assert history(imported) == history(native)
+    assert imported.closed_at is None and imported.status == "open"
+    assert (imported.created_at, imported.stage_entered_at, imported.version) == (
+        native.created_at,
+        native.stage_entered_at,
+        native.version,
+    )
+
+
+def test_a_lost_deal_without_a_reason_gets_unspecified_and_required_fields_do_not_block_history(rep, pipeline):
+    # Negotiation requires amount, expected close date and contact; imported history loads anyway.
+    result = run(
+        "external_id,title,stage,owner,created_at,entered_at:Negotiation,closed_at\n"
+        "D-3,Lost one,Lost,marcus,2026-03-01,2026-03-05,2026-03-20\n"
+    )
+
+    assert result.ok, result.errors
+    deal = Deal.objects.get(external_id="D-3")
+    assert deal.status == "lost"
+    assert deal.lost_reason.name == "Unspecified"
+    assert history(deal) == [
+        (None, "Prospecting", at("2026-03-01T00:00:00")),
+        ("Prospecting", "Negotiation", at("2026-03-05T00:00:00")),
+        ("Negotiation", "Lost", at("2026-03-20T00:00:00")),
+    ]
+    assert deal.closed_at == at("2026-03-20T00:00:00")
+
+
+def test_a_deal_created_directly_in_an_open_stage_has_one_entry(rep, pipeline):
+    result = run("external_id,title,stage,owner,created_at\nD-4,Direct,Qualification,marcus,2026-04-01\n")
+
+    assert result.ok, result.errors
+    assert history(Deal.objects.get(external_id="D-4")) == [(None, "Qualification", at("2026-04-01T00:00:00"))]
+
+
+@pytest.mark.parametrize(
+    ("cells", "column", "message"),
+    [
+        ("Won,2026-01-05,,", "closed_at", "won deal needs closed_at"),
+        ("Qualification,2026-01-05,,2026-02-01", "closed_at", "open deal has no close date"),
+        ("Won,2026-03-05,2026-01-01,2026-04-01", "entered_at:Proposal", "before created_at"),
+        ("Qualification,2026-01-05,2026-02-01,", "entered_at:Qualification", "current stage"),
+        ("Won,2026-01-05,2026-05-01,2026-04-01", "entered_at:Proposal", "later than the deal entered its current"),
+    ],
+)
+def test_inconsistent_dates_are_refused_with_the_column_that_is_wrong(rep, pipeline, cells, column, message):
+    result = run(f"title,stage,created_at,entered_at:Proposal,closed_at\nX,{cells}\n", actor=rep)
+
+    assert [(error.row, error.column) for error in result.errors] == [(2, column)]
+    assert message in result.errors[0].message
+    assert not Deal.objects.exists()
+
+
+# --- Values -------------------------------------------------------------------------------------------------------
+
+
+def test_amounts_dates_and_empty_cells_in_their_usual_spellings(rep, pipeline):
+    result = run(
+        "title;owner;stage;amount;expected_close_date\n"
+        "A;marcus;Prospecting;$1,234.50;25/12/2026\n"
+        "B;Marcus Bell;Prospecting;1.234,5 €;2026-12-31\n"
+        "C;marcus@example.com;Prospecting;  ;\n"
+        "D;MARCUS;Prospecting;EUR 12 000;03/04/2026\n",
+        options=ImportOptions(date_order="dmy"),
+    )
+
+    assert result.ok, result.errors
+    deals = {deal.title: deal for deal in Deal.objects.all()}
+    assert deals["A"].amount == Decimal("1234.50") and str(deals["A"].expected_close_date) == "2026-12-25"
+    assert deals["B"].amount == Decimal("1234.50")
+    assert deals["C"].amount is None and deals["C"].expected_close_date is None
+    assert deals["D"].amount == Decimal("12000.00") and str(deals["D"].expected_close_date) == "2026-04-03"
+    assert {deal.owner for deal in deals.values()} == {rep}
+
+
+def test_an_ambiguous_date_needs_a_date_order_and_month_first_reads_the_other_way(rep, pipeline):
+    text = "title,stage,expected_close_date\nA,Prospecting,03/04/2026\n"
+
+    refused = run(text, actor=rep)
+    month_first = run(text, actor=rep, options=ImportOptions(date_order="mdy"))
+
+    assert [error.column for error in refused.errors] == ["expected_close_date"]
+    assert "date order" in refused.errors[0].message
+    assert month_first.ok
+    assert str(Deal.objects.get().expected_close_date) == "2026-03-04"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "latin-1", "cp1252"])
+def test_utf8_with_and_without_bom_and_latin1_files_read_the_same(rep, pipeline, encoding):
+    result = run("Title,Stage,Owner\nCafé Zürich,Prospecting,marcus\n", encoding=encoding)
+
+    assert result.ok, result.errors
+    assert Deal.objects.get().title == "Café Zürich"
+
+
+def test_value_mapping_and_create_missing_make_organizations_contacts_and_inactive_owners(rep, pipeline):
+    result = run(
+        "Deal Stage,Sales Agent,Account,Contact,Title,Lost Reason,Close Date,Engage Date\n"
+        "Engaging,Moses Frase,Acme,Ada Lovelace,A,,,2026-01-02\n"
+        "Closed Lost,Moses Frase,acme,,B,Went silent,2026-02-01,2026-01-02\n",
+        options=ImportOptions(
+            create_missing=True, value_map={"stage": {"engaging": "Qualification", "Closed Lost": "Lost"}}
+        ),
+    )
+
+    assert result.ok, result.errors
+    assert result.new_references == {"owners": 1, "organizations": 1, "contacts": 1, "lost reasons": 1}
+    a, b = Deal.objects.order_by("title")
+    assert a.stage.name == "Qualification" and b.stage.name == "Lost"
+    assert a.owner == b.owner and not a.owner.is_active and a.owner.get_full_name() == "Moses Frase"
+    assert a.organization == b.organization and a.organization.name == "Acme"
+    assert a.contact.last_name == "Lovelace" and a.contact.organization == a.organization
+    assert b.lost_reason.name == "Went silent"
+    assert not LostReason.objects.filter(name="Unspecified").exists()
+
+
+def test_unknown_references_without_create_missing_are_refused_by_row_and_column(rep, pipeline):
+    result = run("title,stage,owner,organization\nA,Prospecting,nobody,Acme\nB,Nowhere,marcus,\n")
+
+    assert [(e.row, e.column) for e in result.errors] == [(2, "owner"), (2, "organization"), (3, "stage")]
+    assert "Prospecting" in result.errors[2].message  # the stages that do exist are listed
+    assert not (Deal.objects.exists() or Organization.objects.exists() or Contact.objects.exists())
+
+
+# --- Upserts ------------------------------------------------------------------------------------------------------
+
+
+def test_a_known_external_id_updates_the_deal_and_records_a_move(rep, pipeline, lost_reason):
+    first = run("external_id,title,stage,owner,amount,created_at\nD-9,Renewal,Qualification,marcus,100,2026-01-01\n")
+    again = run("external_id,title,stage,owner,amount,created_at\nD-9,Renewal,Qualification,marcus,100,2026-01-01\n")
+    moved = run(
+        "external_id,stage,amount,closed_at,lost_reason\nD-9,Lost,250,2026-02-01,Price\n",
+    )
+
+    assert (first.created, again.created, again.updated, again.unchanged) == (1, 0, 0, 1)
+    assert (moved.created, moved.updated) == (0, 1), moved.errors
+    deal = Deal.objects.get()
+    assert (deal.status, deal.amount, deal.lost_reason, deal.title) == (
+        "lost",
+        Decimal("250.00"),
+        lost_reason,
+        "Renewal",
+    )
+    assert deal.closed_at == deal.stage_entered_at == at("2026-02-01T00:00:00")
+    assert history(deal)[-1] == ("Qualification", "Lost", at("2026-02-01T00:00:00"))
+    assert deal.version == 2
+    assert StageChange.objects.count() == 2
+
+
+def test_duplicate_external_ids_in_one_file_are_refused(rep, pipeline):
+    result = run("external_id,title,stage\nX,A,Prospecting\nX,B,Prospecting\n", actor=rep)
+
+    assert [(error.row, error.column) for error in result.errors] == [(3, "external_id")]
+    assert not Deal.objects.exists()
+
+
+def test_a_dry_run_reports_what_would_happen_and_writes_nothing(rep, pipeline):
+    result = run(
+        "title,stage,owner,organization\nA,Won,marcus,Acme\n",
+        dry_run=True,
+        options=ImportOptions(create_missing=True),
+    )
+
+    assert result.errors and result.errors[0].column == "closed_at"
+    result = run(
+        "title,stage,owner,organization\nA,Prospecting,marcus,Acme\n",
+        dry_run=True,
+        options=ImportOptions(create_missing=True),
+    )
+    assert result.ok and (result.created, result.new_references) == (1, {"organizations": 1})
+    assert not Deal.objects.exists() and not Organization.objects.exists()
+
+
+def test_lost_reason_is_kept_when_named(rep, pipeline):
+    make_lost_reason("Competitor")
+    result = run("title,stage,owner,closed_at,lost_reason\nA,Lost,marcus,2026-01-01,competitor\n")
+
+    assert result.ok, result.errors
+    assert Deal.objects.get().lost_reason.name == "Competitor"
