@@ -233,16 +233,15 @@ class DealImporter(KindImporter):
         return currency
 
     def _forecast_override(self, row: Row) -> str | None:
-        value = row.text("forecast_category", max_length=16).lower()
+        value = row.text("forecast_category_override", max_length=16).lower()
         if value and value not in ForecastCategory.values:
-            row.fail("forecast_category", f"One of {', '.join(ForecastCategory.values)}.")
+            row.fail("forecast_category_override", f"One of {', '.join(ForecastCategory.values)}.")
             return None
         return value or None
 
     def _stamps(self, stage: StageRow, lost_reason: Ref | None, override: str | None) -> dict:
         # Only lost deals have a lost reason; one the file does not give is "Unspecified".
         lost_reason = (lost_reason or self.lost_reasons.unspecified()) if stage.kind == StageKind.LOST else None
-        override = None if override == stage.forecast_category else override
         return {
             "stage": stage.pk,
             "status": stage.kind,
@@ -300,7 +299,7 @@ class DealImporter(KindImporter):
             move = (current.pk, stage.pk, at)
             stamps = self._stamps(stage, lost_reason, override)
             stamps.update({"stage_entered_at": at, "closed_at": None if stage.is_open else at})
-        if not row.has("forecast_category"):
+        if not row.has("forecast_category_override"):
             kept = existing["forecast_category_override"]
             stamps["forecast_category_override"] = kept
             stamps["forecast_category"] = kept or stage.forecast_category

@@ -35,7 +35,7 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("lost_reason", ("loss_reason", "reason_lost", "lost_because")),
         Field("lost_note", ()),
         Field("source", ("lead_source", "deal_source", "channel")),
-        Field("forecast_category", ()),
+        Field("forecast_category_override", ("forecast_category", "forecast")),
         Field("budget", ()),
         Field("authority", ()),
         Field("need", ()),
