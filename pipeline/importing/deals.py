@@ -20,6 +20,8 @@ earlier than the deal entered its current stage. `created_at` and the recorded c
 way (the history is append-only); the `stage_changes` kind reloads a whole history.
 """
 
+import itertools
+from collections.abc import Iterator
 from datetime import datetime
 
 from django.conf import settings
@@ -126,7 +128,8 @@ class DealImporter(KindImporter):
         self.lost_reasons = LostReasons(create_missing=self.options.create_missing)
         self.entered_fields = sorted(f for f in self.fields if f.startswith(ENTERED_AT_PREFIX))
         # New deals: (field values by column, [(stage pk, at), ...]); updates: (deal id, values, move or None).
-        self.new_deals: list[tuple[dict, list[tuple[int, datetime]]]] = []
+        # (column values in DEAL_COLUMNS order, New references still unresolved; [(stage pk, entered at), ...])
+        self.new_deals: list[tuple[tuple, tuple[tuple[int, datetime], ...]]] = []
         self.changed_deals: list[tuple[int, dict, tuple[int, int, datetime] | None]] = []
 
     def new_references(self) -> dict[str, int]:
@@ -276,7 +279,8 @@ class DealImporter(KindImporter):
             "updated_at": self.now,
             "version": len(chain),
         }
-        self.new_deals.append((deal, [(entered_stage.pk, at) for entered_stage, at in chain]))
+        # Tuples rather than dicts: 100,000 rows wait here until the file has been checked.
+        self.new_deals.append((_column_values(deal), tuple((entered_stage.pk, at) for entered_stage, at in chain)))
         self.created += 1
 
     def _plan_update(self, row, existing, values, stage, created_at, closed_at, entered, lost_reason, override):
@@ -323,14 +327,11 @@ class DealImporter(KindImporter):
         copy_rows(
             Deal,
             ["id", *DEAL_COLUMNS],
-            ((deal_id, *_column_values(deal)) for deal_id, (deal, _chain) in zip(ids, self.new_deals, strict=True)),
+            (
+                (deal_id, *(_db_value(value) for value in deal))
+                for deal_id, (deal, _chain) in zip(ids, self.new_deals, strict=True)
+            ),
         )
-        changes = []
-        for deal_id, (_deal, chain) in zip(ids, self.new_deals, strict=True):
-            previous = None
-            for stage_pk, at in chain:
-                changes.append((deal_id, previous, stage_pk, None, at))
-                previous = stage_pk
         if self.changed_deals:
             update_rows(
                 Deal,
@@ -341,8 +342,16 @@ class DealImporter(KindImporter):
                 ),
                 extra_set=f"version = {Deal._meta.db_table}.version + 1, updated_at = now()",
             )
-            changes += [(deal_id, *move[:2], None, move[2]) for deal_id, _full, move in self.changed_deals if move]
-        copy_rows(StageChange, STAGE_CHANGE_COLUMNS, changes)
+        moves = [(deal_id, *move[:2], None, move[2]) for deal_id, _full, move in self.changed_deals if move]
+        copy_rows(StageChange, STAGE_CHANGE_COLUMNS, itertools.chain(self._entries(ids), moves))
+
+    def _entries(self, ids: list[int]) -> Iterator[tuple]:
+        """The StageChange rows of the new deals: each entry moves from the stage before (none at creation)."""
+        for deal_id, (_deal, entries) in zip(ids, self.new_deals, strict=True):
+            previous = None
+            for stage_pk, at in entries:
+                yield (deal_id, previous, stage_pk, None, at)
+                previous = stage_pk
 
 
 def _db_value(value):
@@ -354,9 +363,7 @@ def _same(existing: dict, name: str, value) -> bool:
     return existing[field.attname] == _db_value(value)
 
 
-def _column_values(deal: dict) -> list:
-    return [
-        _db_value(deal[f.name]) if f.name in deal else f.get_default()
-        for f in Deal._meta.concrete_fields
-        if not f.primary_key
-    ]
+def _column_values(deal: dict) -> tuple:
+    return tuple(
+        deal[f.name] if f.name in deal else f.get_default() for f in Deal._meta.concrete_fields if not f.primary_key
+    )

@@ -6,9 +6,8 @@ An empty cell (or one holding only spaces) is always "no value": callers check `
 import re
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
-from zoneinfo import ZoneInfo
 
-from django.conf import settings
+from django.utils import timezone
 
 
 class CellError(ValueError):
@@ -84,7 +83,7 @@ def parse_datetime(cell: str, *, date_order: str | None) -> datetime:
                 raise CellError(f"“{text}” has an invalid time ({error}).") from None
         parsed = datetime.combine(day, clock)
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=ZoneInfo(settings.TIME_ZONE))
+        parsed = parsed.replace(tzinfo=timezone.get_default_timezone())
     return parsed
 
 
