@@ -420,6 +420,7 @@ class Activity(models.Model):
 class ImportKind(models.TextChoices):
     DEALS = "deals", "Deals"
     STAGE_CHANGES = "stage_changes", "Stage changes"
+    LEADS = "leads", "Leads"
     ORGANIZATIONS = "organizations", "Organizations"
     CONTACTS = "contacts", "Contacts"
 

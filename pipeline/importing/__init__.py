@@ -1,4 +1,4 @@
-"""CSV import of deals (with their stage history), stage histories, organizations and contacts.
+"""CSV import of deals (with their stage history), stage histories, leads, organizations and contacts.
 
 The one implementation behind every door: `manage.py import_csv`, the Celery task `run_import_job`, and (later)
 the API's `imports` resource and the upload page. A door creates an `ImportJob` and calls `run_import`, or calls

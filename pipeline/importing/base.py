@@ -67,6 +67,9 @@ class Row:
     def amount(self, field: str) -> Decimal | None:
         return self._parse(field, values.parse_amount)
 
+    def integer(self, field: str, *, minimum: int, maximum: int) -> int | None:
+        return self._parse(field, values.parse_integer, minimum=minimum, maximum=maximum)
+
     def email(self, field: str) -> str:
         email = self.text(field, max_length=254)
         if email:

@@ -13,9 +13,16 @@ from pipeline.importing.writing import copy_rows, reserve_ids, update_rows
 from pipeline.models import Contact, Organization
 
 
-class _CustomerImporter(KindImporter):
+class UpsertImporter(KindImporter):
+    """A record per row: a known `external_id` updates the columns the file maps, other rows create a record.
+
+    `read` turns a row into field values; on an update, only the mapped fields and those in `always_set` (which
+    `read` derives, such as a contact's names from a full-name column) change.
+    """
+
     model: type[Organization] | type[Contact]
     updatable: tuple[str, ...]
+    always_set: tuple[str, ...] = ()
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -42,12 +49,11 @@ class _CustomerImporter(KindImporter):
                 self.new_records.append(values)
                 self.created += 1
                 continue
-            # `read` includes the name fields only when a name column is mapped; an empty created_at keeps the old.
+            # An empty created_at keeps the old one.
             changes = {
                 name: value
                 for name, value in values.items()
-                if (row.has(name) or name in ("first_name", "last_name"))
-                and not (name == "created_at" and value is None)
+                if (row.has(name) or name in self.always_set) and not (name == "created_at" and value is None)
             }
             full = {
                 name: changes.get(name, current[self.model._meta.get_field(name).attname]) for name in self.updatable
@@ -100,7 +106,7 @@ def _default(field, now):
     return now if field.name == "updated_at" else field.get_default()
 
 
-class OrganizationImporter(_CustomerImporter):
+class OrganizationImporter(UpsertImporter):
     model = Organization
     updatable = ("name", "website", "industry", "owner", "created_at")
 
@@ -125,9 +131,10 @@ class OrganizationImporter(_CustomerImporter):
         }
 
 
-class ContactImporter(_CustomerImporter):
+class ContactImporter(UpsertImporter):
     model = Contact
     updatable = ("first_name", "last_name", "email", "phone", "job_title", "organization", "owner", "created_at")
+    always_set = ("first_name", "last_name")  # `read` gives them only when a name column is mapped
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -146,14 +153,7 @@ class ContactImporter(_CustomerImporter):
         self.organizations.write()
 
     def read(self, row: Row, current: dict | None) -> dict:
-        first_name = row.text("first_name", max_length=100)
-        last_name = row.text("last_name", max_length=100)
-        if not last_name and row.has("name") and not row.has("last_name"):
-            first_name, last_name = split_name(row.text("name", max_length=201))
-            if len(first_name) > 100 or len(last_name) > 100:
-                row.fail("name", "First and last name are at most 100 characters each.")
-        if not last_name and (current is None or row.has("last_name") or row.has("name")):
-            row.fail("last_name" if row.has("last_name") else "name", "A contact needs a last name.")
+        names = read_person_name(row, current, noun="contact")
         owner = self.owner(row)
         values = {
             "email": row.email("email"),
@@ -163,6 +163,20 @@ class ContactImporter(_CustomerImporter):
             "owner": owner,
             "created_at": row.datetime("created_at"),
         }
-        if current is None or row.has("first_name") or row.has("last_name") or row.has("name"):
-            values.update(first_name=first_name, last_name=last_name)
+        values.update(names)
         return values
+
+
+def read_person_name(row: Row, current: dict | None, *, noun: str) -> dict[str, str]:
+    """First and last name from their columns, or split from a full `name` column; {} when neither is mapped."""
+    if current is not None and not (row.has("first_name") or row.has("last_name") or row.has("name")):
+        return {}
+    first_name = row.text("first_name", max_length=100)
+    last_name = row.text("last_name", max_length=100)
+    if not last_name and row.has("name") and not row.has("last_name"):
+        first_name, last_name = split_name(row.text("name", max_length=201))
+        if len(first_name) > 100 or len(last_name) > 100:
+            row.fail("name", "First and last name are at most 100 characters each.")
+    if not last_name:
+        row.fail("last_name" if row.has("last_name") else "name", f"A {noun} needs a last name.")
+    return {"first_name": first_name, "last_name": last_name}

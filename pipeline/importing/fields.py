@@ -47,6 +47,34 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("changed_at", ("date", "timestamp", "moved_at", "entered_at", "change_date", "changed_on")),
         Field("changed_by", ("moved_by", "user", "changed_by_user")),
     ),
+    ImportKind.LEADS: (
+        Field("external_id", ("id", "lead_id")),
+        Field("first_name", ("firstname", "given_name", "forename")),
+        Field("last_name", ("lastname", "surname", "family_name")),
+        Field("name", ("full_name", "lead_name", "contact_name")),
+        Field("email", ("e_mail", "email_address", "mail")),
+        Field("phone", ("telephone", "phone_number", "tel", "mobile")),
+        Field("company", ("company_name", "account", "account_name", "organisation_name")),
+        Field("job_title", ("title", "position", "role")),
+        Field("source", ("lead_source", "channel")),
+        Field("status", ("lead_status", "stage")),
+        Field("score", ("lead_score", "rating")),
+        Field("owner", ("lead_owner", "sales_agent", "assigned_to")),
+        Field("organization", ("organisation",)),
+        Field("contact", ()),
+        Field("deal", ("deal_id", "converted_deal", "opportunity_id")),
+        Field("budget", ()),
+        Field("authority", ()),
+        Field("need", ()),
+        Field("timeline", ()),
+        Field("disqualified_reason", ("disqualification_reason",)),
+        Field("created_at", ("created", "created_date", "created_on")),
+        Field("contacted_at", ()),
+        Field("mql_at", ()),
+        Field("sql_at", ()),
+        Field("converted_at", ()),
+        Field("disqualified_at", ()),
+    ),
     ImportKind.ORGANIZATIONS: (
         Field("external_id", ("id", "organization_id", "account_id", "company_id")),
         Field("name", ("organization", "organisation", "organization_name", "account", "account_name", "company")),
@@ -70,12 +98,13 @@ FIELDS: dict[str, tuple[Field, ...]] = {
 }
 
 # Columns a file of the kind cannot do without: one of each tuple. A deal's title may come from its organization,
-# and a file that only updates deals (by external id) needs neither.
+# and a file that only updates records (by external id) needs no name.
 REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     ImportKind.DEALS: (("title", "organization", "external_id"),),
     ImportKind.STAGE_CHANGES: (("deal",), ("stage",), ("changed_at",)),
-    ImportKind.ORGANIZATIONS: (("name",),),
-    ImportKind.CONTACTS: (("last_name", "name"),),
+    ImportKind.LEADS: (("last_name", "name", "external_id"),),
+    ImportKind.ORGANIZATIONS: (("name", "external_id"),),
+    ImportKind.CONTACTS: (("last_name", "name", "external_id"),),
 }
 
 

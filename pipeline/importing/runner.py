@@ -19,6 +19,7 @@ from pipeline.importing.customers import ContactImporter, OrganizationImporter
 from pipeline.importing.deals import DealImporter
 from pipeline.importing.fields import REQUIRED, is_known_field, suggest_mapping
 from pipeline.importing.history import StageChangeImporter
+from pipeline.importing.leads import LeadImporter
 from pipeline.importing.report import ImportOptions, ImportResult, RowError
 from pipeline.models import ImportJob, ImportKind, ImportStatus
 
@@ -29,6 +30,7 @@ STORED_ERRORS = 1000
 IMPORTERS = {
     ImportKind.DEALS: DealImporter,
     ImportKind.STAGE_CHANGES: StageChangeImporter,
+    ImportKind.LEADS: LeadImporter,
     ImportKind.ORGANIZATIONS: OrganizationImporter,
     ImportKind.CONTACTS: ContactImporter,
 }

@@ -110,15 +110,25 @@ def _snapshot() -> dict:
             "created_at",
         )
     )
-    return {"deals": deals, "organizations": organizations, "contacts": contacts}
+    leads = sorted(
+        Lead.objects.values_list(
+            "first_name", "last_name", "email", "phone", "company", "job_title", "source", "status", "score",
+            "owner__username", "organization__name", "contact__email", "deal__title", "budget", "authority", "need",
+            "timeline", "disqualified_reason", "created_at", "contacted_at", "mql_at", "sql_at", "converted_at",
+            "disqualified_at",
+        ),
+        key=repr,
+    )  # fmt: skip
+    return {"deals": deals, "organizations": organizations, "contacts": contacts, "leads": leads}
 
 
-def test_export_then_import_into_an_empty_database_gives_the_same_deals_history_and_customers(db, tmp_path):
+def test_export_then_import_into_an_empty_database_gives_the_same_deals_history_customers_and_leads(db, tmp_path):
     seed_demo(deals=150, seed=3, now=datetime.fromisoformat("2026-06-01T00:00:00+00:00"))
     before = _snapshot()
     assert any(len(deal["history"]) > 2 for deal in before["deals"].values())
     assert any(deal["status"] == "lost" for deal in before["deals"].values())
-    kinds = ("organizations", "contacts", "deals", "stage_changes")
+    assert Lead.objects.filter(status="converted").exists() and Lead.objects.filter(status="disqualified").exists()
+    kinds = ("organizations", "contacts", "deals", "stage_changes", "leads")
     files = {kind: "".join(export_csv(kind=kind, user=None)).encode() for kind in kinds}
 
     Activity.objects.all().delete()
@@ -135,6 +145,7 @@ def test_export_then_import_into_an_empty_database_gives_the_same_deals_history_
     after = _snapshot()
     assert after["organizations"] == before["organizations"]
     assert after["contacts"] == before["contacts"]
+    assert after["leads"] == before["leads"]
     assert after["deals"].keys() == before["deals"].keys()
     for key, deal in before["deals"].items():
         assert after["deals"][key] == deal, key
