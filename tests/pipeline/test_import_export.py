@@ -12,7 +12,7 @@ from pipeline.demo import seed_demo
 from pipeline.exporting import deal_reference, export_csv
 from pipeline.importing import import_csv
 from pipeline.models import Activity, Contact, Deal, Lead, Organization, StageChange
-from tests.factories import make_deal, make_user
+from tests.factories import make_deal
 
 pytestmark = pytest.mark.django_db
 
@@ -149,43 +149,3 @@ def test_export_then_import_into_an_empty_database_gives_the_same_deals_history_
     assert after["deals"].keys() == before["deals"].keys()
     for key, deal in before["deals"].items():
         assert after["deals"][key] == deal, key
-
-
-def test_a_file_of_the_public_crm_sales_opportunities_shape_imports_with_a_mapping_and_stage_values(db, tmp_path):
-    """Kaggle's "CRM + Sales + Opportunities" sales_pipeline.csv: opportunity_id, sales_agent, product, account,
-    deal_stage (Prospecting/Engaging/Won/Lost), engage_date, close_date, close_value."""
-    from tests.factories import make_pipeline
-
-    make_pipeline(name="Sales", is_default=True)
-    make_user(username="admin", role="admin")
-    path = tmp_path / "sales_pipeline.csv"
-    path.write_text(
-        "opportunity_id,sales_agent,product,account,deal_stage,engage_date,close_date,close_value\n"
-        "1C1I7A6R,Moses Frase,GTX Plus Basic,Cancity,Won,2016-10-20,2017-03-01,1054\n"
-        "Z063OYW0,Darcel Schlecht,GTXPro,Isdom,Won,2016-10-25,2017-03-11,4514\n"
-        "EC4QE1BX,Darcel Schlecht,MG Special,Cancity,Won,2016-10-25,2017-03-07,50\n"
-        "MV1LWRNH,Moses Frase,GTX Basic,Codehow,Lost,2016-10-25,2017-03-09,0\n"
-        "PE84CX4O,Zane Levy,GTX Basic,Hatfan,Engaging,2017-10-23,,\n"
-        "ZZY4516Q,Anna Snelling,GTX Pro,,Prospecting,,,\n",
-        encoding="utf-8",
-    )
-
-    call_command(
-        "import_csv", "deals", str(path),
-        "--map", "product=title",
-        "--value", "stage:Engaging=Qualification",
-        "--create-missing",
-        "--user", "admin",
-    )  # fmt: skip
-
-    deals = {deal.external_id: deal for deal in Deal.objects.select_related("stage", "owner", "organization")}
-    assert len(deals) == 6
-    won = deals["1C1I7A6R"]
-    assert (won.status, won.amount, won.title, won.organization.name) == ("won", 1054, "GTX Plus Basic", "Cancity")
-    assert won.owner.get_full_name() == "Moses Frase" and not won.owner.is_active
-    assert (won.closed_at - won.created_at).days == 132  # the sales cycle an outside reader computes
-    assert deals["MV1LWRNH"].status == "lost" and deals["MV1LWRNH"].lost_reason.name == "Unspecified"
-    assert deals["PE84CX4O"].stage.name == "Qualification" and deals["PE84CX4O"].closed_at is None
-    assert deals["ZZY4516Q"].stage.name == "Prospecting" and deals["ZZY4516Q"].organization is None
-    assert deals["EC4QE1BX"].organization == won.organization
-    assert [change.to_stage.name for change in won.stage_changes.order_by("changed_at")] == ["Prospecting", "Won"]
