@@ -87,20 +87,34 @@ def parse_datetime(cell: str, *, date_order: str | None) -> datetime:
     return parsed
 
 
-_CURRENCY_NOISE = re.compile(r"[A-Za-z$€£¥₹₩₽¤\s\u00a0\u202f']")
+_LEADING_CURRENCY = re.compile(r"^(?:[A-Za-z]{3}|[A-Za-z]{0,2}[$€£¥₹₩₽¤])\s*")
+_TRAILING_CURRENCY = re.compile(r"\s*(?:[A-Za-z]{3}|[$€£¥₹₩₽¤])$")
+_SPACERS = re.compile(r"[\s\u00a0\u202f']")
+
+
+def _unsigned(text: str) -> tuple[str, bool]:
+    """The text without its sign (`-5`, `5-`, `(5)`), and whether it was negative."""
+    if text.startswith("(") and text.endswith(")"):
+        return text[1:-1].strip(), True
+    if text.startswith("-") or text.endswith("-"):
+        return text.strip("-").strip(), True
+    return text.lstrip("+").strip(), False
 
 
 def parse_amount(cell: str) -> Decimal:
     """An amount of money, not negative, at most 2 decimal places.
 
-    Currency symbols and codes (`$`, `€`, `USD`), spaces and apostrophes are ignored. With both `,` and `.` the
-    last one is the decimal mark (`1,234.56`, `1.234,56`). With only one of them, it is a thousands separator
-    when it occurs more than once or is followed by exactly three digits (`1,234`, `1.234.567`), else the
-    decimal mark (`1234,5`).
+    One currency symbol or code before or after the number (`$`, `US$`, `€`, `EUR`) is ignored, and so are
+    spaces and apostrophes between digits. With both `,` and `.` the last one is the decimal mark (`1,234.56`,
+    `1.234,56`). With only one of them, it is a thousands separator when it occurs more than once or is followed
+    by exactly three digits (`1,234`, `1.234.567`), else the decimal mark (`1234,5`).
     """
     text = cell.strip()
-    negative = text.startswith("-") or text.endswith("-") or (text.startswith("(") and text.endswith(")"))
-    digits = _CURRENCY_NOISE.sub("", text).strip("()-+")
+    body, negative = _unsigned(text)
+    body = _TRAILING_CURRENCY.sub("", _LEADING_CURRENCY.sub("", body))
+    body, negative_inside = _unsigned(body)  # "$-5", "USD (5)"
+    digits = _SPACERS.sub("", body)
+    negative = negative or negative_inside
     if "," in digits and "." in digits:
         decimal_mark = "," if digits.rfind(",") > digits.rfind(".") else "."
         thousands = "." if decimal_mark == "," else ","
@@ -128,10 +142,9 @@ def parse_amount(cell: str) -> Decimal:
 
 def parse_integer(cell: str, *, minimum: int, maximum: int) -> int:
     text = cell.strip()
-    try:
-        value = int(Decimal(text.replace(",", "")))
-    except (InvalidOperation, ValueError):
-        raise CellError(f"“{text}” is not a whole number.") from None
+    if not re.fullmatch(r"[+-]?\d+(\.0*)?", text):
+        raise CellError(f"“{text}” is not a whole number.")
+    value = int(Decimal(text))
     if not minimum <= value <= maximum:
         raise CellError(f"“{text}” is not between {minimum} and {maximum}.")
     return value
