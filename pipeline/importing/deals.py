@@ -39,7 +39,7 @@ from pipeline.importing.references import (
     pk_of,
 )
 from pipeline.importing.values import CellError
-from pipeline.importing.writing import copy_rows, reserve_ids, update_rows
+from pipeline.importing.writing import copy_rows, lock_unchanged, reserve_ids, update_rows
 from pipeline.models import Deal, ForecastCategory, StageChange, StageKind
 
 # The deal columns an import writes, in COPY order (every concrete column but the id).
@@ -130,7 +130,7 @@ class DealImporter(KindImporter):
         # New deals: (field values by column, [(stage pk, at), ...]); updates: (deal id, values, move or None).
         # (column values in DEAL_COLUMNS order, New references still unresolved; [(stage pk, entered at), ...])
         self.new_deals: list[tuple[tuple, tuple[tuple[int, datetime], ...]]] = []
-        self.changed_deals: list[tuple[int, dict, tuple[int, int, datetime] | None]] = []
+        self.changed_deals: list[tuple[int, dict, tuple[int, int, datetime] | None, int]] = []
 
     def new_references(self) -> dict[str, int]:
         counts = super().new_references()
@@ -289,13 +289,13 @@ class DealImporter(KindImporter):
         current = self.stages.by_pk[existing["stage_id"]]
         move = None
         changes = {name: values[name] for name in SIMPLE_FIELDS if row.has(name)}
+        if stage.is_open and closed_at is not None:
+            row.fail("closed_at", "An open deal has no close date (map this column to expected_close_date?).")
         if stage.pk == current.pk:
-            if closed_at is not None and closed_at != existing["closed_at"]:
+            if not stage.is_open and closed_at is not None and closed_at != existing["closed_at"]:
                 row.fail("closed_at", "Differs from the time the deal was closed; the history cannot be rewritten.")
             stamps = self._stamps(stage, lost_reason or existing["lost_reason_id"], override)
         else:
-            if stage.is_open and closed_at is not None:
-                row.fail("closed_at", "An open deal has no close date (map this column to expected_close_date?).")
             at = entered.get(stage) or (None if stage.is_open else closed_at) or self.now
             if at < existing["stage_entered_at"]:
                 field = ENTERED_AT_PREFIX + stage.name if stage in entered else "closed_at"
@@ -303,6 +303,8 @@ class DealImporter(KindImporter):
             move = (current.pk, stage.pk, at)
             stamps = self._stamps(stage, lost_reason, override)
             stamps.update({"stage_entered_at": at, "closed_at": None if stage.is_open else at})
+            if stage.kind != StageKind.LOST:
+                stamps["lost_note"] = ""  # as `services.move_deal`: a note on why it was lost goes with the loss
         if not row.has("forecast_category_override"):
             kept = existing["forecast_category_override"]
             stamps["forecast_category_override"] = kept
@@ -315,7 +317,7 @@ class DealImporter(KindImporter):
             return
         # Every row of the UPDATE sets the same columns: unchanged ones keep the deal's current value.
         full = {name: changes.get(name, existing[Deal._meta.get_field(name).attname]) for name in UPDATED_FIELDS}
-        self.changed_deals.append((existing["id"], full, move))
+        self.changed_deals.append((existing["id"], full, move, existing["version"]))
         self.updated += 1
 
     def write(self) -> None:
@@ -333,16 +335,17 @@ class DealImporter(KindImporter):
             ),
         )
         if self.changed_deals:
+            lock_unchanged(Deal, {deal_id: version for deal_id, _full, _move, version in self.changed_deals})
             update_rows(
                 Deal,
                 [Deal._meta.get_field(name).column for name in UPDATED_FIELDS],
                 (
                     (deal_id, *(_db_value(full[name]) for name in UPDATED_FIELDS))
-                    for deal_id, full, _move in self.changed_deals
+                    for deal_id, full, _move, _version in self.changed_deals
                 ),
                 extra_set=f"version = {Deal._meta.db_table}.version + 1, updated_at = now()",
             )
-        moves = [(deal_id, *move[:2], None, move[2]) for deal_id, _full, move in self.changed_deals if move]
+        moves = [(deal_id, *move[:2], None, move[2]) for deal_id, _full, move, _version in self.changed_deals if move]
         copy_rows(StageChange, STAGE_CHANGE_COLUMNS, itertools.chain(self._entries(ids), moves))
 
     def _entries(self, ids: list[int]) -> Iterator[tuple]:

@@ -17,7 +17,7 @@ from django.db import connection
 
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.references import Ref, StageRow, Stages, pk_of
-from pipeline.importing.writing import copy_rows, update_rows
+from pipeline.importing.writing import copy_rows, lock_unchanged, update_rows
 from pipeline.models import Deal, StageChange, StageKind
 
 DELETE_BATCH = 10_000
@@ -34,7 +34,7 @@ class StageChangeImporter(KindImporter):
     def check(self, chunk: list[tuple[int, dict[str, str]]]) -> list[Problem]:
         wanted = {cells["deal"].strip() for _, cells in chunk if cells.get("deal", "").strip()} - set(self.deals)
         for deal in Deal.objects.filter(external_id__in=wanted).values(
-            "id", "external_id", "pipeline_id", "stage_id", "status"
+            "id", "external_id", "pipeline_id", "stage_id", "status", "version"
         ):
             self.deals[deal["external_id"]] = deal
         problems: list[Problem] = []
@@ -93,6 +93,8 @@ class StageChangeImporter(KindImporter):
     def write(self) -> None:
         self.owners.write()
         deal_ids = list(self.entries)
+        versions = {deal["id"]: deal["version"] for deal in self.deals.values()}
+        lock_unchanged(Deal, {deal_id: versions[deal_id] for deal_id in deal_ids})
         with connection.cursor() as cursor:
             for start in range(0, len(deal_ids), DELETE_BATCH):
                 cursor.execute(

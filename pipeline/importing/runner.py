@@ -13,6 +13,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from pipeline import signals
 from pipeline.importing import reading
 from pipeline.importing.base import Problem
 from pipeline.importing.customers import ContactImporter, OrganizationImporter
@@ -21,7 +22,9 @@ from pipeline.importing.fields import REQUIRED, is_known_field, suggest_mapping
 from pipeline.importing.history import StageChangeImporter
 from pipeline.importing.leads import LeadImporter
 from pipeline.importing.report import ImportOptions, ImportResult, RowError
+from pipeline.importing.writing import ChangedMeanwhile
 from pipeline.models import ImportJob, ImportKind, ImportStatus
+from pipeline.services import _send_on_commit
 
 CHUNK_ROWS = 2000
 # At most this many refused rows are kept on an ImportJob (the returned result has them all).
@@ -148,6 +151,12 @@ def _run(result, kind, stream, mapping, options, dry_run, actor, progress) -> No
     try:
         with transaction.atomic():
             importer.write()
+            # One event for the whole file (a per-record event for 100,000 deals would flood webhooks and recomputes).
+            _send_on_commit(
+                signals.records_imported, actor=actor, kind=kind, created=result.created, updated=result.updated
+            )
+    except ChangedMeanwhile as error:
+        result.errors.append(RowError(0, "", "", str(error)))
     except DatabaseError as error:
         # A constraint the checks above did not foresee, or a concurrent write: the transaction rolled back.
         result.errors.append(RowError(0, "", "", f"The database refused the import, nothing was written: {error}"))

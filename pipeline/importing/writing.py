@@ -8,6 +8,16 @@ from collections.abc import Iterable, Sequence
 from django.db import connection, models
 
 
+class ChangedMeanwhile(Exception):
+    """Records the import checked were changed by someone else before it could write: run it again."""
+
+    def __init__(self, count: int):
+        super().__init__(
+            f"{count} record(s) changed while the file was being checked; nothing was written. Run the import again."
+        )
+        self.count = count
+
+
 def reserve_ids(model: type[models.Model], count: int) -> list[int]:
     """`count` fresh primary keys of `model`, so that child rows can point at parents before either is written."""
     if not count:
@@ -58,3 +68,22 @@ def copy_rows_into(cursor, table: str, quoted_columns: Sequence[str], rows: Iter
             copy.write_row(row)
             count += 1
     return count
+
+
+def lock_unchanged(model: type[models.Model], versions: dict[int, int]) -> None:
+    """Lock the rows of `model` whose ids are `versions`' keys; refuse when any version moved since it was read.
+
+    The import checks rows outside its transaction; this keeps a deal moved in the meantime from being
+    overwritten with a history that no longer follows on from it.
+    """
+    ids = list(versions)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, version FROM {connection.ops.quote_name(model._meta.db_table)} "
+            "WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            [ids],
+        )
+        current = dict(cursor.fetchall())
+    changed = sum(1 for pk, version in versions.items() if current.get(pk) != version)
+    if changed:
+        raise ChangedMeanwhile(changed)

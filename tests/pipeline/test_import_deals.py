@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from pipeline import services
+from pipeline import services, signals
 from pipeline.importing import ImportOptions, import_csv, suggest_mapping
 from pipeline.models import Contact, Deal, LostReason, Organization, StageChange
 from pipeline.selectors import deal_history
@@ -295,3 +295,40 @@ def test_lost_reason_is_kept_when_named(rep, pipeline):
 
     assert result.ok, result.errors
     assert Deal.objects.get().lost_reason.name == "Competitor"
+
+
+def test_a_written_import_sends_one_records_imported_event_after_commit(
+    rep, pipeline, django_capture_on_commit_callbacks
+):
+    received = []
+
+    def receiver(**kwargs):
+        received.append((kwargs["kind"], kwargs["created"], kwargs["updated"]))
+
+    signals.records_imported.connect(receiver)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            run("title,stage,owner\nA,Prospecting,marcus\nB,Prospecting,marcus\n")
+            run("title,stage,owner\nA,Prospecting,marcus\n", dry_run=True)
+            run("title,stage,owner\nA,Nowhere,marcus\n")
+    finally:
+        signals.records_imported.disconnect(receiver)
+
+    assert received == [("deals", 2, 0)]
+
+
+def test_a_deal_changed_while_the_file_was_checked_is_not_overwritten(rep, pipeline):
+    run("external_id,title,stage,owner\nD-1,A,Prospecting,marcus\n")
+    deal = Deal.objects.get()
+
+    def move_meanwhile(done, total):
+        if done == total:  # the check is over, the write has not begun
+            services.move_deal(deal=deal, stage=stage(pipeline, "Qualification"), actor=rep)
+
+    result = run("external_id,stage,amount\nD-1,Discovery,5\n", progress=move_meanwhile)
+
+    assert [error.message for error in result.errors] == [
+        "1 record(s) changed while the file was being checked; nothing was written. Run the import again."
+    ]
+    deal.refresh_from_db()
+    assert deal.stage.name == "Qualification" and deal.amount is None
