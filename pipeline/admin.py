@@ -8,7 +8,18 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 
-from pipeline.models import Activity, Contact, Deal, Lead, LostReason, Organization, Pipeline, Stage, StageChange
+from pipeline.models import (
+    Activity,
+    Contact,
+    Deal,
+    ImportJob,
+    Lead,
+    LostReason,
+    Organization,
+    Pipeline,
+    Stage,
+    StageChange,
+)
 
 
 class StageInlineFormSet(forms.BaseInlineFormSet):
@@ -107,3 +118,15 @@ class ActivityAdmin(ReadOnlyAdmin):
     list_display = ["subject", "kind", "owner", "due_at", "done_at"]
     list_filter = ["kind"]
     list_select_related = ["owner"]
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(ReadOnlyAdmin):
+    """What was imported, by whom, and what became of it; imports are started from the command, API or page."""
+
+    list_display = [
+        "id", "kind", "original_name", "status", "dry_run", "processed_rows", "created_count", "updated_count",
+        "error_count", "created_by", "created_at",
+    ]  # fmt: skip
+    list_filter = ["kind", "status", "dry_run"]
+    list_select_related = ["created_by"]

@@ -135,3 +135,17 @@ def test_run_import_reads_an_uploaded_file_from_storage(pipeline, settings, tmp_
     assert result.ok and result.created == 2
     job.refresh_from_db()
     assert job.status == ImportStatus.SUCCEEDED and not Deal.objects.exists()
+
+
+@pytest.mark.django_db
+def test_admins_see_import_jobs_read_only(client):
+    client.force_login(make_user(role="admin", username="root", is_staff=True, is_superuser=True))
+    job = ImportJob.objects.create(
+        kind="deals", original_name="pipeline.csv", status=ImportStatus.FAILED, error_count=3
+    )
+
+    listing = client.get("/admin/pipeline/importjob/")
+    detail = client.get(f"/admin/pipeline/importjob/{job.pk}/change/")
+
+    assert listing.status_code == 200 and b"pipeline.csv" in listing.content
+    assert detail.status_code == 200 and b'name="_save"' not in detail.content
