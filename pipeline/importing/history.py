@@ -16,7 +16,7 @@ from itertools import pairwise
 from django.db import connection
 
 from pipeline.importing.base import KindImporter, Problem, Row
-from pipeline.importing.references import Ref, StageRow, Stages, pk_of
+from pipeline.importing.references import New, Ref, StageRow, Stages, pk_of
 from pipeline.importing.writing import copy_rows, lock_unchanged, update_rows
 from pipeline.models import Deal, StageChange, StageKind
 
@@ -34,7 +34,15 @@ class StageChangeImporter(KindImporter):
     def check(self, chunk: list[tuple[int, dict[str, str]]]) -> list[Problem]:
         wanted = {cells["deal"].strip() for _, cells in chunk if cells.get("deal", "").strip()} - set(self.deals)
         for deal in Deal.objects.filter(external_id__in=wanted).values(
-            "id", "external_id", "pipeline_id", "stage_id", "status", "version"
+            "id",
+            "external_id",
+            "pipeline_id",
+            "stage_id",
+            "status",
+            "version",
+            "created_at",
+            "stage_entered_at",
+            "closed_at",
         ):
             self.deals[deal["external_id"]] = deal
         problems: list[Problem] = []
@@ -86,9 +94,36 @@ class StageChangeImporter(KindImporter):
                         f"The deal's history must end in its current stage “{current.name}” (the latest change here).",
                     )
                 )
+        if not problems:
+            self._drop_unchanged(deals_by_id)
         self.created = sum(len(entries) for entries in self.entries.values())
         self.updated = len(self.entries)
         return problems
+
+    def _drop_unchanged(self, deals_by_id: dict[int, dict]) -> None:
+        """Forget the deals whose recorded history and stamps are already what the file says (a re-import)."""
+        deal_ids = list(self.entries)
+        for start in range(0, len(deal_ids), DELETE_BATCH):
+            batch = deal_ids[start : start + DELETE_BATCH]
+            recorded = defaultdict(list)
+            for deal_id, *change in (
+                StageChange.objects.filter(deal_id__in=batch)
+                .order_by("deal_id", "changed_at", "id")
+                .values_list("deal_id", "from_stage_id", "to_stage_id", "changed_by_id", "changed_at")
+            ):
+                recorded[deal_id].append(tuple(change))
+            for deal_id in batch:
+                changes = _changes(self.entries[deal_id])
+                if any(isinstance(change[2], New) for change in changes):
+                    continue  # made by an owner the import creates: new by definition
+                deal = deals_by_id[deal_id]
+                if recorded[deal_id] == changes and _stamps(self.entries[deal_id]) == (
+                    deal["created_at"],
+                    deal["stage_entered_at"],
+                    deal["closed_at"],
+                ):
+                    del self.entries[deal_id]
+                    self.unchanged += 1
 
     def write(self) -> None:
         self.owners.write()
@@ -101,20 +136,33 @@ class StageChangeImporter(KindImporter):
                     f"DELETE FROM {StageChange._meta.db_table} WHERE deal_id = ANY(%s)",
                     [deal_ids[start : start + DELETE_BATCH]],
                 )
-        rows = []
-        stamps = []
-        for deal_id, entries in self.entries.items():
-            previous = None
-            for changed_at, _row, stage, changed_by in entries:
-                rows.append((deal_id, previous, stage.pk, pk_of(changed_by), changed_at))
-                previous = stage.pk
-            first, last = entries[0][0], entries[-1][0]
-            closed = entries[-1][2].kind != StageKind.OPEN
-            stamps.append((deal_id, first, last, last if closed else None))
-        copy_rows(StageChange, ["deal_id", "from_stage_id", "to_stage_id", "changed_by_id", "changed_at"], rows)
+        copy_rows(
+            StageChange,
+            ["deal_id", "from_stage_id", "to_stage_id", "changed_by_id", "changed_at"],
+            (
+                (deal_id, from_stage, to_stage, pk_of(changed_by), changed_at)
+                for deal_id, entries in self.entries.items()
+                for from_stage, to_stage, changed_by, changed_at in _changes(entries)
+            ),
+        )
         update_rows(
             Deal,
             ["created_at", "stage_entered_at", "closed_at"],
-            stamps,
+            ((deal_id, *_stamps(entries)) for deal_id, entries in self.entries.items()),
             extra_set=f"version = {Deal._meta.db_table}.version + 1, updated_at = now()",
         )
+
+
+def _changes(entries: list[tuple[datetime, int, StageRow, Ref | None]]) -> list[tuple]:
+    """(from stage pk, to stage pk, changed_by, changed_at) for each entry, in order."""
+    changes, previous = [], None
+    for changed_at, _row, stage, changed_by in entries:
+        changes.append((previous, stage.pk, changed_by, changed_at))
+        previous = stage.pk
+    return changes
+
+
+def _stamps(entries: list[tuple[datetime, int, StageRow, Ref | None]]) -> tuple:
+    """The deal's created_at, stage_entered_at and closed_at as its history sets them."""
+    first, last = entries[0][0], entries[-1][0]
+    return first, last, (last if entries[-1][2].kind != StageKind.OPEN else None)

@@ -53,6 +53,7 @@ def update_rows(
         count = copy_rows_into(cursor, "import_changes", ["id", *names], rows)
         if not count:
             return 0
+        cursor.execute("ANALYZE import_changes")  # temporary tables get no statistics otherwise: a poor join plan
         assignments = ", ".join(f"{name} = import_changes.{name}" for name in names)
         if extra_set:
             assignments += f", {extra_set}"

@@ -81,6 +81,7 @@ def test_importing_a_history_twice_replaces_rather_than_duplicates(rep, pipeline
     first, second = run(text, "stage_changes"), run(text, "stage_changes")
 
     assert first.ok and second.ok
+    assert (first.created, first.updated, second.created, second.updated, second.unchanged) == (2, 1, 0, 0, 1)
     deal = Deal.objects.get()
     assert [entry[:3] for entry in history(deal)] == [
         (None, "Prospecting", at("2026-01-01T00:00:00")),
