@@ -166,7 +166,9 @@ def _check_mapping(result: ImportResult, kind: str, header: list[str], mapping: 
     """Field → column index; the problems with the mapping go into `result.errors` (row 1, the header)."""
     columns: dict[str, int] = {}
     for column, field in mapping.items():
-        if column not in header:
+        if header.count(column) > 1:
+            result.errors.append(RowError(1, column, "", f"The file has {header.count(column)} columns “{column}”."))
+        elif column not in header:
             result.errors.append(RowError(1, column, "", f"The mapping names a column “{column}” the file lacks."))
         elif not is_known_field(kind, field):
             result.errors.append(RowError(1, column, field, f"“{field}” is not a field of {kind} imports."))

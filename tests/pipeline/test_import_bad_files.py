@@ -140,3 +140,11 @@ def test_semicolon_and_tab_delimited_files_are_detected(rep, pipeline):
         text = f"{HEADER}\n{GOOD_ROW}\n".replace(",", delimiter)
         assert run(text, dry_run=True).ok
     assert read_header(io.BytesIO(b"\xef\xbb\xbfTitle;Deal Stage\nA;B\n")) == ["Title", "Deal Stage"]
+
+
+def test_a_mapped_column_name_that_appears_twice_in_the_header_is_refused(rep, pipeline):
+    result = run("title,stage,title\nA,Prospecting,B\n")
+
+    assert errors(result)[0] == (1, "title")
+    assert "2 columns" in result.errors[0].message
+    assert_nothing_written()
