@@ -28,6 +28,7 @@ from django.conf import settings
 
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.fields import ENTERED_AT_PREFIX
+from pipeline.importing.reading import MAX_LINE_CHARS
 from pipeline.importing.references import (
     Contacts,
     LostReasons,
@@ -45,7 +46,14 @@ from pipeline.models import Deal, ForecastCategory, StageChange, StageKind
 # The deal columns an import writes, in COPY order (every concrete column but the id).
 DEAL_COLUMNS = [f.column for f in Deal._meta.concrete_fields if not f.primary_key]
 STAGE_CHANGE_COLUMNS = ["deal_id", "from_stage_id", "to_stage_id", "changed_by_id", "changed_at"]
-TEXT_FIELDS = {"title": 200, "lost_note": 100_000, "source": 100, "authority": 200, "need": 100_000, "timeline": 200}
+TEXT_FIELDS = {
+    "title": 200,
+    "lost_note": MAX_LINE_CHARS,
+    "source": 100,
+    "authority": 200,
+    "need": MAX_LINE_CHARS,
+    "timeline": 200,
+}
 # Fields whose value an update sets when the column is mapped (stage and its stamps are handled apart).
 SIMPLE_FIELDS = [
     "title", "owner", "organization", "contact", "amount", "currency", "expected_close_date", "lost_note", "source",

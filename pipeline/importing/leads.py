@@ -14,6 +14,7 @@ from datetime import datetime
 
 from pipeline.importing.base import Row
 from pipeline.importing.customers import UpsertImporter, read_person_name
+from pipeline.importing.reading import MAX_LINE_CHARS
 from pipeline.importing.references import Contacts, Organizations
 from pipeline.models import LEAD_STATUS_PATH, Deal, Lead, LeadStatus
 
@@ -80,7 +81,7 @@ class LeadImporter(UpsertImporter):
         }
         for name, max_length in (
             ("phone", 50), ("company", 200), ("job_title", 100), ("source", 100), ("authority", 200),
-            ("need", 100_000), ("timeline", 200), ("disqualified_reason", 200),
+            ("need", MAX_LINE_CHARS), ("timeline", 200), ("disqualified_reason", 200),
         ):  # fmt: skip
             values[name] = row.text(name, max_length=max_length)
         status = self._status(row, current)

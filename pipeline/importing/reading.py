@@ -16,6 +16,8 @@ CHUNK = 1 << 20
 MAX_LINE_CHARS = 1 << 20
 DELIMITERS = ",;\t|"
 TOO_LONG = "\x00line-too-long\x00"
+# A field may be as long as a line (the csv module's default limit is 128 KiB); raising it is harmless elsewhere.
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_CHARS))
 
 # Bytes that Windows-1252 leaves undefined: a file containing them is ISO-8859-1 (Latin-1) proper.
 _CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")

@@ -148,3 +148,11 @@ def test_a_mapped_column_name_that_appears_twice_in_the_header_is_refused(rep, p
     assert errors(result)[0] == (1, "title")
     assert "2 columns" in result.errors[0].message
     assert_nothing_written()
+
+
+def test_a_long_note_within_the_line_limit_is_read(rep, pipeline):
+    note = "n" * 300_000
+    result = run(f"title,stage,owner,lost_note\nA,Prospecting,rep,{note}\n")
+
+    assert result.ok, result.errors
+    assert len(Deal.objects.get().lost_note) == 300_000
