@@ -22,7 +22,9 @@ way (the history is append-only); the `stage_changes` kind reloads a whole histo
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 
@@ -41,7 +43,7 @@ from pipeline.importing.references import (
 )
 from pipeline.importing.values import CellError
 from pipeline.importing.writing import copy_rows, lock_unchanged, reserve_ids, update_rows
-from pipeline.models import Deal, ForecastCategory, StageChange, StageKind
+from pipeline.models import Deal, ForecastCategory, Pipeline, StageChange, StageKind
 
 # The deal columns an import writes, in COPY order (every concrete column but the id).
 DEAL_COLUMNS = [f.column for f in Deal._meta.concrete_fields if not f.primary_key]
@@ -63,6 +65,21 @@ UPDATED_FIELDS = [
     *SIMPLE_FIELDS, "stage", "status", "lost_reason", "forecast_category", "forecast_category_override",
     "stage_entered_at", "closed_at",
 ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ParsedDeal:
+    """A row's cells read into values, before its history is planned."""
+
+    external_id: str | None
+    pipeline: Pipeline
+    stage: StageRow
+    values: dict[str, Any]  # the SIMPLE_FIELDS
+    created_at: datetime | None
+    closed_at: datetime | None
+    entered: dict[StageRow, datetime]
+    lost_reason: Ref | None
+    override: str | None
 
 
 class HistoryProblem(Exception):
@@ -135,8 +152,8 @@ class DealImporter(KindImporter):
         self.contacts = Contacts(create_missing=self.options.create_missing)
         self.lost_reasons = LostReasons(create_missing=self.options.create_missing)
         self.entered_fields = sorted(f for f in self.fields if f.startswith(ENTERED_AT_PREFIX))
-        # New deals: (field values by column, [(stage pk, at), ...]); updates: (deal id, values, move or None).
-        # (column values in DEAL_COLUMNS order, New references still unresolved; [(stage pk, entered at), ...])
+        # New deals: (column values in DEAL_COLUMNS order with New references unresolved, ((stage pk, at), ...)).
+        # Changed deals: (deal id, every UPDATED_FIELDS value, the move (from, to, at) or None, version read).
         self.new_deals: list[tuple[tuple, tuple[tuple[int, datetime], ...]]] = []
         self.changed_deals: list[tuple[int, dict, tuple[int, int, datetime] | None, int]] = []
 
@@ -214,28 +231,17 @@ class DealImporter(KindImporter):
                     entered[stages.stage(field[len(ENTERED_AT_PREFIX) :], pipeline)] = at
                 except CellError as error:
                     row.fail(field, str(error))
-        forecast_override = self._forecast_override(row)
-        lost_reason = row.reference("lost_reason", self.lost_reasons.resolve)
+        override = self._forecast_override(row)
+        # A lost reason matters only on a lost deal (a reason on another deal is dropped, not looked up).
+        lost = stage is not None and stage.kind == StageKind.LOST
+        lost_reason = row.reference("lost_reason", self.lost_reasons.resolve) if lost else None
         if row.problems or stage is None:
             return
-
+        parsed = ParsedDeal(external_id, pipeline, stage, values, created_at, closed_at, entered, lost_reason, override)
         if existing:
-            self._plan_update(
-                row, existing, values, stage, created_at, closed_at, entered, lost_reason, forecast_override
-            )
+            self._plan_update(row, existing, parsed)
         else:
-            self._plan_new(
-                row,
-                external_id,
-                pipeline,
-                values,
-                stage,
-                created_at,
-                closed_at,
-                entered,
-                lost_reason,
-                forecast_override,
-            )
+            self._plan_new(row, parsed)
 
     def _currency(self, row: Row) -> str:
         currency = row.text("currency", max_length=3).upper() or settings.DEFAULT_CURRENCY
@@ -261,26 +267,25 @@ class DealImporter(KindImporter):
             "forecast_category": override or stage.forecast_category,
         }
 
-    def _plan_new(
-        self, row, external_id, pipeline, values, stage, created_at, closed_at, entered, lost_reason, override
-    ):
+    def _plan_new(self, row: Row, deal_row: ParsedDeal) -> None:
+        stage = deal_row.stage
         try:
             chain = plan_history(
                 stage=stage,
-                first_open=self.stages.first_open.get(pipeline.pk, stage),
-                created_at=created_at,
-                closed_at=closed_at,
-                entered=entered,
+                first_open=self.stages.first_open.get(deal_row.pipeline.pk, stage),
+                created_at=deal_row.created_at,
+                closed_at=deal_row.closed_at,
+                entered=deal_row.entered,
                 now=self.now,
             )
         except HistoryProblem as problem:
             row.fail(problem.field, str(problem))
             return
         deal = {
-            **values,
-            **self._stamps(stage, lost_reason, override),
-            "pipeline": pipeline.pk,
-            "external_id": external_id,
+            **deal_row.values,
+            **self._stamps(stage, deal_row.lost_reason, deal_row.override),
+            "pipeline": deal_row.pipeline.pk,
+            "external_id": deal_row.external_id,
             "created_at": chain[0][1],
             "stage_entered_at": chain[-1][1],
             "closed_at": None if stage.is_open else chain[-1][1],
@@ -291,12 +296,19 @@ class DealImporter(KindImporter):
         self.new_deals.append((_column_values(deal), tuple((entered_stage.pk, at) for entered_stage, at in chain)))
         self.created += 1
 
-    def _plan_update(self, row, existing, values, stage, created_at, closed_at, entered, lost_reason, override):
+    def _plan_update(self, row: Row, existing: dict, deal_row: ParsedDeal) -> None:
+        stage, created_at, closed_at, entered = (
+            deal_row.stage,
+            deal_row.created_at,
+            deal_row.closed_at,
+            deal_row.entered,
+        )
+        lost_reason, override = deal_row.lost_reason, deal_row.override
         if created_at is not None and created_at != existing["created_at"]:
             row.fail("created_at", "An existing deal's creation time cannot change (its history starts then).")
         current = self.stages.by_pk[existing["stage_id"]]
         move = None
-        changes = {name: values[name] for name in SIMPLE_FIELDS if row.has(name)}
+        changes = {name: deal_row.values[name] for name in SIMPLE_FIELDS if row.has(name)}
         if stage.is_open and closed_at is not None:
             row.fail("closed_at", "An open deal has no close date (map this column to expected_close_date?).")
         if stage.pk == current.pk:

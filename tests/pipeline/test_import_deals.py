@@ -332,3 +332,10 @@ def test_a_deal_changed_while_the_file_was_checked_is_not_overwritten(rep, pipel
     ]
     deal.refresh_from_db()
     assert deal.stage.name == "Qualification" and deal.amount is None
+
+
+def test_a_lost_reason_on_a_deal_that_is_not_lost_is_dropped_not_looked_up(rep, pipeline):
+    result = run("title,stage,owner,closed_at,lost_reason\nA,Won,marcus,2026-01-01,Never heard of it\n")
+
+    assert result.ok, result.errors
+    assert Deal.objects.get().lost_reason is None and not LostReason.objects.exists()
