@@ -40,6 +40,10 @@ IMPORTERS = {
 
 Progress = Callable[[int, int], None]  # (rows checked, estimated rows in file)
 
+LINE_TOO_LONG = (
+    f"The line is longer than {reading.MAX_LINE_CHARS:,} characters or is not valid CSV (an unclosed quote?)."
+)
+
 
 def read_header(stream: BinaryIO, *, encoding: str | None = None) -> list[str]:
     """The header row of a CSV file (for a mapping form); raises `reading.FileProblem` for an unreadable file."""
@@ -72,14 +76,30 @@ def import_csv(
     started = time.monotonic()
     result = ImportResult(kind=kind, dry_run=dry_run)
     try:
-        _run(result, kind, stream, mapping, options, dry_run, actor, progress or (lambda done, total: None))
+        _run(
+            result,
+            stream=stream,
+            mapping=mapping,
+            options=options,
+            actor=actor,
+            progress=progress or (lambda done, total: None),
+        )
     except reading.FileProblem as problem:
         result.errors.append(RowError(0, "", "", str(problem)))
     result.seconds = time.monotonic() - started
     return result
 
 
-def _run(result, kind, stream, mapping, options, dry_run, actor, progress) -> None:
+def _run(
+    result: ImportResult,
+    *,
+    stream: BinaryIO,
+    mapping: dict[str, str] | None,
+    options: ImportOptions,
+    actor: User | None,
+    progress: Progress,
+) -> None:
+    kind, dry_run = result.kind, result.dry_run
     shape = reading.inspect(stream, encoding=options.encoding)
     estimated_rows = max(shape.line_count - 1, 0)
     rows = reading.rows(stream, shape)
@@ -89,7 +109,8 @@ def _run(result, kind, stream, mapping, options, dry_run, actor, progress) -> No
     if first[1] is None:
         raise reading.FileProblem("The header line is too long or is not valid CSV.")
     header = [cell.strip() for cell in first[1]]
-    mapping = suggest_mapping(kind, header) if mapping is None else dict(mapping)
+    # A column mapped to "" is ignored, like an unmapped one.
+    mapping = suggest_mapping(kind, header) if mapping is None else {c: f for c, f in mapping.items() if f}
     columns = _check_mapping(result, kind, header, mapping)
     if result.errors:
         return
@@ -107,30 +128,14 @@ def _run(result, kind, stream, mapping, options, dry_run, actor, progress) -> No
     for row_number, cells in rows:
         result.rows += 1
         if cells is None:
-            report(
-                [
-                    Problem(
-                        row_number,
-                        "",
-                        "",
-                        f"The line is longer than {reading.MAX_LINE_CHARS:,} characters "
-                        "or is not valid CSV (an unclosed quote?).",
-                    )
-                ]
-            )
+            result.errors.append(RowError(row_number, "", "", LINE_TOO_LONG))
             continue
         if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header) :]):
-            report(
-                [
-                    Problem(
-                        row_number,
-                        "",
-                        "",
-                        f"The row has {len(cells)} cells but the header has {len(header)} "
-                        "columns (a stray delimiter or an unquoted comma?).",
-                    )
-                ]
+            message = (
+                f"The row has {len(cells)} cells but the header has {len(header)} columns "
+                "(a stray delimiter or an unquoted comma?)."
             )
+            result.errors.append(RowError(row_number, "", "", message))
             continue
         chunk.append((row_number, {field: cells[i] if i < len(cells) else "" for field, i in columns.items()}))
         if len(chunk) == CHUNK_ROWS:
