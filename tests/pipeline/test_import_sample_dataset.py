@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from django.core.management import call_command
 
-from pipeline.models import Deal
+from pipeline.models import Deal, Organization
 from tests.factories import make_pipeline, make_user
 
 pytestmark = pytest.mark.django_db
@@ -74,3 +74,26 @@ def test_mapping_the_engage_date_to_entering_qualification_keeps_the_funnel_of_t
     assert lost.created_at == day("2016-10-25")
     assert entered(engaging) == [("Qualification", day("2017-10-23"))]
     assert engaging.stage_entered_at == engaging.created_at == day("2017-10-23")
+
+
+def test_the_samples_accounts_file_loads_as_organizations_that_the_deals_then_link_to(sample, tmp_path):
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_text(
+        "account,sector,year_established,revenue,employees,office_location,subsidiary_of\n"
+        "Cancity,retail,2001,718.62,2448,United States,\n"
+        "Isdom,medical,2002,3178.24,4540,United States,\n"
+        "Codehow,software,1998,2714.9,2641,United States,Acme Corporation\n"
+        "Hatfan,services,1982,792.46,1299,United States,\n"
+    )
+
+    call_command("import_csv", "organizations", str(accounts))
+    deals = import_sample(sample)
+
+    assert deals["MV1LWRNH"].organization.industry == "software"
+    assert Organization.objects.count() == 4  # matched by name, none created twice
+    assert {deal.organization.name for deal in deals.values() if deal.organization} == {
+        "Cancity",
+        "Isdom",
+        "Codehow",
+        "Hatfan",
+    }
