@@ -27,6 +27,8 @@ from pipeline.models import ImportJob, ImportKind, ImportStatus
 from pipeline.services import _send_on_commit
 
 CHUNK_ROWS = 2000
+# How often a running job saves its progress.
+PROGRESS_SECONDS = 0.5
 # At most this many refused rows are kept on an ImportJob (the returned result has them all).
 STORED_ERRORS = 1000
 
@@ -203,20 +205,24 @@ def run_import(job: ImportJob) -> ImportResult:
     last_saved = [0.0]
 
     def progress(done: int, total: int) -> None:
-        if time.monotonic() - last_saved[0] > 0.5 or done == total:
+        if time.monotonic() - last_saved[0] >= PROGRESS_SECONDS or done == total:
             last_saved[0] = time.monotonic()
             ImportJob.objects.filter(pk=job.pk).update(processed_rows=done, total_rows=total)
 
-    with _open_source(job) as stream:
-        result = import_csv(
-            kind=job.kind,
-            stream=stream,
-            mapping=job.mapping or None,
-            options=ImportOptions.from_json(job.options or {}),
-            dry_run=job.dry_run,
-            actor=job.created_by,
-            progress=progress,
-        )
+    try:
+        with _open_source(job) as stream:
+            result = import_csv(
+                kind=job.kind,
+                stream=stream,
+                mapping=job.mapping or None,
+                options=ImportOptions.from_json(job.options or {}),
+                dry_run=job.dry_run,
+                actor=job.created_by,
+                progress=progress,
+            )
+    except OSError as error:  # the upload or the server file is gone or unreadable
+        result = ImportResult(kind=job.kind, dry_run=job.dry_run)
+        result.errors.append(RowError(0, "", "", f"The file cannot be read: {error.strerror or error}."))
     job.status = ImportStatus.SUCCEEDED if result.ok else ImportStatus.FAILED
     job.processed_rows = job.total_rows = result.rows
     job.created_count, job.updated_count = result.created, result.updated

@@ -149,3 +149,43 @@ def test_admins_see_import_jobs_read_only(client):
 
     assert listing.status_code == 200 and b"pipeline.csv" in listing.content
     assert detail.status_code == 200 and b'name="_save"' not in detail.content
+
+
+@pytest.mark.django_db
+def test_a_job_saves_its_progress_while_rows_are_checked(pipeline, csv_file, monkeypatch):
+    from pipeline.importing import runner
+
+    make_user(username="rep")
+    monkeypatch.setattr(runner, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(runner, "PROGRESS_SECONDS", 0)
+    rows = "".join(f"P-{n},Deal {n},Prospecting,rep,,2026-01-01,\n" for n in range(5))
+    job = ImportJob.objects.create(kind="deals", source_path=str(csv_file(GOOD.splitlines()[0] + "\n" + rows)))
+    seen = []
+    import_csv = runner.import_csv
+
+    def observed(**kwargs):
+        save_progress = kwargs["progress"]
+
+        def progress(done, total):
+            save_progress(done, total)
+            seen.append(ImportJob.objects.values_list("processed_rows", "total_rows").get(pk=job.pk))
+
+        return import_csv(**{**kwargs, "progress": progress})
+
+    monkeypatch.setattr(runner, "import_csv", observed)
+    run_import(job)
+
+    job.refresh_from_db()
+    assert seen == [(2, 5), (4, 5), (5, 5)]  # what a progress bar polling the job sees
+    assert (job.processed_rows, job.total_rows, job.created_count) == (5, 5, 5)
+
+
+@pytest.mark.django_db
+def test_a_job_whose_file_is_gone_fails_with_a_message(pipeline, tmp_path):
+    job = ImportJob.objects.create(kind="deals", source_path=str(tmp_path / "gone.csv"))
+
+    result = run_import(job)
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.FAILED and not result.ok
+    assert job.errors[0]["message"].startswith("The file cannot be read")
