@@ -10,6 +10,8 @@ from django.core.exceptions import ValidationError
 
 from pipeline.models import (
     Activity,
+    AuditAction,
+    AuditEntry,
     Contact,
     Deal,
     ImportJob,
@@ -20,6 +22,7 @@ from pipeline.models import (
     Stage,
     StageChange,
 )
+from pipeline.services import record_audit
 
 
 class StageInlineFormSet(forms.BaseInlineFormSet):
@@ -40,6 +43,43 @@ class StageInlineFormSet(forms.BaseInlineFormSet):
             raise ValidationError(f"A pipeline needs {' and '.join(problems)}.")
 
 
+class AuditedAdmin(admin.ModelAdmin):
+    """Configuration edited here lands in the same audit trail as the services' writes."""
+
+    def save_model(self, request, obj, form, change) -> None:
+        before = _before_form_changes(form) if change else None
+        super().save_model(request, obj, form, change)
+        action = AuditAction.UPDATED if change else AuditAction.CREATED
+        record_audit(actor=request.user, instance=obj, action=action, before=before)
+
+    def delete_model(self, request, obj) -> None:
+        record_audit(actor=request.user, instance=obj, action=AuditAction.DELETED)
+        super().delete_model(request, obj)
+
+    def save_formset(self, request, form, formset, change) -> None:
+        deleted = [inline.instance for inline in formset.deleted_forms if inline.instance.pk]
+        edited = [
+            (inline, inline.instance.pk is None, _before_form_changes(inline))
+            for inline in formset.forms
+            if inline.has_changed() and inline not in formset.deleted_forms
+        ]
+        for instance in deleted:
+            record_audit(actor=request.user, instance=instance, action=AuditAction.DELETED)
+        super().save_formset(request, form, formset, change)
+        for inline, created, before in edited:
+            action = AuditAction.CREATED if created else AuditAction.UPDATED
+            record_audit(
+                actor=request.user, instance=inline.instance, action=action, before=None if created else before
+            )
+
+
+def _before_form_changes(form) -> dict:
+    """The instance's values before the form's changes: validation has already applied them to the instance."""
+    instance = form.instance
+    current = {field.name: getattr(instance, field.attname) for field in instance._meta.concrete_fields}
+    return current | {name: form.initial.get(name) for name in form.changed_data if name in current}
+
+
 class StageInline(admin.TabularInline):
     model = Stage
     formset = StageInlineFormSet
@@ -49,13 +89,13 @@ class StageInline(admin.TabularInline):
 
 
 @admin.register(Pipeline)
-class PipelineAdmin(admin.ModelAdmin):
+class PipelineAdmin(AuditedAdmin):
     list_display = ["name", "is_default", "created_at"]
     inlines = [StageInline]
 
 
 @admin.register(LostReason)
-class LostReasonAdmin(admin.ModelAdmin):
+class LostReasonAdmin(AuditedAdmin):
     list_display = ["name", "is_active"]
     list_filter = ["is_active"]
 
@@ -130,3 +170,11 @@ class ImportJobAdmin(ReadOnlyAdmin):
     ]  # fmt: skip
     list_filter = ["kind", "status", "dry_run"]
     list_select_related = ["created_by"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["at", "actor", "action", "content_type", "object_repr"]
+    list_filter = ["action", "content_type"]
+    list_select_related = ["actor", "content_type"]
+    search_fields = ["object_repr"]

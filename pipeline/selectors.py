@@ -4,11 +4,24 @@ Every page, API endpoint, export and metric gets its rows from these functions, 
 directly, so a new read path cannot forget the visibility rule.
 """
 
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
 
 from accounts.models import User
 from accounts.selectors import owners_editable_by, owners_visible_to
-from pipeline.models import Activity, Contact, Deal, DealStatus, Lead, Organization, Pipeline, Stage, StageChange
+from pipeline.models import (
+    Activity,
+    AuditEntry,
+    Contact,
+    Deal,
+    DealStatus,
+    Lead,
+    Organization,
+    Pipeline,
+    Stage,
+    StageChange,
+)
 
 
 def _owned_by(queryset: QuerySet, owners: QuerySet | None, owner_field: str = "owner") -> QuerySet:
@@ -77,6 +90,13 @@ def visible_contacts(user: User) -> QuerySet[Contact]:
 def deal_history(*, deal: Deal) -> QuerySet[StageChange]:
     """The stage changes of a deal, oldest first, with the stages and the user who moved it."""
     return deal.stage_changes.select_related("from_stage", "to_stage", "changed_by").order_by("changed_at", "id")
+
+
+def audit_trail(*, instance: models.Model) -> QuerySet[AuditEntry]:
+    """Who changed `instance` and how, newest first. Callers fetch `instance` through a visible_* selector."""
+    return AuditEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(instance), object_id=instance.pk
+    ).select_related("actor")
 
 
 def default_pipeline() -> Pipeline | None:

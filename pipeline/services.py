@@ -8,8 +8,10 @@ Services do not check permissions: callers fetch the records through the `visibl
 import logging
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.dispatch import Signal
@@ -23,6 +25,8 @@ from pipeline.models import (
     REQUIRABLE_DEAL_FIELDS,
     Activity,
     ActivityKind,
+    AuditAction,
+    AuditEntry,
     Contact,
     Deal,
     Lead,
@@ -118,6 +122,52 @@ def _apply_fields(instance: models.Model, fields: dict[str, Any], allowed: Itera
             setattr(instance, name, value)
             changed.append(name)
     return changed
+
+
+# Bookkeeping that changes with every write and says nothing about who changed what.
+_NOT_AUDITED = frozenset({"id", "updated_at", "version"})
+
+
+def _audited_values(instance: models.Model) -> dict[str, Any]:
+    """The instance's field values by field name, foreign keys as ids: the 'before' of an audit entry."""
+    values = {}
+    for field in instance._meta.concrete_fields:
+        if field.name in _NOT_AUDITED:
+            continue
+        value = getattr(instance, field.attname)
+        if isinstance(field, models.DecimalField) and isinstance(value, Decimal):
+            # As stored: 100 and 100.00 are one amount, and the trail should not show a change between them.
+            value = value.quantize(Decimal(1).scaleb(-field.decimal_places))
+        values[field.name] = value
+    return values
+
+
+def record_audit(
+    *, actor: User | None, instance: models.Model, action: str, before: dict[str, Any] | None = None
+) -> AuditEntry | None:
+    """Append who changed `instance` and how to the audit trail; `before` is `_audited_values` taken earlier.
+
+    Without `before` (a creation) every filled field is recorded as [None, value], for a deletion as [value, None];
+    otherwise only the fields that differ, and no entry for an update that changed nothing. Called inside the
+    writer's transaction, so the trail commits (or rolls back) with the write.
+    """
+    after = _audited_values(instance)
+    if action == AuditAction.DELETED:
+        changes = {name: [value, None] for name, value in after.items() if value not in (None, "", [])}
+    elif before is None:
+        changes = {name: [None, value] for name, value in after.items() if value not in (None, "", [])}
+    else:
+        changes = {name: [before.get(name), value] for name, value in after.items() if before.get(name) != value}
+        if not changes and action == AuditAction.UPDATED:
+            return None
+    return AuditEntry.objects.create(
+        actor=actor,
+        action=action,
+        content_type=ContentType.objects.get_for_model(instance),
+        object_id=instance.pk,
+        object_repr=str(instance)[:200],
+        changes=changes,
+    )
 
 
 def _validate(instance: models.Model, *, exclude: Iterable[str] = ()) -> None:
@@ -227,6 +277,7 @@ def create_deal(
     _validate(deal)
     deal.save()
     StageChange.objects.create(deal=deal, from_stage=None, to_stage=stage, changed_by=actor, changed_at=at)
+    record_audit(actor=actor, instance=deal, action=AuditAction.CREATED)
     _send_on_commit(signals.deal_created, actor=actor, deal=deal)
     return deal
 
@@ -239,6 +290,7 @@ def update_deal(*, deal: Deal, actor: User | None, expected_version: int | None 
     """
     deal = Deal.objects.select_for_update().select_related("stage").get(pk=deal.pk)
     _check_version(deal, expected_version)
+    before = _audited_values(deal)
     changed = _apply_fields(deal, fields, DEAL_EDITABLE_FIELDS)
     if not changed:
         return deal
@@ -248,6 +300,7 @@ def update_deal(*, deal: Deal, actor: User | None, expected_version: int | None 
     deal.version += 1
     deal.updated_at = timezone.now()
     deal.save()
+    record_audit(actor=actor, instance=deal, action=AuditAction.UPDATED, before=before)
     _send_on_commit(signals.deal_updated, actor=actor, deal=deal, changed_fields=changed)
     return deal
 
@@ -280,6 +333,7 @@ def move_deal(
         raise ValidationError({"at": "A move cannot be dated before the deal entered its current stage."})
 
     from_stage = deal.stage
+    before = _audited_values(deal)
     _apply_fields(deal, fields or {}, DEAL_EDITABLE_FIELDS)
     _refuse_missing_fields(deal, stage)
     deal.lost_reason = _lost_reason_for(stage, lost_reason)
@@ -296,7 +350,11 @@ def move_deal(
     deal.version += 1
     deal.updated_at = timezone.now()
     deal.save()
-    if stage.pk == from_stage.pk:
+    moved = stage.pk != from_stage.pk
+    record_audit(
+        actor=actor, instance=deal, action=AuditAction.STAGE_CHANGED if moved else AuditAction.UPDATED, before=before
+    )
+    if not moved:
         _send_on_commit(signals.deal_updated, actor=actor, deal=deal, changed_fields=sorted(fields or {}))
         return deal
     stage_change = StageChange.objects.create(
@@ -316,15 +374,19 @@ def create_organization(*, actor: User | None, name: str, **fields: Any) -> Orga
     _apply_fields(organization, fields, ORGANIZATION_EDITABLE_FIELDS)
     _validate(organization)
     organization.save()
+    record_audit(actor=actor, instance=organization, action=AuditAction.CREATED)
     return organization
 
 
 @transaction.atomic
 def update_organization(*, organization: Organization, actor: User | None, **fields: Any) -> Organization:
     """Change an organization's fields."""
+    organization = Organization.objects.select_for_update().get(pk=organization.pk)
+    before = _audited_values(organization)
     if _apply_fields(organization, fields, ORGANIZATION_EDITABLE_FIELDS):
         _validate(organization)
         organization.save()
+        record_audit(actor=actor, instance=organization, action=AuditAction.UPDATED, before=before)
     return organization
 
 
@@ -335,15 +397,19 @@ def create_contact(*, actor: User | None, last_name: str, **fields: Any) -> Cont
     _apply_fields(contact, fields, CONTACT_EDITABLE_FIELDS)
     _validate(contact)
     contact.save()
+    record_audit(actor=actor, instance=contact, action=AuditAction.CREATED)
     return contact
 
 
 @transaction.atomic
 def update_contact(*, contact: Contact, actor: User | None, **fields: Any) -> Contact:
     """Change a contact's fields."""
+    contact = Contact.objects.select_for_update().get(pk=contact.pk)
+    before = _audited_values(contact)
     if _apply_fields(contact, fields, CONTACT_EDITABLE_FIELDS):
         _validate(contact)
         contact.save()
+        record_audit(actor=actor, instance=contact, action=AuditAction.UPDATED, before=before)
     return contact
 
 
@@ -383,6 +449,7 @@ def create_lead(
         _stamp_lead_path(lead, status, at)
     _validate(lead)
     lead.save()
+    record_audit(actor=actor, instance=lead, action=AuditAction.CREATED)
     _send_on_commit(signals.lead_created, actor=actor, lead=lead)
     return lead
 
@@ -391,9 +458,11 @@ def create_lead(
 def update_lead(*, lead: Lead, actor: User | None, **fields: Any) -> Lead:
     """Change a lead's fields (its status changes through `advance_lead` and `convert_lead`)."""
     lead = Lead.objects.select_for_update().get(pk=lead.pk)
+    before = _audited_values(lead)
     if _apply_fields(lead, fields, LEAD_EDITABLE_FIELDS):
         _validate(lead)
         lead.save()
+        record_audit(actor=actor, instance=lead, action=AuditAction.UPDATED, before=before)
     return lead
 
 
@@ -414,6 +483,7 @@ def advance_lead(*, lead: Lead, actor: User | None, status: str, reason: str = "
         return lead
     at = at or timezone.now()
     from_status = lead.status
+    before = _audited_values(lead)
     if status == LeadStatus.DISQUALIFIED:
         lead.disqualified_at = at
         lead.disqualified_reason = reason
@@ -421,6 +491,7 @@ def advance_lead(*, lead: Lead, actor: User | None, status: str, reason: str = "
         _stamp_lead_path(lead, status, at)
     lead.status = status
     lead.save()
+    record_audit(actor=actor, instance=lead, action=AuditAction.STATUS_CHANGED, before=before)
     _send_on_commit(signals.lead_status_changed, actor=actor, lead=lead, from_status=from_status)
     return lead
 
@@ -480,12 +551,14 @@ def convert_lead(
         **deal_fields,
     )
     from_status = lead.status
+    before = _audited_values(lead)
     _stamp_lead_path(lead, LeadStatus.CONVERTED, at)
     lead.status = LeadStatus.CONVERTED
     lead.deal = deal
     lead.organization = organization
     lead.contact = contact
     lead.save()
+    record_audit(actor=actor, instance=lead, action=AuditAction.CONVERTED, before=before)
     _send_on_commit(signals.lead_status_changed, actor=actor, lead=lead, from_status=from_status)
     _send_on_commit(signals.lead_converted, actor=actor, lead=lead, deal=deal)
     return deal
