@@ -4,13 +4,16 @@ An empty owner cell leaves the record without an owner (it is then visible throu
 link to it, and to admins), so that an export imports back unchanged.
 """
 
+import itertools
+
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 
+from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.references import New, Organizations, pk_of, split_name
 from pipeline.importing.writing import copy_rows, reserve_ids, update_rows
-from pipeline.models import Contact, Organization
+from pipeline.models import AuditAction, Contact, Organization
 
 
 class UpsertImporter(KindImporter):
@@ -27,7 +30,7 @@ class UpsertImporter(KindImporter):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.new_records: list[dict] = []
-        self.changed_records: list[tuple[int, dict]] = []
+        self.changed_records: list[tuple[int, dict, dict]] = []  # (id, values after, values before)
 
     def check(self, chunk: list[tuple[int, dict[str, str]]]) -> list[Problem]:
         self.prefetch(chunk)
@@ -55,13 +58,12 @@ class UpsertImporter(KindImporter):
                 for name, value in values.items()
                 if (row.has(name) or name in self.always_set) and not (name == "created_at" and value is None)
             }
-            full = {
-                name: changes.get(name, current[self.model._meta.get_field(name).attname]) for name in self.updatable
-            }
-            if all(full[name] == current[self.model._meta.get_field(name).attname] for name in self.updatable):
+            before = {name: current[self.model._meta.get_field(name).attname] for name in self.updatable}
+            full = {name: changes.get(name, before[name]) for name in self.updatable}
+            if full == before:
                 self.unchanged += 1
             else:
-                self.changed_records.append((current["id"], full))
+                self.changed_records.append((current["id"], full, before))
                 self.updated += 1
         return problems
 
@@ -90,9 +92,27 @@ class UpsertImporter(KindImporter):
         update_rows(
             self.model,
             [self.model._meta.get_field(name).column for name in self.updatable],
-            ((record_id, *(_db(full[name]) for name in self.updatable)) for record_id, full in self.changed_records),
+            ((record_id, *(_db(full[name]) for name in self.updatable)) for record_id, full, _ in self.changed_records),
             extra_set="updated_at = now()",
         )
+        audit.copy_entries(
+            model=self.model,
+            actor=self.actor,
+            entries=itertools.chain(
+                (
+                    (record_id, AuditAction.CREATED, self.describe(values), audit.created_changes(values.items()))
+                    for record_id, values in zip(ids, self.new_records, strict=True)
+                ),
+                (
+                    (record_id, AuditAction.UPDATED, self.describe(full), audit.updated_changes(before, full))
+                    for record_id, full, before in self.changed_records
+                ),
+            ),
+        )
+
+    def describe(self, values: dict) -> str:
+        """The record as `str(record)` shows it, for the audit trail."""
+        raise NotImplementedError
 
     def write_references(self) -> None:
         pass
@@ -109,6 +129,9 @@ def _default(field, now):
 class OrganizationImporter(UpsertImporter):
     model = Organization
     updatable = ("name", "website", "industry", "owner", "created_at")
+
+    def describe(self, values: dict) -> str:
+        return values["name"]
 
     def read(self, row: Row, current: dict | None) -> dict:
         name = row.text("name", max_length=200)
@@ -135,6 +158,9 @@ class ContactImporter(UpsertImporter):
     model = Contact
     updatable = ("first_name", "last_name", "email", "phone", "job_title", "organization", "owner", "created_at")
     always_set = ("first_name", "last_name")  # `read` gives them only when a name column is mapped
+
+    def describe(self, values: dict) -> str:
+        return f"{values['first_name']} {values['last_name']}".strip()
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

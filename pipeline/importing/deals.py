@@ -24,10 +24,11 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 
+from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.fields import ENTERED_AT_PREFIX
 from pipeline.importing.reading import MAX_LINE_CHARS
@@ -43,10 +44,12 @@ from pipeline.importing.references import (
 )
 from pipeline.importing.values import CellError
 from pipeline.importing.writing import copy_rows, lock_unchanged, reserve_ids, update_rows
-from pipeline.models import Deal, ForecastCategory, Pipeline, StageChange, StageKind
+from pipeline.models import AuditAction, Deal, ForecastCategory, Pipeline, StageChange, StageKind
 
-# The deal columns an import writes, in COPY order (every concrete column but the id).
+# The deal columns an import writes, in COPY order (every concrete column but the id), and their field names.
 DEAL_COLUMNS = [f.column for f in Deal._meta.concrete_fields if not f.primary_key]
+DEAL_FIELD_NAMES = [f.name for f in Deal._meta.concrete_fields if not f.primary_key]
+TITLE = DEAL_FIELD_NAMES.index("title")
 STAGE_CHANGE_COLUMNS = ["deal_id", "from_stage_id", "to_stage_id", "changed_by_id", "changed_at"]
 TEXT_FIELDS = {
     "title": 200,
@@ -65,6 +68,17 @@ UPDATED_FIELDS = [
     *SIMPLE_FIELDS, "stage", "status", "lost_reason", "forecast_category", "forecast_category_override",
     "stage_entered_at", "closed_at",
 ]  # fmt: skip
+
+
+class DealChange(NamedTuple):
+    """An existing deal as the import will leave it."""
+
+    deal_id: int
+    values: dict[str, Any]  # every UPDATED_FIELDS value, changed or kept
+    move: tuple[int, int, datetime] | None  # (from stage, to stage, at) when the stage changes
+    version: int  # as read while checking: the write refuses a deal changed since
+    title: str
+    before: dict[str, Any]  # the UPDATED_FIELDS values as read, for the audit trail
 
 
 @dataclass(frozen=True)
@@ -153,9 +167,8 @@ class DealImporter(KindImporter):
         self.lost_reasons = LostReasons(create_missing=self.options.create_missing)
         self.entered_fields = sorted(f for f in self.fields if f.startswith(ENTERED_AT_PREFIX))
         # New deals: (column values in DEAL_COLUMNS order with New references unresolved, ((stage pk, at), ...)).
-        # Changed deals: (deal id, every UPDATED_FIELDS value, the move (from, to, at) or None, version read).
         self.new_deals: list[tuple[tuple, tuple[tuple[int, datetime], ...]]] = []
-        self.changed_deals: list[tuple[int, dict, tuple[int, int, datetime] | None, int]] = []
+        self.changed_deals: list[DealChange] = []
 
     def new_references(self) -> dict[str, int]:
         counts = super().new_references()
@@ -336,8 +349,11 @@ class DealImporter(KindImporter):
             self.unchanged += 1
             return
         # Every row of the UPDATE sets the same columns: unchanged ones keep the deal's current value.
-        full = {name: changes.get(name, existing[Deal._meta.get_field(name).attname]) for name in UPDATED_FIELDS}
-        self.changed_deals.append((existing["id"], full, move, existing["version"]))
+        before = {name: existing[Deal._meta.get_field(name).attname] for name in UPDATED_FIELDS}
+        full = {name: changes.get(name, before[name]) for name in UPDATED_FIELDS}
+        self.changed_deals.append(
+            DealChange(existing["id"], full, move, existing["version"], existing["title"], before)
+        )
         self.updated += 1
 
     def write(self) -> None:
@@ -355,18 +371,44 @@ class DealImporter(KindImporter):
             ),
         )
         if self.changed_deals:
-            lock_unchanged(Deal, {deal_id: version for deal_id, _full, _move, version in self.changed_deals})
+            lock_unchanged(Deal, {change.deal_id: change.version for change in self.changed_deals})
             update_rows(
                 Deal,
                 [Deal._meta.get_field(name).column for name in UPDATED_FIELDS],
                 (
-                    (deal_id, *(_db_value(full[name]) for name in UPDATED_FIELDS))
-                    for deal_id, full, _move, _version in self.changed_deals
+                    (change.deal_id, *(_db_value(change.values[name]) for name in UPDATED_FIELDS))
+                    for change in self.changed_deals
                 ),
                 extra_set=f"version = {Deal._meta.db_table}.version + 1, updated_at = now()",
             )
-        moves = [(deal_id, *move[:2], None, move[2]) for deal_id, _full, move, _version in self.changed_deals if move]
+        moves = [
+            (change.deal_id, *change.move[:2], None, change.move[2]) for change in self.changed_deals if change.move
+        ]
         copy_rows(StageChange, STAGE_CHANGE_COLUMNS, itertools.chain(self._entries(ids), moves))
+        audit.copy_entries(
+            model=Deal,
+            actor=self.actor,
+            entries=itertools.chain(
+                (
+                    (
+                        deal_id,
+                        AuditAction.CREATED,
+                        deal[TITLE],
+                        audit.created_changes(zip(DEAL_FIELD_NAMES, deal, strict=True)),
+                    )
+                    for deal_id, (deal, _chain) in zip(ids, self.new_deals, strict=True)
+                ),
+                (
+                    (
+                        change.deal_id,
+                        AuditAction.STAGE_CHANGED if change.move else AuditAction.UPDATED,
+                        change.values["title"] or change.title,
+                        audit.updated_changes(change.before, change.values),
+                    )
+                    for change in self.changed_deals
+                ),
+            ),
+        )
 
     def _entries(self, ids: list[int]) -> Iterator[tuple]:
         """The StageChange rows of the new deals: each entry moves from the stage before (none at creation)."""

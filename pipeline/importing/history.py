@@ -15,12 +15,14 @@ from itertools import pairwise
 
 from django.db import connection
 
+from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.references import New, Ref, StageRow, Stages, pk_of
 from pipeline.importing.writing import copy_rows, lock_unchanged, update_rows
-from pipeline.models import Deal, StageChange, StageKind
+from pipeline.models import AuditAction, Deal, StageChange, StageKind
 
 DELETE_BATCH = 10_000
+STAMPED = ("created_at", "stage_entered_at", "closed_at")
 
 
 class StageChangeImporter(KindImporter):
@@ -30,6 +32,7 @@ class StageChangeImporter(KindImporter):
         self.deals: dict[str, dict] = {}
         # deal id → [(changed_at, row number, stage, changed_by)]
         self.entries: dict[int, list[tuple[datetime, int, StageRow, Ref | None]]] = defaultdict(list)
+        self.recorded_counts: dict[int, int] = {}  # deal id → how many stage changes it had before
 
     def check(self, chunk: list[tuple[int, dict[str, str]]]) -> list[Problem]:
         wanted = {cells["deal"].strip() for _, cells in chunk if cells.get("deal", "").strip()} - set(self.deals)
@@ -43,6 +46,7 @@ class StageChangeImporter(KindImporter):
             "created_at",
             "stage_entered_at",
             "closed_at",
+            "title",
         ):
             self.deals[deal["external_id"]] = deal
         problems: list[Problem] = []
@@ -113,6 +117,7 @@ class StageChangeImporter(KindImporter):
             ):
                 recorded[deal_id].append(tuple(change))
             for deal_id in batch:
+                self.recorded_counts[deal_id] = len(recorded[deal_id])
                 changes = _changes(self.entries[deal_id])
                 if any(isinstance(change[2], New) for change in changes):
                     continue  # made by an owner the import creates: new by definition
@@ -147,10 +152,30 @@ class StageChangeImporter(KindImporter):
         )
         update_rows(
             Deal,
-            ["created_at", "stage_entered_at", "closed_at"],
+            list(STAMPED),
             ((deal_id, *_stamps(entries)) for deal_id, entries in self.entries.items()),
             extra_set=f"version = {Deal._meta.db_table}.version + 1, updated_at = now()",
         )
+        deals_by_id = {deal["id"]: deal for deal in self.deals.values()}
+        audit.copy_entries(
+            model=Deal,
+            actor=self.actor,
+            entries=(
+                (
+                    deal_id,
+                    AuditAction.UPDATED,
+                    deals_by_id[deal_id]["title"],
+                    self._audit(deals_by_id[deal_id], entries),
+                )
+                for deal_id, entries in self.entries.items()
+            ),
+        )
+
+    def _audit(self, deal: dict, entries: list) -> dict[str, list]:
+        """The stamps the history changed, and the number of stage changes before and after."""
+        changes = audit.updated_changes(deal, dict(zip(STAMPED, _stamps(entries), strict=True)))
+        changes["stage_changes"] = [self.recorded_counts.get(deal["id"], 0), len(entries)]
+        return changes
 
 
 def _changes(entries: list[tuple[datetime, int, StageRow, Ref | None]]) -> list[tuple]:

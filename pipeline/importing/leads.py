@@ -37,6 +37,10 @@ class LeadImporter(UpsertImporter):
     )  # fmt: skip
     always_set = ("first_name", "last_name", "status", "deal", *STAMPS)
 
+    def describe(self, values: dict) -> str:
+        name = f"{values['first_name']} {values['last_name']}".strip()
+        return f"{name} ({values['company']})" if values["company"] else name
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.organizations = Organizations(create_missing=self.options.create_missing)

@@ -9,7 +9,7 @@ import pytest
 from pipeline import services, signals
 from pipeline.importing import ImportOptions, import_csv, suggest_mapping
 from pipeline.models import Contact, Deal, LostReason, Organization, StageChange
-from pipeline.selectors import deal_history
+from pipeline.selectors import audit_trail, deal_history
 from tests.factories import make_lost_reason, make_user, stage
 
 pytestmark = pytest.mark.django_db
@@ -339,3 +339,22 @@ def test_a_lost_reason_on_a_deal_that_is_not_lost_is_dropped_not_looked_up(rep, 
 
     assert result.ok, result.errors
     assert Deal.objects.get().lost_reason is None and not LostReason.objects.exists()
+
+
+def test_imported_and_updated_deals_are_on_the_audit_trail_like_service_writes(rep, pipeline):
+    run("external_id,title,stage,owner,amount\nA-1,Audited,Prospecting,marcus,100\n", actor=rep)
+    run("external_id,stage,amount\nA-1,Qualification,250\n", actor=rep)
+    deal = Deal.objects.get()
+
+    moved, created = audit_trail(instance=deal)
+
+    assert (created.action, created.actor, created.object_repr) == ("created", rep, "Audited")
+    assert created.changes["amount"] == [None, "100.00"] and created.changes["stage"] == [
+        None,
+        stage(pipeline, "Prospecting").pk,
+    ]
+    assert "version" not in created.changes and "updated_at" not in created.changes
+    assert moved.action == "stage_changed"
+    assert moved.changes["amount"] == ["100.00", "250.00"]
+    assert moved.changes["stage"] == [stage(pipeline, "Prospecting").pk, stage(pipeline, "Qualification").pk]
+    assert set(moved.changes) == {"amount", "stage", "stage_entered_at"}

@@ -9,7 +9,7 @@ import pytest
 from pipeline import services
 from pipeline.importing import ImportOptions, import_csv
 from pipeline.models import Contact, Deal, Organization, StageChange
-from pipeline.selectors import deal_history
+from pipeline.selectors import audit_trail, deal_history
 from tests.factories import make_user, stage
 
 pytestmark = pytest.mark.django_db
@@ -150,3 +150,24 @@ def test_contacts_refuse_bad_emails_and_unknown_organizations_unless_created(rep
     assert [(e.row, e.column) for e in refused.errors] == [(2, "email"), (3, "organization")]
     assert created.ok and Organization.objects.get().name == "Initech"
     assert StageChange.objects.count() == 0
+
+
+def test_imports_of_customers_and_histories_leave_audit_entries(rep, pipeline):
+    run("external_id,name\nO-1,Acme\n", "organizations", actor=rep)
+    run("external_id,name\nO-1,Acme Corp\n", "organizations", actor=rep)
+    run("external_id,title,stage,owner,created_at\nH-9,A,Qualification,rep,2026-01-01\n", "deals")
+    run("deal,stage,changed_at\nH-9,Prospecting,2025-12-01\nH-9,Qualification,2026-01-01\n", "stage_changes", actor=rep)
+
+    renamed, created = audit_trail(instance=Organization.objects.get())
+    assert (created.action, created.changes["name"], created.actor) == ("created", [None, "Acme"], rep)
+    assert (renamed.action, renamed.changes, renamed.object_repr) == (
+        "updated",
+        {"name": ["Acme", "Acme Corp"]},
+        "Acme Corp",
+    )
+    history_entry = audit_trail(instance=Deal.objects.get()).first()
+    assert history_entry.action == "updated"
+    assert history_entry.changes == {
+        "created_at": ["2026-01-01T00:00:00Z", "2025-12-01T00:00:00Z"],
+        "stage_changes": [1, 2],
+    }
