@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from accounts.models import User
+from accounts.selectors import owners_editable_by
 from pipeline.importing import values
 from pipeline.importing.references import Owners, ValueMap
 from pipeline.importing.report import ImportOptions
@@ -111,7 +112,11 @@ class KindImporter:
         self.actor = actor
         self.now = now
         self.value_map = ValueMap(options.value_map)
-        self.owners = Owners(create_missing=options.create_missing)
+        # Whose records the actor may change: their own, their teams' (managers), or anyone's (None: an admin, or an
+        # operator running the command without --user). Records outside it are neither updated nor given to.
+        editable = owners_editable_by(actor) if actor is not None else None
+        self.editable_owners = None if editable is None else {row["pk"] for row in editable}
+        self.owners = Owners(create_missing=options.create_missing, allowed=self.editable_owners)
         self.seen_external_ids: dict[str, int] = {}
         self.created = self.updated = self.unchanged = 0
 
@@ -129,6 +134,13 @@ class KindImporter:
 
     def write(self) -> None:
         raise NotImplementedError
+
+    def may_change(self, owner_id: int | None) -> bool:
+        return self.editable_owners is None or owner_id in self.editable_owners
+
+    def scoped(self, model, selector):
+        """`model`'s records the actor may work with, through `selector` (all of them without an actor)."""
+        return model.objects.all() if self.actor is None else selector(self.actor)
 
     def external_id(self, row: Row) -> str | None:
         """The row's external id, refused when an earlier row of the file has the same one."""

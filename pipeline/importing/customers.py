@@ -1,19 +1,22 @@
 """Importing organizations and contacts: a row with a known `external_id` updates that record, others create one.
 
-An empty owner cell leaves the record without an owner (it is then visible through the deals and leads that
-link to it, and to admins), so that an export imports back unchanged.
+An empty owner cell makes a new record the importing user's, as the services do; an operator's import (no user)
+leaves it without owner (visible through the deals and leads that link to it, and to admins), so that an export
+imports back unchanged.
 """
 
 import itertools
 
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
+from django.db.models import QuerySet
 
 from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.references import New, Organizations, pk_of, split_name
 from pipeline.importing.writing import copy_rows, reserve_ids, update_rows
 from pipeline.models import AuditAction, Contact, Organization
+from pipeline.selectors import visible_contacts, visible_organizations
 
 
 class UpsertImporter(KindImporter):
@@ -36,11 +39,16 @@ class UpsertImporter(KindImporter):
         self.prefetch(chunk)
         external_ids = [cells["external_id"].strip() for _, cells in chunk if cells.get("external_id", "").strip()]
         existing = {r["external_id"]: r for r in self.model.objects.filter(external_id__in=external_ids).values()}
+        changeable = set(self.changeable().filter(external_id__in=external_ids).values_list("external_id", flat=True))
         problems: list[Problem] = []
         for number, cells in chunk:
             row = Row(number, cells, self)
             external_id = self.external_id(row)
             current = existing.get(external_id)
+            if current is not None and external_id not in changeable:
+                row.fail("external_id", "This external id belongs to a record you may not change.")
+                problems += row.problems
+                continue
             values = self.read(row, current)
             if row.problems:
                 problems += row.problems
@@ -73,8 +81,17 @@ class UpsertImporter(KindImporter):
     def read(self, row: Row, current: dict | None) -> dict:
         raise NotImplementedError
 
-    def owner(self, row: Row):
-        return row.reference("owner", self.owners.resolve)
+    def owner(self, row: Row, current: dict | None):
+        """The owner cell's user; an empty cell keeps the owner, or makes a new record the actor's (as the services
+        do; without an actor, an operator's import, it stays without owner, so an export imports back unchanged)."""
+        owner = row.reference("owner", self.owners.resolve_owner)
+        if owner is None and not row.mapped("owner"):
+            owner = current["owner_id"] if current else (self.actor.pk if self.actor else None)
+        return owner
+
+    def changeable(self) -> QuerySet:
+        """The records of `model` the actor may update."""
+        raise NotImplementedError
 
     def write(self) -> None:
         self.owners.write()
@@ -133,6 +150,9 @@ class OrganizationImporter(UpsertImporter):
     def describe(self, values: dict) -> str:
         return values["name"]
 
+    def changeable(self) -> QuerySet:
+        return self.scoped(Organization, visible_organizations)
+
     def read(self, row: Row, current: dict | None) -> dict:
         name = row.text("name", max_length=200)
         if not name and (current is None or row.has("name")):
@@ -149,7 +169,7 @@ class OrganizationImporter(UpsertImporter):
             "name": name,
             "website": website,
             "industry": row.text("industry", max_length=100),
-            "owner": self.owner(row),
+            "owner": self.owner(row, current),
             "created_at": row.datetime("created_at"),
         }
 
@@ -162,9 +182,14 @@ class ContactImporter(UpsertImporter):
     def describe(self, values: dict) -> str:
         return f"{values['first_name']} {values['last_name']}".strip()
 
+    def changeable(self) -> QuerySet:
+        return self.scoped(Contact, visible_contacts)
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.organizations = Organizations(create_missing=self.options.create_missing)
+        self.organizations = Organizations(
+            create_missing=self.options.create_missing, queryset=self.scoped(Organization, visible_organizations)
+        )
 
     def prefetch(self, chunk) -> None:
         self.organizations.prefetch(self.value_map("organization", cells.get("organization", "")) for _, cells in chunk)
@@ -180,7 +205,7 @@ class ContactImporter(UpsertImporter):
 
     def read(self, row: Row, current: dict | None) -> dict:
         names = read_person_name(row, current, noun="contact")
-        owner = self.owner(row)
+        owner = self.owner(row, current)
         values = {
             "email": row.email("email"),
             "phone": row.text("phone", max_length=50),

@@ -44,7 +44,8 @@ from pipeline.importing.references import (
 )
 from pipeline.importing.values import CellError
 from pipeline.importing.writing import copy_rows, lock_unchanged, reserve_ids, update_rows
-from pipeline.models import AuditAction, Deal, ForecastCategory, Pipeline, StageChange, StageKind
+from pipeline.models import AuditAction, Contact, Deal, ForecastCategory, Organization, Pipeline, StageChange, StageKind
+from pipeline.selectors import visible_contacts, visible_organizations
 
 # The deal columns an import writes, in COPY order (every concrete column but the id), and their field names.
 DEAL_COLUMNS = [f.column for f in Deal._meta.concrete_fields if not f.primary_key]
@@ -162,8 +163,12 @@ class DealImporter(KindImporter):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.stages = Stages()
-        self.organizations = Organizations(create_missing=self.options.create_missing)
-        self.contacts = Contacts(create_missing=self.options.create_missing)
+        self.organizations = Organizations(
+            create_missing=self.options.create_missing, queryset=self.scoped(Organization, visible_organizations)
+        )
+        self.contacts = Contacts(
+            create_missing=self.options.create_missing, queryset=self.scoped(Contact, visible_contacts)
+        )
         self.lost_reasons = LostReasons(create_missing=self.options.create_missing)
         self.entered_fields = sorted(f for f in self.fields if f.startswith(ENTERED_AT_PREFIX))
         # New deals: (column values in DEAL_COLUMNS order with New references unresolved, ((stage pk, at), ...)).
@@ -190,7 +195,11 @@ class DealImporter(KindImporter):
         for number, cells in chunk:
             row = Row(number, cells, self)
             external_id = self.external_id(row)
-            self._check_row(row, external_id, existing.get(external_id))
+            deal = existing.get(external_id)
+            if deal is not None and not self.may_change(deal["owner_id"]):
+                row.fail("external_id", "This external id belongs to a deal you may not change.")
+            else:
+                self._check_row(row, external_id, deal)
             problems += row.problems
         return problems
 
@@ -211,7 +220,7 @@ class DealImporter(KindImporter):
             stage = stages.by_pk[existing["stage_id"]] if existing else stages.first_open.get(pipeline.pk)
             if stage is None:
                 row.fail("stage", f"The pipeline “{pipeline.name}” has no open stage.")
-        owner = row.reference("owner", self.owners.resolve)
+        owner = row.reference("owner", self.owners.resolve_owner)
         if owner is None and not row.mapped("owner"):
             owner = existing["owner_id"] if existing else (self.actor.pk if self.actor else None)
             if owner is None:

@@ -20,6 +20,7 @@ from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.references import New, Ref, StageRow, Stages, pk_of
 from pipeline.importing.writing import copy_rows, lock_unchanged, update_rows
 from pipeline.models import AuditAction, Deal, StageChange, StageKind
+from pipeline.selectors import editable_deals
 
 DELETE_BATCH = 10_000
 STAMPED = ("created_at", "stage_entered_at", "closed_at")
@@ -36,17 +37,21 @@ class StageChangeImporter(KindImporter):
 
     def check(self, chunk: list[tuple[int, dict[str, str]]]) -> list[Problem]:
         wanted = {cells["deal"].strip() for _, cells in chunk if cells.get("deal", "").strip()} - set(self.deals)
-        for deal in Deal.objects.filter(external_id__in=wanted).values(
-            "id",
-            "external_id",
-            "pipeline_id",
-            "stage_id",
-            "status",
-            "version",
-            "created_at",
-            "stage_entered_at",
-            "closed_at",
-            "title",
+        for deal in (
+            self.scoped(Deal, editable_deals)
+            .filter(external_id__in=wanted)
+            .values(
+                "id",
+                "external_id",
+                "pipeline_id",
+                "stage_id",
+                "status",
+                "version",
+                "created_at",
+                "stage_entered_at",
+                "closed_at",
+                "title",
+            )
         ):
             self.deals[deal["external_id"]] = deal
         problems: list[Problem] = []
@@ -62,7 +67,7 @@ class StageChangeImporter(KindImporter):
         if not external_id:
             row.fail("deal", "The deal's external id is required.")
         elif deal is None:
-            row.fail("deal", f"No deal has the external id “{external_id}” (import the deals first).")
+            row.fail("deal", f"No deal you may change has the external id “{external_id}” (import the deals first?).")
         changed_at = row.datetime("changed_at")
         if changed_at is None and not row.problems:
             row.fail("changed_at", "The time of the change is required.")

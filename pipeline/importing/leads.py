@@ -12,11 +12,14 @@ that deal was created. An existing converted lead keeps its status, as in the ap
 
 from datetime import datetime
 
+from django.db.models import QuerySet
+
 from pipeline.importing.base import Row
 from pipeline.importing.customers import UpsertImporter, read_person_name
 from pipeline.importing.reading import MAX_LINE_CHARS
 from pipeline.importing.references import Contacts, Organizations
-from pipeline.models import LEAD_STATUS_PATH, Deal, Lead, LeadStatus
+from pipeline.models import LEAD_STATUS_PATH, Contact, Deal, Lead, LeadStatus, Organization
+from pipeline.selectors import editable_deals, editable_leads, visible_contacts, visible_organizations
 
 STAMPS = ("contacted_at", "mql_at", "sql_at", "converted_at", "disqualified_at")
 PATH_STAMPS = [f"{status}_at" for status in LEAD_STATUS_PATH[1:]]
@@ -37,14 +40,21 @@ class LeadImporter(UpsertImporter):
     )  # fmt: skip
     always_set = ("first_name", "last_name", "status", "deal", *STAMPS)
 
+    def changeable(self) -> QuerySet:
+        return self.scoped(Lead, editable_leads)
+
     def describe(self, values: dict) -> str:
         name = f"{values['first_name']} {values['last_name']}".strip()
         return f"{name} ({values['company']})" if values["company"] else name
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.organizations = Organizations(create_missing=self.options.create_missing)
-        self.contacts = Contacts(create_missing=self.options.create_missing)
+        self.organizations = Organizations(
+            create_missing=self.options.create_missing, queryset=self.scoped(Organization, visible_organizations)
+        )
+        self.contacts = Contacts(
+            create_missing=self.options.create_missing, queryset=self.scoped(Contact, visible_contacts)
+        )
         self.deals: dict[str, dict] = {}
         self.deal_rows: dict[int, int] = {}  # deal id → the row converting into it
 
@@ -52,7 +62,8 @@ class LeadImporter(UpsertImporter):
         self.organizations.prefetch(self.value_map("organization", cells.get("organization", "")) for _, cells in chunk)
         self.contacts.prefetch(self.value_map("contact", cells.get("contact", "")) for _, cells in chunk)
         wanted = {cells["deal"].strip() for _, cells in chunk if cells.get("deal", "").strip()} - set(self.deals)
-        for deal in Deal.objects.filter(external_id__in=wanted).values("id", "external_id", "created_at", "lead__id"):
+        deals = self.scoped(Deal, editable_deals).filter(external_id__in=wanted)
+        for deal in deals.values("id", "external_id", "created_at", "lead__id"):
             self.deals[deal["external_id"]] = deal
 
     def new_references(self) -> dict[str, int]:
@@ -67,7 +78,7 @@ class LeadImporter(UpsertImporter):
         self.contacts.write()
 
     def read(self, row: Row, current: dict | None) -> dict:
-        owner = row.reference("owner", self.owners.resolve)
+        owner = row.reference("owner", self.owners.resolve_owner)
         if owner is None and not row.mapped("owner"):
             owner = current["owner_id"] if current else (self.actor.pk if self.actor else None)
             if owner is None:
@@ -130,7 +141,7 @@ class LeadImporter(UpsertImporter):
             return None
         deal = self.deals.get(external_id)
         if deal is None:
-            row.fail("deal", f"No deal has the external id “{external_id}” (import the deals first).")
+            row.fail("deal", f"No deal you may change has the external id “{external_id}” (import the deals first?).")
             return None
         other_lead = deal["lead__id"]
         if other_lead is not None and (current is None or other_lead != current["id"]):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth.hashers import make_password
-from django.db.models import Q, Value
+from django.db.models import Q, QuerySet, Value
 from django.db.models.functions import Concat, Lower, Trim
 
 from accounts.models import Role, User
@@ -66,8 +66,9 @@ def split_name(name: str) -> tuple[str, str]:
 class Owners:
     """Users by username, email or full name; unknown ones become inactive users with `create_missing`."""
 
-    def __init__(self, *, create_missing: bool):
+    def __init__(self, *, create_missing: bool, allowed: set[int] | None = None):
         self.create_missing = create_missing
+        self.allowed = allowed  # who may own records the actor writes (None: anyone); only then are users created
         self.index: dict[str, set[int]] = defaultdict(set)
         self.new: dict[str, New] = {}
         self.usernames: set[str] = set()
@@ -84,11 +85,18 @@ class Owners:
             return next(iter(pks))
         if len(pks) > 1:
             raise CellError(f"More than one user is called “{value}”: use their username or email.")
-        if not self.create_missing:
+        if not self.create_missing or self.allowed is not None:
             raise CellError(f"No user has the username, email or name “{value}”.")
         if key not in self.new:
             self.new[key] = New(value.strip(), self._new_user_fields(value.strip()))
         return self.new[key]
+
+    def resolve_owner(self, value: str) -> Ref:
+        """Like `resolve`, for an owner: someone whose records the actor may change."""
+        owner = self.resolve(value)
+        if self.allowed is not None and owner not in self.allowed:
+            raise CellError(f"You may not give records to “{value}”.")
+        return owner
 
     def _new_user_fields(self, value: str) -> dict[str, Any]:
         email = value if "@" in value else ""
@@ -191,8 +199,9 @@ class _Customers:
     model: type[Organization] | type[Contact]
     noun: str
 
-    def __init__(self, *, create_missing: bool):
+    def __init__(self, *, create_missing: bool, queryset: QuerySet):
         self.create_missing = create_missing
+        self.queryset = queryset  # the records the actor may see; others are as good as unknown
         self.by_external_id: dict[str, int] = {}
         self.by_key: dict[str, set[int]] = defaultdict(set)
         self.looked_up: set[str] = set()
@@ -231,7 +240,7 @@ class Organizations(_Customers):
 
     def _query(self, wanted: set[str], keys: set[str]):
         return (
-            Organization.objects.annotate(key=Lower("name"))
+            self.queryset.annotate(key=Lower("name"))
             .filter(Q(external_id__in=wanted) | Q(key__in=keys))
             .values("pk", "external_id", "name")
         )
@@ -254,7 +263,7 @@ class Contacts(_Customers):
 
     def _query(self, wanted: set[str], keys: set[str]):
         return (
-            Contact.objects.annotate(
+            self.queryset.annotate(
                 email_key=Lower("email"), name_key=Lower(Trim(Concat("first_name", Value(" "), "last_name")))
             )
             .filter(Q(external_id__in=wanted) | Q(email_key__in=keys) | Q(name_key__in=keys))
