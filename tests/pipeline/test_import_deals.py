@@ -358,3 +358,43 @@ def test_imported_and_updated_deals_are_on_the_audit_trail_like_service_writes(r
     assert moved.changes["amount"] == ["100.00", "250.00"]
     assert moved.changes["stage"] == [stage(pipeline, "Prospecting").pk, stage(pipeline, "Qualification").pk]
     assert set(moved.changes) == {"amount", "stage", "stage_entered_at"}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_forward_walks_import_from_their_dates_exactly_as_the_services_record_them(rep, pipeline, seed):
+    """Forward moves (skips allowed), ending open, won or lost: the deals file's dates alone rebuild the history."""
+    import random
+    from datetime import timedelta
+
+    rng = random.Random(seed)
+    make_lost_reason("Price")
+    open_stages = ["Prospecting", "Qualification", "Discovery", "Proposal", "Negotiation"]
+    fields = {"amount": Decimal("10.00"), "expected_close_date": "2026-12-31"}
+    contact = services.create_contact(actor=rep, last_name="Buyer", email="buyer@example.com")
+    when = at("2026-01-01T09:00:00") + timedelta(minutes=rng.randint(0, 10_000))
+    native = services.create_deal(actor=None, owner=rep, title="N", pipeline=pipeline, contact=contact,
+                                  created_at=when, **fields)  # fmt: skip
+    row = {"created_at": when}
+    index = 0
+    while True:
+        index += rng.choice([1, 1, 2])
+        when += timedelta(hours=rng.randint(1, 400))
+        ending = rng.random()
+        target = "Won" if index >= len(open_stages) or ending < 0.15 else ("Lost" if ending < 0.3 else None)
+        name = target or open_stages[index]
+        native = services.move_deal(deal=native, stage=stage(pipeline, name), actor=None, at=when,
+                                    lost_reason=LostReason.objects.get() if name == "Lost" else None)  # fmt: skip
+        row["closed_at" if target else f"entered_at:{name}"] = when
+        if target or rng.random() < 0.3:
+            break
+    header = ["external_id", "title", "stage", "owner", "amount", "expected_close_date", "contact", "lost_reason", *row]
+    cells = ["R-1", "Imported", native.stage.name, "marcus", "10", "2026-12-31", "buyer@example.com",
+             "Price" if native.status == "lost" else "", *(value.isoformat() for value in row.values())]  # fmt: skip
+
+    result = run(",".join(header) + "\n" + ",".join(cells) + "\n")
+
+    assert result.ok, result.errors
+    imported = Deal.objects.get(external_id="R-1")
+    assert history(imported) == history(native)
+    for name in ("status", "stage_id", "created_at", "closed_at", "stage_entered_at", "lost_reason_id", "version"):
+        assert getattr(imported, name) == getattr(native, name), name
