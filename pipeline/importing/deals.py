@@ -239,10 +239,10 @@ class DealImporter(KindImporter):
         for name, max_length in TEXT_FIELDS.items():
             values[name] = row.text(name, max_length=max_length)
         if not values["title"] and (existing is None or row.has("title")):
-            # A file without titles (a typical opportunities export) names each deal after its customer.
-            values["title"] = (row.mapped("organization") or row.mapped("contact"))[:200]
+            # A file without titles (a typical opportunities export) names each deal after its customer, or its id.
+            values["title"] = (row.mapped("organization") or row.mapped("contact") or external_id or "")[:200]
             if not values["title"]:
-                row.fail("title", "A deal needs a title (or an organization to name it after).")
+                row.fail("title", "A deal needs a title (or an organization or external id to name it after).")
         created_at = row.datetime("created_at")
         closed_at = row.datetime("closed_at")
         entered: dict[StageRow, datetime] = {}

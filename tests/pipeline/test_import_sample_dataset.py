@@ -97,3 +97,13 @@ def test_the_samples_accounts_file_loads_as_organizations_that_the_deals_then_li
         "Codehow",
         "Hatfan",
     }
+
+
+def test_without_a_title_column_deals_are_named_after_their_account_or_their_id(sample):
+    call_command(
+        "import_csv", "deals", str(sample), "--value", "stage:Engaging=Qualification", "--create-missing",
+        "--user", "admin",
+    )  # fmt: skip
+
+    titles = dict(Deal.objects.values_list("external_id", "title"))
+    assert titles["1C1I7A6R"] == "Cancity" and titles["ZZY4516Q"] == "ZZY4516Q"
