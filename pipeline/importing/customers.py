@@ -1,4 +1,5 @@
-"""Importing organizations and contacts: a row with a known `external_id` updates that record, others create one.
+"""Importing organizations and contacts (and, through `UpsertImporter`, leads): a row with a known `external_id`
+updates that record, other rows create one.
 
 An empty owner cell makes a new record the importing user's, as the services do; an operator's import (no user)
 leaves it without owner (visible through the deals and leads that link to it, and to admins), so that an export
@@ -9,6 +10,7 @@ import itertools
 
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
+from django.db import models
 from django.db.models import QuerySet
 
 from pipeline.importing import audit
@@ -26,7 +28,7 @@ class UpsertImporter(KindImporter):
     `read` derives, such as a contact's names from a full-name column) change.
     """
 
-    model: type[Organization] | type[Contact]
+    model: type[models.Model]
     updatable: tuple[str, ...]
     always_set: tuple[str, ...] = ()
 
