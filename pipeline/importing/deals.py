@@ -16,11 +16,13 @@ a manager's existing data must load as it is. Moves made in the app afterwards f
 
 A row whose `external_id` belongs to an existing deal updates it: the mapped fields change, and a new stage
 is recorded as one move (dated by its `entered_at`, `closed_at` for won/lost, or the import time), never
-earlier than the deal entered its current stage. `created_at` and the recorded close time cannot change this
-way (the history is append-only); the `stage_changes` kind reloads a whole history.
+earlier than the deal entered its current stage. `created_at`, the recorded close time and the dates of stages
+already entered cannot change this way (a row repeating them is fine); the `stage_changes` kind reloads a whole
+history.
 """
 
 import itertools
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -174,6 +176,7 @@ class DealImporter(KindImporter):
         # New deals: (column values in DEAL_COLUMNS order with New references unresolved, ((stage pk, at), ...)).
         self.new_deals: list[tuple[tuple, tuple[tuple[int, datetime], ...]]] = []
         self.changed_deals: list[DealChange] = []
+        self.recorded_entries: dict[int, set[tuple[int, datetime]]] = {}
 
     def new_references(self) -> dict[str, int]:
         counts = super().new_references()
@@ -191,6 +194,12 @@ class DealImporter(KindImporter):
         self.contacts.prefetch(self.value_map("contact", c.get("contact", "")) for _, c in chunk)
         external_ids = [c["external_id"].strip() for _, c in chunk if c.get("external_id", "").strip()]
         existing = {deal["external_id"]: deal for deal in Deal.objects.filter(external_id__in=external_ids).values()}
+        self.recorded_entries = defaultdict(set)  # deal id → {(stage pk, entered at)} of the deals updated here
+        if self.entered_fields and existing:
+            for deal_id, stage_id, changed_at in StageChange.objects.filter(
+                deal_id__in=[deal["id"] for deal in existing.values()]
+            ).values_list("deal_id", "to_stage_id", "changed_at"):
+                self.recorded_entries[deal_id].add((stage_id, changed_at))
         problems: list[Problem] = []
         for number, cells in chunk:
             row = Row(number, cells, self)
@@ -347,6 +356,14 @@ class DealImporter(KindImporter):
             stamps.update({"stage_entered_at": at, "closed_at": None if stage.is_open else at})
             if stage.kind != StageKind.LOST:
                 stamps["lost_note"] = ""  # as `services.move_deal`: a note on why it was lost goes with the loss
+        for entered_stage, entered_at in entered.items():
+            is_the_move = move is not None and entered_stage.pk == move[1]
+            if not is_the_move and (entered_stage.pk, entered_at) not in self.recorded_entries[existing["id"]]:
+                row.fail(
+                    ENTERED_AT_PREFIX + entered_stage.name,
+                    "Differs from the deal's recorded history, which an update does not rewrite "
+                    "(the stage_changes import reloads a whole history).",
+                )
         if not row.has("forecast_category_override"):
             kept = existing["forecast_category_override"]
             stamps["forecast_category_override"] = kept

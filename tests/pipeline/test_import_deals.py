@@ -398,3 +398,18 @@ def test_random_forward_walks_import_from_their_dates_exactly_as_the_services_re
     assert history(imported) == history(native)
     for name in ("status", "stage_id", "created_at", "closed_at", "stage_entered_at", "lost_reason_id", "version"):
         assert getattr(imported, name) == getattr(native, name), name
+
+
+def test_an_update_repeating_the_recorded_dates_is_fine_but_one_rewriting_them_is_refused(rep, pipeline):
+    text = (
+        "external_id,title,stage,owner,created_at,entered_at:Qualification\nD-1,A,Qualification,marcus,2026-01-01,{}\n"
+    )
+    run(text.format("2026-01-05"))
+
+    same = run(text.format("2026-01-05"))
+    rewritten = run(text.format("2026-01-07"))
+
+    assert same.ok and same.unchanged == 1
+    assert [(e.row, e.column) for e in rewritten.errors] == [(2, "entered_at:Qualification")]
+    assert "stage_changes" in rewritten.errors[0].message
+    assert [entry[2] for entry in history(Deal.objects.get())] == [at("2026-01-01T00:00:00"), at("2026-01-05T00:00:00")]
