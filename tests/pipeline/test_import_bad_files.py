@@ -156,3 +156,19 @@ def test_a_long_note_within_the_line_limit_is_read(rep, pipeline):
 
     assert result.ok, result.errors
     assert len(Deal.objects.get().lost_note) == 300_000
+
+
+def test_windows_line_endings_quoted_newlines_and_trailing_empty_cells_read_as_a_spreadsheet_writes_them(rep, pipeline):
+    data = (
+        "\ufefftitle;stage;owner;lost_note\r\n"
+        '"Multi-line";Prospecting;rep;"first line\r\nsecond; line";\r\n'
+        "Short;Prospecting;rep\r\n"
+        "Bad;Prospecting;rep;;-\r\n"  # a stray cell after the header's last column
+    ).encode("utf-8")
+
+    result = run(data, dry_run=True)
+
+    assert [(error.row, error.message[:16]) for error in result.errors] == [(4, "The row has 5 ce")]
+    fixed = run(data.replace(b";;-\r\n", b"\r\n"))
+    assert fixed.ok, fixed.errors
+    assert Deal.objects.get(title="Multi-line").lost_note == "first line\r\nsecond; line"
