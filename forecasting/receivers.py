@@ -19,6 +19,7 @@ CHANGE_SIGNALS = [
     signals.lead_converted,
     signals.activity_logged,
     signals.activity_completed,
+    signals.records_imported,
 ]
 
 

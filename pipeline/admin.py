@@ -14,6 +14,7 @@ from pipeline.models import (
     AuditEntry,
     Contact,
     Deal,
+    ImportJob,
     Lead,
     LostReason,
     Organization,
@@ -157,6 +158,18 @@ class ActivityAdmin(ReadOnlyAdmin):
     list_display = ["subject", "kind", "owner", "due_at", "done_at"]
     list_filter = ["kind"]
     list_select_related = ["owner"]
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(ReadOnlyAdmin):
+    """What was imported, by whom, and what became of it; imports are started from the command, API or page."""
+
+    list_display = [
+        "id", "kind", "original_name", "status", "dry_run", "processed_rows", "created_count", "updated_count",
+        "error_count", "created_by", "created_at",
+    ]  # fmt: skip
+    list_filter = ["kind", "status", "dry_run"]
+    list_select_related = ["created_by"]
 
 
 @admin.register(AuditEntry)

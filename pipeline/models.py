@@ -454,3 +454,60 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor or 'system'} {self.action} {self.object_repr}"
+
+
+class ImportKind(models.TextChoices):
+    DEALS = "deals", "Deals"
+    STAGE_CHANGES = "stage_changes", "Stage changes"
+    LEADS = "leads", "Leads"
+    ORGANIZATIONS = "organizations", "Organizations"
+    CONTACTS = "contacts", "Contacts"
+
+
+class ImportStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"  # a dry run that found no error also ends here, having written nothing
+    FAILED = "failed", "Failed"  # rows were refused (see `errors`) or the file could not be read; nothing written
+
+
+class ImportJob(models.Model):
+    """One CSV import (or dry run) and what became of it; the API, the upload page and the command share it.
+
+    The file is either uploaded to storage (`file`) or read where it lies on the server (`source_path`, for the
+    management command). `mapping` maps CSV columns to fields; `options` holds the rest (see
+    `pipeline.importing.ImportOptions`). Progress counters are updated while rows are checked, so that a page can
+    show a progress bar; `errors` keeps the first rows refused (row, column, value, message).
+    """
+
+    kind = models.CharField(max_length=16, choices=ImportKind.choices)
+    status = models.CharField(max_length=16, choices=ImportStatus.choices, default=ImportStatus.PENDING)
+    file = models.FileField(upload_to="imports/%Y/%m/", blank=True)
+    source_path = models.CharField(max_length=500, blank=True)
+    original_name = models.CharField(max_length=255, blank=True)
+    mapping = models.JSONField(default=dict, blank=True)
+    options = models.JSONField(default=dict, blank=True)
+    dry_run = models.BooleanField(default=False)
+    total_rows = models.PositiveIntegerField(default=0, help_text="Estimated from the line count, for progress.")
+    processed_rows = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="import_jobs"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["created_by", "-created_at"], name="importjob_user_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=ImportKind.values), name="importjob_kind_valid"),
+            models.CheckConstraint(condition=Q(status__in=ImportStatus.values), name="importjob_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} import #{self.pk} ({self.status})"

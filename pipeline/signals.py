@@ -14,3 +14,5 @@ lead_status_changed = Signal()  # lead, from_status
 lead_converted = Signal()  # lead, deal
 activity_logged = Signal()  # activity
 activity_completed = Signal()  # activity
+# A CSV import wrote records in bulk (no per-record signals are sent for them): kind, created, updated.
+records_imported = Signal()

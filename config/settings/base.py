@@ -184,6 +184,10 @@ STATIC_URL = "static/"
 # build/static holds the front-end libraries that `python -m config.assets` installs (git-ignored).
 STATICFILES_DIRS = [BASE_DIR / "static", BASE_DIR / "build" / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Uploaded files (CSV imports). Several web/worker hosts need this on shared storage.
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or BASE_DIR / "media")
+
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

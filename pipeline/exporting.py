@@ -1,0 +1,227 @@
+"""CSV export of deals, stage changes, leads, organizations, contacts and activities, as a stream of lines.
+
+`export_csv(kind=..., user=...)` yields the file line by line (header first), reading the rows a user may see
+through the `visible_*` selectors in chunks, so it fits a `StreamingHttpResponse` and `manage.py export_csv` alike.
+Columns carry the names the import reads, so an export imports back as the same data: deals, then their
+`stage_changes` (the complete history, moves back included), into an empty database.
+
+References are written as the import resolves them: a user by username; an organization or contact by its
+external id, else by name (contacts: email, else full name). A deal without an external id is written as
+`crm-deal-<id>`, so that its stage changes and activities can name it.
+"""
+
+import csv
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import QuerySet
+
+from accounts.models import User
+from pipeline.models import Activity, Contact, Deal, Lead, Organization, StageChange
+from pipeline.selectors import (
+    visible_activities,
+    visible_contacts,
+    visible_deals,
+    visible_leads,
+    visible_organizations,
+)
+
+CHUNK = 2000
+
+
+def deal_reference(external_id: str | None, pk: int | None) -> str:
+    if pk is None:
+        return ""
+    return external_id or f"crm-deal-{pk}"
+
+
+def _customer_reference(external_id: str | None, name: str | None) -> str:
+    return external_id or (name or "").strip()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    return str(value)
+
+
+class _Line:
+    """A file-like object whose write returns what it was given, so that csv.writer yields lines."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+# kind → (selector for a user, columns, {column: lookup or function of the values row})
+Column = str | Callable[[dict], Any]
+
+EXPORTS: dict[str, tuple[Callable[[User], QuerySet], dict[str, Column]]] = {
+    "deals": (
+        visible_deals,
+        {
+            "external_id": lambda r: deal_reference(r["external_id"], r["id"]),
+            "title": "title",
+            "pipeline": "pipeline__name",
+            "stage": "stage__name",
+            "owner": "owner__username",
+            "organization": lambda r: _customer_reference(r["organization__external_id"], r["organization__name"]),
+            "contact": lambda r: _contact_reference(r, "contact__"),
+            "amount": "amount",
+            "currency": "currency",
+            "expected_close_date": "expected_close_date",
+            "created_at": "created_at",
+            "closed_at": "closed_at",
+            "lost_reason": "lost_reason__name",
+            "lost_note": "lost_note",
+            "source": "source",
+            "forecast_category_override": "forecast_category_override",
+            "budget": "budget",
+            "authority": "authority",
+            "need": "need",
+            "timeline": "timeline",
+        },
+    ),
+    "stage_changes": (
+        lambda user: StageChange.objects.filter(deal__in=visible_deals(user).values("pk")),
+        {
+            "deal": lambda r: deal_reference(r["deal__external_id"], r["deal_id"]),
+            "stage": "to_stage__name",
+            "changed_at": "changed_at",
+            "changed_by": "changed_by__username",
+        },
+    ),
+    "organizations": (
+        visible_organizations,
+        {
+            "external_id": "external_id",
+            "name": "name",
+            "website": "website",
+            "industry": "industry",
+            "owner": "owner__username",
+            "created_at": "created_at",
+        },
+    ),
+    "contacts": (
+        visible_contacts,
+        {
+            "external_id": "external_id",
+            "first_name": "first_name",
+            "last_name": "last_name",
+            "email": "email",
+            "phone": "phone",
+            "job_title": "job_title",
+            "organization": lambda r: _customer_reference(r["organization__external_id"], r["organization__name"]),
+            "owner": "owner__username",
+            "created_at": "created_at",
+        },
+    ),
+    "leads": (
+        visible_leads,
+        {
+            "external_id": "external_id",
+            "first_name": "first_name",
+            "last_name": "last_name",
+            "email": "email",
+            "phone": "phone",
+            "company": "company",
+            "job_title": "job_title",
+            "source": "source",
+            "status": "status",
+            "score": "score",
+            "owner": "owner__username",
+            "organization": lambda r: _customer_reference(r["organization__external_id"], r["organization__name"]),
+            "contact": lambda r: _contact_reference(r, "contact__"),
+            "deal": lambda r: deal_reference(r["deal__external_id"], r["deal_id"]),
+            "budget": "budget",
+            "authority": "authority",
+            "need": "need",
+            "timeline": "timeline",
+            "disqualified_reason": "disqualified_reason",
+            "created_at": "created_at",
+            "contacted_at": "contacted_at",
+            "mql_at": "mql_at",
+            "sql_at": "sql_at",
+            "converted_at": "converted_at",
+            "disqualified_at": "disqualified_at",
+        },
+    ),
+    "activities": (
+        visible_activities,
+        {
+            "kind": "kind",
+            "subject": "subject",
+            "note": "note",
+            "deal": lambda r: deal_reference(r["deal__external_id"], r["deal_id"]),
+            "lead": "lead__external_id",
+            "owner": "owner__username",
+            "due_at": "due_at",
+            "done_at": "done_at",
+            "created_at": "created_at",
+        },
+    ),
+}
+
+# Lookups the functions above read, besides the columns' own.
+_EXTRA_LOOKUPS = {
+    "deals": [
+        "external_id",
+        "id",
+        "organization__external_id",
+        "organization__name",
+        *(f"contact__{n}" for n in ("external_id", "email", "first_name", "last_name")),
+    ],
+    "stage_changes": ["deal_id", "deal__external_id"],
+    "contacts": ["organization__external_id", "organization__name"],
+    "leads": [
+        "deal_id",
+        "deal__external_id",
+        "organization__external_id",
+        "organization__name",
+        *(f"contact__{n}" for n in ("external_id", "email", "first_name", "last_name")),
+    ],
+    "activities": ["deal_id", "deal__external_id"],
+}
+_ORDER = {"stage_changes": ("deal_id", "changed_at", "id")}
+
+
+def _contact_reference(row: dict, prefix: str) -> str:
+    if row[f"{prefix}external_id"]:
+        return row[f"{prefix}external_id"]
+    if row[f"{prefix}email"]:
+        return row[f"{prefix}email"]
+    return f"{row[f'{prefix}first_name'] or ''} {row[f'{prefix}last_name'] or ''}".strip()
+
+
+def export_kinds() -> list[str]:
+    return list(EXPORTS)
+
+
+def export_csv(*, kind: str, user: User | None) -> Iterator[str]:
+    """The CSV lines of the `kind` records `user` may see (all records when `user` is None: for operators)."""
+    if kind not in EXPORTS:
+        raise ValueError(f"Unknown export kind {kind!r}; one of {', '.join(EXPORTS)}.")
+    selector, columns = EXPORTS[kind]
+    queryset = selector(user) if user is not None else _model_of(kind).objects.all()
+    lookups = sorted({c for c in columns.values() if isinstance(c, str)} | set(_EXTRA_LOOKUPS.get(kind, [])))
+    rows = queryset.order_by(*_ORDER.get(kind, ("id",))).values(*lookups).iterator(chunk_size=CHUNK)
+    writer = csv.writer(_Line())
+    yield writer.writerow(list(columns))
+    for row in rows:
+        yield writer.writerow([_cell(c(row) if callable(c) else row[c]) for c in columns.values()])
+
+
+def _model_of(kind: str):
+    return {
+        "deals": Deal,
+        "stage_changes": StageChange,
+        "organizations": Organization,
+        "contacts": Contact,
+        "leads": Lead,
+        "activities": Activity,
+    }[kind]
