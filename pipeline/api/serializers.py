@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from django.db.models import QuerySet
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 
 from accounts.selectors import assignable_owners
 from config.api import OptionalEmailField, OptionalURLField
@@ -38,6 +39,16 @@ class ScopedRelatedField(serializers.PrimaryKeyRelatedField):
 
     def get_queryset(self) -> QuerySet:
         return self.scope(self.context["request"].user)
+
+    def to_internal_value(self, data):
+        """An id outside `scope` answers 404 like any record outside the user's visibility (SPEC §2): whether it
+        exists elsewhere or nowhere, the answer is the same, so nothing leaks."""
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            if "does_not_exist" in error.get_codes():
+                raise NotFound(f"No {self.field_name.replace('_', ' ')} with id {data} that you can use.") from error
+            raise
 
 
 def owner_field(**kwargs) -> ScopedRelatedField:

@@ -82,7 +82,7 @@ SHARED_ENDPOINTS = [
 ]
 
 # Writes naming the rep's records by id: accepted only from those who may see (or, for owners, change) them;
-# anyone else gets the 400 of an id that does not exist.
+# anyone else gets the 404 of an id that does not exist.
 NESTED_WRITES = [
     ("deal for the rep's organization", "/api/v1/deals/", {"title": "T", "organization": "{organization}"}, sees),
     ("deal with the rep's contact", "/api/v1/deals/", {"title": "T", "contact": "{contact}"}, sees),
@@ -211,9 +211,9 @@ def test_write_naming_a_record_needs_access_to_it(api, ids, role, endpoint, path
     elif allowed(role, "own"):
         assert response.status_code == 201, response.content
     else:
-        assert response.status_code == 400, response.content
+        assert response.status_code == 404, response.content
         field = next(name for name in body if name not in {"title", "last_name", "kind", "subject"})
-        assert "does not exist" in response.json()[field][0]
+        assert f"No {field} with id" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("role", ROLES)
