@@ -167,6 +167,9 @@ def attempt_delivery(*, delivery_id: int) -> WebhookDelivery | None:
             outcome = post(target=check_webhook_url(subscription.url), body=body, headers=headers)
         except UnsafeWebhookUrl as error:
             outcome = AttemptOutcome(error=f"Blocked: {error}")
+        except Exception as error:
+            logger.exception("webhook delivery %s: unexpected error", delivery.pk)
+            outcome = AttemptOutcome(error=f"Unexpected error while sending: {type(error).__name__}")
     _record(delivery, outcome, is_test=is_test, disabled=not subscription.is_active and not is_test)
     return delivery
 

@@ -318,3 +318,19 @@ def test_a_host_that_rebinds_to_a_private_address_is_refused_at_send_time(org, p
     delivery = WebhookDelivery.objects.get()
     assert delivery.status == DeliveryStatus.FAILED
     assert "10.0.0.7" in delivery.last_error and delivery.response_status is None
+
+
+def test_an_unexpected_error_while_sending_is_logged_and_retried_not_lost(
+    org, pipeline, receiver, after_commit, monkeypatch
+):
+    subscribe(org.rep, receiver)
+
+    def broken(**kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("pipeline.webhooks.sending.post", broken)
+    with after_commit():
+        make_deal(owner=org.rep, pipeline=pipeline)
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, 3)
+    assert delivery.last_error == "Unexpected error while sending: RuntimeError"
