@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 RESPONSE_PREFIX_BYTES = 1024
 USER_AGENT = "PipelineCRM-Webhooks/1.0"
 OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+# Web and worker hosts stamp and compare due times with their own clocks; a task arriving this much "early" by the
+# worker's clock is still taken, rather than left for the sweep a minute later.
+CLOCK_SKEW_TOLERANCE = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,10 @@ def _claim(delivery_id: int, *, now) -> WebhookDelivery | None:
     due time past the longest possible attempt, after which a crashed attempt is due again.
     """
     lease = settings.WEBHOOK_CONNECT_TIMEOUT_SECONDS + settings.WEBHOOK_READ_TIMEOUT_SECONDS + 60
-    claimed = WebhookDelivery.objects.filter(pk=delivery_id, status__in=OPEN_STATUSES, next_attempt_at__lte=now).update(
+    due = WebhookDelivery.objects.filter(
+        pk=delivery_id, status__in=OPEN_STATUSES, next_attempt_at__lte=now + CLOCK_SKEW_TOLERANCE
+    )
+    claimed = due.update(
         attempts=F("attempts") + 1, last_attempt_at=now, next_attempt_at=now + timedelta(seconds=lease)
     )
     if not claimed:
@@ -189,18 +195,17 @@ def _record(delivery: WebhookDelivery, outcome: AttemptOutcome, *, is_test: bool
         delivery.status = DeliveryStatus.RETRYING
         delivery.next_attempt_at = now + timedelta(seconds=retry_delay_seconds(delivery.attempts))
     with transaction.atomic():
-        delivery.save(
-            update_fields=[
-                "status",
-                "next_attempt_at",
-                "delivered_at",
-                "response_status",
-                "latency_ms",
-                "last_error",
-                "response_body_prefix",
-            ]
+        # An update, not save(): the subscription (and with it the delivery) may have been deleted meanwhile.
+        recorded = WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            status=delivery.status,
+            next_attempt_at=delivery.next_attempt_at,
+            delivered_at=delivery.delivered_at,
+            response_status=delivery.response_status,
+            latency_ms=delivery.latency_ms,
+            last_error=delivery.last_error,
+            response_body_prefix=delivery.response_body_prefix,
         )
-        if not is_test and not disabled:
+        if recorded and not is_test and not disabled:
             _count_outcome(delivery, gone=gone, at=now)
 
 
@@ -212,7 +217,9 @@ def _count_outcome(delivery: WebhookDelivery, *, gone: bool, at) -> None:
         return
     if delivery.status != DeliveryStatus.FAILED:
         return
-    subscription = subscriptions.select_for_update().get()
+    subscription = subscriptions.select_for_update().first()
+    if subscription is None:
+        return
     subscription.consecutive_failures += 1
     reason = ""
     if gone:

@@ -10,7 +10,7 @@ from django.test import override_settings
 from accounts.models import Role
 from pipeline import services
 from pipeline.api.serializers import DealSerializer
-from pipeline.webhooks import safety
+from pipeline.webhooks import safety, sending
 from pipeline.webhooks import services as webhooks
 from pipeline.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
 from pipeline.webhooks.tasks import send_delivery, send_due_deliveries
@@ -334,3 +334,20 @@ def test_an_unexpected_error_while_sending_is_logged_and_retried_not_lost(
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, 3)
     assert delivery.last_error == "Unexpected error while sending: RuntimeError"
+
+
+def test_a_subscription_deleted_during_an_attempt_ends_the_attempt_quietly(org, pipeline, receiver, monkeypatch):
+    subscription = subscribe(org.rep, receiver)
+    make_deal(owner=org.rep, pipeline=pipeline)  # no on-commit here: the attempt is made below, by hand
+    webhooks.emit_event(type="deal.created", data=lambda: {"id": 1})
+    real_post = sending.post
+
+    def post_then_delete(**kwargs):
+        outcome = real_post(**kwargs)
+        webhooks.delete_subscription(subscription=subscription)
+        return outcome
+
+    monkeypatch.setattr(sending, "post", post_then_delete)
+    sending.attempt_delivery(delivery_id=WebhookDelivery.objects.get().pk)
+    assert len(receiver.received) == 1
+    assert not WebhookDelivery.objects.exists()
