@@ -157,6 +157,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60,
         "options": {"expires": 90},
     },
+    "webhooks-prune-log": {
+        "task": "pipeline.webhooks.prune_delivery_log",
+        "schedule": 3600,
+        "options": {"expires": 3600},
+    },
 }
 
 # --- Internationalisation ----------------------------------------------------------------------------------------
@@ -262,6 +267,8 @@ WEBHOOK_RETRY_MAX_SECONDS = env_float("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600.0)
 WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 10)
 # After a secret is rotated, the previous one keeps signing deliveries (as a second `v1=`) this long.
 WEBHOOK_SECRET_ROTATION_GRACE_SECONDS = env_int("WEBHOOK_SECRET_ROTATION_GRACE_SECONDS", 24 * 3600)
+# Finished deliveries (and their events) are deleted after this many days; the log is for diagnosis, not an archive.
+WEBHOOK_LOG_RETENTION_DAYS = env_int("WEBHOOK_LOG_RETENTION_DAYS", 30)
 
 LOGGING = {
     "version": 1,

@@ -23,6 +23,7 @@ from accounts.models import User
 from pipeline.webhooks import signing
 from pipeline.webhooks.models import (
     TEST_EVENT_TYPE,
+    DeliveryStatus,
     EventType,
     WebhookDelivery,
     WebhookEvent,
@@ -177,6 +178,20 @@ def emit_metrics_recomputed(
     """
     data = {"computed_at": computed_at, "periods": list(periods), "full": full}
     return emit_event(type=EventType.METRICS_RECOMPUTED, data=lambda: data)
+
+
+@transaction.atomic
+def prune_delivery_log(*, older_than: datetime) -> int:
+    """Delete finished deliveries created before `older_than`, then the events no delivery refers to any more.
+
+    Deliveries still pending or retrying are kept whatever their age. Returns the number of deliveries deleted.
+    """
+    finished = WebhookDelivery.objects.filter(
+        created_at__lt=older_than, status__in=[DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED]
+    )
+    deleted, _ = finished.delete()
+    WebhookEvent.objects.filter(created_at__lt=older_than, deliveries__isnull=True).delete()
+    return deleted
 
 
 def send_test_event(*, subscription: WebhookSubscription) -> WebhookDelivery:

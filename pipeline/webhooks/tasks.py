@@ -1,10 +1,14 @@
 """Celery entry points of webhooks: thin and idempotent (a delivery that is not due is left alone)."""
 
+from datetime import timedelta
+
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from pipeline.webhooks.models import DeliveryStatus, WebhookDelivery
 from pipeline.webhooks.sending import OPEN_STATUSES, attempt_delivery
+from pipeline.webhooks.services import prune_delivery_log
 
 SWEEP_BATCH = 1000
 
@@ -26,3 +30,9 @@ def send_due_deliveries() -> int:
     for delivery_id in delivery_ids:
         send_delivery.delay(delivery_id)
     return len(delivery_ids)
+
+
+@shared_task(name="pipeline.webhooks.prune_delivery_log", ignore_result=True)
+def prune_old_deliveries() -> int:
+    """Keep the delivery log (and the events in it) for `WEBHOOK_LOG_RETENTION_DAYS`."""
+    return prune_delivery_log(older_than=timezone.now() - timedelta(days=settings.WEBHOOK_LOG_RETENTION_DAYS))
