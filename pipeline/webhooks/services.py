@@ -60,7 +60,17 @@ def _check_events(events: Iterable[str]) -> list[str]:
 def create_subscription(
     *, owner: User, url: str, events: Iterable[str], description: str = "", is_active: bool = True
 ) -> WebhookSubscription:
-    """Subscribe `url` to `events` for `owner`, with a new secret; the URL must pass the outbound checks."""
+    """Subscribe `url` to `events` for `owner`, with a new secret; the URL must pass the outbound checks.
+
+    A user has at most `WEBHOOK_MAX_SUBSCRIPTIONS_PER_USER`: each event is fanned out to every subscription in the
+    request that wrote it, so their number must stay small.
+    """
+    existing = WebhookSubscription.objects.select_for_update().filter(owner=owner)
+    if len(existing) >= settings.WEBHOOK_MAX_SUBSCRIPTIONS_PER_USER:
+        raise ValidationError(
+            f"You have {settings.WEBHOOK_MAX_SUBSCRIPTIONS_PER_USER} webhook subscriptions, the most allowed; "
+            "delete one, or subscribe one URL to more event types."
+        )
     _check_url(url)
     subscription = WebhookSubscription(
         owner=owner,

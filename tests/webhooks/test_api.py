@@ -2,7 +2,10 @@
 action and secret rotation."""
 
 import pytest
+from django.test import override_settings
+from rest_framework.test import APIClient
 
+from accounts.services import create_api_token, revoke_api_token
 from pipeline.webhooks.models import DeliveryStatus, WebhookSubscription
 from tests.api.conftest import client_for
 from tests.factories import make_deal
@@ -88,13 +91,35 @@ def test_another_users_subscription_answers_404_even_to_an_admin(org, role, subs
     assert WebhookSubscription.objects.get().description == "CRM sync"
 
 
-def test_webhooks_need_authentication(org, subscription_of):
+@pytest.mark.parametrize("who", ["anonymous", "revoked_token"])
+def test_webhooks_need_authentication(org, subscription_of, who):
     subscription_id = subscription_of(org.rep)["id"]
-    assert client_for(org.rep).get("/api/v1/webhooks/").status_code == 200
-    from rest_framework.test import APIClient
+    client = APIClient()
+    if who == "revoked_token":
+        token, raw_token = create_api_token(user=org.rep, name="revoked")
+        revoke_api_token(token=token)
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_token}")
+    assert client.get("/api/v1/webhooks/").status_code == 401
+    assert client.get(f"/api/v1/webhooks/{subscription_id}/").status_code == 401
+    assert client.post(f"/api/v1/webhooks/{subscription_id}/test/").status_code == 401
 
-    assert APIClient().get("/api/v1/webhooks/").status_code == 401
-    assert APIClient().get(f"/api/v1/webhooks/{subscription_id}/").status_code == 401
+
+@override_settings(WEBHOOK_MAX_SUBSCRIPTIONS_PER_USER=2)
+def test_a_user_has_a_bounded_number_of_subscriptions(org, subscription_of, receiver):
+    subscription_of(org.rep)
+    subscription_of(org.rep)
+    response = client_for(org.rep).post("/api/v1/webhooks/", {"url": receiver.url, "events": ["deal.created"]})
+    assert response.status_code == 400
+    assert "non_field_errors" in response.json()
+    subscription_of(org.manager)  # the limit is per user
+
+
+def test_a_disabled_subscription_still_gets_its_test_event(org, receiver, subscription_of, after_commit):
+    created = subscription_of(org.rep)
+    WebhookSubscription.objects.update(is_active=False)
+    with after_commit():
+        client_for(org.rep).post(f"/api/v1/webhooks/{created['id']}/test/")
+    assert receiver.wait_for(1)[0].json["type"] == "webhook.test"
 
 
 def test_the_test_action_sends_a_signed_test_event_and_logs_it(org, receiver, subscription_of, after_commit):
