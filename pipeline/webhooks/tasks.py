@@ -13,7 +13,17 @@ from pipeline.webhooks.services import prune_delivery_log
 SWEEP_BATCH = 1000
 
 
-@shared_task(name="pipeline.webhooks.send_delivery", ignore_result=True)
+# Timeouts bound each read, not the whole answer: a receiver trickling its headers a byte at a time is cut off here
+# (the attempt is then recorded as failed, and retried). Far above the default connect + read timeouts.
+ATTEMPT_TIME_LIMIT_SECONDS = 30
+
+
+@shared_task(
+    name="pipeline.webhooks.send_delivery",
+    ignore_result=True,
+    soft_time_limit=ATTEMPT_TIME_LIMIT_SECONDS,
+    time_limit=ATTEMPT_TIME_LIMIT_SECONDS + 15,
+)
 def send_delivery(delivery_id: int) -> None:
     """Attempt the delivery; if it must be retried, queue the next attempt for when it is due."""
     delivery = attempt_delivery(delivery_id=delivery_id)
