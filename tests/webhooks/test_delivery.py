@@ -351,3 +351,24 @@ def test_a_subscription_deleted_during_an_attempt_ends_the_attempt_quietly(org, 
     sending.attempt_delivery(delivery_id=WebhookDelivery.objects.get().pk)
     assert len(receiver.received) == 1
     assert not WebhookDelivery.objects.exists()
+
+
+def test_with_the_broker_down_the_write_succeeds_and_the_sweep_sends_later(
+    org, pipeline, receiver, after_commit, monkeypatch
+):
+    from kombu.exceptions import OperationalError
+
+    subscribe(org.rep, receiver)
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to redis: Connection refused.")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(send_delivery, "delay", broker_down)
+        with after_commit():
+            deal = make_deal(owner=org.rep, pipeline=pipeline)
+    assert deal.pk is not None and receiver.received == []
+    assert WebhookDelivery.objects.get().status == DeliveryStatus.PENDING
+
+    assert send_due_deliveries() == 1
+    assert receiver.wait_for(1)[0].json["data"]["id"] == deal.pk
