@@ -159,14 +159,16 @@ def emit_event(
     record: models.Model | None = None,
     visible_to: Callable[[User], QuerySet] | None = None,
 ) -> WebhookEvent | None:
-    """Write event `type` and one delivery per active subscription to it whose owner may see `record`.
+    """Write event `type` and one delivery per active subscription to it whose (active) owner may see `record`.
 
     `visible_to` is the `visible_*` selector of `record`'s kind; without a record the event goes to every
     subscription of its type. `data` is called only when somebody will receive the event. Returns the event, or None
     when nobody receives it.
     """
     subscriptions = list(
-        WebhookSubscription.objects.filter(is_active=True, events__contains=[type]).select_related("owner")
+        WebhookSubscription.objects.filter(
+            is_active=True, owner__is_active=True, events__contains=[type]
+        ).select_related("owner")
     )
     if record is not None and visible_to is not None and subscriptions:
         owners = {subscription.owner for subscription in subscriptions}

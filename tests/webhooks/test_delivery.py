@@ -256,12 +256,14 @@ def test_a_subscription_never_receives_a_record_its_owner_cannot_see(
 
 
 def test_an_inactive_owner_receives_nothing(org, pipeline, receiver, after_commit):
-    subscribe(org.manager, receiver)
-    org.manager.is_active = False
-    org.manager.save()
+    subscribe(org.admin, receiver, "deal.created", "metrics.recomputed")
+    org.admin.is_active = False
+    org.admin.save()
     with after_commit():
         make_deal(owner=org.rep, pipeline=pipeline)
+        webhooks.emit_metrics_recomputed(computed_at=datetime(2026, 11, 25, tzinfo=UTC))
     assert receiver.received == []
+    assert not WebhookEvent.objects.exists()
 
 
 def test_a_demoted_admin_stops_receiving_the_company(org, pipeline, receiver, after_commit):
