@@ -5,15 +5,16 @@ call to `pipeline.webhooks.services`.
 """
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from config.api import VisibleViewSet
 from pipeline.webhooks import selectors, services
 from pipeline.webhooks import serializers as s
-from pipeline.webhooks.models import WebhookSubscription
+from pipeline.webhooks.models import DeliveryStatus, WebhookSubscription
 
 
 class WebhookSubscriptionViewSet(VisibleViewSet):
@@ -95,9 +96,18 @@ class WebhookSubscriptionViewSet(VisibleViewSet):
     @extend_schema(
         operation_id="webhooks_deliveries_list",
         responses=s.WebhookDeliverySerializer(many=True),
+        parameters=[
+            OpenApiParameter("status", str, enum=DeliveryStatus.values, description="Only deliveries in this status.")
+        ],
         description="The delivery log, newest first: status, attempts, response code, latency, last error.",
     )
     @action(detail=True, methods=["get"], filter_backends=[])
     def deliveries(self, request, pk=None):
-        page = self.paginate_queryset(selectors.deliveries_of(subscription=self.get_object()))
+        deliveries = selectors.deliveries_of(subscription=self.get_object())
+        wanted = request.query_params.get("status")
+        if wanted is not None:
+            if wanted not in DeliveryStatus.values:
+                raise ValidationError({"status": [f"Choose one of: {', '.join(DeliveryStatus.values)}."]})
+            deliveries = deliveries.filter(status=wanted)
+        page = self.paginate_queryset(deliveries)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)

@@ -196,3 +196,17 @@ def test_rotating_the_secret_shows_the_new_one(org, subscription_of):
     assert response.status_code == 200
     assert response.json()["secret"] != created["secret"]
     assert response.json()["secret"] == WebhookSubscription.objects.get().secret
+
+
+def test_the_delivery_log_filters_by_status(org, receiver, subscription_of, after_commit):
+    created = subscription_of(org.rep)
+    receiver.plan(500)
+    client = client_for(org.rep)
+    for _ in range(2):
+        with after_commit():
+            client.post(f"/api/v1/webhooks/{created['id']}/test/")
+    url = f"/api/v1/webhooks/{created['id']}/deliveries/"
+    assert [entry["status"] for entry in client.get(url + "?status=failed").json()["results"]] == ["failed"]
+    assert [entry["status"] for entry in client.get(url + "?status=succeeded").json()["results"]] == ["succeeded"]
+    response = client.get(url + "?status=lost")
+    assert response.status_code == 400 and "status" in response.json()
