@@ -511,3 +511,7 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} import #{self.pk} ({self.status})"
+
+
+# Webhooks keep their models in their own module (pipeline/webhooks/); importing them here registers them with the app.
+from pipeline.webhooks.models import WebhookDelivery, WebhookEvent, WebhookSubscription  # noqa: E402, F401

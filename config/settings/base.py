@@ -43,6 +43,16 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from error
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from error
+
+
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
@@ -169,6 +179,17 @@ CELERY_BEAT_SCHEDULE = {
         # After an outage, one fresh recompute is worth more than a backlog of stale ones.
         "options": {"expires": METRICS_RECOMPUTE_SECONDS * 1.5},
     },
+    # Deliveries whose queued task was lost (Redis down, a worker killed mid-attempt) are sent again from here.
+    "webhooks-send-due": {
+        "task": "pipeline.webhooks.send_due_deliveries",
+        "schedule": 60,
+        "options": {"expires": 90},
+    },
+    "webhooks-prune-log": {
+        "task": "pipeline.webhooks.prune_delivery_log",
+        "schedule": 3600,
+        "options": {"expires": 3600},
+    },
 }
 
 # --- Internationalisation ----------------------------------------------------------------------------------------
@@ -294,6 +315,26 @@ METRICS_RECOMPUTE_ON_CHANGE = env_bool("METRICS_RECOMPUTE_ON_CHANGE", True)
 METRICS_KEEP_RUNS = env_int("METRICS_KEEP_RUNS", 2)
 METRICS_WORK_MEM = os.environ.get("METRICS_WORK_MEM", "64MB")
 METRICS_STATEMENT_TIMEOUT = os.environ.get("METRICS_STATEMENT_TIMEOUT", "10min")
+
+# --- Webhooks (issue #9) ------------------------------------------------------------------------------------------
+
+# Hosts that may receive deliveries although they resolve to loopback, private or link-local addresses (and that may
+# use plain http): an operator's own internal receivers, or the tests' local one. Comma-separated in the environment.
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", [])
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = env_float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", 3.0)
+WEBHOOK_READ_TIMEOUT_SECONDS = env_float("WEBHOOK_READ_TIMEOUT_SECONDS", 5.0)
+# Attempts per delivery before it is marked failed; retries wait base × 2^(attempt-1) (capped), with jitter.
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
+WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 30.0)
+WEBHOOK_RETRY_MAX_SECONDS = env_float("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600.0)
+# A subscription whose deliveries fail this many times in a row (each after all its attempts) is disabled.
+WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 10)
+# After a secret is rotated, the previous one keeps signing deliveries (as a second `v1=`) this long.
+WEBHOOK_SECRET_ROTATION_GRACE_SECONDS = env_int("WEBHOOK_SECRET_ROTATION_GRACE_SECONDS", 24 * 3600)
+# Every event is fanned out to its subscriptions inside the request that wrote it: keep their number per user small.
+WEBHOOK_MAX_SUBSCRIPTIONS_PER_USER = env_int("WEBHOOK_MAX_SUBSCRIPTIONS_PER_USER", 20)
+# Finished deliveries (and their events) are deleted after this many days; the log is for diagnosis, not an archive.
+WEBHOOK_LOG_RETENTION_DAYS = env_int("WEBHOOK_LOG_RETENTION_DAYS", 30)
 
 LOGGING = {
     "version": 1,

@@ -1,6 +1,7 @@
 from rest_framework.routers import SimpleRouter
 
 from pipeline.api import views
+from pipeline.webhooks.views import WebhookSubscriptionViewSet
 
 router = SimpleRouter()
 router.register("pipelines", views.PipelineViewSet, basename="pipeline")
@@ -11,5 +12,6 @@ router.register("contacts", views.ContactViewSet, basename="contact")
 router.register("leads", views.LeadViewSet, basename="lead")
 router.register("deals", views.DealViewSet, basename="deal")
 router.register("activities", views.ActivityViewSet, basename="activity")
+router.register("webhooks", WebhookSubscriptionViewSet, basename="webhook")
 
 urlpatterns = router.urls

@@ -8,9 +8,11 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
+from django.test import override_settings
 from hypothesis import HealthCheck, settings
 
 from pipeline import services
+from pipeline.webhooks import services as webhooks
 from tests.api.conftest import client_for
 from tests.factories import make_lost_reason, make_qualified_deal
 
@@ -53,6 +55,9 @@ def fuzz_context(org, pipeline):
     activity = services.log_activity(actor=org.rep, kind="task", subject="Fuzz", deal=deal, due_at="2030-01-01T00:00Z")
     make_lost_reason("Fuzz reason")
     authorizations = [client_for(user)._credentials["HTTP_AUTHORIZATION"] for user in (org.admin, org.teammate)]
+    with override_settings(WEBHOOK_ALLOWED_HOSTS=["127.0.0.1"]):
+        subscription = webhooks.create_subscription(owner=org.admin, url="http://127.0.0.1:9/fuzz", events=["deal.won"])
+    webhooks.send_test_event(subscription=subscription)  # a delivery for the log (never sent: no commit here)
     ids = {
         "deals": deal.pk,
         "leads": lead.pk,
@@ -64,6 +69,7 @@ def fuzz_context(org, pipeline):
         "users": org.rep.pk,
         "teams": org.team.pk,
         "tokens": org.admin.api_tokens.first().pk,
+        "webhooks": subscription.pk,
     }
     return authorizations, ids
 

@@ -1,0 +1,213 @@
+"""Every write of webhooks: subscriptions (create, change, rotate the secret, delete) and events.
+
+An event is emitted for the subscriptions that asked for its type and whose owner may see its record at that moment
+(`visible_*` selectors, SPEC §2; an admin's subscription therefore covers the whole company). The event row and its
+deliveries are written set-based in one transaction, and the sending tasks are queued once it commits. If queuing
+fails (Redis away), the deliveries stay due and the periodic sweep sends them.
+"""
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from accounts.models import User
+from pipeline.webhooks import signing
+from pipeline.webhooks.models import (
+    TEST_EVENT_TYPE,
+    DeliveryStatus,
+    EventType,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookSubscription,
+)
+from pipeline.webhooks.safety import UnsafeWebhookUrl, check_webhook_url
+
+logger = logging.getLogger(__name__)
+
+SUBSCRIPTION_EDITABLE_FIELDS = frozenset({"url", "description", "events", "is_active"})
+
+
+# --- Subscriptions ------------------------------------------------------------------------------------------------
+
+
+def _check_url(url: str) -> None:
+    try:
+        check_webhook_url(url)
+    except UnsafeWebhookUrl as error:
+        raise ValidationError({"url": str(error)}) from error
+
+
+def _check_events(events: Iterable[str]) -> list[str]:
+    events = list(dict.fromkeys(events))
+    if not events:
+        raise ValidationError({"events": "Name at least one event type."})
+    unknown = [name for name in events if name not in EventType.values]
+    if unknown:
+        raise ValidationError({"events": f"Unknown event types: {', '.join(unknown)}."})
+    return events
+
+
+@transaction.atomic
+def create_subscription(
+    *, owner: User, url: str, events: Iterable[str], description: str = "", is_active: bool = True
+) -> WebhookSubscription:
+    """Subscribe `url` to `events` for `owner`, with a new secret; the URL must pass the outbound checks.
+
+    A user has at most `WEBHOOK_MAX_SUBSCRIPTIONS_PER_USER`: each event is fanned out to every subscription in the
+    request that wrote it, so their number must stay small.
+    """
+    existing = WebhookSubscription.objects.select_for_update().filter(owner=owner)
+    if len(existing) >= settings.WEBHOOK_MAX_SUBSCRIPTIONS_PER_USER:
+        raise ValidationError(
+            f"You have {settings.WEBHOOK_MAX_SUBSCRIPTIONS_PER_USER} webhook subscriptions, the most allowed; "
+            "delete one, or subscribe one URL to more event types."
+        )
+    _check_url(url)
+    subscription = WebhookSubscription(
+        owner=owner,
+        url=url,
+        events=_check_events(events),
+        description=description,
+        is_active=is_active,
+        secret=signing.new_secret(),
+    )
+    subscription.full_clean(exclude=["owner"])
+    subscription.save()
+    return subscription
+
+
+@transaction.atomic
+def update_subscription(*, subscription: WebhookSubscription, **fields: Any) -> WebhookSubscription:
+    """Change a subscription; switching it back on clears the reason it was disabled and its failure streak."""
+    unknown = sorted(set(fields) - SUBSCRIPTION_EDITABLE_FIELDS)
+    if unknown:
+        raise ValidationError({name: "This field cannot be set here." for name in unknown})
+    if "url" in fields and fields["url"] != subscription.url:
+        _check_url(fields["url"])
+    if "events" in fields:
+        fields["events"] = _check_events(fields["events"])
+    if fields.get("is_active") and not subscription.is_active:
+        subscription.disabled_at, subscription.disabled_reason, subscription.consecutive_failures = None, "", 0
+    for name, value in fields.items():
+        setattr(subscription, name, value)
+    subscription.full_clean(exclude=["owner"])
+    subscription.save()
+    return subscription
+
+
+@transaction.atomic
+def rotate_secret(*, subscription: WebhookSubscription) -> WebhookSubscription:
+    """Give the subscription a new secret; the old one also signs for `WEBHOOK_SECRET_ROTATION_GRACE_SECONDS`."""
+    subscription.previous_secret = subscription.secret
+    subscription.previous_secret_expires_at = timezone.now() + timedelta(
+        seconds=settings.WEBHOOK_SECRET_ROTATION_GRACE_SECONDS
+    )
+    subscription.secret = signing.new_secret()
+    subscription.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"])
+    return subscription
+
+
+@transaction.atomic
+def delete_subscription(*, subscription: WebhookSubscription) -> None:
+    """Remove a subscription and its delivery log; deliveries not yet sent are dropped with it."""
+    subscription.delete()
+
+
+# --- Events -------------------------------------------------------------------------------------------------------
+
+
+def _json_ready(data: Any) -> Any:
+    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+
+
+def _queue_deliveries(delivery_ids: list[int]) -> None:
+    from pipeline.webhooks.tasks import send_delivery
+
+    try:
+        for delivery_id in delivery_ids:
+            send_delivery.delay(delivery_id)
+    except Exception:  # noqa: BLE001 - the broker is away; the deliveries stay due and the sweep sends them
+        logger.warning("could not queue %d webhook deliveries; the periodic sweep will send them", len(delivery_ids))
+
+
+def _create_event(*, type: str, data: Any, subscriptions: list[WebhookSubscription]) -> WebhookEvent:
+    with transaction.atomic():
+        event = WebhookEvent.objects.create(type=type, data=_json_ready(data))
+        now = timezone.now()
+        deliveries = WebhookDelivery.objects.bulk_create(
+            WebhookDelivery(subscription=subscription, event=event, next_attempt_at=now)
+            for subscription in subscriptions
+        )
+        delivery_ids = [delivery.pk for delivery in deliveries]
+        transaction.on_commit(lambda: _queue_deliveries(delivery_ids))
+    return event
+
+
+def emit_event(
+    *,
+    type: str,
+    data: Callable[[], Any],
+    record: models.Model | None = None,
+    visible_to: Callable[[User], QuerySet] | None = None,
+) -> WebhookEvent | None:
+    """Write event `type` and one delivery per active subscription to it whose (active) owner may see `record`.
+
+    `visible_to` is the `visible_*` selector of `record`'s kind; without a record the event goes to every
+    subscription of its type. `data` is called only when somebody will receive the event. Returns the event, or None
+    when nobody receives it.
+    """
+    subscriptions = list(
+        WebhookSubscription.objects.filter(
+            is_active=True, owner__is_active=True, events__contains=[type]
+        ).select_related("owner")
+    )
+    if record is not None and visible_to is not None and subscriptions:
+        owners = {subscription.owner for subscription in subscriptions}
+        seeing = {owner.pk for owner in owners if visible_to(owner).filter(pk=record.pk).exists()}
+        subscriptions = [subscription for subscription in subscriptions if subscription.owner_id in seeing]
+    if not subscriptions:
+        return None
+    return _create_event(type=type, data=data(), subscriptions=subscriptions)
+
+
+def emit_metrics_recomputed(
+    *, computed_at: datetime, periods: Iterable[str] = (), full: bool = False
+) -> WebhookEvent | None:
+    """Tell `metrics.recomputed` subscribers that fresh metrics are readable (for the metrics engine to call).
+
+    The payload names only what was recomputed (`computed_at`, the periods, whether it was a full recompute), no
+    numbers, so every subscriber may receive it; they read the figures they may see through the metrics API. Call it
+    inside the recompute's transaction: the event then exists, and is sent, only if the recompute commits.
+    """
+    data = {"computed_at": computed_at, "periods": list(periods), "full": full}
+    return emit_event(type=EventType.METRICS_RECOMPUTED, data=lambda: data)
+
+
+@transaction.atomic
+def prune_delivery_log(*, older_than: datetime) -> int:
+    """Delete finished deliveries created before `older_than`, then the events no delivery refers to any more.
+
+    Deliveries still pending or retrying are kept whatever their age. Returns the number of deliveries deleted.
+    """
+    finished = WebhookDelivery.objects.filter(
+        created_at__lt=older_than, status__in=[DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED]
+    )
+    deleted, _ = finished.delete()
+    WebhookEvent.objects.filter(created_at__lt=older_than, deliveries__isnull=True).delete()
+    return deleted
+
+
+def send_test_event(*, subscription: WebhookSubscription) -> WebhookDelivery:
+    """Queue one `webhook.test` event to `subscription` (even a disabled one); tried once, shown in its log."""
+    data = {"subscription": subscription.pk, "message": "A test event sent from the webhook's test action."}
+    event = _create_event(type=TEST_EVENT_TYPE, data=data, subscriptions=[subscription])
+    return event.deliveries.get()

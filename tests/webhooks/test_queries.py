@@ -1,0 +1,69 @@
+"""What webhooks cost the write path and the delivery log: query counts that do not grow with the data."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from pipeline import selectors
+from pipeline.webhooks import services as webhooks
+from pipeline.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
+from tests.api.conftest import client_for
+from tests.factories import make_deal
+
+pytestmark = pytest.mark.django_db
+
+
+def emit_queries(deal) -> tuple[int, WebhookEvent | None]:
+    with CaptureQueriesContext(connection) as captured:
+        event = webhooks.emit_event(
+            type="deal.created", data=lambda: {"id": deal.pk}, record=deal, visible_to=selectors.visible_deals
+        )
+    return len(captured), event
+
+
+def test_an_event_nobody_subscribed_to_costs_one_query(org, pipeline):
+    assert emit_queries(make_deal(owner=org.rep, pipeline=pipeline)) == (1, None)
+
+
+def test_the_cost_of_an_event_grows_with_the_owners_not_with_their_subscriptions(org, pipeline, receiver):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+    for user in (org.rep, org.manager):
+        webhooks.create_subscription(owner=user, url=receiver.url, events=["deal.created"])
+    webhooks.create_subscription(owner=org.other_rep, url=receiver.url, events=["deal.created"])
+    few, _ = emit_queries(deal)
+    for user in (org.rep, org.manager, org.other_rep) * 5:
+        webhooks.create_subscription(owner=user, url=receiver.url, events=["deal.created"])
+    many, event = emit_queries(deal)
+    assert many == few
+    assert event.deliveries.count() == 12, "the other team's rep receives nothing"
+
+
+def test_the_delivery_log_costs_the_same_for_any_page_size(org, receiver):
+    subscription = webhooks.create_subscription(owner=org.rep, url=receiver.url, events=["deal.created"])
+    for _ in range(5):
+        webhooks.send_test_event(subscription=subscription)
+    client = client_for(org.rep)
+    client.get("/api/v1/webhooks/")  # the token's first use stamps last_used_at; measure the steady state
+    counts = []
+    for page_size in (1, 5):
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(f"/api/v1/webhooks/{subscription.pk}/deliveries/?page_size={page_size}")
+        assert len(response.json()["results"]) == page_size
+        counts.append(len(captured))
+    assert counts[0] == counts[1]
+
+
+def test_pruning_keeps_recent_and_unfinished_deliveries(org, receiver):
+    subscription = webhooks.create_subscription(owner=org.rep, url=receiver.url, events=["deal.created"])
+    old_done, old_pending, recent_done = (webhooks.send_test_event(subscription=subscription) for _ in range(3))
+    long_ago = timezone.now() - timedelta(days=40)
+    WebhookDelivery.objects.filter(pk__in=[old_done.pk, old_pending.pk]).update(created_at=long_ago)
+    WebhookEvent.objects.filter(deliveries__in=[old_done.pk, old_pending.pk]).update(created_at=long_ago)
+    WebhookDelivery.objects.filter(pk__in=[old_done.pk, recent_done.pk]).update(status=DeliveryStatus.SUCCEEDED)
+
+    assert webhooks.prune_delivery_log(older_than=timezone.now() - timedelta(days=30)) == 1
+    assert set(WebhookDelivery.objects.values_list("pk", flat=True)) == {old_pending.pk, recent_done.pk}
+    assert WebhookEvent.objects.count() == 2

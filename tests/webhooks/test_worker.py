@@ -1,0 +1,111 @@
+"""The whole path through a real Celery worker process: commit → event → Redis → worker → signed POST → receipt.
+
+Also measures the latency from the write to the receiver's receipt, printed at the end (run with `-s` to see it).
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.db import connection, transaction
+
+from config.celery import app as celery_app
+from pipeline.webhooks import services as webhooks
+from pipeline.webhooks.models import DeliveryStatus, WebhookDelivery
+from tests.factories import make_deal, make_pipeline
+from tests.webhooks.conftest import verify
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+MEASURED_DELIVERIES = 10
+
+
+@pytest.fixture
+def pipeline(transactional_db):
+    # The won/lost trigger is checked at commit; here every statement commits, so the stages must come in one go.
+    with transaction.atomic():
+        return make_pipeline(name="Worker", is_default=True)
+
+
+@pytest.fixture
+def worker(transactional_db, tmp_path):
+    """A `celery -A config worker --pool solo` subprocess on the test database and the tests' Redis database."""
+    test_database_url = urlsplit(settings.DATABASE_URL)._replace(path="/" + connection.settings_dict["NAME"]).geturl()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": test_database_url,
+        "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+        "WEBHOOK_READ_TIMEOUT_SECONDS": "2",
+    }
+    celery_app.control.purge()  # tasks left in this checkout's test queue by an interrupted run
+    log = (tmp_path / "worker.log").open("w")
+    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "INFO"]
+    process = subprocess.Popen(
+        [*command, "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+    print((tmp_path / "worker.log").read_text()[-3000:] if process.returncode not in (0, -15) else "")
+
+
+def wait_until_recorded(delivery_count: int, timeout: float = 20.0) -> list[WebhookDelivery]:
+    """The worker records an attempt after the receiver answered; wait until every delivery is done."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        deliveries = list(WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCEEDED))
+        if len(deliveries) >= delivery_count:
+            return deliveries
+        time.sleep(0.05)
+    raise AssertionError(f"only {WebhookDelivery.objects.filter(status='succeeded').count()} of {delivery_count}")
+
+
+def test_deliveries_go_through_a_real_worker_retried_and_signed(org, pipeline, receiver, worker):
+    subscription = webhooks.create_subscription(owner=org.rep, url=receiver.url + "/hook", events=["deal.created"])
+
+    # The first delivery also waits for the worker to start; the receiver fails it once, so the worker retries.
+    receiver.plan(500)
+    make_deal(owner=org.rep, pipeline=pipeline, title="Warm-up")
+    first, retried = receiver.wait_for(2, timeout=60)
+    assert first.json["id"] == retried.json["id"]
+    assert (first.headers["X-Webhook-Attempt"], retried.headers["X-Webhook-Attempt"]) == ("1", "2")
+    wait_until_recorded(1)
+
+    latencies, after_queuing = [], []
+    for number in range(MEASURED_DELIVERIES):
+        started = time.perf_counter()
+        make_deal(owner=org.rep, pipeline=pipeline, title=f"Measured {number}")  # commits, then queues the send
+        queued = time.perf_counter()
+        received = receiver.wait_for(3 + number, timeout=20)
+        assert len(received) == 3 + number
+        latencies.append((received[-1].at - started) * 1000)
+        after_queuing.append((received[-1].at - queued) * 1000)
+
+    for request in receiver.received:
+        assert verify(secret=subscription.secret, header=request.headers["X-Signature"], body=request.body)
+    deliveries = wait_until_recorded(1 + MEASURED_DELIVERIES)
+    assert sorted(delivery.attempts for delivery in deliveries) == [1] * MEASURED_DELIVERIES + [2]
+    print(
+        f"\nwebhook latency through a real worker, {MEASURED_DELIVERIES} deliveries: from the write (create_deal: "
+        f"insert, commit, event and delivery rows, queuing) to receipt: median {statistics.median(latencies):.1f} ms "
+        f"(min {min(latencies):.1f}, max {max(latencies):.1f}); from queued to receipt: median "
+        f"{statistics.median(after_queuing):.1f} ms (min {min(after_queuing):.1f}, max {max(after_queuing):.1f})"
+    )
