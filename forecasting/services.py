@@ -15,6 +15,7 @@ from django.db import connection, transaction
 
 from forecasting import metrics
 from forecasting.models import MetricsRun, RunStatus
+from pipeline.webhooks.services import emit_metrics_recomputed
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ def recompute_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
         cursor.execute("SELECT clock_timestamp()")
         run.finished_at = cursor.fetchone()[0]
         run.save(update_fields=["status", "row_count", "duration_seconds", "finished_at"])
+        # Inside the transaction: subscribers hear of the run only if it commits.
+        emit_metrics_recomputed(computed_at=computed_at, full=True)
     logger.info("metrics recompute %s: %d rows in %.2f s", run.pk, rows, run.duration_seconds)
     return run
 

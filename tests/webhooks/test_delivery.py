@@ -223,6 +223,20 @@ def test_metrics_recomputed_reaches_every_subscriber_of_it(org, receiver, after_
     }
 
 
+def test_a_metrics_recompute_tells_its_subscribers(org, receiver, after_commit, pipeline):
+    from forecasting.services import recompute_metrics
+
+    subscribe(org.manager, receiver, "metrics.recomputed", path="/manager")
+    with after_commit():
+        run = recompute_metrics()
+
+    [request] = receiver.wait_for(1)
+    assert request.json["type"] == "metrics.recomputed"
+    assert request.json["data"]["full"] is True
+    sent_at = datetime.fromisoformat(request.json["data"]["computed_at"].replace("Z", "+00:00"))
+    assert abs(sent_at - run.computed_at).total_seconds() < 0.001  # the API writes milliseconds
+
+
 def test_nobody_subscribed_means_no_event_is_stored(org):
     assert webhooks.emit_metrics_recomputed(computed_at=datetime(2026, 11, 25, tzinfo=UTC)) is None
     assert not WebhookEvent.objects.exists()
