@@ -70,6 +70,7 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
             for code, response in _errors_of(path, method).items():
                 responses.setdefault(code, response)
             responses["429"].setdefault("headers", RETRY_AFTER)
-            if "{id}" in path and method in {"get", "put", "patch"} and not path.endswith("/history/"):
+            # Only a record's own representation carries an ETag, not its sub-resources (history, audit, ...).
+            if path.endswith("{id}/") and method in {"get", "put", "patch"}:
                 responses.get("200", {}).setdefault("headers", ETAG)
     return result

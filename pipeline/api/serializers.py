@@ -17,6 +17,7 @@ from pipeline import selectors
 from pipeline.models import (
     REQUIRABLE_DEAL_FIELDS,
     Activity,
+    AuditEntry,
     Contact,
     Deal,
     ForecastCategory,
@@ -294,6 +295,22 @@ class StageChangeSerializer(serializers.ModelSerializer):
         model = StageChange
         fields = ["id", "from_stage", "to_stage", "changed_by", "changed_at"]
         read_only_fields = fields
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    actor_name = serializers.SerializerMethodField(help_text="Who made the change; null for the system.")
+    changes = serializers.DictField(
+        child=serializers.ListField(min_length=2, max_length=2, allow_null=True),
+        help_text="Each changed field as [old, new]; foreign keys as ids, amounts as decimal strings.",
+    )
+
+    class Meta:
+        model = AuditEntry
+        fields = ["id", "at", "actor", "actor_name", "action", "changes"]
+        read_only_fields = fields
+
+    def get_actor_name(self, entry: AuditEntry) -> str | None:
+        return str(entry.actor) if entry.actor_id else None
 
 
 # --- Leads --------------------------------------------------------------------------------------------------------

@@ -17,10 +17,27 @@ from pipeline.api import filters
 from pipeline.api import serializers as s
 from pipeline.models import Activity, Contact, Deal, Lead, LostReason, Organization, Pipeline, Stage
 
+
+class AuditTrailActions:
+    """`GET {id}/audit/`: who changed the record, which fields from what to what, and when (newest first).
+
+    The record is looked up like any detail read, so the trail is visible exactly when the record is.
+    """
+
+    @extend_schema(
+        responses=s.AuditEntrySerializer(many=True),
+        description="Who changed this record, which fields from what to what, and when; newest first.",
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def audit(self, request, pk=None):
+        page = self.paginate_queryset(selectors.audit_trail(instance=self.get_object()))
+        return self.get_paginated_response(s.AuditEntrySerializer(page, many=True).data)
+
+
 # --- Configuration: everyone signed in reads it, admins change it ------------------------------------------------
 
 
-class PipelineViewSet(VisibleViewSet):
+class PipelineViewSet(AuditTrailActions, VisibleViewSet):
     """Pipelines with their stages."""
 
     model = Pipeline
@@ -56,7 +73,7 @@ class PipelineViewSet(VisibleViewSet):
         return self.update(request, pk, partial=True)
 
 
-class StageViewSet(VisibleViewSet):
+class StageViewSet(AuditTrailActions, VisibleViewSet):
     """The stages of every pipeline, in pipeline order."""
 
     model = Stage
@@ -93,7 +110,7 @@ class StageViewSet(VisibleViewSet):
         return self.update(request, pk, partial=True)
 
 
-class LostReasonViewSet(VisibleViewSet):
+class LostReasonViewSet(AuditTrailActions, VisibleViewSet):
     """Why deals are lost; only active reasons may be given to a new loss."""
 
     model = LostReason
@@ -128,7 +145,7 @@ class LostReasonViewSet(VisibleViewSet):
 # --- Customers ----------------------------------------------------------------------------------------------------
 
 
-class OrganizationViewSet(VisibleViewSet):
+class OrganizationViewSet(AuditTrailActions, VisibleViewSet):
     model = Organization
     serializer_class = s.OrganizationSerializer
     filterset_class = filters.OrganizationFilter
@@ -158,7 +175,7 @@ class OrganizationViewSet(VisibleViewSet):
         return self.update(request, pk, partial=True)
 
 
-class ContactViewSet(VisibleViewSet):
+class ContactViewSet(AuditTrailActions, VisibleViewSet):
     model = Contact
     serializer_class = s.ContactSerializer
     filterset_class = filters.ContactFilter
@@ -196,7 +213,7 @@ class ContactViewSet(VisibleViewSet):
     update=extend_schema(description="Change a deal's fields (not its stage: see move)."),
     partial_update=extend_schema(description="Change some of a deal's fields (not its stage: see move)."),
 )
-class DealViewSet(VisibleViewSet):
+class DealViewSet(AuditTrailActions, VisibleViewSet):
     model = Deal
     serializer_class = s.DealSerializer
     filterset_class = filters.DealFilter
@@ -281,7 +298,7 @@ class DealViewSet(VisibleViewSet):
 # --- Leads --------------------------------------------------------------------------------------------------------
 
 
-class LeadViewSet(VisibleViewSet):
+class LeadViewSet(AuditTrailActions, VisibleViewSet):
     model = Lead
     serializer_class = s.LeadSerializer
     filterset_class = filters.LeadFilter
