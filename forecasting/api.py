@@ -30,7 +30,7 @@ from accounts.models import Team, User
 from config.api import VisibleViewSet, representation_etag
 from config.rest import OrderingFilter
 from forecasting import selectors, services
-from forecasting.models import GroupKind, Metric, MetricSnapshot, PeriodKind, Quota
+from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, PeriodKind, Quota
 from forecasting.selectors import SnapshotQuery, visible_snapshot_rows
 from pipeline.api.filters import IdFilter
 
@@ -315,7 +315,9 @@ class MetricViewSet(VisibleViewSet):
     metric: str
     query_serializer: type[serializers.Serializer] = PeriodMetricQuerySerializer
     default_period_kind: str | None = None  # when no period is asked for (None: every period)
-    run = None  # the run read, set by visible_queryset()
+    # What visible_queryset() read: the request's query and the run its rows come from (None before the first).
+    query: SnapshotQuery | None = None
+    run: MetricsRun | None = None
 
     def snapshot_query(self) -> SnapshotQuery:
         params = self.query_serializer(data=self.request.query_params)
@@ -326,7 +328,7 @@ class MetricViewSet(VisibleViewSet):
             period_kind = data.get("period_kind", PeriodKind.MONTH)
         return SnapshotQuery(
             metric=self.metric,
-            group_kind=data.get("group", GroupKind.OWNER),
+            group_kind=data.get("group", GroupKind.OWNER),  # stale deals: one row per deal, keyed by its owner
             period_kind=period_kind or self.default_period_kind,
             period_start=period_start,
             range_start=data.get("start"),
