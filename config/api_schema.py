@@ -49,6 +49,8 @@ def _errors_of(path: str, method: str) -> dict[str, dict]:
         errors["415"] = _response("Unsupported media type: send JSON.", _DETAIL)
     if writes and path.startswith("/api/v1/deals/{id}/"):
         errors["409"] = _response("Conflict: the `version` sent is no longer the current one.", _DETAIL)
+    if path.startswith("/api/v1/metrics/recompute/"):
+        errors["503"] = _response("The task queue is unavailable; try again later.", _DETAIL)
     if writes and is_detail:
         errors["412"] = _response("`If-Match` does not match the record's current ETag.", _DETAIL)
     return errors

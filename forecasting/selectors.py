@@ -89,14 +89,45 @@ def visible_snapshot_rows(
 
 
 def visible_quotas(*, user: User) -> QuerySet[Quota]:
-    """Quotas of the users whose records `user` may see, and of the teams `user` manages (all, for an admin)."""
+    """Quotas of the users whose records `user` may see, and of the teams whose team-wide metric rows `user` may
+    see: those they manage, and their own when REP_VISIBILITY is "team" (all, for an admin)."""
     owners = owners_visible_to(user)
     quotas = Quota.objects.select_related("user", "team")
     if owners is None:
         return quotas
     if not user.is_active:
         return quotas.none()
-    return quotas.filter(Q(user__in=owners) | Q(team__managers=user)).distinct()
+    return quotas.filter(Q(user__in=owners) | Q(team__in=_teams_seen_by(user)))
+
+
+def editable_quotas(*, user: User) -> QuerySet[Quota]:
+    """Quotas `user` may change: all for an admin; for a manager, those of the teams they manage and of those
+    teams' members other than themselves (nobody sets their own target); none for anyone else."""
+    quotas = Quota.objects.select_related("user", "team")
+    if not user.is_active:
+        return quotas.none()
+    if user.is_admin:
+        return quotas
+    if not user.is_manager:
+        return quotas.none()
+    return quotas.filter(Q(team__managers=user) | (Q(user__team__managers=user) & ~Q(user=user))).distinct()
+
+
+def quota_users_assignable_by(*, user: User) -> QuerySet[User]:
+    """Users `user` may set a quota for: anyone (admin), the members of the teams a manager manages but
+    themselves, nobody otherwise."""
+    if not user.is_active or not (user.is_admin or user.is_manager):
+        return User.objects.none()
+    if user.is_admin:
+        return User.objects.all()
+    return User.objects.filter(team__managers=user).exclude(pk=user.pk).distinct()
+
+
+def quota_teams_assignable_by(*, user: User) -> QuerySet[Team]:
+    """Teams `user` may set a quota for: any (admin), those a manager manages, none otherwise."""
+    if not user.is_active or not (user.is_admin or user.is_manager):
+        return Team.objects.none()
+    return Team.objects.all() if user.is_admin else Team.objects.filter(managers=user).distinct()
 
 
 def quota_metrics(*, quota_ids: list[int]) -> tuple[MetricsRun | None, dict[int, dict]]:

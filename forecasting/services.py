@@ -1,4 +1,4 @@
-"""Writes of the forecasting app: the full metrics recompute, and queuing one after a change.
+"""Writes of the forecasting app: the full metrics recompute, queuing one after a change, and quotas.
 
 `recompute_metrics` writes a complete `MetricsRun` in ONE transaction: readers (who pick the latest complete
 run) see the previous run until it commits, and a recompute that is killed or fails leaves no trace. A
@@ -7,14 +7,20 @@ transaction-level advisory lock makes a second concurrent recompute return at on
 
 import logging
 import time
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
+from accounts.models import Team, User
 from forecasting import metrics
-from forecasting.models import MetricsRun, RunStatus
+from forecasting.models import MetricsRun, Quota, RunStatus
+from pipeline.models import AuditAction
+from pipeline.services import audited_values, record_audit
 from pipeline.webhooks.services import emit_metrics_recomputed
 
 logger = logging.getLogger(__name__)
@@ -126,3 +132,70 @@ def clear_pending_recompute() -> None:
         cache.delete(PENDING_RECOMPUTE_CACHE_KEY)
     except Exception:  # the mark expires on its own
         logger.warning("could not clear the pending metrics recompute mark", exc_info=True)
+
+
+# --- Quotas -------------------------------------------------------------------------------------------------------
+
+QUOTA_EDITABLE_FIELDS = ("user", "team", "period_start", "period_end", "amount")
+
+
+def _validate_quota(quota: Quota) -> None:
+    """Per-field messages for a quota that breaks a rule (the database constraints say the same, less kindly)."""
+    errors: dict[str, list[str]] = {}
+    if (quota.user_id is None) == (quota.team_id is None):
+        message = "Give exactly one of user and team."
+        errors["user"] = [message]
+        errors["team"] = [message]
+    if quota.amount is None or quota.amount < 0:
+        errors["amount"] = ["The amount must be zero or more."]
+    if quota.period_start and quota.period_end and quota.period_end <= quota.period_start:
+        errors["period_end"] = ["The end must be after the start (it is the first day after the period)."]
+    if errors:
+        raise ValidationError(errors)
+
+
+@transaction.atomic
+def create_quota(
+    *,
+    actor: User | None,
+    period_start: date,
+    period_end: date,
+    amount: Decimal,
+    user: User | None = None,
+    team: Team | None = None,
+) -> Quota:
+    """Set a sales target for one user or one team over [period_start, period_end).
+
+    Its attainment, coverage and deals needed appear with the next recompute, which this queues once committed.
+    """
+    quota = Quota(user=user, team=team, period_start=period_start, period_end=period_end, amount=amount)
+    _validate_quota(quota)
+    quota.save()
+    record_audit(actor=actor, instance=quota, action=AuditAction.CREATED)
+    transaction.on_commit(request_recompute)
+    return quota
+
+
+@transaction.atomic
+def update_quota(*, quota: Quota, actor: User | None, **fields: Any) -> Quota:
+    """Change a quota's holder, period or amount; the rules of `create_quota` apply to the result."""
+    unknown = sorted(set(fields) - set(QUOTA_EDITABLE_FIELDS))
+    if unknown:
+        raise ValidationError({name: ["This field cannot be set here."] for name in unknown})
+    before = audited_values(quota)
+    for name, value in fields.items():
+        setattr(quota, name, value)
+    _validate_quota(quota)
+    if audited_values(quota) != before:
+        quota.save()
+        record_audit(actor=actor, instance=quota, action=AuditAction.UPDATED, before=before)
+        transaction.on_commit(request_recompute)
+    return quota
+
+
+@transaction.atomic
+def delete_quota(*, quota: Quota, actor: User | None) -> None:
+    """Remove a quota; its metrics disappear with the next recompute, which this queues once committed."""
+    record_audit(actor=actor, instance=quota, action=AuditAction.DELETED)
+    quota.delete()
+    transaction.on_commit(request_recompute)

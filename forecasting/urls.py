@@ -1,19 +1,25 @@
-"""The metrics read API, included under /api/v1/ by config.urls."""
+"""The metrics, forecast and quota endpoints, included under /api/v1/ by config.urls."""
 
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
 from forecasting import api
 
+router = SimpleRouter()
+router.register("quotas", api.QuotaViewSet, basename="quota")
+
+LIST = {"get": "list"}
+
 urlpatterns = [
-    path("metrics/win-rates/", api.WinRateView.as_view(), name="metrics-win-rates"),
-    path("metrics/sales-cycle/", api.SalesCycleView.as_view(), name="metrics-sales-cycle"),
-    path("metrics/funnel/", api.FunnelView.as_view(), name="metrics-funnel"),
-    path("metrics/stage-times/", api.StageTimeView.as_view(), name="metrics-stage-times"),
-    path("metrics/leads/", api.LeadMetricsView.as_view(), name="metrics-leads"),
-    path("metrics/stale-deals/", api.StaleDealsView.as_view(), name="metrics-stale-deals"),
+    path("metrics/win-rates/", api.WinRateViewSet.as_view(LIST), name="metrics-win-rates"),
+    path("metrics/sales-cycle/", api.SalesCycleViewSet.as_view(LIST), name="metrics-sales-cycle"),
+    path("metrics/funnel/", api.FunnelViewSet.as_view(LIST), name="metrics-funnel"),
+    path("metrics/stage-times/", api.StageTimeViewSet.as_view(LIST), name="metrics-stage-times"),
+    path("metrics/leads/", api.LeadMetricsViewSet.as_view(LIST), name="metrics-leads"),
+    path("metrics/stale-deals/", api.StaleDealsViewSet.as_view(LIST), name="metrics-stale-deals"),
     path("metrics/recompute/", api.RecomputeView.as_view(), name="metrics-recompute"),
-    path("metrics/recompute/<str:task_id>/", api.RecomputeStatusView.as_view(), name="metrics-recompute-status"),
-    path("forecast/", api.ForecastView.as_view(), name="forecast"),
-    path("forecast/accuracy/", api.ForecastAccuracyView.as_view(), name="forecast-accuracy"),
-    path("quotas/", api.QuotaListView.as_view(), name="quotas"),
+    path("metrics/recompute/<uuid:task_id>/", api.RecomputeStatusView.as_view(), name="metrics-recompute-status"),
+    path("forecast/", api.ForecastViewSet.as_view(LIST), name="forecast"),
+    path("forecast/accuracy/", api.ForecastAccuracyViewSet.as_view(LIST), name="forecast-accuracy"),
+    *router.urls,
 ]

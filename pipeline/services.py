@@ -128,7 +128,7 @@ def _apply_fields(instance: models.Model, fields: dict[str, Any], allowed: Itera
 _NOT_AUDITED = frozenset({"id", "updated_at", "version"})
 
 
-def _audited_values(instance: models.Model) -> dict[str, Any]:
+def audited_values(instance: models.Model) -> dict[str, Any]:
     """The instance's field values by field name, foreign keys as ids: the 'before' of an audit entry."""
     values = {}
     for field in instance._meta.concrete_fields:
@@ -145,13 +145,13 @@ def _audited_values(instance: models.Model) -> dict[str, Any]:
 def record_audit(
     *, actor: User | None, instance: models.Model, action: str, before: dict[str, Any] | None = None
 ) -> AuditEntry | None:
-    """Append who changed `instance` and how to the audit trail; `before` is `_audited_values` taken earlier.
+    """Append who changed `instance` and how to the audit trail; `before` is `audited_values` taken earlier.
 
     Without `before` (a creation) every filled field is recorded as [None, value], for a deletion as [value, None];
     otherwise only the fields that differ, and no entry for an update that changed nothing. Called inside the
     writer's transaction, so the trail commits (or rolls back) with the write.
     """
-    after = _audited_values(instance)
+    after = audited_values(instance)
     if action == AuditAction.DELETED:
         changes = {name: [value, None] for name, value in after.items() if value not in (None, "", [])}
     elif before is None:
@@ -290,7 +290,7 @@ def update_deal(*, deal: Deal, actor: User | None, expected_version: int | None 
     """
     deal = Deal.objects.select_for_update().select_related("stage").get(pk=deal.pk)
     _check_version(deal, expected_version)
-    before = _audited_values(deal)
+    before = audited_values(deal)
     changed = _apply_fields(deal, fields, DEAL_EDITABLE_FIELDS)
     if not changed:
         return deal
@@ -333,7 +333,7 @@ def move_deal(
         raise ValidationError({"at": "A move cannot be dated before the deal entered its current stage."})
 
     from_stage = deal.stage
-    before = _audited_values(deal)
+    before = audited_values(deal)
     _apply_fields(deal, fields or {}, DEAL_EDITABLE_FIELDS)
     _refuse_missing_fields(deal, stage)
     deal.lost_reason = _lost_reason_for(stage, lost_reason)
@@ -382,7 +382,7 @@ def create_organization(*, actor: User | None, name: str, **fields: Any) -> Orga
 def update_organization(*, organization: Organization, actor: User | None, **fields: Any) -> Organization:
     """Change an organization's fields."""
     organization = Organization.objects.select_for_update().get(pk=organization.pk)
-    before = _audited_values(organization)
+    before = audited_values(organization)
     if _apply_fields(organization, fields, ORGANIZATION_EDITABLE_FIELDS):
         _validate(organization)
         organization.save()
@@ -405,7 +405,7 @@ def create_contact(*, actor: User | None, last_name: str, **fields: Any) -> Cont
 def update_contact(*, contact: Contact, actor: User | None, **fields: Any) -> Contact:
     """Change a contact's fields."""
     contact = Contact.objects.select_for_update().get(pk=contact.pk)
-    before = _audited_values(contact)
+    before = audited_values(contact)
     if _apply_fields(contact, fields, CONTACT_EDITABLE_FIELDS):
         _validate(contact)
         contact.save()
@@ -458,7 +458,7 @@ def create_lead(
 def update_lead(*, lead: Lead, actor: User | None, **fields: Any) -> Lead:
     """Change a lead's fields (its status changes through `advance_lead` and `convert_lead`)."""
     lead = Lead.objects.select_for_update().get(pk=lead.pk)
-    before = _audited_values(lead)
+    before = audited_values(lead)
     if _apply_fields(lead, fields, LEAD_EDITABLE_FIELDS):
         _validate(lead)
         lead.save()
@@ -483,7 +483,7 @@ def advance_lead(*, lead: Lead, actor: User | None, status: str, reason: str = "
         return lead
     at = at or timezone.now()
     from_status = lead.status
-    before = _audited_values(lead)
+    before = audited_values(lead)
     if status == LeadStatus.DISQUALIFIED:
         lead.disqualified_at = at
         lead.disqualified_reason = reason
@@ -551,7 +551,7 @@ def convert_lead(
         **deal_fields,
     )
     from_status = lead.status
-    before = _audited_values(lead)
+    before = audited_values(lead)
     _stamp_lead_path(lead, LeadStatus.CONVERTED, at)
     lead.status = LeadStatus.CONVERTED
     lead.deal = deal
@@ -685,7 +685,7 @@ def create_pipeline(
 def update_pipeline(*, pipeline: Pipeline, actor: User | None, **fields: Any) -> Pipeline:
     """Rename a pipeline or make it the default (the previous default stops being one)."""
     pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
-    before = _audited_values(pipeline)
+    before = audited_values(pipeline)
     if _apply_fields(pipeline, fields, PIPELINE_EDITABLE_FIELDS):
         pipeline.full_clean(exclude=["created_at"], validate_constraints=False)
         if pipeline.is_default:
@@ -733,7 +733,7 @@ def update_stage(*, stage: Stage, actor: User | None, **fields: Any) -> Stage:
     """
     stage = Stage.objects.select_for_update().get(pk=stage.pk)
     old_order = stage.order
-    before = _audited_values(stage)
+    before = audited_values(stage)
     if not _apply_fields(stage, fields, STAGE_EDITABLE_FIELDS):
         return stage
     if stage.order < 1:
@@ -759,7 +759,7 @@ def create_lost_reason(*, actor: User | None, name: str, is_active: bool = True)
 @transaction.atomic
 def update_lost_reason(*, lost_reason: LostReason, actor: User | None, **fields: Any) -> LostReason:
     """Rename a lost reason or retire it (`is_active` false: deals lost for it keep it, new losses cannot use it)."""
-    before = _audited_values(lost_reason)
+    before = audited_values(lost_reason)
     if _apply_fields(lost_reason, fields, LOST_REASON_EDITABLE_FIELDS):
         lost_reason.full_clean()
         lost_reason.save()

@@ -297,6 +297,9 @@ SPECTACULAR_SETTINGS = {
         "LeadStatusEnum": "pipeline.models.LeadStatus",
         "ActivityKindEnum": "pipeline.models.ActivityKind",
         "RoleEnum": "accounts.models.Role",
+        "PeriodKindEnum": "forecasting.models.PeriodKind",
+        "GroupKindEnum": "forecasting.models.GroupKind",
+        "MetricEnum": "forecasting.models.Metric",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -237,3 +237,191 @@ def test_only_admins_change_the_configuration(api, ids, role, endpoint, method, 
     response = getattr(api(role), method)(fill(path, ids), fill(body, ids), format="json")
     expected = 401 if role in UNAUTHENTICATED else success if role == "admin" else 403
     assert response.status_code == expected, response.content
+
+
+# --- Metrics, forecast and quotas ---------------------------------------------------------------------------------
+# Snapshot rows follow the group they describe (forecasting.selectors): a row about the rep is seen by whoever sees
+# the rep's records; a row about their team by its managers (and its members when REP_VISIBILITY is "team"); a
+# company-, pipeline- or source-wide row, which adds up everyone's deals, by admins only. Quotas likewise.
+
+
+def sees_team(role: str, visibility: str) -> bool:
+    return role in {"manager", "admin"} or (visibility == "team" and role in {"rep", "teammate"})
+
+
+def admin_only(role: str, visibility: str) -> bool:
+    return role == "admin"
+
+
+# (endpoint, path, the row key and subject that must be listed exactly when `who` says so, who)
+METRIC_ROWS = [
+    ("win rates per owner", "/api/v1/metrics/win-rates/?group=owner", "owner_id", "rep", sees),
+    ("win rates of the owner", "/api/v1/metrics/win-rates/?group=owner&owner={rep}", "owner_id", "rep", sees),
+    ("win rates of the team", "/api/v1/metrics/win-rates/?group=team&team={team}", "team_id", "team", sees_team),
+    ("win rates of the company", "/api/v1/metrics/win-rates/?period=2026-10", "group_kind", "company", admin_only),
+    ("win rates per pipeline", "/api/v1/metrics/win-rates/?group=pipeline", "pipeline_id", "pipeline", admin_only),
+    ("win rates per source", "/api/v1/metrics/win-rates/?group=source", "source", "source", admin_only),
+    ("sales cycle per owner", "/api/v1/metrics/sales-cycle/?group=owner&period=2026-Q4", "owner_id", "rep", sees),
+    ("funnel per owner", "/api/v1/metrics/funnel/?group=owner&pipeline={pipeline}", "owner_id", "rep", sees),
+    ("funnel of the company", "/api/v1/metrics/funnel/", "group_kind", "company", admin_only),
+    ("stage times per team", "/api/v1/metrics/stage-times/?group=team", "team_id", "team", sees_team),
+    ("stage times per source", "/api/v1/metrics/stage-times/?group=source", "source", "source", admin_only),
+    ("leads per owner", "/api/v1/metrics/leads/?group=owner", "owner_id", "rep", sees),
+    ("stale deals", "/api/v1/metrics/stale-deals/", "deal_id", "stale_deal", sees),
+    ("stale deals of the team", "/api/v1/metrics/stale-deals/?team={team}", "deal_id", "stale_deal", sees),
+    ("forecast per owner", "/api/v1/forecast/?group=owner&period=2026-10", "owner_id", "rep", sees),
+    ("forecast of the company", "/api/v1/forecast/?period=2026-10", "group_kind", "company", admin_only),
+    ("forecast accuracy per owner", "/api/v1/forecast/accuracy/?group=owner", "owner_id", "rep", sees),
+    ("quotas", "/api/v1/quotas/", "id", "rep_quota", sees),
+    ("quotas of the rep", "/api/v1/quotas/?user={rep}", "id", "rep_quota", sees),
+    ("team quotas", "/api/v1/quotas/?team={team}", "id", "team_quota", sees_team),
+]
+
+
+@pytest.fixture
+def quota_ids(org, ids):
+    """Quotas of the rep, of their team and of another team's rep, for this quarter."""
+    import datetime as dt
+
+    from forecasting.models import Quota
+
+    quarter = {"period_start": dt.date(2026, 10, 1), "period_end": dt.date(2027, 1, 1)}
+    return ids | {
+        "rep_quota": Quota.objects.create(user=org.rep, amount=5000, **quarter).pk,
+        "team_quota": Quota.objects.create(team=org.team, amount=20000, **quarter).pk,
+        "other_quota": Quota.objects.create(user=org.other_rep, amount=7000, **quarter).pk,
+        "other_rep": org.other_rep.pk,
+        "other_team": org.other_team.pk,
+    }
+
+
+@pytest.fixture
+def metric_ids(org, pipeline, quota_ids):
+    """The rep's history as metrics see it (a deal won in October 2026, a stale deal since September) and
+    recomputes that snapshot it: one at the start of October (which keeps October's forecast), one now."""
+    from decimal import Decimal
+
+    from forecasting.services import recompute_metrics
+    from tests.forecasting.helpers import at, deal_with_history
+
+    won = [("Prospecting", "2026-10-01"), ("Won", "2026-10-11")]
+    deal_with_history(owner=org.rep, pipeline=pipeline, amount=Decimal(1000), source="Web", path=won)
+    stale = deal_with_history(owner=org.rep, pipeline=pipeline, source="Web", path=[("Prospecting", "2026-09-01")])
+    recompute_metrics(as_of=at("2026-10-01 00:30"))
+    recompute_metrics(as_of=at("2026-11-25 12:00"))
+    return quota_ids | {"stale_deal": stale.pk, "source": "Web", "company": "company"}
+
+
+# One test per role and visibility, each endpoint checked in turn: the snapshots are built once per test.
+@pytest.mark.parametrize("visibility", ["own", "team"])
+@pytest.mark.parametrize("role", ROLES)
+def test_metric_rows_are_listed_exactly_to_those_who_see_their_group(settings, api, metric_ids, visibility, role):
+    settings.REP_VISIBILITY = visibility
+    client = api(role)
+    for endpoint, path, key, subject, who in METRIC_ROWS:
+        response = client.get(fill(path, metric_ids))
+        if role in UNAUTHENTICATED:
+            assert response.status_code == 401, endpoint
+            continue
+        assert response.status_code == 200, (endpoint, response.content)
+        rows = response.json()["results"]
+        listed = {row[key] for row in rows}
+        assert (metric_ids[subject] in listed) == who(role, visibility), (endpoint, listed)
+        if role != "admin" and key != "id":
+            # Nothing else leaks either: no company-wide row, nothing about the other team or its rep.
+            assert all(row.get("group_kind", "owner") in {"owner", "team"} for row in rows), endpoint
+            assert metric_ids["other_rep"] not in {row.get("owner_id") for row in rows}, endpoint
+            assert metric_ids["other_team"] not in {row.get("team_id") for row in rows}, endpoint
+    if role not in UNAUTHENTICATED:
+        # The forecast's past due and learned probabilities, beside its page, follow the same rule.
+        body = client.get("/api/v1/forecast/?group=owner").json()
+        for rows in (body["past_due"], body["learned_probabilities"]):
+            owners = {row["owner_id"] for row in rows}
+            assert (metric_ids["rep"] in owners) == sees(role, visibility)
+            assert role == "admin" or metric_ids["other_rep"] not in owners
+
+
+def quota_write_status(role: str, visibility: str, success: int, holder: str) -> int:
+    """Admins change any quota, managers those of their team and its members; others get 403 for a quota they
+    see, else 404. `holder`: "rep" (the rep's quota) or "team" (their team's)."""
+    if role in UNAUTHENTICATED:
+        return 401
+    if role in {"manager", "admin"}:
+        return success
+    seen = sees(role, visibility) if holder == "rep" else sees_team(role, visibility)
+    return 403 if seen else 404
+
+
+QUOTA_WRITES = [
+    ("quota detail", "get", "/api/v1/quotas/{rep_quota}/", None, 200, "rep", "read"),
+    ("team quota detail", "get", "/api/v1/quotas/{team_quota}/", None, 200, "team", "read"),
+    ("quota update", "put", "/api/v1/quotas/{rep_quota}/", {"user": "{rep}", **{"amount": "6000.00"}}, 200, "rep", ""),
+    ("quota partial update", "patch", "/api/v1/quotas/{rep_quota}/", {"amount": "1.00"}, 200, "rep", ""),
+    ("team quota partial update", "patch", "/api/v1/quotas/{team_quota}/", {"amount": "1.00"}, 200, "team", ""),
+    ("quota delete", "delete", "/api/v1/quotas/{rep_quota}/", None, 204, "rep", ""),
+    ("team quota delete", "delete", "/api/v1/quotas/{team_quota}/", None, 204, "team", ""),
+]
+PERIOD = {"period_start": "2027-01-01", "period_end": "2027-04-01"}
+
+
+@pytest.mark.parametrize("visibility", ["own", "team"])
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(
+    ("endpoint", "method", "path", "body", "success", "holder", "kind"), QUOTA_WRITES, ids=[e[0] for e in QUOTA_WRITES]
+)
+def test_quota_answers_by_role(
+    settings, api, quota_ids, visibility, role, endpoint, method, path, body, success, holder, kind
+):
+    settings.REP_VISIBILITY = visibility
+    if body is not None and method == "put":
+        body = body | PERIOD
+    response = getattr(api(role), method)(fill(path, quota_ids), fill(body, quota_ids), format="json")
+    if kind == "read":
+        seen = sees(role, visibility) if holder == "rep" else sees_team(role, visibility)
+        expected = 401 if role in UNAUTHENTICATED else 200 if seen else 404
+    else:
+        expected = quota_write_status(role, visibility, success, holder)
+    assert response.status_code == expected, response.content
+
+
+# Creating a quota: admins for anyone, managers for their team and its members; reps never (403); a holder the
+# writer may not set a quota for is an id that "does not exist" (400), as for any write naming a record.
+QUOTA_CREATES = [
+    ("for the rep", {"user": "{rep}"}, {"manager", "admin"}),
+    ("for the rep's team", {"team": "{team}"}, {"manager", "admin"}),
+    ("for the other team's rep", {"user": "{other_rep}"}, {"other_manager", "admin"}),
+    ("for the other team", {"team": "{other_team}"}, {"other_manager", "admin"}),
+]
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("endpoint", "holder", "allowed"), QUOTA_CREATES, ids=[e[0] for e in QUOTA_CREATES])
+def test_quota_creation_answers_by_role(api, quota_ids, role, endpoint, holder, allowed):
+    body = fill(holder, quota_ids) | PERIOD | {"amount": "100.00"}
+    response = api(role).post("/api/v1/quotas/", body, format="json")
+    if role in UNAUTHENTICATED:
+        expected = 401
+    elif role in allowed:
+        expected = 201
+    elif role in {"rep", "teammate", "other_rep"}:
+        expected = 403
+    else:
+        expected = 400
+    assert response.status_code == expected, response.content
+    if expected == 400:
+        assert "does not exist" in response.json()[next(iter(holder))][0]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_only_managers_and_admins_start_and_follow_a_recompute(api, role, monkeypatch):
+    from unittest import mock
+
+    task_id = "6f1c1a52-3b0e-4c8e-9d2f-0a7c5e1b2d34"
+    monkeypatch.setattr(
+        "forecasting.tasks.recompute_metrics_task.apply_async", mock.Mock(return_value=mock.Mock(id=task_id))
+    )
+    started = api(role).post("/api/v1/metrics/recompute/")
+    followed = api(role).get(f"/api/v1/metrics/recompute/{task_id}/")
+    expected = 401 if role in UNAUTHENTICATED else 403 if role in {"rep", "teammate", "other_rep"} else None
+    assert started.status_code == (expected or 202), started.content
+    assert followed.status_code == (expected or 200), followed.content

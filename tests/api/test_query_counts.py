@@ -75,3 +75,55 @@ def test_list_query_count_is_constant_in_page_size(org, populated, path):
     large, large_sql = count_queries(client, f"{url}{separator}page_size=100")
     assert small == large, "\n".join(large_sql)
     assert large == EXPECTED_QUERIES[path], "\n".join(large_sql)
+
+
+# The metric reads: token (1), the latest run (1), COUNT(*) and the page (2); the forecast adds past due and the
+# learned probabilities of the same run; quotas: token, COUNT(*), page, then the run and the page's quota metrics.
+METRIC_QUERIES = {
+    "/api/v1/metrics/win-rates/?group=owner": 4,
+    "/api/v1/metrics/sales-cycle/?group=team&period=2026": 4,
+    "/api/v1/metrics/funnel/?group=owner": 4,
+    "/api/v1/metrics/stage-times/?group=team": 4,
+    "/api/v1/metrics/leads/?group=owner": 4,
+    "/api/v1/metrics/stale-deals/": 4,
+    "/api/v1/forecast/?group=owner": 6,
+    "/api/v1/forecast/accuracy/?group=owner": 4,
+    "/api/v1/quotas/": 5,
+}
+
+
+@pytest.fixture
+def recomputed(org, pipeline, lost_reason, populated):
+    """`populated`, plus deals won, lost and expected to close for each owner and a quota for each owner and team,
+    recomputed at the start of October 2026 (which keeps October's forecast) and now: every metric has rows."""
+    import datetime as dt
+
+    from forecasting.models import Quota
+    from forecasting.services import recompute_metrics
+    from tests.forecasting.helpers import at, deal_with_history
+
+    quarter = {"period_start": dt.date(2026, 10, 1), "period_end": dt.date(2027, 1, 1)}
+    for owner in (org.rep, org.teammate, org.other_rep):
+        for outcome in ("Won", "Lost"):
+            path = [("Prospecting", "2026-10-01"), (outcome, "2026-10-11")]
+            deal_with_history(owner=owner, pipeline=pipeline, amount=Decimal(500), path=path, lost_reason=lost_reason)
+        path = [("Prospecting", "2026-09-01")]
+        deal_with_history(owner=owner, pipeline=pipeline, expected_close_date=dt.date(2026, 12, 1), path=path)
+        Quota.objects.create(user=owner, amount=1000, **quarter)
+    for team in (org.team, org.other_team):
+        Quota.objects.create(team=team, amount=5000, **quarter)
+    recompute_metrics(as_of=at("2026-10-01 00:30"))
+    recompute_metrics()
+    return populated
+
+
+@pytest.mark.parametrize("path", METRIC_QUERIES)
+@pytest.mark.parametrize("role", ["admin", "manager"])
+def test_metric_list_query_count_is_constant_in_page_size(org, recomputed, role, path):
+    client = client_for(getattr(org, role))
+    separator = "&" if "?" in path else "?"
+    client.get(path)  # the token's first use stamps last_used_at; measure the steady state
+    small, _ = count_queries(client, f"{path}{separator}page_size=1")
+    large, large_sql = count_queries(client, f"{path}{separator}page_size=200")
+    assert small == large, "\n".join(large_sql)
+    assert large == METRIC_QUERIES[path], "\n".join(large_sql)

@@ -45,3 +45,25 @@ def test_enums_and_nullable_fields_are_described(schema):
         "scheme": "bearer",
         "description": "A personal API token: `crm_<prefix>.<secret>`.",
     }
+
+
+def test_metric_reads_document_their_rows_parameters_and_answers(schema):
+    components = schema["components"]["schemas"]
+    win_rate = components["WinRateRow"]["properties"]
+    assert win_rate["win_rate"] == {
+        "type": "number",
+        "format": "double",
+        "nullable": True,
+        "description": "won / (won + lost), from 0 to 1; null when nothing closed.",
+    }
+    assert win_rate["won_amount"]["type"] == "string" and "nullable" not in win_rate["won_amount"]
+    assert components["WinRatePage"]["properties"]["computed_at"]["nullable"] is True
+    funnel = schema["paths"]["/api/v1/metrics/funnel/"]["get"]
+    parameters = {parameter["name"]: parameter["schema"] for parameter in funnel["parameters"]}
+    assert parameters["group"]["enum"] == ["company", "owner", "team", "source"]
+    assert parameters["period"]["pattern"] and {"page", "page_size"} <= set(parameters)
+    recompute = schema["paths"]["/api/v1/metrics/recompute/"]["post"]["responses"]
+    assert recompute["202"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RecomputeQueued"}
+    assert recompute["503"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorDetail"}
+    quota = components["Quota"]["properties"]
+    assert quota["metrics"]["nullable"] is True and quota["metrics"]["readOnly"] is True

@@ -158,14 +158,19 @@ def test_before_the_first_recompute_metrics_say_so(org):
     }
 
 
+TASK_ID = "6f1c1a52-3b0e-4c8e-9d2f-0a7c5e1b2d34"
+
+
 def test_only_managers_and_admins_may_start_a_recompute(org):
     with mock.patch("forecasting.tasks.recompute_metrics_task.apply_async") as apply_async:
-        apply_async.return_value.id = "task-1"
+        apply_async.return_value.id = TASK_ID
         assert client_for(org.rep).post("/api/v1/metrics/recompute/").status_code == 403
         response = client_for(org.manager).post("/api/v1/metrics/recompute/")
     assert response.status_code == 202
-    assert response.json()["status_url"].endswith("/api/v1/metrics/recompute/task-1/")
-    assert client_for(org.manager).get("/api/v1/metrics/recompute/task-1/").json()["state"] == "PENDING"
+    assert response.json()["status_url"].endswith(f"/api/v1/metrics/recompute/{TASK_ID}/")
+    assert client_for(org.manager).get(f"/api/v1/metrics/recompute/{TASK_ID}/").json()["state"] == "PENDING"
+    assert client_for(org.rep).get(f"/api/v1/metrics/recompute/{TASK_ID}/").status_code == 403
+    assert client_for(org.manager).get("/api/v1/metrics/recompute/task-1/").status_code == 404
 
 
 def test_a_recompute_request_with_the_broker_down_is_a_503(org):
@@ -188,10 +193,9 @@ def test_quotas_are_visible_like_records(org):
     assert ids(org.manager) == {mine.pk, team.pk}
     assert len(ids(org.admin)) == 3
     recompute_metrics(as_of=AS_OF)
-    body = client_for(org.rep).get("/api/v1/quotas/").json()
-    assert body["computed_at"].startswith("2026-11-25T12:00:00")
-    assert body["results"][0]["metrics"]["quota"] == "5.00"
-    assert body["results"][0]["metrics"]["won_amount"] == "0"
+    metrics = client_for(org.rep).get("/api/v1/quotas/").json()["results"][0]["metrics"]
+    assert metrics["computed_at"].startswith("2026-11-25T12:00:00")
+    assert (metrics["quota"], metrics["won_amount"]) == ("5.00", "0.00")
 
 
 @pytest.mark.parametrize(

@@ -1,18 +1,23 @@
-"""The recompute as a whole: one complete run per recompute, pruning, the advisory lock, and the debounce."""
+"""The recompute as a whole (one complete run per recompute, pruning, the advisory lock, the debounce) and the
+quota writes."""
 
+import datetime as dt
 import threading
+from decimal import Decimal
 from unittest import mock
 
 import psycopg
 import pytest
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import override_settings
 from kombu.exceptions import OperationalError as BrokerError
 
-from forecasting import services
-from forecasting.models import MetricSnapshot, MetricsRun, RunStatus
+from forecasting import selectors, services
+from forecasting.models import MetricSnapshot, MetricsRun, Quota, RunStatus
 from forecasting.services import RECOMPUTE_LOCK_KEY, recompute_metrics, request_recompute
+from pipeline.models import AuditEntry
 from tests.factories import make_deal
 from tests.forecasting.helpers import latest_rows
 
@@ -154,3 +159,66 @@ def test_the_full_recompute_is_scheduled_and_expires_after_one_and_a_half_interv
     assert entry["task"] == "forecasting.recompute_metrics"
     assert entry["schedule"] == settings.METRICS_RECOMPUTE_SECONDS
     assert entry["options"]["expires"] == settings.METRICS_RECOMPUTE_SECONDS * 1.5
+
+
+# --- Quotas -------------------------------------------------------------------------------------------------------
+
+QUARTER = {"period_start": dt.date(2026, 10, 1), "period_end": dt.date(2027, 1, 1)}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fields", "errors"),
+    [
+        ({"amount": Decimal(1)}, {"user", "team"}),
+        ({"user": "rep", "team": "team", "amount": Decimal(1)}, {"user", "team"}),
+        ({"user": "rep", "amount": Decimal(-1)}, {"amount"}),
+        ({"user": "rep", "amount": Decimal(1), "period_end": dt.date(2026, 9, 30)}, {"period_end"}),
+    ],
+)
+def test_create_quota_refuses_a_broken_rule_with_a_message_per_field(org, fields, errors):
+    holders = {"rep": org.rep, "team": org.team}
+    fields = QUARTER | {key: holders.get(value, value) for key, value in fields.items()}
+    with pytest.raises(ValidationError) as refused:
+        services.create_quota(actor=org.admin, **fields)
+    assert set(refused.value.message_dict) == errors
+    assert not Quota.objects.exists()
+
+
+@pytest.mark.django_db
+def test_quota_writes_leave_an_audit_trail_and_an_unchanged_update_none(org):
+    quota = services.create_quota(actor=org.admin, user=org.rep, amount=Decimal(100), **QUARTER)
+    services.update_quota(quota=quota, actor=org.admin, amount=Decimal("100.00"))
+    services.update_quota(quota=quota, actor=org.manager, amount=Decimal(250))
+    quota_id = quota.pk
+    services.delete_quota(quota=quota, actor=org.admin)
+    trail = AuditEntry.objects.filter(object_id=quota_id, content_type__model="quota").order_by("at", "id")
+    assert [(entry.action, entry.actor_id) for entry in trail] == [
+        ("created", org.admin.pk),
+        ("updated", org.manager.pk),
+        ("deleted", org.admin.pk),
+    ]
+    assert trail[1].changes == {"amount": ["100.00", "250.00"]}
+
+
+@pytest.mark.django_db
+def test_update_quota_refuses_fields_it_does_not_own(org):
+    quota = services.create_quota(actor=org.admin, team=org.team, amount=Decimal(1), **QUARTER)
+    with pytest.raises(ValidationError) as refused:
+        services.update_quota(quota=quota, actor=org.admin, created_at=None)
+    assert set(refused.value.message_dict) == {"created_at"}
+
+
+@pytest.mark.django_db
+def test_who_may_change_which_quota(org):
+    rep_quota = services.create_quota(actor=org.admin, user=org.rep, amount=Decimal(1), **QUARTER)
+    team_quota = services.create_quota(actor=org.admin, team=org.team, amount=Decimal(1), **QUARTER)
+    own_quota = services.create_quota(actor=org.admin, user=org.manager, amount=Decimal(1), **QUARTER)
+    other_quota = services.create_quota(actor=org.admin, team=org.other_team, amount=Decimal(1), **QUARTER)
+    editable = lambda user: set(selectors.editable_quotas(user=user))  # noqa: E731
+    assert editable(org.admin) == {rep_quota, team_quota, own_quota, other_quota}
+    assert editable(org.manager) == {rep_quota, team_quota}
+    assert editable(org.other_manager) == {other_quota}
+    assert editable(org.rep) == set()
+    assert set(selectors.quota_users_assignable_by(user=org.manager)) == {org.rep, org.teammate}
+    assert set(selectors.quota_teams_assignable_by(user=org.manager)) == {org.team}
