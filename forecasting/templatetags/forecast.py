@@ -34,7 +34,7 @@ def amount_short(value: Any) -> str:
 @register.filter
 def percent(value: Any, places: int = 0) -> str:
     """A fraction (0.423) as a percentage: "42%"; "—" when null."""
-    if value is None:
+    if value is None or value == "":  # null, or absent (a period with no row)
         return "—"
     return f"{float(value) * 100:.{places}f}%"
 
@@ -42,7 +42,7 @@ def percent(value: Any, places: int = 0) -> str:
 @register.filter
 def points(value: Any) -> str:
     """A number already in percent (12.5) with its sign: "+12.5%"; "—" when null."""
-    if value is None:
+    if value is None or value == "":  # null, or absent (a period with no row)
         return "—"
     return f"{float(value):+.1f}%".replace(".0%", "%")
 
@@ -50,6 +50,6 @@ def points(value: Any) -> str:
 @register.filter
 def ratio(value: Any) -> str:
     """A multiple (coverage 2.37) as "2.4×"; "—" when null."""
-    if value is None:
+    if value is None or value == "":  # null, or absent (a period with no row)
         return "—"
     return f"{float(value):.1f}×"
