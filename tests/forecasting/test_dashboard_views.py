@@ -344,3 +344,21 @@ def test_the_navigation_links_to_the_dashboard(client, org, pipeline):
 def test_admins_by_role_or_superuser_flag_both_see_the_company(client, org, history):
     superuser = make_user(role=Role.REP, username="root", is_superuser=True)
     assert dashboard_for(client, superuser).context["board"].scope.label == "Whole company"
+
+
+def test_the_funnel_and_stage_times_are_per_pipeline(client, org, pipeline, other_pipeline, history):
+    deal_with_history(
+        owner=org.rep,
+        pipeline=other_pipeline,
+        path=[("Prospecting", "2026-10-01"), ("Discovery", "2026-10-05"), ("Proposal", "2026-10-20")],
+    )
+    recompute_metrics(as_of=AS_OF)
+
+    default = dashboard_for(client, org.admin).context["board"]
+    other = dashboard_for(client, org.admin, pipeline=other_pipeline.pk).context["board"]
+
+    assert default.pipeline == pipeline and other.pipeline == other_pipeline
+    assert default.funnel[0]["reached"] == 6  # every deal of the first pipeline reached Prospecting
+    assert [row["reached"] for row in other.funnel][:4] == [1, 1, 1, 1]  # Qualification was skipped: passed through
+    assert other.bottleneck["stage"].name == "Discovery"
+    assert {row["stage"].pipeline_id for row in other.stage_times} == {other_pipeline.pk}
