@@ -233,8 +233,13 @@ def build_dashboard(*, user: User, period: Period, scope: Scope, pipeline_id: in
     if pipeline is not None:
         stages = {stage.pk: stage for stage in visible_stages(user).filter(pipeline=pipeline, kind=StageKind.OPEN)}
         funnel = rows(Metric.FUNNEL, period_kind=PeriodKind.ALL, pipeline_id=pipeline.pk)
+        learned = {row.stage_id: row.values for row in rows(Metric.LEARNED_PROBABILITY, pipeline_id=pipeline.pk)}
         board.funnel = sorted(
-            ({"stage": stages[row.stage_id], **row.values} for row in funnel if row.stage_id in stages),
+            (
+                {"stage": stages[row.stage_id], "learned": learned.get(row.stage_id), **row.values}
+                for row in funnel
+                if row.stage_id in stages
+            ),
             key=lambda row: row["stage"].order,
         )
         times = rows(Metric.STAGE_TIME, pipeline_id=pipeline.pk)

@@ -54,6 +54,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "scope": scope,
         "chart_data": board.chart_data(),
         "may_recompute": _may_recompute(request.user),
+        "just_computed": age is not None and age < 60,
         "out_of_date": age is not None and age > STALE_AFTER_INTERVALS * settings.METRICS_RECOMPUTE_SECONDS,
         "query": {
             "period": period.key,

@@ -81,7 +81,7 @@ def test_a_manager_sees_the_charts_and_recomputes_through_a_worker(page, org, te
 
     after = page.locator("#freshness time").get_attribute("datetime")
     assert after > before
-    assert "0\xa0minutes ago" in page.locator("#freshness time").inner_text()
+    assert page.locator("#freshness time").inner_text() == "just now"
     page.wait_for_function(CHART_HAS_PIXELS, arg="chart-forecast")
     if os.environ.get("DASHBOARD_SCREENSHOT"):
         page.screenshot(path=os.environ["DASHBOARD_SCREENSHOT"], full_page=True)
