@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 # Numbers older than this many recompute intervals are flagged as out of date (the scheduled recompute is late).
 STALE_AFTER_INTERVALS = 2
+# A recompute still queued after this long has no worker to run it: stop polling and say so.
+GIVE_UP_POLLING_AFTER_SECONDS = 300
 
 
 def _may_recompute(user) -> bool:
@@ -105,6 +107,8 @@ def recompute_status(request: HttpRequest, task_id: str) -> HttpResponse:
         return _status(request, state="lost")
     if state == "FAILURE":
         return _status(request, state="failed")
+    if state == "PENDING" and started and time.time() - started > GIVE_UP_POLLING_AFTER_SECONDS:
+        return _status(request, state="unattended")
     return _status(
         request,
         state="running" if state in {"STARTED", "SUCCESS"} else "queued",

@@ -2,6 +2,7 @@
 empty state, and "Recompute now" with the broker up or down."""
 
 import datetime as dt
+import time
 from decimal import Decimal
 from unittest import mock
 
@@ -334,6 +335,18 @@ def test_the_status_says_when_the_task_failed_or_cannot_be_followed(client, org,
 
     assert b"The recompute failed" in failed.content and b"every 1s" not in failed.content
     assert b"Could not follow the recompute" in lost.content and b"every 1s" not in lost.content
+
+
+def test_the_status_stops_polling_when_no_worker_takes_the_task(client, org, history):
+    client.force_login(org.admin)
+    run = MetricsRun.objects.get()
+    url = reverse("forecasting:recompute_status", args=["task-never-run"])
+
+    recent = client.get(url, {"since": run.pk, "started": time.time() - 40})
+    abandoned = client.get(url, {"since": run.pk, "started": time.time() - 600})
+
+    assert b"Waiting for a worker" in recent.content and b"every 1s" in recent.content
+    assert b"still waiting for a worker" in abandoned.content and b"every 1s" not in abandoned.content
 
 
 def test_the_navigation_links_to_the_dashboard(client, org, pipeline):
