@@ -202,8 +202,13 @@ def _money(value: Any) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
-def build_dashboard(*, user: User, period: Period, scope: Scope, pipeline_id: int | None = None) -> Dashboard:
-    """Everything the dashboard shows for `scope` in `period`, from the latest complete run (empty before one)."""
+def build_dashboard(
+    *, user: User, period: Period, scope: Scope, pipeline_id: int | None = None, funnel_of_period: bool = False
+) -> Dashboard:
+    """Everything the dashboard shows for `scope` in `period`, from the latest complete run (empty before one).
+
+    The funnel is over all deals, or with `funnel_of_period` over the cohort of deals created in `period`.
+    """
     pipelines = list(visible_pipelines(user))
     pipeline = next((p for p in pipelines if p.pk == pipeline_id), pipelines[0] if pipelines else None)
     run = latest_run()
@@ -232,7 +237,8 @@ def build_dashboard(*, user: User, period: Period, scope: Scope, pipeline_id: in
     ]
     if pipeline is not None:
         stages = {stage.pk: stage for stage in visible_stages(user).filter(pipeline=pipeline, kind=StageKind.OPEN)}
-        funnel = rows(Metric.FUNNEL, period_kind=PeriodKind.ALL, pipeline_id=pipeline.pk)
+        cohort = in_period if funnel_of_period else {"period_kind": PeriodKind.ALL}
+        funnel = rows(Metric.FUNNEL, pipeline_id=pipeline.pk, **cohort)
         learned = {row.stage_id: row.values for row in rows(Metric.LEARNED_PROBABILITY, pipeline_id=pipeline.pk)}
         board.funnel = sorted(
             (

@@ -45,7 +45,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         pipeline_id = int(request.GET.get("pipeline", ""))
     except ValueError:
         pipeline_id = None
-    board = build_dashboard(user=request.user, period=period, scope=scope, pipeline_id=pipeline_id)
+    funnel_of_period = request.GET.get("cohort") == "period"
+    board = build_dashboard(
+        user=request.user, period=period, scope=scope, pipeline_id=pipeline_id, funnel_of_period=funnel_of_period
+    )
     age = (timezone.now() - board.run.computed_at).total_seconds() if board.run else None
     context = {
         "board": board,
@@ -58,7 +61,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "may_recompute": _may_recompute(request.user),
         "just_computed": age is not None and age < 60,
         "out_of_date": age is not None and age > STALE_AFTER_INTERVALS * settings.METRICS_RECOMPUTE_SECONDS,
+        "funnel_of_period": funnel_of_period,
         "query": {
+            "cohort": "period" if funnel_of_period else "all",
             "period": period.key,
             "team": scope.team_id or "",
             "pipeline": board.pipeline.pk if board.pipeline else "",

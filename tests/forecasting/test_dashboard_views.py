@@ -375,3 +375,13 @@ def test_the_funnel_and_stage_times_are_per_pipeline(client, org, pipeline, othe
     assert [row["reached"] for row in other.funnel][:4] == [1, 1, 1, 1]  # Qualification was skipped: passed through
     assert other.bottleneck["stage"].name == "Discovery"
     assert {row["stage"].pipeline_id for row in other.stage_times} == {other_pipeline.pk}
+
+
+def test_the_funnel_is_of_all_deals_or_of_those_created_in_the_period(client, org, history):
+    everything = dashboard_for(client, org.admin).context["board"]
+    october = dashboard_for(client, org.admin, cohort="period").context["board"]
+    august = dashboard_for(client, org.admin, cohort="period", period="2026-08")
+
+    assert everything.funnel[0]["reached"] == 6
+    assert october.funnel[0]["reached"] == 4  # the two stale deals were created in September
+    assert august.context["board"].funnel == [] and b"were created in August 2026" in august.content
