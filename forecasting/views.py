@@ -10,11 +10,14 @@ import time
 
 from celery.result import AsyncResult
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from forecasting.dashboard import PERIOD_KINDS, build_dashboard, current_period, parse_period, scopes_for
@@ -85,8 +88,25 @@ def recompute(request: HttpRequest) -> HttpResponse:
         result = recompute_metrics_task.apply_async(kwargs={"reason": "request"}, retry=False)
     except Exception:  # the broker is away: say so on the page rather than fail
         logger.warning("could not queue a requested metrics recompute", exc_info=True)
+        result = None
+    if request.headers.get("HX-Request") != "true":  # a plain form post (no JavaScript): back to the page
+        if result is None:
+            messages.error(request, "Could not queue the recompute: the task queue is unavailable.")
+        else:
+            messages.success(request, "Recompute queued: reload in a few seconds for the new numbers.")
+        return redirect(_next_url(request))
+    if result is None:
         return _status(request, state="unavailable")
     return _status(request, state="queued", task_id=result.id, since=run.pk if run else 0, started=time.time())
+
+
+def _next_url(request: HttpRequest) -> str:
+    candidate = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return candidate
+    return reverse("forecasting:dashboard")
 
 
 @login_required

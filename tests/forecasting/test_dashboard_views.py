@@ -309,6 +309,19 @@ def test_with_the_broker_down_the_button_says_it_could_not_queue(client, org, hi
     assert dashboard_for(client, org.manager).status_code == 200  # the page itself needs no broker
 
 
+def test_without_javascript_recompute_now_returns_to_the_page_with_a_message(client, org, history):
+    client.force_login(org.manager)
+    back = f"{DASHBOARD}?period=2026-10"
+
+    with mock.patch("forecasting.tasks.recompute_metrics_task.apply_async", return_value=mock.Mock(id="t")):
+        queued = client.post(reverse("forecasting:recompute"), {"next": back}, follow=True)
+    with mock.patch("forecasting.tasks.recompute_metrics_task.apply_async", side_effect=BrokerError("refused")):
+        refused = client.post(reverse("forecasting:recompute"), {"next": "https://evil.example/"}, follow=True)
+
+    assert queued.redirect_chain == [(back, 302)] and b"Recompute queued" in queued.content
+    assert refused.redirect_chain == [(DASHBOARD, 302)] and b"Could not queue the recompute" in refused.content
+
+
 def test_the_status_keeps_polling_until_a_newer_run_is_complete_then_reloads(client, org, history):
     client.force_login(org.admin)
     run = MetricsRun.objects.get()
