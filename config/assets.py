@@ -15,6 +15,7 @@ VENDOR_DIR = ROOT / "build" / "static" / "vendor"
 VENDOR_FILES = {
     "htmx.org/dist/htmx.min.js": "htmx.min.js",
     "sortablejs/Sortable.min.js": "Sortable.min.js",
+    "chart.js/dist/chart.umd.min.js": "chart.umd.min.js",
 }
 
 

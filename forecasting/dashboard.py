@@ -1,0 +1,321 @@
+"""The forecast dashboard's read model: everything the page shows, read from ONE complete metrics run.
+
+Nothing here computes a metric: it picks the snapshot rows of the latest run through
+`forecasting.selectors.visible_snapshot_rows` (so a rep sees only their own rows, a manager their teams', an
+admin the company's) and arranges them for the page. The number of queries does not depend on the data.
+"""
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Team, User
+from forecasting.models import GroupKind, Metric, MetricsRun, PeriodKind
+from forecasting.selectors import SnapshotQuery, latest_run, visible_snapshot_rows
+from pipeline.models import StageKind
+from pipeline.selectors import visible_deals, visible_pipelines, visible_stages
+
+PERIOD_KINDS = [PeriodKind.MONTH, PeriodKind.QUARTER, PeriodKind.YEAR]
+STALE_DEALS_SHOWN = 12
+ACCURACY_PERIODS_SHOWN = 6
+
+
+# --- Periods --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """A month, quarter or year, half-open [start, end), written as in the API: 2026-11, 2026-Q4, 2026."""
+
+    kind: str
+    start: date
+
+    @property
+    def end(self) -> date:
+        return _shift(self.kind, self.start, 1)
+
+    @property
+    def key(self) -> str:
+        if self.kind == PeriodKind.MONTH:
+            return f"{self.start:%Y-%m}"
+        if self.kind == PeriodKind.QUARTER:
+            return f"{self.start.year}-Q{(self.start.month - 1) // 3 + 1}"
+        return str(self.start.year)
+
+    @property
+    def label(self) -> str:
+        if self.kind == PeriodKind.MONTH:
+            return f"{self.start:%B %Y}"
+        if self.kind == PeriodKind.QUARTER:
+            return f"Q{(self.start.month - 1) // 3 + 1} {self.start.year}"
+        return str(self.start.year)
+
+    def previous(self) -> "Period":
+        return Period(self.kind, _shift(self.kind, self.start, -1))
+
+    def next(self) -> "Period":
+        return Period(self.kind, self.end)
+
+
+def _shift(kind: str, start: date, steps: int) -> date:
+    months = {PeriodKind.MONTH: 1, PeriodKind.QUARTER: 3, PeriodKind.YEAR: 12}[kind] * steps
+    index = start.year * 12 + start.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def current_period(kind: str, today: date | None = None) -> Period:
+    """The period of `kind` that today (in TIME_ZONE) falls in."""
+    today = today or timezone.localdate()
+    if kind == PeriodKind.YEAR:
+        return Period(kind, date(today.year, 1, 1))
+    if kind == PeriodKind.QUARTER:
+        return Period(kind, date(today.year, 3 * ((today.month - 1) // 3) + 1, 1))
+    return Period(PeriodKind.MONTH, date(today.year, today.month, 1))
+
+
+def parse_period(text: str | None, *, kind: str | None = None) -> Period | None:
+    """'2026-11' → a month, '2026-Q4' → a quarter, '2026' → a year; None when `text` is not one of those.
+
+    Without `text`, `kind` alone (month, quarter, year) picks the current period of that kind.
+    """
+    if not text:
+        return current_period(kind) if kind in PERIOD_KINDS else None
+    try:
+        if len(text) == 4 and text.isdigit():
+            return Period(PeriodKind.YEAR, date(int(text), 1, 1))
+        year, rest = text.split("-", 1)
+        if len(year) != 4 or not year.isdigit():
+            return None
+        if rest[:1] == "Q" and rest[1:] in {"1", "2", "3", "4"}:
+            return Period(PeriodKind.QUARTER, date(int(year), 3 * (int(rest[1:]) - 1) + 1, 1))
+        if len(rest) == 2 and rest.isdigit():
+            return Period(PeriodKind.MONTH, date(int(year), int(rest), 1))
+    except ValueError:
+        return None
+    return None
+
+
+# --- Whose numbers ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose numbers the dashboard shows: the company (admins), one managed team (managers), or one person."""
+
+    group_kind: str
+    label: str
+    team_id: int | None = None
+    owner_id: int | None = None
+
+    @property
+    def filters(self) -> dict[str, int]:
+        return {key: value for key, value in (("team_id", self.team_id), ("owner_id", self.owner_id)) if value}
+
+
+def scopes_for(user: User) -> list[Scope]:
+    """The scopes `user` may choose between, the default first: an admin the company, a manager each team they
+    manage, anyone else (and a manager of no team) their own numbers."""
+    if user.is_admin:
+        return [Scope(GroupKind.COMPANY, "Whole company")]
+    if user.is_manager:
+        teams = [Scope(GroupKind.TEAM, team.name, team_id=team.pk) for team in Team.objects.filter(managers=user)]
+        if teams:
+            return teams
+    return [Scope(GroupKind.OWNER, "My numbers", owner_id=user.pk)]
+
+
+# --- The dashboard ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dashboard:
+    run: MetricsRun | None
+    period: Period
+    scope: Scope
+    pipeline: Any = None
+    pipelines: list = field(default_factory=list)
+    forecast: dict = field(default_factory=dict)
+    past_due: dict = field(default_factory=dict)
+    quota: dict | None = None
+    outcomes: dict = field(default_factory=dict)
+    reps: list[dict] = field(default_factory=list)
+    funnel: list[dict] = field(default_factory=list)
+    stage_times: list[dict] = field(default_factory=list)
+    bottleneck: dict | None = None
+    stale_count: int = 0
+    stale: list[dict] = field(default_factory=list)
+    leads: dict = field(default_factory=dict)
+    accuracy: list[dict] = field(default_factory=list)
+
+    def chart_data(self) -> dict:
+        """The numbers the charts draw (read by static/js/dashboard.js from a JSON script block)."""
+        forecast = self.forecast
+        return {
+            "forecast": {
+                "labels": [
+                    "Won",
+                    "Commit",
+                    "Best case",
+                    "Pipeline",
+                    ["Weighted", "configured"],
+                    ["Weighted", "learned"],
+                ],
+                "values": [
+                    _float(forecast.get(name))
+                    for name in (
+                        "won_amount",
+                        "commit",
+                        "best_case",
+                        "pipeline",
+                        "weighted_configured",
+                        "weighted_learned",
+                    )
+                ],
+                "quota": _float(self.quota["quota"]) if self.quota else None,
+            },
+            "funnel": {
+                "labels": [row["stage"].name for row in self.funnel],
+                "reached": [row["reached"] for row in self.funnel],
+                "conversion": [row["conversion"] for row in self.funnel],
+            },
+            "stage_time": {
+                "labels": [row["stage"].name for row in self.stage_times],
+                "median": [round(row["days_median"] or 0, 1) for row in self.stage_times],
+                "bottleneck": next((i for i, row in enumerate(self.stage_times) if row["is_bottleneck"]), None),
+            },
+            "reps": {
+                "labels": [row["name"] for row in self.reps],
+                "win_rate": [None if row["win_rate"] is None else round(row["win_rate"] * 100, 1) for row in self.reps],
+            },
+        }
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _money(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def build_dashboard(
+    *, user: User, period: Period, scope: Scope, pipeline_id: int | None = None, funnel_of_period: bool = False
+) -> Dashboard:
+    """Everything the dashboard shows for `scope` in `period`, from the latest complete run (empty before one).
+
+    The funnel is over all deals, or with `funnel_of_period` over the cohort of deals created in `period`.
+    """
+    pipelines = list(visible_pipelines(user))
+    pipeline = next((p for p in pipelines if p.pk == pipeline_id), pipelines[0] if pipelines else None)
+    run = latest_run()
+    board = Dashboard(run=run, period=period, scope=scope, pipeline=pipeline, pipelines=pipelines)
+    if run is None:
+        return board
+
+    def rows(metric: str, **query: Any):
+        query = {"group_kind": scope.group_kind, **scope.filters, **query}
+        return visible_snapshot_rows(user=user, query=SnapshotQuery(metric=metric, **query), run=run)[1]
+
+    in_period = {"period_kind": period.kind, "period_start": period.start}
+    forecast = rows(Metric.FORECAST, **in_period).first()
+    board.forecast = forecast.values if forecast else {}
+    past_due = rows(Metric.PAST_DUE).first()
+    board.past_due = past_due.values if past_due else {}
+    outcomes = rows(Metric.DEAL_OUTCOMES, **in_period).first()
+    board.outcomes = outcomes.values if outcomes else {}
+    leads = rows(Metric.LEADS, **in_period).first()
+    board.leads = leads.values if leads else {}
+    board.quota = _quota(rows, scope=scope, period=period, forecast=board.forecast)
+    board.reps = _reps(user=user, run=run, scope=scope, in_period=in_period)
+    accuracy = list(rows(Metric.FORECAST_ACCURACY, period_kind=period.kind).order_by("-period_start"))
+    board.accuracy = [
+        {"period": Period(period.kind, row.period_start), **row.values} for row in accuracy[:ACCURACY_PERIODS_SHOWN]
+    ]
+    if pipeline is not None:
+        stages = {stage.pk: stage for stage in visible_stages(user).filter(pipeline=pipeline, kind=StageKind.OPEN)}
+        cohort = in_period if funnel_of_period else {"period_kind": PeriodKind.ALL}
+        funnel = rows(Metric.FUNNEL, pipeline_id=pipeline.pk, **cohort)
+        learned = {row.stage_id: row.values for row in rows(Metric.LEARNED_PROBABILITY, pipeline_id=pipeline.pk)}
+        board.funnel = sorted(
+            (
+                {"stage": stages[row.stage_id], "learned": learned.get(row.stage_id), **row.values}
+                for row in funnel
+                if row.stage_id in stages
+            ),
+            key=lambda row: row["stage"].order,
+        )
+        times = rows(Metric.STAGE_TIME, pipeline_id=pipeline.pk)
+        board.stage_times = sorted(
+            ({"stage": stages[row.stage_id], **row.values} for row in times if row.stage_id in stages),
+            key=lambda row: row["stage"].order,
+        )
+        slowest = max(
+            (row for row in board.stage_times if row["days_median"] is not None),
+            key=lambda row: row["days_median"],
+            default=None,
+        )
+        for row in board.stage_times:
+            row["is_bottleneck"] = row is slowest
+        board.bottleneck = slowest
+    _stale(board, user=user, rows=rows)
+    return board
+
+
+def _quota(rows, *, scope: Scope, period: Period, forecast: dict) -> dict | None:
+    """The quota of the scope for exactly this period, with attainment, coverage and deals needed.
+
+    The company has no quota of its own: an admin sees the teams' quotas for the period added up (attainment and
+    coverage recomputed from the sums, deals needed as the sum of each team's).
+    """
+    group_kind = GroupKind.TEAM if scope.group_kind == GroupKind.COMPANY else scope.group_kind
+    quotas = [
+        row.values
+        for row in rows(Metric.QUOTA, group_kind=group_kind, period_kind=PeriodKind.QUOTA, period_start=period.start)
+        if row.period_end == period.end
+    ]
+    if not quotas:
+        return None
+    if len(quotas) == 1:
+        return quotas[0]
+    total = sum(Decimal(q["quota"]) for q in quotas)
+    won = sum(Decimal(q["won_amount"]) for q in quotas)
+    open_amount = sum(Decimal(q["open_amount"]) for q in quotas)
+    remaining = max(total - won, Decimal(0))
+    needed = [q["deals_needed"] for q in quotas]
+    return {
+        "quota": str(total),
+        "won_amount": str(won),
+        "attainment": float(won / total) if total else None,
+        "open_amount": str(open_amount),
+        "remaining": str(remaining),
+        "coverage": float(open_amount / remaining) if remaining else None,
+        "deals_needed": None if None in needed else sum(needed),
+    }
+
+
+def _reps(*, user: User, run: MetricsRun, scope: Scope, in_period: dict) -> list[dict]:
+    """Win rate and average won deal size of each person in the scope who closed a deal in the period."""
+    query = SnapshotQuery(metric=Metric.DEAL_OUTCOMES, group_kind=GroupKind.OWNER, owner_id=scope.owner_id, **in_period)
+    rows = list(visible_snapshot_rows(user=user, query=query, run=run)[1])
+    people = {person.pk: person for person in User.objects.filter(pk__in=[row.owner_id for row in rows])}
+    reps = []
+    for row in rows:
+        person = people.get(row.owner_id)
+        if person is None or (scope.team_id and person.team_id != scope.team_id):
+            continue
+        reps.append({"name": str(person), **row.values, "avg_won_amount": _money(row.values.get("avg_won_amount"))})
+    return sorted(reps, key=lambda rep: (-(rep["win_rate"] or 0), rep["name"]))
+
+
+def _stale(board: Dashboard, *, user: User, rows) -> None:
+    """The stalest deals of the scope (longest in their stage first) and how many there are."""
+    stale = rows(Metric.STALE, group_kind=GroupKind.OWNER)
+    board.stale_count = stale.count()
+    top = list(stale.order_by(F("values__days_in_stage").desc(nulls_last=True), "deal_id")[:STALE_DEALS_SHOWN])
+    deals = visible_deals(user).filter(pk__in=[row.deal_id for row in top]).select_related("stage", "owner")
+    deals = {deal.pk: deal for deal in deals}
+    board.stale = [{"deal": deals[row.deal_id], **row.values} for row in top if row.deal_id in deals]

@@ -1,0 +1,96 @@
+// The forecast dashboard's charts, drawn with Chart.js from the JSON block #dashboard-data that the page renders
+// (no inline scripts, so the page works under a strict Content-Security-Policy).
+(function () {
+  "use strict";
+
+  var INK = "#374151", MUTED = "#6b7280", GRID = "#eef0f3";
+  var ACCENT = "#4f46e5", ACCENT_SOFT = "#c7d2fe", OK = "#059669", WARN = "#f59e0b";
+  var money = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+
+  function data() {
+    var block = document.getElementById("dashboard-data");
+    return block ? JSON.parse(block.textContent) : null;
+  }
+
+  function base(extra) {
+    var options = {
+      responsive: true,
+      maintainAspectRatio: false,
+      animation: { duration: 300 },
+      plugins: { legend: { display: false }, tooltip: { backgroundColor: "#111827", padding: 10, cornerRadius: 6 } },
+      scales: {
+        x: { grid: { display: false }, ticks: { color: MUTED, font: { size: 11 } }, border: { color: GRID } },
+        y: { grid: { color: GRID }, ticks: { color: MUTED, font: { size: 11 } }, border: { display: false }, beginAtZero: true }
+      }
+    };
+    return Object.assign(options, extra || {});
+  }
+
+  function forecastChart(canvas, d) {
+    var colors = [OK, ACCENT, "#818cf8", ACCENT_SOFT, "#0ea5e9", "#7dd3fc"];
+    var datasets = [{ type: "bar", data: d.values, backgroundColor: colors, borderRadius: 6, maxBarThickness: 56 }];
+    if (d.quota !== null) {
+      datasets.push({
+        type: "line", label: "Quota", data: d.labels.map(function () { return d.quota; }),
+        borderColor: "#dc2626", borderDash: [6, 4], borderWidth: 2, pointRadius: 0
+      });
+    }
+    var options = base();
+    options.scales.x.ticks.maxRotation = 0;
+    options.scales.y.ticks.callback = function (value) { return money.format(value); };
+    options.plugins.tooltip.callbacks = { label: function (item) { return " " + money.format(item.raw); } };
+    return new Chart(canvas, { data: { labels: d.labels, datasets: datasets }, options: options });
+  }
+
+  function funnelChart(canvas, d) {
+    var options = base({ indexAxis: "y" });
+    options.scales.x.grid = { color: GRID };
+    options.scales.y.grid = { display: false };
+    options.plugins.tooltip.callbacks = {
+      afterLabel: function (item) {
+        var rate = d.conversion[item.dataIndex];
+        return rate === null ? "" : "converts " + Math.round(rate * 100) + "% onward";
+      }
+    };
+    var max = Math.max.apply(null, d.reached.concat([1]));
+    var shades = d.reached.map(function (value) { return "rgba(79, 70, 229, " + (0.35 + 0.65 * value / max).toFixed(2) + ")"; });
+    return new Chart(canvas, {
+      type: "bar",
+      data: { labels: d.labels, datasets: [{ label: "Reached", data: d.reached, backgroundColor: shades, borderRadius: 4, barPercentage: 0.8 }] },
+      options: options
+    });
+  }
+
+  function stageTimeChart(canvas, d) {
+    var colors = d.median.map(function (_, i) { return i === d.bottleneck ? WARN : ACCENT_SOFT; });
+    var options = base({ indexAxis: "y" });
+    options.scales.x.grid = { color: GRID };
+    options.scales.y.grid = { display: false };
+    options.plugins.tooltip.callbacks = { label: function (item) { return " " + item.raw + " days (median)"; } };
+    return new Chart(canvas, {
+      type: "bar",
+      data: { labels: d.labels, datasets: [{ data: d.median, backgroundColor: colors, borderRadius: 4, maxBarThickness: 36 }] },
+      options: options
+    });
+  }
+
+  function draw() {
+    if (typeof Chart === "undefined") return;
+    var d = data();
+    if (!d) return;
+    Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+    Chart.defaults.color = INK;
+    var charts = [
+      ["chart-forecast", forecastChart, d.forecast],
+      ["chart-funnel", funnelChart, d.funnel],
+      ["chart-stage-time", stageTimeChart, d.stage_time]
+    ];
+    charts.forEach(function (entry) {
+      var canvas = document.getElementById(entry[0]);
+      if (canvas && !Chart.getChart(canvas)) entry[1](canvas, entry[2]);
+    });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw);
+  else draw();
+})();
