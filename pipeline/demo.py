@@ -24,7 +24,7 @@ from typing import TextIO
 
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -491,6 +491,11 @@ def existing_demo_logins() -> list[DemoLogin]:
 # --- The seeding -------------------------------------------------------------------------------------------------
 
 
+def _add_months(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
 def seed_demo(
     *, deals: int = 2000, seed: int = 42, stdout: TextIO | None = None, now: datetime | None = None
 ) -> DemoSummary:
@@ -552,8 +557,38 @@ class _Seeder:
         self._organizations(count=max(300, deals // 8))
         self._deals(count=deals)
         self._leads(count=_lead_count(deals))
+        self._quotas()
         self._stamp_updated_at()
         return self.summary
+
+    def _quotas(self) -> None:
+        """Quarterly quotas for each rep and team, from a year ago to next quarter: a bit above what each rep
+        has won in an average quarter, so attainment, coverage and deals needed have something to say."""
+        from forecasting.models import Quota
+
+        quarters = HISTORY_DAYS / 91.3
+        won = dict(
+            Deal.objects.filter(status=StageKind.WON, owner__in=[rep.user for rep in self.reps])
+            .values_list("owner")
+            .annotate(total=models.Sum("amount"))
+        )
+        today = self.now.date()
+        this_quarter = date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
+        starts = [_add_months(this_quarter, 3 * offset) for offset in range(-4, 2)]
+        quotas = []
+        for start in starts:
+            end = _add_months(start, 3)
+            team_totals: Counter = Counter()
+            for rep in self.reps:
+                amount = Decimal(round(float(won.get(rep.user.pk) or 0) / quarters * 1.15, -3))
+                team_totals[rep.user.team_id] += amount
+                quotas.append(Quota(user=rep.user, period_start=start, period_end=end, amount=amount))
+            quotas += [
+                Quota(team_id=team_id, period_start=start, period_end=end, amount=total)
+                for team_id, total in team_totals.items()
+            ]
+        existing = set(Quota.objects.values_list("user_id", "team_id", "period_start"))
+        Quota.objects.bulk_create(q for q in quotas if (q.user_id, q.team_id, q.period_start) not in existing)
 
     def _say(self, message: str) -> None:
         if self.stdout is not None:

@@ -2,7 +2,7 @@
 
 import itertools
 from collections import defaultdict
-from datetime import datetime
+from datetime import date, datetime
 from io import StringIO
 
 import pytest
@@ -228,3 +228,20 @@ def test_command_prints_the_logins_and_with_if_empty_leaves_existing_deals_alone
     call_command("seed_demo", "--deals", "30", "--if-empty", stdout=out)
     assert "not seeding" in out.getvalue()
     assert Deal.objects.count() == 30
+
+
+def test_every_rep_and_team_has_quarterly_quotas_around_the_current_quarter(seeded):
+    from forecasting.models import Quota
+
+    this_quarter = date(NOW.year, 3 * ((NOW.month - 1) // 3) + 1, 1)
+    current = Quota.objects.filter(period_start=this_quarter)
+    reps = User.objects.filter(role="rep")
+
+    assert set(current.filter(user__isnull=False).values_list("user_id", flat=True)) == set(
+        reps.values_list("pk", flat=True)
+    )
+    assert current.filter(team__isnull=False).count() == 3
+    for team_quota in current.filter(team__isnull=False):
+        members = current.filter(user__team=team_quota.team)
+        assert team_quota.amount == sum(quota.amount for quota in members)
+    assert Quota.objects.values("period_start").distinct().count() == 6
