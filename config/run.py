@@ -75,6 +75,8 @@ def main() -> int:
     try:
         _manage("migrate", "--noinput", "-v", "0")
         _manage("seed_demo", "--if-empty")
+        # Fresh numbers for the dashboard now, rather than at the first scheduled recompute.
+        _manage("recompute_metrics")
         host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
         celery = [sys.executable, "-m", "celery", "-A", "config"]
         beat_schedule = str(embedded.DATA_DIR / "celerybeat-schedule")
