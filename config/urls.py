@@ -16,6 +16,7 @@ urlpatterns = [
     path("password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("healthz", healthz, name="healthz"),
     path("", include("pipeline.urls")),
+    path("settings/", include("pipeline.settings_urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("accounts.api.urls")),
     path("api/v1/", include("pipeline.api.urls")),
