@@ -11,7 +11,7 @@ from django.utils import timezone
 from accounts.models import ApiToken, Team
 from accounts.services import create_api_token
 from pipeline.models import AuditAction, AuditEntry, LostReason, Pipeline, Stage, StageKind
-from tests.factories import make_lost_reason, make_team, stage
+from tests.factories import make_lost_reason, make_pipeline, make_team, stage
 
 pytestmark = pytest.mark.django_db
 
@@ -511,4 +511,14 @@ def test_the_tokens_page_is_bounded_in_queries(client, org):
         create_api_token(user=org.rep, name=f"Token {number}")
     with CaptureQueriesContext(connection) as many:
         client.get(reverse("settings:tokens"))
+    assert len(many) == len(few) <= 6
+
+
+def test_the_pipelines_page_is_bounded_in_queries(admin_client, pipeline):
+    with CaptureQueriesContext(connection) as few:
+        assert admin_client.get(reverse("settings:pipelines")).status_code == 200
+    for number in range(4):
+        make_pipeline(name=f"Extra {number}")
+    with CaptureQueriesContext(connection) as many:
+        admin_client.get(reverse("settings:pipelines"))
     assert len(many) == len(few) <= 6
