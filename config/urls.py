@@ -17,6 +17,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("", include("pipeline.urls")),
     path("dashboard/", include("forecasting.page_urls")),
+    path("settings/", include("pipeline.settings_urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("accounts.api.urls")),
     path("api/v1/", include("pipeline.api.urls")),
