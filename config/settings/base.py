@@ -228,6 +228,11 @@ if REP_VISIBILITY not in {"own", "team"}:
 
 # Bodies above this size are refused: 413 in the API (DRF reads JSON through `request.body`, which checks it).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
+# CSV imports are file uploads, which DATA_UPLOAD_MAX_MEMORY_SIZE does not count (Django streams files above
+# FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary file): they have their own limit, refused with 413.
+IMPORT_MAX_FILE_SIZE = env_int("IMPORT_MAX_FILE_SIZE", 200 * 1024 * 1024)
+# Files up to this size are imported within the request; larger ones on a Celery worker, with a progress bar.
+IMPORT_INLINE_MAX_SIZE = env_int("IMPORT_INLINE_MAX_SIZE", 256 * 1024)
 
 REST_FRAMEWORK = {
     # Bearer first: its `WWW-Authenticate` challenge makes an unauthenticated request a 401, not a 403.
@@ -276,6 +281,8 @@ SPECTACULAR_SETTINGS = {
         "LeadStatusEnum": "pipeline.models.LeadStatus",
         "ActivityKindEnum": "pipeline.models.ActivityKind",
         "RoleEnum": "accounts.models.Role",
+        "ImportKindEnum": "pipeline.models.ImportKind",
+        "ImportStatusEnum": "pipeline.models.ImportStatus",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
