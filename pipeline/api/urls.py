@@ -1,6 +1,6 @@
 from rest_framework.routers import SimpleRouter
 
-from pipeline.api import views
+from pipeline.api import imports, views
 
 router = SimpleRouter()
 router.register("pipelines", views.PipelineViewSet, basename="pipeline")
@@ -11,5 +11,6 @@ router.register("contacts", views.ContactViewSet, basename="contact")
 router.register("leads", views.LeadViewSet, basename="lead")
 router.register("deals", views.DealViewSet, basename="deal")
 router.register("activities", views.ActivityViewSet, basename="activity")
+router.register("imports", imports.ImportJobViewSet, basename="import")
 
 urlpatterns = router.urls
