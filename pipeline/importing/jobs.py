@@ -96,3 +96,65 @@ def start_import_job(
         with transaction.atomic():
             queue_import_job(job)
     return job
+
+
+def values_in_columns(
+    *,
+    stream: BinaryIO,
+    columns: dict[str, str],
+    encoding: str | None = None,
+    max_rows: int = 5000,
+    max_values: int = 50,
+) -> dict[str, list[str]]:
+    """field → the distinct non-empty values of its column (`columns`: field → CSV column), from the first rows."""
+    shape = reading.inspect(stream, encoding=encoding)
+    found: dict[str, dict[str, None]] = {field: {} for field in columns}
+    index: dict[str, int] = {}
+    for row, cells in reading.rows(stream, shape):
+        if cells is None:
+            continue
+        if not index:
+            header = [cell.strip() for cell in cells]
+            index = {field: header.index(column) for field, column in columns.items() if column in header}
+            if not index:
+                break
+            continue
+        for field, position in index.items():
+            value = cells[position].strip() if position < len(cells) else ""
+            if value and len(found[field]) < max_values:
+                found[field].setdefault(value, None)
+        if row > max_rows:
+            break
+    return {field: list(values) for field, values in found.items() if values}
+
+
+def start_job_from_stored_file(
+    *,
+    actor: User,
+    kind: str,
+    stored_name: str,
+    original_name: str,
+    mapping: dict[str, str],
+    options: ImportOptions,
+    dry_run: bool,
+    inline: bool,
+) -> ImportJob:
+    """A job on a file already in storage (the upload page stores the file once and runs it several times)."""
+    job = ImportJob.objects.create(
+        kind=kind,
+        created_by=actor,
+        file=stored_name,
+        original_name=original_name[:255],
+        mapping=mapping,
+        options=options.to_json(),
+        dry_run=dry_run,
+    )
+    if inline:
+        run_import(job)
+        job.refresh_from_db()
+    else:
+        from pipeline.tasks import queue_import_job  # the task module imports this package
+
+        with transaction.atomic():
+            queue_import_job(job)
+    return job
