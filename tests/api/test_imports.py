@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from pipeline.models import Deal, ImportJob
 from pipeline.tasks import run_import_job
+from tests.api.test_access_matrix import ROLES, UNAUTHENTICATED, sees
 from tests.factories import make_deal
 
 pytestmark = pytest.mark.django_db
@@ -247,3 +248,39 @@ def test_a_bad_export_filter_is_a_400_before_streaming(api):
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
     assert "amount_max" in response.json()
+
+
+# The access matrix of SPEC §7 for exports and import jobs, kept here so the shared matrix file stays untouched.
+EXPORTS = [
+    ("/api/v1/deals/export/", "Deal of rep"),
+    ("/api/v1/deals/export/?search=Deal%20of%20rep", "Deal of rep"),
+    ("/api/v1/deals/export-history/", "ext-deal-of-rep"),
+    ("/api/v1/leads/export/", "Lead of rep"),
+    ("/api/v1/organizations/export/", "Acme of rep"),
+    ("/api/v1/contacts/export/", "Buyer of rep"),
+    ("/api/v1/activities/export/", "Call of rep"),
+]
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("path", "marker"), EXPORTS)
+def test_exports_show_the_record_exactly_to_those_who_see_it(api, rep_records, role, path, marker):
+    Deal.objects.filter(pk=rep_records.deal.pk).update(external_id="ext-deal-of-rep")
+
+    response = api(role).get(path)
+
+    if role in UNAUTHENTICATED:
+        assert response.status_code == 401
+        return
+    assert response.status_code == 200
+    assert (marker in b"".join(response.streaming_content).decode()) == sees(role, "own")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_import_jobs_answer_only_their_creator_and_admins(api, org, pipeline, role):
+    job = post_import(api("rep"), dry_run="true").json()
+
+    response = api(role).get(f"/api/v1/imports/{job['id']}/")
+
+    expected = 401 if role in UNAUTHENTICATED else 200 if role in {"rep", "admin"} else 404
+    assert response.status_code == expected
