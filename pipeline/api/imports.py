@@ -7,7 +7,6 @@ one runs on a Celery worker (202, the pending job: poll `GET /imports/{id}/`). U
 runs as that user, so it writes only what they may write.
 """
 
-import codecs
 import io
 import json
 
@@ -28,6 +27,7 @@ from pipeline.api.exports import CSVRenderer
 from pipeline.importing import FileProblem, ImportOptions, RowError, write_report_csv
 from pipeline.importing.fields import is_known_field
 from pipeline.importing.jobs import field_names, preview_file, start_import_job
+from pipeline.importing.reading import encoding_problem
 from pipeline.importing.values import DATE_ORDERS
 from pipeline.models import ImportJob, ImportKind, ImportStatus
 
@@ -96,11 +96,9 @@ class ImportCreateSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField(default=False, help_text="Check every row and report; write nothing.")
 
     def validate_encoding(self, value: str) -> str:
-        if value:
-            try:
-                codecs.lookup(value)
-            except LookupError:
-                raise serializers.ValidationError(f"Unknown encoding “{value}”.") from None
+        problem = encoding_problem(value) if value else None
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
 
     def validate(self, attrs: dict) -> dict:

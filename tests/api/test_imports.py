@@ -284,3 +284,30 @@ def test_import_jobs_answer_only_their_creator_and_admins(api, org, pipeline, ro
 
     expected = 401 if role in UNAUTHENTICATED else 200 if role in {"rep", "admin"} else 404
     assert response.status_code == expected
+
+
+@pytest.mark.parametrize("encoding", ["rot13", "utf-16", "idna"])
+def test_an_encoding_that_cannot_read_csv_is_a_400(api, encoding):
+    response = post_import(api("rep"), encoding=encoding)
+
+    assert response.status_code == 400
+    assert "cannot be read as CSV" in response.json()["encoding"][0]
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "shift_jis", "cp1252"])
+def test_a_file_its_named_encoding_cannot_decode_is_reported_not_a_500(api, pipeline, encoding):
+    data = b"Deal,Amount\nx\x81\xff,1\n"
+    file = SimpleUploadedFile("a.csv", data)
+    job = (
+        api("rep")
+        .post("/api/v1/imports/", {"file": file, "kind": "deals", "encoding": encoding}, format="multipart")
+        .json()
+    )
+    preview = api("rep").post(
+        "/api/v1/imports/preview/",
+        {"file": SimpleUploadedFile("a.csv", data), "kind": "deals", "encoding": encoding},
+        format="multipart",
+    )
+
+    assert job["status"] == "failed" and job["error_count"] == 1
+    assert preview.status_code == 400 and f"not valid {encoding}" in preview.json()["file"][0]
