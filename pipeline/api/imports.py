@@ -24,7 +24,7 @@ from config.api import RequestTooLarge, VisibleViewSet
 from config.rest import OrderingFilter
 from pipeline import selectors
 from pipeline.api.exports import CSVRenderer
-from pipeline.importing import FileProblem, ImportOptions, RowError, write_report_csv
+from pipeline.importing import FileProblem, ImportOptions, RowError, read_header, write_report_csv
 from pipeline.importing.fields import is_known_field
 from pipeline.importing.jobs import field_names, preview_file, start_import_job
 from pipeline.importing.reading import encoding_problem
@@ -232,13 +232,22 @@ class ImportJobViewSet(VisibleViewSet):
             202: OpenApiResponse(ImportJobSerializer, description="A large file, queued: poll the job."),
         },
         description=(
-            "Upload a CSV file and import it (or, with `dry_run`, only check it). Every row is checked first; if any "
-            "is refused nothing is written, and the job's report lists each problem. Files up to "
+            "Upload a CSV file and import it (or, with `dry_run`, only check it). A file without a readable header, "
+            "or a mapping naming a column the file lacks, is a 400. Every row is checked first; if any is refused "
+            "nothing is written, and the job's report lists each problem. Files up to "
             "`IMPORT_INLINE_MAX_SIZE` bytes run within the request (201), larger ones on a worker (202)."
         ),
     )
     def create(self, request):
         data = self._validated_upload()
+        try:
+            header = read_header(data["file"], encoding=data.get("encoding") or None)
+        except FileProblem as problem:
+            raise serializers.ValidationError({"file": [str(problem)]}) from problem
+        missing = [column for column in data.get("mapping") or {} if column not in header]
+        if missing:
+            names = ", ".join(f"“{column}”" for column in missing)
+            raise serializers.ValidationError({"mapping": [f"The file has no column {names}."]})
         options = ImportOptions(
             date_order=data.get("date_order") or None,
             create_missing=data["create_missing"],

@@ -103,6 +103,7 @@ def test_a_rep_cannot_import_deals_for_another_team(api, pipeline):
         ({"mapping": '{"Deal": "title", "Remark": "title"}'}, "mapping"),
         ({"mapping": "[1, 2]"}, "mapping"),
         ({"mapping": "{not json"}, "mapping"),
+        ({"mapping": '{"No such column": "title"}'}, "mapping"),
         ({"value_map": '{"stage": "Qualification"}'}, "value_map"),
         ({"date_order": "ymd"}, "date_order"),
         ({"encoding": "klingon-8"}, "encoding"),
@@ -295,19 +296,38 @@ def test_an_encoding_that_cannot_read_csv_is_a_400(api, encoding):
 
 
 @pytest.mark.parametrize("encoding", ["ascii", "shift_jis", "cp1252"])
-def test_a_file_its_named_encoding_cannot_decode_is_reported_not_a_500(api, pipeline, encoding):
+def test_a_file_its_named_encoding_cannot_decode_is_a_400_not_a_500(api, pipeline, encoding):
     data = b"Deal,Amount\nx\x81\xff,1\n"
-    file = SimpleUploadedFile("a.csv", data)
-    job = (
-        api("rep")
-        .post("/api/v1/imports/", {"file": file, "kind": "deals", "encoding": encoding}, format="multipart")
-        .json()
-    )
-    preview = api("rep").post(
-        "/api/v1/imports/preview/",
-        {"file": SimpleUploadedFile("a.csv", data), "kind": "deals", "encoding": encoding},
-        format="multipart",
+    for path in ("/api/v1/imports/", "/api/v1/imports/preview/"):
+        file = SimpleUploadedFile("a.csv", data)
+        response = api("rep").post(path, {"file": file, "kind": "deals", "encoding": encoding}, format="multipart")
+
+        # Text is decoded in blocks, so a bad byte soon after the header is met while reading the header.
+        assert response.status_code == 400
+        assert f"not valid {encoding}" in response.json()["file"][0]
+
+
+def test_a_file_without_a_readable_header_is_a_400_on_file(api):
+    response = api("rep").post(
+        "/api/v1/imports/", {"file": SimpleUploadedFile("x.csv", b"\x00\x01"), "kind": "deals"}, format="multipart"
     )
 
-    assert job["status"] == "failed" and job["error_count"] == 1
-    assert preview.status_code == 400 and f"not valid {encoding}" in preview.json()["file"][0]
+    assert response.status_code == 400
+    assert "not a text CSV" in response.json()["file"][0]
+    assert not ImportJob.objects.exists()
+
+
+def test_a_bad_byte_deep_in_a_file_is_reported_on_the_job(api, pipeline):
+    rows = "".join(f"op-{i},Deal {i},Qualification,rep,{i},\n" for i in range(1000))
+    data = (GOOD.splitlines()[0] + "\n" + rows).encode() + b"op-x,Bad \xff,Qualification,rep,1,\n"
+    file = SimpleUploadedFile("a.csv", data)
+
+    response = api("rep").post(
+        "/api/v1/imports/", {"file": file, "kind": "deals", "encoding": "ascii"}, format="multipart"
+    )
+
+    assert response.status_code == 201
+    job = response.json()
+    report = api("rep").get(f"/api/v1/imports/{job['id']}/report/").json()
+    assert job["error_count"] == 1 and "not valid ascii" in report["results"][0]["message"]
+    assert not Deal.objects.exists()
