@@ -778,7 +778,7 @@ def import_mapping(request: HttpRequest) -> HttpResponse:
     if kind == ImportKind.DEALS:
         stage_names = sorted(set(selectors.visible_stages(request.user).values_list("name", flat=True)))
         fields += [f"{ENTERED_AT_PREFIX}{name}" for name in stage_names]
-    fields += [f for f in initial_mapping.values() if f not in fields]
+    fields += [f for f in initial_mapping.values() if f and f not in fields]  # e.g. a stage since renamed
     initial = {f"column_{i}": initial_mapping.get(column, "") for i, column in enumerate(preview.header)}
     if previous:
         initial.update(
