@@ -202,12 +202,22 @@ def export_kinds() -> list[str]:
     return list(EXPORTS)
 
 
-def export_csv(*, kind: str, user: User | None) -> Iterator[str]:
-    """The CSV lines of the `kind` records `user` may see (all records when `user` is None: for operators)."""
+def export_csv(*, kind: str, user: User | None, narrow: Callable[[QuerySet], QuerySet] | None = None) -> Iterator[str]:
+    """The CSV lines of the `kind` records `user` may see (all records when `user` is None: for operators).
+
+    `narrow` filters the visible rows further (e.g. with the API's list filters): it is given the selector's
+    queryset, so it narrows what the user may see and cannot widen it.
+    """
     if kind not in EXPORTS:
         raise ValueError(f"Unknown export kind {kind!r}; one of {', '.join(EXPORTS)}.")
     selector, columns = EXPORTS[kind]
     queryset = selector(user) if user is not None else _model_of(kind).objects.all()
+    if narrow is not None:
+        queryset = narrow(queryset)  # here, not in the generator: a refused filter is raised before streaming starts
+    return _lines(kind, queryset, columns)
+
+
+def _lines(kind: str, queryset: QuerySet, columns: dict[str, Column]) -> Iterator[str]:
     lookups = sorted({c for c in columns.values() if isinstance(c, str)} | set(_EXTRA_LOOKUPS.get(kind, [])))
     rows = queryset.order_by(*_ORDER.get(kind, ("id",))).values(*lookups).iterator(chunk_size=CHUNK)
     writer = csv.writer(_Line())

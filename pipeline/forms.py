@@ -16,6 +16,7 @@ from pipeline.models import (
     ActivityKind,
     Deal,
     ForecastCategory,
+    ImportKind,
     Lead,
     LeadStatus,
     LostReason,
@@ -299,3 +300,83 @@ class ConvertLeadForm(forms.Form):
             if data[name] is not None:
                 arguments[name] = data[name]
         return arguments
+
+
+# --- CSV import ----------------------------------------------------------------------------------------------------
+
+
+class ImportUploadForm(forms.Form):
+    file = forms.FileField(label="CSV file")
+    kind = forms.ChoiceField(choices=ImportKind.choices, label="What the file holds")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > settings.IMPORT_MAX_FILE_SIZE:
+            raise ValidationError(
+                f"The file is larger than the {settings.IMPORT_MAX_FILE_SIZE:,} bytes an import accepts."
+            )
+        return upload
+
+
+class ImportMappingForm(forms.Form):
+    """A field for each column of the file (`column_<i>`), the value mapping of stages and owners the file names
+    that are not ours (`value_<field>_<i>`), and the options. `mapping()`, `value_map()` and `options()` read it."""
+
+    date_order = forms.ChoiceField(
+        choices=[("", "ISO dates only (refuse 03/04/2026)"), ("dmy", "day/month/year"), ("mdy", "month/day/year")],
+        required=False,
+        label="Dates like 03/04/2026 are",
+    )
+    create_missing = forms.BooleanField(
+        required=False, label="Create organizations, contacts and lost reasons the file names but this CRM lacks"
+    )
+
+    def __init__(
+        self,
+        *args,
+        header: list[str],
+        fields: list[str],
+        unknown_values: dict[str, list[str]],
+        value_choices: dict[str, list[str]],
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.header = header
+        choices = [("", "— ignore this column —")] + [(name, name) for name in fields]
+        for index, column in enumerate(header):
+            self.fields[f"column_{index}"] = forms.ChoiceField(
+                choices=choices, required=False, label=column or "(blank)"
+            )
+        self.value_rows: list[tuple[str, str, str]] = []  # (field, their value, form field name)
+        for field, values in unknown_values.items():
+            ours = [("", "— as written —")] + [(value, value) for value in value_choices.get(field, [])]
+            for index, value in enumerate(values):
+                name = f"value_{field}_{index}"
+                self.fields[name] = forms.ChoiceField(choices=ours, required=False, label=value)
+                self.value_rows.append((field, value, name))
+
+    def column_fields(self):
+        return [self[f"column_{index}"] for index in range(len(self.header))]
+
+    def value_fields(self):
+        return [(field, value, self[name]) for field, value, name in self.value_rows]
+
+    def clean(self):
+        data = super().clean()
+        mapped = [data.get(f"column_{index}") for index in range(len(self.header))]
+        mapped = [field for field in mapped if field]
+        for field in sorted({field for field in mapped if mapped.count(field) > 1}):
+            self.add_error(None, f"Two columns are mapped to “{field}”: choose one.")
+        return data
+
+    def mapping(self) -> dict[str, str]:
+        return {
+            column: self.cleaned_data.get(f"column_{index}") or "" for index, column in enumerate(self.header) if column
+        }
+
+    def value_map(self) -> dict[str, dict[str, str]]:
+        value_map: dict[str, dict[str, str]] = {}
+        for field, value, name in self.value_rows:
+            if self.cleaned_data.get(name):
+                value_map.setdefault(field, {})[value] = self.cleaned_data[name]
+        return value_map

@@ -22,6 +22,7 @@ from pipeline.models import (
     Contact,
     Deal,
     DealStatus,
+    ImportJob,
     Lead,
     LostReason,
     Organization,
@@ -184,6 +185,12 @@ def assignable_owners(user: User) -> QuerySet[User]:
     owners = owners_editable_by(user)
     users = User.objects.filter(is_active=True).order_by("username")
     return users if owners is None else users.filter(pk__in=owners)
+
+
+def visible_import_jobs(user: User) -> QuerySet[ImportJob]:
+    """Import jobs `user` may see: the ones they started, or all (admins). Newest first."""
+    jobs = ImportJob.objects.select_related("created_by").order_by("-created_at", "-id")
+    return jobs if user.is_admin else jobs.filter(created_by=user)
 
 
 def visible_teams(user: User) -> QuerySet[Team]:

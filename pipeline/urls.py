@@ -25,4 +25,10 @@ urlpatterns = [
     path("activities/", views.activity_inbox, name="activities"),
     path("activities/<int:pk>/done/", views.activity_complete, name="activity_complete"),
     path("activities/<int:pk>/next/", views.activity_plan_next, name="activity_plan_next"),
+    path("imports/", views.imports, name="imports"),
+    path("imports/mapping/", views.import_mapping, name="import_mapping"),
+    path("imports/<int:pk>/", views.import_job, name="import_job"),
+    path("imports/<int:pk>/progress/", views.import_job_progress, name="import_job_progress"),
+    path("imports/<int:pk>/import/", views.import_job_run, name="import_job_run"),
+    path("imports/<int:pk>/report.csv", views.import_job_report, name="import_job_report"),
 ]

@@ -249,6 +249,11 @@ if REP_VISIBILITY not in {"own", "team"}:
 
 # Bodies above this size are refused: 413 in the API (DRF reads JSON through `request.body`, which checks it).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
+# CSV imports are file uploads, which DATA_UPLOAD_MAX_MEMORY_SIZE does not count (Django streams files above
+# FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary file): they have their own limit, refused with 413.
+IMPORT_MAX_FILE_SIZE = env_int("IMPORT_MAX_FILE_SIZE", 200 * 1024 * 1024)
+# Files up to this size are imported within the request; larger ones on a Celery worker, with a progress bar.
+IMPORT_INLINE_MAX_SIZE = env_int("IMPORT_INLINE_MAX_SIZE", 256 * 1024)
 
 REST_FRAMEWORK = {
     # Bearer first: its `WWW-Authenticate` challenge makes an unauthenticated request a 401, not a 403.
@@ -300,6 +305,8 @@ SPECTACULAR_SETTINGS = {
         "PeriodKindEnum": "forecasting.models.PeriodKind",
         "GroupKindEnum": "forecasting.models.GroupKind",
         "MetricEnum": "forecasting.models.Metric",
+        "ImportKindEnum": "pipeline.models.ImportKind",
+        "ImportStatusEnum": "pipeline.models.ImportStatus",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -1,6 +1,8 @@
 """Settings for the test suite: PostgreSQL and Redis as in production, fast password hashing."""
 
 import os
+import tempfile
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from .base import *  # noqa: F403
@@ -22,3 +24,6 @@ REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "100000/m
 # Tests that exercise the debounced recompute after a change turn it on themselves; elsewhere a write queuing
 # Celery tasks into the test broker would only leave work behind for the next worker test.
 METRICS_RECOMPUTE_ON_CHANGE = False
+
+# Uploads made by tests (the schema fuzzer posts CSV imports) go to a scratch folder, not the checkout's media/.
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or Path(tempfile.gettempdir()) / "crm-test-media")

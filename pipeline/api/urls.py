@@ -1,6 +1,6 @@
 from rest_framework.routers import SimpleRouter
 
-from pipeline.api import views
+from pipeline.api import imports, views
 from pipeline.webhooks.views import WebhookSubscriptionViewSet
 
 router = SimpleRouter()
@@ -13,5 +13,6 @@ router.register("leads", views.LeadViewSet, basename="lead")
 router.register("deals", views.DealViewSet, basename="deal")
 router.register("activities", views.ActivityViewSet, basename="activity")
 router.register("webhooks", WebhookSubscriptionViewSet, basename="webhook")
+router.register("imports", imports.ImportJobViewSet, basename="import")
 
 urlpatterns = router.urls

@@ -15,6 +15,7 @@ from config.api import AdminWritesOnly, VisibleViewSet
 from pipeline import selectors, services
 from pipeline.api import filters
 from pipeline.api import serializers as s
+from pipeline.api.exports import csv_download, export_action
 from pipeline.models import Activity, Contact, Deal, Lead, LostReason, Organization, Pipeline, Stage
 
 
@@ -152,6 +153,12 @@ class OrganizationViewSet(AuditTrailActions, VisibleViewSet):
     search_fields = ["name", "website", "external_id"]
     ordering_fields = ["name", "created_at", "updated_at", "id"]
 
+    @export_action("The organizations of the list (same filters and search) as CSV, in the columns the import reads.")
+    def export(self, request):
+        return csv_download(
+            kind="organizations", user=request.user, narrow=self.filter_queryset, filename="organizations.csv"
+        )
+
     def visible_queryset(self):
         return selectors.visible_organizations(self.request.user)
 
@@ -181,6 +188,10 @@ class ContactViewSet(AuditTrailActions, VisibleViewSet):
     filterset_class = filters.ContactFilter
     search_fields = ["first_name", "last_name", "email", "external_id"]
     ordering_fields = ["last_name", "first_name", "created_at", "updated_at", "id"]
+
+    @export_action("The contacts of the list (same filters and search) as CSV, in the columns the import reads.")
+    def export(self, request):
+        return csv_download(kind="contacts", user=request.user, narrow=self.filter_queryset, filename="contacts.csv")
 
     def visible_queryset(self):
         return selectors.visible_contacts(self.request.user)
@@ -228,6 +239,20 @@ class DealViewSet(AuditTrailActions, VisibleViewSet):
         "closed_at",
         "id",
     ]
+
+    @export_action("The deals of the list (same filters and search) as CSV, in the columns the import reads.")
+    def export(self, request):
+        return csv_download(kind="deals", user=request.user, narrow=self.filter_queryset, filename="deals.csv")
+
+    @export_action(
+        "The stage changes of the listed deals (same filters and search) as CSV: the `stage_changes` import kind.",
+        url_path="export-history",
+    )
+    def export_history(self, request):
+        def narrow(changes):
+            return changes.filter(deal__in=self.filter_queryset(self.visible_queryset()).values("pk"))
+
+        return csv_download(kind="stage_changes", user=request.user, narrow=narrow, filename="stage_changes.csv")
 
     def visible_queryset(self):
         return selectors.visible_deals(self.request.user)
@@ -305,6 +330,10 @@ class LeadViewSet(AuditTrailActions, VisibleViewSet):
     search_fields = ["first_name", "last_name", "email", "company", "external_id"]
     ordering_fields = ["created_at", "updated_at", "score", "last_name", "id"]
 
+    @export_action("The leads of the list (same filters and search) as CSV, in the columns the import reads.")
+    def export(self, request):
+        return csv_download(kind="leads", user=request.user, narrow=self.filter_queryset, filename="leads.csv")
+
     def visible_queryset(self):
         return selectors.visible_leads(self.request.user)
 
@@ -365,6 +394,12 @@ class ActivityViewSet(VisibleViewSet):
     filterset_class = filters.ActivityFilter
     search_fields = ["subject", "note"]
     ordering_fields = ["due_at", "done_at", "created_at", "updated_at", "id"]
+
+    @export_action("The activities of the list (same filters and search) as CSV, in the columns the import reads.")
+    def export(self, request):
+        return csv_download(
+            kind="activities", user=request.user, narrow=self.filter_queryset, filename="activities.csv"
+        )
 
     def visible_queryset(self):
         return selectors.visible_activities(self.request.user)

@@ -72,10 +72,9 @@ def inspect(stream: BinaryIO, *, encoding: str | None = None) -> FileShape:
         line_count += 1
 
     if encoding:
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise FileProblem(f"Unknown encoding “{encoding}”.") from None
+        problem = encoding_problem(encoding)
+        if problem:
+            raise FileProblem(problem)
         if codecs.lookup(encoding).name == "utf-8" and not utf8_ok:
             raise FileProblem(f"The file is not valid UTF-8 (first bad byte on line {line_of_first_bad_byte}).")
     elif utf8_ok:
@@ -83,6 +82,23 @@ def inspect(stream: BinaryIO, *, encoding: str | None = None) -> FileShape:
     else:
         encoding = "cp1252" if cp1252_ok else "latin-1"
     return FileShape(encoding=encoding, delimiter=_delimiter(head, encoding), line_count=line_count)
+
+
+def encoding_problem(encoding: str) -> str | None:
+    """Why a named encoding cannot read a CSV file, or None. Lines and delimiters are found in the bytes, so the
+    encoding must write them as ASCII does (UTF-8, Windows-1252, Latin-1 ... but not UTF-16, EBCDIC or rot13)."""
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        return f"Unknown encoding “{encoding}”."
+    try:
+        sample = b',;\t|\r\n"abc'
+        ascii_compatible = info._is_text_encoding and sample.decode(info.name, errors="replace") == sample.decode()
+    except (UnicodeError, LookupError):
+        ascii_compatible = False
+    if not ascii_compatible:
+        return f"The encoding “{encoding}” cannot be read as CSV: use UTF-8, Windows-1252 or Latin-1."
+    return None
 
 
 def _delimiter(head: bytes, encoding: str) -> str:
@@ -132,6 +148,12 @@ def rows(stream: BinaryIO, shape: FileShape) -> Iterator[tuple[int, list[str] | 
                 cells = next(reader)
             except StopIteration:
                 return
+            except UnicodeDecodeError:
+                # Only a named encoding can fail here: a detected one was checked against the whole file.
+                raise FileProblem(
+                    f"The file is not valid {shape.encoding} (a bad byte after row {row_number}): "
+                    "choose its encoding, or save it as UTF-8."
+                ) from None
             except csv.Error:
                 row_number += 1
                 yield row_number, None
