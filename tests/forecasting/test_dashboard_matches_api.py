@@ -90,7 +90,7 @@ def _float(value) -> float:
     return float(value) if value is not None else 0.0
 
 
-def test_the_dashboard_shows_the_numbers_of_the_api(page, org, july):  # noqa: F811
+def test_the_dashboard_shows_the_numbers_of_the_api(page, org, board_pipeline, july):  # noqa: F811
     query = {"period": PERIOD, "group": "team", "team": org.team.pk}
     forecast_body = _api(org.manager, "/api/v1/forecast/", **query)
     win_body = _api(org.manager, "/api/v1/metrics/win-rates/", **query)
@@ -138,6 +138,24 @@ def test_the_dashboard_shows_the_numbers_of_the_api(page, org, july):  # noqa: F
     funnel = page.evaluate(CHART_DATA, "chart-funnel")
     funnel_rows = _api(org.manager, "/api/v1/metrics/funnel/", group="team", team=org.team.pk)["results"]
     assert funnel["datasets"][0]["data"] == [row["reached"] for row in sorted(funnel_rows, key=lambda r: r["order"])]
+
+    stage_time = page.evaluate(CHART_DATA, "chart-stage-time")
+    stays = _api(org.manager, "/api/v1/metrics/stage-times/", group="team", team=org.team.pk)["results"]
+    median = {row["stage_id"]: row["days_median"] for row in stays}
+    stage_ids = {name: pk for pk, name in board_pipeline.stages.values_list("pk", "name")}
+    expected = [round(median.get(stage_ids[name]) or 0, 1) for name in stage_time["labels"]]
+    assert stage_time["datasets"][0]["data"] == pytest.approx(expected)
+
+    # Win rate by rep: the table's rows against the API's per-owner rows of the same period and team.
+    # (Per-owner rows carry no team: the manager's visibility limits them to East's people.)
+    per_owner = _api(org.manager, "/api/v1/metrics/win-rates/", period=PERIOD, group="owner")["results"]
+    names = {org.rep.pk: str(org.rep), org.teammate.pk: str(org.teammate)}
+    assert {row["owner_id"] for row in per_owner} == set(names)
+    for row in per_owner:
+        cells = page.locator("#reps tbody tr", has_text=names[row["owner_id"]]).locator("td").all_inner_texts()
+        assert cells[1] == f"{row['won']} / {row['won'] + row['lost']}"
+        assert cells[2].strip() == percent(row["win_rate"])
+    assert page.locator("#reps tbody tr").count() == 2
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
