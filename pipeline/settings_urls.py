@@ -1,8 +1,10 @@
-"""The settings pages (/settings/): admins' pipelines, stages, lost reasons and teams; everyone's API tokens."""
+"""The settings pages (/settings/): admins' pipelines, stages, lost reasons and teams; admins' and managers'
+quotas; everyone's API tokens."""
 
 from django.urls import path
 
 from accounts import settings_views as account_settings
+from forecasting import settings_views as quota_settings
 from pipeline import settings_views as views
 
 app_name = "settings"
@@ -21,6 +23,9 @@ urlpatterns = [
     path("lost-reasons/<int:pk>/active/", views.lost_reason_toggle, name="lost_reason_toggle"),
     path("teams/", account_settings.team_list, name="teams"),
     path("teams/<int:pk>/", account_settings.team_edit, name="team"),
+    path("quotas/", quota_settings.quota_list, name="quotas"),
+    path("quotas/<int:pk>/", quota_settings.quota_edit, name="quota"),
+    path("quotas/<int:pk>/delete/", quota_settings.quota_delete, name="quota_delete"),
     path("tokens/", account_settings.token_list, name="tokens"),
     path("tokens/<int:pk>/revoke/", account_settings.token_revoke, name="token_revoke"),
 ]

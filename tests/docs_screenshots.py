@@ -1,0 +1,44 @@
+"""The README's screenshots (docs/screenshots/board.png and dashboard.png), taken from demo data.
+
+Not part of `make test` (the file name does not start with test_): run `make screenshots`, which seeds the test
+database with `seed_demo`, recomputes the metrics, logs in as grace (manager of East) in Debian's Chromium at
+1440×900 and saves the board and the dashboard of this quarter. Commit the PNGs when the pages change visibly.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from forecasting.services import recompute_metrics
+from tests.pipeline.test_browser import CHROMIUM, browser, page  # noqa: F401 (fixtures)
+
+OUT = Path(os.environ.get("SCREENSHOTS_DIR") or Path(settings.BASE_DIR) / "docs" / "screenshots")
+MAX_BYTES = 400_000
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
+
+
+def test_take_the_readme_screenshots(page, transactional_db):  # noqa: F811
+    call_command("seed_demo", deals=int(os.environ.get("SCREENSHOT_DEALS", "2000")), verbosity=0)
+    recompute_metrics()
+    page.goto("/login/")
+    page.fill("#id_username", "grace")
+    page.fill("#id_password", "pipeline-demo")
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/login/" not in url)
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    page.goto("/board/")
+    page.wait_for_selector("#board .column")
+    page.screenshot(path=str(OUT / "board.png"))
+
+    page.goto("/dashboard/?kind=quarter")  # the demo quotas are quarterly
+    page.wait_for_function("() => !!(window.Chart && Chart.getChart(document.getElementById('chart-forecast')))")
+    page.wait_for_timeout(800)  # the charts' 300 ms animation
+    page.screenshot(path=str(OUT / "dashboard.png"))
+
+    for name in ("board.png", "dashboard.png"):
+        assert (OUT / name).stat().st_size < MAX_BYTES, f"{name} is over {MAX_BYTES} bytes"
