@@ -55,6 +55,9 @@ def main() -> int:
     children: list[subprocess.Popen] = []
 
     def stop(*_: object) -> None:
+        # A second Ctrl-C (or a TERM to the whole group) must not cut the orderly stop short and orphan the children.
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signal_number, signal.SIG_IGN)
         for child in children:
             if child.poll() is None:
                 child.terminate()
