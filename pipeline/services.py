@@ -62,25 +62,24 @@ DEAL_EDITABLE_FIELDS = frozenset(
         "lost_note",
     }
 )
-LEAD_EDITABLE_FIELDS = frozenset(
-    {
-        "first_name",
-        "last_name",
-        "email",
-        "phone",
-        "company",
-        "job_title",
-        "source",
-        "score",
-        "owner",
-        "organization",
-        "contact",
-        "external_id",
-        "budget",
-        "authority",
-        "need",
-        "timeline",
-    }
+# A tuple, in the order the API lists them (pipeline/api/serializers.py builds the lead's fields from it).
+LEAD_EDITABLE_FIELDS = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "company",
+    "job_title",
+    "source",
+    "score",
+    "owner",
+    "organization",
+    "contact",
+    "external_id",
+    "budget",
+    "authority",
+    "need",
+    "timeline",
 )
 ORGANIZATION_EDITABLE_FIELDS = frozenset({"name", "website", "industry", "owner", "external_id"})
 CONTACT_EDITABLE_FIELDS = frozenset(

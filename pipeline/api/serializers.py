@@ -13,7 +13,7 @@ from rest_framework.exceptions import NotFound
 
 from accounts.selectors import assignable_owners
 from config.api import OptionalEmailField, OptionalURLField
-from pipeline import selectors
+from pipeline import selectors, services
 from pipeline.models import (
     REQUIRABLE_DEAL_FIELDS,
     Activity,
@@ -315,25 +315,6 @@ class AuditEntrySerializer(serializers.ModelSerializer):
 
 # --- Leads --------------------------------------------------------------------------------------------------------
 
-LEAD_WRITABLE_FIELDS = [
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "company",
-    "job_title",
-    "source",
-    "score",
-    "owner",
-    "organization",
-    "contact",
-    "external_id",
-    "budget",
-    "authority",
-    "need",
-    "timeline",
-]
-
 
 class LeadSerializer(serializers.ModelSerializer):
     owner = owner_field(required=False)
@@ -346,7 +327,7 @@ class LeadSerializer(serializers.ModelSerializer):
         model = Lead
         fields = [
             "id",
-            *LEAD_WRITABLE_FIELDS,
+            *services.LEAD_EDITABLE_FIELDS,
             "status",
             "deal",
             "disqualified_reason",
@@ -358,7 +339,7 @@ class LeadSerializer(serializers.ModelSerializer):
             "converted_at",
             "disqualified_at",
         ]
-        read_only_fields = [name for name in fields if name not in LEAD_WRITABLE_FIELDS]
+        read_only_fields = [name for name in fields if name not in services.LEAD_EDITABLE_FIELDS]
 
 
 class LeadCreateSerializer(LeadSerializer):
