@@ -242,3 +242,16 @@ def test_generate_dataset_command(db):
         call_command("generate_dataset", "--size", "S", stdout=StringIO())
     call_command("generate_dataset", "--size", "S", "--replace", stdout=StringIO())
     assert Deal.objects.count() == 1000
+
+
+def test_dataset_users_log_in_with_the_demo_password_without_a_rehash(loaded):
+    from django.contrib.auth.hashers import identify_hasher
+
+    from accounts.models import User
+    from pipeline.demo import DEMO_PASSWORD
+
+    admin = User.objects.get(username="admin")
+    assert admin.check_password(DEMO_PASSWORD)
+    # A rehash at the first login would write to the user row in the middle of a benchmark.
+    assert not identify_hasher(admin.password).must_update(admin.password)
+    assert User.objects.filter(role="manager", team__isnull=False).count() == 20
