@@ -688,28 +688,31 @@ def write_import_csv(rows: int, path: Path) -> Path:
     return path
 
 
+def plain_sql_statements() -> list[tuple[str, str]]:
+    """The statements of plain_metrics.sql in order, each with its label (the last comment line before it)."""
+    statements = []
+    for chunk in re.split(r";\s*\n", PLAIN_SQL.read_text()):
+        lines = [line for line in chunk.splitlines() if line.strip()]
+        code = [line for line in lines if not line.strip().startswith("--")]
+        if code:
+            comments = [line for line in lines if line.strip().startswith("--")]
+            label = comments[-1].strip("- ").strip() if comments else code[0].strip()
+            statements.append((label[:100], "\n".join(code)))
+    return statements
+
+
 def run_plain_sql(database_url: str) -> dict:
     """Run plain_metrics.sql in a transaction that is rolled back; total and per-statement seconds."""
-    text = PLAIN_SQL.read_text()
-    statements = [s.strip() for s in re.split(r";\s*\n", text) if s.strip() and not _only_comments(s)]
     timings = []
     with psycopg.connect(database_url) as conn:
         started = time.monotonic()
-        for statement in statements:
+        for label, statement in plain_sql_statements():
             begun = time.monotonic()
             conn.execute(statement)
-            comments = [line for line in statement.splitlines() if line.strip().startswith("--")]
-            label = comments[-1] if comments else statement[:60]
-            timings.append(
-                {"statement": label.strip("- ").strip()[:100], "seconds": round(time.monotonic() - begun, 2)}
-            )
+            timings.append({"statement": label, "seconds": round(time.monotonic() - begun, 2)})
         seconds = time.monotonic() - started
         conn.rollback()
     return {"seconds": round(seconds, 2), "statements": timings}
-
-
-def _only_comments(statement: str) -> bool:
-    return all(not line.strip() or line.strip().startswith("--") for line in statement.splitlines())
 
 
 def format_table(rows: list[dict], size: str) -> str:
