@@ -18,6 +18,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -42,14 +43,9 @@ class Servers:
 
 
 def _with_database(url: str, name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = name
-    return "postgresql://{user}@{host}:{port}/{dbname}".format(
-        user=info.get("user", "postgres") + (f":{info['password']}" if info.get("password") else ""),
-        host=info.get("host", "127.0.0.1"),
-        port=info.get("port", 5432),
-        dbname=name,
-    )
+    """`url` naming database `name` instead (user, host, port and options kept)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def _with_redis_db(url: str, db: int) -> str:
