@@ -14,7 +14,7 @@ $(INSTALLED): requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $@
 
-$(ASSETS): package-lock.json $(INSTALLED)
+$(ASSETS): package-lock.json config/assets.py $(INSTALLED)
 	$(PY) -m config.assets
 	touch $@
 
