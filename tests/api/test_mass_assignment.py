@@ -93,6 +93,11 @@ class World:
         self.their_deal = make_qualified_deal(owner=org.other_rep, pipeline=pipeline, title="Their deal")
         self.their_lead = services.create_lead(actor=org.other_rep, last_name="Their lead")
 
+        self.teammate_organization = services.create_organization(actor=org.teammate, name="Teammate Inc")
+        self.teammate_contact = services.create_contact(actor=org.teammate, last_name="Teammate's")
+        self.teammate_deal = make_qualified_deal(owner=org.teammate, pipeline=pipeline, title="Teammate's deal")
+        self.teammate_lead = services.create_lead(actor=org.teammate, last_name="Teammate's lead")
+
         self.won = stage(pipeline, "Won")
         self.lost = stage(pipeline, "Lost")
         self.qualification = stage(pipeline, "Qualification")
@@ -115,6 +120,8 @@ class Case:
     check: Callable[[World, Any], None] | None = None
     who: str = "rep"
     headers: dict = field(default_factory=dict)
+    # REP_VISIBILITY: with "team" a rep sees their teammates' records, and still may not change them.
+    visibility: str = "own"
 
 
 def created(model):
@@ -383,6 +390,30 @@ CASES: list[Case] = [
     Case("contacts patch another team's", "patch", lambda w: f"/api/v1/contacts/{w.their_contact.pk}/",
          lambda w: {"owner": w.org.rep.pk}, 404),
     Case("contacts delete", "delete", lambda w: f"/api/v1/contacts/{w.contact.pk}/", None, 405),
+    # --- Seen but not theirs: a rep who may see their team's records (REP_VISIBILITY=team) -----------------------
+    Case("team visibility: deals patch a teammate's deal", "patch",
+         lambda w: f"/api/v1/deals/{w.teammate_deal.pk}/", lambda w: {"owner": w.org.rep.pk}, 403, visibility="team"),
+    Case("team visibility: deals move a teammate's deal", "post",
+         lambda w: f"/api/v1/deals/{w.teammate_deal.pk}/move/", lambda w: {"stage": w.qualification.pk}, 403,
+         visibility="team"),
+    Case("team visibility: deals create owner teammate", "post", lambda w: "/api/v1/deals/",
+         deal_create({"owner": lambda w: w.org.teammate.pk}), 404, visibility="team"),
+    Case("team visibility: deals patch owner teammate", "patch", lambda w: f"/api/v1/deals/{w.deal.pk}/",
+         lambda w: {"owner": w.org.teammate.pk}, 404, visibility="team"),
+    Case("team visibility: leads patch a teammate's lead", "patch",
+         lambda w: f"/api/v1/leads/{w.teammate_lead.pk}/", lambda w: {"owner": w.org.rep.pk}, 403, visibility="team"),
+    Case("team visibility: leads convert a teammate's lead", "post",
+         lambda w: f"/api/v1/leads/{w.teammate_lead.pk}/convert/", lambda w: {}, 403, visibility="team"),
+    Case("team visibility: activities create on a teammate's deal", "post", lambda w: "/api/v1/activities/",
+         lambda w: {"kind": "call", "subject": "Sneaky", "deal": w.teammate_deal.pk}, 404, visibility="team"),
+    Case("team visibility: activities create on a teammate's lead", "post", lambda w: "/api/v1/activities/",
+         lambda w: {"kind": "call", "subject": "Sneaky", "lead": w.teammate_lead.pk}, 404, visibility="team"),
+    Case("team visibility: organizations patch a teammate's", "patch",
+         lambda w: f"/api/v1/organizations/{w.teammate_organization.pk}/", lambda w: {"name": "Mine now"}, 403,
+         visibility="team"),
+    Case("team visibility: contacts patch a teammate's", "patch",
+         lambda w: f"/api/v1/contacts/{w.teammate_contact.pk}/", lambda w: {"owner": w.org.rep.pk}, 403,
+         visibility="team"),
     Case("activities create on a deal and a lead at once", "post", lambda w: "/api/v1/activities/",
          lambda w: {"kind": "call", "subject": "Both", "deal": w.deal.pk, "lead": w.lead.pk}, 400),
     # --- Who one is: role, team, configuration, quotas, tokens --------------------------------------------------
@@ -438,7 +469,10 @@ CREATION_SIDE_ROWS = {"StageChange", "AuditEntry"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_a_hostile_write_is_refused_or_ignored_and_the_database_keeps_its_rows(case, org, pipeline, other_pipeline):
+def test_a_hostile_write_is_refused_or_ignored_and_the_database_keeps_its_rows(
+    case, org, pipeline, other_pipeline, settings
+):
+    settings.REP_VISIBILITY = case.visibility
     w = World(org, pipeline, other_pipeline)
     client = client_for(getattr(org, case.who))
     before = snapshot()
