@@ -80,6 +80,19 @@ def _recreate_database(url: str, *, drop_only: bool = False) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
+def _static_files_current() -> bool:
+    """Whether `collectstatic` has run since the last change to the app's static files or the installed packages.
+
+    Production's storage compresses every file (Django admin's and Swagger UI's too), which takes a minute or more
+    on these machines: worth skipping when nothing changed.
+    """
+    manifest = ROOT / "staticfiles" / "staticfiles.json"
+    if not manifest.exists():
+        return False
+    sources = [ROOT / "requirements.lock", *(ROOT / "static").rglob("*"), *(ROOT / "build" / "static").rglob("*")]
+    return max(path.stat().st_mtime for path in sources) < manifest.stat().st_mtime
+
+
 def _wait_until_healthy(base_url: str, server: subprocess.Popen, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -175,7 +188,9 @@ def main() -> int:
         manage("migrate", "--noinput", "-v", "0")
         manage("seed_demo", "--deals", str(deals))
         manage("recompute_metrics")
-        manage("collectstatic", "--noinput", "-v", "0")
+        if not _static_files_current():
+            print("Collecting static files as the production image does (once; a minute or two) ...", flush=True)
+            manage("collectstatic", "--noinput", "-v", "0")
         run(sys.executable, "-m", "config.loadtest.prepare", env["LOADTEST_CREDENTIALS"])
         purge_broker()
 
