@@ -45,6 +45,7 @@ ACTIVITY_KINDS = ["call", "email", "meeting", "note"]
 _timings: dict[str, list[float]] = defaultdict(list)
 _errors: dict[str, int] = defaultdict(int)
 _precondition_failed: dict[str, int] = defaultdict(int)
+_succeeded: dict[str, int] = defaultdict(int)
 _error_samples: list[str] = []
 
 
@@ -59,6 +60,8 @@ def _record(request_type, name, response_time, exception, response=None, **_kwar
             _error_samples.append(f"{name}: {status or type(exception).__name__} {exception} {body}".strip())
     elif getattr(response, "status_code", None) == 412:
         _precondition_failed[name] += 1
+    else:
+        _succeeded[name] += 1
 
 
 @events.user_error.add_listener
@@ -73,7 +76,12 @@ def _record_task_crash(user_instance, exception, tb, **_kwargs):
 @events.quitting.add_listener
 def _write_results(environment, **_kwargs):
     results = {
-        name: {"times_ms": times, "errors": _errors[name], "precondition_failed": _precondition_failed[name]}
+        name: {
+            "times_ms": times,
+            "errors": _errors[name],
+            "precondition_failed": _precondition_failed[name],
+            "succeeded": _succeeded[name],
+        }
         for name, times in _timings.items()
     }
     Path(RESULTS_PATH).write_text(json.dumps({"requests": results, "error_samples": _error_samples}))

@@ -93,6 +93,25 @@ def _static_files_current() -> bool:
     return max(path.stat().st_mtime for path in sources) < manifest.stat().st_mtime
 
 
+# Rows that the run's successful writes must have added, one each: a move always goes to another stage.
+WRITE_CHECKS = (
+    ("stage changes", "SELECT count(*) FROM pipeline_stagechange", ("API deal move",)),
+    ("activities", "SELECT count(*) FROM pipeline_activity", ("API activity create", "deal activity log (form)")),
+)
+
+
+def _counts(database_url: str) -> dict[str, int]:
+    """Row counts of what the writes add, and the id of the newest complete metrics recompute."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        counts = {name: conn.execute(query).fetchone()[0] for name, query, _requests in WRITE_CHECKS}
+        counts["recompute"] = conn.execute(
+            "SELECT coalesce(max(id), 0) FROM forecasting_metricsrun WHERE status = 'complete'"
+        ).fetchone()[0]
+    return counts
+
+
 def _wait_until_healthy(base_url: str, server: subprocess.Popen, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -191,8 +210,8 @@ def main() -> int:
         if not _static_files_current():
             print("Collecting static files as the production image does (once; a minute or two) ...", flush=True)
             manage("collectstatic", "--noinput", "-v", "0")
-        run(sys.executable, "-m", "config.loadtest.prepare", env["LOADTEST_CREDENTIALS"])
         purge_broker()
+        run(sys.executable, "-m", "config.loadtest.prepare", env["LOADTEST_CREDENTIALS"])
 
         def start(name: str, command: list[str]) -> None:
             log = (workdir / f"{name}.log").open("w")
@@ -225,6 +244,8 @@ def main() -> int:
         _wait_until_healthy(base_url, processes[0])
         print(f"gunicorn ({web_workers} workers) and a Celery worker are up on {base_url}.", flush=True)
         print(f"locust: {users} users for {seconds} s ...", flush=True)
+        before = _counts(database_url)
+        load_before = os.getloadavg()[0]
         locust = subprocess.run(
             [
                 sys.executable,
@@ -260,10 +281,23 @@ def main() -> int:
             return 1
         outcome = json.loads(results_path.read_text())
         rows = results.summarize(outcome["requests"])
+        after = _counts(database_url)
         print()
-        print(f"{users} users, {seconds} s, {deals} demo deals, {web_workers} gunicorn workers:")
+        print(
+            f"{users} users, {seconds} s, {deals} demo deals, {web_workers} gunicorn workers "
+            f"(machine load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after):"
+        )
         print(results.table(rows))
         problems = results.problems(rows)
+        # Nothing lost: every write answered with success is in the database, exactly once.
+        for name, _query, request_names in WRITE_CHECKS:
+            answered = sum(outcome["requests"].get(request, {}).get("succeeded", 0) for request in request_names)
+            added = after[name] - before[name]
+            print(f"{answered} successful writes of {name}, {added} new rows")
+            if added != answered:
+                problems.append(f"{answered} successful writes of {name} but {added} new rows")
+        # Bounded by run ids: completed runs are pruned as new ones complete.
+        print(f"metrics recomputes completed during the run (by run id): {after['recompute'] - before['recompute']}")
         for sample in outcome["error_samples"]:
             print(f"  error: {sample}")
         summary_path = os.environ.get("LOADTEST_SUMMARY")
