@@ -130,7 +130,10 @@ CSP_RELAXED_STYLE_PATHS = ["/admin/", "/api/docs/"]
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or embedded.database_url()
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+# A connection broken by a database restart is noticed and replaced at the start of the next request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A database that does not answer fails the request within seconds (a 503) instead of holding it.
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 5)
 if os.environ.get("TEST_DATABASE_NAME"):
     # Lets parallel checkouts (and a Celery worker started by the tests) agree on one test database.
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
@@ -228,6 +231,13 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_IPWARE_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+
+# The same for API tokens, per client address (accounts.services.record_failed_token_attempt; kept in PostgreSQL
+# too): the first failures are free, each further one makes the address wait twice as long before the next attempt
+# (1 s, 2 s, 4 s, ...), and at the limit the address is locked out of token authentication for the lockout period.
+API_TOKEN_FAILURE_LIMIT = env_int("API_TOKEN_FAILURE_LIMIT", AXES_FAILURE_LIMIT)
+API_TOKEN_FAILURES_BEFORE_DELAY = env_int("API_TOKEN_FAILURES_BEFORE_DELAY", 3)
+API_TOKEN_LOCKOUT_SECONDS = env_int("API_TOKEN_LOCKOUT_SECONDS", env_int("LOGIN_LOCKOUT_MINUTES", 15) * 60)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
