@@ -99,21 +99,22 @@ def _refuse_if_waiting(*, refused_until: datetime | None, failures: int | None, 
 
 
 def _wait_after(failures: int) -> int:
-    """Seconds an address waits after its `failures`-th failure in a row: 0, then 1, 2, 4, ..., then the lockout."""
+    """Seconds an address waits after its `failures`-th failure in a row: none, then the delay doubling (1 s, 2 s,
+    4 s, ... by default), then the lockout."""
     lockout = settings.API_TOKEN_LOCKOUT_SECONDS
     if failures >= settings.API_TOKEN_FAILURE_LIMIT:
         return lockout
     over = failures - settings.API_TOKEN_FAILURES_BEFORE_DELAY
-    return 0 if over <= 0 else min(2 ** (over - 1), lockout)
+    return 0 if over <= 0 else min(settings.API_TOKEN_DELAY_SECONDS * 2 ** (over - 1), lockout)
 
 
 def record_failed_token_attempt(*, address: str) -> FailedTokenAttempts:
     """Count a failed token attempt from `address` and set how long the address must wait before its next one.
 
-    The first `API_TOKEN_FAILURES_BEFORE_DELAY` failures are free; each further one doubles the wait (1 s, 2 s,
-    4 s, ...); the `API_TOKEN_FAILURE_LIMIT`-th locks the address for `API_TOKEN_LOCKOUT_SECONDS`. Failures are
-    forgotten once none came for that long. An attempt made while the address must wait is not counted: it raises
-    `TokenAttemptsRefused`.
+    The first `API_TOKEN_FAILURES_BEFORE_DELAY` failures are free; each further one doubles the wait (from
+    `API_TOKEN_DELAY_SECONDS`: 1 s, 2 s, 4 s, ...); the `API_TOKEN_FAILURE_LIMIT`-th locks the address for
+    `API_TOKEN_LOCKOUT_SECONDS`. Failures are forgotten once none came for that long. An attempt made while the
+    address must wait is not counted: it raises `TokenAttemptsRefused`.
     """
     now = timezone.now()
     forget_before = now - timedelta(seconds=settings.API_TOKEN_LOCKOUT_SECONDS)
