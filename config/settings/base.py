@@ -141,12 +141,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL") or embedded.redis_url()
 
+# How long a call to Redis may wait for a connection: a Redis that is down or unreachable must fail the call fast, so
+# that the request carries on without it (SPEC §7) instead of hanging.
+REDIS_CONNECT_TIMEOUT_SECONDS = env_float("REDIS_CONNECT_TIMEOUT_SECONDS", 2.0)
+
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "crm",
         "TIMEOUT": 300,
+        # The cached values are tiny (throttle counters, marks, the heartbeat): any answer takes milliseconds.
+        "OPTIONS": {"socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS, "socket_timeout": 5},
     }
 }
 # Sessions live in PostgreSQL so that browsing keeps working while Redis is away.
@@ -164,6 +170,14 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Queuing a task from a request while Redis is down must fail within a second, not block: every caller catches the
+# error and carries on (the schedule or a sweep catches up). Kombu retries the producer's connection for ever
+# otherwise, and the result backend subscribes to the task's result with 20 retries a second apart, both before the
+# message is sent. Workers keep retrying their own connection (broker_connection_max_retries), as they should.
+_FAIL_FAST = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+CELERY_BROKER_TRANSPORT_OPTIONS = {**_FAIL_FAST, "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": _FAIL_FAST}
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_CONNECT_TIMEOUT_SECONDS
 CELERY_TIMEZONE = os.environ.get("TIME_ZONE", "UTC")
 WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 30)
 # The full metrics recompute (forecasting); changes also queue a debounced one (METRICS_DEBOUNCE_SECONDS).
