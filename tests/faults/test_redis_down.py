@@ -37,6 +37,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 # Short, so that the test sees several scheduled recomputes; production's default is 300 s.
 RECOMPUTE_SECONDS = 5
+IMPORTED_TITLES = ["Imported one", "Imported two"]
+IMPORT_CSV = (
+    "Deal,Deal Stage,Sales Agent,Close Value\n"
+    f"{IMPORTED_TITLES[0]},Qualification,rep,1000\n"
+    f"{IMPORTED_TITLES[1]},Qualification,rep,50\n"
+)
 WRITES = {"api create", "page create", "page activity", "api move", "page plan next step", "page move"}
 
 
@@ -53,6 +59,16 @@ def database_now() -> datetime:
 def stale_deal_ids(admin_api: requests.Session, base_url: str) -> tuple[dict, set[int]]:
     body = admin_api.get(f"{base_url}/api/v1/metrics/stale-deals/", timeout=REQUEST_TIMEOUT).json()
     return body, {row["deal_id"] for row in body["results"]}
+
+
+def post_import(api: requests.Session, base_url: str) -> requests.Response:
+    """A deals CSV for a worker (IMPORT_INLINE_MAX_SIZE is 0 in these processes)."""
+    return api.post(
+        f"{base_url}/api/v1/imports/",
+        data={"kind": "deals"},
+        files={"file": ("deals.csv", IMPORT_CSV, "text/csv")},
+        timeout=REQUEST_TIMEOUT,
+    )
 
 
 def test_redis_down_browsing_and_writing_work_and_metrics_catch_up(org, pipeline, processes, tmp_path):
@@ -73,6 +89,8 @@ def test_redis_down_browsing_and_writing_work_and_metrics_catch_up(org, pipeline
         METRICS_DEBOUNCE_SECONDS="1",
         METRICS_RECOMPUTE_SECONDS=str(RECOMPUTE_SECONDS),
         WORKER_HEARTBEAT_SECONDS="2",
+        IMPORT_INLINE_MAX_SIZE="0",  # every import goes through the queue
+        MEDIA_ROOT=str(tmp_path / "media"),  # shared by the web process and the worker
     )
     base_url, web = start_web(processes, env)
     worker = start_worker(processes, env)
@@ -167,6 +185,7 @@ def test_redis_down_browsing_and_writing_work_and_metrics_catch_up(org, pipeline
         ),
     )
     queue_refused = admin_api.post(f"{base_url}/api/v1/metrics/recompute/", timeout=REQUEST_TIMEOUT)
+    import_refused = record("api import", post_import(rep_api, base_url))
     outage_writes_done = database_now()
     outage_seconds = time.monotonic() - outage_started
 
@@ -176,6 +195,10 @@ def test_redis_down_browsing_and_writing_work_and_metrics_catch_up(org, pipeline
     assert all(response.status_code in (200, 201) for _, response in answers), statuses  # redirects followed
     assert won.json()["stage"] == stage(pipeline, "Won").pk
     assert queue_refused.status_code == 503 and "task queue" in queue_refused.json()["detail"]  # said, not hidden
+    assert import_refused.json()["status"] == "failed"  # a file for a worker: it says it could not start
+    report = rep_api.get(f"{base_url}/api/v1/imports/{import_refused.json()['id']}/report/", timeout=15).json()
+    assert report["results"][0]["message"].startswith("The task queue is unavailable")
+    assert not Deal.objects.filter(title__in=IMPORTED_TITLES).exists()
     rounds = round_number
     assert Deal.objects.filter(title__startswith="API outage").count() == rounds
     assert Deal.objects.filter(title__startswith="Page outage").count() == rounds
@@ -221,6 +244,16 @@ def test_redis_down_browsing_and_writing_work_and_metrics_catch_up(org, pipeline
     win_rates = admin_api.get(f"{base_url}/api/v1/metrics/win-rates/", params={"period": month}, timeout=15).json()
     assert [row["won"] for row in win_rates["results"]] == [1]
     assert worker.alive() and beat.alive() and web.alive(), logs()
+    imported = post_import(rep_api, base_url)
+    assert imported.status_code == 202
+    job_url = f"{base_url}/api/v1/imports/{imported.json()['id']}/"
+    wait_for(
+        lambda: rep_api.get(job_url, timeout=REQUEST_TIMEOUT).json()["status"] == "succeeded",
+        timeout=60,
+        what="the import queued after the outage",
+        logs=logs,
+    )
+    assert Deal.objects.filter(title__in=IMPORTED_TITLES).count() == 2
     queued = admin_browser.post(
         f"{base_url}/dashboard/recompute/", data={"csrfmiddlewaretoken": CSRF_SECRET}, timeout=REQUEST_TIMEOUT
     )
@@ -231,7 +264,8 @@ def test_redis_down_browsing_and_writing_work_and_metrics_catch_up(org, pipeline
     print(
         f"\nredis down: {len(answers) + 1} requests during a {outage_seconds:.1f} s outage: "
         f"{dict(Counter(response.status_code for _, response in answers))} (+ the recompute API's deliberate "
-        f"{queue_refused.status_code}); {writes} writes, all applied; metrics {last_metrics['age_seconds']} s old at "
+        f"{queue_refused.status_code}); {writes} writes, all applied, and an import for a worker failed with its "
+        "message; metrics {last_metrics['age_seconds']} s old at "
         "the end of the "
         f"outage; caught up {caught_up_seconds:.1f} s after Redis came back (recompute every {RECOMPUTE_SECONDS} s)"
     )
