@@ -265,7 +265,6 @@ def test_redis_down_browsing_and_writing_work_and_metrics_catch_up(org, pipeline
         f"\nredis down: {len(answers) + 1} requests during a {outage_seconds:.1f} s outage: "
         f"{dict(Counter(response.status_code for _, response in answers))} (+ the recompute API's deliberate "
         f"{queue_refused.status_code}); {writes} writes, all applied, and an import for a worker failed with its "
-        "message; metrics {last_metrics['age_seconds']} s old at "
-        "the end of the "
-        f"outage; caught up {caught_up_seconds:.1f} s after Redis came back (recompute every {RECOMPUTE_SECONDS} s)"
+        f"message; metrics {last_metrics['age_seconds']} s old at the end of the outage; caught up "
+        f"{caught_up_seconds:.1f} s after Redis came back (recompute every {RECOMPUTE_SECONDS} s)"
     )
