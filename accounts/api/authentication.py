@@ -39,7 +39,8 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None
-        address = get_client_ip_address(request._request)
+        # None when the server cannot tell (no REMOTE_ADDR): such requests are not counted, for want of an address.
+        address = get_client_ip_address(request._request) or None
         try:
             return self._authenticate(header, address)
         except TokenAttemptsRefused as refused:

@@ -110,3 +110,11 @@ def test_old_rows_are_pruned_when_a_failure_is_recorded(org):
     )
     call(BAD_TOKEN, "10.0.0.6")
     assert list(FailedTokenAttempts.objects.values_list("address", flat=True)) == ["10.0.0.6"]
+
+
+@override_settings(**LIMITS)
+def test_a_request_without_an_address_is_answered_but_not_counted(org):
+    for _ in range(5):
+        response = APIClient().get("/api/v1/deals/", HTTP_AUTHORIZATION=f"Bearer {BAD_TOKEN}", REMOTE_ADDR="")
+        assert response.status_code == 401
+    assert not FailedTokenAttempts.objects.exists()
