@@ -63,11 +63,18 @@ def own_postgres(tmp_path):
     """A PostgreSQL cluster of this test's own, migrated; its URL. Stopped at the end whatever happened."""
     data_dir = tmp_path / "pg"
     try:
-        embedded.start_postgres(data_dir)
-        url = embedded.database_url(data_dir)
-        yield data_dir, url
+        start_own_postgres(data_dir)
+        yield data_dir, embedded.database_url(data_dir)
     finally:
         embedded.stop_postgres(data_dir)
+
+
+def start_own_postgres(data_dir) -> None:
+    """Start the throwaway cluster without marking "postgres" as started by this session: at its end the session
+    stops the embedded server it started (tests/conftest.py), which is another one, perhaps a developer's."""
+    started_before = set(embedded.started_here)
+    embedded.start_postgres(data_dir)
+    embedded.started_here.intersection_update(started_before)
 
 
 def run_manage(env: dict, *args: str) -> str:
@@ -152,7 +159,7 @@ def test_postgres_restart_under_a_running_app(own_postgres, processes):
             assert health["broker"] == "ok", health  # it says which part is down
 
     restarted_at = time.monotonic()
-    embedded.start_postgres(data_dir)
+    start_own_postgres(data_dir)
     restart_seconds = time.monotonic() - restarted_at
     recovered_at = time.monotonic()
     wait_for(lambda: api.get(deal_url, timeout=REQUEST_TIMEOUT).status_code == 200, timeout=60, what="recovery")

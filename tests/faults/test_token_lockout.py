@@ -1,6 +1,7 @@
 """Failed token attempts against a real gunicorn server, with Redis down all along: the protection lives in
 PostgreSQL. Clients bind their own loopback addresses (127.0.0.2, 127.0.0.3), so the server sees two addresses."""
 
+import socket
 import time
 
 import pytest
@@ -35,6 +36,16 @@ class FromAddress(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
+def loopback_aliases_work() -> bool:
+    """Linux routes all of 127.0.0.0/8 to the loopback interface; other systems may only have 127.0.0.1."""
+    try:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.2", 0))
+    except OSError:
+        return False
+    return True
+
+
 def client_from(address: str, base_url: str):
     session = requests.Session()
     session.mount("http://", FromAddress(address))
@@ -47,6 +58,7 @@ def client_from(address: str, base_url: str):
     return get
 
 
+@pytest.mark.skipif(not loopback_aliases_work(), reason="needs 127.0.0.2 and 127.0.0.3 as client addresses")
 def test_failed_token_attempts_are_slowed_then_locked_per_address_while_redis_is_down(org, processes):
     _, good_token = create_api_token(user=org.rep, name="integration")
     nobody_listens = f"redis://127.0.0.1:{free_port()}/0"
