@@ -11,7 +11,8 @@ loaded into Python. The shared conventions:
   pipeline and source. Per-stage families (funnel, probabilities, time in stage) are per pipeline by nature, so
   their groups are company, owner, team and source inside each pipeline.
 - "Reached" a stage means the deal's furthest open stage (highest `order` among open stages it entered, from
-  StageChange) is at least that stage; a deal that is won now reached every open stage of its pipeline.
+  StageChange, stamped on the deal as furthest_open_order) is at least that stage; a deal that is won now reached
+  every open stage of its pipeline.
 
 `params` carries: run_id, computed_at (the run's "now": the transaction time, or `as_of`), tz, prior_strength (k),
 lookback_days (0 = all).
@@ -328,26 +329,23 @@ def past_due(cursor: CursorWrapper, params: dict) -> int:
 def stage_time(cursor: CursorWrapper, params: dict) -> int:
     """Time in stage: per stage, mean and median days of completed stays, and the open deals in it now.
 
-    A stay in S runs from a StageChange into S to the deal's next StageChange (ordered by changed_at, then id);
-    a stay without a next change is not completed and is left out. "In stage now" counts the open deals whose
-    current stage is S, with their age (computed_at − stage_entered_at) in days: mean, median and max.
+    A stay in S runs from a StageChange into S to the deal's next StageChange (ordered by changed_at, then id), whose
+    time the database stamps as the change's left_at; a stay without a next change is not completed, left out.
+    "In stage now" counts the open deals whose current stage is S, with their age (computed_at − stage_entered_at)
+    in days: mean, median and max.
     Over all history (period kind "all"); the deal's current owner, team and source group it.
     """
     groups = STAGE_GROUPS
     sql = f"""
     {INSERT}
-    WITH stays AS (
-        SELECT c.deal_id, c.to_stage_id AS stage_id, c.changed_at AS entered_at,
-               lead(c.changed_at) OVER (PARTITION BY c.deal_id ORDER BY c.changed_at, c.id) AS left_at
-          FROM pipeline_stagechange c
-    ), facts AS (
-        SELECT 'stay' AS fact, stays.stage_id,
-               extract(epoch FROM stays.left_at - stays.entered_at)::float8 / 86400 AS days,
+    WITH facts AS (
+        SELECT 'stay' AS fact, c.to_stage_id AS stage_id,
+               extract(epoch FROM c.left_at - c.changed_at)::float8 / 86400 AS days,
                d.owner_id, u.team_id, d.source
-          FROM stays
-          JOIN pipeline_deal d ON d.id = stays.deal_id
+          FROM pipeline_stagechange c
+          JOIN pipeline_deal d ON d.id = c.deal_id
           JOIN accounts_user u ON u.id = d.owner_id
-         WHERE stays.left_at IS NOT NULL
+         WHERE c.left_at IS NOT NULL
         UNION ALL
         SELECT 'now', d.stage_id, extract(epoch FROM %(computed_at)s - d.stage_entered_at)::float8 / 86400,
                d.owner_id, u.team_id, d.source
@@ -646,6 +644,20 @@ FAMILIES: list[Callable[[CursorWrapper, dict], int]] = [
     quota_attainment,
     forecast_snapshots,
     forecast_accuracy,
+]
+# The same families as units of work for a recompute on several connections (METRICS_CONNECTIONS): a unit runs in
+# order on one connection (forecast reads learned_probability's rows; the snapshots and accuracy read forecast's), and
+# units are independent of each other. Longest first, measured on a million deals, so the connections finish
+# together.
+UNITS: list[tuple[Callable[[CursorWrapper, dict], int], ...]] = [
+    (stage_time,),
+    (deal_outcomes,),
+    (funnel,),
+    (learned_probability, forecast, forecast_snapshots, forecast_accuracy),
+    (quota_attainment,),
+    (leads,),
+    (stale_deals,),
+    (past_due,),
 ]
 # Families that write outside the run's snapshot rows (so they do not count in MetricsRun.row_count).
 WRITES_OUTSIDE_THE_RUN = {forecast_snapshots}
