@@ -41,21 +41,15 @@ PERIOD_KINDS = """
 (VALUES ('month', interval '1 month'), ('quarter', interval '3 months'), ('year', interval '1 year')) AS k(kind, step)
 """
 
-# Deals with their owner's current team and the furthest open stage each reached.
+# Deals with their owner's current team and the furthest open stage each reached (stamped on the deal at write
+# time: pipeline.stage_history).
 DEALS_WITH_FURTHEST = f"""
 deals AS (
     SELECT d.id, d.pipeline_id, d.stage_id, d.status, d.amount, d.source, d.owner_id, u.team_id,
            d.created_at, d.closed_at, d.stage_entered_at, d.expected_close_date, d.forecast_category,
-           CASE WHEN d.status = 'won' THEN {WON_REACHED_EVERYTHING} ELSE f.furthest_order END AS furthest_order
+           CASE WHEN d.status = 'won' THEN {WON_REACHED_EVERYTHING} ELSE d.furthest_open_order END AS furthest_order
       FROM pipeline_deal d
       JOIN accounts_user u ON u.id = d.owner_id
-      LEFT JOIN (
-            SELECT c.deal_id, max(s."order") AS furthest_order
-              FROM pipeline_stagechange c
-              JOIN pipeline_stage s ON s.id = c.to_stage_id
-             WHERE s.kind = 'open'
-             GROUP BY c.deal_id
-      ) f ON f.deal_id = d.id
 )
 """
 

@@ -6,7 +6,9 @@ transaction-level advisory lock makes a second concurrent recompute return at on
 """
 
 import logging
+import threading
 import time
+from collections import deque
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -35,46 +37,148 @@ def recompute_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
 
     `as_of` (default: the transaction time) is the "now" of the run: its computed_at, the end of the learned
     probabilities' lookback window, "today" for past due, the age of deals in their stage.
-    Runs older than the newest `METRICS_KEEP_RUNS` complete ones are deleted in the same transaction.
+    Runs older than the newest `METRICS_KEEP_RUNS` complete ones are deleted when the new one completes.
+
+    With `METRICS_CONNECTIONS` = 1 the whole run is one transaction. With more, the families run side by side on
+    that many connections (PostgreSQL runs each INSERT … SELECT on one core), each unit committing on its own;
+    the run is marked complete last, and readers only ever take complete runs, so they see the previous run until
+    then, and a run that fails or is killed is never read (the next run prunes its rows).
     """
+    if settings.METRICS_CONNECTIONS <= 1:
+        return _recompute_in_one_transaction(as_of)
+    return _recompute_on_connections(as_of, settings.METRICS_CONNECTIONS)
+
+
+def _recompute_in_one_transaction(as_of: datetime | None) -> MetricsRun | None:
     started = time.monotonic()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
-        acquired, computed_at = cursor.fetchone()
-        computed_at = as_of or computed_at
+        acquired, now = cursor.fetchone()
         if not acquired:
             logger.info("metrics recompute skipped: another one is running")
             return None
-        cursor.execute("SET LOCAL work_mem = %s", [settings.METRICS_WORK_MEM])
-        # A handful of long queries: JIT compilation costs more than it saves at these sizes.
-        cursor.execute("SET LOCAL jit = off")
-        # A recompute stuck on a lock must not hold the advisory lock (and the last run's readers) forever.
-        cursor.execute("SET LOCAL statement_timeout = %s", [settings.METRICS_STATEMENT_TIMEOUT])
-        run = MetricsRun.objects.create(status=RunStatus.RUNNING, started_at=computed_at, computed_at=computed_at)
-        params = {
-            "run_id": run.pk,
-            "computed_at": computed_at,
-            "tz": settings.TIME_ZONE,
-            "prior_strength": settings.METRICS_PRIOR_STRENGTH,
-            "lookback_days": settings.METRICS_LOOKBACK_DAYS,
-        }
-        rows = 0
-        for family in metrics.FAMILIES:
-            family_started = time.monotonic()
-            written = family(cursor, params)
-            rows += 0 if family in metrics.WRITES_OUTSIDE_THE_RUN else written
-            logger.info("metrics %s: %d rows in %.2f s", family.__name__, written, time.monotonic() - family_started)
-        _prune_old_runs(cursor, keep_after=run)
-        run.status = RunStatus.COMPLETE
-        run.row_count = rows
-        run.duration_seconds = time.monotonic() - started
-        cursor.execute("SELECT clock_timestamp()")
-        run.finished_at = cursor.fetchone()[0]
-        run.save(update_fields=["status", "row_count", "duration_seconds", "finished_at"])
-        # Inside the transaction: subscribers hear of the run only if it commits.
-        emit_metrics_recomputed(computed_at=computed_at, full=True)
+        run, params = _start_run(as_of or now)
+        _tune_session(cursor)
+        rows = _run_families(cursor, metrics.FAMILIES, params)
+        _complete_run(cursor, run, rows=rows, started=started)
     logger.info("metrics recompute %s: %d rows in %.2f s", run.pk, rows, run.duration_seconds)
     return run
+
+
+def _recompute_on_connections(as_of: datetime | None, workers: int) -> MetricsRun | None:
+    started = time.monotonic()
+    with connection.cursor() as cursor:
+        # A session lock, held by this connection while the others work (a transaction lock would end with the
+        # first commit). A killed process's connection closes, which releases it.
+        cursor.execute("SELECT pg_try_advisory_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
+        acquired, now = cursor.fetchone()
+    if not acquired:
+        logger.info("metrics recompute skipped: another one is running")
+        return None
+    run = None
+    try:
+        # Committed before the units start: their rows reference it from other connections.
+        run, params = _start_run(as_of or now)
+        rows = _run_units_on_connections(metrics.UNITS, params, workers)
+        with transaction.atomic(), connection.cursor() as cursor:
+            _complete_run(cursor, run, rows=rows, started=started)
+    except BaseException:
+        if run is not None:
+            _discard_run(run)
+        raise
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [RECOMPUTE_LOCK_KEY])
+    logger.info("metrics recompute %s: %d rows in %.2f s (%d connections)", run.pk, rows, run.duration_seconds, workers)
+    return run
+
+
+def _run_units_on_connections(units: list[tuple], params: dict[str, Any], workers: int) -> int:
+    """Run the units on `workers` threads, each with its own connection; the first failure stops the rest."""
+    pending = deque(units)
+    lock = threading.Lock()
+    written: list[int] = []
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            while True:
+                with lock:
+                    if failures or not pending:
+                        return
+                    unit = pending.popleft()
+                with transaction.atomic(), connection.cursor() as cursor:
+                    _tune_session(cursor)
+                    rows = _run_families(cursor, unit, params)
+                with lock:
+                    written.append(rows)
+        except BaseException as failure:  # noqa: BLE001 - re-raised by the caller's thread below
+            with lock:
+                failures.append(failure)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, name=f"metrics-{n}") for n in range(min(workers, len(units)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return sum(written)
+
+
+def _start_run(computed_at: datetime) -> tuple[MetricsRun, dict[str, Any]]:
+    run = MetricsRun.objects.create(status=RunStatus.RUNNING, started_at=computed_at, computed_at=computed_at)
+    params = {
+        "run_id": run.pk,
+        "computed_at": computed_at,
+        "tz": settings.TIME_ZONE,
+        "prior_strength": settings.METRICS_PRIOR_STRENGTH,
+        "lookback_days": settings.METRICS_LOOKBACK_DAYS,
+    }
+    return run, params
+
+
+def _tune_session(cursor) -> None:
+    cursor.execute("SET LOCAL work_mem = %s", [settings.METRICS_WORK_MEM])
+    # A handful of long queries: JIT compilation costs more than it saves at these sizes.
+    cursor.execute("SET LOCAL jit = off")
+    # A recompute stuck on a lock must not hold the advisory lock (and the last run's readers) forever.
+    cursor.execute("SET LOCAL statement_timeout = %s", [settings.METRICS_STATEMENT_TIMEOUT])
+
+
+def _run_families(cursor, families, params: dict[str, Any]) -> int:
+    """Run the families in order; the number of snapshot rows they wrote into the run."""
+    rows = 0
+    for family in families:
+        family_started = time.monotonic()
+        written = family(cursor, params)
+        rows += 0 if family in metrics.WRITES_OUTSIDE_THE_RUN else written
+        logger.info("metrics %s: %d rows in %.2f s", family.__name__, written, time.monotonic() - family_started)
+    return rows
+
+
+def _complete_run(cursor, run: MetricsRun, *, rows: int, started: float) -> None:
+    _prune_old_runs(cursor, keep_after=run)
+    run.status = RunStatus.COMPLETE
+    run.row_count = rows
+    run.duration_seconds = time.monotonic() - started
+    cursor.execute("SELECT clock_timestamp()")
+    run.finished_at = cursor.fetchone()[0]
+    run.save(update_fields=["status", "row_count", "duration_seconds", "finished_at"])
+    # Inside the transaction: subscribers hear of the run only if it commits.
+    emit_metrics_recomputed(computed_at=run.computed_at, full=True)
+
+
+def _discard_run(run: MetricsRun) -> None:
+    """Remove a failed run's partial rows now rather than at the next run's pruning."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("DELETE FROM forecasting_metricsnapshot WHERE run_id = %s", [run.pk])
+            cursor.execute("DELETE FROM forecasting_metricsrun WHERE id = %s", [run.pk])
+    except Exception:  # the connection may be what failed: the next run's pruning removes them
+        logger.warning("could not discard the failed metrics run %s", run.pk, exc_info=True)
 
 
 def _prune_old_runs(cursor, *, keep_after: MetricsRun) -> None:

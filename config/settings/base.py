@@ -325,6 +325,9 @@ METRICS_RECOMPUTE_ON_CHANGE = env_bool("METRICS_RECOMPUTE_ON_CHANGE", True)
 METRICS_KEEP_RUNS = env_int("METRICS_KEEP_RUNS", 2)
 METRICS_WORK_MEM = os.environ.get("METRICS_WORK_MEM", "64MB")
 METRICS_STATEMENT_TIMEOUT = os.environ.get("METRICS_STATEMENT_TIMEOUT", "10min")
+# Connections a full recompute runs its metric families on, side by side (PostgreSQL gives each query one core);
+# 1 runs the whole recompute in one transaction.
+METRICS_CONNECTIONS = env_int("METRICS_CONNECTIONS", 2)
 
 # --- Webhooks (issue #9) ------------------------------------------------------------------------------------------
 

@@ -103,6 +103,87 @@ def test_a_failing_recompute_leaves_the_last_complete_run_in_place(org, pipeline
     assert MetricSnapshot.objects.filter(run=before).count() == before.row_count
 
 
+def _rows(run: MetricsRun) -> list[tuple]:
+    return sorted(
+        (
+            MetricSnapshot.objects.filter(run=run).values_list(
+                "metric",
+                "period_kind",
+                "period_start",
+                "group_kind",
+                "owner_id",
+                "team_id",
+                "pipeline_id",
+                "source",
+                "stage_id",
+                "deal_id",
+                "values",
+                "computed_at",
+            )
+        ),
+        key=repr,
+    )
+
+
+def _some_history(org, pipeline, lost_reason) -> None:
+    from tests.forecasting.helpers import deal_with_history
+
+    for n, (owner, path) in enumerate(
+        [
+            (org.rep, [("Prospecting", "2026-01-05 10:00"), ("Discovery", "2026-01-20 10:00"), ("Won", "2026-02-03")]),
+            (org.teammate, [("Qualification", "2026-01-09 10:00"), ("Lost", "2026-03-01 10:00")]),
+            (org.other_rep, [("Prospecting", "2026-02-11 10:00"), ("Proposal", "2026-02-20 10:00")]),
+            (org.rep, [("Discovery", "2025-12-30 23:00"), ("Prospecting", "2026-01-02 10:00")]),
+        ]
+    ):
+        deal_with_history(
+            owner=owner,
+            pipeline=pipeline,
+            path=path,
+            lost_reason=lost_reason,
+            amount=Decimal(1000 * (n + 1)),
+            expected_close_date=dt.date(2026, 3, 31),
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_recompute_on_two_connections_writes_exactly_what_one_transaction_writes(
+    org, pipeline, lost_reason, settings
+):
+    _some_history(org, pipeline, lost_reason)
+    as_of = dt.datetime(2026, 3, 15, 12, tzinfo=dt.UTC)
+    settings.METRICS_CONNECTIONS = 1
+    serial = recompute_metrics(as_of=as_of)
+    settings.METRICS_CONNECTIONS = 2
+    parallel = recompute_metrics(as_of=as_of)
+
+    assert parallel.status == RunStatus.COMPLETE
+    assert parallel.row_count == serial.row_count > 0
+    assert _rows(parallel) == _rows(serial)
+    assert selectors.latest_run().pk == parallel.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_unit_on_two_connections_leaves_no_trace_and_the_last_run_in_place(org, pipeline, settings):
+    make_deal(owner=org.rep, pipeline=pipeline)
+    settings.METRICS_CONNECTIONS = 2
+    before = recompute_metrics()
+    killed = mock.Mock(side_effect=RuntimeError("killed"), __name__="leads")
+    with (
+        mock.patch("forecasting.metrics.UNITS", [(services.metrics.funnel,), (killed,)]),
+        pytest.raises(RuntimeError),
+    ):
+        recompute_metrics()
+    assert list(MetricsRun.objects.values_list("pk", flat=True)) == [before.pk]
+    assert MetricSnapshot.objects.exclude(run=before).count() == 0
+    assert recompute_metrics() is not None  # the lock was released
+
+
+def test_the_units_of_a_parallel_recompute_are_the_families_each_once():
+    families = [family for unit in services.metrics.UNITS for family in unit]
+    assert sorted(f.__name__ for f in families) == sorted(f.__name__ for f in services.metrics.FAMILIES)
+
+
 @pytest.fixture
 def no_pending_mark():
     cache.delete(services.PENDING_RECOMPUTE_CACHE_KEY)
