@@ -50,6 +50,7 @@ deals AS (
            CASE WHEN d.status = 'won' THEN {WON_REACHED_EVERYTHING} ELSE d.furthest_open_order END AS furthest_order
       FROM pipeline_deal d
       JOIN accounts_user u ON u.id = d.owner_id
+     WHERE (NOT %(scoped)s OR d.pipeline_id = ANY(%(pipelines)s))
 )
 """
 
@@ -80,6 +81,27 @@ def _execute(cursor: CursorWrapper, sql: str, params: dict) -> int:
     return cursor.rowcount
 
 
+# Scoping, for an incremental refresh (forecasting.changes.Slices.params); in a full recompute `scoped` is false and
+# each condition is constant true, which PostgreSQL folds away when it plans the query with the parameters.
+
+
+def _in_slices(slices: str, kind: str, start: str) -> str:
+    """The fact lies in one of the periods the refresh recomputes (the `slices` arrays of kinds and starts)."""
+    return (
+        f"(NOT %(scoped)s OR ({kind}, {start}) IN "
+        f"(SELECT * FROM unnest(%({slices}_kinds)s::text[], %({slices}_starts)s::date[])))"
+    )
+
+
+def _since(column: str, *, dates: bool = False) -> str:
+    """A lower bound on the facts a refresh reads (its earliest period start), so that an index skips the past."""
+    return f"(NOT %(scoped)s OR {column} >= %({'since_date' if dates else 'since'})s)"
+
+
+def _any(column: str, values: str) -> str:
+    return f"(NOT %(scoped)s OR {column} = ANY(%({values})s))"
+
+
 def deal_outcomes(cursor: CursorWrapper, params: dict) -> int:
     """Win rate, average won deal size and sales cycle length, over deals closed (won or lost) in each period.
 
@@ -95,12 +117,13 @@ def deal_outcomes(cursor: CursorWrapper, params: dict) -> int:
                extract(epoch FROM d.closed_at - d.created_at)::float8 / 86400 AS cycle_days
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
-         WHERE d.status IN ('won', 'lost')
+         WHERE d.status IN ('won', 'lost') AND {_since("d.closed_at")}
     ), facts AS (
         SELECT closed.*, k.kind,
                date_trunc(k.kind, local_closed_at)::date AS period_start,
                (date_trunc(k.kind, local_closed_at) + k.step)::date AS period_end
           FROM closed CROSS JOIN {PERIOD_KINDS}
+         WHERE {_in_slices("closed", "k.kind", "date_trunc(k.kind, local_closed_at)::date")}
     )
     SELECT %(run_id)s, 'deal_outcomes', kind, period_start, period_end, {_group_kind(ALL_GROUPS)},
            {_group_columns(ALL_GROUPS)}, NULL, NULL,
@@ -139,6 +162,7 @@ def funnel(cursor: CursorWrapper, params: dict) -> int:
                date_trunc(k.kind, created_at AT TIME ZONE %(tz)s)::date AS period_start,
                (date_trunc(k.kind, created_at AT TIME ZONE %(tz)s) + k.step)::date AS period_end
           FROM deals CROSS JOIN {PERIOD_KINDS}
+         WHERE {_in_slices("created", "k.kind", "date_trunc(k.kind, created_at AT TIME ZONE %(tz)s)::date")}
         UNION ALL
         SELECT deals.*, 'all', NULL::date, NULL::date FROM deals
     ), by_furthest AS (
@@ -256,17 +280,19 @@ def forecast(cursor: CursorWrapper, params: dict) -> int:
           JOIN pipeline_stage s ON s.id = d.stage_id
           LEFT JOIN learned l ON l.stage_id = d.stage_id
          WHERE d.status = 'open' AND d.expected_close_date IS NOT NULL
+           AND {_since("d.expected_close_date", dates=True)}
         UNION ALL
         SELECT 'won', d.closed_at AT TIME ZONE %(tz)s, d.amount, d.forecast_category, 1, 1,
                d.owner_id, u.team_id, d.pipeline_id, d.source
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
-         WHERE d.status = 'won'
+         WHERE d.status = 'won' AND {_since("d.closed_at")}
     ), periods AS (
         SELECT facts.*, k.kind,
                date_trunc(k.kind, local_at)::date AS period_start,
                (date_trunc(k.kind, local_at) + k.step)::date AS period_end
           FROM facts CROSS JOIN {PERIOD_KINDS}
+         WHERE {_in_slices("forecast", "k.kind", "date_trunc(k.kind, local_at)::date")}
     )
     SELECT %(run_id)s, 'forecast', kind, period_start, period_end, {_group_kind(ALL_GROUPS)},
            {_group_columns(ALL_GROUPS)}, NULL, NULL,
@@ -387,7 +413,7 @@ def stale_deals(cursor: CursorWrapper, params: dict) -> int:
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
           JOIN pipeline_stage s ON s.id = d.stage_id
-         WHERE d.status = 'open'
+         WHERE d.status = 'open' AND {_any("d.id", "deals")}
     )
     SELECT %(run_id)s, 'stale', 'now', NULL, NULL, 'owner',
            owner_id, team_id, pipeline_id, source, stage_id, id,
@@ -655,3 +681,24 @@ UNITS: list[tuple[Callable[[CursorWrapper, dict], int], ...]] = [
 ]
 # Families that write outside the run's snapshot rows (so they do not count in MetricsRun.row_count).
 WRITES_OUTSIDE_THE_RUN = {forecast_snapshots}
+
+# What an incremental refresh (forecasting.services.refresh_metrics) recomputes, in order (forecast_accuracy reads
+# forecast's rows): each family with its metric and the run's rows it replaces, the same slices its facts are
+# scoped to. Three wait for the next full recompute: learned probabilities, a year-long statistic; time in stage,
+# an all-history median per stage that a move into or out of a busy stage would recompute over a million stays (and
+# whose owner groups a change of owner shifts in every stage the deal went through); leads, which are not deals.
+REFRESHED: list[tuple[Callable[[CursorWrapper, dict], int], str, str]] = [
+    (deal_outcomes, "deal_outcomes", _in_slices("closed", "period_kind", "period_start")),
+    (forecast, "forecast", _in_slices("forecast", "period_kind", "period_start")),
+    (
+        funnel,
+        "funnel",
+        f"{_any('pipeline_id', 'pipelines')} AND "
+        f"(period_kind = 'all' OR {_in_slices('created', 'period_kind', 'period_start')})",
+    ),
+    (stale_deals, "stale", _any("deal_id", "deals")),
+    # Small, or not sliceable by period: written whole on every refresh.
+    (past_due, "past_due", "TRUE"),
+    (quota_attainment, "quota", "TRUE"),
+    (forecast_accuracy, "forecast_accuracy", "TRUE"),
+]

@@ -19,7 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from accounts.models import Team, User
-from forecasting import metrics
+from forecasting import changes, metrics
 from forecasting.models import MetricsRun, Quota, RunStatus
 from pipeline.models import AuditAction
 from pipeline.services import audited_values, record_audit
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 # pg_try_advisory_xact_lock key of the recompute: any constant that no other part of the app uses.
 RECOMPUTE_LOCK_KEY = 4_242_001
 PENDING_RECOMPUTE_CACHE_KEY = "metrics-recompute-pending"
+PENDING_REFRESH_CACHE_KEY = "metrics-refresh-pending"
 
 
 def recompute_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
@@ -58,9 +59,10 @@ def _recompute_in_one_transaction(as_of: datetime | None) -> MetricsRun | None:
             logger.info("metrics recompute skipped: another one is running")
             return None
         run, params = _start_run(as_of or now)
+        consumed = _pending_change_ids(cursor)
         _tune_session(cursor)
         rows = _run_families(cursor, metrics.FAMILIES, params)
-        _complete_run(cursor, run, rows=rows, started=started)
+        _complete_run(cursor, run, rows=rows, started=started, consumed=consumed)
     logger.info("metrics recompute %s: %d rows in %.2f s", run.pk, rows, run.duration_seconds)
     return run
 
@@ -79,9 +81,11 @@ def _recompute_on_connections(as_of: datetime | None, workers: int) -> MetricsRu
     try:
         # Committed before the units start: their rows reference it from other connections.
         run, params = _start_run(as_of or now)
+        with connection.cursor() as cursor:
+            consumed = _pending_change_ids(cursor)
         rows = _run_units_on_connections(metrics.UNITS, params, workers)
         with transaction.atomic(), connection.cursor() as cursor:
-            _complete_run(cursor, run, rows=rows, started=started)
+            _complete_run(cursor, run, rows=rows, started=started, consumed=consumed)
     except BaseException:
         if run is not None:
             _discard_run(run)
@@ -130,14 +134,24 @@ def _run_units_on_connections(units: list[tuple], params: dict[str, Any], worker
 
 def _start_run(computed_at: datetime) -> tuple[MetricsRun, dict[str, Any]]:
     run = MetricsRun.objects.create(status=RunStatus.RUNNING, started_at=computed_at, computed_at=computed_at)
-    params = {
+    return run, _params(run, computed_at, changes.UNSCOPED)
+
+
+def _params(run: MetricsRun, computed_at: datetime, scope: dict[str, Any]) -> dict[str, Any]:
+    return {
         "run_id": run.pk,
         "computed_at": computed_at,
         "tz": settings.TIME_ZONE,
         "prior_strength": settings.METRICS_PRIOR_STRENGTH,
         "lookback_days": settings.METRICS_LOOKBACK_DAYS,
+        **scope,
     }
-    return run, params
+
+
+def _pending_change_ids(cursor) -> list[int]:
+    """The changes a full recompute starting now includes: those committed before it reads anything."""
+    cursor.execute("SELECT id FROM forecasting_pendingchange")
+    return [row[0] for row in cursor.fetchall()]
 
 
 def _tune_session(cursor) -> None:
@@ -159,8 +173,10 @@ def _run_families(cursor, families, params: dict[str, Any]) -> int:
     return rows
 
 
-def _complete_run(cursor, run: MetricsRun, *, rows: int, started: float) -> None:
+def _complete_run(cursor, run: MetricsRun, *, rows: int, started: float, consumed: list[int]) -> None:
     _prune_old_runs(cursor, keep_after=run)
+    # Changes committed after the run started stay pending: the next refresh takes them.
+    cursor.execute("DELETE FROM forecasting_pendingchange WHERE id = ANY(%s)", [consumed])
     run.status = RunStatus.COMPLETE
     run.row_count = rows
     run.duration_seconds = time.monotonic() - started
@@ -181,6 +197,57 @@ def _discard_run(run: MetricsRun) -> None:
         logger.warning("could not discard the failed metrics run %s", run.pk, exc_info=True)
 
 
+def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
+    """Bring the latest complete run up to date with the deals and activities changed since, in place.
+
+    Takes the pending changes (forecasting.changes) and recomputes only the slices they touch: the periods holding
+    each old and new close, expected close and creation date, the pipelines' funnels, the stages' times, the deals'
+    staleness, plus past due, quotas and forecast accuracy whole (metrics.REFRESHED). One transaction, so readers
+    see the run before or after. Learned probabilities and lead metrics wait for the next full recompute.
+    Returns the run; None when a recompute holds the lock, or before any complete run exists (the caller then
+    asks for a full one).
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
+        acquired, now = cursor.fetchone()
+        if not acquired:
+            return None
+        run = MetricsRun.objects.filter(status=RunStatus.COMPLETE).order_by("-computed_at", "-id").first()
+        if run is None:
+            return None
+        cursor.execute(
+            "DELETE FROM forecasting_pendingchange"
+            " RETURNING deal_id, pipeline_id, created_at, closed_at, expected_close_date"
+        )
+        pending = cursor.fetchall()
+        if not pending:
+            return run
+        started = time.monotonic()
+        refreshed_at = as_of or now
+        slices = changes.Slices.of(pending)
+        params = _params(run, refreshed_at, slices.params())
+        _tune_session(cursor)
+        for family, metric, rows_in_scope in metrics.REFRESHED:
+            cursor.execute(
+                f"DELETE FROM forecasting_metricsnapshot WHERE run_id = %(run_id)s AND metric = %(metric)s"
+                f" AND {rows_in_scope}",
+                {**params, "metric": metric},
+            )
+            deleted = cursor.rowcount
+            written = family(cursor, params)
+            run.row_count += written - deleted
+        run.refreshed_at = refreshed_at
+        run.save(update_fields=["refreshed_at", "row_count"])
+        emit_metrics_recomputed(computed_at=refreshed_at, periods=slices.period_names(), full=False)
+    logger.info("metrics run %s refreshed for %d changes in %.3f s", run.pk, len(pending), time.monotonic() - started)
+    return run
+
+
+def has_complete_run() -> bool:
+    """Whether any recompute has completed (a refresh needs one to bring up to date)."""
+    return MetricsRun.objects.filter(status=RunStatus.COMPLETE).exists()
+
+
 def _prune_old_runs(cursor, *, keep_after: MetricsRun) -> None:
     """Delete all but the newest METRICS_KEEP_RUNS − 1 complete runs before `keep_after`, in raw SQL.
 
@@ -199,43 +266,74 @@ def _prune_old_runs(cursor, *, keep_after: MetricsRun) -> None:
 
 
 def request_recompute() -> bool:
-    """Queue one debounced recompute unless one is already pending; True if this call queued it.
+    """Queue one debounced full recompute unless one is already pending; True if this call queued it.
 
-    Called after a committed change. A Redis key set with NX marks the pending recompute (the task clears it
-    when it starts, so changes made during a run queue the next one). Redis or the broker being away is logged
-    and swallowed: a write must never fail because metrics cannot be refreshed; the scheduled recompute
-    catches up.
+    Called after a committed change that a refresh does not cover (leads, quotas, imports). A Redis key set with
+    NX marks the pending recompute (the task clears it when it starts, so changes made during a run queue the
+    next one). Redis or the broker being away is logged and swallowed: a write must never fail because metrics
+    cannot be refreshed; the scheduled recompute catches up.
     """
     from forecasting.tasks import recompute_metrics_task
 
-    countdown = settings.METRICS_DEBOUNCE_SECONDS
+    return _queue_once(
+        recompute_metrics_task,
+        mark=PENDING_RECOMPUTE_CACHE_KEY,
+        countdown=settings.METRICS_DEBOUNCE_SECONDS,
+        # Like the scheduled one: after an outage, a stale queued recompute is dropped, not run late.
+        lifetime=settings.METRICS_RECOMPUTE_SECONDS * 1.5,
+        what="metrics recompute",
+    )
+
+
+def request_refresh() -> bool:
+    """Queue one incremental refresh (`refresh_metrics`) unless one is already pending; True if this call queued it.
+
+    Called after a committed change to a deal or an activity, with METRICS_REFRESH_DELAY_SECONDS of delay (0 by
+    default: a refresh of a few deals takes a fraction of a second). The changes themselves wait in PostgreSQL
+    (forecasting.changes), so with Redis away nothing is lost: the scheduled refresh takes them.
+    """
+    from forecasting.tasks import refresh_metrics_task
+
+    return _queue_once(
+        refresh_metrics_task,
+        mark=PENDING_REFRESH_CACHE_KEY,
+        countdown=settings.METRICS_REFRESH_DELAY_SECONDS,
+        lifetime=settings.METRICS_REFRESH_SECONDS * 1.5,
+        what="metrics refresh",
+    )
+
+
+def _queue_once(task, *, mark: str, countdown: float, lifetime: float, what: str) -> bool:
     try:
-        if not cache.add(PENDING_RECOMPUTE_CACHE_KEY, 1, timeout=countdown + settings.METRICS_RECOMPUTE_SECONDS):
+        if not cache.add(mark, 1, timeout=countdown + lifetime):
             return False
     except Exception:  # any cache failure: log it, keep the write
-        logger.warning("could not mark a pending metrics recompute; the scheduled one will catch up", exc_info=True)
+        logger.warning("could not mark a pending %s; the scheduled one will catch up", what, exc_info=True)
         return False
     try:
-        recompute_metrics_task.apply_async(
-            kwargs={"reason": "change"},
-            countdown=countdown,
-            # Like the scheduled one: after an outage, a stale queued recompute is dropped, not run late.
-            expires=countdown + settings.METRICS_RECOMPUTE_SECONDS * 1.5,
-            retry=False,
-        )
+        task.apply_async(kwargs={"reason": "change"}, countdown=countdown, expires=countdown + lifetime, retry=False)
     except Exception:  # any broker failure: log it, keep the write, and let the next change try again
-        logger.warning("could not queue a metrics recompute; the scheduled one will catch up", exc_info=True)
-        clear_pending_recompute()
+        logger.warning("could not queue a %s; the scheduled one will catch up", what, exc_info=True)
+        _clear_mark(mark, what)
         return False
     return True
 
 
 def clear_pending_recompute() -> None:
     """Forget the pending mark, so that the next change queues a new recompute."""
+    _clear_mark(PENDING_RECOMPUTE_CACHE_KEY, "metrics recompute")
+
+
+def clear_pending_refresh() -> None:
+    """Forget the pending mark, so that the next change queues a new refresh."""
+    _clear_mark(PENDING_REFRESH_CACHE_KEY, "metrics refresh")
+
+
+def _clear_mark(mark: str, what: str) -> None:
     try:
-        cache.delete(PENDING_RECOMPUTE_CACHE_KEY)
+        cache.delete(mark)
     except Exception:  # the mark expires on its own
-        logger.warning("could not clear the pending metrics recompute mark", exc_info=True)
+        logger.warning("could not clear the pending %s mark", what, exc_info=True)
 
 
 # --- Quotas -------------------------------------------------------------------------------------------------------

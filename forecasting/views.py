@@ -52,7 +52,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     board = build_dashboard(
         user=request.user, period=period, scope=scope, pipeline_id=pipeline_id, funnel_of_period=funnel_of_period
     )
-    age = (timezone.now() - board.run.computed_at).total_seconds() if board.run else None
+    age = (timezone.now() - board.run.as_of).total_seconds() if board.run else None
     context = {
         "board": board,
         "period": period,

@@ -158,9 +158,10 @@ def restamp_stage_history(cursor: CursorWrapper, deal_ids: Sequence[int] | None 
 def bulk_load(cursor: CursorWrapper, deal_ids: Sequence[int] | None = None) -> Iterator[None]:
     """Write stage history without per-row stamping, then stamp `deal_ids` (default: all) at once.
 
-    Inside a transaction: the setting lasts until it ends.
+    Inside a transaction. Other triggers that watch the setting (forecasting.changes) skip the load too.
     """
     cursor.execute("SELECT set_config(%s, 'on', true)", [BULK_LOAD_SETTING])
     yield
-    cursor.execute("SELECT set_config(%s, 'off', true)", [BULK_LOAD_SETTING])
+    # Still inside the load: the restamp is part of it, not a million changes for other triggers to record.
     restamp_stage_history(cursor, deal_ids)
+    cursor.execute("SELECT set_config(%s, 'off', true)", [BULK_LOAD_SETTING])

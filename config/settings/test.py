@@ -25,8 +25,8 @@ REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "100000/m
 # Celery tasks into the test broker would only leave work behind for the next worker test.
 METRICS_RECOMPUTE_ON_CHANGE = False
 # One transaction, so that a recompute sees the test's uncommitted rows; tests/forecasting/test_services.py runs the
-# recompute on several connections against committed data and compares.
-METRICS_CONNECTIONS = 1
+# recompute on several connections against committed data and compares, and real workers run it that way.
+METRICS_CONNECTIONS = env_int("METRICS_CONNECTIONS", 1)  # noqa: F405
 
 # Uploads made by tests (the schema fuzzer posts CSV imports) go to a scratch folder, not the checkout's media/.
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or Path(tempfile.gettempdir()) / "crm-test-media")

@@ -15,7 +15,7 @@ from django.test import override_settings
 from kombu.exceptions import OperationalError as BrokerError
 
 from forecasting import selectors, services
-from forecasting.models import MetricSnapshot, MetricsRun, Quota, RunStatus
+from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, Quota, RunStatus
 from forecasting.services import RECOMPUTE_LOCK_KEY, recompute_metrics, request_recompute
 from pipeline.models import AuditEntry
 from tests.factories import make_deal
@@ -186,20 +186,41 @@ def test_the_units_of_a_parallel_recompute_are_the_families_each_once():
 
 @pytest.fixture
 def no_pending_mark():
-    cache.delete(services.PENDING_RECOMPUTE_CACHE_KEY)
+    cache.delete_many([services.PENDING_RECOMPUTE_CACHE_KEY, services.PENDING_REFRESH_CACHE_KEY])
     yield
-    cache.delete(services.PENDING_RECOMPUTE_CACHE_KEY)
+    cache.delete_many([services.PENDING_RECOMPUTE_CACHE_KEY, services.PENDING_REFRESH_CACHE_KEY])
 
 
 @pytest.mark.django_db
-def test_changes_queue_at_most_one_pending_recompute(
+def test_deal_changes_queue_at_most_one_pending_refresh(
     org, pipeline, no_pending_mark, settings, django_capture_on_commit_callbacks
 ):
     settings.METRICS_RECOMPUTE_ON_CHANGE = True
-    with mock.patch("forecasting.tasks.recompute_metrics_task.apply_async") as apply_async:
+    with (
+        mock.patch("forecasting.tasks.refresh_metrics_task.apply_async") as refresh,
+        mock.patch("forecasting.tasks.recompute_metrics_task.apply_async") as recompute,
+    ):
         with django_capture_on_commit_callbacks(execute=True):
             make_deal(owner=org.rep, pipeline=pipeline)
             make_deal(owner=org.rep, pipeline=pipeline)
+        assert (refresh.call_count, recompute.call_count) == (1, 0)
+        assert refresh.call_args.kwargs["countdown"] == settings.METRICS_REFRESH_DELAY_SECONDS
+        services.clear_pending_refresh()  # what the task does when it starts
+        assert services.request_refresh() is True
+        assert refresh.call_count == 2
+
+
+@pytest.mark.django_db
+def test_lead_changes_queue_at_most_one_pending_recompute(
+    org, pipeline, no_pending_mark, settings, django_capture_on_commit_callbacks
+):
+    from pipeline.services import create_lead
+
+    settings.METRICS_RECOMPUTE_ON_CHANGE = True
+    with mock.patch("forecasting.tasks.recompute_metrics_task.apply_async") as apply_async:
+        with django_capture_on_commit_callbacks(execute=True):
+            create_lead(actor=None, owner=org.rep, last_name="One")
+            create_lead(actor=None, owner=org.rep, last_name="Two")
         assert apply_async.call_count == 1
         assert apply_async.call_args.kwargs["countdown"] == settings.METRICS_DEBOUNCE_SECONDS
         assert apply_async.call_args.kwargs["expires"] > settings.METRICS_DEBOUNCE_SECONDS
@@ -217,13 +238,15 @@ def test_redis_down_does_not_break_writes(
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
     }
     with (
-        mock.patch("forecasting.tasks.recompute_metrics_task.apply_async") as apply_async,
+        mock.patch("forecasting.tasks.refresh_metrics_task.apply_async") as apply_async,
         override_settings(CACHES=unreachable),
         django_capture_on_commit_callbacks(execute=True),
     ):
         deal = make_deal(owner=org.rep, pipeline=pipeline)
     assert deal.pk
-    assert "could not mark a pending metrics recompute" in caplog.text
+    assert "could not mark a pending metrics refresh" in caplog.text
+    # Nothing is lost: the change waits in PostgreSQL for the scheduled refresh.
+    assert PendingChange.objects.filter(deal_id=deal.pk).exists()
     assert apply_async.call_count == 0
 
 
@@ -240,6 +263,13 @@ def test_the_full_recompute_is_scheduled_and_expires_after_one_and_a_half_interv
     assert entry["task"] == "forecasting.recompute_metrics"
     assert entry["schedule"] == settings.METRICS_RECOMPUTE_SECONDS
     assert entry["options"]["expires"] == settings.METRICS_RECOMPUTE_SECONDS * 1.5
+
+
+def test_the_refresh_is_scheduled_too_so_changes_left_pending_are_taken(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["metrics-refresh"]
+    assert entry["task"] == "forecasting.refresh_metrics"
+    assert entry["schedule"] == settings.METRICS_REFRESH_SECONDS
+    assert entry["options"]["expires"] == settings.METRICS_REFRESH_SECONDS * 1.5
 
 
 # --- Quotas -------------------------------------------------------------------------------------------------------
