@@ -151,15 +151,10 @@ class Slices:
 
     def params(self) -> dict:
         """The SQL parameters of a refresh (forecasting.metrics: `scoped` and the slice arrays)."""
-        forecast = self.closed | self.expected
-        starts = [start for _kind, start in self.closed | self.expected | self.created]
-        since = min(starts, default=date.max)
         return {
             "scoped": True,
-            "since": datetime.combine(since, datetime.min.time(), ZoneInfo(settings.TIME_ZONE)),
-            "since_date": since,
             **_arrays("closed", self.closed),
-            **_arrays("forecast", forecast),
+            **_arrays("forecast", self.closed | self.expected),
             **_arrays("created", self.created),
             "pipelines": sorted(self.pipelines),
             "deals": sorted(self.deals),
@@ -175,18 +170,22 @@ def _period_name(kind: str, start: date) -> str:
 
 
 def _arrays(name: str, periods: set[tuple[str, date]]) -> dict:
+    """The periods as two arrays (kinds, starts), and the earliest start as a date and as a time in TIME_ZONE."""
     ordered = sorted(periods)
-    return {f"{name}_kinds": [kind for kind, _ in ordered], f"{name}_starts": [start for _, start in ordered]}
+    since = min((start for _, start in ordered), default=date.max)
+    return {
+        f"{name}_kinds": [kind for kind, _ in ordered],
+        f"{name}_starts": [start for _, start in ordered],
+        f"{name}_since_date": since,
+        f"{name}_since": datetime.combine(since, datetime.min.time(), ZoneInfo(settings.TIME_ZONE)),
+    }
 
 
-# A full recompute: nothing is scoped (the arrays are there so the SQL is the same text either way).
+# A full recompute: nothing is scoped (the parameters are there so that the SQL is the same text either way).
 UNSCOPED = {
     "scoped": False,
-    "since": None,
-    "since_date": None,
-    **_arrays("closed", set()),
-    **_arrays("forecast", set()),
-    **_arrays("created", set()),
+    **{f"{name}_{part}": [] for name in ("closed", "forecast", "created") for part in ("kinds", "starts")},
+    **{f"{name}_{part}": None for name in ("closed", "forecast", "created") for part in ("since", "since_date")},
     "pipelines": [],
     "deals": [],
 }

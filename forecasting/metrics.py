@@ -93,9 +93,9 @@ def _in_slices(slices: str, kind: str, start: str) -> str:
     )
 
 
-def _since(column: str, *, dates: bool = False) -> str:
-    """A lower bound on the facts a refresh reads (its earliest period start), so that an index skips the past."""
-    return f"(NOT %(scoped)s OR {column} >= %({'since_date' if dates else 'since'})s)"
+def _since(slices: str, column: str, *, dates: bool = False) -> str:
+    """A lower bound on the facts a refresh reads (the earliest start of `slices`), so that an index skips the past."""
+    return f"(NOT %(scoped)s OR {column} >= %({slices}_since{'_date' if dates else ''})s)"
 
 
 def _any(column: str, values: str) -> str:
@@ -117,7 +117,7 @@ def deal_outcomes(cursor: CursorWrapper, params: dict) -> int:
                extract(epoch FROM d.closed_at - d.created_at)::float8 / 86400 AS cycle_days
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
-         WHERE d.status IN ('won', 'lost') AND {_since("d.closed_at")}
+         WHERE d.status IN ('won', 'lost') AND {_since("closed", "d.closed_at")}
     ), facts AS (
         SELECT closed.*, k.kind,
                date_trunc(k.kind, local_closed_at)::date AS period_start,
@@ -280,13 +280,13 @@ def forecast(cursor: CursorWrapper, params: dict) -> int:
           JOIN pipeline_stage s ON s.id = d.stage_id
           LEFT JOIN learned l ON l.stage_id = d.stage_id
          WHERE d.status = 'open' AND d.expected_close_date IS NOT NULL
-           AND {_since("d.expected_close_date", dates=True)}
+           AND {_since("forecast", "d.expected_close_date", dates=True)}
         UNION ALL
         SELECT 'won', d.closed_at AT TIME ZONE %(tz)s, d.amount, d.forecast_category, 1, 1,
                d.owner_id, u.team_id, d.pipeline_id, d.source
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
-         WHERE d.status = 'won' AND {_since("d.closed_at")}
+         WHERE d.status = 'won' AND {_since("forecast", "d.closed_at")}
     ), periods AS (
         SELECT facts.*, k.kind,
                date_trunc(k.kind, local_at)::date AS period_start,
@@ -506,34 +506,61 @@ def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
     WITH bounds AS (
         SELECT date_trunc('quarter', %(computed_at)s AT TIME ZONE %(tz)s) - interval '12 months' AS trailing_start,
                date_trunc('quarter', %(computed_at)s AT TIME ZONE %(tz)s) AS trailing_end
-    ), local_deals AS MATERIALIZED (
-        -- Each deal converted to local time once, not once per quota and filter.
-        SELECT d.owner_id, d.status, d.amount, d.expected_close_date, local.closed_at AS local_closed_at,
-               local.closed_at >= b.trailing_start AND local.closed_at < b.trailing_end AS in_trailing
+    ), daily AS MATERIALIZED (
+        -- Won and open amounts per owner and local day: a quota sums the days of its period, never each deal
+        -- once per quota (a million deals times thousands of quotas).
+        SELECT d.owner_id, (d.closed_at AT TIME ZONE %(tz)s)::date AS day,
+               sum(d.amount) AS won_amount, 0 AS open_amount
+          FROM pipeline_deal d
+         WHERE d.status = 'won'
+         GROUP BY 1, 2
+        UNION ALL
+        SELECT d.owner_id, d.expected_close_date, 0, sum(d.amount)
+          FROM pipeline_deal d
+         WHERE d.status = 'open' AND d.expected_close_date IS NOT NULL
+         GROUP BY 1, 2
+    ), trailing_by_owner AS (
+        SELECT d.owner_id,
+               count(*) FILTER (WHERE d.status = 'won') AS won,
+               count(*) AS closed,
+               sum(d.amount) FILTER (WHERE d.status = 'won') AS won_amount,
+               count(d.amount) FILTER (WHERE d.status = 'won') AS won_with_amount
           FROM pipeline_deal d
          CROSS JOIN bounds b
-         CROSS JOIN LATERAL (SELECT d.closed_at AT TIME ZONE %(tz)s AS closed_at) local
+         WHERE d.status IN ('won', 'lost')
+           AND d.closed_at >= b.trailing_start AT TIME ZONE %(tz)s AND d.closed_at < b.trailing_end AT TIME ZONE %(tz)s
+         GROUP BY d.owner_id
     ), holders AS (
         SELECT q.id AS quota_id, u.id AS owner_id
           FROM forecasting_quota q
-          JOIN accounts_user u ON u.id = q.user_id OR u.team_id = q.team_id
+          JOIN accounts_user u ON u.id = q.user_id
+        UNION ALL
+        SELECT q.id, u.id
+          FROM forecasting_quota q
+          JOIN accounts_user u ON u.team_id = q.team_id
+    ), in_period AS (
+        SELECT h.quota_id, sum(x.won_amount) AS won_amount, sum(x.open_amount) AS open_amount
+          FROM holders h
+          JOIN forecasting_quota q ON q.id = h.quota_id
+          JOIN daily x ON x.owner_id = h.owner_id AND x.day >= q.period_start AND x.day < q.period_end
+         GROUP BY h.quota_id
+    ), in_trailing AS (
+        SELECT h.quota_id, sum(t.won) AS won, sum(t.closed) AS closed, sum(t.won_amount) AS won_amount,
+               sum(t.won_with_amount) AS won_with_amount
+          FROM holders h
+          JOIN trailing_by_owner t ON t.owner_id = h.owner_id
+         GROUP BY h.quota_id
     ), measured AS (
         SELECT q.id, q.user_id, q.team_id, q.period_start, q.period_end, q.amount AS quota,
-               coalesce(sum(d.amount) FILTER (
-                   WHERE d.status = 'won' AND d.local_closed_at >= q.period_start AND d.local_closed_at < q.period_end
-               ), 0) AS won_amount,
-               coalesce(sum(d.amount) FILTER (
-                   WHERE d.status = 'open' AND d.expected_close_date >= q.period_start
-                     AND d.expected_close_date < q.period_end
-               ), 0) AS open_amount,
-               count(*) FILTER (WHERE d.status = 'won' AND d.in_trailing) AS trailing_won,
-               count(*) FILTER (WHERE d.status IN ('won', 'lost') AND d.in_trailing) AS trailing_closed,
-               sum(d.amount) FILTER (WHERE d.status = 'won' AND d.in_trailing) AS trailing_won_amount,
-               count(d.amount) FILTER (WHERE d.status = 'won' AND d.in_trailing) AS trailing_won_with_amount
+               coalesce(p.won_amount, 0) AS won_amount,
+               coalesce(p.open_amount, 0) AS open_amount,
+               coalesce(t.won, 0) AS trailing_won,
+               coalesce(t.closed, 0) AS trailing_closed,
+               t.won_amount AS trailing_won_amount,
+               coalesce(t.won_with_amount, 0) AS trailing_won_with_amount
           FROM forecasting_quota q
-          LEFT JOIN holders h ON h.quota_id = q.id
-          LEFT JOIN local_deals d ON d.owner_id = h.owner_id
-         GROUP BY q.id
+          LEFT JOIN in_period p ON p.quota_id = q.id
+          LEFT JOIN in_trailing t ON t.quota_id = q.id
     ), derived AS (
         SELECT measured.*,
                greatest(quota - won_amount, 0) AS remaining,
