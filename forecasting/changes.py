@@ -7,8 +7,8 @@ records nothing: a full recompute follows it. The triggers belong to this app, s
 metrics.
 
 `Slices` turns pending changes into what an incremental refresh recomputes: the periods (month, quarter, year in
-TIME_ZONE) containing each old and new close date, expected close date and creation date, the pipelines and the
-deals.
+TIME_ZONE) containing each old and new close date, expected close date and creation date, the pipelines, the
+owners (for their quotas and their teams') and the deals.
 """
 
 from collections.abc import Iterable
@@ -25,8 +25,8 @@ DEAL_COLUMNS_READ = (
     "pipeline_id, stage_id, status, owner_id, source, amount, created_at, closed_at, expected_close_date, "
     "forecast_category, stage_entered_at, furthest_open_order"
 )
-IMAGE = "id, pipeline_id, created_at, closed_at, expected_close_date"
-PENDING = "forecasting_pendingchange (deal_id, pipeline_id, created_at, closed_at, expected_close_date)"
+IMAGE = "id, pipeline_id, owner_id, created_at, closed_at, expected_close_date"
+PENDING = "forecasting_pendingchange (deal_id, pipeline_id, owner_id, created_at, closed_at, expected_close_date)"
 
 
 def _same_row(a: str, b: str, columns: str) -> str:
@@ -124,17 +124,20 @@ class Slices:
     expected: set[tuple[str, date]] = field(default_factory=set)
     created: set[tuple[str, date]] = field(default_factory=set)
     pipelines: set[int] = field(default_factory=set)
+    owners: set[int] = field(default_factory=set)
     deals: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, changes: Iterable[tuple]) -> "Slices":
-        """From rows of (deal_id, pipeline_id, created_at, closed_at, expected_close_date)."""
+        """From rows of (deal_id, pipeline_id, owner_id, created_at, closed_at, expected_close_date)."""
         tz = ZoneInfo(settings.TIME_ZONE)
         slices = cls()
-        for deal_id, pipeline_id, created_at, closed_at, expected_close_date in changes:
+        for deal_id, pipeline_id, owner_id, created_at, closed_at, expected_close_date in changes:
             slices.deals.add(deal_id)
             if pipeline_id is not None:
                 slices.pipelines.add(pipeline_id)
+            if owner_id is not None:
+                slices.owners.add(owner_id)
             for periods, day in (
                 (slices.closed, closed_at and closed_at.astimezone(tz).date()),
                 (slices.expected, expected_close_date),
@@ -157,6 +160,7 @@ class Slices:
             **_arrays("forecast", self.closed | self.expected),
             **_arrays("created", self.created),
             "pipelines": sorted(self.pipelines),
+            "owners": sorted(self.owners),
             "deals": sorted(self.deals),
         }
 
@@ -187,5 +191,6 @@ UNSCOPED = {
     **{f"{name}_{part}": [] for name in ("closed", "forecast", "created") for part in ("kinds", "starts")},
     **{f"{name}_{part}": None for name in ("closed", "forecast", "created") for part in ("since", "since_date")},
     "pipelines": [],
+    "owners": [],
     "deals": [],
 }

@@ -36,10 +36,13 @@ INSERT INTO forecasting_metricsnapshot (
 )
 """
 
-# Month, quarter and year: joined to each fact, `date_trunc(k.kind, <local time>)` is the period it falls in.
+# Month, quarter and year: joined to each fact, `date_trunc(k.kind, <local time>)` is the period it falls in. Those
+# of `params["period_kinds"]` only (all of them, and "all" for the funnel, but in parts of a parallel recompute).
 PERIOD_KINDS = """
-(VALUES ('month', interval '1 month'), ('quarter', interval '3 months'), ('year', interval '1 year')) AS k(kind, step)
+(SELECT * FROM (VALUES ('month', interval '1 month'), ('quarter', interval '3 months'), ('year', interval '1 year'))
+        AS kinds(kind, step) WHERE kind = ANY(%(period_kinds)s)) AS k(kind, step)
 """
+ALL_PERIOD_KINDS = ["month", "quarter", "year", "all"]
 
 # Deals with their owner's current team and the furthest open stage each reached (stamped on the deal at write
 # time: pipeline.stage_history).
@@ -55,8 +58,8 @@ deals AS (
 """
 
 
-def _grouping_sets(base: list[str], groups: list[str]) -> str:
-    sets = [base] + [[*base, GROUP_COLUMNS[group]] for group in groups]
+def _grouping_sets(base: list[str], groups: list[str], *, company: bool = True) -> str:
+    sets = [base] * company + [[*base, GROUP_COLUMNS[group]] for group in groups]
     return "GROUPING SETS (" + ", ".join("(" + ", ".join(columns) + ")" for columns in sets) + ")"
 
 
@@ -157,18 +160,25 @@ def funnel(cursor: CursorWrapper, params: dict) -> int:
     groups = STAGE_GROUPS
     sql = f"""
     {INSERT}
-    WITH {DEALS_WITH_FURTHEST}, cohorts AS (
-        SELECT deals.*, k.kind,
-               date_trunc(k.kind, created_at AT TIME ZONE %(tz)s)::date AS period_start,
-               (date_trunc(k.kind, created_at AT TIME ZONE %(tz)s) + k.step)::date AS period_end
-          FROM deals CROSS JOIN {PERIOD_KINDS}
-         WHERE {_in_slices("created", "k.kind", "date_trunc(k.kind, created_at AT TIME ZONE %(tz)s)::date")}
+    WITH {DEALS_WITH_FURTHEST}, partials AS MATERIALIZED (
+        -- Deals counted once per creation month, owner, source and furthest stage: every cohort and group below
+        -- adds up these counts (a few hundred thousand rows) instead of reading every deal again.
+        SELECT date_trunc('month', created_at AT TIME ZONE %(tz)s) AS month, pipeline_id, owner_id, team_id, source,
+               furthest_order, count(*) AS deals, count(*) FILTER (WHERE status = 'won') AS won
+          FROM deals
+         GROUP BY 1, 2, 3, 4, 5, 6
+    ), cohorts AS (
+        SELECT partials.*, k.kind,
+               date_trunc(k.kind, month)::date AS period_start,
+               (date_trunc(k.kind, month) + k.step)::date AS period_end
+          FROM partials CROSS JOIN {PERIOD_KINDS}
+         WHERE {_in_slices("created", "k.kind", "date_trunc(k.kind, month)::date")}
         UNION ALL
-        SELECT deals.*, 'all', NULL::date, NULL::date FROM deals
+        SELECT partials.*, 'all', NULL::date, NULL::date FROM partials WHERE 'all' = ANY(%(period_kinds)s)
     ), by_furthest AS (
         SELECT kind, period_start, period_end, {_group_kind(groups)} AS group_kind,
                {_group_columns(groups, intrinsic=("pipeline_id",))},
-               furthest_order, count(*) AS deals, count(*) FILTER (WHERE status = 'won') AS won
+               furthest_order, sum(deals)::bigint AS deals, sum(won)::bigint AS won
           FROM cohorts
          GROUP BY {_grouping_sets(["kind", "period_start", "period_end", "pipeline_id", "furthest_order"], groups)}
     ), reached AS (
@@ -346,16 +356,16 @@ def past_due(cursor: CursorWrapper, params: dict) -> int:
     return _execute(cursor, sql, params)
 
 
-def stage_time(cursor: CursorWrapper, params: dict) -> int:
+def stage_time(cursor: CursorWrapper, params: dict, *, groups: list[str] = STAGE_GROUPS, company: bool = True) -> int:
     """Time in stage: per stage, mean and median days of completed stays, and the open deals in it now.
 
     A stay in S runs from a StageChange into S to the deal's next StageChange (ordered by changed_at, then id), whose
     time the database stamps as the change's left_at; a stay without a next change is not completed, left out.
     "In stage now" counts the open deals whose current stage is S, with their age (computed_at − stage_entered_at)
     in days: mean, median and max.
-    Over all history (period kind "all"); the deal's current owner, team and source group it.
+    Over all history (period kind "all"); the deal's current owner, team and source group it. `groups` and
+    `company` choose the groups written (all of them by default).
     """
-    groups = STAGE_GROUPS
     sql = f"""
     {INSERT}
     WITH facts AS (
@@ -388,7 +398,7 @@ def stage_time(cursor: CursorWrapper, params: dict) -> int:
            ),
            %(computed_at)s
       FROM with_pipeline
-     GROUP BY {_grouping_sets(["pipeline_id", "stage_id"], groups)}
+     GROUP BY {_grouping_sets(["pipeline_id", "stage_id"], groups, company=company)}
     """
     return _execute(cursor, sql, params)
 
@@ -506,18 +516,29 @@ def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
     WITH bounds AS (
         SELECT date_trunc('quarter', %(computed_at)s AT TIME ZONE %(tz)s) - interval '12 months' AS trailing_start,
                date_trunc('quarter', %(computed_at)s AT TIME ZONE %(tz)s) AS trailing_end
+    ), quotas AS (
+        SELECT * FROM forecasting_quota q WHERE {QUOTAS_IN_SCOPE.format(user="q.user_id", team="q.team_id")}
+    ), holders AS (
+        SELECT q.id AS quota_id, u.id AS owner_id
+          FROM quotas q
+          JOIN accounts_user u ON u.id = q.user_id
+        UNION ALL
+        SELECT q.id, u.id
+          FROM quotas q
+          JOIN accounts_user u ON u.team_id = q.team_id
     ), daily AS MATERIALIZED (
         -- Won and open amounts per owner and local day: a quota sums the days of its period, never each deal
         -- once per quota (a million deals times thousands of quotas).
         SELECT d.owner_id, (d.closed_at AT TIME ZONE %(tz)s)::date AS day,
                sum(d.amount) AS won_amount, 0 AS open_amount
           FROM pipeline_deal d
-         WHERE d.status = 'won'
+         WHERE d.status = 'won' AND (NOT %(scoped)s OR d.owner_id IN (SELECT owner_id FROM holders))
          GROUP BY 1, 2
         UNION ALL
         SELECT d.owner_id, d.expected_close_date, 0, sum(d.amount)
           FROM pipeline_deal d
          WHERE d.status = 'open' AND d.expected_close_date IS NOT NULL
+           AND (NOT %(scoped)s OR d.owner_id IN (SELECT owner_id FROM holders))
          GROUP BY 1, 2
     ), trailing_by_owner AS (
         SELECT d.owner_id,
@@ -530,18 +551,10 @@ def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
          WHERE d.status IN ('won', 'lost')
            AND d.closed_at >= b.trailing_start AT TIME ZONE %(tz)s AND d.closed_at < b.trailing_end AT TIME ZONE %(tz)s
          GROUP BY d.owner_id
-    ), holders AS (
-        SELECT q.id AS quota_id, u.id AS owner_id
-          FROM forecasting_quota q
-          JOIN accounts_user u ON u.id = q.user_id
-        UNION ALL
-        SELECT q.id, u.id
-          FROM forecasting_quota q
-          JOIN accounts_user u ON u.team_id = q.team_id
     ), in_period AS (
         SELECT h.quota_id, sum(x.won_amount) AS won_amount, sum(x.open_amount) AS open_amount
           FROM holders h
-          JOIN forecasting_quota q ON q.id = h.quota_id
+          JOIN quotas q ON q.id = h.quota_id
           JOIN daily x ON x.owner_id = h.owner_id AND x.day >= q.period_start AND x.day < q.period_end
          GROUP BY h.quota_id
     ), in_trailing AS (
@@ -558,7 +571,7 @@ def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
                coalesce(t.closed, 0) AS trailing_closed,
                t.won_amount AS trailing_won_amount,
                coalesce(t.won_with_amount, 0) AS trailing_won_with_amount
-          FROM forecasting_quota q
+          FROM quotas q
           LEFT JOIN in_period p ON p.quota_id = q.id
           LEFT JOIN in_trailing t ON t.quota_id = q.id
     ), derived AS (
@@ -678,6 +691,13 @@ def forecast_accuracy(cursor: CursorWrapper, params: dict) -> int:
     return _execute(cursor, sql, params)
 
 
+# The quotas a refresh recomputes: those of the changed deals' owners and of their teams.
+QUOTAS_IN_SCOPE = (
+    "(NOT %(scoped)s OR {user} = ANY(%(owners)s) "
+    "OR {team} IN (SELECT team_id FROM accounts_user WHERE id = ANY(%(owners)s)))"
+)
+
+
 # The families in the order a recompute runs them (forecast reads learned_probability's rows of the same run).
 FAMILIES: list[Callable[[CursorWrapper, dict], int]] = [
     deal_outcomes,
@@ -692,17 +712,34 @@ FAMILIES: list[Callable[[CursorWrapper, dict], int]] = [
     forecast_snapshots,
     forecast_accuracy,
 ]
+
+
+def _part(family: Callable[..., int], name: str, *, params: dict | None = None, **kwargs) -> Callable[..., int]:
+    """A part of a family, for a recompute on several connections: the same SQL over some periods or groups."""
+
+    def part(cursor: CursorWrapper, base_params: dict) -> int:
+        return family(cursor, {**base_params, **(params or {})}, **kwargs)
+
+    part.__name__ = f"{family.__name__}[{name}]"
+    part.family = family
+    return part
+
+
 # The same families as units of work for a recompute on several connections (METRICS_CONNECTIONS): a unit runs in
 # order on one connection (forecast reads learned_probability's rows; the snapshots and accuracy read forecast's), and
-# units are independent of each other. Longest first, measured on a million deals, so the connections finish
-# together.
+# units are independent of each other. The three longest families are cut in parts (by period kind, or by group),
+# so that the connections finish together; longest first, as measured on a million deals.
 UNITS: list[tuple[Callable[[CursorWrapper, dict], int], ...]] = [
-    (stage_time,),
-    (deal_outcomes,),
-    (funnel,),
+    (_part(stage_time, "company, owner", groups=["owner"]),),
+    (_part(stage_time, "team, source", groups=["team", "source"], company=False),),
+    (_part(funnel, "month", params={"period_kinds": ["month"]}),),
+    (_part(funnel, "quarter, year, all", params={"period_kinds": ["quarter", "year", "all"]}),),
     (learned_probability, forecast, forecast_snapshots, forecast_accuracy),
-    (quota_attainment,),
+    (_part(deal_outcomes, "month", params={"period_kinds": ["month"]}),),
+    (_part(deal_outcomes, "quarter", params={"period_kinds": ["quarter"]}),),
+    (_part(deal_outcomes, "year", params={"period_kinds": ["year"]}),),
     (leads,),
+    (quota_attainment,),
     (stale_deals,),
     (past_due,),
 ]
@@ -724,8 +761,8 @@ REFRESHED: list[tuple[Callable[[CursorWrapper, dict], int], str, str]] = [
         f"(period_kind = 'all' OR {_in_slices('created', 'period_kind', 'period_start')})",
     ),
     (stale_deals, "stale", _any("deal_id", "deals")),
-    # Small, or not sliceable by period: written whole on every refresh.
+    # Small: written whole on every refresh.
     (past_due, "past_due", "TRUE"),
-    (quota_attainment, "quota", "TRUE"),
+    (quota_attainment, "quota", QUOTAS_IN_SCOPE.format(user="owner_id", team="team_id")),
     (forecast_accuracy, "forecast_accuracy", "TRUE"),
 ]

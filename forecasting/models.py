@@ -201,6 +201,7 @@ class PendingChange(models.Model):
 
     deal_id = models.BigIntegerField()
     pipeline_id = models.BigIntegerField(null=True)
+    owner_id = models.BigIntegerField(null=True)
     created_at = models.DateTimeField(null=True)
     closed_at = models.DateTimeField(null=True)
     expected_close_date = models.DateField(null=True)

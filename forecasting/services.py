@@ -144,6 +144,7 @@ def _params(run: MetricsRun, computed_at: datetime, scope: dict[str, Any]) -> di
         "tz": settings.TIME_ZONE,
         "prior_strength": settings.METRICS_PRIOR_STRENGTH,
         "lookback_days": settings.METRICS_LOOKBACK_DAYS,
+        "period_kinds": metrics.ALL_PERIOD_KINDS,
         **scope,
     }
 
@@ -217,7 +218,7 @@ def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
             return None
         cursor.execute(
             "DELETE FROM forecasting_pendingchange"
-            " RETURNING deal_id, pipeline_id, created_at, closed_at, expected_close_date"
+            " RETURNING deal_id, pipeline_id, owner_id, created_at, closed_at, expected_close_date"
         )
         pending = cursor.fetchall()
         if not pending:

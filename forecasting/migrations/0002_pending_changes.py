@@ -20,6 +20,7 @@ class Migration(migrations.Migration):
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("deal_id", models.BigIntegerField()),
                 ("pipeline_id", models.BigIntegerField(null=True)),
+                ("owner_id", models.BigIntegerField(null=True)),
                 ("created_at", models.DateTimeField(null=True)),
                 ("closed_at", models.DateTimeField(null=True)),
                 ("expected_close_date", models.DateField(null=True)),

@@ -25,6 +25,7 @@ from tests.forecasting.test_metrics_properties import (
     K,
     _build,
     deal_strategy,
+    quota_strategy,
     stages_strategy,
 )
 
@@ -107,14 +108,15 @@ def _rows(run: MetricsRun) -> dict:
     open_stages=stages_strategy,
     deals=st.lists(deal_strategy, min_size=1, max_size=8),
     edits=st.lists(change_strategy, min_size=1, max_size=6),
+    quotas=st.lists(quota_strategy, max_size=3),
     tz=st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata"]),
 )
-def test_a_refresh_after_changes_leaves_what_a_full_recompute_writes(open_stages, deals, edits, tz):
+def test_a_refresh_after_changes_leaves_what_a_full_recompute_writes(open_stages, deals, edits, quotas, tz):
     with (
         override_settings(TIME_ZONE=tz, METRICS_PRIOR_STRENGTH=K, METRICS_LOOKBACK_DAYS=LOOKBACK_DAYS),
         transaction.atomic(),
     ):
-        _build(open_stages, deals, leads=[])
+        _build(open_stages, deals, leads=[], quotas=quotas)
         run = recompute_metrics(as_of=AS_OF)
         assert not PendingChange.objects.exists()  # the recompute took what building recorded
         for edit in edits:
@@ -202,12 +204,12 @@ def test_slices_cover_each_period_of_every_old_and_new_date():
 
     slices = changes.Slices.of(
         [
-            (7, 1, datetime(2026, 2, 3, tzinfo=UTC), None, date(2026, 5, 30)),
-            (7, 1, datetime(2026, 2, 3, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC), None),
+            (7, 1, 5, datetime(2026, 2, 3, tzinfo=UTC), None, date(2026, 5, 30)),
+            (7, 1, 6, datetime(2026, 2, 3, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC), None),
         ]
     )
     assert slices.closed == {("month", date(2026, 11, 1)), ("quarter", date(2026, 10, 1)), ("year", date(2026, 1, 1))}
     assert ("quarter", date(2026, 4, 1)) in slices.expected
     assert ("month", date(2026, 2, 1)) in slices.created
-    assert (slices.deals, slices.pipelines) == ({7}, {1})
+    assert (slices.deals, slices.pipelines, slices.owners) == ({7}, {1}, {5, 6})
     assert slices.period_names() == ["2026", "2026-02", "2026-05", "2026-11", "2026-Q1", "2026-Q2", "2026-Q4"]
