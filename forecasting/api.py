@@ -295,7 +295,9 @@ def _page_of(name: str, row: type[serializers.Serializer], **extra: serializers.
         "next": serializers.URLField(allow_null=True),
         "previous": serializers.URLField(allow_null=True),
         "computed_at": serializers.DateTimeField(
-            allow_null=True, help_text="When the recompute these rows come from ran; null before the first."
+            allow_null=True,
+            help_text="How fresh these rows are: the last refresh of the recompute they come from (every deal and "
+            "activity change committed before it is counted), or the recompute itself; null before the first.",
         ),
         "age_seconds": serializers.IntegerField(
             allow_null=True,
@@ -583,7 +585,9 @@ class RecomputeStatusView(APIView):
 class QuotaMetricsSerializer(serializers.Serializer):
     """From the latest recompute (SPEC §3): attainment, coverage and deals needed of the quota's period."""
 
-    computed_at = serializers.DateTimeField(help_text="When the recompute these numbers come from ran.")
+    computed_at = serializers.DateTimeField(
+        help_text="How fresh these numbers are: the last refresh of the recompute they come from, or the recompute."
+    )
     quota = _amount("quota", "The quota's amount when it was computed.", in_values=False)
     won_amount = _amount("won_amount", "Σ amount won in the period.", in_values=False)
     attainment = _number("attainment", "won_amount / quota; null for a zero quota.", in_values=False)
@@ -679,7 +683,7 @@ class QuotaViewSet(VisibleViewSet):
         run, metrics = selectors.quota_metrics(quota_ids=[quota.pk for quota in quotas])
         for quota in quotas:
             values = metrics.get(quota.pk)
-            quota.metrics = None if values is None else values | {"computed_at": run.computed_at}
+            quota.metrics = None if values is None else values | {"computed_at": run.as_of}
         return quotas
 
     def represent(self, instance: Quota) -> dict:

@@ -39,14 +39,19 @@ class Freshness:
 
 
 def freshness(run: MetricsRun | None, *, now: datetime | None = None) -> Freshness:
-    """The age of `run`'s numbers at `now` (default: now), and whether the scheduled recompute is late for them."""
+    """The age of `run`'s numbers at `now` (default: now), and whether the scheduled recompute is late for them.
+
+    The numbers are as fresh as the run's last refresh (`as_of`); they are out of date when the full recompute,
+    which also moves what time alone changes (ages, past due, staleness), is late.
+    """
     if run is None:
         return Freshness(computed_at=None, age_seconds=None, out_of_date=False)
-    age = max(int(((now or timezone.now()) - run.computed_at).total_seconds()), 0)
+    now = now or timezone.now()
+    late = (now - run.computed_at).total_seconds() > STALE_AFTER_INTERVALS * settings.METRICS_RECOMPUTE_SECONDS
     return Freshness(
-        computed_at=run.computed_at,
-        age_seconds=age,
-        out_of_date=age > STALE_AFTER_INTERVALS * settings.METRICS_RECOMPUTE_SECONDS,
+        computed_at=run.as_of,
+        age_seconds=max(int((now - run.as_of).total_seconds()), 0),
+        out_of_date=late,
     )
 
 

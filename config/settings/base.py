@@ -182,12 +182,23 @@ CELERY_TIMEZONE = os.environ.get("TIME_ZONE", "UTC")
 WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 30)
 # The full metrics recompute (forecasting); changes also queue a debounced one (METRICS_DEBOUNCE_SECONDS).
 METRICS_RECOMPUTE_SECONDS = env_int("METRICS_RECOMPUTE_SECONDS", 300)
+# Between full recomputes, deal and activity changes are brought in incrementally: right after each change (after
+# METRICS_REFRESH_DELAY_SECONDS), and on this schedule for any whose refresh could not be queued.
+METRICS_REFRESH_SECONDS = env_int("METRICS_REFRESH_SECONDS", 60)
+METRICS_REFRESH_DELAY_SECONDS = env_int("METRICS_REFRESH_DELAY_SECONDS", 0)
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {
         "task": "config.celery.heartbeat",
         "schedule": WORKER_HEARTBEAT_SECONDS,
         # A heartbeat queued during an outage says nothing once the outage is over.
         "options": {"expires": WORKER_HEARTBEAT_SECONDS * 1.5},
+    },
+    # Catches up with changes whose refresh was never queued (Redis or the broker away): they wait in PostgreSQL.
+    "metrics-refresh": {
+        "task": "forecasting.refresh_metrics",
+        "schedule": METRICS_REFRESH_SECONDS,
+        "kwargs": {"reason": "schedule"},
+        "options": {"expires": METRICS_REFRESH_SECONDS * 1.5},
     },
     "metrics-recompute": {
         "task": "forecasting.recompute_metrics",
@@ -350,6 +361,9 @@ METRICS_RECOMPUTE_ON_CHANGE = env_bool("METRICS_RECOMPUTE_ON_CHANGE", True)
 METRICS_KEEP_RUNS = env_int("METRICS_KEEP_RUNS", 2)
 METRICS_WORK_MEM = os.environ.get("METRICS_WORK_MEM", "64MB")
 METRICS_STATEMENT_TIMEOUT = os.environ.get("METRICS_STATEMENT_TIMEOUT", "10min")
+# Connections a full recompute runs its metric families on, side by side (PostgreSQL gives each query one core);
+# 1 runs the whole recompute in one transaction.
+METRICS_CONNECTIONS = env_int("METRICS_CONNECTIONS", 2)
 
 # --- Webhooks (issue #9) ------------------------------------------------------------------------------------------
 

@@ -29,6 +29,9 @@ API_TOKEN_FAILURE_LIMIT = env_int("API_TOKEN_FAILURE_LIMIT", 100_000)
 # Celery tasks into the test broker would only leave work behind for the next worker test.
 # (The processes of tests/faults/test_redis_down.py run as in production, and say so through the environment.)
 METRICS_RECOMPUTE_ON_CHANGE = env_bool("METRICS_RECOMPUTE_ON_CHANGE", False)
+# One transaction, so that a recompute sees the test's uncommitted rows; tests/forecasting/test_services.py runs the
+# recompute on several connections against committed data and compares, and real workers run it that way.
+METRICS_CONNECTIONS = env_int("METRICS_CONNECTIONS", 1)
 
 # Uploads made by tests (the schema fuzzer posts CSV imports) go to a scratch folder, not the checkout's media/.
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or Path(tempfile.gettempdir()) / "crm-test-media")
