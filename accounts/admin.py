@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from accounts.models import ApiToken, Team, User
+from accounts.models import ApiToken, FailedTokenAttempts, Team, User
 from accounts.services import revoke_api_token
 
 
@@ -71,3 +71,19 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset) -> None:
         for token in queryset:
             revoke_api_token(token=token)
+
+
+@admin.register(FailedTokenAttempts)
+class FailedTokenAttemptsAdmin(admin.ModelAdmin):
+    """Addresses throttled for failed API token attempts; deleting one unlocks it at once."""
+
+    list_display = ["address", "failures", "last_failed_at", "refused_until"]
+    search_fields = ["address"]
+    ordering = ["-last_failed_at"]
+    readonly_fields = list_display
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -71,3 +71,22 @@ class ApiToken(models.Model):
     def is_usable(self, *, at) -> bool:
         """Neither revoked nor expired at `at`."""
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > at)
+
+
+class FailedTokenAttempts(models.Model):
+    """Failed `Authorization: Bearer` attempts from one client address, and until when that address is refused.
+
+    Kept in PostgreSQL, like django-axes' login attempts, so that the protection holds while Redis is away.
+    Written by `accounts.services.record_failed_token_attempt`; an admin unlocks an address by deleting its row.
+    """
+
+    address = models.GenericIPAddressField(unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    last_failed_at = models.DateTimeField(db_index=True)
+    refused_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "failed token attempts"
+
+    def __str__(self) -> str:
+        return f"{self.address}: {self.failures} failed token attempts"

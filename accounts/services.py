@@ -1,16 +1,23 @@
-"""Writes to accounts: personal API tokens and teams. Callers fetch the records through `accounts.selectors`."""
+"""Writes to accounts: personal API tokens (and the count of failed attempts to use one) and teams.
+
+Callers fetch the records through `accounts.selectors`.
+"""
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Subquery
 from django.utils import timezone
 
-from accounts.models import ApiToken, Team, User
+from accounts.exceptions import TokenAttemptsRefused
+from accounts.models import ApiToken, FailedTokenAttempts, Team, User
 
 # A used token's `last_used_at` is refreshed at most this often, so that reads do not each cost a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -46,21 +53,86 @@ def revoke_api_token(*, token: ApiToken) -> ApiToken:
     return token
 
 
-def authenticate_api_token(raw_token: str) -> ApiToken | None:
-    """The usable token whose raw string is `raw_token` (with its user), or None; marks it as used."""
-    prefix, dot, secret = raw_token.removeprefix("crm_").partition(".")
-    if not raw_token.startswith("crm_") or not dot or not secret or not TOKEN_PREFIX.fullmatch(prefix):
-        return None
-    token = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
+def authenticate_api_token(raw_token: str, *, address: str | None = None) -> ApiToken | None:
+    """The usable token whose raw string is `raw_token` (with its user), or None; marks it as used.
+
+    With the client's `address`, a failure is counted against it (`record_failed_token_attempt`), and while the
+    address must wait, every attempt raises `TokenAttemptsRefused`, right token or not, so that a guess made
+    meanwhile tells nothing.
+    """
     now = timezone.now()
-    if token is None or not hmac.compare_digest(token.key_hash, hash_token_secret(raw_token)):
-        return None
-    if not token.is_usable(at=now) or not token.user.is_active:
+    prefix, dot, secret = raw_token.removeprefix("crm_").partition(".")
+    token = None
+    if raw_token.startswith("crm_") and dot and secret and TOKEN_PREFIX.fullmatch(prefix):
+        tokens = ApiToken.objects.select_related("user").filter(prefix=prefix)
+        if address is not None:
+            # In the token's query, so that the usual request (a good token) still costs one query.
+            attempts = FailedTokenAttempts.objects.filter(address=address)
+            tokens = tokens.annotate(
+                address_refused_until=Subquery(attempts.values("refused_until")[:1]),
+                address_failures=Subquery(attempts.values("failures")[:1]),
+            )
+        token = tokens.first()
+        if token is not None and address is not None:
+            _refuse_if_waiting(refused_until=token.address_refused_until, failures=token.address_failures, now=now)
+    if (
+        token is None
+        or not hmac.compare_digest(token.key_hash, hash_token_secret(raw_token))
+        or not token.is_usable(at=now)
+        or not token.user.is_active
+    ):
+        if address is not None:
+            record_failed_token_attempt(address=address)
         return None
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
     return token
+
+
+def _refuse_if_waiting(*, refused_until: datetime | None, failures: int | None, now: datetime) -> None:
+    if refused_until is not None and refused_until > now:
+        raise TokenAttemptsRefused(
+            retry_after=math.ceil((refused_until - now).total_seconds()),
+            locked=(failures or 0) >= settings.API_TOKEN_FAILURE_LIMIT,
+        )
+
+
+def _wait_after(failures: int) -> int:
+    """Seconds an address waits after its `failures`-th failure in a row: none, then the delay doubling (1 s, 2 s,
+    4 s, ... by default), then the lockout."""
+    lockout = settings.API_TOKEN_LOCKOUT_SECONDS
+    if failures >= settings.API_TOKEN_FAILURE_LIMIT:
+        return lockout
+    over = failures - settings.API_TOKEN_FAILURES_BEFORE_DELAY
+    return 0 if over <= 0 else min(settings.API_TOKEN_DELAY_SECONDS * 2 ** (over - 1), lockout)
+
+
+def record_failed_token_attempt(*, address: str) -> FailedTokenAttempts:
+    """Count a failed token attempt from `address` and set how long the address must wait before its next one.
+
+    The first `API_TOKEN_FAILURES_BEFORE_DELAY` failures are free; each further one doubles the wait (from
+    `API_TOKEN_DELAY_SECONDS`: 1 s, 2 s, 4 s, ...); the `API_TOKEN_FAILURE_LIMIT`-th locks the address for
+    `API_TOKEN_LOCKOUT_SECONDS`. Failures are forgotten once none came for that long. An attempt made while the
+    address must wait is not counted: it raises `TokenAttemptsRefused`.
+    """
+    now = timezone.now()
+    forget_before = now - timedelta(seconds=settings.API_TOKEN_LOCKOUT_SECONDS)
+    with transaction.atomic():
+        # The row lock serialises concurrent failures from one address, so that none is lost from the count.
+        attempts, _created = FailedTokenAttempts.objects.select_for_update().get_or_create(
+            address=address, defaults={"last_failed_at": now}
+        )
+        _refuse_if_waiting(refused_until=attempts.refused_until, failures=attempts.failures, now=now)
+        if attempts.last_failed_at < forget_before:
+            attempts.failures = 0
+        attempts.failures += 1
+        attempts.last_failed_at = now
+        wait = _wait_after(attempts.failures)
+        attempts.refused_until = now + timedelta(seconds=wait) if wait else None
+        attempts.save()
+        FailedTokenAttempts.objects.filter(last_failed_at__lt=forget_before).delete()
+    return attempts
 
 
 # --- Teams (admins only; callers check the role) --------------------------------------------------------------------

@@ -4,11 +4,12 @@ mapping of domain errors to HTTP answers (SPEC §4). Parsing, pagination, filter
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import models
+from django.db import InterfaceError, OperationalError, models
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import exceptions, permissions, serializers, status, viewsets
@@ -18,6 +19,11 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
 from pipeline.exceptions import StaleVersion
+
+logger = logging.getLogger(__name__)
+
+# What a client is told to wait when the database is away: a restart or a failover takes seconds, not minutes.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 # --- Errors -------------------------------------------------------------------------------------------------------
 
@@ -40,10 +46,22 @@ class PreconditionFailed(exceptions.APIException):
     default_code = "precondition_failed"
 
 
+class DatabaseUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The database is unavailable (restarting or unreachable): try again in a few seconds."
+    default_code = "database_unavailable"
+    # DRF's handler turns `wait` into a Retry-After header.
+    wait = DATABASE_RETRY_AFTER_SECONDS
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's handler, taught the domain's errors: a service's ValidationError is a 400 with per-field messages
-    (`{"field": ["message", ...]}`), a stale `version` is a 409, a body over `DATA_UPLOAD_MAX_MEMORY_SIZE` a 413."""
-    if isinstance(exc, RequestDataTooBig):
+    (`{"field": ["message", ...]}`), a stale `version` is a 409, a body over `DATA_UPLOAD_MAX_MEMORY_SIZE` a 413,
+    a database that cannot be reached (restarting, failing over) a 503 with Retry-After."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.warning("API request failed: database unavailable (%s)", exc.__class__.__name__, exc_info=True)
+        exc = DatabaseUnavailable()
+    elif isinstance(exc, RequestDataTooBig):
         exc = RequestTooLarge()
     elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=as_serializer_error(exc))

@@ -50,7 +50,11 @@ def _errors_of(path: str, method: str) -> dict[str, dict]:
     if writes and path.startswith("/api/v1/deals/{id}/"):
         errors["409"] = _response("Conflict: the `version` sent is no longer the current one.", _DETAIL)
     if path.startswith("/api/v1/metrics/recompute/"):
-        errors["503"] = _response("The task queue is unavailable; try again later.", _DETAIL)
+        errors["503"] = _response("The task queue or the database is unavailable; try again later.", _DETAIL)
+    else:
+        errors["503"] = _response(
+            "The database is unavailable (restarting); retry after `Retry-After` seconds.", _DETAIL
+        )
     if writes and is_detail:
         errors["412"] = _response("`If-Match` does not match the record's current ETag.", _DETAIL)
     return errors
@@ -62,7 +66,7 @@ ETAG = {"ETag": {"schema": {"type": "string"}, "description": "Send it back as `
 
 def add_error_responses(result: dict, generator, request, public) -> dict:
     """Add the API's error answers (and their two body shapes) to every operation of `result`, with the headers
-    that go with them: `Retry-After` on 429, `ETag` on a record's representation."""
+    that go with them: `Retry-After` on 429 and 503, `ETag` on a record's representation."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorDetail"] = DETAIL_ERROR
     schemas["ValidationErrorBody"] = VALIDATION_ERROR
@@ -72,6 +76,7 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
             for code, response in _errors_of(path, method).items():
                 responses.setdefault(code, response)
             responses["429"].setdefault("headers", RETRY_AFTER)
+            responses["503"].setdefault("headers", RETRY_AFTER)
             # Only a record's own representation carries an ETag, not its sub-resources (history, audit, ...).
             if path.endswith("{id}/") and method in {"get", "put", "patch"}:
                 responses.get("200", {}).setdefault("headers", ETAG)

@@ -16,7 +16,7 @@ VENDOR_FILES = {
     "htmx.org/dist/htmx.min.js": "htmx.min.js",
     "sortablejs/Sortable.min.js": "Sortable.min.js",
     "chart.js/dist/chart.umd.min.js": "chart.umd.min.js",
-    # The minified file names its source map, and collectstatic's manifest storage (production) refuses a missing one.
+    # Named by the file's sourceMappingURL: production's manifest storage refuses a file whose map is missing.
     "chart.js/dist/chart.umd.min.js.map": "chart.umd.min.js.map",
 }
 

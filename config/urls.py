@@ -32,3 +32,6 @@ urlpatterns = [
     # Last: any other path under /api/ answers a JSON 404, not Django's HTML page.
     re_path(r"^api/", api_not_found),
 ]
+
+# A database outage is a 503 that says so (pages and API), not a 500: see config/errors.py.
+handler500 = "config.errors.server_error"

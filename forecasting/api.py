@@ -2,10 +2,11 @@
 
 Metric reads are list-only viewsets over the snapshot selectors: their rows come from `visible_snapshot_rows`
 through `config.api.VisibleViewSet`, paginated like every other list (`config.rest.ApiPagination`), with the
-`computed_at` of the run they come from (null before the first recompute), the metric and the group beside the
-page. Query parameters: `period` (`2026-11`, `2026-Q4`, `2026`) or `start` & `end` (YYYY-MM-DD: the periods of
-`period_kind`, default month, lying within [start, end)); `group` (company, owner, team, pipeline, source); and
-the filters `pipeline`, `team`, `owner`, `source`. Bad parameters answer 400 with a message per parameter.
+`computed_at` of the run they come from (null before the first recompute), how old that is (`age_seconds`,
+`out_of_date`), the metric and the group beside the page. Query parameters: `period` (`2026-11`, `2026-Q4`,
+`2026`) or `start` & `end` (YYYY-MM-DD: the periods of `period_kind`, default month, lying within [start, end));
+`group` (company, owner, team, pipeline, source); and the filters `pipeline`, `team`, `owner`, `source`. Bad
+parameters answer 400 with a message per parameter.
 
 Quotas are a resource: everyone reads the quotas they may see; admins (and managers, for the teams they manage
 and those teams' members) create, change and delete them through `forecasting.services`.
@@ -31,7 +32,7 @@ from config.api import VisibleViewSet, representation_etag
 from config.rest import OrderingFilter
 from forecasting import selectors, services
 from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, PeriodKind, Quota
-from forecasting.selectors import SnapshotQuery, visible_snapshot_rows
+from forecasting.selectors import SnapshotQuery, freshness, visible_snapshot_rows
 from pipeline.api.filters import IdFilter
 
 logger = logging.getLogger(__name__)
@@ -294,7 +295,18 @@ def _page_of(name: str, row: type[serializers.Serializer], **extra: serializers.
         "next": serializers.URLField(allow_null=True),
         "previous": serializers.URLField(allow_null=True),
         "computed_at": serializers.DateTimeField(
-            allow_null=True, help_text="When the recompute these rows come from ran; null before the first."
+            allow_null=True,
+            help_text="How fresh these rows are: the last refresh of the recompute they come from (every deal and "
+            "activity change committed before it is counted), or the recompute itself; null before the first.",
+        ),
+        "age_seconds": serializers.IntegerField(
+            allow_null=True,
+            help_text="How old these numbers are: seconds from computed_at to this answer; null before the first "
+            "recompute. Changes made since are not in them yet.",
+        ),
+        "out_of_date": serializers.BooleanField(
+            help_text="True when the scheduled recompute is late for these numbers (older than two recompute "
+            "intervals): the broker or the workers are away, and the numbers will catch up once they are back."
         ),
         "metric": serializers.ChoiceField(choices=Metric.choices),
         "group": serializers.ChoiceField(choices=GroupKind.choices),
@@ -348,12 +360,15 @@ class MetricViewSet(VisibleViewSet):
         rows = self.get_queryset()
         page = self.paginate_queryset(rows)
         envelope = self.get_paginated_response(self.get_serializer(page, many=True).data).data
+        fresh = freshness(self.run)
         return Response(
             {
                 "count": envelope["count"],
                 "next": envelope["next"],
                 "previous": envelope["previous"],
-                "computed_at": self.run.computed_at if self.run else None,
+                "computed_at": fresh.computed_at,
+                "age_seconds": fresh.age_seconds,
+                "out_of_date": fresh.out_of_date,
                 "metric": self.metric,
                 "group": self.query.group_kind,
                 "results": envelope["results"],
@@ -570,7 +585,9 @@ class RecomputeStatusView(APIView):
 class QuotaMetricsSerializer(serializers.Serializer):
     """From the latest recompute (SPEC §3): attainment, coverage and deals needed of the quota's period."""
 
-    computed_at = serializers.DateTimeField(help_text="When the recompute these numbers come from ran.")
+    computed_at = serializers.DateTimeField(
+        help_text="How fresh these numbers are: the last refresh of the recompute they come from, or the recompute."
+    )
     quota = _amount("quota", "The quota's amount when it was computed.", in_values=False)
     won_amount = _amount("won_amount", "Σ amount won in the period.", in_values=False)
     attainment = _number("attainment", "won_amount / quota; null for a zero quota.", in_values=False)
@@ -666,7 +683,7 @@ class QuotaViewSet(VisibleViewSet):
         run, metrics = selectors.quota_metrics(quota_ids=[quota.pk for quota in quotas])
         for quota in quotas:
             values = metrics.get(quota.pk)
-            quota.metrics = None if values is None else values | {"computed_at": run.computed_at}
+            quota.metrics = None if values is None else values | {"computed_at": run.as_of}
         return quotas
 
     def represent(self, instance: Quota) -> dict:

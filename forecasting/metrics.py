@@ -11,7 +11,8 @@ loaded into Python. The shared conventions:
   pipeline and source. Per-stage families (funnel, probabilities, time in stage) are per pipeline by nature, so
   their groups are company, owner, team and source inside each pipeline.
 - "Reached" a stage means the deal's furthest open stage (highest `order` among open stages it entered, from
-  StageChange) is at least that stage; a deal that is won now reached every open stage of its pipeline.
+  StageChange, stamped on the deal as furthest_open_order) is at least that stage; a deal that is won now reached
+  every open stage of its pipeline.
 
 `params` carries: run_id, computed_at (the run's "now": the transaction time, or `as_of`), tz, prior_strength (k),
 lookback_days (0 = all).
@@ -35,32 +36,30 @@ INSERT INTO forecasting_metricsnapshot (
 )
 """
 
-# Month, quarter and year: joined to each fact, `date_trunc(k.kind, <local time>)` is the period it falls in.
+# Month, quarter and year: joined to each fact, `date_trunc(k.kind, <local time>)` is the period it falls in. Those
+# of `params["period_kinds"]` only (all of them, and "all" for the funnel, but in parts of a parallel recompute).
 PERIOD_KINDS = """
-(VALUES ('month', interval '1 month'), ('quarter', interval '3 months'), ('year', interval '1 year')) AS k(kind, step)
+(SELECT * FROM (VALUES ('month', interval '1 month'), ('quarter', interval '3 months'), ('year', interval '1 year'))
+        AS kinds(kind, step) WHERE kind = ANY(%(period_kinds)s)) AS k(kind, step)
 """
+ALL_PERIOD_KINDS = ["month", "quarter", "year", "all"]
 
-# Deals with their owner's current team and the furthest open stage each reached.
+# Deals with their owner's current team and the furthest open stage each reached (stamped on the deal at write
+# time: pipeline.stage_history).
 DEALS_WITH_FURTHEST = f"""
 deals AS (
     SELECT d.id, d.pipeline_id, d.stage_id, d.status, d.amount, d.source, d.owner_id, u.team_id,
            d.created_at, d.closed_at, d.stage_entered_at, d.expected_close_date, d.forecast_category,
-           CASE WHEN d.status = 'won' THEN {WON_REACHED_EVERYTHING} ELSE f.furthest_order END AS furthest_order
+           CASE WHEN d.status = 'won' THEN {WON_REACHED_EVERYTHING} ELSE d.furthest_open_order END AS furthest_order
       FROM pipeline_deal d
       JOIN accounts_user u ON u.id = d.owner_id
-      LEFT JOIN (
-            SELECT c.deal_id, max(s."order") AS furthest_order
-              FROM pipeline_stagechange c
-              JOIN pipeline_stage s ON s.id = c.to_stage_id
-             WHERE s.kind = 'open'
-             GROUP BY c.deal_id
-      ) f ON f.deal_id = d.id
+     WHERE (NOT %(scoped)s OR d.pipeline_id = ANY(%(pipelines)s))
 )
 """
 
 
-def _grouping_sets(base: list[str], groups: list[str]) -> str:
-    sets = [base] + [[*base, GROUP_COLUMNS[group]] for group in groups]
+def _grouping_sets(base: list[str], groups: list[str], *, company: bool = True) -> str:
+    sets = [base] * company + [[*base, GROUP_COLUMNS[group]] for group in groups]
     return "GROUPING SETS (" + ", ".join("(" + ", ".join(columns) + ")" for columns in sets) + ")"
 
 
@@ -85,6 +84,27 @@ def _execute(cursor: CursorWrapper, sql: str, params: dict) -> int:
     return cursor.rowcount
 
 
+# Scoping, for an incremental refresh (forecasting.changes.Slices.params); in a full recompute `scoped` is false and
+# each condition is constant true, which PostgreSQL folds away when it plans the query with the parameters.
+
+
+def _in_slices(slices: str, kind: str, start: str) -> str:
+    """The fact lies in one of the periods the refresh recomputes (the `slices` arrays of kinds and starts)."""
+    return (
+        f"(NOT %(scoped)s OR ({kind}, {start}) IN "
+        f"(SELECT * FROM unnest(%({slices}_kinds)s::text[], %({slices}_starts)s::date[])))"
+    )
+
+
+def _since(slices: str, column: str, *, dates: bool = False) -> str:
+    """A lower bound on the facts a refresh reads (the earliest start of `slices`), so that an index skips the past."""
+    return f"(NOT %(scoped)s OR {column} >= %({slices}_since{'_date' if dates else ''})s)"
+
+
+def _any(column: str, values: str) -> str:
+    return f"(NOT %(scoped)s OR {column} = ANY(%({values})s))"
+
+
 def deal_outcomes(cursor: CursorWrapper, params: dict) -> int:
     """Win rate, average won deal size and sales cycle length, over deals closed (won or lost) in each period.
 
@@ -100,12 +120,13 @@ def deal_outcomes(cursor: CursorWrapper, params: dict) -> int:
                extract(epoch FROM d.closed_at - d.created_at)::float8 / 86400 AS cycle_days
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
-         WHERE d.status IN ('won', 'lost')
+         WHERE d.status IN ('won', 'lost') AND {_since("closed", "d.closed_at")}
     ), facts AS (
         SELECT closed.*, k.kind,
                date_trunc(k.kind, local_closed_at)::date AS period_start,
                (date_trunc(k.kind, local_closed_at) + k.step)::date AS period_end
           FROM closed CROSS JOIN {PERIOD_KINDS}
+         WHERE {_in_slices("closed", "k.kind", "date_trunc(k.kind, local_closed_at)::date")}
     )
     SELECT %(run_id)s, 'deal_outcomes', kind, period_start, period_end, {_group_kind(ALL_GROUPS)},
            {_group_columns(ALL_GROUPS)}, NULL, NULL,
@@ -139,17 +160,25 @@ def funnel(cursor: CursorWrapper, params: dict) -> int:
     groups = STAGE_GROUPS
     sql = f"""
     {INSERT}
-    WITH {DEALS_WITH_FURTHEST}, cohorts AS (
-        SELECT deals.*, k.kind,
-               date_trunc(k.kind, created_at AT TIME ZONE %(tz)s)::date AS period_start,
-               (date_trunc(k.kind, created_at AT TIME ZONE %(tz)s) + k.step)::date AS period_end
-          FROM deals CROSS JOIN {PERIOD_KINDS}
+    WITH {DEALS_WITH_FURTHEST}, partials AS MATERIALIZED (
+        -- Deals counted once per creation month, owner, source and furthest stage: every cohort and group below
+        -- adds up these counts (a few hundred thousand rows) instead of reading every deal again.
+        SELECT date_trunc('month', created_at AT TIME ZONE %(tz)s) AS month, pipeline_id, owner_id, team_id, source,
+               furthest_order, count(*) AS deals, count(*) FILTER (WHERE status = 'won') AS won
+          FROM deals
+         GROUP BY 1, 2, 3, 4, 5, 6
+    ), cohorts AS (
+        SELECT partials.*, k.kind,
+               date_trunc(k.kind, month)::date AS period_start,
+               (date_trunc(k.kind, month) + k.step)::date AS period_end
+          FROM partials CROSS JOIN {PERIOD_KINDS}
+         WHERE {_in_slices("created", "k.kind", "date_trunc(k.kind, month)::date")}
         UNION ALL
-        SELECT deals.*, 'all', NULL::date, NULL::date FROM deals
+        SELECT partials.*, 'all', NULL::date, NULL::date FROM partials WHERE 'all' = ANY(%(period_kinds)s)
     ), by_furthest AS (
         SELECT kind, period_start, period_end, {_group_kind(groups)} AS group_kind,
                {_group_columns(groups, intrinsic=("pipeline_id",))},
-               furthest_order, count(*) AS deals, count(*) FILTER (WHERE status = 'won') AS won
+               furthest_order, sum(deals)::bigint AS deals, sum(won)::bigint AS won
           FROM cohorts
          GROUP BY {_grouping_sets(["kind", "period_start", "period_end", "pipeline_id", "furthest_order"], groups)}
     ), reached AS (
@@ -261,17 +290,19 @@ def forecast(cursor: CursorWrapper, params: dict) -> int:
           JOIN pipeline_stage s ON s.id = d.stage_id
           LEFT JOIN learned l ON l.stage_id = d.stage_id
          WHERE d.status = 'open' AND d.expected_close_date IS NOT NULL
+           AND {_since("forecast", "d.expected_close_date", dates=True)}
         UNION ALL
         SELECT 'won', d.closed_at AT TIME ZONE %(tz)s, d.amount, d.forecast_category, 1, 1,
                d.owner_id, u.team_id, d.pipeline_id, d.source
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
-         WHERE d.status = 'won'
+         WHERE d.status = 'won' AND {_since("forecast", "d.closed_at")}
     ), periods AS (
         SELECT facts.*, k.kind,
                date_trunc(k.kind, local_at)::date AS period_start,
                (date_trunc(k.kind, local_at) + k.step)::date AS period_end
           FROM facts CROSS JOIN {PERIOD_KINDS}
+         WHERE {_in_slices("forecast", "k.kind", "date_trunc(k.kind, local_at)::date")}
     )
     SELECT %(run_id)s, 'forecast', kind, period_start, period_end, {_group_kind(ALL_GROUPS)},
            {_group_columns(ALL_GROUPS)}, NULL, NULL,
@@ -325,29 +356,26 @@ def past_due(cursor: CursorWrapper, params: dict) -> int:
     return _execute(cursor, sql, params)
 
 
-def stage_time(cursor: CursorWrapper, params: dict) -> int:
+def stage_time(cursor: CursorWrapper, params: dict, *, groups: list[str] = STAGE_GROUPS, company: bool = True) -> int:
     """Time in stage: per stage, mean and median days of completed stays, and the open deals in it now.
 
-    A stay in S runs from a StageChange into S to the deal's next StageChange (ordered by changed_at, then id);
-    a stay without a next change is not completed and is left out. "In stage now" counts the open deals whose
-    current stage is S, with their age (computed_at − stage_entered_at) in days: mean, median and max.
-    Over all history (period kind "all"); the deal's current owner, team and source group it.
+    A stay in S runs from a StageChange into S to the deal's next StageChange (ordered by changed_at, then id), whose
+    time the database stamps as the change's left_at; a stay without a next change is not completed, left out.
+    "In stage now" counts the open deals whose current stage is S, with their age (computed_at − stage_entered_at)
+    in days: mean, median and max.
+    Over all history (period kind "all"); the deal's current owner, team and source group it. `groups` and
+    `company` choose the groups written (all of them by default).
     """
-    groups = STAGE_GROUPS
     sql = f"""
     {INSERT}
-    WITH stays AS (
-        SELECT c.deal_id, c.to_stage_id AS stage_id, c.changed_at AS entered_at,
-               lead(c.changed_at) OVER (PARTITION BY c.deal_id ORDER BY c.changed_at, c.id) AS left_at
-          FROM pipeline_stagechange c
-    ), facts AS (
-        SELECT 'stay' AS fact, stays.stage_id,
-               extract(epoch FROM stays.left_at - stays.entered_at)::float8 / 86400 AS days,
+    WITH facts AS (
+        SELECT 'stay' AS fact, c.to_stage_id AS stage_id,
+               extract(epoch FROM c.left_at - c.changed_at)::float8 / 86400 AS days,
                d.owner_id, u.team_id, d.source
-          FROM stays
-          JOIN pipeline_deal d ON d.id = stays.deal_id
+          FROM pipeline_stagechange c
+          JOIN pipeline_deal d ON d.id = c.deal_id
           JOIN accounts_user u ON u.id = d.owner_id
-         WHERE stays.left_at IS NOT NULL
+         WHERE c.left_at IS NOT NULL
         UNION ALL
         SELECT 'now', d.stage_id, extract(epoch FROM %(computed_at)s - d.stage_entered_at)::float8 / 86400,
                d.owner_id, u.team_id, d.source
@@ -370,7 +398,7 @@ def stage_time(cursor: CursorWrapper, params: dict) -> int:
            ),
            %(computed_at)s
       FROM with_pipeline
-     GROUP BY {_grouping_sets(["pipeline_id", "stage_id"], groups)}
+     GROUP BY {_grouping_sets(["pipeline_id", "stage_id"], groups, company=company)}
     """
     return _execute(cursor, sql, params)
 
@@ -395,7 +423,7 @@ def stale_deals(cursor: CursorWrapper, params: dict) -> int:
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
           JOIN pipeline_stage s ON s.id = d.stage_id
-         WHERE d.status = 'open'
+         WHERE d.status = 'open' AND {_any("d.id", "deals")}
     )
     SELECT %(run_id)s, 'stale', 'now', NULL, NULL, 'owner',
            owner_id, team_id, pipeline_id, source, stage_id, id,
@@ -488,34 +516,64 @@ def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
     WITH bounds AS (
         SELECT date_trunc('quarter', %(computed_at)s AT TIME ZONE %(tz)s) - interval '12 months' AS trailing_start,
                date_trunc('quarter', %(computed_at)s AT TIME ZONE %(tz)s) AS trailing_end
-    ), local_deals AS MATERIALIZED (
-        -- Each deal converted to local time once, not once per quota and filter.
-        SELECT d.owner_id, d.status, d.amount, d.expected_close_date, local.closed_at AS local_closed_at,
-               local.closed_at >= b.trailing_start AND local.closed_at < b.trailing_end AS in_trailing
-          FROM pipeline_deal d
-         CROSS JOIN bounds b
-         CROSS JOIN LATERAL (SELECT d.closed_at AT TIME ZONE %(tz)s AS closed_at) local
+    ), quotas AS (
+        SELECT * FROM forecasting_quota q WHERE {QUOTAS_IN_SCOPE.format(user="q.user_id", team="q.team_id")}
     ), holders AS (
         SELECT q.id AS quota_id, u.id AS owner_id
-          FROM forecasting_quota q
-          JOIN accounts_user u ON u.id = q.user_id OR u.team_id = q.team_id
+          FROM quotas q
+          JOIN accounts_user u ON u.id = q.user_id
+        UNION ALL
+        SELECT q.id, u.id
+          FROM quotas q
+          JOIN accounts_user u ON u.team_id = q.team_id
+    ), daily AS MATERIALIZED (
+        -- Won and open amounts per owner and local day: a quota sums the days of its period, never each deal
+        -- once per quota (a million deals times thousands of quotas).
+        SELECT d.owner_id, (d.closed_at AT TIME ZONE %(tz)s)::date AS day,
+               sum(d.amount) AS won_amount, 0 AS open_amount
+          FROM pipeline_deal d
+         WHERE d.status = 'won' AND (NOT %(scoped)s OR d.owner_id IN (SELECT owner_id FROM holders))
+         GROUP BY 1, 2
+        UNION ALL
+        SELECT d.owner_id, d.expected_close_date, 0, sum(d.amount)
+          FROM pipeline_deal d
+         WHERE d.status = 'open' AND d.expected_close_date IS NOT NULL
+           AND (NOT %(scoped)s OR d.owner_id IN (SELECT owner_id FROM holders))
+         GROUP BY 1, 2
+    ), trailing_by_owner AS (
+        SELECT d.owner_id,
+               count(*) FILTER (WHERE d.status = 'won') AS won,
+               count(*) AS closed,
+               sum(d.amount) FILTER (WHERE d.status = 'won') AS won_amount,
+               count(d.amount) FILTER (WHERE d.status = 'won') AS won_with_amount
+          FROM pipeline_deal d
+         CROSS JOIN bounds b
+         WHERE d.status IN ('won', 'lost')
+           AND d.closed_at >= b.trailing_start AT TIME ZONE %(tz)s AND d.closed_at < b.trailing_end AT TIME ZONE %(tz)s
+         GROUP BY d.owner_id
+    ), in_period AS (
+        SELECT h.quota_id, sum(x.won_amount) AS won_amount, sum(x.open_amount) AS open_amount
+          FROM holders h
+          JOIN quotas q ON q.id = h.quota_id
+          JOIN daily x ON x.owner_id = h.owner_id AND x.day >= q.period_start AND x.day < q.period_end
+         GROUP BY h.quota_id
+    ), in_trailing AS (
+        SELECT h.quota_id, sum(t.won) AS won, sum(t.closed) AS closed, sum(t.won_amount) AS won_amount,
+               sum(t.won_with_amount) AS won_with_amount
+          FROM holders h
+          JOIN trailing_by_owner t ON t.owner_id = h.owner_id
+         GROUP BY h.quota_id
     ), measured AS (
         SELECT q.id, q.user_id, q.team_id, q.period_start, q.period_end, q.amount AS quota,
-               coalesce(sum(d.amount) FILTER (
-                   WHERE d.status = 'won' AND d.local_closed_at >= q.period_start AND d.local_closed_at < q.period_end
-               ), 0) AS won_amount,
-               coalesce(sum(d.amount) FILTER (
-                   WHERE d.status = 'open' AND d.expected_close_date >= q.period_start
-                     AND d.expected_close_date < q.period_end
-               ), 0) AS open_amount,
-               count(*) FILTER (WHERE d.status = 'won' AND d.in_trailing) AS trailing_won,
-               count(*) FILTER (WHERE d.status IN ('won', 'lost') AND d.in_trailing) AS trailing_closed,
-               sum(d.amount) FILTER (WHERE d.status = 'won' AND d.in_trailing) AS trailing_won_amount,
-               count(d.amount) FILTER (WHERE d.status = 'won' AND d.in_trailing) AS trailing_won_with_amount
-          FROM forecasting_quota q
-          LEFT JOIN holders h ON h.quota_id = q.id
-          LEFT JOIN local_deals d ON d.owner_id = h.owner_id
-         GROUP BY q.id
+               coalesce(p.won_amount, 0) AS won_amount,
+               coalesce(p.open_amount, 0) AS open_amount,
+               coalesce(t.won, 0) AS trailing_won,
+               coalesce(t.closed, 0) AS trailing_closed,
+               t.won_amount AS trailing_won_amount,
+               coalesce(t.won_with_amount, 0) AS trailing_won_with_amount
+          FROM quotas q
+          LEFT JOIN in_period p ON p.quota_id = q.id
+          LEFT JOIN in_trailing t ON t.quota_id = q.id
     ), derived AS (
         SELECT measured.*,
                greatest(quota - won_amount, 0) AS remaining,
@@ -633,6 +691,13 @@ def forecast_accuracy(cursor: CursorWrapper, params: dict) -> int:
     return _execute(cursor, sql, params)
 
 
+# The quotas a refresh recomputes: those of the changed deals' owners and of their teams.
+QUOTAS_IN_SCOPE = (
+    "(NOT %(scoped)s OR {user} = ANY(%(owners)s) "
+    "OR {team} IN (SELECT team_id FROM accounts_user WHERE id = ANY(%(owners)s)))"
+)
+
+
 # The families in the order a recompute runs them (forecast reads learned_probability's rows of the same run).
 FAMILIES: list[Callable[[CursorWrapper, dict], int]] = [
     deal_outcomes,
@@ -647,5 +712,57 @@ FAMILIES: list[Callable[[CursorWrapper, dict], int]] = [
     forecast_snapshots,
     forecast_accuracy,
 ]
+
+
+def _part(family: Callable[..., int], name: str, *, params: dict | None = None, **kwargs) -> Callable[..., int]:
+    """A part of a family, for a recompute on several connections: the same SQL over some periods or groups."""
+
+    def part(cursor: CursorWrapper, base_params: dict) -> int:
+        return family(cursor, {**base_params, **(params or {})}, **kwargs)
+
+    part.__name__ = f"{family.__name__}[{name}]"
+    part.family = family
+    return part
+
+
+# The same families as units of work for a recompute on several connections (METRICS_CONNECTIONS): a unit runs in
+# order on one connection (forecast reads learned_probability's rows; the snapshots and accuracy read forecast's), and
+# units are independent of each other. The three longest families are cut in parts (by period kind, or by group),
+# so that the connections finish together; longest first, as measured on a million deals.
+UNITS: list[tuple[Callable[[CursorWrapper, dict], int], ...]] = [
+    (_part(stage_time, "company, owner", groups=["owner"]),),
+    (_part(stage_time, "team, source", groups=["team", "source"], company=False),),
+    (_part(funnel, "month", params={"period_kinds": ["month"]}),),
+    (_part(funnel, "quarter, year, all", params={"period_kinds": ["quarter", "year", "all"]}),),
+    (learned_probability, forecast, forecast_snapshots, forecast_accuracy),
+    (_part(deal_outcomes, "month", params={"period_kinds": ["month"]}),),
+    (_part(deal_outcomes, "quarter", params={"period_kinds": ["quarter"]}),),
+    (_part(deal_outcomes, "year", params={"period_kinds": ["year"]}),),
+    (leads,),
+    (quota_attainment,),
+    (stale_deals,),
+    (past_due,),
+]
 # Families that write outside the run's snapshot rows (so they do not count in MetricsRun.row_count).
 WRITES_OUTSIDE_THE_RUN = {forecast_snapshots}
+
+# What an incremental refresh (forecasting.services.refresh_metrics) recomputes, in order (forecast_accuracy reads
+# forecast's rows): each family with its metric and the run's rows it replaces, the same slices its facts are
+# scoped to. Three wait for the next full recompute: learned probabilities, a year-long statistic; time in stage,
+# an all-history median per stage that a move into or out of a busy stage would recompute over a million stays (and
+# whose owner groups a change of owner shifts in every stage the deal went through); leads, which are not deals.
+REFRESHED: list[tuple[Callable[[CursorWrapper, dict], int], str, str]] = [
+    (deal_outcomes, "deal_outcomes", _in_slices("closed", "period_kind", "period_start")),
+    (forecast, "forecast", _in_slices("forecast", "period_kind", "period_start")),
+    (
+        funnel,
+        "funnel",
+        f"{_any('pipeline_id', 'pipelines')} AND "
+        f"(period_kind = 'all' OR {_in_slices('created', 'period_kind', 'period_start')})",
+    ),
+    (stale_deals, "stale", _any("deal_id", "deals")),
+    # Small: written whole on every refresh.
+    (past_due, "past_due", "TRUE"),
+    (quota_attainment, "quota", QUOTAS_IN_SCOPE.format(user="owner_id", team="team_id")),
+    (forecast_accuracy, "forecast_accuracy", "TRUE"),
+]

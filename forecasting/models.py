@@ -1,14 +1,17 @@
 """Metric snapshots, the recompute runs that write them, forecast snapshots taken at period start, and quotas.
 
 Readers never compute: they read the rows of the latest complete `MetricsRun` (see `forecasting.selectors`).
-A recompute writes a whole run in one transaction (`forecasting.services.recompute_metrics`), so a reader sees
-either the previous complete run or the new one, never half of one.
+A recompute writes a whole run and marks it complete last (`forecasting.services.recompute_metrics`), so a reader
+sees either the previous complete run or the new one, never half of one.
 """
+
+from datetime import datetime
 
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 
@@ -50,7 +53,11 @@ class Metric(models.TextChoices):
 
 
 class MetricsRun(models.Model):
-    """One full recompute. Readers use the latest complete run; older runs are pruned by the next recompute."""
+    """One full recompute. Readers use the latest complete run; older runs are pruned by the next recompute.
+
+    Between full recomputes, `forecasting.services.refresh_metrics` brings the latest complete run up to date with
+    changed deals in place, and stamps `refreshed_at`.
+    """
 
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.RUNNING)
     started_at = models.DateTimeField(default=timezone.now)
@@ -59,6 +66,8 @@ class MetricsRun(models.Model):
     computed_at = models.DateTimeField()
     duration_seconds = models.FloatField(null=True, blank=True)
     row_count = models.PositiveIntegerField(default=0)
+    # The last incremental refresh: every deal and activity change committed before it is in the numbers.
+    refreshed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-computed_at", "-id"]
@@ -69,6 +78,11 @@ class MetricsRun(models.Model):
 
     def __str__(self) -> str:
         return f"Run {self.pk} ({self.status}) at {self.computed_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def as_of(self) -> datetime:
+        """How fresh the numbers are: the last refresh, or the recompute itself (the `computed_at` readers see)."""
+        return max(self.computed_at, self.refreshed_at or self.computed_at)
 
 
 class MetricSnapshot(models.Model):
@@ -174,3 +188,24 @@ class Quota(models.Model):
     def __str__(self) -> str:
         target = self.user or self.team
         return f"{target}: {self.amount} for {self.period_start}–{self.period_end}"
+
+
+class PendingChange(models.Model):
+    """A deal (or a deal's activity) changed since the metrics last looked: written by database triggers.
+
+    Triggers on pipeline_deal and pipeline_activity (migration 0002) record the deal's old and new values of
+    everything a metric groups or dates by, on every path that writes (services, imports, the admin, SQL), so
+    an incremental refresh knows which periods, stages and deals to recompute. A refresh or a full recompute
+    consumes them. Plain integers, not foreign keys: the deal may be gone.
+    """
+
+    deal_id = models.BigIntegerField()
+    pipeline_id = models.BigIntegerField(null=True)
+    owner_id = models.BigIntegerField(null=True)
+    created_at = models.DateTimeField(null=True)
+    closed_at = models.DateTimeField(null=True)
+    expected_close_date = models.DateField(null=True)
+    recorded_at = models.DateTimeField(db_default=Now())
+
+    def __str__(self) -> str:
+        return f"Deal {self.deal_id} changed at {self.recorded_at}"

@@ -1,4 +1,4 @@
-"""Queue a debounced metrics recompute after every committed change to deals, leads and activities.
+"""Queue a metrics refresh (deals, activities) or a debounced full recompute (leads, imports) after each change.
 
 `pipeline.signals` are sent after commit (see `pipeline.services`), so a recompute never sees a rolled-back write.
 """
@@ -10,17 +10,26 @@ from django.conf import settings
 from forecasting import services
 from pipeline import signals
 
-CHANGE_SIGNALS = [
+# Deals and activities: their changes wait in PostgreSQL (forecasting.changes) for an incremental refresh.
+REFRESH_SIGNALS = [
     signals.deal_created,
     signals.deal_updated,
     signals.deal_stage_changed,
+    signals.activity_logged,
+    signals.activity_completed,
+]
+# Leads and imports: a refresh does not cover them (lead metrics; imports write in bulk), a full recompute does.
+RECOMPUTE_SIGNALS = [
     signals.lead_created,
     signals.lead_status_changed,
     signals.lead_converted,
-    signals.activity_logged,
-    signals.activity_completed,
     signals.records_imported,
 ]
+
+
+def queue_refresh(sender: Any, **kwargs: Any) -> None:
+    if settings.METRICS_RECOMPUTE_ON_CHANGE:
+        services.request_refresh()
 
 
 def queue_recompute(sender: Any, **kwargs: Any) -> None:
@@ -29,5 +38,7 @@ def queue_recompute(sender: Any, **kwargs: Any) -> None:
 
 
 def connect() -> None:
-    for signal in CHANGE_SIGNALS:
+    for signal in REFRESH_SIGNALS:
+        signal.connect(queue_refresh, dispatch_uid=f"forecasting-refresh-{id(signal)}")
+    for signal in RECOMPUTE_SIGNALS:
         signal.connect(queue_recompute, dispatch_uid=f"forecasting-recompute-{id(signal)}")

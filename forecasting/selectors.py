@@ -8,10 +8,11 @@ up everyone's deals, to admins only.
 """
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from accounts.models import Team, User
 from accounts.selectors import owners_visible_to
@@ -21,6 +22,37 @@ from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, Qu
 def latest_run() -> MetricsRun | None:
     """The newest complete recompute, or None before the first one."""
     return MetricsRun.objects.filter(status=RunStatus.COMPLETE).order_by("-computed_at", "-id").first()
+
+
+# Numbers older than this many recompute intervals are out of date: the scheduled recompute is late, so the broker or
+# the workers are away (SPEC §7: the metrics say how stale they are).
+STALE_AFTER_INTERVALS = 2
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How old the numbers of a run are: what the dashboard and the metrics API tell their readers."""
+
+    computed_at: datetime | None  # None before the first recompute
+    age_seconds: int | None
+    out_of_date: bool
+
+
+def freshness(run: MetricsRun | None, *, now: datetime | None = None) -> Freshness:
+    """The age of `run`'s numbers at `now` (default: now), and whether the scheduled recompute is late for them.
+
+    The numbers are as fresh as the run's last refresh (`as_of`); they are out of date when the full recompute,
+    which also moves what time alone changes (ages, past due, staleness), is late.
+    """
+    if run is None:
+        return Freshness(computed_at=None, age_seconds=None, out_of_date=False)
+    now = now or timezone.now()
+    late = (now - run.computed_at).total_seconds() > STALE_AFTER_INTERVALS * settings.METRICS_RECOMPUTE_SECONDS
+    return Freshness(
+        computed_at=run.as_of,
+        age_seconds=max(int((now - run.as_of).total_seconds()), 0),
+        out_of_date=late,
+    )
 
 
 @dataclass(frozen=True)

@@ -33,3 +33,31 @@ def recompute_metrics_task(reason: str = "schedule") -> int | None:
             services.request_recompute()
         return None
     return run.pk
+
+
+@shared_task(
+    name="forecasting.refresh_metrics",
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=5,
+    ignore_result=False,
+)
+def refresh_metrics_task(reason: str = "schedule") -> int | None:
+    """Bring the latest run up to date with the changed deals; returns its id, or None when it could not yet.
+
+    Idempotent: the pending changes are consumed in the refresh's transaction. Before any complete run, a full
+    recompute is asked for instead; while a full recompute runs, the refresh is asked for again after it (the
+    changes the recompute did not see stay pending).
+    """
+    if reason == "change":
+        services.clear_pending_refresh()
+    run = services.refresh_metrics()
+    if run is None:
+        if not services.has_complete_run():
+            services.request_recompute()
+        else:
+            services.request_refresh()
+        return None
+    return run.pk

@@ -9,25 +9,21 @@ import logging
 import time
 
 from celery.result import AsyncResult
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from forecasting.dashboard import PERIOD_KINDS, build_dashboard, current_period, parse_period, scopes_for
 from forecasting.models import PeriodKind
-from forecasting.selectors import latest_run
+from forecasting.selectors import freshness, latest_run
 
 logger = logging.getLogger(__name__)
 
-# Numbers older than this many recompute intervals are flagged as out of date (the scheduled recompute is late).
-STALE_AFTER_INTERVALS = 2
 # A recompute still queued after this long has no worker to run it: stop polling and say so.
 GIVE_UP_POLLING_AFTER_SECONDS = 300
 
@@ -52,7 +48,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     board = build_dashboard(
         user=request.user, period=period, scope=scope, pipeline_id=pipeline_id, funnel_of_period=funnel_of_period
     )
-    age = (timezone.now() - board.run.computed_at).total_seconds() if board.run else None
+    fresh = freshness(board.run)
     context = {
         "board": board,
         "period": period,
@@ -62,8 +58,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "scope": scope,
         "chart_data": board.chart_data(),
         "may_recompute": _may_recompute(request.user),
-        "just_computed": age is not None and age < 60,
-        "out_of_date": age is not None and age > STALE_AFTER_INTERVALS * settings.METRICS_RECOMPUTE_SECONDS,
+        "just_computed": fresh.age_seconds is not None and fresh.age_seconds < 60,
+        "out_of_date": fresh.out_of_date,
         "funnel_of_period": funnel_of_period,
         "query": {
             "cohort": "period" if funnel_of_period else "all",

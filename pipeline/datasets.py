@@ -39,6 +39,7 @@ from django.db import connection, transaction
 
 from accounts.models import Team, User
 from forecasting.models import Quota
+from pipeline import stage_history
 from pipeline.demo import (
     AUTHORITIES,
     CITIES,
@@ -245,8 +246,9 @@ def size_deals(size: str) -> int:
 def after_bulk_load(cursor) -> None:
     """Bring what the write paths would have maintained up to date after a bulk load, then refresh statistics.
 
-    The one place for work that the services do row by row at write time and a COPY skips (stamped columns,
-    summary tables); run inside the load's transaction, after the data and constraints are in.
+    The one place for work that the services do row by row at write time and a COPY skips (summary tables); run
+    inside the load's transaction, after the data and constraints are in. The stage-history stamps
+    (pipeline.stage_history) are written by the generator with the rows.
     """
     for model in LOADED_MODELS:
         cursor.execute(f"ANALYZE {model._meta.db_table}")
@@ -278,7 +280,9 @@ def load_dataset(
         cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
         saved = _drop_foreign_keys_and_indexes(cursor)
         generator = _Generator(cursor.cursor, seed=seed, now=now, say=say)
-        counts = generator.run(deals=deals)
+        # The generator writes the stage-history stamps itself; no trigger needs to fire row by row.
+        with stage_history.bulk_load(cursor, deal_ids=[]):
+            counts = generator.run(deals=deals)
         say("  re-adding foreign keys and rebuilding indexes")
         _restore(cursor, saved)
         for sql in connection.ops.sequence_reset_sql(no_style(), [*LOADED_MODELS, Quota]):
@@ -499,7 +503,7 @@ class _Generator:
                     f"{stage_id}\t{pipeline_id}\t{stage.name}\t{order}\t{stage.probability}\t{stage.kind}\t"
                     f"{stage.rotting_days}\t{required}\t{stage.category}\n"
                 )
-                simulated.add(stage_id, stage)
+                simulated.add(stage_id, stage, order)
             self.pipelines.append(simulated)
         self._copy(
             "pipeline_stage",
@@ -582,8 +586,7 @@ class _Generator:
             for deal_id in range(start + 1, min(start + DEAL_CHUNK, count) + 1):
                 self._deal(deal_id, batch)
             self._copy("pipeline_deal", DEAL_COLUMNS, batch.deals)
-            self._copy("pipeline_stagechange", "id, deal_id, from_stage_id, to_stage_id, changed_by_id, changed_at",
-                       batch.changes)  # fmt: skip
+            self._copy("pipeline_stagechange", STAGE_CHANGE_COLUMNS, batch.changes)
             self._copy("pipeline_lead", LEAD_COLUMNS, batch.leads)
             self._copy("pipeline_activity", ACTIVITY_COLUMNS, batch.activities)
             self._count("deals", len(batch.deals))
@@ -702,14 +705,19 @@ class _Generator:
         if status == "won" and amount:
             self.won_by_rep[rep_index] += amount
 
-        # Stage history.
+        # Stage history, with the stamps the database keeps (pipeline.stage_history): each stay's exit time and
+        # the deal's furthest open stage.
         changes = batch.changes
         from_stage = NULL
         for position, (index, at) in enumerate(entries):
             to_stage = pipeline.stage_id(index)
             changed_by = rep.manager_id if position and random_() < MANAGER_MOVE_CHANCE else rep.user_id
-            changes.append(f"{self._change_id()}\t{deal_id}\t{from_stage}\t{to_stage}\t{changed_by}\t{ts.at(at)}\n")
+            left_at = ts.at(entries[position + 1][1]) if position + 1 < len(entries) else NULL
+            changes.append(
+                f"{self._change_id()}\t{deal_id}\t{from_stage}\t{to_stage}\t{changed_by}\t{ts.at(at)}\t{left_at}\n"
+            )
             from_stage = to_stage
+        furthest = max(pipeline.open_orders[index] for index, _at in entries if index < _WON_INDEX)
 
         # Activities: done along the way, planned ahead for open deals, a kickoff after a win.
         end = closed_at or now
@@ -744,7 +752,7 @@ class _Generator:
             f"{ts.date(expected) if expected is not None else NULL}\t{category}\t{override}\t{lost_note}\t{source}\t"
             f"{NULL}\t{ts.at(created_at)}\t{ts.at(last_touch)}\t{ts.at(entered_at)}\t"
             f"{ts.at(closed_at) if closed_at else NULL}\t{len(entries)}\t{contact_id or NULL}\t{rep.user_id}\t"
-            f"{lost_reason}\t{organization_id}\t{pipeline.id}\t{stage_id}\n"
+            f"{lost_reason}\t{organization_id}\t{pipeline.id}\t{stage_id}\t{furthest}\n"
         )
         if from_lead:
             self._converted_lead(batch, deal_id, created_at, rep, organization_id, contact_id, source, amount)
@@ -951,8 +959,10 @@ _LEAD_STAMP_ORDER = ("contacted", "mql", "sql", "converted", "disqualified")
 DEAL_COLUMNS = (
     "id, budget, authority, need, timeline, title, status, amount, currency, expected_close_date, forecast_category, "
     "forecast_category_override, lost_note, source, external_id, created_at, updated_at, stage_entered_at, "
-    "closed_at, version, contact_id, owner_id, lost_reason_id, organization_id, pipeline_id, stage_id"
+    "closed_at, version, contact_id, owner_id, lost_reason_id, organization_id, pipeline_id, stage_id, "
+    "furthest_open_order"
 )
+STAGE_CHANGE_COLUMNS = "id, deal_id, from_stage_id, to_stage_id, changed_by_id, changed_at, left_at"
 LEAD_COLUMNS = (
     "id, budget, authority, need, timeline, first_name, last_name, email, phone, company, job_title, source, status, "
     "score, disqualified_reason, external_id, created_at, updated_at, contacted_at, mql_at, sql_at, converted_at, "
@@ -988,19 +998,21 @@ class _SimulatedPipeline:
         self.spec = spec
         self.log_median_amount = math.log(spec.median_amount)
         self.open_ids: list[int] = []
+        self.open_orders: list[int] = []
         self.open_specs: list[StageSpec] = []
         self.log_median_days: list[float] = []
         self.loss: list[float] = []
         self.required_up_to: list[frozenset[str]] = []  # the fields required by any open stage up to each one
         self.won_id = self.lost_id = 0
 
-    def add(self, stage_id: int, stage: StageSpec) -> None:
+    def add(self, stage_id: int, stage: StageSpec, order: int) -> None:
         if stage.kind == "won":
             self.won_id = stage_id
         elif stage.kind == "lost":
             self.lost_id = stage_id
         else:
             self.open_ids.append(stage_id)
+            self.open_orders.append(order)
             self.open_specs.append(stage)
             self.log_median_days.append(math.log(stage.median_days))
             self.loss.append(stage.loss)

@@ -308,6 +308,10 @@ class Deal(BantFields):
     stage_entered_at = models.DateTimeField(default=timezone.now)
     closed_at = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)
+    # Stamped by the database when a StageChange is inserted (pipeline.stage_history): the highest `order` among
+    # the open stages the deal ever entered, null before it entered one. The funnel and the learned probabilities
+    # read it instead of aggregating all of the stage history on every recompute.
+    furthest_open_order = models.SmallIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
@@ -352,7 +356,7 @@ class Deal(BantFields):
 
 
 class StageChange(models.Model):
-    """Append-only history of every stage a deal enters (a trigger refuses UPDATE).
+    """Append-only history of every stage a deal enters (a trigger refuses any UPDATE but the stamp of left_at).
 
     The source of truth for funnels, time in stage and learned probabilities.
     """
@@ -364,6 +368,10 @@ class StageChange(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     changed_at = models.DateTimeField(default=timezone.now)
+    # Stamped by the database (pipeline.stage_history): when the deal left the stage this change entered, i.e. the
+    # changed_at of its next change; null while the deal is still there. Time in stage reads completed stays
+    # straight from it instead of ordering all of history in a window on every recompute.
+    left_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["deal", "changed_at", "id"]

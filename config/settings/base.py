@@ -130,7 +130,10 @@ CSP_RELAXED_STYLE_PATHS = ["/admin/", "/api/docs/"]
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or embedded.database_url()
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+# A connection broken by a database restart is noticed and replaced at the start of the next request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A database that does not answer fails the request within seconds (a 503) instead of holding it.
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 5)
 if os.environ.get("TEST_DATABASE_NAME"):
     # Lets parallel checkouts (and a Celery worker started by the tests) agree on one test database.
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
@@ -138,12 +141,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL") or embedded.redis_url()
 
+# How long a call to Redis may wait for a connection: a Redis that is down or unreachable must fail the call fast, so
+# that the request carries on without it (SPEC §7) instead of hanging.
+REDIS_CONNECT_TIMEOUT_SECONDS = env_float("REDIS_CONNECT_TIMEOUT_SECONDS", 2.0)
+
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "crm",
         "TIMEOUT": 300,
+        # The cached values are tiny (throttle counters, marks, the heartbeat): any answer takes milliseconds.
+        "OPTIONS": {"socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS, "socket_timeout": 5},
     }
 }
 # Sessions live in PostgreSQL so that browsing keeps working while Redis is away.
@@ -161,16 +170,35 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Queuing a task from a request while Redis is down must fail within a second, not block: every caller catches the
+# error and carries on (the schedule or a sweep catches up). Kombu retries the producer's connection for ever
+# otherwise, and the result backend subscribes to the task's result with 20 retries a second apart, both before the
+# message is sent. Workers keep retrying their own connection (broker_connection_max_retries), as they should.
+_FAIL_FAST = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+CELERY_BROKER_TRANSPORT_OPTIONS = {**_FAIL_FAST, "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": _FAIL_FAST}
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_CONNECT_TIMEOUT_SECONDS
 CELERY_TIMEZONE = os.environ.get("TIME_ZONE", "UTC")
 WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 30)
 # The full metrics recompute (forecasting); changes also queue a debounced one (METRICS_DEBOUNCE_SECONDS).
 METRICS_RECOMPUTE_SECONDS = env_int("METRICS_RECOMPUTE_SECONDS", 300)
+# Between full recomputes, deal and activity changes are brought in incrementally: right after each change (after
+# METRICS_REFRESH_DELAY_SECONDS), and on this schedule for any whose refresh could not be queued.
+METRICS_REFRESH_SECONDS = env_int("METRICS_REFRESH_SECONDS", 60)
+METRICS_REFRESH_DELAY_SECONDS = env_int("METRICS_REFRESH_DELAY_SECONDS", 0)
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {
         "task": "config.celery.heartbeat",
         "schedule": WORKER_HEARTBEAT_SECONDS,
         # A heartbeat queued during an outage says nothing once the outage is over.
         "options": {"expires": WORKER_HEARTBEAT_SECONDS * 1.5},
+    },
+    # Catches up with changes whose refresh was never queued (Redis or the broker away): they wait in PostgreSQL.
+    "metrics-refresh": {
+        "task": "forecasting.refresh_metrics",
+        "schedule": METRICS_REFRESH_SECONDS,
+        "kwargs": {"reason": "schedule"},
+        "options": {"expires": METRICS_REFRESH_SECONDS * 1.5},
     },
     "metrics-recompute": {
         "task": "forecasting.recompute_metrics",
@@ -228,6 +256,14 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_IPWARE_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+
+# The same for API tokens, per client address (accounts.services.record_failed_token_attempt; kept in PostgreSQL
+# too): the first failures are free, each further one makes the address wait twice as long before the next attempt
+# (1 s, 2 s, 4 s, ...), and at the limit the address is locked out of token authentication for the lockout period.
+API_TOKEN_FAILURE_LIMIT = env_int("API_TOKEN_FAILURE_LIMIT", AXES_FAILURE_LIMIT)
+API_TOKEN_FAILURES_BEFORE_DELAY = env_int("API_TOKEN_FAILURES_BEFORE_DELAY", 3)
+API_TOKEN_DELAY_SECONDS = env_int("API_TOKEN_DELAY_SECONDS", 1)
+API_TOKEN_LOCKOUT_SECONDS = env_int("API_TOKEN_LOCKOUT_SECONDS", env_int("LOGIN_LOCKOUT_MINUTES", 15) * 60)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -325,6 +361,9 @@ METRICS_RECOMPUTE_ON_CHANGE = env_bool("METRICS_RECOMPUTE_ON_CHANGE", True)
 METRICS_KEEP_RUNS = env_int("METRICS_KEEP_RUNS", 2)
 METRICS_WORK_MEM = os.environ.get("METRICS_WORK_MEM", "64MB")
 METRICS_STATEMENT_TIMEOUT = os.environ.get("METRICS_STATEMENT_TIMEOUT", "10min")
+# Connections a full recompute runs its metric families on, side by side (PostgreSQL gives each query one core);
+# 1 runs the whole recompute in one transaction.
+METRICS_CONNECTIONS = env_int("METRICS_CONNECTIONS", 2)
 
 # --- Webhooks (issue #9) ------------------------------------------------------------------------------------------
 

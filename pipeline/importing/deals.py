@@ -29,7 +29,9 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.conf import settings
+from django.db import connection
 
+from pipeline import stage_history
 from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.fields import ENTERED_AT_PREFIX
@@ -410,7 +412,8 @@ class DealImporter(KindImporter):
         moves = [
             (change.deal_id, *change.move[:2], None, change.move[2]) for change in self.changed_deals if change.move
         ]
-        copy_rows(StageChange, STAGE_CHANGE_COLUMNS, itertools.chain(self._entries(ids), moves))
+        with connection.cursor() as cursor, stage_history.bulk_load(cursor, [*ids, *(move[0] for move in moves)]):
+            copy_rows(StageChange, STAGE_CHANGE_COLUMNS, itertools.chain(self._entries(ids), moves))
         audit.copy_entries(
             model=Deal,
             actor=self.actor,

@@ -15,6 +15,7 @@ from itertools import pairwise
 
 from django.db import connection
 
+from pipeline import stage_history
 from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.references import New, Ref, StageRow, Stages, pk_of
@@ -146,15 +147,16 @@ class StageChangeImporter(KindImporter):
                     f"DELETE FROM {StageChange._meta.db_table} WHERE deal_id = ANY(%s)",
                     [deal_ids[start : start + DELETE_BATCH]],
                 )
-        copy_rows(
-            StageChange,
-            ["deal_id", "from_stage_id", "to_stage_id", "changed_by_id", "changed_at"],
-            (
-                (deal_id, from_stage, to_stage, pk_of(changed_by), changed_at)
-                for deal_id, entries in self.entries.items()
-                for from_stage, to_stage, changed_by, changed_at in _changes(entries)
-            ),
-        )
+        with connection.cursor() as cursor, stage_history.bulk_load(cursor, deal_ids):
+            copy_rows(
+                StageChange,
+                ["deal_id", "from_stage_id", "to_stage_id", "changed_by_id", "changed_at"],
+                (
+                    (deal_id, from_stage, to_stage, pk_of(changed_by), changed_at)
+                    for deal_id, entries in self.entries.items()
+                    for from_stage, to_stage, changed_by, changed_at in _changes(entries)
+                ),
+            )
         update_rows(
             Deal,
             list(STAMPED),

@@ -10,13 +10,18 @@ from typing import BinaryIO
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import User
 from pipeline.importing import reading
 from pipeline.importing.fields import FIELDS, suggest_mapping
-from pipeline.importing.report import ImportOptions
+from pipeline.importing.report import ImportOptions, RowError
 from pipeline.importing.runner import run_import
-from pipeline.models import ImportJob
+from pipeline.models import ImportJob, ImportStatus
+
+QUEUE_UNAVAILABLE = (
+    "The task queue is unavailable, so the import could not start and nothing was written: start it again in a moment."
+)
 
 PREVIEW_ROWS = 5
 
@@ -95,6 +100,7 @@ def start_import_job(
 
         with transaction.atomic():
             queue_import_job(job)
+        job.refresh_from_db()  # failed already if it could not be queued
     return job
 
 
@@ -157,4 +163,18 @@ def start_job_from_stored_file(
 
         with transaction.atomic():
             queue_import_job(job)
+        job.refresh_from_db()  # failed already if it could not be queued
     return job
+
+
+def fail_unqueued_job(job_id: int) -> None:
+    """Mark a pending job that could not be queued (the broker is away) as failed, with a message that says so.
+
+    Better than a job pending for ever: no worker will hear of it, and the user can start it again.
+    """
+    ImportJob.objects.filter(pk=job_id, status=ImportStatus.PENDING).update(
+        status=ImportStatus.FAILED,
+        error_count=1,
+        errors=[RowError(0, "", "", QUEUE_UNAVAILABLE).to_json()],
+        finished_at=timezone.now(),
+    )

@@ -3,6 +3,7 @@
 import csv
 import io
 
+import kombu.exceptions
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -160,6 +161,26 @@ def test_a_large_file_is_queued_and_a_worker_completes_it(api, pipeline, setting
     run_import_job(job["id"])  # what the worker does with the queued task
     done = api("rep").get(f"/api/v1/imports/{job['id']}/").json()
     assert (done["status"], done["percent"], done["processed_rows"], done["created_count"]) == ("succeeded", 100, 2, 2)
+
+
+def test_a_large_file_that_cannot_be_queued_fails_with_a_message_and_writes_nothing(
+    api, pipeline, settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    settings.IMPORT_INLINE_MAX_SIZE = 10
+
+    def broker_down(*args, **kwargs):
+        raise kombu.exceptions.OperationalError("Error 111 connecting to redis. Connection refused.")
+
+    monkeypatch.setattr(run_import_job, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_import(api("rep"))
+
+    assert response.status_code == 202
+    job = api("rep").get(f"/api/v1/imports/{response.json()['id']}/").json()
+    assert (job["status"], job["error_count"]) == ("failed", 1)
+    report = api("rep").get(f"/api/v1/imports/{job['id']}/report/").json()
+    assert report["results"][0]["message"].startswith("The task queue is unavailable")
+    assert not Deal.objects.exists()
 
 
 def test_jobs_are_visible_to_their_creator_and_admins_only(api, pipeline):

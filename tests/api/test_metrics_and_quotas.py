@@ -59,7 +59,17 @@ def test_metric_pages_are_the_api_envelope_with_computed_at_and_at_most_200_rows
         deal_with_history(owner=org.rep, pipeline=pipeline, path=[("Prospecting", f"2026-09-0{index + 1}")])
     recompute_metrics(as_of=at("2026-11-25 12:00"))
     first = admin.get("/api/v1/metrics/stale-deals/", {"page_size": 2}).json()
-    assert list(first) == ["count", "next", "previous", "computed_at", "metric", "group", "results"]
+    assert list(first) == [
+        "count",
+        "next",
+        "previous",
+        "computed_at",
+        "age_seconds",
+        "out_of_date",
+        "metric",
+        "group",
+        "results",
+    ]
     assert (first["count"], len(first["results"]), first["metric"], first["group"]) == (3, 2, "stale", "owner")
     assert first["computed_at"].startswith("2026-11-25T12:00:00")
     assert len(admin.get(first["next"]).json()["results"]) == 1

@@ -145,10 +145,27 @@ def test_forecast_carries_past_due_and_learned_probabilities(org, pipeline, clos
     assert {"w", "l", "k", "p0", "p"} <= set(next(iter(learned.values())))
 
 
+def test_metrics_say_how_old_they_are_and_when_the_scheduled_recompute_is_late(org, pipeline, settings):
+    settings.METRICS_RECOMPUTE_SECONDS = 300
+    deal_with_history(owner=org.rep, pipeline=pipeline, path=[("Prospecting", "2026-09-01")])
+    computed_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=11)
+    recompute_metrics(as_of=computed_at)
+
+    body = client_for(org.admin).get("/api/v1/metrics/stale-deals/").json()
+
+    assert abs(dt.datetime.fromisoformat(body["computed_at"]) - computed_at) < dt.timedelta(seconds=1)
+    assert 11 * 60 <= body["age_seconds"] < 12 * 60
+    assert body["out_of_date"] is True  # older than two 5-minute intervals
+    settings.METRICS_RECOMPUTE_SECONDS = 600
+    assert client_for(org.admin).get("/api/v1/metrics/stale-deals/").json()["out_of_date"] is False
+
+
 def test_before_the_first_recompute_metrics_say_so(org):
     body = client_for(org.admin).get("/api/v1/metrics/win-rates/").json()
     assert body == {
         "computed_at": None,
+        "age_seconds": None,
+        "out_of_date": False,
         "metric": "deal_outcomes",
         "group": "company",
         "count": 0,

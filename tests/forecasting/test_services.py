@@ -15,7 +15,7 @@ from django.test import override_settings
 from kombu.exceptions import OperationalError as BrokerError
 
 from forecasting import selectors, services
-from forecasting.models import MetricSnapshot, MetricsRun, Quota, RunStatus
+from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, Quota, RunStatus
 from forecasting.services import RECOMPUTE_LOCK_KEY, recompute_metrics, request_recompute
 from pipeline.models import AuditEntry
 from tests.factories import make_deal
@@ -103,22 +103,124 @@ def test_a_failing_recompute_leaves_the_last_complete_run_in_place(org, pipeline
     assert MetricSnapshot.objects.filter(run=before).count() == before.row_count
 
 
+def _rows(run: MetricsRun) -> list[tuple]:
+    return sorted(
+        (
+            MetricSnapshot.objects.filter(run=run).values_list(
+                "metric",
+                "period_kind",
+                "period_start",
+                "group_kind",
+                "owner_id",
+                "team_id",
+                "pipeline_id",
+                "source",
+                "stage_id",
+                "deal_id",
+                "values",
+                "computed_at",
+            )
+        ),
+        key=repr,
+    )
+
+
+def _some_history(org, pipeline, lost_reason) -> None:
+    from tests.forecasting.helpers import deal_with_history
+
+    for n, (owner, path) in enumerate(
+        [
+            (org.rep, [("Prospecting", "2026-01-05 10:00"), ("Discovery", "2026-01-20 10:00"), ("Won", "2026-02-03")]),
+            (org.teammate, [("Qualification", "2026-01-09 10:00"), ("Lost", "2026-03-01 10:00")]),
+            (org.other_rep, [("Prospecting", "2026-02-11 10:00"), ("Proposal", "2026-02-20 10:00")]),
+            (org.rep, [("Discovery", "2025-12-30 23:00"), ("Prospecting", "2026-01-02 10:00")]),
+        ]
+    ):
+        deal_with_history(
+            owner=owner,
+            pipeline=pipeline,
+            path=path,
+            lost_reason=lost_reason,
+            amount=Decimal(1000 * (n + 1)),
+            expected_close_date=dt.date(2026, 3, 31),
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_recompute_on_two_connections_writes_exactly_what_one_transaction_writes(
+    org, pipeline, lost_reason, settings
+):
+    _some_history(org, pipeline, lost_reason)
+    as_of = dt.datetime(2026, 3, 15, 12, tzinfo=dt.UTC)
+    settings.METRICS_CONNECTIONS = 1
+    serial = recompute_metrics(as_of=as_of)
+    settings.METRICS_CONNECTIONS = 2
+    parallel = recompute_metrics(as_of=as_of)
+
+    assert parallel.status == RunStatus.COMPLETE
+    assert parallel.row_count == serial.row_count > 0
+    assert _rows(parallel) == _rows(serial)
+    assert selectors.latest_run().pk == parallel.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_unit_on_two_connections_leaves_no_trace_and_the_last_run_in_place(org, pipeline, settings):
+    make_deal(owner=org.rep, pipeline=pipeline)
+    settings.METRICS_CONNECTIONS = 2
+    before = recompute_metrics()
+    killed = mock.Mock(side_effect=RuntimeError("killed"), __name__="leads")
+    with (
+        mock.patch("forecasting.metrics.UNITS", [(services.metrics.funnel,), (killed,)]),
+        pytest.raises(RuntimeError),
+    ):
+        recompute_metrics()
+    assert list(MetricsRun.objects.values_list("pk", flat=True)) == [before.pk]
+    assert MetricSnapshot.objects.exclude(run=before).count() == 0
+    assert recompute_metrics() is not None  # the lock was released
+
+
+def test_the_units_of_a_parallel_recompute_cover_every_family():
+    families = {getattr(family, "family", family) for unit in services.metrics.UNITS for family in unit}
+    assert families == set(services.metrics.FAMILIES)
+
+
 @pytest.fixture
 def no_pending_mark():
-    cache.delete(services.PENDING_RECOMPUTE_CACHE_KEY)
+    cache.delete_many([services.PENDING_RECOMPUTE_CACHE_KEY, services.PENDING_REFRESH_CACHE_KEY])
     yield
-    cache.delete(services.PENDING_RECOMPUTE_CACHE_KEY)
+    cache.delete_many([services.PENDING_RECOMPUTE_CACHE_KEY, services.PENDING_REFRESH_CACHE_KEY])
 
 
 @pytest.mark.django_db
-def test_changes_queue_at_most_one_pending_recompute(
+def test_deal_changes_queue_at_most_one_pending_refresh(
     org, pipeline, no_pending_mark, settings, django_capture_on_commit_callbacks
 ):
     settings.METRICS_RECOMPUTE_ON_CHANGE = True
-    with mock.patch("forecasting.tasks.recompute_metrics_task.apply_async") as apply_async:
+    with (
+        mock.patch("forecasting.tasks.refresh_metrics_task.apply_async") as refresh,
+        mock.patch("forecasting.tasks.recompute_metrics_task.apply_async") as recompute,
+    ):
         with django_capture_on_commit_callbacks(execute=True):
             make_deal(owner=org.rep, pipeline=pipeline)
             make_deal(owner=org.rep, pipeline=pipeline)
+        assert (refresh.call_count, recompute.call_count) == (1, 0)
+        assert refresh.call_args.kwargs["countdown"] == settings.METRICS_REFRESH_DELAY_SECONDS
+        services.clear_pending_refresh()  # what the task does when it starts
+        assert services.request_refresh() is True
+        assert refresh.call_count == 2
+
+
+@pytest.mark.django_db
+def test_lead_changes_queue_at_most_one_pending_recompute(
+    org, pipeline, no_pending_mark, settings, django_capture_on_commit_callbacks
+):
+    from pipeline.services import create_lead
+
+    settings.METRICS_RECOMPUTE_ON_CHANGE = True
+    with mock.patch("forecasting.tasks.recompute_metrics_task.apply_async") as apply_async:
+        with django_capture_on_commit_callbacks(execute=True):
+            create_lead(actor=None, owner=org.rep, last_name="One")
+            create_lead(actor=None, owner=org.rep, last_name="Two")
         assert apply_async.call_count == 1
         assert apply_async.call_args.kwargs["countdown"] == settings.METRICS_DEBOUNCE_SECONDS
         assert apply_async.call_args.kwargs["expires"] > settings.METRICS_DEBOUNCE_SECONDS
@@ -136,13 +238,15 @@ def test_redis_down_does_not_break_writes(
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
     }
     with (
-        mock.patch("forecasting.tasks.recompute_metrics_task.apply_async") as apply_async,
+        mock.patch("forecasting.tasks.refresh_metrics_task.apply_async") as apply_async,
         override_settings(CACHES=unreachable),
         django_capture_on_commit_callbacks(execute=True),
     ):
         deal = make_deal(owner=org.rep, pipeline=pipeline)
     assert deal.pk
-    assert "could not mark a pending metrics recompute" in caplog.text
+    assert "could not mark a pending metrics refresh" in caplog.text
+    # Nothing is lost: the change waits in PostgreSQL for the scheduled refresh.
+    assert PendingChange.objects.filter(deal_id=deal.pk).exists()
     assert apply_async.call_count == 0
 
 
@@ -159,6 +263,13 @@ def test_the_full_recompute_is_scheduled_and_expires_after_one_and_a_half_interv
     assert entry["task"] == "forecasting.recompute_metrics"
     assert entry["schedule"] == settings.METRICS_RECOMPUTE_SECONDS
     assert entry["options"]["expires"] == settings.METRICS_RECOMPUTE_SECONDS * 1.5
+
+
+def test_the_refresh_is_scheduled_too_so_changes_left_pending_are_taken(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["metrics-refresh"]
+    assert entry["task"] == "forecasting.refresh_metrics"
+    assert entry["schedule"] == settings.METRICS_REFRESH_SECONDS
+    assert entry["options"]["expires"] == settings.METRICS_REFRESH_SECONDS * 1.5
 
 
 # --- Quotas -------------------------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ class Worker:
             "DATABASE_URL": _database_url(),
             "REDIS_URL": django_settings.REDIS_URL,
             "TEST_REDIS_DB": django_settings.REDIS_URL.rsplit("/", 1)[1],
+            # The worker sees committed data only, so it recomputes as deployed: on two connections.
+            "METRICS_CONNECTIONS": "2",
         }
         env.pop("TEST_DATABASE_NAME", None)
         self.log_path = log_path
@@ -137,6 +139,24 @@ def test_a_change_queues_a_debounced_recompute_that_a_worker_runs(org, pipeline,
         worker=worker,
     )
     assert MetricsRun.objects.filter(pk__gte=run.pk).count() <= 2
+
+
+def test_a_deal_change_is_refreshed_in_place_by_a_worker_right_away(org, pipeline, start_worker, settings):
+    settings.METRICS_RECOMPUTE_ON_CHANGE = True
+    make_deal(owner=org.rep, pipeline=pipeline)
+    run = recompute_metrics()
+    services.clear_pending_refresh()
+    worker = start_worker()
+    make_deal(owner=org.rep, pipeline=pipeline)  # autocommit: the signal is sent at once, the refresh queued
+
+    def refreshed() -> bool:
+        run.refresh_from_db()
+        return run.refreshed_at is not None
+
+    _wait_for(refreshed, timeout=60, what="the refresh", worker=worker)
+    assert _latest_complete() == run  # the same run, brought up to date in place
+    assert MetricSnapshot.objects.filter(run=run, metric="stale").count() == 2
+    assert run.row_count == MetricSnapshot.objects.filter(run=run).count()
 
 
 def test_a_worker_killed_mid_run_leaves_the_last_snapshot_and_the_next_run_completes(org, pipeline, start_worker):

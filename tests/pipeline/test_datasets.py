@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Count
 
-from forecasting.models import MetricSnapshot, MetricsRun, Quota, RunStatus
+from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, Quota, RunStatus
 from forecasting.services import recompute_metrics
 from pipeline.datasets import DatasetError, load_dataset
 from pipeline.models import Activity, Deal, Lead, LeadStatus, Pipeline, StageChange
@@ -104,6 +104,13 @@ def test_every_history_agrees_with_its_deal(loaded):
     assert (
         scalar("SELECT count(*) FROM pipeline_deal WHERE updated_at < stage_entered_at OR closed_at > %s", [NOW]) == 0
     )
+
+
+def test_the_stage_history_stamps_are_what_the_database_would_have_stamped(loaded):
+    from tests.pipeline.test_stage_history import derived_stamps, stamped
+
+    assert stamped() == derived_stamps()
+    assert not PendingChange.objects.exists()  # a bulk load, not a million changes for the metrics to refresh
 
 
 def test_deals_carry_what_their_stages_require(loaded):

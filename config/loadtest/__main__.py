@@ -1,0 +1,5 @@
+import sys
+
+from config.loadtest.runner import main
+
+sys.exit(main())

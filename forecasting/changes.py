@@ -1,0 +1,196 @@
+"""What changed since the metrics last looked: triggers that record it, and the slices of metrics it touches.
+
+Statement-level triggers on pipeline_deal and pipeline_activity write `PendingChange` rows: for a deal, its old
+and new values of what the metrics date or group by (only when one of the columns a metric reads changed); for an
+activity, its deal (which may stop or start being "no next step"). A bulk load (`pipeline.stage_history.bulk_load`)
+records nothing: a full recompute follows it. The triggers belong to this app, so that pipeline knows nothing of
+metrics.
+
+`Slices` turns pending changes into what an incremental refresh recomputes: the periods (month, quarter, year in
+TIME_ZONE) containing each old and new close date, expected close date and creation date, the pipelines, the
+owners (for their quotas and their teams') and the deals.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+
+from pipeline.stage_history import BULK_LOAD_SETTING
+
+# Columns of pipeline_deal that some metric reads (a change to a title or a note does not concern them).
+DEAL_COLUMNS_READ = (
+    "pipeline_id, stage_id, status, owner_id, source, amount, created_at, closed_at, expected_close_date, "
+    "forecast_category, stage_entered_at, furthest_open_order"
+)
+IMAGE = "id, pipeline_id, owner_id, created_at, closed_at, expected_close_date"
+PENDING = "forecasting_pendingchange (deal_id, pipeline_id, owner_id, created_at, closed_at, expected_close_date)"
+
+
+def _same_row(a: str, b: str, columns: str) -> str:
+    return " AND ".join(
+        [f"{a}.id = {b}.id"] + [f"{a}.{c} IS NOT DISTINCT FROM {b}.{c}" for c in columns.replace(" ", "").split(",")]
+    )
+
+
+TRIGGERS_SQL = f"""
+CREATE FUNCTION forecasting_record_deal_changes() RETURNS trigger AS $$
+BEGIN
+    IF current_setting('{BULK_LOAD_SETTING}', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {PENDING} SELECT {IMAGE} FROM new_deals;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO {PENDING} SELECT {IMAGE} FROM old_deals;
+    ELSE
+        INSERT INTO {PENDING}
+        SELECT {IMAGE} FROM old_deals o
+         WHERE NOT EXISTS (SELECT 1 FROM new_deals n WHERE {_same_row("n", "o", DEAL_COLUMNS_READ)})
+        UNION ALL
+        SELECT {IMAGE} FROM new_deals n
+         WHERE NOT EXISTS (SELECT 1 FROM old_deals o WHERE {_same_row("o", "n", DEAL_COLUMNS_READ)});
+    END IF;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER deal_inserted_for_metrics AFTER INSERT ON pipeline_deal
+    REFERENCING NEW TABLE AS new_deals FOR EACH STATEMENT EXECUTE FUNCTION forecasting_record_deal_changes();
+CREATE TRIGGER deal_updated_for_metrics AFTER UPDATE ON pipeline_deal
+    REFERENCING OLD TABLE AS old_deals NEW TABLE AS new_deals
+    FOR EACH STATEMENT EXECUTE FUNCTION forecasting_record_deal_changes();
+CREATE TRIGGER deal_deleted_for_metrics AFTER DELETE ON pipeline_deal
+    REFERENCING OLD TABLE AS old_deals FOR EACH STATEMENT EXECUTE FUNCTION forecasting_record_deal_changes();
+
+CREATE FUNCTION forecasting_record_activity_changes() RETURNS trigger AS $$
+BEGIN
+    IF current_setting('{BULK_LOAD_SETTING}', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO forecasting_pendingchange (deal_id)
+        SELECT DISTINCT deal_id FROM new_activities WHERE deal_id IS NOT NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        INSERT INTO forecasting_pendingchange (deal_id)
+        SELECT DISTINCT deal_id FROM old_activities WHERE deal_id IS NOT NULL;
+    END IF;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER activity_inserted_for_metrics AFTER INSERT ON pipeline_activity
+    REFERENCING NEW TABLE AS new_activities
+    FOR EACH STATEMENT EXECUTE FUNCTION forecasting_record_activity_changes();
+CREATE TRIGGER activity_updated_for_metrics AFTER UPDATE ON pipeline_activity
+    REFERENCING OLD TABLE AS old_activities NEW TABLE AS new_activities
+    FOR EACH STATEMENT EXECUTE FUNCTION forecasting_record_activity_changes();
+CREATE TRIGGER activity_deleted_for_metrics AFTER DELETE ON pipeline_activity
+    REFERENCING OLD TABLE AS old_activities
+    FOR EACH STATEMENT EXECUTE FUNCTION forecasting_record_activity_changes();
+"""
+
+DROP_TRIGGERS_SQL = """
+DROP TRIGGER deal_inserted_for_metrics ON pipeline_deal;
+DROP TRIGGER deal_updated_for_metrics ON pipeline_deal;
+DROP TRIGGER deal_deleted_for_metrics ON pipeline_deal;
+DROP FUNCTION forecasting_record_deal_changes();
+DROP TRIGGER activity_inserted_for_metrics ON pipeline_activity;
+DROP TRIGGER activity_updated_for_metrics ON pipeline_activity;
+DROP TRIGGER activity_deleted_for_metrics ON pipeline_activity;
+DROP FUNCTION forecasting_record_activity_changes();
+"""
+
+PERIOD_KINDS = ("month", "quarter", "year")
+
+
+def period_start(kind: str, day: date) -> date:
+    """The first day of the month, quarter or year `day` falls in."""
+    if kind == "month":
+        return day.replace(day=1)
+    if kind == "quarter":
+        return date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+    return date(day.year, 1, 1)
+
+
+@dataclass
+class Slices:
+    """The parts of the metrics that pending changes touch (see the module docstring)."""
+
+    closed: set[tuple[str, date]] = field(default_factory=set)
+    expected: set[tuple[str, date]] = field(default_factory=set)
+    created: set[tuple[str, date]] = field(default_factory=set)
+    pipelines: set[int] = field(default_factory=set)
+    owners: set[int] = field(default_factory=set)
+    deals: set[int] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, changes: Iterable[tuple]) -> "Slices":
+        """From rows of (deal_id, pipeline_id, owner_id, created_at, closed_at, expected_close_date)."""
+        tz = ZoneInfo(settings.TIME_ZONE)
+        slices = cls()
+        for deal_id, pipeline_id, owner_id, created_at, closed_at, expected_close_date in changes:
+            slices.deals.add(deal_id)
+            if pipeline_id is not None:
+                slices.pipelines.add(pipeline_id)
+            if owner_id is not None:
+                slices.owners.add(owner_id)
+            for periods, day in (
+                (slices.closed, closed_at and closed_at.astimezone(tz).date()),
+                (slices.expected, expected_close_date),
+                (slices.created, created_at and created_at.astimezone(tz).date()),
+            ):
+                if day is not None:
+                    periods.update((kind, period_start(kind, day)) for kind in PERIOD_KINDS)
+        return slices
+
+    def period_names(self) -> list[str]:
+        """The month, quarter and year periods whose forecast or outcomes were recomputed ('2026-11', '2026-Q4')."""
+        names = {_period_name(kind, start) for kind, start in self.closed | self.expected | self.created}
+        return sorted(names)
+
+    def params(self) -> dict:
+        """The SQL parameters of a refresh (forecasting.metrics: `scoped` and the slice arrays)."""
+        return {
+            "scoped": True,
+            **_arrays("closed", self.closed),
+            **_arrays("forecast", self.closed | self.expected),
+            **_arrays("created", self.created),
+            "pipelines": sorted(self.pipelines),
+            "owners": sorted(self.owners),
+            "deals": sorted(self.deals),
+        }
+
+
+def _period_name(kind: str, start: date) -> str:
+    if kind == "month":
+        return f"{start:%Y-%m}"
+    if kind == "quarter":
+        return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
+    return str(start.year)
+
+
+def _arrays(name: str, periods: set[tuple[str, date]]) -> dict:
+    """The periods as two arrays (kinds, starts), and the earliest start as a date and as a time in TIME_ZONE."""
+    ordered = sorted(periods)
+    since = min((start for _, start in ordered), default=date.max)
+    return {
+        f"{name}_kinds": [kind for kind, _ in ordered],
+        f"{name}_starts": [start for _, start in ordered],
+        f"{name}_since_date": since,
+        f"{name}_since": datetime.combine(since, datetime.min.time(), ZoneInfo(settings.TIME_ZONE)),
+    }
+
+
+# A full recompute: nothing is scoped (the parameters are there so that the SQL is the same text either way).
+UNSCOPED = {
+    "scoped": False,
+    **{f"{name}_{part}": [] for name in ("closed", "forecast", "created") for part in ("kinds", "starts")},
+    **{f"{name}_{part}": None for name in ("closed", "forecast", "created") for part in ("since", "since_date")},
+    "pipelines": [],
+    "owners": [],
+    "deals": [],
+}

@@ -1,0 +1,215 @@
+"""The incremental refresh: after any changes to deals and activities, it leaves exactly the rows a full recompute
+would write (for everything it refreshes), and what records the changes (triggers) and runs it (task, signals)."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection, transaction
+from django.test import override_settings
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from accounts.models import User
+from forecasting import changes, services
+from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, RunStatus
+from forecasting.services import recompute_metrics, refresh_metrics
+from pipeline import services as pipeline_services
+from pipeline import stage_history
+from pipeline.models import Activity, Deal, LostReason, Stage
+from tests.factories import make_deal
+from tests.forecasting.test_metrics_properties import (
+    AS_OF,
+    BASE,
+    LOOKBACK_DAYS,
+    K,
+    _build,
+    deal_strategy,
+    quota_strategy,
+    stages_strategy,
+)
+
+pytestmark = pytest.mark.django_db
+
+# What a refresh leaves as the full recompute had them (forecasting.metrics.REFRESHED says why), and the forecast
+# weighted by the learned probabilities.
+NOT_REFRESHED = {"learned_probability", "stage_time", "leads"}
+NOT_REFRESHED_VALUES = {"forecast": {"weighted_learned"}}
+
+change_strategy = st.one_of(
+    st.tuples(st.just("move"), st.integers(0, 50), st.one_of(st.integers(0, 3), st.sampled_from(["won", "lost"]))),
+    st.tuples(st.just("close_date"), st.integers(0, 50), st.integers(-200, 300)),
+    st.tuples(st.just("amount"), st.integers(0, 50), st.integers(0, 10**6)),
+    st.tuples(st.just("owner"), st.integers(0, 50), st.integers(0, 2)),
+    st.tuples(st.just("plan"), st.integers(0, 50), st.integers(-30, 30)),
+    st.tuples(st.just("complete"), st.integers(0, 50), st.just(0)),
+    st.tuples(st.just("create"), st.integers(0, 3), st.integers(0, 24 * 400)),
+)
+
+
+def _apply(change) -> None:
+    kind, index, value = change
+    deals = list(Deal.objects.order_by("id"))
+    owners = list(User.objects.order_by("id"))
+    if not deals:
+        return
+    deal = deals[index % len(deals)]
+    when = AS_OF - timedelta(hours=1)
+    if kind == "move":
+        stages = list(Stage.objects.filter(pipeline_id=deal.pipeline_id).order_by("order"))
+        open_stages = [s for s in stages if s.kind == "open"]
+        target = {"won": stages[-2], "lost": stages[-1]}.get(value) or open_stages[value % len(open_stages)]
+        reason = LostReason.objects.first() if target.kind == "lost" else None
+        at = max(when, deal.stage_entered_at + timedelta(minutes=1))
+        pipeline_services.move_deal(deal=deal, stage=target, actor=None, at=at, lost_reason=reason)
+    elif kind == "close_date":
+        pipeline_services.update_deal(deal=deal, actor=None, expected_close_date=(AS_OF + timedelta(value)).date())
+    elif kind == "amount":
+        pipeline_services.update_deal(deal=deal, actor=None, amount=Decimal(value) / 100)
+    elif kind == "owner":
+        pipeline_services.update_deal(deal=deal, actor=None, owner=owners[value % len(owners)])
+    elif kind == "plan":
+        pipeline_services.log_activity(
+            actor=None, kind="call", subject="Call", deal=deal, owner=deal.owner, due_at=AS_OF + timedelta(value)
+        )
+    elif kind == "complete":
+        activity = Activity.objects.filter(deal=deal, done_at__isnull=True).first()
+        if activity:
+            pipeline_services.complete_activity(activity=activity, actor=None, at=when)
+    else:
+        open_stages = list(Stage.objects.filter(pipeline_id=deal.pipeline_id, kind="open").order_by("order"))
+        stage = open_stages[index % len(open_stages)]
+        pipeline_services.create_deal(
+            actor=None, title="New", owner=deal.owner, pipeline=deal.pipeline, stage=stage,
+            created_at=BASE + timedelta(hours=value), amount=Decimal(500),
+        )  # fmt: skip
+
+
+def _rows(run: MetricsRun) -> dict:
+    rows = {}
+    for row in MetricSnapshot.objects.filter(run=run).exclude(metric__in=NOT_REFRESHED):
+        key = (
+            row.metric, row.period_kind, row.period_start, row.group_kind, row.owner_id, row.team_id,
+            row.pipeline_id, row.source, row.stage_id, row.deal_id,
+        )  # fmt: skip
+        ignored = NOT_REFRESHED_VALUES.get(row.metric, set())
+        rows[key] = {name: value for name, value in row.values.items() if name not in ignored}
+    return rows
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    # No shrinking: each example builds a database, and shrinking one failure took over five minutes.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
+@given(
+    open_stages=stages_strategy,
+    deals=st.lists(deal_strategy, min_size=1, max_size=8),
+    edits=st.lists(change_strategy, min_size=1, max_size=6),
+    quotas=st.lists(quota_strategy, max_size=3),
+    tz=st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata"]),
+)
+def test_a_refresh_after_changes_leaves_what_a_full_recompute_writes(open_stages, deals, edits, quotas, tz):
+    with (
+        override_settings(TIME_ZONE=tz, METRICS_PRIOR_STRENGTH=K, METRICS_LOOKBACK_DAYS=LOOKBACK_DAYS),
+        transaction.atomic(),
+    ):
+        _build(open_stages, deals, leads=[], quotas=quotas)
+        run = recompute_metrics(as_of=AS_OF)
+        assert not PendingChange.objects.exists()  # the recompute took what building recorded
+        for edit in edits:
+            _apply(edit)
+
+        assert refresh_metrics(as_of=AS_OF).pk == run.pk
+        refreshed = _rows(run)
+        reference = _rows(recompute_metrics(as_of=AS_OF))
+
+        assert sorted(refreshed, key=str) == sorted(reference, key=str)
+        for key, values in reference.items():
+            assert refreshed[key] == values, key
+        transaction.set_rollback(True)
+
+
+def test_changes_to_what_metrics_read_are_recorded_and_nothing_else(org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+    assert set(PendingChange.objects.values_list("deal_id", flat=True)) == {deal.pk}
+    PendingChange.objects.all().delete()
+
+    pipeline_services.update_deal(deal=deal, actor=None, title="Renamed")
+    assert not PendingChange.objects.exists()
+
+    before = deal.expected_close_date
+    deal = pipeline_services.update_deal(deal=deal, actor=None, expected_close_date=AS_OF.date())
+    images = set(PendingChange.objects.values_list("deal_id", "expected_close_date"))
+    assert images == {(deal.pk, before), (deal.pk, AS_OF.date())}  # the old and the new values
+    PendingChange.objects.all().delete()
+
+    pipeline_services.log_activity(actor=None, kind="call", subject="Call", deal=deal, owner=org.rep, due_at=AS_OF)
+    assert list(PendingChange.objects.values_list("deal_id", "pipeline_id")) == [(deal.pk, None)]
+
+
+def test_a_bulk_load_records_no_changes(org, pipeline):
+    with transaction.atomic(), connection.cursor() as cursor, stage_history.bulk_load(cursor):
+        make_deal(owner=org.rep, pipeline=pipeline)
+    assert not PendingChange.objects.exists()
+
+
+def test_changes_made_while_a_recompute_runs_stay_pending_for_the_refresh(org, pipeline):
+    first = make_deal(owner=org.rep, pipeline=pipeline)
+    late = []
+
+    real = services._run_families
+
+    def with_a_change_meanwhile(cursor, families, params):
+        if not late:
+            # Another writer commits while the recompute runs: its pending change is newer than the run's start.
+            late.append(make_deal(owner=org.rep, pipeline=pipeline))
+        return real(cursor, families, params)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "_run_families", with_a_change_meanwhile)
+        recompute_metrics()
+    assert set(PendingChange.objects.values_list("deal_id", flat=True)) == {late[0].pk}
+    assert first.pk not in PendingChange.objects.values_list("deal_id", flat=True)
+
+
+def test_a_refresh_before_any_recompute_does_nothing_and_the_task_asks_for_a_full_one(org, pipeline, monkeypatch):
+    make_deal(owner=org.rep, pipeline=pipeline)
+    asked = []
+    monkeypatch.setattr(services, "request_recompute", lambda: asked.append("recompute"))
+    from forecasting.tasks import refresh_metrics_task
+
+    assert refresh_metrics() is None
+    assert refresh_metrics_task.run(reason="schedule") is None
+    assert asked == ["recompute"]
+    assert PendingChange.objects.exists()  # kept for the recompute
+
+
+def test_a_refresh_stamps_the_run_and_readers_see_it_as_fresh(org, pipeline):
+    run = recompute_metrics(as_of=AS_OF - timedelta(hours=2))
+    make_deal(owner=org.rep, pipeline=pipeline)
+    refreshed = refresh_metrics(as_of=AS_OF)
+    assert refreshed.pk == run.pk
+    refreshed.refresh_from_db()
+    assert refreshed.refreshed_at == AS_OF == refreshed.as_of
+    assert refreshed.status == RunStatus.COMPLETE
+    assert refreshed.row_count == MetricSnapshot.objects.filter(run=refreshed).count()
+    assert not PendingChange.objects.exists()
+
+
+def test_slices_cover_each_period_of_every_old_and_new_date():
+    from datetime import UTC, date, datetime
+
+    slices = changes.Slices.of(
+        [
+            (7, 1, 5, datetime(2026, 2, 3, tzinfo=UTC), None, date(2026, 5, 30)),
+            (7, 1, 6, datetime(2026, 2, 3, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC), None),
+        ]
+    )
+    assert slices.closed == {("month", date(2026, 11, 1)), ("quarter", date(2026, 10, 1)), ("year", date(2026, 1, 1))}
+    assert ("quarter", date(2026, 4, 1)) in slices.expected
+    assert ("month", date(2026, 2, 1)) in slices.created
+    assert (slices.deals, slices.pipelines, slices.owners) == ({7}, {1}, {5, 6})
+    assert slices.period_names() == ["2026", "2026-02", "2026-05", "2026-11", "2026-Q1", "2026-Q2", "2026-Q4"]
