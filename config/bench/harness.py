@@ -318,16 +318,17 @@ class Bench:
         conn.close()
         return response.status, json.loads(data) if data else {}
 
-    def recompute_through_worker(self) -> dict:
-        """Queue the scheduled recompute task, wait for it; wall seconds and the pool processes' peak RSS."""
+    def recompute_through_worker(self, task=None) -> dict:
+        """Queue a scheduled metrics task (default: the full recompute), wait for it; wall seconds, peak RSS."""
         from config.celery import app  # noqa: F401 — configures the Celery app the task is sent with
         from forecasting.tasks import recompute_metrics_task
 
+        task = task or recompute_metrics_task
         pool = srv.child_pids(self.processes.worker_pid)
         srv.reset_peak_rss(pool)
         log_start = self.processes.worker_log.stat().st_size
         started = time.monotonic()
-        run_id = recompute_metrics_task.apply_async(kwargs={"reason": "schedule"}).get(timeout=3600)
+        run_id = task.apply_async(kwargs={"reason": "schedule"}).get(timeout=3600)
         wall = time.monotonic() - started
         peaks = {pid: srv.peak_rss_mb(pid) for pid in pool}
         with open(self.processes.worker_log) as log:
@@ -461,6 +462,10 @@ class Bench:
         return deal.pipeline.stages.filter(kind="open", order__lt=deal.stage.order).order_by("-order").first()
 
     def row_recompute_scheduled(self) -> None:
+        """k deals moved, then the task the schedule runs for changes: the incremental refresh (metrics-refresh)."""
+        from django.db import connection
+
+        from forecasting.tasks import refresh_metrics_task
         from pipeline.services import move_deal
 
         deals = self._open_deals_to_move(int(os.environ.get("BENCH_K", "1000")))
@@ -469,13 +474,18 @@ class Bench:
             move_deal(deal=deal, stage=self._previous_stage(deal), actor=self.admin)
         moves = time.monotonic() - started
         self._ensure_metrics()
-        measured = self.recompute_through_worker()
+        # The changes wait in PostgreSQL (this process queues no refresh); the schedule's refresh takes them in.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM forecasting_pendingchange")
+            pending = cursor.fetchone()[0]
+        measured = self.recompute_through_worker(refresh_metrics_task)
         measured["k"] = len(deals)
+        measured["pending_changes"] = pending
         measured["moves_seconds"] = round(moves, 1)
         self.rows.append(
             {
                 "key": "recompute_scheduled",
-                "what": f"scheduled recompute after moves of k = {len(deals):,} deals",
+                "what": f"scheduled refresh after moves of k = {len(deals):,} deals",
                 "measured": f"{measured['wall_seconds']:.1f} s (peak RSS {measured['peak_rss_mb']:.0f} MB)",
                 "target": "≤ 2 s",
                 "met": measured["wall_seconds"] <= 2,
@@ -509,15 +519,15 @@ class Bench:
             "seconds_to_fresh": fresh,
             "move_request_seconds": move_seconds,
             "polls": polls,
+            # The delay a deal change waits before its refresh is queued, and the full recompute's debounce.
+            "refresh_delay_seconds": getattr(settings, "METRICS_REFRESH_DELAY_SECONDS", None),
             "debounce_seconds": settings.METRICS_DEBOUNCE_SECONDS,
         }
         self.rows.append(
             {
                 "key": "recompute_one_move",
                 "what": "one deal moved (API) → fresh forecast (API)",
-                "measured": f"{fresh:.1f} s (debounce {settings.METRICS_DEBOUNCE_SECONDS} s)"
-                if fresh
-                else "never fresh",
+                "measured": f"{fresh:.2f} s" if fresh else "never fresh",
                 "target": "≤ 0.5 s",
                 "met": fresh is not None and fresh <= 0.5,
                 "details": details,
