@@ -335,7 +335,7 @@ class Bench:
             log.seek(log_start)
             families = {
                 match.group(1): float(match.group(3))
-                for match in re.finditer(r"metrics (\w+): (\d+) rows in ([\d.]+) s", log.read())
+                for match in re.finditer(r"metrics ([\w\[\], ]+?): (\d+) rows in ([\d.]+) s", log.read())
             }
         return {
             "wall_seconds": round(wall, 2),
