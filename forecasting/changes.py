@@ -11,6 +11,7 @@ TIME_ZONE) containing each old and new close date, expected close date and creat
 owners (for their quotas and their teams') and the deals.
 """
 
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -25,8 +26,11 @@ DEAL_COLUMNS_READ = (
     "pipeline_id, stage_id, status, owner_id, source, amount, created_at, closed_at, expected_close_date, "
     "forecast_category, stage_entered_at, furthest_open_order"
 )
-IMAGE = "id, pipeline_id, owner_id, created_at, closed_at, expected_close_date"
-PENDING = "forecasting_pendingchange (deal_id, pipeline_id, owner_id, created_at, closed_at, expected_close_date)"
+IMAGE = "id, pipeline_id, owner_id, source, status, furthest_open_order, created_at, closed_at, expected_close_date"
+PENDING = (
+    "forecasting_pendingchange (deal_id, pipeline_id, owner_id, source, status, furthest_open_order, created_at, "
+    "closed_at, expected_close_date, sign)"
+)
 
 
 def _same_row(a: str, b: str, columns: str) -> str:
@@ -42,15 +46,15 @@ BEGIN
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO {PENDING} SELECT {IMAGE} FROM new_deals;
+        INSERT INTO {PENDING} SELECT {IMAGE}, 1 FROM new_deals;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO {PENDING} SELECT {IMAGE} FROM old_deals;
+        INSERT INTO {PENDING} SELECT {IMAGE}, -1 FROM old_deals;
     ELSE
         INSERT INTO {PENDING}
-        SELECT {IMAGE} FROM old_deals o
+        SELECT {IMAGE}, -1 FROM old_deals o
          WHERE NOT EXISTS (SELECT 1 FROM new_deals n WHERE {_same_row("n", "o", DEAL_COLUMNS_READ)})
         UNION ALL
-        SELECT {IMAGE} FROM new_deals n
+        SELECT {IMAGE}, 1 FROM new_deals n
          WHERE NOT EXISTS (SELECT 1 FROM old_deals o WHERE {_same_row("o", "n", DEAL_COLUMNS_READ)});
     END IF;
     RETURN NULL;
@@ -105,6 +109,11 @@ DROP FUNCTION forecasting_record_activity_changes();
 """
 
 PERIOD_KINDS = ("month", "quarter", "year")
+# What a refresh reads of each pending change (the arguments of `Slices.of`).
+COLUMNS = (
+    "deal_id, pipeline_id, owner_id, source, status, furthest_open_order, created_at, closed_at, expected_close_date, "
+    "sign"
+)
 
 
 def period_start(kind: str, day: date) -> date:
@@ -129,22 +138,30 @@ class Slices:
 
     @classmethod
     def of(cls, changes: Iterable[tuple]) -> "Slices":
-        """From rows of (deal_id, pipeline_id, owner_id, created_at, closed_at, expected_close_date)."""
+        """From rows of `COLUMNS` (a deal's old image has sign −1, its new one +1, an activity's deal 0)."""
         tz = ZoneInfo(settings.TIME_ZONE)
         slices = cls()
-        for deal_id, pipeline_id, owner_id, created_at, closed_at, expected_close_date in changes:
+        # A deal's place in the funnels: (pipeline, owner, source, creation, furthest stage, won). Only a deal whose
+        # images do not cancel out there moved in a funnel; a move between open stages below its furthest did not.
+        funnel_places: dict[int, Counter] = defaultdict(Counter)
+        for deal_id, pipeline_id, owner_id, source, status, furthest, created_at, closed_at, expected, sign in changes:
             slices.deals.add(deal_id)
-            if pipeline_id is not None:
-                slices.pipelines.add(pipeline_id)
             if owner_id is not None:
                 slices.owners.add(owner_id)
+            if sign:
+                funnel_places[deal_id][(pipeline_id, owner_id, source, created_at, furthest, status == "won")] += sign
             for periods, day in (
                 (slices.closed, closed_at and closed_at.astimezone(tz).date()),
-                (slices.expected, expected_close_date),
-                (slices.created, created_at and created_at.astimezone(tz).date()),
+                (slices.expected, expected),
             ):
                 if day is not None:
                     periods.update((kind, period_start(kind, day)) for kind in PERIOD_KINDS)
+        for places in funnel_places.values():
+            for (pipeline_id, *_rest, created_at, _furthest, _won), net in places.items():
+                if net:
+                    slices.pipelines.add(pipeline_id)
+                    day = created_at.astimezone(tz).date()
+                    slices.created.update((kind, period_start(kind, day)) for kind in PERIOD_KINDS)
         return slices
 
     def period_names(self) -> list[str]:

@@ -216,9 +216,14 @@ class PendingChange(models.Model):
     deal_id = models.BigIntegerField()
     pipeline_id = models.BigIntegerField(null=True)
     owner_id = models.BigIntegerField(null=True)
+    source = models.CharField(max_length=100, null=True)
+    status = models.CharField(max_length=8, null=True)
+    furthest_open_order = models.SmallIntegerField(null=True)
     created_at = models.DateTimeField(null=True)
     closed_at = models.DateTimeField(null=True)
     expected_close_date = models.DateField(null=True)
+    # −1 for a deal's values before the change, +1 after it, 0 for an activity's deal.
+    sign = models.SmallIntegerField(db_default=0)
     recorded_at = models.DateTimeField(db_default=Now())
 
     def __str__(self) -> str:

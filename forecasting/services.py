@@ -216,10 +216,7 @@ def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
         run = MetricsRun.objects.filter(status=RunStatus.COMPLETE).order_by("-computed_at", "-id").first()
         if run is None:
             return None
-        cursor.execute(
-            "DELETE FROM forecasting_pendingchange"
-            " RETURNING deal_id, pipeline_id, owner_id, created_at, closed_at, expected_close_date"
-        )
+        cursor.execute(f"DELETE FROM forecasting_pendingchange RETURNING {changes.COLUMNS}")
         pending = cursor.fetchall()
         if not pending:
             return run

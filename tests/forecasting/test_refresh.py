@@ -204,8 +204,8 @@ def test_slices_cover_each_period_of_every_old_and_new_date():
 
     slices = changes.Slices.of(
         [
-            (7, 1, 5, datetime(2026, 2, 3, tzinfo=UTC), None, date(2026, 5, 30)),
-            (7, 1, 6, datetime(2026, 2, 3, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC), None),
+            (7, 1, 5, "web", "open", 2, datetime(2026, 2, 3, tzinfo=UTC), None, date(2026, 5, 30), -1),
+            (7, 1, 6, "web", "won", 2, datetime(2026, 2, 3, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC), None, 1),
         ]
     )
     assert slices.closed == {("month", date(2026, 11, 1)), ("quarter", date(2026, 10, 1)), ("year", date(2026, 1, 1))}
@@ -213,3 +213,24 @@ def test_slices_cover_each_period_of_every_old_and_new_date():
     assert ("month", date(2026, 2, 1)) in slices.created
     assert (slices.deals, slices.pipelines, slices.owners) == ({7}, {1}, {5, 6})
     assert slices.period_names() == ["2026", "2026-02", "2026-05", "2026-11", "2026-Q1", "2026-Q2", "2026-Q4"]
+
+
+def test_a_move_that_leaves_a_deal_where_it_was_in_the_funnels_refreshes_no_funnel():
+    from datetime import UTC, date, datetime
+
+    created = datetime(2026, 2, 3, tzinfo=UTC)
+    back_one_stage = changes.Slices.of(
+        [
+            (7, 1, 5, "web", "open", 4, created, None, date(2026, 5, 30), -1),
+            (7, 1, 5, "web", "open", 4, created, None, date(2026, 5, 30), 1),
+        ]
+    )
+    assert (back_one_stage.pipelines, back_one_stage.created) == (set(), set())
+    assert back_one_stage.expected  # its forecast still is refreshed (the stage's probability changed)
+    further = changes.Slices.of(
+        [
+            (7, 1, 5, "web", "open", 4, created, None, date(2026, 5, 30), -1),
+            (7, 1, 5, "web", "open", 5, created, None, date(2026, 5, 30), 1),
+        ]
+    )
+    assert further.pipelines == {1} and ("month", date(2026, 2, 1)) in further.created
