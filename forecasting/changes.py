@@ -26,10 +26,12 @@ DEAL_COLUMNS_READ = (
     "pipeline_id, stage_id, status, owner_id, source, amount, created_at, closed_at, expected_close_date, "
     "forecast_category, stage_entered_at, furthest_open_order"
 )
-IMAGE = "id, pipeline_id, owner_id, source, status, furthest_open_order, created_at, closed_at, expected_close_date"
+IMAGE = (
+    "id, pipeline_id, owner_id, source, status, amount, furthest_open_order, created_at, closed_at, expected_close_date"
+)
 PENDING = (
-    "forecasting_pendingchange (deal_id, pipeline_id, owner_id, source, status, furthest_open_order, created_at, "
-    "closed_at, expected_close_date, sign)"
+    "forecasting_pendingchange (deal_id, pipeline_id, owner_id, source, status, amount, furthest_open_order, "
+    "created_at, closed_at, expected_close_date, sign)"
 )
 
 
@@ -111,8 +113,8 @@ DROP FUNCTION forecasting_record_activity_changes();
 PERIOD_KINDS = ("month", "quarter", "year")
 # What a refresh reads of each pending change (the arguments of `Slices.of`).
 COLUMNS = (
-    "deal_id, pipeline_id, owner_id, source, status, furthest_open_order, created_at, closed_at, expected_close_date, "
-    "sign"
+    "deal_id, pipeline_id, owner_id, source, status, amount, furthest_open_order, created_at, closed_at, "
+    "expected_close_date, sign"
 )
 
 
@@ -134,6 +136,7 @@ class Slices:
     created: set[tuple[str, date]] = field(default_factory=set)
     pipelines: set[int] = field(default_factory=set)
     owners: set[int] = field(default_factory=set)
+    past_due: bool = False
     deals: set[int] = field(default_factory=set)
 
     @classmethod
@@ -141,15 +144,21 @@ class Slices:
         """From rows of `COLUMNS` (a deal's old image has sign −1, its new one +1, an activity's deal 0)."""
         tz = ZoneInfo(settings.TIME_ZONE)
         slices = cls()
-        # A deal's place in the funnels: (pipeline, owner, source, creation, furthest stage, won). Only a deal whose
-        # images do not cancel out there moved in a funnel; a move between open stages below its furthest did not.
+        # A deal's place in what a metric reads of it: in the funnels (pipeline, owner, source, creation, furthest
+        # stage, won), in the quotas (owner, status, amount, dates), among past-due deals. Only where a deal's old
+        # and new images do not cancel out did it move: a move between open stages moves it in no funnel and no quota.
         funnel_places: dict[int, Counter] = defaultdict(Counter)
-        for deal_id, pipeline_id, owner_id, source, status, furthest, created_at, closed_at, expected, sign in changes:
+        quota_places: dict[int, Counter] = defaultdict(Counter)
+        past_due_places: dict[int, Counter] = defaultdict(Counter)
+        for row in changes:
+            deal_id, pipeline_id, owner_id, source, status, amount, furthest, created_at, closed_at, expected, sign = (
+                row
+            )
             slices.deals.add(deal_id)
-            if owner_id is not None:
-                slices.owners.add(owner_id)
             if sign:
                 funnel_places[deal_id][(pipeline_id, owner_id, source, created_at, furthest, status == "won")] += sign
+                quota_places[deal_id][(owner_id, status, amount, closed_at, expected)] += sign
+                past_due_places[deal_id][(pipeline_id, owner_id, source, status == "open", amount, expected)] += sign
             for periods, day in (
                 (slices.closed, closed_at and closed_at.astimezone(tz).date()),
                 (slices.expected, expected),
@@ -162,7 +171,24 @@ class Slices:
                     slices.pipelines.add(pipeline_id)
                     day = created_at.astimezone(tz).date()
                     slices.created.update((kind, period_start(kind, day)) for kind in PERIOD_KINDS)
+        for places in quota_places.values():
+            slices.owners.update(owner_id for (owner_id, *_rest), net in places.items() if net)
+        slices.past_due = any(net for places in past_due_places.values() for net in places.values())
         return slices
+
+    def touches(self, metric: str) -> bool:
+        """Whether a refresh has anything to recompute in `metric` (forecasting.metrics.REFRESHED)."""
+        return bool(
+            {
+                "deal_outcomes": self.closed,
+                "forecast": self.closed | self.expected,
+                "funnel": self.pipelines,
+                "stale": self.deals,
+                "past_due": self.past_due,
+                "quota": self.owners,
+                "forecast_accuracy": self.closed,
+            }[metric]
+        )
 
     def period_names(self) -> list[str]:
         """The month, quarter and year periods whose forecast or outcomes were recomputed ('2026-11', '2026-Q4')."""

@@ -218,6 +218,7 @@ class PendingChange(models.Model):
     owner_id = models.BigIntegerField(null=True)
     source = models.CharField(max_length=100, null=True)
     status = models.CharField(max_length=8, null=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, null=True)
     furthest_open_order = models.SmallIntegerField(null=True)
     created_at = models.DateTimeField(null=True)
     closed_at = models.DateTimeField(null=True)

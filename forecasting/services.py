@@ -226,6 +226,8 @@ def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
         params = _params(run, refreshed_at, slices.params())
         _tune_session(cursor)
         for family, metric, rows_in_scope in metrics.REFRESHED:
+            if not slices.touches(metric):
+                continue
             cursor.execute(
                 f"DELETE FROM forecasting_metricsnapshot WHERE run_id = %(run_id)s AND metric = %(metric)s"
                 f" AND {rows_in_scope}",
