@@ -836,6 +836,11 @@ def _job_context(request: HttpRequest, job: ImportJob) -> dict:
     return {
         "job": job,
         "finished": finished,
+        # Every row is checked and the import now writes them all in one transaction, most of a large import's time.
+        "writing": job.status == ImportStatus.RUNNING
+        and not job.dry_run
+        and job.total_rows > 0
+        and job.processed_rows >= job.total_rows,
         "percent": min(percent, 100),
         "errors": (job.errors or [])[:REPORT_ROWS_SHOWN],
         "token": token,

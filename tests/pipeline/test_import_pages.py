@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from pipeline.models import Deal, ImportJob
+from pipeline.models import Deal, ImportJob, ImportStatus
 from pipeline.tasks import run_import_job
 from tests.factories import make_deal
 
@@ -121,6 +121,11 @@ def test_a_successful_check_is_imported_by_a_worker_with_progress(
     assert len(callbacks) == 1  # queued for a worker
     page = rep_client.get(response["Location"]).content.decode()
     assert "<progress" in page and 'hx-trigger="every 1s"' in page
+
+    # Once every row is checked, the write (most of a large import) says so instead of sitting at 100 %.
+    ImportJob.objects.filter(pk=run.pk).update(status=ImportStatus.RUNNING, processed_rows=2, total_rows=2)
+    writing = rep_client.get(reverse("pipeline:import_job_progress", args=[run.pk])).content.decode()
+    assert "All 2 rows checked · writing them" in writing and 'hx-trigger="every 1s"' in writing
 
     run_import_job(run.pk)
 
