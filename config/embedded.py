@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 DATA_DIR = Path(os.environ.get("CRM_DATA_DIR", Path(__file__).resolve().parent.parent / ".data"))
@@ -43,7 +43,8 @@ def _lock(data_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -59,7 +60,7 @@ def _remembered_port(path: Path) -> int:
     """A server keeps its port across restarts, so URLs printed once stay valid."""
     if path.exists():
         return int(path.read_text())
-    port = _free_port()
+    port = free_port()
     path.write_text(str(port))
     return port
 
@@ -266,6 +267,51 @@ def redis_url(data_dir: Path = DATA_DIR) -> str:
     """The URL of the embedded Valkey, started on first use."""
     start_redis(data_dir)
     return f"redis://127.0.0.1:{int(_valkey_files(data_dir)[2].read_text())}/0"
+
+
+def urls_from_environment() -> tuple[str, str, list[str]]:
+    """`DATABASE_URL` and `REDIS_URL`, starting the embedded server for each one that is unset.
+
+    Returns the two URLs and the names of the servers this call started ("postgres", "redis"), for `stop_started`.
+    """
+    started = []
+    database = os.environ.get("DATABASE_URL")
+    if not database:
+        if start_postgres():
+            started.append("postgres")
+        database = database_url()
+    redis = os.environ.get("REDIS_URL")
+    if not redis:
+        if start_redis():
+            started.append("redis")
+        redis = redis_url()
+    return database, redis, started
+
+
+def stop_started(started: Collection[str]) -> None:
+    """Stop the embedded servers named in `started` (what `urls_from_environment` started), and only those."""
+    if "postgres" in started:
+        stop_postgres()
+    if "redis" in started:
+        stop_redis()
+
+
+def ensure_database(url: str) -> None:
+    """A fresh server (CI's, a new laptop's) may not have the database yet; create it rather than fail."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+        return
+    except psycopg.OperationalError as error:
+        if "does not exist" not in str(error):
+            raise
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    name = info.pop("dbname")
+    with psycopg.connect(**info, dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    print(f"Created database {name}.")
 
 
 def main(argv: list[str]) -> int:

@@ -17,40 +17,14 @@ from config import embedded
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _ensure_database_exists(url: str) -> None:
-    """A fresh server (CI's, a new laptop's) may not have the database yet; create it rather than fail."""
-    import psycopg
-    from psycopg import sql
-
-    try:
-        psycopg.connect(url, connect_timeout=5).close()
-        return
-    except psycopg.OperationalError as error:
-        if "does not exist" not in str(error):
-            raise
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    name = info.pop("dbname")
-    with psycopg.connect(**info, dbname="postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    print(f"Created database {name}.")
-
-
 def _manage(*args: str) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True)
 
 
 def main() -> int:
-    started: list[str] = []
-    if not os.environ.get("DATABASE_URL"):
-        if embedded.start_postgres():
-            started.append("postgres")
-        os.environ["DATABASE_URL"] = embedded.database_url()
-    if not os.environ.get("REDIS_URL"):
-        if embedded.start_redis():
-            started.append("redis")
-        os.environ["REDIS_URL"] = embedded.redis_url()
+    os.environ["DATABASE_URL"], os.environ["REDIS_URL"], started = embedded.urls_from_environment()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-    _ensure_database_exists(os.environ["DATABASE_URL"])
+    embedded.ensure_database(os.environ["DATABASE_URL"])
 
     children: list[subprocess.Popen] = []
 
@@ -67,10 +41,7 @@ def main() -> int:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.kill()
-        if "postgres" in started:
-            embedded.stop_postgres()
-        if "redis" in started:
-            embedded.stop_redis()
+        embedded.stop_started(started)
 
     # Explicit handlers: a shell that starts us in the background would otherwise leave SIGINT ignored.
     for signal_number in (signal.SIGINT, signal.SIGTERM):

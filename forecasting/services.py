@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from accounts.models import Team, User
 from forecasting import changes, metrics
 from forecasting.models import MetricsRun, Quota, RunStatus
+from forecasting.selectors import latest_run
 from pipeline.models import AuditAction
 from pipeline.services import audited_values, record_audit
 from pipeline.webhooks.services import emit_metrics_recomputed
@@ -213,7 +214,7 @@ def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
         acquired, now = cursor.fetchone()
         if not acquired:
             return None
-        run = MetricsRun.objects.filter(status=RunStatus.COMPLETE).order_by("-computed_at", "-id").first()
+        run = latest_run()
         if run is None:
             return None
         cursor.execute(f"DELETE FROM forecasting_pendingchange RETURNING {changes.COLUMNS}")
@@ -241,11 +242,6 @@ def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
         emit_metrics_recomputed(computed_at=refreshed_at, periods=slices.period_names(), full=False)
     logger.info("metrics run %s refreshed for %d changes in %.3f s", run.pk, len(pending), time.monotonic() - started)
     return run
-
-
-def has_complete_run() -> bool:
-    """Whether any recompute has completed (a refresh needs one to bring up to date)."""
-    return MetricsRun.objects.filter(status=RunStatus.COMPLETE).exists()
 
 
 def _prune_old_runs(cursor, *, keep_after: MetricsRun) -> None:

@@ -6,6 +6,7 @@ from celery import shared_task
 from django.db import OperationalError
 
 from forecasting import services
+from forecasting.selectors import latest_run
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def refresh_metrics_task(reason: str = "schedule") -> int | None:
         services.clear_pending_refresh()
     run = services.refresh_metrics()
     if run is None:
-        if not services.has_complete_run():
+        if latest_run() is None:
             services.request_recompute()
         else:
             services.request_refresh()

@@ -7,10 +7,7 @@ from tests.factories import make_lost_reason, make_pipeline, make_team, make_use
 
 def pytest_sessionfinish(session, exitstatus):
     """Stop the embedded servers if this test session started them (a newcomer's `make test`)."""
-    if "postgres" in embedded.started_here:
-        embedded.stop_postgres()
-    if "redis" in embedded.started_here:
-        embedded.stop_redis()
+    embedded.stop_started(embedded.started_here)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from urllib.parse import urlencode, urlsplit
 
 import psycopg
 
+from config import embedded
 from config.bench import servers as srv
 
 SEED = int(os.environ.get("BENCH_SEED", "42"))
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> int:
     try:
         return Bench(size, servers, wanted).run()
     finally:
-        srv.stop_embedded(servers)
+        embedded.stop_started(servers.started_embedded)
 
 
 class Bench:
@@ -70,7 +71,7 @@ class Bench:
 
     def prepare(self) -> None:
         say(f"bench {self.size}: database {self.servers.database_name}, redis {self.servers.redis_url}")
-        srv.ensure_database(self.servers.database_url)
+        embedded.ensure_database(self.servers.database_url)
         # The app as deployed queues a recompute after every change; this process moves deals on purpose and times
         # the recompute itself, so its own writes do not queue one.
         self.env = srv.app_environment(self.servers)

@@ -11,7 +11,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,6 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import sql
 
 from config import embedded
 
@@ -55,43 +53,13 @@ def _with_redis_db(url: str, db: int) -> str:
 
 def resolve(size: str) -> Servers:
     """The bench database and Redis URLs for `size`, starting the embedded servers when none are configured."""
-    started = []
-    base_db = os.environ.get("DATABASE_URL")
-    if not base_db:
-        if embedded.start_postgres():
-            started.append("postgres")
-        base_db = embedded.database_url()
-    base_redis = os.environ.get("REDIS_URL")
-    if not base_redis:
-        if embedded.start_redis():
-            started.append("redis")
-        base_redis = embedded.redis_url()
+    base_db, base_redis, started = embedded.urls_from_environment()
     name = psycopg.conninfo.conninfo_to_dict(base_db)["dbname"]
     return Servers(
         database_url=_with_database(base_db, f"{name}_bench_{size.lower()}"),
         redis_url=_with_redis_db(base_redis, int(os.environ.get("BENCH_REDIS_DB", "13"))),
         started_embedded=started,
     )
-
-
-def stop_embedded(servers: Servers) -> None:
-    if "postgres" in servers.started_embedded:
-        embedded.stop_postgres()
-    if "redis" in servers.started_embedded:
-        embedded.stop_redis()
-
-
-def ensure_database(url: str) -> None:
-    try:
-        psycopg.connect(url, connect_timeout=5).close()
-        return
-    except psycopg.OperationalError as error:
-        if "does not exist" not in str(error):
-            raise
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    name = info.pop("dbname")
-    with psycopg.connect(**info, dbname="postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def app_environment(servers: Servers, **extra: str) -> dict[str, str]:
@@ -116,18 +84,12 @@ def manage(env: dict[str, str], *args: str) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Processes:
     """gunicorn and a Celery worker, each in its own session, stopped together."""
 
     def __init__(self, env: dict[str, str]):
         self.env = env
-        self.port = free_port()
+        self.port = embedded.free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.children: list[subprocess.Popen] = []
         (BUILD / "logs").mkdir(parents=True, exist_ok=True)
@@ -184,16 +146,21 @@ class Processes:
         return self.children[1].pid
 
     def stop(self) -> None:
-        for child in self.children:
-            if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for child in self.children:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+        stop_process_groups(self.children)
+
+
+def stop_process_groups(processes: list[subprocess.Popen], *, grace: float = 20) -> None:
+    """Stop processes started in sessions of their own, with their children: TERM, then KILL after `grace` s."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def child_pids(pid: int) -> list[int]:

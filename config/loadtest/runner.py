@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from config import embedded
+from config.bench.servers import stop_process_groups
 from config.loadtest import results
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -38,12 +38,6 @@ LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
     return int(value) if value else default
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _with_path(url: str, path: str) -> str:
@@ -127,19 +121,6 @@ def _wait_until_healthy(base_url: str, server: subprocess.Popen, timeout: float 
     raise RuntimeError(f"{base_url}/healthz did not answer 200 within {timeout:.0f} s")
 
 
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
@@ -149,19 +130,11 @@ def main() -> int:
     seconds = _env_int("LOADTEST_SECONDS", 60)
     deals = _env_int("LOADTEST_DEALS", 2000)
     web_workers = _env_int("LOADTEST_WEB_WORKERS", 4)
-    port = _env_int("LOADTEST_PORT", 0) or _free_port()
+    port = _env_int("LOADTEST_PORT", 0) or embedded.free_port()
     if not (1 <= users <= 200 and 1 <= seconds <= 3600):
         raise SystemExit("LOADTEST_USERS must be 1-200 and LOADTEST_SECONDS 1-3600: the load test is bounded.")
 
-    started: list[str] = []
-    if not os.environ.get("DATABASE_URL"):
-        if embedded.start_postgres():
-            started.append("postgres")
-        os.environ["DATABASE_URL"] = embedded.database_url()
-    if not os.environ.get("REDIS_URL"):
-        if embedded.start_redis():
-            started.append("redis")
-        os.environ["REDIS_URL"] = embedded.redis_url()
+    os.environ["DATABASE_URL"], os.environ["REDIS_URL"], started = embedded.urls_from_environment()
 
     database_url, redis_url = loadtest_database_url(), loadtest_redis_url()
     workdir = Path(tempfile.mkdtemp(prefix="crm-loadtest-"))
@@ -314,11 +287,8 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
         return 0
     finally:
-        _stop(processes)
+        stop_process_groups(processes)
         purge_broker()
         if os.environ.get("LOADTEST_KEEP_DATABASE") not in {"1", "true", "yes"}:
             _recreate_database(database_url, drop_only=True)
-        if "postgres" in started:
-            embedded.stop_postgres()
-        if "redis" in started:
-            embedded.stop_redis()
+        embedded.stop_started(started)

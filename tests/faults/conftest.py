@@ -7,7 +7,6 @@ even when the test failed; every wait has a deadline. Logs go to the test's tmp_
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from django.db import connection, transaction
 from django.test import Client
 
 from config import embedded
+from config.embedded import free_port  # noqa: F401 - the fault tests take it from here
 from tests.factories import make_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,12 +30,6 @@ START_TIMEOUT = 90
 REQUEST_TIMEOUT = 15
 # Any 32 characters: the CSRF cookie and the form's token only have to match (Django accepts the unmasked secret).
 CSRF_SECRET = "faultsfaultsfaultsfaultsfaults00"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, logs: Callable[[], str] = str) -> Any:
@@ -141,7 +135,7 @@ def app_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, str
 
 def start_web(processes, env: dict[str, str], *, name: str = "web") -> tuple[str, Process]:
     """gunicorn serving the app on a free loopback port, as in production but with threads; its base URL."""
-    port = free_port()
+    port = embedded.free_port()
     command = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}"]
     command += ["--workers", "2", "--threads", "8", "--timeout", "60", "--graceful-timeout", "5"]
     web = processes(name, command, env=env)
