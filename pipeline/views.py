@@ -25,9 +25,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User
 from accounts.selectors import assignable_owners
+from config.exceptions import StaleVersion
 from pipeline import selectors, services
 from pipeline.api.imports import report_csv_response
-from pipeline.exceptions import StaleVersion
 from pipeline.forms import (
     ActivityForm,
     BoardFilterForm,
