@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.models import User
 from accounts.selectors import assignable_owners
 from config.exceptions import StaleVersion
+from config.forms import add_service_errors
 from pipeline import selectors, services
 from pipeline.api.imports import report_csv_response
 from pipeline.forms import (
@@ -43,7 +44,6 @@ from pipeline.forms import (
     LeadStatusForm,
     MoveForm,
     StageEntryForm,
-    add_service_errors,
 )
 from pipeline.importing import FileProblem, ImportOptions
 from pipeline.importing.fields import ENTERED_AT_PREFIX
