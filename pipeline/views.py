@@ -101,6 +101,15 @@ def _first_error(form) -> str:
     return "Please check your input."
 
 
+# --- Home ---------------------------------------------------------------------------------------------------------
+
+
+@login_required
+def home(request):
+    """The landing page after login: per pipeline, the open, won and lost deals the user can see."""
+    return render(request, "home.html", {"summary": selectors.pipeline_summary(user=request.user)})
+
+
 # --- The pipeline board -------------------------------------------------------------------------------------------
 
 
