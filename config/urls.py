@@ -9,14 +9,14 @@ from config.api import api_not_found
 from config.health import healthz
 from forecasting import settings_urls as quota_settings
 from pipeline import settings_urls as pipeline_settings
-from pipeline import views as pipeline_views
+from pipeline.views.home import home
 
 # One /settings/ menu over three apps: each app lists its own settings pages, and only here, above every app, are
 # they put together in one namespace ("settings:pipelines", "settings:teams", "settings:quotas", ...).
 settings_pages = [*pipeline_settings.urlpatterns, *account_settings.urlpatterns, *quota_settings.urlpatterns]
 
 urlpatterns = [
-    path("", pipeline_views.home, name="home"),
+    path("", home, name="home"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
