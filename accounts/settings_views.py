@@ -18,9 +18,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from accounts import selectors, services
+from accounts.decorators import admin_required
 from accounts.models import Role, Team, User
-from pipeline.forms import add_service_errors
-from pipeline.settings_views import admin_required
+from config.forms import add_service_errors
 
 
 class TokenForm(forms.Form):

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
-from pipeline.exceptions import StaleVersion
+from config.exceptions import StaleVersion
 
 logger = logging.getLogger(__name__)
 

@@ -4,12 +4,19 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 
-from accounts import views as account_views
+from accounts import settings_urls as account_settings
 from config.api import api_not_found
 from config.health import healthz
+from forecasting import settings_urls as quota_settings
+from pipeline import settings_urls as pipeline_settings
+from pipeline.views.home import home
+
+# One /settings/ menu over three apps: each app lists its own settings pages, and only here, above every app, are
+# they put together in one namespace ("settings:pipelines", "settings:teams", "settings:quotas", ...).
+settings_pages = [*pipeline_settings.urlpatterns, *account_settings.urlpatterns, *quota_settings.urlpatterns]
 
 urlpatterns = [
-    path("", account_views.home, name="home"),
+    path("", home, name="home"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
@@ -17,7 +24,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("", include("pipeline.urls")),
     path("dashboard/", include("forecasting.page_urls")),
-    path("settings/", include("pipeline.settings_urls")),
+    path("settings/", include((settings_pages, "settings"))),
     path("admin/", admin.site.urls),
     path("api/v1/", include("accounts.api.urls")),
     path("api/v1/", include("pipeline.api.urls")),

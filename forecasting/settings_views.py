@@ -16,10 +16,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from config.forms import add_service_errors
 from forecasting import selectors, services
 from forecasting.dashboard import parse_period
 from forecasting.models import Quota
-from pipeline.forms import add_service_errors
 
 
 def quota_editor_required(view):

@@ -1,7 +1,7 @@
 """Forms of the browser pages: they parse and validate input; the writing is done by `pipeline.services`.
 
 None of them is a ModelForm: a ModelForm would validate and change the model instance itself, while the services
-own every rule about deals and leads. `add_service_errors` puts a service's per-field ValidationError on a form.
+own every rule about deals and leads; `config.forms.add_service_errors` puts their per-field errors on a form.
 """
 
 from django import forms
@@ -33,15 +33,6 @@ from pipeline.selectors import (
 
 DATETIME_LOCAL = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
 DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
-
-
-def add_service_errors(form: forms.Form, error: ValidationError) -> None:
-    """Show a service's ValidationError on `form`: per field where the form has it, above the form otherwise."""
-    if not hasattr(error, "error_dict"):
-        form.add_error(None, error)
-        return
-    for name, messages in error.message_dict.items():
-        form.add_error(name if name in form.fields else None, messages)
 
 
 def _model_fields(model, names: list[str], widgets: dict | None = None) -> dict[str, forms.Field]:

@@ -18,8 +18,8 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from accounts.models import User
+from config.exceptions import StaleVersion
 from pipeline import signals
-from pipeline.exceptions import StaleVersion
 from pipeline.models import (
     LEAD_STATUS_PATH,
     REQUIRABLE_DEAL_FIELDS,

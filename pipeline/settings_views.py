@@ -5,34 +5,18 @@ applies beyond the admin role) and write through `pipeline.services`, which vali
 A non-admin gets 403: the pages exist, the user may not use them.
 """
 
-from functools import wraps
-
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.decorators import admin_required
+from config.forms import add_service_errors
 from pipeline import services
-from pipeline.forms import add_service_errors
 from pipeline.models import REQUIRABLE_DEAL_FIELDS, ForecastCategory, LostReason, Pipeline, Stage, StageKind
-
-
-def admin_required(view):
-    """Logged-in admins only; anyone else gets 403."""
-
-    @login_required
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not request.user.is_admin:
-            raise PermissionDenied("Only admins can change the settings.")
-        return view(request, *args, **kwargs)
-
-    return wrapper
-
 
 # --- Forms ----------------------------------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from config.exceptions import StaleVersion
 from pipeline import services, signals
-from pipeline.exceptions import StaleVersion
 from pipeline.models import Deal, LeadStatus, Organization, StageChange
 from pipeline.selectors import deal_history
 from tests.factories import make_deal, make_lost_reason, make_qualified_deal, make_user, stage

@@ -1,4 +1,8 @@
-"""Errors the pipeline services raise besides `django.core.exceptions.ValidationError` (bad input)."""
+"""Errors that services of any app may raise besides `django.core.exceptions.ValidationError` (bad input).
+
+They live here, importing no app, so that the API base (`config.api`, which answers StaleVersion with 409) stays
+below every app.
+"""
 
 
 class StaleVersion(Exception):

@@ -1,0 +1,150 @@
+"""A new deal, and the deal page (/deals/<id>/): its fields edited in place, the stage path, its activities and its
+history."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from config.exceptions import StaleVersion
+from config.forms import add_service_errors
+from pipeline import selectors, services
+from pipeline.forms import ActivityForm, DealCreateForm, DealFieldsForm
+from pipeline.models import Deal, Stage
+from pipeline.views.activities import create_activity
+from pipeline.views.responses import STALE_MESSAGE, is_htmx, toast
+
+
+@login_required
+def deal_create(request: HttpRequest, pipeline_id: int) -> HttpResponse:
+    """A new deal in a pipeline, through `services.create_deal`; then its page."""
+    pipeline = get_object_or_404(selectors.visible_pipelines(request.user), pk=pipeline_id)
+    form = DealCreateForm(request.POST or None, user=request.user, pipeline=pipeline)
+    if request.method == "POST" and form.is_valid():
+        try:
+            deal = services.create_deal(actor=request.user, pipeline=pipeline, **form.service_arguments())
+        except ValidationError as error:
+            add_service_errors(form, error)
+        else:
+            messages.success(request, f"Created “{deal.title}”.")
+            return redirect("pipeline:deal", pk=deal.pk)
+    return render(request, "pipeline/deal_create.html", {"form": form, "pipeline": pipeline})
+
+
+# Bookkeeping fields that follow from a change shown elsewhere (the stage path, the version).
+AUDIT_HIDDEN_FIELDS = {"stage_entered_at", "forecast_category", "closed_at", "updated_at", "version", "status"}
+
+
+def _audit_lines(entries, stages: list[Stage]) -> list[dict]:
+    """The deal's audit entries as lines a person reads: field label, old and new value (stages by name)."""
+    stage_names = {stage.pk: stage.name for stage in stages}
+    lines = []
+    for entry in entries:
+        changes = []
+        for name, values in entry.changes.items():
+            if name in AUDIT_HIDDEN_FIELDS or not isinstance(values, list) or len(values) != 2:
+                continue
+            try:
+                field = Deal._meta.get_field(name)
+            except FieldDoesNotExist:
+                continue
+            old, new = values
+            if name == "stage":
+                old, new = stage_names.get(old, old), stage_names.get(new, new)
+            elif field.is_relation:
+                old = new = None  # ids mean nothing to a reader; the current value is on the page
+            changes.append({"label": str(field.verbose_name).capitalize(), "old": old, "new": new})
+        lines.append({"entry": entry, "changes": changes})
+    return lines
+
+
+def _deal_context(request: HttpRequest, deal: Deal) -> dict:
+    history = list(selectors.deal_history(deal=deal))
+    can_edit = selectors.editable_deals(request.user).filter(pk=deal.pk).exists()
+    stages = list(deal.pipeline.stages.order_by("order"))
+    return {
+        "deal": deal,
+        "history": history,
+        "path": selectors.stage_path(deal=deal, history=history),
+        "stages": stages,
+        "audit": _audit_lines(selectors.audit_trail(instance=deal)[:25], stages),
+        "activities": list(selectors.deal_activities(deal=deal)),
+        "activity_form": ActivityForm(),
+        "can_edit": can_edit,
+        "is_stale": selectors.is_stale(deal),
+        "now": timezone.now(),
+    }
+
+
+def _visible_deal(request: HttpRequest, pk: int) -> Deal:
+    return get_object_or_404(
+        selectors.visible_deals(request.user).select_related(
+            "pipeline", "stage", "owner", "organization", "contact", "lost_reason"
+        ),
+        pk=pk,
+    )
+
+
+def _editable_deal(request: HttpRequest, pk: int) -> Deal:
+    return get_object_or_404(
+        selectors.editable_deals(request.user).select_related(
+            "pipeline", "stage", "owner", "organization", "contact", "lost_reason"
+        ),
+        pk=pk,
+    )
+
+
+@login_required
+@require_GET
+def deal_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A deal: its fields, its stage path with time in each stage, its activities and its stage history."""
+    return render(request, "pipeline/deal_detail.html", _deal_context(request, _visible_deal(request, pk)))
+
+
+@login_required
+def deal_fields(request: HttpRequest, pk: int) -> HttpResponse:
+    """The deal's fields: shown (GET), as a form (GET ?edit=1), or saved through `services.update_deal` (POST)."""
+    if request.method == "GET":
+        deal = _visible_deal(request, pk)
+        if request.GET.get("edit"):
+            deal = _editable_deal(request, pk)
+            form = DealFieldsForm(initial=DealFieldsForm.initial_for(deal), user=request.user)
+            return render(request, "pipeline/partials/deal_fields_form.html", {"deal": deal, "form": form})
+        can_edit = selectors.editable_deals(request.user).filter(pk=deal.pk).exists()
+        return render(request, "pipeline/partials/deal_fields.html", {"deal": deal, "can_edit": can_edit})
+    if request.method != "POST":
+        return HttpResponse(status=405)
+    deal = _editable_deal(request, pk)
+    form = DealFieldsForm(request.POST, user=request.user)
+    if form.is_valid():
+        try:
+            services.update_deal(
+                deal=deal, actor=request.user, expected_version=form.cleaned_data["version"], **form.changes()
+            )
+        except StaleVersion:
+            deal = _editable_deal(request, pk)
+            form = DealFieldsForm(initial=DealFieldsForm.initial_for(deal), user=request.user)
+            notice = STALE_MESSAGE.format(title=deal.title) + " Your changes were not saved."
+            context = {"deal": deal, "form": form, "notice": notice}
+            return render(request, "pipeline/partials/deal_fields_form.html", context)
+        except ValidationError as error:
+            add_service_errors(form, error)
+        else:
+            deal = _editable_deal(request, pk)
+            if not is_htmx(request):
+                messages.success(request, "Saved.")
+                return redirect("pipeline:deal", pk=deal.pk)
+            response = render(request, "pipeline/partials/deal_fields.html", {"deal": deal, "can_edit": True})
+            response.write(toast(request, "Saved."))
+            return response
+    return render(request, "pipeline/partials/deal_fields_form.html", {"deal": deal, "form": form}, status=200)
+
+
+@login_required
+@require_POST
+def deal_activity_create(request: HttpRequest, pk: int) -> HttpResponse:
+    """Log an activity on a deal, or plan the next step (with a due time)."""
+    return create_activity(request, _editable_deal(request, pk))
