@@ -8,11 +8,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.db import connection
 
-from config.bench import driver
-from config.bench.harness import _percentile, format_table, plain_sql_statements
 from forecasting.models import MetricSnapshot
 from forecasting.services import recompute_metrics
 from pipeline.datasets import load_dataset
+from tools.bench import driver
+from tools.bench.harness import _percentile, format_table, plain_sql_statements
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from config.loadtest import results
+from tools.loadtest import results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,7 @@ def test_the_runner_loads_the_deployed_app_without_errors_and_drops_its_database
     }
 
     run = subprocess.run(
-        [sys.executable, "-m", "config.loadtest"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "tools.loadtest"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
 
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]

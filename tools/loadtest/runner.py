@@ -1,8 +1,8 @@
-"""`make loadtest` (`python -m config.loadtest`): start the app as deployed, load it with locust, print the table.
+"""`make loadtest` (`python -m tools.loadtest`): start the app as deployed, load it with locust, print the table.
 
 1. A dedicated database (`LOADTEST_DATABASE_URL`, default: the `DATABASE_URL` server's `<name>_loadtest`), dropped
    and created afresh, migrated, seeded with `seed_demo --deals LOADTEST_DEALS`, metrics recomputed; an API token
-   for each demo rep and manager (`config.loadtest.prepare`).
+   for each demo rep and manager (`tools.loadtest.prepare`).
 2. gunicorn (`LOADTEST_WEB_WORKERS` workers) and a Celery worker with production settings, on loopback only.
 3. locust, headless: `LOADTEST_USERS` virtual users (default 20) for `LOADTEST_SECONDS` (default 60).
 4. Everything stopped, the broker queue purged and the database dropped (`LOADTEST_KEEP_DATABASE=1` keeps it).
@@ -28,8 +28,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from config import embedded
-from config.bench.servers import stop_process_groups
-from config.loadtest import results
+from tools.bench.servers import stop_process_groups
+from tools.loadtest import results
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -184,7 +184,7 @@ def main() -> int:
             print("Collecting static files as the production image does (once; a minute or two) ...", flush=True)
             manage("collectstatic", "--noinput", "-v", "0")
         purge_broker()
-        run(sys.executable, "-m", "config.loadtest.prepare", env["LOADTEST_CREDENTIALS"])
+        run(sys.executable, "-m", "tools.loadtest.prepare", env["LOADTEST_CREDENTIALS"])
 
         def start(name: str, command: list[str]) -> None:
             log = (workdir / f"{name}.log").open("w")

@@ -1,4 +1,4 @@
-"""The rows of SPEC §6, measured: see config/bench/__init__.py.
+"""The rows of SPEC §6, measured: see tools/bench/__init__.py.
 
 Every row records what it measured and, beside it, where the time goes when that is cheap to know: the SQL query
 count and SQL time of one request made in-process (CaptureQueriesContext), EXPLAIN (ANALYZE, BUFFERS) of the
@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit
 import psycopg
 
 from config import embedded
-from config.bench import servers as srv
+from tools.bench import servers as srv
 
 SEED = int(os.environ.get("BENCH_SEED", "42"))
 ROWS = ("recompute_full", "metrics", "deal_list", "board", "recompute_scheduled", "recompute_one_move", "import")
@@ -42,7 +42,7 @@ METRIC_PATHS = (
 def main(argv: list[str]) -> int:
     size = (argv[0] if argv else "S").upper()
     if size not in ("S", "L"):
-        print("usage: python -m config.bench S|L", file=sys.stderr)
+        print("usage: python -m tools.bench S|L", file=sys.stderr)
         return 2
     wanted = [row for row in os.environ.get("BENCH_ROWS", ",".join(ROWS)).split(",") if row]
     unknown = sorted(set(wanted) - set(ROWS))
@@ -211,7 +211,7 @@ class Bench:
             "seconds": seconds,
         }
         out = subprocess.run(
-            [sys.executable, "-m", "config.bench.driver"],
+            [sys.executable, "-m", "tools.bench.driver"],
             input=json.dumps(job),
             capture_output=True,
             text=True,
