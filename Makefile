@@ -29,17 +29,17 @@ test: $(INSTALLED) $(ASSETS)
 ## loadtest: the app as deployed (gunicorn + Celery, production settings) on its own freshly seeded database, under
 ## LOADTEST_USERS (20) locust users for LOADTEST_SECONDS (60); prints p50/p95 per request type, fails on any error
 loadtest: $(INSTALLED) $(ASSETS)
-	$(PY) -m config.loadtest
+	$(PY) -m tools.loadtest
 
 ## bench: SPEC §6 targets on datasets S then L (L is generated once, ~3 min; the run takes ~10-15 min): one table,
-## JSON in build/bench/. Never fails on a time. BENCH_ROWS=deal_list,board runs a subset (see config/bench/).
+## JSON in build/bench/. Never fails on a time. BENCH_ROWS=deal_list,board runs a subset (see tools/bench/).
 bench: $(INSTALLED) $(ASSETS)
-	$(PY) -m config.bench S
-	$(PY) -m config.bench L
+	$(PY) -m tools.bench S
+	$(PY) -m tools.bench L
 
 ## bench-small: the same on dataset S only (1,000 deals): a smoke check of the harness, about a minute
 bench-small: $(INSTALLED) $(ASSETS)
-	$(PY) -m config.bench S
+	$(PY) -m tools.bench S
 
 ## screenshots: retake docs/screenshots/ (board and dashboard, 1440x900, as manager grace) from seed_demo data
 screenshots: $(INSTALLED) $(ASSETS)

@@ -1,8 +1,14 @@
+from collections.abc import Callable, Iterator
+from urllib.parse import quote
+
 import pytest
+from django.conf import settings
+from django.db import connection
 
 from accounts.models import Role
 from config import embedded
 from tests.factories import make_lost_reason, make_pipeline, make_team, make_user
+from tools.processes import AppProcess, Processes, app_environment
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -48,3 +54,43 @@ def org(db):
     o.other_rep = make_user(team=o.other_team, username="other_rep")
     o.admin = make_user(role=Role.ADMIN, username="admin")
     return o
+
+
+# --- Real processes ------------------------------------------------------------------------------------------------
+
+
+def committed_database_url() -> str:
+    """The URL of the database this test session uses (the test database), for the processes it starts."""
+    db = connection.settings_dict
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    return f"postgresql://{quote(db['USER'])}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def app_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment of an app process (web, worker, beat) on the given servers, with the test settings."""
+    return app_environment(
+        settings_module="config.settings.test",
+        database_url=database_url,
+        redis_url=redis_url,
+        # config.settings.test takes the Redis database from here.
+        TEST_REDIS_DB=redis_url.rsplit("/", 1)[1],
+        **extra,
+    )
+
+
+@pytest.fixture
+def start_celery_worker(django_db_setup, tmp_path) -> Iterator[Callable[..., AppProcess]]:
+    """`start_celery_worker(**environment)` starts a real `celery worker --pool solo` on the test database and the
+    tests' Redis database, as the web tier's tasks would meet it in production (no eager mode anywhere), with
+    `environment` on top of the test settings; its log is in tmp_path. Tasks left in the tests' queue by an earlier
+    test or an interrupted run are purged first; every worker started is stopped when the test ends."""
+    from config.celery import app
+
+    app.control.purge()
+    with Processes(tmp_path) as workers:
+
+        def start(**environment: str) -> AppProcess:
+            env = app_env(database_url=committed_database_url(), redis_url=settings.REDIS_URL, **environment)
+            return workers.worker(env, pool="solo", name=f"worker-{len(workers.started)}")
+
+        yield start

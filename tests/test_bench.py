@@ -8,11 +8,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.db import connection
 
-from config.bench import driver
-from config.bench.harness import _percentile, format_table, plain_sql_statements
 from forecasting.models import MetricSnapshot
 from forecasting.services import recompute_metrics
 from pipeline.datasets import load_dataset
+from tools.bench import driver
+from tools.bench.harness import format_table, plain_sql_statements
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 
@@ -59,13 +59,6 @@ def test_driver_stops_at_its_time_bound(server):
 def test_driver_refuses_anything_but_loopback():
     with pytest.raises(SystemExit):
         driver.run({"base_url": "http://192.0.2.1:80", "paths": ["/"], "concurrency": 1, "requests": 1, "seconds": 1})
-
-
-def test_percentile_is_the_nearest_rank():
-    ordered = [float(n) for n in range(1, 101)]
-    assert _percentile(ordered, 50) == 50.0
-    assert _percentile(ordered, 95) == 95.0
-    assert _percentile([7.0], 95) == 7.0
 
 
 def test_table_has_a_line_per_row_and_says_whether_each_target_is_met():

@@ -1,101 +1,37 @@
 """Recomputes through a REAL Celery worker process on the real broker, against the committed test database."""
 
-import os
-import signal
-import subprocess
-import sys
+import functools
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import quote
+from collections.abc import Callable
 
 import psycopg
 import pytest
-from django.conf import settings as django_settings
 from django.db import connection
 
-from config.celery import app
 from forecasting import services
 from forecasting.models import MetricSnapshot, MetricsRun, RunStatus
 from forecasting.services import recompute_metrics
 from forecasting.tasks import recompute_metrics_task
 from tests.factories import make_deal
+from tools.processes import AppProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-BASE_DIR = Path(__file__).resolve().parents[2]
-
-
-def _database_url() -> str:
-    """The URL of the database this test session uses (the test database), for the worker."""
-    db = connection.settings_dict
-    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-    return f"postgresql://{quote(db['USER'])}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-class Worker:
-    def __init__(self, log_path: Path) -> None:
-        env = os.environ | {
-            "DJANGO_SETTINGS_MODULE": "config.settings.test",
-            "DATABASE_URL": _database_url(),
-            "REDIS_URL": django_settings.REDIS_URL,
-            "TEST_REDIS_DB": django_settings.REDIS_URL.rsplit("/", 1)[1],
-            # The worker sees committed data only, so it recomputes as deployed: on two connections.
-            "METRICS_CONNECTIONS": "2",
-        }
-        env.pop("TEST_DATABASE_NAME", None)
-        self.log_path = log_path
-        self.process = subprocess.Popen(
-            [
-                *[sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "INFO"],
-                *["--without-gossip", "--without-mingle", "--hostname", f"metrics-test-{uuid.uuid4().hex[:8]}@%h"],
-            ],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
 
 @pytest.fixture
-def start_worker(tmp_path) -> Iterator:
-    app.control.purge()  # nothing left over from earlier tests
-    workers: list[Worker] = []
-
-    def start() -> Worker:
-        worker = Worker(tmp_path / f"worker-{len(workers)}.log")
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        worker.stop()
+def start_worker(start_celery_worker) -> Callable[[], AppProcess]:
+    # The worker sees committed data only, so it recomputes as deployed: on two connections.
+    return functools.partial(start_celery_worker, METRICS_CONNECTIONS="2")
 
 
-def _wait_for(condition, *, timeout: float, what: str, worker: Worker | None = None):
+def _wait_for(condition, *, timeout: float, what: str, worker: AppProcess | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}" + (f"\n--- worker log ---\n{worker.log()}" if worker else ""))
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{worker.log()}" if worker else ""))
 
 
 def _latest_complete() -> MetricsRun | None:

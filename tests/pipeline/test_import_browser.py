@@ -2,17 +2,11 @@
 change a mapping, see the check's error row, upload the corrected file, import with a progress bar that completes."""
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from pipeline.models import Deal
 from tests.pipeline.test_browser import CHROMIUM, board_pipeline, browser, log_in, page  # noqa: F401
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,31 +25,9 @@ def media_root(settings, tmp_path):
 
 
 @pytest.fixture
-def import_worker(transactional_db, media_root):
+def import_worker(transactional_db, media_root, start_celery_worker):
     """A Celery worker on the test database and the same media folder, as in production."""
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    url = f"postgresql://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": url,
-        "MEDIA_ROOT": str(media_root),
-    }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "WARNING"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    yield worker
-    worker.terminate()
-    try:
-        worker.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        worker.kill()
+    return start_celery_worker(MEDIA_ROOT=str(media_root))
 
 
 def choose_file(page, text: str) -> None:  # noqa: F811 (the fixture)
@@ -88,5 +60,5 @@ def test_upload_map_check_fix_and_import_with_progress(page, org, board_pipeline
     page.wait_for_selector("progress")
     page.wait_for_selector("text=Done: 2 rows, 2 created", timeout=60_000)
 
-    assert import_worker.poll() is None, import_worker.stdout.read()
+    assert import_worker.alive(), import_worker.log()
     assert set(Deal.objects.values_list("external_id", flat=True)) == {"op-1", "op-2"}

@@ -1,12 +1,8 @@
 """Import jobs: the command, run_import's bookkeeping, and the Celery task through a real worker process."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import transaction
 
@@ -14,8 +10,6 @@ from pipeline.importing import run_import
 from pipeline.models import Deal, ImportJob, ImportStatus, StageChange
 from pipeline.tasks import run_import_job
 from tests.factories import make_pipeline, make_user
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 GOOD = (
     "external_id,title,stage,owner,amount,created_at,closed_at\n"
@@ -70,33 +64,8 @@ def test_the_command_dry_run_writes_nothing_and_the_real_run_writes_everything(p
 
 
 @pytest.fixture
-def worker():
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        # The worker must write where the test reads: the test database, not the development one.
-        "DATABASE_URL": _url_with_database(settings.DATABASES["default"]["NAME"]),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "WARNING"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-def _url_with_database(name: str) -> str:
-    database = settings.DATABASES["default"]
-    credentials = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
-    return f"postgresql://{credentials}@{database['HOST']}:{database['PORT']}/{name}"
+def worker(start_celery_worker):
+    return start_celery_worker()
 
 
 @pytest.mark.slow
@@ -109,7 +78,7 @@ def test_the_task_runs_a_job_in_a_real_worker_once(worker, csv_file):
 
     status = run_import_job.delay(job.pk).get(timeout=90)
 
-    assert worker.poll() is None
+    assert worker.alive(), worker.log()
     assert status == ImportStatus.SUCCEEDED
     job.refresh_from_db()
     assert (job.status, job.created_count, job.processed_rows) == (ImportStatus.SUCCEEDED, 2, 2)

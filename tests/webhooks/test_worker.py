@@ -3,19 +3,12 @@
 Also measures the latency from the write to the receiver's receipt, printed at the end (run with `-s` to see it).
 """
 
-import os
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
-from config.celery import app as celery_app
 from pipeline.webhooks import services as webhooks
 from pipeline.webhooks.models import DeliveryStatus, WebhookDelivery
 from tests.factories import make_deal, make_pipeline
@@ -23,7 +16,6 @@ from tests.webhooks.conftest import verify
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 MEASURED_DELIVERIES = 10
 
 
@@ -35,36 +27,14 @@ def pipeline(transactional_db):
 
 
 @pytest.fixture
-def worker(transactional_db, tmp_path):
-    """A `celery -A config worker --pool solo` subprocess on the test database and the tests' Redis database."""
-    test_database_url = urlsplit(settings.DATABASE_URL)._replace(path="/" + connection.settings_dict["NAME"]).geturl()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": test_database_url,
-        "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
-        "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
-        "WEBHOOK_READ_TIMEOUT_SECONDS": "2",
-    }
-    celery_app.control.purge()  # tasks left in this checkout's test queue by an interrupted run
-    log = (tmp_path / "worker.log").open("w")
-    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "INFO"]
-    process = subprocess.Popen(
-        [*command, "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+def worker(transactional_db, start_celery_worker):
+    """A real Celery worker that may deliver to the loopback receiver, retrying quickly."""
+    process = start_celery_worker(
+        WEBHOOK_ALLOWED_HOSTS="127.0.0.1", WEBHOOK_RETRY_BASE_SECONDS="0.2", WEBHOOK_READ_TIMEOUT_SECONDS="2"
     )
     yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
-    print((tmp_path / "worker.log").read_text()[-3000:] if process.returncode not in (0, -15) else "")
+    if not process.alive():  # it died during the test: say why
+        print(process.log(tail=3000))
 
 
 def wait_until_recorded(delivery_count: int, timeout: float = 20.0) -> list[WebhookDelivery]:

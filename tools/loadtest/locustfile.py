@@ -1,7 +1,7 @@
 """What the load test's virtual users do: a sales team's day, as browser users (session login) and integrations
-(API tokens), reps and managers. Run by `config.loadtest.runner`; it reads two variables:
+(API tokens), reps and managers. Run by `tools.loadtest.runner`; it reads two variables:
 
-- `LOADTEST_CREDENTIALS`: the JSON file written by `config.loadtest.prepare` (who to log in as, with their token);
+- `LOADTEST_CREDENTIALS`: the JSON file written by `tools.loadtest.prepare` (who to log in as, with their token);
 - `LOADTEST_RESULTS`: where to write every request's timing and outcome when locust stops.
 
 Every request is timed under a fixed name (the request type of the table). A 412 from a move is the correct answer

@@ -1,4 +1,4 @@
-"""The rows of SPEC §6, measured: see config/bench/__init__.py.
+"""The rows of SPEC §6, measured: see tools/bench/__init__.py.
 
 Every row records what it measured and, beside it, where the time goes when that is cheap to know: the SQL query
 count and SQL time of one request made in-process (CaptureQueriesContext), EXPLAIN (ANALYZE, BUFFERS) of the
@@ -22,7 +22,9 @@ from urllib.parse import urlencode, urlsplit
 import psycopg
 
 from config import embedded
-from config.bench import servers as srv
+from tools.bench import servers as srv
+from tools.percentile import percentile
+from tools.processes import ROOT, Processes
 
 SEED = int(os.environ.get("BENCH_SEED", "42"))
 ROWS = ("recompute_full", "metrics", "deal_list", "board", "recompute_scheduled", "recompute_one_move", "import")
@@ -42,7 +44,7 @@ METRIC_PATHS = (
 def main(argv: list[str]) -> int:
     size = (argv[0] if argv else "S").upper()
     if size not in ("S", "L"):
-        print("usage: python -m config.bench S|L", file=sys.stderr)
+        print("usage: python -m tools.bench S|L", file=sys.stderr)
         return 2
     wanted = [row for row in os.environ.get("BENCH_ROWS", ",".join(ROWS)).split(",") if row]
     unknown = sorted(set(wanted) - set(ROWS))
@@ -118,9 +120,11 @@ class Bench:
 
     def run(self) -> int:
         self.prepare()
-        self.processes = srv.Processes(self.env)
+        self.processes = Processes(srv.BUILD / "logs")
         try:
-            self.processes.start()
+            # INFO: the recompute logs the seconds of each metric family, which the report reads.
+            self.worker = self.processes.worker(self.env, concurrency=srv.WORKER_CONCURRENCY, loglevel="INFO")
+            self.base_url, _web = self.processes.web(self.env, workers=srv.WEB_WORKERS, timeout=300)
             self._setup_users()
             for row in ROWS:
                 if row in self.wanted:
@@ -203,7 +207,7 @@ class Bench:
 
     def drive(self, paths: list[str], *, headers: dict, concurrency: int, requests: int, seconds: float) -> dict:
         job = {
-            "base_url": self.processes.base_url,
+            "base_url": self.base_url,
             "paths": paths,
             "headers": headers,
             "concurrency": concurrency,
@@ -211,11 +215,11 @@ class Bench:
             "seconds": seconds,
         }
         out = subprocess.run(
-            [sys.executable, "-m", "config.bench.driver"],
+            [sys.executable, "-m", "tools.bench.driver"],
             input=json.dumps(job),
             capture_output=True,
             text=True,
-            cwd=srv.ROOT,
+            cwd=ROOT,
             check=True,
         )
         result = json.loads(out.stdout)
@@ -223,8 +227,8 @@ class Bench:
         result["requests"] = len(latencies)
         result["concurrency"] = concurrency
         if latencies:
-            result["p50_ms"] = _percentile(latencies, 50)
-            result["p95_ms"] = _percentile(latencies, 95)
+            result["p50_ms"] = round(percentile(latencies, 0.50), 2)
+            result["p95_ms"] = round(percentile(latencies, 0.95), 2)
             result["max_ms"] = latencies[-1]
             result["req_per_s"] = len(latencies) / result["wall_seconds"]
         return result
@@ -280,7 +284,7 @@ class Bench:
 
     def login(self, username: str) -> dict:
         """A session cookie from the real login form (Set-Cookie read by hand: the cookies are Secure)."""
-        target = urlsplit(self.processes.base_url)
+        target = urlsplit(self.base_url)
         conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
         conn.request("GET", "/login/")
         response = conn.getresponse()
@@ -297,7 +301,7 @@ class Bench:
             headers={
                 "Content-Type": "application/x-www-form-urlencoded",
                 "Cookie": f"csrftoken={cookies['csrftoken'].value}",
-                "Referer": f"{self.processes.base_url}/login/",
+                "Referer": f"{self.base_url}/login/",
             },
         )
         response = conn.getresponse()
@@ -310,7 +314,7 @@ class Bench:
         return {"Cookie": f"sessionid={cookies['sessionid'].value}"}
 
     def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        target = urlsplit(self.processes.base_url)
+        target = urlsplit(self.base_url)
         conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
         headers = {**self.auth, "Content-Type": "application/json"}
         conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
@@ -325,14 +329,14 @@ class Bench:
         from forecasting.tasks import recompute_metrics_task
 
         task = task or recompute_metrics_task
-        pool = srv.child_pids(self.processes.worker_pid)
+        pool = srv.child_pids(self.worker.pid)
         srv.reset_peak_rss(pool)
-        log_start = self.processes.worker_log.stat().st_size
+        log_start = self.worker.log_path.stat().st_size
         started = time.monotonic()
         run_id = task.apply_async(kwargs={"reason": "schedule"}).get(timeout=3600)
         wall = time.monotonic() - started
         peaks = {pid: srv.peak_rss_mb(pid) for pid in pool}
-        with open(self.processes.worker_log) as log:
+        with open(self.worker.log_path) as log:
             log.seek(log_start)
             families = {
                 match.group(1): float(match.group(3))
@@ -550,7 +554,7 @@ class Bench:
             f"--{boundary}--\r\n".encode(),
         ]
         body = b"".join(parts)
-        target = urlsplit(self.processes.base_url)
+        target = urlsplit(self.base_url)
         started = time.monotonic()
         conn = http.client.HTTPConnection(target.hostname, target.port, timeout=600)
         conn.request(
@@ -614,11 +618,6 @@ class Bench:
 
 def say(message: str) -> None:
     print(message, flush=True)
-
-
-def _percentile(ordered: list[float], percent: float) -> float:
-    index = max(0, math.ceil(percent / 100 * len(ordered)) - 1)
-    return round(ordered[index], 2)
 
 
 def _machine() -> dict:

@@ -1,8 +1,8 @@
-"""`make loadtest` (`python -m config.loadtest`): start the app as deployed, load it with locust, print the table.
+"""`make loadtest` (`python -m tools.loadtest`): start the app as deployed, load it with locust, print the table.
 
 1. A dedicated database (`LOADTEST_DATABASE_URL`, default: the `DATABASE_URL` server's `<name>_loadtest`), dropped
    and created afresh, migrated, seeded with `seed_demo --deals LOADTEST_DEALS`, metrics recomputed; an API token
-   for each demo rep and manager (`config.loadtest.prepare`).
+   for each demo rep and manager (`tools.loadtest.prepare`).
 2. gunicorn (`LOADTEST_WEB_WORKERS` workers) and a Celery worker with production settings, on loopback only.
 3. locust, headless: `LOADTEST_USERS` virtual users (default 20) for `LOADTEST_SECONDS` (default 60).
 4. Everything stopped, the broker queue purged and the database dropped (`LOADTEST_KEEP_DATABASE=1` keeps it).
@@ -15,23 +15,18 @@ throttle (which has its own tests). The throttle still runs, counters in Redis a
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from config import embedded
-from config.bench.servers import stop_process_groups
-from config.loadtest import results
+from tools.loadtest import results
+from tools.processes import ROOT, Processes, production_environment
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
 
@@ -106,21 +101,6 @@ def _counts(database_url: str) -> dict[str, int]:
     return counts
 
 
-def _wait_until_healthy(base_url: str, server: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {server.returncode} before answering")
-        try:
-            with urllib.request.urlopen(f"{base_url}/healthz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{base_url}/healthz did not answer 200 within {timeout:.0f} s")
-
-
 def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
@@ -130,7 +110,7 @@ def main() -> int:
     seconds = _env_int("LOADTEST_SECONDS", 60)
     deals = _env_int("LOADTEST_DEALS", 2000)
     web_workers = _env_int("LOADTEST_WEB_WORKERS", 4)
-    port = _env_int("LOADTEST_PORT", 0) or embedded.free_port()
+    port = _env_int("LOADTEST_PORT", 0)  # 0: a free one
     if not (1 <= users <= 200 and 1 <= seconds <= 3600):
         raise SystemExit("LOADTEST_USERS must be 1-200 and LOADTEST_SECONDS 1-3600: the load test is bounded.")
 
@@ -138,21 +118,16 @@ def main() -> int:
 
     database_url, redis_url = loadtest_database_url(), loadtest_redis_url()
     workdir = Path(tempfile.mkdtemp(prefix="crm-loadtest-"))
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.production",
-        "SECRET_KEY": secrets.token_urlsafe(64),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        # Plain HTTP on loopback: the virtual users send X-Forwarded-Proto as the TLS-terminating proxy would.
-        "SECURE_SSL_REDIRECT": "false",
-        "API_THROTTLE_USER": os.environ.get("LOADTEST_API_THROTTLE_USER", "100000/minute"),
-        "LOG_LEVEL": os.environ.get("LOADTEST_LOG_LEVEL", "WARNING"),
-        "LOADTEST_CREDENTIALS": str(workdir / "credentials.json"),
-        "LOADTEST_RESULTS": str(workdir / "results.json"),
-    }
-    env.pop("TEST_DATABASE_NAME", None)
-    processes: list[subprocess.Popen] = []
+    # Plain HTTP on loopback: the virtual users send X-Forwarded-Proto as the TLS-terminating proxy would.
+    env = production_environment(
+        database_url=database_url,
+        redis_url=redis_url,
+        API_THROTTLE_USER=os.environ.get("LOADTEST_API_THROTTLE_USER", "100000/minute"),
+        LOG_LEVEL=os.environ.get("LOADTEST_LOG_LEVEL", "WARNING"),
+        LOADTEST_CREDENTIALS=str(workdir / "credentials.json"),
+        LOADTEST_RESULTS=str(workdir / "results.json"),
+    )
+    processes = Processes(workdir)
 
     def run(*command: str) -> None:
         subprocess.run(command, cwd=ROOT, env=env, check=True)
@@ -184,37 +159,10 @@ def main() -> int:
             print("Collecting static files as the production image does (once; a minute or two) ...", flush=True)
             manage("collectstatic", "--noinput", "-v", "0")
         purge_broker()
-        run(sys.executable, "-m", "config.loadtest.prepare", env["LOADTEST_CREDENTIALS"])
+        run(sys.executable, "-m", "tools.loadtest.prepare", env["LOADTEST_CREDENTIALS"])
 
-        def start(name: str, command: list[str]) -> None:
-            log = (workdir / f"{name}.log").open("w")
-            processes.append(
-                subprocess.Popen(
-                    command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                )
-            )
-
-        start(
-            "gunicorn",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "config.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(web_workers),
-                # Its default control socket is one path per machine user: parallel runs would fight over it.
-                "--no-control-socket",
-            ],
-        )
-        start(
-            "worker",
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "WARNING", "--concurrency", "1"],
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        _wait_until_healthy(base_url, processes[0])
+        worker = processes.worker(env, loglevel="WARNING")
+        base_url, web = processes.web(env, workers=web_workers, port=port)
         print(f"gunicorn ({web_workers} workers) and a Celery worker are up on {base_url}.", flush=True)
         print(f"locust: {users} users for {seconds} s ...", flush=True)
         before = _counts(database_url)
@@ -280,14 +228,14 @@ def main() -> int:
             )
         if problems:
             print(f"\nFAILED: {'; '.join(problems)} (logs in {workdir})")
-            for name in ("gunicorn", "worker"):
-                print(f"--- last lines of {name}.log ---\n{_tail(workdir / f'{name}.log')}")
+            for process in (web, worker):
+                print(process.log(tail=3000))
             return 1
         print("\nNo errors.")
         shutil.rmtree(workdir, ignore_errors=True)
         return 0
     finally:
-        stop_process_groups(processes)
+        processes.stop()
         purge_broker()
         if os.environ.get("LOADTEST_KEEP_DATABASE") not in {"1", "true", "yes"}:
             _recreate_database(database_url, drop_only=True)

@@ -1,6 +1,6 @@
 """Set up the load test's users: a personal API token for each demo rep and manager.
 
-Run by the runner as `python -m config.loadtest.prepare CREDENTIALS.json` with the dedicated database in
+Run by the runner as `python -m tools.loadtest.prepare CREDENTIALS.json` with the dedicated database in
 `DATABASE_URL`, once the demo data is seeded and the broker purged; writes who the virtual users log in as
 (username, password, role, token) to the JSON file.
 """

@@ -1,6 +1,6 @@
 """`make bench` (datasets S then L) and `make bench-small` (S): the targets of SPEC §6, measured on the app as deployed.
 
-`python -m config.bench S|L` prepares the dedicated database and its dataset (`servers.py`), starts gunicorn and a
+`python -m tools.bench S|L` prepares the dedicated database and its dataset (`servers.py`), starts gunicorn and a
 Celery worker with production settings, measures each row of SPEC §6 (`harness.py`) with HTTP load from a separate
 process on loopback (`driver.py`), prints one table and writes `build/bench/<size>-<timestamp>.json` and
 `build/bench/<size>-latest.json`. It never fails on a time: the exit status is non-zero only when the harness

@@ -2,7 +2,7 @@
 -- beside the app's full recompute. Straightforward GROUP BY / window queries over the normalised tables into temp
 -- tables; nothing stamped at write time, no partial aggregates, no tricks. Periods are month, quarter and year in
 -- UTC (the default TIME_ZONE); groups are the company, owner, team, pipeline and source. Run in one transaction
--- that is rolled back (config/bench/harness.py times each statement).
+-- that is rolled back (tools/bench/harness.py times each statement).
 
 -- setup
 SET LOCAL work_mem = '64MB';

@@ -1,7 +1,8 @@
 """The load test's table and verdict, from the timings the virtual users wrote (see `locustfile`)."""
 
-import math
 from dataclasses import dataclass, field
+
+from tools.percentile import percentile
 
 
 @dataclass(frozen=True)
@@ -14,14 +15,6 @@ class RequestStats:
     p95_ms: float
     max_ms: float
     times_ms: list[float] = field(default_factory=list, repr=False)
-
-
-def percentile(times: list[float], fraction: float) -> float:
-    """The nearest-rank percentile of `times` (0 for no times)."""
-    if not times:
-        return 0.0
-    ordered = sorted(times)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def summarize(requests: dict[str, dict]) -> list[RequestStats]:

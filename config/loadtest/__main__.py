@@ -1,5 +1,0 @@
-import sys
-
-from config.loadtest.runner import main
-
-sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from tools.loadtest.runner import main
+
+sys.exit(main())
