@@ -17,8 +17,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from forecasting import selectors, services
-from forecasting.dashboard import parse_period
 from forecasting.models import Quota
+from forecasting.periods import Period, PeriodError
 from pipeline.forms import add_service_errors
 
 
@@ -74,10 +74,10 @@ class QuotaFilterForm(forms.Form):
         text = self.cleaned_data["period"].strip()
         if not text:
             return None
-        period = parse_period(text)
-        if period is None:
-            raise ValidationError("Write a period as 2026-07, 2026-Q3 or 2026.")
-        return period
+        try:
+            return Period.parse(text)
+        except PeriodError as error:
+            raise ValidationError(str(error)) from error
 
     def filter(self, quotas):
         data = self.cleaned_data

@@ -2,36 +2,14 @@
 filters. Bad parameters answer 400 with a message per parameter.
 """
 
-import re
-from datetime import date
-
 from rest_framework import serializers
 
-from forecasting.models import GroupKind, PeriodKind
+from forecasting.models import GroupKind
+from forecasting.periods import KINDS, Period, PeriodError
 
-PERIOD_PATTERN = re.compile(r"^(?P<year>\d{4})(?:-(?:(?P<month>\d{2})|Q(?P<quarter>[1-4])))?$")
-# The same shape without Python's named groups, for the schema (ECMA regular expressions).
+# The shape of a period (forecasting.periods.PATTERN) as an ECMA regular expression, for the schema.
 PERIOD_SCHEMA_PATTERN = r"^\d{4}(-(\d{2}|Q[1-4]))?$"
-PER_PERIOD_KINDS = [PeriodKind.MONTH, PeriodKind.QUARTER, PeriodKind.YEAR]
 STAGE_GROUPS = [GroupKind.COMPANY, GroupKind.OWNER, GroupKind.TEAM, GroupKind.SOURCE]
-
-
-def parse_period(text: str) -> tuple[str, date]:
-    """'2026-11' → (month, 2026-11-01); '2026-Q4' → (quarter, 2026-10-01); '2026' → (year, 2026-01-01)."""
-    match = PERIOD_PATTERN.match(text)
-    if not match:
-        raise serializers.ValidationError("Write a period as 2026-11, 2026-Q4 or 2026.")
-    year = int(match["year"])
-    if year < 1:
-        raise serializers.ValidationError("The year must be at least 1.")
-    if match["month"]:
-        month = int(match["month"])
-        if not 1 <= month <= 12:
-            raise serializers.ValidationError("The month must be 01 to 12.")
-        return PeriodKind.MONTH, date(year, month, 1)
-    if match["quarter"]:
-        return PeriodKind.QUARTER, date(year, 3 * (int(match["quarter"]) - 1) + 1, 1)
-    return PeriodKind.YEAR, date(year, 1, 1)
 
 
 # --- Query parameters ---------------------------------------------------------------------------------------------
@@ -75,11 +53,14 @@ class PeriodMetricQuerySerializer(MetricFilterSerializer):
     start = serializers.DateField(required=False, help_text="With `end`: every period within [start, end).")
     end = serializers.DateField(required=False, help_text="With `start`: the first day after the range.")
     period_kind = serializers.ChoiceField(
-        choices=PER_PERIOD_KINDS, required=False, help_text="With `start` and `end`: which periods (default month)."
+        choices=KINDS, required=False, help_text="With `start` and `end`: which periods (default month)."
     )
 
-    def validate_period(self, value: str) -> tuple[str, date]:
-        return parse_period(value)
+    def validate_period(self, value: str) -> Period:
+        try:
+            return Period.parse(value)
+        except PeriodError as error:
+            raise serializers.ValidationError(str(error)) from error
 
     def validate(self, attrs: dict) -> dict:
         if "period" in attrs and ("start" in attrs or "end" in attrs):

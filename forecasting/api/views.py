@@ -76,14 +76,15 @@ class MetricViewSet(VisibleViewSet):
         params = self.query_serializer(data=self.request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        period_kind, period_start = data.get("period", (None, None))
+        period = data.get("period")
+        period_kind = period.kind if period else None
         if "start" in data:
             period_kind = data.get("period_kind", PeriodKind.MONTH)
         return SnapshotQuery(
             metric=self.metric,
             group_kind=data.get("group", GroupKind.OWNER),  # stale deals: one row per deal, keyed by its owner
             period_kind=period_kind or self.default_period_kind,
-            period_start=period_start,
+            period_start=period.start if period else None,
             range_start=data.get("start"),
             range_end=data.get("end"),
             pipeline_id=data.get("pipeline"),

@@ -93,6 +93,14 @@ def test_bad_query_parameters_are_a_400(org, closings, params):
     assert client_for(org.admin).get("/api/v1/metrics/win-rates/", params).status_code == 400
 
 
+def test_a_bad_period_is_a_400_that_says_why(org, closings):
+    client = client_for(org.admin)
+    answer = client.get("/api/v1/metrics/win-rates/", {"period": "2026-13"})
+    assert answer.status_code == 400 and answer.json() == {"period": ["The month must be 01 to 12."]}
+    answer = client.get("/api/v1/metrics/win-rates/", {"period": "9999-12"})  # its end would be in the year 10000
+    assert answer.status_code == 400 and answer.json() == {"period": ["The period must end before the year 10000."]}
+
+
 def test_a_rep_sees_only_their_own_rows(org, closings):
     client = client_for(org.rep)
     assert client.get("/api/v1/metrics/win-rates/", {"period": "2026-10"}).json()["results"] == []  # company
