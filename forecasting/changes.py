@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 
+from forecasting.periods import KINDS, key_of, start_of
 from pipeline.stage_history import BULK_LOAD_SETTING
 
 # Columns of pipeline_deal that some metric reads (a change to a title or a note does not concern them).
@@ -110,7 +111,6 @@ DROP TRIGGER activity_deleted_for_metrics ON pipeline_activity;
 DROP FUNCTION forecasting_record_activity_changes();
 """
 
-PERIOD_KINDS = ("month", "quarter", "year")
 # What a refresh reads of each pending change (the arguments of `Slices.of`).
 COLUMNS = (
     "deal_id, pipeline_id, owner_id, source, status, amount, furthest_open_order, created_at, closed_at, "
@@ -118,13 +118,10 @@ COLUMNS = (
 )
 
 
-def period_start(kind: str, day: date) -> date:
-    """The first day of the month, quarter or year `day` falls in."""
-    if kind == "month":
-        return day.replace(day=1)
-    if kind == "quarter":
-        return date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
-    return date(day.year, 1, 1)
+def periods_holding(day: date) -> set[tuple[str, date]]:
+    """The month, quarter and year `day` falls in, as (kind, first day): not `Period`s, whose end no `date` holds
+    in December 9999, a date a deal may be expected to close on."""
+    return {(kind.value, start_of(day, kind)) for kind in KINDS}
 
 
 @dataclass
@@ -164,13 +161,13 @@ class Slices:
                 (slices.expected, expected),
             ):
                 if day is not None:
-                    periods.update((kind, period_start(kind, day)) for kind in PERIOD_KINDS)
+                    periods.update(periods_holding(day))
         for places in funnel_places.values():
             for (pipeline_id, *_rest, created_at, _furthest, _won), net in places.items():
                 if net:
                     slices.pipelines.add(pipeline_id)
                     day = created_at.astimezone(tz).date()
-                    slices.created.update((kind, period_start(kind, day)) for kind in PERIOD_KINDS)
+                    slices.created.update(periods_holding(day))
         for places in quota_places.values():
             slices.owners.update(owner_id for (owner_id, *_rest), net in places.items() if net)
         slices.past_due = any(net for places in past_due_places.values() for net in places.values())
@@ -192,7 +189,7 @@ class Slices:
 
     def period_names(self) -> list[str]:
         """The month, quarter and year periods whose forecast or outcomes were recomputed ('2026-11', '2026-Q4')."""
-        names = {_period_name(kind, start) for kind, start in self.closed | self.expected | self.created}
+        names = {key_of(kind, start) for kind, start in self.closed | self.expected | self.created}
         return sorted(names)
 
     def params(self) -> dict:
@@ -206,14 +203,6 @@ class Slices:
             "owners": sorted(self.owners),
             "deals": sorted(self.deals),
         }
-
-
-def _period_name(kind: str, start: date) -> str:
-    if kind == "month":
-        return f"{start:%Y-%m}"
-    if kind == "quarter":
-        return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
-    return str(start.year)
 
 
 def _arrays(name: str, periods: set[tuple[str, date]]) -> dict:

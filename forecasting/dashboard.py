@@ -6,97 +6,20 @@ admin the company's) and arranges them for the page. The number of queries does 
 """
 
 from dataclasses import dataclass, field
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import F
-from django.utils import timezone
 
 from accounts.models import Team, User
 from forecasting.models import GroupKind, Metric, MetricsRun, PeriodKind
+from forecasting.periods import Period
 from forecasting.selectors import SnapshotQuery, latest_run, visible_snapshot_rows
 from pipeline.models import StageKind
 from pipeline.selectors import visible_deals, visible_pipelines, visible_stages
 
-PERIOD_KINDS = [PeriodKind.MONTH, PeriodKind.QUARTER, PeriodKind.YEAR]
 STALE_DEALS_SHOWN = 12
 ACCURACY_PERIODS_SHOWN = 6
-
-
-# --- Periods --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Period:
-    """A month, quarter or year, half-open [start, end), written as in the API: 2026-11, 2026-Q4, 2026."""
-
-    kind: str
-    start: date
-
-    @property
-    def end(self) -> date:
-        return _shift(self.kind, self.start, 1)
-
-    @property
-    def key(self) -> str:
-        if self.kind == PeriodKind.MONTH:
-            return f"{self.start:%Y-%m}"
-        if self.kind == PeriodKind.QUARTER:
-            return f"{self.start.year}-Q{(self.start.month - 1) // 3 + 1}"
-        return str(self.start.year)
-
-    @property
-    def label(self) -> str:
-        if self.kind == PeriodKind.MONTH:
-            return f"{self.start:%B %Y}"
-        if self.kind == PeriodKind.QUARTER:
-            return f"Q{(self.start.month - 1) // 3 + 1} {self.start.year}"
-        return str(self.start.year)
-
-    def previous(self) -> "Period":
-        return Period(self.kind, _shift(self.kind, self.start, -1))
-
-    def next(self) -> "Period":
-        return Period(self.kind, self.end)
-
-
-def _shift(kind: str, start: date, steps: int) -> date:
-    months = {PeriodKind.MONTH: 1, PeriodKind.QUARTER: 3, PeriodKind.YEAR: 12}[kind] * steps
-    index = start.year * 12 + start.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
-
-
-def current_period(kind: str, today: date | None = None) -> Period:
-    """The period of `kind` that today (in TIME_ZONE) falls in."""
-    today = today or timezone.localdate()
-    if kind == PeriodKind.YEAR:
-        return Period(kind, date(today.year, 1, 1))
-    if kind == PeriodKind.QUARTER:
-        return Period(kind, date(today.year, 3 * ((today.month - 1) // 3) + 1, 1))
-    return Period(PeriodKind.MONTH, date(today.year, today.month, 1))
-
-
-def parse_period(text: str | None, *, kind: str | None = None) -> Period | None:
-    """'2026-11' → a month, '2026-Q4' → a quarter, '2026' → a year; None when `text` is not one of those.
-
-    Without `text`, `kind` alone (month, quarter, year) picks the current period of that kind.
-    """
-    if not text:
-        return current_period(kind) if kind in PERIOD_KINDS else None
-    try:
-        if len(text) == 4 and text.isdigit():
-            return Period(PeriodKind.YEAR, date(int(text), 1, 1))
-        year, rest = text.split("-", 1)
-        if len(year) != 4 or not year.isdigit():
-            return None
-        if rest[:1] == "Q" and rest[1:] in {"1", "2", "3", "4"}:
-            return Period(PeriodKind.QUARTER, date(int(year), 3 * (int(rest[1:]) - 1) + 1, 1))
-        if len(rest) == 2 and rest.isdigit():
-            return Period(PeriodKind.MONTH, date(int(year), int(rest), 1))
-    except ValueError:
-        return None
-    return None
 
 
 # --- Whose numbers ----------------------------------------------------------------------------------------------------
@@ -233,7 +156,7 @@ def build_dashboard(
     board.reps = _reps(user=user, run=run, scope=scope, in_period=in_period)
     accuracy = list(rows(Metric.FORECAST_ACCURACY, period_kind=period.kind).order_by("-period_start"))
     board.accuracy = [
-        {"period": Period(period.kind, row.period_start), **row.values} for row in accuracy[:ACCURACY_PERIODS_SHOWN]
+        {"period": Period.of(period.kind, row.period_start), **row.values} for row in accuracy[:ACCURACY_PERIODS_SHOWN]
     ]
     if pipeline is not None:
         stages = {stage.pk: stage for stage in visible_stages(user).filter(pipeline=pipeline, kind=StageKind.OPEN)}

@@ -18,8 +18,8 @@ from django.views.decorators.http import require_POST
 
 from config.forms import add_service_errors
 from forecasting import selectors, services
-from forecasting.dashboard import parse_period
 from forecasting.models import Quota
+from forecasting.periods import Period, PeriodError
 
 
 def quota_editor_required(view):
@@ -74,10 +74,10 @@ class QuotaFilterForm(forms.Form):
         text = self.cleaned_data["period"].strip()
         if not text:
             return None
-        period = parse_period(text)
-        if period is None:
-            raise ValidationError("Write a period as 2026-07, 2026-Q3 or 2026.")
-        return period
+        try:
+            return Period.parse(text)
+        except PeriodError as error:
+            raise ValidationError(str(error)) from error
 
     def filter(self, quotas):
         data = self.cleaned_data

@@ -18,8 +18,9 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from forecasting.dashboard import PERIOD_KINDS, build_dashboard, current_period, parse_period, scopes_for
+from forecasting.dashboard import build_dashboard, scopes_for
 from forecasting.models import PeriodKind
+from forecasting.periods import KINDS, Period, PeriodError
 from forecasting.selectors import freshness, latest_run
 
 logger = logging.getLogger(__name__)
@@ -32,12 +33,21 @@ def _may_recompute(user) -> bool:
     return user.is_admin or user.is_manager
 
 
+def _asked_period(text: str | None, kind: str | None) -> tuple[Period, bool]:
+    """The period of `?period=` (or the current one of `?kind=`, default this month), and whether `?period=` was
+    given but could not be read (the page then shows this month and says so)."""
+    if not text:
+        return Period.current(kind if kind in KINDS else PeriodKind.MONTH), False
+    try:
+        return Period.parse(text), False
+    except PeriodError:
+        return Period.current(PeriodKind.MONTH), True
+
+
 @login_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    period = parse_period(request.GET.get("period"), kind=request.GET.get("kind"))
-    bad_period = period is None and bool(request.GET.get("period"))
-    period = period or current_period(PeriodKind.MONTH)
+    period, bad_period = _asked_period(request.GET.get("period"), request.GET.get("kind"))
     scopes = scopes_for(request.user)
     scope = next((s for s in scopes if str(s.team_id) == request.GET.get("team")), scopes[0])
     try:
@@ -52,7 +62,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     context = {
         "board": board,
         "period": period,
-        "period_kinds": [(kind, kind.label, current_period(kind)) for kind in PERIOD_KINDS],
+        "period_kinds": [(kind, kind.label, Period.current(kind)) for kind in KINDS],
         "bad_period": bad_period,
         "scopes": scopes,
         "scope": scope,

@@ -236,6 +236,15 @@ def test_a_period_that_does_not_parse_shows_this_month_and_says_so(client, org, 
     assert b"That period could not be read" in response.content
 
 
+def test_a_period_ending_past_the_last_date_shows_this_month_and_says_so(client, org, history):
+    client.force_login(org.admin)
+    response = client.get(DASHBOARD, {"period": "9999-12"})  # once a 500: its end is in the year 10000
+
+    assert response.status_code == 200
+    assert response.context["board"].period.start == timezone.localdate().replace(day=1)
+    assert b"That period could not be read" in response.content
+
+
 # --- Empty state and freshness ----------------------------------------------------------------------------------------
 
 

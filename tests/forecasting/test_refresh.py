@@ -238,6 +238,14 @@ def test_slices_cover_each_period_of_every_old_and_new_date():
     assert slices.period_names() == ["2026", "2026-02", "2026-05", "2026-11", "2026-Q1", "2026-Q2", "2026-Q4"]
 
 
+def test_a_deal_expected_to_close_in_the_last_month_a_date_can_hold_is_refreshed_like_any_other():
+    from datetime import date
+
+    slices = changes.Slices.of([(7, 1, 5, "web", "open", 10, 2, None, None, date(9999, 12, 31), 0)])
+    assert slices.expected == {("month", date(9999, 12, 1)), ("quarter", date(9999, 10, 1)), ("year", date(9999, 1, 1))}
+    assert slices.period_names() == ["9999", "9999-12", "9999-Q4"]
+
+
 def test_a_move_that_leaves_a_deal_where_it_was_in_the_funnels_refreshes_no_funnel():
     from datetime import UTC, date, datetime
 

@@ -208,6 +208,19 @@ def test_bad_filters_answer_400_with_the_field_named(client, org, quotas):
     assert listed(response) == set()
 
 
+def test_a_period_filter_that_does_not_read_says_why_in_the_words_of_the_api(client, org, quotas):
+    as_user(client, org.admin)
+    assert client.get(LIST, {"period": "July"}).context["filters"].errors["period"] == [
+        "Write a period as 2026-11, 2026-Q4 or 2026."
+    ]
+    assert client.get(LIST, {"period": "2026-13"}).context["filters"].errors["period"] == [
+        "The month must be 01 to 12."
+    ]
+    response = client.get(LIST, {"period": "9999-12"})  # its end is past the last date: once a 500
+    assert response.status_code == 400
+    assert response.context["filters"].errors["period"] == ["The period must end before the year 10000."]
+
+
 def test_the_list_takes_the_same_number_of_queries_for_many_quotas(client, org):
     as_user(client, org.admin)
     quota(team=org.team)
