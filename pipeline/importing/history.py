@@ -18,7 +18,7 @@ from django.db import connection
 from pipeline import stage_history
 from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
-from pipeline.importing.references import New, Ref, StageRow, Stages, pk_of
+from pipeline.importing.references import New, Ref, StageRow, Stages, deals_by_reference, pk_of
 from pipeline.importing.writing import copy_rows, lock_unchanged, update_rows
 from pipeline.models import AuditAction, Deal, StageChange, StageKind
 from pipeline.selectors import editable_deals
@@ -38,10 +38,10 @@ class StageChangeImporter(KindImporter):
 
     def check(self, chunk: list[tuple[int, dict[str, str]]]) -> list[Problem]:
         wanted = {cells["deal"].strip() for _, cells in chunk if cells.get("deal", "").strip()} - set(self.deals)
-        for deal in (
-            self.scoped(Deal, editable_deals)
-            .filter(external_id__in=wanted)
-            .values(
+        self.deals.update(
+            deals_by_reference(
+                self.scoped(Deal, editable_deals),
+                wanted,
                 "id",
                 "external_id",
                 "pipeline_id",
@@ -53,8 +53,7 @@ class StageChangeImporter(KindImporter):
                 "closed_at",
                 "title",
             )
-        ):
-            self.deals[deal["external_id"]] = deal
+        )
         problems: list[Problem] = []
         for number, cells in chunk:
             row = Row(number, cells, self)

@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 from pipeline.importing.base import Row
 from pipeline.importing.customers import UpsertImporter, read_person_name
 from pipeline.importing.reading import MAX_LINE_CHARS
-from pipeline.importing.references import Contacts, Organizations
+from pipeline.importing.references import Contacts, Organizations, deals_by_reference
 from pipeline.models import LEAD_STATUS_PATH, Contact, Deal, Lead, LeadStatus, Organization
 from pipeline.selectors import editable_deals, editable_leads, visible_contacts, visible_organizations
 
@@ -62,9 +62,8 @@ class LeadImporter(UpsertImporter):
         self.organizations.prefetch(self.value_map("organization", cells.get("organization", "")) for _, cells in chunk)
         self.contacts.prefetch(self.value_map("contact", cells.get("contact", "")) for _, cells in chunk)
         wanted = {cells["deal"].strip() for _, cells in chunk if cells.get("deal", "").strip()} - set(self.deals)
-        deals = self.scoped(Deal, editable_deals).filter(external_id__in=wanted)
-        for deal in deals.values("id", "external_id", "created_at", "lead__id"):
-            self.deals[deal["external_id"]] = deal
+        deals = self.scoped(Deal, editable_deals)
+        self.deals.update(deals_by_reference(deals, wanted, "id", "external_id", "created_at", "lead__id"))
 
     def new_references(self) -> dict[str, int]:
         counts = super().new_references()

@@ -17,8 +17,9 @@ from django.db.models import Q, QuerySet, Value
 from django.db.models.functions import Concat, Lower, Trim
 
 from accounts.models import Role, User
+from pipeline.exporting import exported_deal_id
 from pipeline.importing.values import CellError
-from pipeline.models import Contact, LostReason, Organization, Pipeline, Stage, StageKind
+from pipeline.models import Contact, Deal, LostReason, Organization, Pipeline, Stage, StageKind
 
 # The lost reason given to a lost deal whose file names none (created on first use).
 UNSPECIFIED_LOST_REASON = "Unspecified"
@@ -41,6 +42,22 @@ def pk_of(ref: Ref | None) -> int | None:
         assert ref.pk is not None, f"{ref.label} has not been written yet"
         return ref.pk
     return ref
+
+
+def deals_by_reference(queryset: QuerySet[Deal], references: Iterable[str], *fields: str) -> dict[str, dict]:
+    """The deals of `queryset` that `references` name, as {reference: the deal's `values(*fields)`}.
+
+    A reference is a deal's external id or, for a deal that has none, the `crm-deal-<id>` the export writes for it,
+    so that an exported file imports back onto the same deals. An external id wins when both could match.
+    """
+    references = set(references)
+    found = {deal["external_id"]: deal for deal in queryset.filter(external_id__in=references).values(*fields)}
+    by_id = {exported_deal_id(reference): reference for reference in references - found.keys()}
+    by_id.pop(None, None)
+    if by_id:
+        for deal in queryset.filter(pk__in=by_id, external_id__isnull=True).values(*fields):
+            found[by_id[deal["id"]]] = deal
+    return found
 
 
 def _key(value: str) -> str:

@@ -3,13 +3,12 @@
 from decimal import Decimal
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
 from accounts.services import create_api_token
 from pipeline import services
 from tests.api.conftest import client_for
 from tests.factories import make_deal, make_lost_reason, make_pipeline, stage
+from tests.queries import CapturedQueries, assert_query_count, capture_queries
 
 pytestmark = pytest.mark.django_db
 
@@ -58,11 +57,11 @@ def populated(org, pipeline):
     return {"pipeline": pipeline.pk, "stage": stage(pipeline, "Qualification").pk, "deal": deal.pk}
 
 
-def count_queries(client, url: str) -> tuple[int, list[str]]:
-    with CaptureQueriesContext(connection) as captured:
+def queries_of(client, url: str) -> CapturedQueries:
+    with capture_queries() as captured:
         response = client.get(url)
     assert response.status_code == 200, response.content
-    return len(captured), [query["sql"] for query in captured.captured_queries]
+    return captured
 
 
 @pytest.mark.parametrize("path", EXPECTED_QUERIES)
@@ -71,10 +70,9 @@ def test_list_query_count_is_constant_in_page_size(org, populated, path):
     url = path.format(**populated)
     separator = "&" if "?" in url else "?"
     client.get(url)  # the token's first use stamps last_used_at; measure the steady state
-    small, _ = count_queries(client, f"{url}{separator}page_size=1")
-    large, large_sql = count_queries(client, f"{url}{separator}page_size=100")
-    assert small == large, "\n".join(large_sql)
-    assert large == EXPECTED_QUERIES[path], "\n".join(large_sql)
+    small = queries_of(client, f"{url}{separator}page_size=1")
+    large = queries_of(client, f"{url}{separator}page_size=100")
+    assert_query_count(small, large, exactly=EXPECTED_QUERIES[path])
 
 
 # The metric reads: token (1), the latest run (1), COUNT(*) and the page (2); the forecast adds past due and the
@@ -123,7 +121,6 @@ def test_metric_list_query_count_is_constant_in_page_size(org, recomputed, role,
     client = client_for(getattr(org, role))
     separator = "&" if "?" in path else "?"
     client.get(path)  # the token's first use stamps last_used_at; measure the steady state
-    small, _ = count_queries(client, f"{path}{separator}page_size=1")
-    large, large_sql = count_queries(client, f"{path}{separator}page_size=200")
-    assert small == large, "\n".join(large_sql)
-    assert large == METRIC_QUERIES[path], "\n".join(large_sql)
+    small = queries_of(client, f"{path}{separator}page_size=1")
+    large = queries_of(client, f"{path}{separator}page_size=200")
+    assert_query_count(small, large, exactly=METRIC_QUERIES[path])

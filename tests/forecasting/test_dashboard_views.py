@@ -7,8 +7,6 @@ from decimal import Decimal
 from unittest import mock
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
@@ -18,6 +16,7 @@ from forecasting.models import MetricsRun, Quota
 from forecasting.services import recompute_metrics
 from tests.factories import make_user
 from tests.forecasting.helpers import at, deal_with_history
+from tests.queries import CapturedQueries, assert_query_count, capture_queries
 
 pytestmark = pytest.mark.django_db
 
@@ -154,9 +153,9 @@ def test_stale_deals_link_to_their_deal_pages_and_escape_titles(client, org, pip
 # --- Reads snapshots only, in a constant number of queries ----------------------------------------------------------
 
 
-def count_queries(client, user) -> CaptureQueriesContext:
+def dashboard_queries(client, user) -> CapturedQueries:
     client.force_login(user)
-    with CaptureQueriesContext(connection) as queries:
+    with capture_queries() as queries:
         response = client.get(DASHBOARD, {"period": "2026-10"})
     assert response.status_code == 200
     return queries
@@ -165,7 +164,7 @@ def count_queries(client, user) -> CaptureQueriesContext:
 @pytest.mark.parametrize("role", ["admin", "manager", "rep"])
 def test_the_page_makes_the_same_number_of_queries_however_much_data_there_is(client, org, pipeline, history, role):
     user = getattr(org, role)
-    few = count_queries(client, user)
+    few = dashboard_queries(client, user)
 
     for n in range(4):
         colleague = make_user(team=org.team, username=f"colleague{n}")
@@ -174,20 +173,19 @@ def test_the_page_makes_the_same_number_of_queries_however_much_data_there_is(cl
         won_in_october(org.rep, pipeline, "700", f"Another rep win {n}")
         stale_deal(org.rep, pipeline, f"Another rep stale {n}")
     recompute_metrics(as_of=AS_OF)
-    many = count_queries(client, user)
+    many = dashboard_queries(client, user)
 
-    assert len(many) == len(few), "\n".join(query["sql"] for query in many.captured_queries)
-    assert len(few) <= 20
+    assert_query_count(few, many, at_most=20)
 
 
 def test_the_page_never_computes_metrics(client, org, history):
     runs = MetricsRun.objects.count()
 
-    queries = count_queries(client, org.admin)
+    queries = dashboard_queries(client, org.admin)
 
     assert MetricsRun.objects.count() == runs
-    assert not any(query["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")) for query in queries)
-    assert not any("pipeline_stagechange" in query["sql"] for query in queries.captured_queries)
+    assert not any(sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")) for sql in queries.sql)
+    assert not any("pipeline_stagechange" in sql for sql in queries.sql)
 
 
 # --- Periods ----------------------------------------------------------------------------------------------------------

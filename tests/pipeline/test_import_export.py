@@ -11,7 +11,7 @@ from pipeline import services
 from pipeline.demo import seed_demo
 from pipeline.exporting import deal_reference, export_csv
 from pipeline.importing import import_csv
-from pipeline.models import Activity, Contact, Deal, Lead, Organization, StageChange
+from pipeline.models import Activity, AuditEntry, Contact, Deal, Lead, Organization, StageChange
 from tests.factories import make_deal
 
 pytestmark = pytest.mark.django_db
@@ -149,3 +149,46 @@ def test_export_then_import_into_an_empty_database_gives_the_same_deals_history_
     assert after["deals"].keys() == before["deals"].keys()
     for key, deal in before["deals"].items():
         assert after["deals"][key] == deal, key
+
+
+def _history() -> list[tuple]:
+    return list(StageChange.objects.order_by("id").values_list("deal_id", "from_stage_id", "to_stage_id", "changed_at"))
+
+
+def test_deals_exported_without_external_ids_reimport_unchanged(org, pipeline, lost_reason):
+    from tests.factories import make_qualified_deal, stage
+
+    deals = [make_qualified_deal(owner=org.rep, pipeline=pipeline, title=f"Deal {n}") for n in range(3)]
+    services.move_deal(deal=deals[0], stage=stage(pipeline, "Discovery"), actor=org.rep)
+    services.move_deal(deal=deals[1], stage=stage(pipeline, "Lost"), actor=org.rep, lost_reason=lost_reason)
+    lead = services.create_lead(actor=org.rep, last_name="Lead", external_id="lead-1")
+    services.convert_lead(lead=lead, actor=org.rep, title="Converted", pipeline=pipeline)
+    kinds = ("deals", "stage_changes", "leads")
+    files = {kind: "".join(export_csv(kind=kind, user=org.rep)).encode() for kind in kinds}
+    assert all(row["external_id"].startswith("crm-deal-") for row in exported("deals", org.rep))
+    count, history, audit = Deal.objects.count(), _history(), AuditEntry.objects.count()
+
+    for kind, content in files.items():
+        result = import_csv(kind=kind, stream=io.BytesIO(content), actor=org.rep)
+        assert result.ok, (kind, result.errors)
+        assert (result.created, result.updated) == (0, 0), (kind, result.summary())
+
+    assert import_csv(kind="deals", stream=io.BytesIO(files["deals"]), actor=org.rep).unchanged == 4
+    assert Deal.objects.count() == count and _history() == history and AuditEntry.objects.count() == audit
+
+
+def test_a_crm_deal_reference_to_a_deal_the_user_may_not_change_is_refused(org, pipeline):
+    theirs = make_deal(owner=org.other_rep, pipeline=pipeline, title="Theirs")
+    content = "".join(export_csv(kind="deals", user=org.other_rep)).encode()
+
+    result = import_csv(kind="deals", stream=io.BytesIO(content), actor=org.rep)
+
+    assert [(error.row, error.column) for error in result.errors] == [(2, "external_id")]
+    assert Deal.objects.get() == theirs
+
+
+def test_a_crm_deal_reference_no_deal_has_is_a_new_external_id(org, pipeline):
+    content = f"external_id,title\n{deal_reference(None, 999999)},Migrated\n".encode()
+
+    assert import_csv(kind="deals", stream=io.BytesIO(content), actor=org.rep).created == 1
+    assert Deal.objects.get().external_id == "crm-deal-999999"

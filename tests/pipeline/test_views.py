@@ -5,8 +5,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -14,6 +12,7 @@ from pipeline import services
 from pipeline.models import Activity, Deal, Lead, LeadStatus
 from pipeline.selectors import BOARD_PAGE_SIZE
 from tests.factories import make_deal, make_qualified_deal, stage
+from tests.queries import CapturedQueries, assert_query_count, capture_queries
 
 pytestmark = pytest.mark.django_db
 
@@ -170,11 +169,11 @@ def test_a_card_shows_the_stale_marker_and_the_next_activity(rep_client, org, pi
     assert "Stale" not in fresh_card[: fresh_card.index("</article>")]
 
 
-def _board_queries(client) -> int:
-    with CaptureQueriesContext(connection) as queries:
+def _board_queries(client) -> CapturedQueries:
+    with capture_queries() as queries:
         response = client.get(reverse("pipeline:board"))
     assert response.status_code == 200
-    return len(queries)
+    return queries
 
 
 def test_the_board_makes_the_same_number_of_queries_for_few_and_many_deals(client, org, pipeline):
@@ -192,7 +191,7 @@ def test_the_board_makes_the_same_number_of_queries_for_few_and_many_deals(clien
     many = _board_queries(client)
 
     # session, user, pipelines, stages, totals, card ids, cards, next activities, owner and team choices
-    assert few == many == 10
+    assert_query_count(few, many, exactly=10)
 
 
 def test_a_column_loads_more_cards_after_its_cursor_without_repeats(rep_client, org, pipeline):

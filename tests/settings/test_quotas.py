@@ -6,13 +6,12 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from forecasting.models import Quota
 from forecasting.services import create_quota
 from pipeline.models import AuditAction, AuditEntry
+from tests.queries import assert_query_count, capture_queries
 
 pytestmark = pytest.mark.django_db
 
@@ -224,12 +223,12 @@ def test_a_period_filter_that_does_not_read_says_why_in_the_words_of_the_api(cli
 def test_the_list_takes_the_same_number_of_queries_for_many_quotas(client, org):
     as_user(client, org.admin)
     quota(team=org.team)
-    with CaptureQueriesContext(connection) as few:
+    with capture_queries() as few:
         assert client.get(LIST).status_code == 200
     for month in range(1, 13):
         quota(user=org.rep, start=date(2025, month, 1), end=date(2025 + month // 12, month % 12 + 1, 1))
         quota(team=org.other_team, start=date(2025, month, 1), end=date(2025 + month // 12, month % 12 + 1, 1))
-    with CaptureQueriesContext(connection) as many:
+    with capture_queries() as many:
         response = client.get(LIST)
     assert len(response.context["quotas"]) == 25
-    assert len(many) == len(few) <= 12
+    assert_query_count(few, many, at_most=12)

@@ -2,9 +2,7 @@
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection
 from django.test import Client
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -12,6 +10,7 @@ from accounts.models import ApiToken, Team
 from accounts.services import create_api_token
 from pipeline.models import AuditAction, AuditEntry, LostReason, Pipeline, Stage, StageKind
 from tests.factories import make_lost_reason, make_pipeline, make_team, stage
+from tests.queries import assert_query_count, capture_queries
 
 pytestmark = pytest.mark.django_db
 
@@ -168,7 +167,7 @@ def test_names_are_escaped(admin_client, pipeline):
 
 def test_the_pipeline_page_lists_stages_in_order_in_bounded_queries(admin_client, pipeline):
     url = reverse("settings:pipeline", args=[pipeline.pk])
-    with CaptureQueriesContext(connection) as few:
+    with capture_queries() as few:
         response = admin_client.get(url)
     names = [s.name for s in response.context["stages"]]
     assert names == list(pipeline.stages.order_by("order").values_list("name", flat=True))
@@ -182,9 +181,9 @@ def test_the_pipeline_page_lists_stages_in_order_in_bounded_queries(admin_client
                 "forecast_category": "pipeline",
             },
         )
-    with CaptureQueriesContext(connection) as many:
+    with capture_queries() as many:
         admin_client.get(url)
-    assert len(many) == len(few) <= 8
+    assert_query_count(few, many, at_most=8)
 
 
 def test_an_admin_edits_a_stage(admin_client, pipeline):
@@ -381,9 +380,9 @@ def test_a_duplicate_or_empty_lost_reason_is_a_readable_error(admin_client, lost
 def test_the_lost_reasons_page_is_bounded_in_queries(admin_client, db):
     for number in range(10):
         make_lost_reason(f"Reason {number}")
-    with CaptureQueriesContext(connection) as queries:
+    with capture_queries() as queries:
         assert admin_client.get(reverse("settings:lost_reasons")).status_code == 200
-    assert len(queries) <= 6
+    assert_query_count(queries, at_most=6)
 
 
 # --- Teams ----------------------------------------------------------------------------------------------------------
@@ -432,13 +431,13 @@ def test_a_rep_cannot_manage_a_team_and_a_bad_team_writes_nothing(admin_client, 
 
 
 def test_the_teams_page_is_bounded_in_queries(admin_client, org):
-    with CaptureQueriesContext(connection) as few:
+    with capture_queries() as few:
         admin_client.get(reverse("settings:teams"))
     for number in range(5):
         make_team(name=f"Team {number}")
-    with CaptureQueriesContext(connection) as many:
+    with capture_queries() as many:
         admin_client.get(reverse("settings:teams"))
-    assert len(many) == len(few) <= 8
+    assert_query_count(few, many, at_most=8)
 
 
 # --- API tokens -----------------------------------------------------------------------------------------------------
@@ -505,20 +504,20 @@ def test_a_revoked_token_answers_401(client, org):
 def test_the_tokens_page_is_bounded_in_queries(client, org):
     client.force_login(org.rep)
     create_api_token(user=org.rep, name="One")
-    with CaptureQueriesContext(connection) as few:
+    with capture_queries() as few:
         client.get(reverse("settings:tokens"))
     for number in range(5):
         create_api_token(user=org.rep, name=f"Token {number}")
-    with CaptureQueriesContext(connection) as many:
+    with capture_queries() as many:
         client.get(reverse("settings:tokens"))
-    assert len(many) == len(few) <= 6
+    assert_query_count(few, many, at_most=6)
 
 
 def test_the_pipelines_page_is_bounded_in_queries(admin_client, pipeline):
-    with CaptureQueriesContext(connection) as few:
+    with capture_queries() as few:
         assert admin_client.get(reverse("settings:pipelines")).status_code == 200
     for number in range(4):
         make_pipeline(name=f"Extra {number}")
-    with CaptureQueriesContext(connection) as many:
+    with capture_queries() as many:
         admin_client.get(reverse("settings:pipelines"))
-    assert len(many) == len(few) <= 6
+    assert_query_count(few, many, at_most=6)

@@ -4,8 +4,11 @@ import hashlib
 import hmac
 import json
 import queue
+import socket
 import threading
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -82,19 +85,33 @@ def _handler_for(receiver: Receiver):
     return Handler
 
 
+# How often the server loop looks for a shutdown request. `serve_forever`'s default (0.5 s) made every test that
+# used a receiver wait up to half a second in its teardown.
+SHUTDOWN_POLL_SECONDS = 0.01
+
+
+@contextmanager
+def serving(state: Receiver, *, wrap_socket: Callable[[socket.socket], socket.socket] | None = None):
+    """A threaded HTTP server on 127.0.0.1 answering for `state`, shut down and closed when the block ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(state))
+    if wrap_socket is not None:
+        server.socket = wrap_socket(server.socket)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(SHUTDOWN_POLL_SECONDS,), daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def receiver():
     """A receiver at http://127.0.0.1:<port>/, with 127.0.0.1 allowed as a webhook host for the test."""
     state = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    with override_settings(WEBHOOK_ALLOWED_HOSTS=["127.0.0.1"]):
+    with serving(state) as server, override_settings(WEBHOOK_ALLOWED_HOSTS=["127.0.0.1"]):
+        state.url = f"http://127.0.0.1:{server.server_address[1]}"
         yield state
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

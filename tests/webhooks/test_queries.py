@@ -3,8 +3,6 @@
 from datetime import timedelta
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from pipeline import selectors
@@ -12,20 +10,23 @@ from pipeline.webhooks import services as webhooks
 from pipeline.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
 from tests.api.conftest import client_for
 from tests.factories import make_deal
+from tests.queries import CapturedQueries, assert_query_count, capture_queries
 
 pytestmark = pytest.mark.django_db
 
 
-def emit_queries(deal) -> tuple[int, WebhookEvent | None]:
-    with CaptureQueriesContext(connection) as captured:
+def emit_queries(deal) -> tuple[CapturedQueries, WebhookEvent | None]:
+    with capture_queries() as captured:
         event = webhooks.emit_event(
             type="deal.created", data=lambda: {"id": deal.pk}, record=deal, visible_to=selectors.visible_deals
         )
-    return len(captured), event
+    return captured, event
 
 
 def test_an_event_nobody_subscribed_to_costs_one_query(org, pipeline):
-    assert emit_queries(make_deal(owner=org.rep, pipeline=pipeline)) == (1, None)
+    queries, event = emit_queries(make_deal(owner=org.rep, pipeline=pipeline))
+    assert event is None
+    assert_query_count(queries, exactly=1)
 
 
 def test_the_cost_of_an_event_grows_with_the_owners_not_with_their_subscriptions(org, pipeline, receiver):
@@ -37,7 +38,7 @@ def test_the_cost_of_an_event_grows_with_the_owners_not_with_their_subscriptions
     for user in (org.rep, org.manager, org.other_rep) * 5:
         webhooks.create_subscription(owner=user, url=receiver.url, events=["deal.created"])
     many, event = emit_queries(deal)
-    assert many == few
+    assert_query_count(few, many)
     assert event.deliveries.count() == 12, "the other team's rep receives nothing"
 
 
@@ -47,13 +48,13 @@ def test_the_delivery_log_costs_the_same_for_any_page_size(org, receiver):
         webhooks.send_test_event(subscription=subscription)
     client = client_for(org.rep)
     client.get("/api/v1/webhooks/")  # the token's first use stamps last_used_at; measure the steady state
-    counts = []
+    captures = []
     for page_size in (1, 5):
-        with CaptureQueriesContext(connection) as captured:
+        with capture_queries() as captured:
             response = client.get(f"/api/v1/webhooks/{subscription.pk}/deliveries/?page_size={page_size}")
         assert len(response.json()["results"]) == page_size
-        counts.append(len(captured))
-    assert counts[0] == counts[1]
+        captures.append(captured)
+    assert_query_count(*captures)
 
 
 def test_pruning_keeps_recent_and_unfinished_deliveries(org, receiver):

@@ -3,8 +3,7 @@
 import shutil
 import ssl
 import subprocess
-import threading
-from http.server import ThreadingHTTPServer
+from contextlib import ExitStack
 
 import pytest
 import urllib3
@@ -13,7 +12,7 @@ from django.test import override_settings
 from pipeline.webhooks import services as webhooks
 from pipeline.webhooks.models import DeliveryStatus, WebhookDelivery
 from tests.factories import make_deal
-from tests.webhooks.conftest import Receiver, _handler_for
+from tests.webhooks.conftest import Receiver, serving
 
 OPENSSL = shutil.which("openssl")
 
@@ -27,32 +26,26 @@ pytestmark = [
 @pytest.fixture
 def tls_receiver(tmp_path):
     """`tls_receiver(name)`: a receiver on https://127.0.0.1:<port> whose self-signed certificate is for `name`."""
-    servers = []
+    with ExitStack() as servers, override_settings(WEBHOOK_ALLOWED_HOSTS=["localhost"]):
 
-    def start(name: str) -> tuple[Receiver, str]:
-        cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
-        request = [OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}"]
-        subprocess.run(
-            [*request, "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(cert)],
-            check=True,
-            capture_output=True,
-        )
-        state = Receiver()
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(state))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        state.url = f"https://localhost:{server.server_address[1]}"
-        return state, str(cert)
+        def start(name: str) -> tuple[Receiver, str]:
+            cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+            request = [OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}"]
+            subprocess.run(
+                [*request, "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(cert)],
+                check=True,
+                capture_output=True,
+            )
+            state = Receiver()
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            server = servers.enter_context(
+                serving(state, wrap_socket=lambda plain: context.wrap_socket(plain, server_side=True))
+            )
+            state.url = f"https://localhost:{server.server_address[1]}"
+            return state, str(cert)
 
-    with override_settings(WEBHOOK_ALLOWED_HOSTS=["localhost"]):
         yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
