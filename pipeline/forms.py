@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.forms.models import fields_for_model
 
 from accounts.models import User
-from accounts.selectors import visible_users
+from accounts.selectors import assignable_owners, visible_users
 from pipeline.models import (
     REQUIRABLE_DEAL_FIELDS,
     ActivityKind,
@@ -24,11 +24,10 @@ from pipeline.models import (
     StageKind,
 )
 from pipeline.selectors import (
-    assignable_owners,
+    filterable_teams,
     visible_contacts,
     visible_organizations,
     visible_pipelines,
-    visible_teams,
 )
 
 DATETIME_LOCAL = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
@@ -74,7 +73,7 @@ class BoardFilterForm(forms.Form):
     def __init__(self, *args, user: User, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
-        self.fields["team"].queryset = visible_teams(user)
+        self.fields["team"].queryset = filterable_teams(user)
         self.fields["q"].widget.attrs.update(placeholder="Search deals or organizations", type="search")
 
     def filters(self) -> dict:
