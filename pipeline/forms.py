@@ -29,6 +29,7 @@ from pipeline.selectors import (
     visible_organizations,
     visible_pipelines,
 )
+from pipeline.services import DEAL_EDITABLE_FIELDS
 
 DATETIME_LOCAL = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
 DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
@@ -127,21 +128,9 @@ class StageEntryForm(forms.Form):
         return {"fields": data, "lost_reason": lost_reason}
 
 
-DEAL_FORM_FIELDS = [
-    "title",
-    "owner",
-    "organization",
-    "contact",
-    "amount",
-    "currency",
-    "expected_close_date",
-    "forecast_category_override",
-    "source",
-    "budget",
-    "authority",
-    "need",
-    "timeline",
-]
+# The deal page edits what the services let a caller edit, except the integration's id (the API and imports set
+# it) and the note on a lost deal (asked for when the deal is lost).
+DEAL_FORM_FIELDS = [name for name in DEAL_EDITABLE_FIELDS if name not in ("external_id", "lost_note")]
 
 
 class DealFieldsForm(forms.Form):

@@ -43,24 +43,23 @@ from pipeline.selectors import default_pipeline, first_open_stage
 logger = logging.getLogger(__name__)
 
 # Fields a caller may set on a deal directly; stage, status and the timestamps change only through `move_deal`.
-DEAL_EDITABLE_FIELDS = frozenset(
-    {
-        "title",
-        "owner",
-        "organization",
-        "contact",
-        "amount",
-        "currency",
-        "expected_close_date",
-        "forecast_category_override",
-        "source",
-        "external_id",
-        "budget",
-        "authority",
-        "need",
-        "timeline",
-        "lost_note",
-    }
+# A tuple, in the order the deal page shows them (pipeline/forms.py builds the deal's form from it).
+DEAL_EDITABLE_FIELDS = (
+    "title",
+    "owner",
+    "organization",
+    "contact",
+    "amount",
+    "currency",
+    "expected_close_date",
+    "forecast_category_override",
+    "source",
+    "external_id",
+    "budget",
+    "authority",
+    "need",
+    "timeline",
+    "lost_note",
 )
 # A tuple, in the order the API lists them (pipeline/api/serializers.py builds the lead's fields from it).
 LEAD_EDITABLE_FIELDS = (
