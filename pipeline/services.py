@@ -87,6 +87,10 @@ CONTACT_EDITABLE_FIELDS = frozenset(
 ACTIVITY_EDITABLE_FIELDS = frozenset({"kind", "subject", "note", "due_at", "owner"})
 
 
+# The one answer to an external id some record of the kind already holds, visible to the caller or not.
+EXTERNAL_ID_TAKEN = "This external id is not available."
+
+
 # --- Shared mechanics ---------------------------------------------------------------------------------------------
 
 
@@ -177,7 +181,14 @@ def _validate(instance: models.Model, *, exclude: Iterable[str] = ()) -> None:
     foreign_keys = [field.name for field in instance._meta.concrete_fields if field.is_relation]
     instance.clean_fields(exclude=[*foreign_keys, *exclude])
     if getattr(instance, "external_id", None):
-        instance.validate_unique(exclude=[field.name for field in instance._meta.fields if field.name != "external_id"])
+        try:
+            instance.validate_unique(
+                exclude=[field.name for field in instance._meta.fields if field.name != "external_id"]
+            )
+        except ValidationError:
+            # Unique across the company, so the holder may be a record the caller cannot see: one answer whoever
+            # holds it, which names neither the record nor whether it is visible (README, "Decisions").
+            raise ValidationError({"external_id": EXTERNAL_ID_TAKEN}) from None
 
 
 def _check_version(instance: Deal, expected_version: int | None) -> None:
