@@ -38,7 +38,7 @@ from pipeline.models import (
     StageChange,
     StageKind,
 )
-from pipeline.selectors import default_pipeline, first_open_stage
+from pipeline.selectors import default_pipeline, first_open_stage, visible_organizations
 
 logger = logging.getLogger(__name__)
 
@@ -521,7 +521,8 @@ def convert_lead(
     """Turn a qualified lead into a deal, creating its organization and contact when missing, and link them.
 
     The lead's source and BANT answers carry over to the deal; the lead is stamped as having passed through every
-    status up to `converted`. A disqualified or already converted lead is refused.
+    status up to `converted`. A disqualified or already converted lead is refused. Without an organization, one
+    named like the lead's company is reused if `actor` may see it, else a new one is created.
     """
     lead = Lead.objects.select_for_update().get(pk=lead.pk)
     if lead.status == LeadStatus.CONVERTED:
@@ -532,7 +533,10 @@ def convert_lead(
 
     organization = organization or lead.organization
     if organization is None and lead.company.strip():
-        organization = Organization.objects.filter(name__iexact=lead.company.strip()).order_by("id").first()
+        # Only among the organizations the converting user may see: linking another's by its name alone would show
+        # them a customer record outside their visibility (through the new deal) and attach it to their deal.
+        candidates = Organization.objects.all() if actor is None else visible_organizations(actor)
+        organization = candidates.filter(name__iexact=lead.company.strip()).order_by("id").first()
         organization = organization or create_organization(actor=actor, name=lead.company.strip(), owner=lead.owner)
     contact = contact or lead.contact
     if contact is None:
