@@ -18,6 +18,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from accounts.models import User
+from accounts.selectors import owners_editable_by
 from pipeline import signals
 from pipeline.exceptions import StaleVersion
 from pipeline.models import (
@@ -614,14 +615,29 @@ def log_activity(
 
 @transaction.atomic
 def update_activity(*, activity: Activity, actor: User | None, **fields: Any) -> Activity:
-    """Change a planned or logged activity's type, subject, note, due time or owner."""
+    """Change a planned or logged activity's type, subject, note, due time or owner.
+
+    Only someone who may change the records of the activity's current owner may give it to another: a rep may edit
+    what a manager logged on the rep's deal, never make it theirs.
+    """
     activity = Activity.objects.select_for_update().get(pk=activity.pk)
+    new_owner = getattr(fields.get("owner"), "pk", fields.get("owner"))
+    if "owner" in fields and new_owner != activity.owner_id and not _may_change_records_of(actor, activity.owner_id):
+        raise ValidationError({"owner": "Only someone who may change its owner's records can hand this activity on."})
     if _apply_fields(activity, fields, ACTIVITY_EDITABLE_FIELDS):
         if activity.due_at is None and activity.done_at is None:
             raise ValidationError({"due_at": "A planned activity needs a due time."})
         _validate(activity)
         activity.save()
     return activity
+
+
+def _may_change_records_of(actor: User | None, owner_id: int) -> bool:
+    """Whether `actor` (None: the system) may change what `owner_id` owns, by the rule of SPEC §2."""
+    if actor is None:
+        return True
+    owners = owners_editable_by(actor)
+    return owners is None or owners.filter(pk=owner_id).exists()
 
 
 @transaction.atomic
