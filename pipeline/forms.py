@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.forms.models import fields_for_model
 
 from accounts.models import User
-from accounts.selectors import visible_users
+from accounts.selectors import assignable_owners, visible_users
 from pipeline.models import (
     REQUIRABLE_DEAL_FIELDS,
     ActivityKind,
@@ -24,12 +24,12 @@ from pipeline.models import (
     StageKind,
 )
 from pipeline.selectors import (
-    assignable_owners,
+    filterable_teams,
     visible_contacts,
     visible_organizations,
     visible_pipelines,
-    visible_teams,
 )
+from pipeline.services import DEAL_EDITABLE_FIELDS
 
 DATETIME_LOCAL = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
 DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
@@ -65,7 +65,7 @@ class BoardFilterForm(forms.Form):
     def __init__(self, *args, user: User, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
-        self.fields["team"].queryset = visible_teams(user)
+        self.fields["team"].queryset = filterable_teams(user)
         self.fields["q"].widget.attrs.update(placeholder="Search deals or organizations", type="search")
 
     def filters(self) -> dict:
@@ -119,21 +119,9 @@ class StageEntryForm(forms.Form):
         return {"fields": data, "lost_reason": lost_reason}
 
 
-DEAL_FORM_FIELDS = [
-    "title",
-    "owner",
-    "organization",
-    "contact",
-    "amount",
-    "currency",
-    "expected_close_date",
-    "forecast_category_override",
-    "source",
-    "budget",
-    "authority",
-    "need",
-    "timeline",
-]
+# The deal page edits what the services let a caller edit, except the integration's id (the API and imports set
+# it) and the note on a lost deal (asked for when the deal is lost).
+DEAL_FORM_FIELDS = [name for name in DEAL_EDITABLE_FIELDS if name not in ("external_id", "lost_note")]
 
 
 class DealFieldsForm(forms.Form):

@@ -180,21 +180,15 @@ class BoardColumn:
         return self.total * self.stage.probability / 100
 
 
-def assignable_owners(user: User) -> QuerySet[User]:
-    """Active users `user` may make the owner of a record: those whose records they may change."""
-    owners = owners_editable_by(user)
-    users = User.objects.filter(is_active=True).order_by("username")
-    return users if owners is None else users.filter(pk__in=owners)
-
-
 def visible_import_jobs(user: User) -> QuerySet[ImportJob]:
     """Import jobs `user` may see: the ones they started, or all (admins). Newest first."""
     jobs = ImportJob.objects.select_related("created_by").order_by("-created_at", "-id")
     return jobs if user.is_admin else jobs.filter(created_by=user)
 
 
-def visible_teams(user: User) -> QuerySet[Team]:
-    """Teams `user` may filter by: all (admin), the teams they manage (manager), or their own (rep)."""
+def filterable_teams(user: User) -> QuerySet[Team]:
+    """Teams `user` may narrow the board to: all (admin), the teams they manage and their own (manager), or their
+    own (rep). Not `accounts.selectors.visible_teams`, the whole organisation chart every colleague may read."""
     if user.is_admin:
         return Team.objects.order_by("name")
     if user.is_manager:

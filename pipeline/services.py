@@ -18,6 +18,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from accounts.models import User
+from accounts.selectors import owners_editable_by
 from config.exceptions import StaleVersion
 from pipeline import signals
 from pipeline.models import (
@@ -38,29 +39,28 @@ from pipeline.models import (
     StageChange,
     StageKind,
 )
-from pipeline.selectors import default_pipeline, first_open_stage
+from pipeline.selectors import default_pipeline, first_open_stage, visible_organizations
 
 logger = logging.getLogger(__name__)
 
 # Fields a caller may set on a deal directly; stage, status and the timestamps change only through `move_deal`.
-DEAL_EDITABLE_FIELDS = frozenset(
-    {
-        "title",
-        "owner",
-        "organization",
-        "contact",
-        "amount",
-        "currency",
-        "expected_close_date",
-        "forecast_category_override",
-        "source",
-        "external_id",
-        "budget",
-        "authority",
-        "need",
-        "timeline",
-        "lost_note",
-    }
+# A tuple, in the order the deal page shows them (pipeline/forms.py builds the deal's form from it).
+DEAL_EDITABLE_FIELDS = (
+    "title",
+    "owner",
+    "organization",
+    "contact",
+    "amount",
+    "currency",
+    "expected_close_date",
+    "forecast_category_override",
+    "source",
+    "external_id",
+    "budget",
+    "authority",
+    "need",
+    "timeline",
+    "lost_note",
 )
 # A tuple, in the order the API lists them (pipeline/api/serializers.py builds the lead's fields from it).
 LEAD_EDITABLE_FIELDS = (
@@ -86,6 +86,10 @@ CONTACT_EDITABLE_FIELDS = frozenset(
     {"first_name", "last_name", "email", "phone", "job_title", "organization", "owner", "external_id"}
 )
 ACTIVITY_EDITABLE_FIELDS = frozenset({"kind", "subject", "note", "due_at", "owner"})
+
+
+# The one answer to an external id some record of the kind already holds, visible to the caller or not.
+EXTERNAL_ID_TAKEN = "This external id is not available."
 
 
 # --- Shared mechanics ---------------------------------------------------------------------------------------------
@@ -178,7 +182,14 @@ def _validate(instance: models.Model, *, exclude: Iterable[str] = ()) -> None:
     foreign_keys = [field.name for field in instance._meta.concrete_fields if field.is_relation]
     instance.clean_fields(exclude=[*foreign_keys, *exclude])
     if getattr(instance, "external_id", None):
-        instance.validate_unique(exclude=[field.name for field in instance._meta.fields if field.name != "external_id"])
+        try:
+            instance.validate_unique(
+                exclude=[field.name for field in instance._meta.fields if field.name != "external_id"]
+            )
+        except ValidationError:
+            # Unique across the company, so the holder may be a record the caller cannot see: one answer whoever
+            # holds it, which names neither the record nor whether it is visible (README, "Decisions").
+            raise ValidationError({"external_id": EXTERNAL_ID_TAKEN}) from None
 
 
 def _check_version(instance: Deal, expected_version: int | None) -> None:
@@ -511,7 +522,8 @@ def convert_lead(
     """Turn a qualified lead into a deal, creating its organization and contact when missing, and link them.
 
     The lead's source and BANT answers carry over to the deal; the lead is stamped as having passed through every
-    status up to `converted`. A disqualified or already converted lead is refused.
+    status up to `converted`. A disqualified or already converted lead is refused. Without an organization, one
+    named like the lead's company is reused if `actor` may see it, else a new one is created.
     """
     lead = Lead.objects.select_for_update().get(pk=lead.pk)
     if lead.status == LeadStatus.CONVERTED:
@@ -522,7 +534,10 @@ def convert_lead(
 
     organization = organization or lead.organization
     if organization is None and lead.company.strip():
-        organization = Organization.objects.filter(name__iexact=lead.company.strip()).order_by("id").first()
+        # Only among the organizations the converting user may see: linking another's by its name alone would show
+        # them a customer record outside their visibility (through the new deal) and attach it to their deal.
+        candidates = Organization.objects.all() if actor is None else visible_organizations(actor)
+        organization = candidates.filter(name__iexact=lead.company.strip()).order_by("id").first()
         organization = organization or create_organization(actor=actor, name=lead.company.strip(), owner=lead.owner)
     contact = contact or lead.contact
     if contact is None:
@@ -600,14 +615,29 @@ def log_activity(
 
 @transaction.atomic
 def update_activity(*, activity: Activity, actor: User | None, **fields: Any) -> Activity:
-    """Change a planned or logged activity's type, subject, note, due time or owner."""
+    """Change a planned or logged activity's type, subject, note, due time or owner.
+
+    Only someone who may change the records of the activity's current owner may give it to another: a rep may edit
+    what a manager logged on the rep's deal, never make it theirs.
+    """
     activity = Activity.objects.select_for_update().get(pk=activity.pk)
+    new_owner = getattr(fields.get("owner"), "pk", fields.get("owner"))
+    if "owner" in fields and new_owner != activity.owner_id and not _may_change_records_of(actor, activity.owner_id):
+        raise ValidationError({"owner": "Only someone who may change its owner's records can hand this activity on."})
     if _apply_fields(activity, fields, ACTIVITY_EDITABLE_FIELDS):
         if activity.due_at is None and activity.done_at is None:
             raise ValidationError({"due_at": "A planned activity needs a due time."})
         _validate(activity)
         activity.save()
     return activity
+
+
+def _may_change_records_of(actor: User | None, owner_id: int) -> bool:
+    """Whether `actor` (None: the system) may change what `owner_id` owns, by the rule of SPEC §2."""
+    if actor is None:
+        return True
+    owners = owners_editable_by(actor)
+    return owners is None or owners.filter(pk=owner_id).exists()
 
 
 @transaction.atomic

@@ -11,6 +11,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded
+from config.celery import scheduled
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -186,38 +187,20 @@ METRICS_RECOMPUTE_SECONDS = env_int("METRICS_RECOMPUTE_SECONDS", 300)
 # METRICS_REFRESH_DELAY_SECONDS), and on this schedule for any whose refresh could not be queued.
 METRICS_REFRESH_SECONDS = env_int("METRICS_REFRESH_SECONDS", 60)
 METRICS_REFRESH_DELAY_SECONDS = env_int("METRICS_REFRESH_DELAY_SECONDS", 0)
+# Each entry through `scheduled`, which sets its expiry (1.5 intervals): nobody writes `expires` by hand.
 CELERY_BEAT_SCHEDULE = {
-    "worker-heartbeat": {
-        "task": "config.celery.heartbeat",
-        "schedule": WORKER_HEARTBEAT_SECONDS,
-        # A heartbeat queued during an outage says nothing once the outage is over.
-        "options": {"expires": WORKER_HEARTBEAT_SECONDS * 1.5},
-    },
+    # A heartbeat queued during an outage says nothing once the outage is over.
+    "worker-heartbeat": scheduled("config.celery.heartbeat", every_seconds=WORKER_HEARTBEAT_SECONDS),
     # Catches up with changes whose refresh was never queued (Redis or the broker away): they wait in PostgreSQL.
-    "metrics-refresh": {
-        "task": "forecasting.refresh_metrics",
-        "schedule": METRICS_REFRESH_SECONDS,
-        "kwargs": {"reason": "schedule"},
-        "options": {"expires": METRICS_REFRESH_SECONDS * 1.5},
-    },
-    "metrics-recompute": {
-        "task": "forecasting.recompute_metrics",
-        "schedule": METRICS_RECOMPUTE_SECONDS,
-        "kwargs": {"reason": "schedule"},
-        # After an outage, one fresh recompute is worth more than a backlog of stale ones.
-        "options": {"expires": METRICS_RECOMPUTE_SECONDS * 1.5},
-    },
+    "metrics-refresh": scheduled(
+        "forecasting.refresh_metrics", every_seconds=METRICS_REFRESH_SECONDS, kwargs={"reason": "schedule"}
+    ),
+    "metrics-recompute": scheduled(
+        "forecasting.recompute_metrics", every_seconds=METRICS_RECOMPUTE_SECONDS, kwargs={"reason": "schedule"}
+    ),
     # Deliveries whose queued task was lost (Redis down, a worker killed mid-attempt) are sent again from here.
-    "webhooks-send-due": {
-        "task": "pipeline.webhooks.send_due_deliveries",
-        "schedule": 60,
-        "options": {"expires": 90},
-    },
-    "webhooks-prune-log": {
-        "task": "pipeline.webhooks.prune_delivery_log",
-        "schedule": 3600,
-        "options": {"expires": 3600},
-    },
+    "webhooks-send-due": scheduled("pipeline.webhooks.send_due_deliveries", every_seconds=60),
+    "webhooks-prune-log": scheduled("pipeline.webhooks.prune_delivery_log", every_seconds=3600),
 }
 
 # --- Internationalisation ----------------------------------------------------------------------------------------

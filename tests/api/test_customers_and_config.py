@@ -38,6 +38,40 @@ def test_external_ids_are_unique_per_kind(rep, org):
     assert response.status_code == 400 and list(response.json()) == ["external_id"]
 
 
+@pytest.mark.parametrize("kind", ["organizations", "contacts", "deals", "leads"])
+def test_a_taken_external_id_answers_the_same_whether_its_holder_is_visible_or_not(rep, org, pipeline, kind):
+    # Unique per kind across the company: the answer must not tell an outsider which ids exist where.
+    create = {
+        "organizations": lambda owner, external_id: services.create_organization(
+            actor=owner, name=f"Org {external_id}", external_id=external_id
+        ),
+        "contacts": lambda owner, external_id: services.create_contact(
+            actor=owner, last_name=f"Contact {external_id}", external_id=external_id
+        ),
+        "deals": lambda owner, external_id: services.create_deal(
+            actor=owner, title=f"Deal {external_id}", external_id=external_id
+        ),
+        "leads": lambda owner, external_id: services.create_lead(
+            actor=owner, last_name=f"Lead {external_id}", external_id=external_id
+        ),
+    }[kind]
+    create(org.rep, "VISIBLE")
+    create(org.other_rep, "HIDDEN")
+    body = {
+        "organizations": {"name": "Mine"},
+        "contacts": {"last_name": "Mine"},
+        "deals": {"title": "Mine"},
+        "leads": {"last_name": "Mine"},
+    }[kind]
+    answers = [
+        rep.post(f"/api/v1/{kind}/", body | {"external_id": external_id}, format="json")
+        for external_id in ("VISIBLE", "HIDDEN")
+    ]
+    for response in answers:
+        assert response.status_code == 400
+        assert response.json() == {"external_id": ["This external id is not available."]}
+
+
 def test_contacts_filter_by_organization(rep, org):
     organization = services.create_organization(actor=org.rep, name="Umbrella")
     contact = rep.post(

@@ -112,6 +112,27 @@ def test_log_a_call_on_a_deal_done_now(rep, org, pipeline):
     assert body["done_at"] is not None and body["owner"] == org.rep.pk and body["lead"] is None
 
 
+def test_a_rep_cannot_take_over_an_activity_someone_else_logged_on_their_deal(rep, org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+    theirs = services.log_activity(actor=org.manager, kind="call", subject="Coaching call", deal=deal)
+
+    response = rep.patch(f"/api/v1/activities/{theirs.pk}/", {"owner": org.rep.pk}, format="json")
+
+    assert response.status_code == 400 and list(response.json()) == ["owner"]
+    theirs.refresh_from_db()
+    assert theirs.owner == org.manager
+
+
+def test_a_manager_may_hand_an_activity_on_their_teams_deal_to_a_member(org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+    activity = services.log_activity(actor=org.manager, kind="call", subject="Coaching call", deal=deal)
+
+    response = client_for(org.manager).patch(f"/api/v1/activities/{activity.pk}/", {"owner": org.rep.pk}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["owner"] == org.rep.pk
+
+
 def test_an_activity_needs_exactly_one_deal_or_lead(rep, org, pipeline):
     deal = make_deal(owner=org.rep, pipeline=pipeline)
     lead = services.create_lead(actor=org.rep, last_name="L")

@@ -272,6 +272,13 @@ def test_the_refresh_is_scheduled_too_so_changes_left_pending_are_taken(settings
     assert entry["options"]["expires"] == settings.METRICS_REFRESH_SECONDS * 1.5
 
 
+def test_every_scheduled_task_expires_one_and_a_half_intervals_after_it_is_due(settings):
+    # After an outage the worker must not chew through a backlog of stale runs (see config.celery.scheduled).
+    assert settings.CELERY_BEAT_SCHEDULE
+    for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
+        assert entry["options"]["expires"] == entry["schedule"] * 1.5, name
+
+
 # --- Quotas -------------------------------------------------------------------------------------------------------
 
 QUARTER = {"period_start": dt.date(2026, 10, 1), "period_end": dt.date(2027, 1, 1)}

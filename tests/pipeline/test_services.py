@@ -458,6 +458,18 @@ def test_converting_a_lead_reuses_an_organization_of_the_same_name(rep, pipeline
     assert Organization.objects.count() == 1
 
 
+def test_converting_a_lead_never_links_an_organization_of_that_name_the_user_may_not_see(rep, pipeline):
+    stranger = make_user(username="stranger")
+    hidden = services.create_organization(actor=stranger, name="Acme", owner=stranger)
+    lead = services.create_lead(actor=rep, last_name="Doe", company="Acme")
+
+    deal = services.convert_lead(lead=lead, actor=rep)
+
+    assert deal.organization != hidden
+    assert deal.organization.name == "Acme" and deal.organization.owner == rep
+    assert Organization.objects.filter(name="Acme").count() == 2
+
+
 def test_a_disqualified_or_converted_lead_cannot_be_converted(rep, pipeline):
     lead = services.create_lead(actor=rep, last_name="Doe")
     services.convert_lead(lead=lead, actor=rep)
