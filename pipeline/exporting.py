@@ -8,9 +8,13 @@ Columns carry the names the import reads, so an export imports back as the same 
 References are written as the import resolves them: a user by username; an organization or contact by its
 external id, else by name (contacts: email, else full name). A deal without an external id is written as
 `crm-deal-<id>`, so that its stage changes and activities can name it.
+
+A text cell a spreadsheet would run as a formula is written with a leading apostrophe (`neutralise_formula`), and
+the import takes it off again (`restore_formula`), so a file exported here still imports back as the same data.
 """
 
 import csv
+import re
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from decimal import Decimal
@@ -47,11 +51,37 @@ def exported_deal_id(reference: str) -> int | None:
     return int(number) if number != reference and number.isascii() and number.isdigit() else None
 
 
+# What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection"). A leading apostrophe makes it show the
+# cell as text. Numbers, dates and amounts are never prefixed, and neither is a text that is a plain negative number
+# (`-12.00`, a refused amount in an import report): a spreadsheet reads it as that number, runs nothing.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NEGATIVE_NUMBER = re.compile(r"-\d+(?:\.\d+)?")
+
+
+def _looks_like_formula(text: str) -> bool:
+    # Apostrophes first count too: `'=x` is written `''=x`, so that taking one apostrophe off gives `'=x` back.
+    text = text.lstrip("'")
+    return text.startswith(FORMULA_STARTS) and not _NEGATIVE_NUMBER.fullmatch(text)
+
+
+def neutralise_formula(text: str) -> str:
+    """`text` as a CSV cell a spreadsheet will not run: with `'` before it when it starts with `=`, `+`, `-`, `@`,
+    tab or CR (after any apostrophes) and is not a plain negative number. `restore_formula` gives back `text`."""
+    return f"'{text}" if _looks_like_formula(text) else text
+
+
+def restore_formula(text: str) -> str:
+    """The text a cell written by `neutralise_formula` stands for: one leading `'` taken off a formula-like text."""
+    return text[1:] if text.startswith("'") and _looks_like_formula(text) else text
+
+
 def _customer_reference(external_id: str | None, name: str | None) -> str:
     return external_id or (name or "").strip()
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, str):
+        return neutralise_formula(value)
     if value is None:
         return ""
     if isinstance(value, datetime | date):

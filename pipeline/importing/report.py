@@ -4,6 +4,7 @@ import csv
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
+from pipeline.exporting import neutralise_formula
 from pipeline.importing.values import DATE_ORDERS
 
 
@@ -80,8 +81,11 @@ class ImportResult:
 
 
 def write_report_csv(errors: list[RowError], out: TextIO) -> None:
-    """The per-row report as CSV (row, column, value, message), e.g. for a download next to the upload."""
+    """The per-row report as CSV (row, column, value, message), e.g. for a download next to the upload.
+
+    Columns, values and messages come from the uploaded file: they are neutralised as the exports are.
+    """
     writer = csv.writer(out)
     writer.writerow(["row", "column", "value", "message"])
     for error in errors:
-        writer.writerow([error.row, error.column, error.value, error.message])
+        writer.writerow([error.row, *(neutralise_formula(text) for text in (error.column, error.value, error.message))])

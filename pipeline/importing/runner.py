@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from pipeline import signals
+from pipeline.exporting import restore_formula
 from pipeline.importing import reading
 from pipeline.importing.base import Problem
 from pipeline.importing.customers import ContactImporter, OrganizationImporter
@@ -139,6 +140,9 @@ def _run(
             )
             result.errors.append(RowError(row_number, "", "", message))
             continue
+        # A cell our exports neutralised (`'=1+1`) is read as the text it stands for (`=1+1`), in every field: the
+        # exports prefix only text, and a number or date with an apostrophe before it is no number or date anyway.
+        cells = [restore_formula(cell) for cell in cells]
         chunk.append((row_number, {field: cells[i] if i < len(cells) else "" for field, i in columns.items()}))
         if len(chunk) == CHUNK_ROWS:
             report(importer.check(chunk))
