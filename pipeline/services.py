@@ -14,6 +14,7 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
+from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -771,8 +772,21 @@ def update_stage(*, stage: Stage, actor: User | None, **fields: Any) -> Stage:
     if stage.order != old_order:
         Stage.objects.filter(pipeline_id=stage.pipeline_id, order=stage.order).update(order=old_order)
     stage.save()
+    if stage.forecast_category != before["forecast_category"]:
+        _restamp_default_category(stage)
     record_audit(actor=actor, instance=stage, action=AuditAction.UPDATED, before=before)
     return stage
+
+
+def _restamp_default_category(stage: Stage) -> None:
+    """Give the stage's deals without an override its new default category, set-based (SPEC §2).
+
+    The deals' version moves on, as for any change to what they read as: an If-Match taken before is stale, and an
+    `updated_since` sync picks them up.
+    """
+    Deal.objects.filter(stage=stage, forecast_category_override__isnull=True).exclude(
+        forecast_category=stage.forecast_category
+    ).update(forecast_category=stage.forecast_category, version=F("version") + 1, updated_at=timezone.now())
 
 
 @transaction.atomic

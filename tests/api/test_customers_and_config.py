@@ -209,3 +209,40 @@ def test_admin_creates_a_team_led_by_managers_only(admin, org):
     assert created.json()["managers"] == [org.idle_manager.pk] and created.json()["members"] == []
     refused = admin.patch(f"/api/v1/teams/{created.json()['id']}/", {"managers": [org.rep.pk]}, format="json")
     assert refused.status_code == 400 and list(refused.json()) == ["managers"]
+
+
+def test_a_stage_default_category_reaches_its_deals_without_an_override(admin, org, pipeline):
+    """SPEC §2: a deal's forecast category is its stage's default unless overridden, also after the default changes."""
+    from decimal import Decimal
+
+    from forecasting.services import recompute_metrics
+    from tests.factories import make_qualified_deal
+
+    discovery = stage(pipeline, "Discovery")
+    follows = make_qualified_deal(owner=org.rep, pipeline=pipeline, stage=discovery, amount=Decimal("1000.00"))
+    overridden = make_qualified_deal(
+        owner=org.rep,
+        pipeline=pipeline,
+        stage=discovery,
+        amount=Decimal("300.00"),
+        forecast_category_override="best_case",
+    )
+    elsewhere = make_qualified_deal(owner=org.rep, pipeline=pipeline, stage=stage(pipeline, "Qualification"))
+    versions = {deal.pk: deal.version for deal in (follows, overridden, elsewhere)}
+
+    answer = admin.patch(f"/api/v1/stages/{discovery.pk}/", {"forecast_category": "commit"}, format="json")
+
+    assert answer.status_code == 200, answer.content
+    for deal in (follows, overridden, elsewhere):
+        deal.refresh_from_db()
+    assert (follows.forecast_category, overridden.forecast_category, elsewhere.forecast_category) == (
+        "commit",
+        "best_case",
+        "pipeline",
+    )
+    # The restamped deal reads as changed (a new ETag, and in an `updated_since` sync); the others do not.
+    assert follows.version == versions[follows.pk] + 1
+    assert (overridden.version, elsewhere.version) == (versions[overridden.pk], versions[elsewhere.pk])
+    recompute_metrics()
+    row = admin.get("/api/v1/forecast/", {"period": "2026-Q4"}).json()["results"][0]
+    assert (row["commit"], row["best_case"]) == ("1000.00", "1300.00")
