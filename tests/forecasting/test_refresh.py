@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import User
-from forecasting import changes, services
+from forecasting import changes, recompute, services
 from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, RunStatus
 from forecasting.services import recompute_metrics, refresh_metrics
 from pipeline import services as pipeline_services
@@ -171,7 +171,7 @@ def test_changes_made_while_a_recompute_runs_stay_pending_for_the_refresh(org, p
     first = make_deal(owner=org.rep, pipeline=pipeline)
     late = []
 
-    real = services._run_families
+    real = recompute._run_families
 
     def with_a_change_meanwhile(cursor, families, params):
         if not late:
@@ -180,7 +180,7 @@ def test_changes_made_while_a_recompute_runs_stay_pending_for_the_refresh(org, p
         return real(cursor, families, params)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(services, "_run_families", with_a_change_meanwhile)
+        patch.setattr(recompute, "_run_families", with_a_change_meanwhile)
         recompute_metrics()
     assert set(PendingChange.objects.values_list("deal_id", flat=True)) == {late[0].pk}
     assert first.pk not in PendingChange.objects.values_list("deal_id", flat=True)
