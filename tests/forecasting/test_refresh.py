@@ -1,7 +1,9 @@
 """The incremental refresh: after any changes to deals and activities, it leaves exactly the rows a full recompute
 would write (for everything it refreshes), and what records the changes (triggers) and runs it (task, signals)."""
 
+import logging
 import math
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -208,6 +210,14 @@ def test_a_refresh_stamps_the_run_and_readers_see_it_as_fresh(org, pipeline):
     assert refreshed.status == RunStatus.COMPLETE
     assert refreshed.row_count == MetricSnapshot.objects.filter(run=refreshed).count()
     assert not PendingChange.objects.exists()
+
+
+def test_a_refresh_logs_the_rows_and_seconds_of_each_family_it_rewrites(org, pipeline, caplog):
+    recompute_metrics(as_of=AS_OF - timedelta(hours=2))
+    make_deal(owner=org.rep, pipeline=pipeline)
+    with caplog.at_level(logging.INFO, logger="forecasting.recompute"):
+        refresh_metrics(as_of=AS_OF)
+    assert re.search(r"metrics refresh stale_deals: 1 rows in [\d.]+ s", caplog.text)
 
 
 def test_slices_cover_each_period_of_every_old_and_new_date():
