@@ -21,7 +21,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("accounts.api.urls")),
     path("api/v1/", include("pipeline.api.urls")),
-    path("api/v1/", include("forecasting.urls")),
+    path("api/v1/", include("forecasting.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="api-schema"),
     path(
         "api/docs/",

@@ -64,8 +64,8 @@ def test_every_api_viewset_reads_through_the_visibility_base():
     """A new endpoint under /api/v1/ must get its rows from a visible_* selector, i.e. extend VisibleViewSet."""
     from accounts.api import urls as account_urls
     from accounts.api.views import MeView
-    from forecasting import urls as forecasting_urls
-    from forecasting.api import RecomputeStatusView, RecomputeView
+    from forecasting.api import urls as forecasting_urls
+    from forecasting.api.views import RecomputeStatusView, RecomputeView
     from pipeline.api import urls as pipeline_urls
 
     # MeView only ever shows the requesting user; the recompute views read no rows (a task and its state).

@@ -1,0 +1,264 @@
+"""Shapes of the metrics API's answers: a row per metric family (read from a snapshot's `values`), the page of
+rows with the run's `computed_at`, the recompute's answers, and quotas with the metrics of the latest recompute.
+"""
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_serializer
+from rest_framework import serializers
+
+from accounts.models import Team, User
+from forecasting import selectors
+from forecasting.models import GroupKind, Metric, PeriodKind, Quota
+
+# --- Rows ---------------------------------------------------------------------------------------------------------
+
+
+# Row fields read one key of a snapshot's `values` (`in_values=False`: of the dict being serialized).
+def _source(name: str, in_values: bool) -> dict:
+    return {"source": f"values.{name}"} if in_values else {}
+
+
+def _count(name: str, help_text: str, *, null: bool = False, in_values: bool = True) -> serializers.IntegerField:
+    return serializers.IntegerField(help_text=help_text, allow_null=null, **_source(name, in_values))
+
+
+def _number(name: str, help_text: str, *, null: bool = True, in_values: bool = True) -> serializers.FloatField:
+    return serializers.FloatField(help_text=help_text, allow_null=null, **_source(name, in_values))
+
+
+def _amount(name: str, help_text: str, *, null: bool = False, in_values: bool = True) -> serializers.DecimalField:
+    return serializers.DecimalField(
+        max_digits=20, decimal_places=2, help_text=help_text, allow_null=null, **_source(name, in_values)
+    )
+
+
+class GroupKeySerializer(serializers.Serializer):
+    """Which group a row is about: the column named by `group_kind` holds its key, the others are null."""
+
+    group_kind = serializers.ChoiceField(choices=GroupKind.choices)
+    owner_id = serializers.IntegerField(allow_null=True)
+    team_id = serializers.IntegerField(allow_null=True)
+    pipeline_id = serializers.IntegerField(allow_null=True)
+    source = serializers.CharField(allow_null=True)
+
+
+class SnapshotRowSerializer(serializers.Serializer):
+    """A row's period, [period_start, period_end) (null for metrics over all history or as of the recompute), and
+    its group: the column named by `group_kind` holds the group's key, the others are null."""
+
+    period_kind = serializers.ChoiceField(choices=PeriodKind.choices)
+    period_start = serializers.DateField(allow_null=True)
+    period_end = serializers.DateField(allow_null=True, help_text="Exclusive: the first day after the period.")
+    group_kind = serializers.ChoiceField(choices=GroupKind.choices)
+    owner_id = serializers.IntegerField(allow_null=True)
+    team_id = serializers.IntegerField(allow_null=True)
+    pipeline_id = serializers.IntegerField(allow_null=True)
+    source = serializers.CharField(allow_null=True)
+
+
+class WinRateRowSerializer(SnapshotRowSerializer):
+    won = _count("won", "Deals won in the period.")
+    lost = _count("lost", "Deals lost in the period.")
+    win_rate = _number("win_rate", "won / (won + lost), from 0 to 1; null when nothing closed.")
+    won_amount = _amount("won_amount", "Σ amount of the deals won.")
+    avg_won_amount = _amount("avg_won_amount", "Mean amount of the deals won; null when none.", null=True)
+
+
+class SalesCycleRowSerializer(SnapshotRowSerializer):
+    won = _count("won", "Deals won in the period.")
+    lost = _count("lost", "Deals lost in the period.")
+    won_cycle_days_mean = _number("won_cycle_days_mean", "Mean days from creation to close of the deals won.")
+    won_cycle_days_median = _number("won_cycle_days_median", "Median of the same.")
+    lost_cycle_days_mean = _number("lost_cycle_days_mean", "Mean days from creation to close of the deals lost.")
+    lost_cycle_days_median = _number("lost_cycle_days_median", "Median of the same.")
+
+
+class FunnelRowSerializer(SnapshotRowSerializer):
+    stage_id = serializers.IntegerField(help_text="The open stage of this row.")
+    order = _count("order", "The stage's order in its pipeline.")
+    reached = _count("reached", "Deals of the cohort whose furthest stage is at least this one.")
+    next_reached = _count("next_reached", "`reached` of the next open stage; null for the last.", null=True)
+    won = _count("won", "Deals of the cohort won.")
+    cohort_deals = _count("cohort_deals", "Deals in the cohort (created in the period, or all).")
+    conversion = _number("conversion", "next_reached (won, for the last stage) / reached; null when none reached.")
+
+
+class StageTimeRowSerializer(SnapshotRowSerializer):
+    stage_id = serializers.IntegerField()
+    stays = _count("stays", "Completed stays in the stage.")
+    days_mean = _number("days_mean", "Mean days of the completed stays; null when none.")
+    days_median = _number("days_median", "Median days of the completed stays; null when none.")
+    in_stage_now = _count("in_stage_now", "Open deals in the stage now.")
+    now_age_days_mean = _number("now_age_days_mean", "Mean days those deals have been in it; null when none.")
+    now_age_days_median = _number("now_age_days_median", "Median of the same.")
+    now_age_days_max = _number("now_age_days_max", "The longest of the same.")
+
+
+class LeadRowSerializer(SnapshotRowSerializer):
+    qualified = _count("qualified", "Leads that reached `sql` in the period.")
+    qualified_previous = _count("qualified_previous", "The same in the period before.")
+    lead_velocity_rate = _number("lead_velocity_rate", "(qualified − previous) / previous × 100; null when 0 before.")
+    created = _count("created", "Leads created in the period.")
+    created_reached_mql = _count("created_reached_mql", "Of those, how many reached `mql`.")
+    created_reached_sql = _count("created_reached_sql", "Of those, how many reached `sql`.")
+    created_converted = _count("created_converted", "Of those, how many were converted into a deal.")
+    mql_to_sql_rate = _number("mql_to_sql_rate", "created_reached_sql / created_reached_mql; null when no MQL.")
+    lead_to_deal_rate = _number("lead_to_deal_rate", "created_converted / created; null when none created.")
+
+
+class StaleDealRowSerializer(serializers.Serializer):
+    deal_id = serializers.IntegerField()
+    owner_id = serializers.IntegerField()
+    team_id = serializers.IntegerField(allow_null=True, help_text="The owner's team.")
+    pipeline_id = serializers.IntegerField()
+    stage_id = serializers.IntegerField()
+    source = serializers.CharField(allow_null=True)
+    days_in_stage = _number("days_in_stage", "Days since the deal entered its stage.", null=False)
+    rotting_days = _count("rotting_days", "The stage's rotting days.")
+    rotting = serializers.BooleanField(source="values.rotting", help_text="days_in_stage > rotting_days.")
+    no_next_step = serializers.BooleanField(source="values.no_next_step", help_text="No planned activity ahead.")
+    stage_entered_at = serializers.DateTimeField(source="values.stage_entered_at")
+
+
+class ForecastRowSerializer(SnapshotRowSerializer):
+    weighted_configured = _amount("weighted_configured", "Σ amount × configured probability of open deals.")
+    weighted_learned = _amount("weighted_learned", "Σ amount × learned probability of open deals.")
+    commit = _amount("commit", "Σ amount of open deals in the `commit` category.")
+    best_case = _amount("best_case", "commit + Σ amount of open deals in the `best_case` category.")
+    pipeline = _amount("pipeline", "Σ amount of all open deals expected to close in the period.")
+    open_count = _count("open_count", "Open deals expected to close in the period.")
+    won_amount = _amount("won_amount", "Σ amount of the deals won in the period.")
+    won_count = _count("won_count", "Deals won in the period.")
+
+
+class PastDueRowSerializer(GroupKeySerializer):
+    today = serializers.DateField(source="values.today", help_text="The recompute's date, in the configured zone.")
+    count = _count("count", "Open deals whose expected close date is before today.")
+    amount = _amount("amount", "Σ amount of those.")
+    no_close_date_count = _count("no_close_date_count", "Open deals without an expected close date.")
+    no_close_date_amount = _amount("no_close_date_amount", "Σ amount of those.")
+
+
+class LearnedProbabilityRowSerializer(GroupKeySerializer):
+    stage_id = serializers.IntegerField()
+    w = _count("w", "Deals that reached the stage and were won in the lookback window.")
+    l = _count("l", "Deals that reached the stage and were lost in the lookback window.")  # noqa: E741
+    k = _number("k", "Prior strength.", null=False)
+    p0 = _number("p0", "The stage's configured probability, from 0 to 1.", null=False)
+    p = _number("p", "(w + k·p0) / (w + l + k): the learned probability, from 0 to 1.")
+    lookback_days = _count("lookback_days", "The window in days before the recompute; 0 means all history.")
+
+
+class ForecastAccuracyRowSerializer(SnapshotRowSerializer):
+    forecast_configured = _amount("forecast_configured", "The weighted forecast (configured) at the period's start.")
+    forecast_learned = _amount("forecast_learned", "The weighted forecast (learned) at the period's start.")
+    commit = _amount("commit", "Commit at the period's start.")
+    best_case = _amount("best_case", "Best case at the period's start.")
+    actual_won = _amount("actual_won", "Σ amount won in the period.")
+    ape_configured = _number("ape_configured", "|actual − forecast| / actual × 100; null when nothing was won.")
+    ape_learned = _number("ape_learned", "The same for the learned forecast.")
+    snapshotted_at = serializers.DateTimeField(source="values.snapshotted_at", help_text="When it was kept.")
+
+
+def page_of(name: str, row: type[serializers.Serializer], **extra: serializers.Field) -> type[serializers.Serializer]:
+    """The response of a metric read: the API's page envelope, the run's `computed_at`, the metric and group."""
+    fields = {
+        "count": serializers.IntegerField(help_text="Rows in all pages."),
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "computed_at": serializers.DateTimeField(
+            allow_null=True,
+            help_text="How fresh these rows are: the last refresh of the recompute they come from (every deal and "
+            "activity change committed before it is counted), or the recompute itself; null before the first.",
+        ),
+        "age_seconds": serializers.IntegerField(
+            allow_null=True,
+            help_text="How old these numbers are: seconds from computed_at to this answer; null before the first "
+            "recompute. Changes made since are not in them yet.",
+        ),
+        "out_of_date": serializers.BooleanField(
+            help_text="True when the scheduled recompute is late for these numbers (older than two recompute "
+            "intervals): the broker or the workers are away, and the numbers will catch up once they are back."
+        ),
+        "metric": serializers.ChoiceField(choices=Metric.choices),
+        "group": serializers.ChoiceField(choices=GroupKind.choices),
+        "results": row(many=True),
+        **extra,
+    }
+    return extend_schema_serializer(many=False)(type(name, (serializers.Serializer,), fields))
+
+
+class RecomputeQueuedSerializer(serializers.Serializer):
+    task_id = serializers.UUIDField()
+    status_url = serializers.URLField(help_text="GET it to follow the recompute.")
+
+
+class RecomputeStatusSerializer(serializers.Serializer):
+    task_id = serializers.UUIDField()
+    state = serializers.ChoiceField(
+        choices=["PENDING", "STARTED", "RETRY", "FAILURE", "SUCCESS", "REVOKED"],
+        help_text="Celery's state of the task; PENDING also for an unknown or expired task id.",
+    )
+    run_id = serializers.IntegerField(
+        allow_null=True,
+        help_text="The run written, once SUCCESS (null if another recompute was running and this one was skipped).",
+    )
+
+
+# --- Quotas -------------------------------------------------------------------------------------------------------
+
+
+class QuotaMetricsSerializer(serializers.Serializer):
+    """From the latest recompute (SPEC §3): attainment, coverage and deals needed of the quota's period."""
+
+    computed_at = serializers.DateTimeField(
+        help_text="How fresh these numbers are: the last refresh of the recompute they come from, or the recompute."
+    )
+    quota = _amount("quota", "The quota's amount when it was computed.", in_values=False)
+    won_amount = _amount("won_amount", "Σ amount won in the period.", in_values=False)
+    attainment = _number("attainment", "won_amount / quota; null for a zero quota.", in_values=False)
+    open_amount = _amount("open_amount", "Σ amount of open deals expected to close in the period.", in_values=False)
+    remaining = _amount("remaining", "max(quota − won_amount, 0).", in_values=False)
+    coverage = _number("coverage", "open_amount / remaining; null when nothing remains.", in_values=False)
+    trailing_win_rate = _number(
+        "trailing_win_rate", "Win rate over the four complete quarters before now.", in_values=False
+    )
+    trailing_avg_won_amount = _amount(
+        "trailing_avg_won_amount", "Average won deal size over the same quarters.", null=True, in_values=False
+    )
+    deals_needed = _count(
+        "deals_needed",
+        "ceil(remaining / trailing average won deal size / trailing win rate); 0 when nothing remains, null when "
+        "the trailing quarters won nothing.",
+        null=True,
+        in_values=False,
+    )
+
+
+class QuotaSerializer(serializers.ModelSerializer):
+    """A sales target for exactly one user or one team over [period_start, period_end)."""
+
+    user = serializers.PrimaryKeyRelatedField(
+        queryset=User.objects.none(), allow_null=True, required=False, help_text="The user (or give a team)."
+    )
+    team = serializers.PrimaryKeyRelatedField(
+        queryset=Team.objects.none(), allow_null=True, required=False, help_text="The team (or give a user)."
+    )
+    metrics = QuotaMetricsSerializer(
+        read_only=True, allow_null=True, help_text="Null until a recompute has run since the quota was set."
+    )
+
+    class Meta:
+        model = Quota
+        fields = ["id", "user", "team", "period_start", "period_end", "amount", "created_at", "metrics"]
+        read_only_fields = ["id", "created_at"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            # Only holders the writer may set a quota for; any other id is one that "does not exist".
+            self.fields["user"].queryset = selectors.quota_users_assignable_by(user=user)
+            self.fields["team"].queryset = selectors.quota_teams_assignable_by(user=user)

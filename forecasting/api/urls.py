@@ -1,0 +1,25 @@
+"""The metrics, forecast and quota endpoints, included under /api/v1/ by config.urls."""
+
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from forecasting.api import views
+
+router = SimpleRouter()
+router.register("quotas", views.QuotaViewSet, basename="quota")
+
+LIST = {"get": "list"}
+
+urlpatterns = [
+    path("metrics/win-rates/", views.WinRateViewSet.as_view(LIST), name="metrics-win-rates"),
+    path("metrics/sales-cycle/", views.SalesCycleViewSet.as_view(LIST), name="metrics-sales-cycle"),
+    path("metrics/funnel/", views.FunnelViewSet.as_view(LIST), name="metrics-funnel"),
+    path("metrics/stage-times/", views.StageTimeViewSet.as_view(LIST), name="metrics-stage-times"),
+    path("metrics/leads/", views.LeadMetricsViewSet.as_view(LIST), name="metrics-leads"),
+    path("metrics/stale-deals/", views.StaleDealsViewSet.as_view(LIST), name="metrics-stale-deals"),
+    path("metrics/recompute/", views.RecomputeView.as_view(), name="metrics-recompute"),
+    path("metrics/recompute/<uuid:task_id>/", views.RecomputeStatusView.as_view(), name="metrics-recompute-status"),
+    path("forecast/", views.ForecastViewSet.as_view(LIST), name="forecast"),
+    path("forecast/accuracy/", views.ForecastAccuracyViewSet.as_view(LIST), name="forecast-accuracy"),
+    *router.urls,
+]

@@ -1,0 +1,381 @@
+"""The metrics, forecast and quota endpoints of /api/v1/ (SPEC §3, §4), on the API's shared base.
+
+Metric reads are list-only viewsets over the snapshot selectors: their rows come from `visible_snapshot_rows`
+through `config.api.VisibleViewSet`, paginated like every other list (`config.rest.ApiPagination`), with the
+`computed_at` of the run they come from (null before the first recompute), how old that is (`age_seconds`,
+`out_of_date`), the metric and the group beside the page. Query parameters: `period` (`2026-11`, `2026-Q4`,
+`2026`) or `start` & `end` (YYYY-MM-DD: the periods of `period_kind`, default month, lying within [start, end));
+`group` (company, owner, team, pipeline, source); and the filters `pipeline`, `team`, `owner`, `source`. Bad
+parameters answer 400 with a message per parameter.
+
+Quotas are a resource: everyone reads the quotas they may see; admins (and managers, for the teams they manage
+and those teams' members) create, change and delete them through `forecasting.services`.
+"""
+
+import logging
+from typing import Any
+
+from celery.result import AsyncResult
+from django.db import transaction
+from django.urls import reverse
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import exceptions, permissions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api import VisibleViewSet, representation_etag
+from config.rest import OrderingFilter
+from forecasting import selectors, services
+from forecasting.api.filters import QuotaFilter
+from forecasting.api.params import (
+    MetricFilterSerializer,
+    PeriodMetricQuerySerializer,
+    StagePeriodMetricQuerySerializer,
+    StageTimeQuerySerializer,
+)
+from forecasting.api.serializers import (
+    ForecastAccuracyRowSerializer,
+    ForecastRowSerializer,
+    FunnelRowSerializer,
+    LeadRowSerializer,
+    LearnedProbabilityRowSerializer,
+    PastDueRowSerializer,
+    QuotaSerializer,
+    RecomputeQueuedSerializer,
+    RecomputeStatusSerializer,
+    SalesCycleRowSerializer,
+    StageTimeRowSerializer,
+    StaleDealRowSerializer,
+    WinRateRowSerializer,
+    page_of,
+)
+from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, PeriodKind, Quota
+from forecasting.selectors import SnapshotQuery, freshness, visible_snapshot_rows
+
+logger = logging.getLogger(__name__)
+
+
+# --- Metric reads -------------------------------------------------------------------------------------------------
+
+
+class MetricViewSet(VisibleViewSet):
+    """A read of one metric's snapshot rows: those of the latest complete recompute that the user may see."""
+
+    model = MetricSnapshot
+    filter_backends: list = []  # the query parameters are the query serializer's
+    metric: str
+    query_serializer: type[serializers.Serializer] = PeriodMetricQuerySerializer
+    default_period_kind: str | None = None  # when no period is asked for (None: every period)
+    # What visible_queryset() read: the request's query and the run its rows come from (None before the first).
+    query: SnapshotQuery | None = None
+    run: MetricsRun | None = None
+
+    def snapshot_query(self) -> SnapshotQuery:
+        params = self.query_serializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        period_kind, period_start = data.get("period", (None, None))
+        if "start" in data:
+            period_kind = data.get("period_kind", PeriodKind.MONTH)
+        return SnapshotQuery(
+            metric=self.metric,
+            group_kind=data.get("group", GroupKind.OWNER),  # stale deals: one row per deal, keyed by its owner
+            period_kind=period_kind or self.default_period_kind,
+            period_start=period_start,
+            range_start=data.get("start"),
+            range_end=data.get("end"),
+            pipeline_id=data.get("pipeline"),
+            team_id=data.get("team"),
+            owner_id=data.get("owner"),
+            source=data.get("source"),
+        )
+
+    def visible_queryset(self):
+        self.query = self.snapshot_query()
+        self.run, rows = visible_snapshot_rows(user=self.request.user, query=self.query)
+        return rows
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        rows = self.get_queryset()
+        page = self.paginate_queryset(rows)
+        envelope = self.get_paginated_response(self.get_serializer(page, many=True).data).data
+        fresh = freshness(self.run)
+        return Response(
+            {
+                "count": envelope["count"],
+                "next": envelope["next"],
+                "previous": envelope["previous"],
+                "computed_at": fresh.computed_at,
+                "age_seconds": fresh.age_seconds,
+                "out_of_date": fresh.out_of_date,
+                "metric": self.metric,
+                "group": self.query.group_kind,
+                "results": envelope["results"],
+            }
+        )
+
+
+def _documented(response: type[serializers.Serializer], description: str):
+    """Document a metric viewset's list: its query parameters and its page of rows."""
+
+    def decorate(cls: type[MetricViewSet]) -> type[MetricViewSet]:
+        return extend_schema_view(
+            list=extend_schema(parameters=[cls.query_serializer], responses=response, description=description)
+        )(cls)
+
+    return decorate
+
+
+@_documented(
+    page_of("WinRatePage", WinRateRowSerializer),
+    "Win rate and average won deal size of deals closed in each period, for the company or per group.",
+)
+class WinRateViewSet(MetricViewSet):
+    metric = Metric.DEAL_OUTCOMES
+    serializer_class = WinRateRowSerializer
+
+
+@_documented(
+    page_of("SalesCyclePage", SalesCycleRowSerializer),
+    "Sales cycle length in days (mean and median), separately for deals won and lost in each period.",
+)
+class SalesCycleViewSet(MetricViewSet):
+    metric = Metric.DEAL_OUTCOMES
+    serializer_class = SalesCycleRowSerializer
+
+
+@_documented(
+    page_of("FunnelPage", FunnelRowSerializer),
+    "The funnel of each pipeline, one row per open stage: without a period, of all deals (period_kind `all`); "
+    "with one, of the deals created in it. Skipped stages count as passed through. Not per pipeline group: "
+    "every row is a pipeline's.",
+)
+class FunnelViewSet(MetricViewSet):
+    metric = Metric.FUNNEL
+    serializer_class = FunnelRowSerializer
+    query_serializer = StagePeriodMetricQuerySerializer
+    default_period_kind = PeriodKind.ALL
+
+
+@_documented(
+    page_of("StageTimePage", StageTimeRowSerializer),
+    "Time in stage over all completed stays in history, and the open deals in each stage now with their age. "
+    "Not per period.",
+)
+class StageTimeViewSet(MetricViewSet):
+    metric = Metric.STAGE_TIME
+    serializer_class = StageTimeRowSerializer
+    query_serializer = StageTimeQuerySerializer
+
+
+@_documented(
+    page_of("LeadMetricsPage", LeadRowSerializer),
+    "Qualified leads and lead velocity per period (by the date leads reached `sql`), and MQL→SQL and "
+    "lead→deal conversion of the leads created in the period.",
+)
+class LeadMetricsViewSet(MetricViewSet):
+    metric = Metric.LEADS
+    serializer_class = LeadRowSerializer
+    query_serializer = StagePeriodMetricQuerySerializer
+
+
+@_documented(
+    page_of("StaleDealPage", StaleDealRowSerializer),
+    "One row per stale open deal the user may see: rotting (longer in its stage than the stage's rotting days), "
+    "with no next step (no planned activity ahead), or both; as of the recompute. `group` is always `owner`.",
+)
+class StaleDealsViewSet(MetricViewSet):
+    metric = Metric.STALE
+    serializer_class = StaleDealRowSerializer
+    query_serializer = MetricFilterSerializer
+
+
+@_documented(
+    page_of(
+        "ForecastPage",
+        ForecastRowSerializer,
+        past_due=PastDueRowSerializer(many=True, help_text="Open deals past their expected close date, per group."),
+        learned_probabilities=LearnedProbabilityRowSerializer(
+            many=True,
+            help_text="Each open stage's learned probability with its inputs (w, l, k, p0), per group; empty for "
+            "group=pipeline (every row is a pipeline's).",
+        ),
+    ),
+    "The weighted forecast of each period (configured and learned probabilities), commit, best case, pipeline and "
+    "won amount; beside the page, the past due deals and the learned probabilities of the same recompute.",
+)
+class ForecastViewSet(MetricViewSet):
+    metric = Metric.FORECAST
+    serializer_class = ForecastRowSerializer
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)
+        response.data["past_due"] = []
+        response.data["learned_probabilities"] = []
+        if self.run is None:
+            return response
+        query = self.query
+        groups = {
+            "group_kind": query.group_kind,
+            "pipeline_id": query.pipeline_id,
+            "team_id": query.team_id,
+            "owner_id": query.owner_id,
+            "source": query.source,
+        }
+        # From the same run as the forecast rows, even if a recompute committed in between.
+        _, past_due = visible_snapshot_rows(
+            user=request.user, query=SnapshotQuery(metric=Metric.PAST_DUE, **groups), run=self.run
+        )
+        response.data["past_due"] = PastDueRowSerializer(past_due, many=True).data
+        if query.group_kind != GroupKind.PIPELINE:
+            _, learned = visible_snapshot_rows(
+                user=request.user, query=SnapshotQuery(metric=Metric.LEARNED_PROBABILITY, **groups), run=self.run
+            )
+            response.data["learned_probabilities"] = LearnedProbabilityRowSerializer(learned, many=True).data
+        return response
+
+
+@_documented(
+    page_of("ForecastAccuracyPage", ForecastAccuracyRowSerializer),
+    "Per ended period: the forecast kept at its start (configured and learned) against the won amount, with the "
+    "absolute percentage error of each.",
+)
+class ForecastAccuracyViewSet(MetricViewSet):
+    metric = Metric.FORECAST_ACCURACY
+    serializer_class = ForecastAccuracyRowSerializer
+
+
+# --- Recompute ----------------------------------------------------------------------------------------------------
+
+
+class ManagersAndAdmins(permissions.IsAuthenticated):
+    message = "Only managers and admins may start or follow a recompute."
+
+    def has_permission(self, request, view) -> bool:
+        return super().has_permission(request, view) and (request.user.is_admin or request.user.is_manager)
+
+
+class QueueUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The task queue is unavailable; try again later."
+    default_code = "queue_unavailable"
+
+
+class RecomputeView(APIView):
+    """Queue a full metrics recompute now (managers and admins)."""
+
+    permission_classes = [ManagersAndAdmins]
+
+    @extend_schema(
+        request=None,
+        responses={202: RecomputeQueuedSerializer},
+        description="Queue a full recompute of every metric (managers and admins). Answers 202 at once with the "
+        "URL to follow it; readers keep the last complete run until the new one commits.",
+    )
+    def post(self, request: Request) -> Response:
+        from forecasting.tasks import recompute_metrics_task
+
+        try:
+            result = recompute_metrics_task.apply_async(kwargs={"reason": "request"}, retry=False)
+        except Exception as error:  # the broker is away: say so rather than fail with a 500
+            logger.warning("could not queue a requested metrics recompute", exc_info=True)
+            raise QueueUnavailable() from error
+        status_url = request.build_absolute_uri(reverse("metrics-recompute-status", args=[result.id]))
+        return Response({"task_id": result.id, "status_url": status_url}, status=status.HTTP_202_ACCEPTED)
+
+
+class RecomputeStatusView(APIView):
+    """The state of a requested recompute (managers and admins)."""
+
+    permission_classes = [ManagersAndAdmins]
+
+    @extend_schema(responses={200: RecomputeStatusSerializer})
+    def get(self, request: Request, task_id) -> Response:
+        result = AsyncResult(str(task_id))
+        try:
+            state = result.state
+            run_id = result.result if state == "SUCCESS" else None
+        except Exception as error:  # the result backend is away
+            logger.warning("could not read the state of metrics recompute %s", task_id, exc_info=True)
+            raise QueueUnavailable() from error
+        return Response({"task_id": str(task_id), "state": state, "run_id": run_id})
+
+
+# --- Quotas -------------------------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        description="The quotas you may see (your own; a manager also their teams' and members'; "
+        "an admin all), newest period first, each with its attainment, coverage and deals needed."
+    ),
+    create=extend_schema(
+        responses={201: QuotaSerializer},
+        description="Set a quota: admins for anyone, managers for the teams they manage and their members (not "
+        "themselves). Its metrics appear after the next recompute, which this queues.",
+    ),
+    destroy=extend_schema(responses={204: None}),
+)
+class QuotaViewSet(VisibleViewSet):
+    """Quotas, with the metrics of the latest recompute."""
+
+    model = Quota
+    serializer_class = QuotaSerializer
+    filter_backends = [filters.DjangoFilterBackend, OrderingFilter]  # nothing to search in a quota
+    filterset_class = QuotaFilter
+    ordering_fields = ["period_start", "period_end", "amount", "id"]
+
+    def visible_queryset(self):
+        return selectors.visible_quotas(user=self.request.user)
+
+    def editable_queryset(self):
+        return selectors.editable_quotas(user=self.request.user)
+
+    def with_metrics(self, quotas: list[Quota]) -> list[Quota]:
+        run, metrics = selectors.quota_metrics(quota_ids=[quota.pk for quota in quotas])
+        for quota in quotas:
+            values = metrics.get(quota.pk)
+            quota.metrics = None if values is None else values | {"computed_at": run.as_of}
+        return quotas
+
+    def represent(self, instance: Quota) -> dict:
+        if not hasattr(instance, "metrics"):
+            self.with_metrics([instance])
+        return super().represent(instance)
+
+    def etag(self, instance: Quota, data: dict | None = None) -> str:
+        # The quota itself: a recompute changes its metrics, not what a writer would overwrite.
+        data = dict(self.represent(instance) if data is None else data)
+        data.pop("metrics", None)
+        return representation_etag(data)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(self.get_serializer(self.with_metrics(list(page)), many=True).data)
+
+    def create(self, request: Request) -> Response:
+        if not (request.user.is_admin or request.user.is_manager):
+            raise exceptions.PermissionDenied("Only admins and managers set quotas.")
+        quota = services.create_quota(actor=request.user, **self.validated_data())
+        return self.detail_response(quota, status_code=status.HTTP_201_CREATED)
+
+    def update(self, request: Request, pk: Any = None, partial: bool = False) -> Response:
+        with transaction.atomic():
+            quota = self.get_editable_object(lock=True)
+            self.check_if_match(quota)
+            quota = services.update_quota(
+                quota=quota, actor=request.user, **self.validated_data(quota, partial=partial)
+            )
+        return self.detail_response(quota)
+
+    def partial_update(self, request: Request, pk: Any = None) -> Response:
+        return self.update(request, pk, partial=True)
+
+    def destroy(self, request: Request, pk: Any = None) -> Response:
+        with transaction.atomic():
+            quota = self.get_editable_object(lock=True)
+            self.check_if_match(quota)
+            services.delete_quota(quota=quota, actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
