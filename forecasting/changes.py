@@ -14,11 +14,13 @@ owners (for their quotas and their teams') and the deals.
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 
+from forecasting.metrics import Scope
+from forecasting.models import Metric
 from forecasting.periods import KINDS, key_of, start_of
 from pipeline.stage_history import BULK_LOAD_SETTING
 
@@ -173,17 +175,17 @@ class Slices:
         slices.past_due = any(net for places in past_due_places.values() for net in places.values())
         return slices
 
-    def touches(self, metric: str) -> bool:
+    def touches(self, metric: Metric) -> bool:
         """Whether a refresh has anything to recompute in `metric` (forecasting.metrics.REFRESHED)."""
         return bool(
             {
-                "deal_outcomes": self.closed,
-                "forecast": self.closed | self.expected,
-                "funnel": self.pipelines,
-                "stale": self.deals,
-                "past_due": self.past_due,
-                "quota": self.owners,
-                "forecast_accuracy": self.closed,
+                Metric.DEAL_OUTCOMES: self.closed,
+                Metric.FORECAST: self.closed | self.expected,
+                Metric.FUNNEL: self.pipelines,
+                Metric.STALE: self.deals,
+                Metric.PAST_DUE: self.past_due,
+                Metric.QUOTA: self.owners,
+                Metric.FORECAST_ACCURACY: self.closed,
             }[metric]
         )
 
@@ -192,37 +194,15 @@ class Slices:
         names = {key_of(kind, start) for kind, start in self.closed | self.expected | self.created}
         return sorted(names)
 
-    def params(self) -> dict:
-        """The SQL parameters of a refresh (forecasting.metrics: `scoped` and the slice arrays)."""
-        return {
-            "scoped": True,
-            **_arrays("closed", self.closed),
-            **_arrays("forecast", self.closed | self.expected),
-            **_arrays("created", self.created),
-            "pipelines": sorted(self.pipelines),
-            "owners": sorted(self.owners),
-            "deals": sorted(self.deals),
-        }
+    def scope(self) -> Scope:
+        """What the refresh's SQL is scoped to (forecasting.metrics.MetricParams: `scope`)."""
+        return Scope(
+            closed=frozenset(self.closed),
+            forecast=frozenset(self.closed | self.expected),
+            created=frozenset(self.created),
+            pipelines=frozenset(self.pipelines),
+            owners=frozenset(self.owners),
+            deals=frozenset(self.deals),
+        )
 
 
-def _arrays(name: str, periods: set[tuple[str, date]]) -> dict:
-    """The periods as two arrays (kinds, starts), and the earliest start as a date and as a time in TIME_ZONE."""
-    ordered = sorted(periods)
-    since = min((start for _, start in ordered), default=date.max)
-    return {
-        f"{name}_kinds": [kind for kind, _ in ordered],
-        f"{name}_starts": [start for _, start in ordered],
-        f"{name}_since_date": since,
-        f"{name}_since": datetime.combine(since, datetime.min.time(), ZoneInfo(settings.TIME_ZONE)),
-    }
-
-
-# A full recompute: nothing is scoped (the parameters are there so that the SQL is the same text either way).
-UNSCOPED = {
-    "scoped": False,
-    **{f"{name}_{part}": [] for name in ("closed", "forecast", "created") for part in ("kinds", "starts")},
-    **{f"{name}_{part}": None for name in ("closed", "forecast", "created") for part in ("since", "since_date")},
-    "pipelines": [],
-    "owners": [],
-    "deals": [],
-}

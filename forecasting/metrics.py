@@ -1,7 +1,7 @@
 """The metrics of SPEC §3, computed set-based in PostgreSQL: one function per metric family.
 
 Each function runs one `INSERT … SELECT` that writes the family's rows for every period and group into
-`forecasting_metricsnapshot` for the run `params["run_id"]`, and returns the number of rows written. No deal is
+`forecasting_metricsnapshot` for the run `params.run_id`, and returns the number of rows written. No deal is
 loaded into Python. The shared conventions:
 
 - Periods are months, quarters and years, half-open, in `settings.TIME_ZONE`: a timestamp is converted with
@@ -14,13 +14,21 @@ loaded into Python. The shared conventions:
   StageChange, stamped on the deal as furthest_open_order) is at least that stage; a deal that is won now reached
   every open stage of its pipeline.
 
-`params` carries: run_id, computed_at (the run's "now": the transaction time, or `as_of`), tz, prior_strength (k),
-lookback_days (0 = all).
+Every family takes a `MetricParams` (the run, its "now", the settings it reads, the periods, and for an incremental
+refresh the scope) and writes exactly the keys of `values` its TypedDict below declares (`VALUES`), which the API
+serializers read. The engine that runs the families (locks, connections, parts, runs) is `forecasting.recompute`.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, TypedDict
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db.backends.utils import CursorWrapper
+
+from forecasting.models import Metric
 
 GROUP_COLUMNS = {"owner": "owner_id", "team": "team_id", "pipeline": "pipeline_id", "source": "source"}
 ALL_GROUPS = ["owner", "team", "pipeline", "source"]
@@ -37,12 +45,12 @@ INSERT INTO forecasting_metricsnapshot (
 """
 
 # Month, quarter and year: joined to each fact, `date_trunc(k.kind, <local time>)` is the period it falls in. Those
-# of `params["period_kinds"]` only (all of them, and "all" for the funnel, but in parts of a parallel recompute).
+# of `params.period_kinds` only (all of them, and "all" for the funnel, but in parts of a parallel recompute).
 PERIOD_KINDS = """
 (SELECT * FROM (VALUES ('month', interval '1 month'), ('quarter', interval '3 months'), ('year', interval '1 year'))
         AS kinds(kind, step) WHERE kind = ANY(%(period_kinds)s)) AS k(kind, step)
 """
-ALL_PERIOD_KINDS = ["month", "quarter", "year", "all"]
+ALL_PERIOD_KINDS = ("month", "quarter", "year", "all")
 
 # Deals with their owner's current team and the furthest open stage each reached (stamped on the deal at write
 # time: pipeline.stage_history).
@@ -56,6 +64,227 @@ deals AS (
      WHERE (NOT %(scoped)s OR d.pipeline_id = ANY(%(pipelines)s))
 )
 """
+
+
+# --- What a family takes ------------------------------------------------------------------------------------------
+
+PeriodSlice = tuple[str, date]  # (period kind, period start)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What an incremental refresh recomputes (`forecasting.changes.Slices.scope`): the periods of closes, of the
+    forecast (closes and expected closes) and of creations it touched, and the pipelines, owners and deals."""
+
+    closed: frozenset[PeriodSlice] = frozenset()
+    forecast: frozenset[PeriodSlice] = frozenset()
+    created: frozenset[PeriodSlice] = frozenset()
+    pipelines: frozenset[int] = frozenset()
+    owners: frozenset[int] = frozenset()
+    deals: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class MetricParams:
+    """The input of every family: which run it writes, its "now", the settings it reads, which period kinds, and
+    (for an incremental refresh) the scope; `sql()` is the one place its SQL parameters come from."""
+
+    run_id: int
+    computed_at: datetime  # the run's "now": the transaction time, or `as_of`
+    tz: str  # settings.TIME_ZONE: periods are local
+    prior_strength: int  # k of the learned probabilities
+    lookback_days: int  # the learned probabilities' window (0 = all history)
+    period_kinds: tuple[str, ...] = ALL_PERIOD_KINDS
+    scope: Scope | None = None  # None: a full recompute, nothing scoped
+
+    def __post_init__(self) -> None:
+        unknown = set(self.period_kinds) - set(ALL_PERIOD_KINDS)
+        if not self.period_kinds or unknown:
+            raise ValueError(f"period_kinds must be some of {ALL_PERIOD_KINDS}, not {sorted(unknown)}")
+        if self.lookback_days < 0:
+            raise ValueError("lookback_days must be zero (all history) or more")
+
+    @classmethod
+    def of_run(cls, *, run_id: int, computed_at: datetime, scope: Scope | None = None) -> "MetricParams":
+        """The parameters of a recompute (or, with a scope, a refresh) of `run_id` as of `computed_at`, with the
+        time zone, prior strength and lookback of the settings."""
+        return cls(
+            run_id=run_id,
+            computed_at=computed_at,
+            tz=settings.TIME_ZONE,
+            prior_strength=settings.METRICS_PRIOR_STRENGTH,
+            lookback_days=settings.METRICS_LOOKBACK_DAYS,
+            scope=scope,
+        )
+
+    def sql(self) -> dict[str, Any]:
+        """The named parameters of the families' SQL. Unscoped, every scope parameter is there too (empty), so that
+        the SQL is the same text either way and PostgreSQL folds the `NOT %(scoped)s OR …` conditions away."""
+        scope = self.scope
+        params = {
+            "run_id": self.run_id,
+            "computed_at": self.computed_at,
+            "tz": self.tz,
+            "prior_strength": self.prior_strength,
+            "lookback_days": self.lookback_days,
+            "period_kinds": list(self.period_kinds),
+            "scoped": scope is not None,
+            "pipelines": sorted(scope.pipelines) if scope else [],
+            "owners": sorted(scope.owners) if scope else [],
+            "deals": sorted(scope.deals) if scope else [],
+        }
+        for name in ("closed", "forecast", "created"):
+            params |= self._period_arrays(name, getattr(scope, name) if scope else None)
+        return params
+
+    def _period_arrays(self, name: str, periods: frozenset[PeriodSlice] | None) -> dict[str, Any]:
+        """The periods as two arrays (kinds, starts), and the earliest start as a date and as a time in `tz`."""
+        if periods is None:
+            return {f"{name}_kinds": [], f"{name}_starts": [], f"{name}_since_date": None, f"{name}_since": None}
+        ordered = sorted(periods)
+        since = min((start for _, start in ordered), default=date.max)
+        return {
+            f"{name}_kinds": [kind for kind, _ in ordered],
+            f"{name}_starts": [start for _, start in ordered],
+            f"{name}_since_date": since,
+            f"{name}_since": datetime.combine(since, datetime.min.time(), ZoneInfo(self.tz)),
+        }
+
+
+# --- What a family writes: the keys of `values` of its rows -------------------------------------------------------
+# Amounts are decimal strings, dates and times ISO strings, rates and days numbers; None where a definition says null.
+
+
+class DealOutcomesValues(TypedDict):
+    won: int
+    lost: int
+    win_rate: float | None
+    won_amount: str
+    avg_won_amount: str | None
+    won_cycle_days_mean: float | None
+    won_cycle_days_median: float | None
+    lost_cycle_days_mean: float | None
+    lost_cycle_days_median: float | None
+
+
+class FunnelValues(TypedDict):
+    order: int
+    reached: int
+    next_reached: int | None
+    won: int
+    cohort_deals: int
+    conversion: float | None
+
+
+class LearnedProbabilityValues(TypedDict):
+    w: int
+    l: int  # noqa: E741 - the l of p = (w + k·p0) / (w + l + k)
+    k: float
+    p0: float
+    p: float | None
+    lookback_days: int
+
+
+class ForecastValues(TypedDict):
+    weighted_configured: str
+    weighted_learned: str
+    commit: str
+    best_case: str
+    pipeline: str
+    open_count: int
+    won_amount: str
+    won_count: int
+
+
+class PastDueValues(TypedDict):
+    today: str
+    count: int
+    amount: str
+    no_close_date_count: int
+    no_close_date_amount: str
+
+
+class StageTimeValues(TypedDict):
+    stays: int
+    days_mean: float | None
+    days_median: float | None
+    in_stage_now: int
+    now_age_days_mean: float | None
+    now_age_days_median: float | None
+    now_age_days_max: float | None
+
+
+class StaleValues(TypedDict):
+    days_in_stage: float
+    rotting_days: int
+    rotting: bool
+    no_next_step: bool
+    stage_entered_at: str
+
+
+class LeadsValues(TypedDict):
+    qualified: int
+    qualified_previous: int
+    lead_velocity_rate: float | None
+    created: int
+    created_reached_mql: int
+    created_reached_sql: int
+    created_converted: int
+    mql_to_sql_rate: float | None
+    lead_to_deal_rate: float | None
+
+
+class QuotaValues(TypedDict):
+    quota_id: int
+    quota: str
+    won_amount: str
+    attainment: float | None
+    open_amount: str
+    remaining: str
+    coverage: float | None
+    trailing_win_rate: float | None
+    trailing_avg_won_amount: str | None
+    deals_needed: int | None
+
+
+class ForecastAccuracyValues(TypedDict):
+    forecast_configured: str
+    forecast_learned: str
+    commit: str
+    best_case: str
+    actual_won: str
+    ape_configured: float | None
+    ape_learned: float | None
+    snapshotted_at: str
+
+
+# Each metric's declaration of its `values`: the SQL below writes exactly these keys, the API serializers read them.
+VALUES: dict[Metric, type] = {
+    Metric.DEAL_OUTCOMES: DealOutcomesValues,
+    Metric.FUNNEL: FunnelValues,
+    Metric.LEARNED_PROBABILITY: LearnedProbabilityValues,
+    Metric.FORECAST: ForecastValues,
+    Metric.PAST_DUE: PastDueValues,
+    Metric.STAGE_TIME: StageTimeValues,
+    Metric.STALE: StaleValues,
+    Metric.LEADS: LeadsValues,
+    Metric.QUOTA: QuotaValues,
+    Metric.FORECAST_ACCURACY: ForecastAccuracyValues,
+}
+
+
+def result_keys(metric: Metric) -> tuple[str, ...]:
+    """The keys of `values` in every row of `metric`, in the order they are declared."""
+    return tuple(VALUES[metric].__annotations__)
+
+
+def _values(metric: Metric, **expressions: str) -> str:
+    """`jsonb_build_object` of exactly the keys `metric` declares, each from its SQL expression."""
+    if tuple(expressions) != result_keys(metric):
+        raise ValueError(
+            f"the SQL of {metric} must build {result_keys(metric)}, in that order, not {tuple(expressions)}"
+        )
+    return "jsonb_build_object(" + ", ".join(f"'{key}', {sql}" for key, sql in expressions.items()) + ")"
 
 
 def _grouping_sets(base: list[str], groups: list[str], *, company: bool = True) -> str:
@@ -79,8 +308,8 @@ def _group_columns(groups: list[str], intrinsic: tuple[str, ...] = ()) -> str:
     )
 
 
-def _execute(cursor: CursorWrapper, sql: str, params: dict) -> int:
-    cursor.execute(sql, params)
+def _execute(cursor: CursorWrapper, sql: str, params: MetricParams) -> int:
+    cursor.execute(sql, params.sql())
     return cursor.rowcount
 
 
@@ -105,13 +334,27 @@ def _any(column: str, values: str) -> str:
     return f"(NOT %(scoped)s OR {column} = ANY(%({values})s))"
 
 
-def deal_outcomes(cursor: CursorWrapper, params: dict) -> int:
+def deal_outcomes(cursor: CursorWrapper, params: MetricParams) -> int:
     """Win rate, average won deal size and sales cycle length, over deals closed (won or lost) in each period.
 
     win_rate = won / (won + lost); avg_won_amount = mean amount of deals won (deals without an amount are left
     out of the mean); cycle days = (closed_at − created_at) in days, mean and median, for won and lost apart.
     A period in which nothing closed has no row: its win rate is null.
     """
+    values = _values(
+        Metric.DEAL_OUTCOMES,
+        won="count(*) FILTER (WHERE status = 'won')",
+        lost="count(*) FILTER (WHERE status = 'lost')",
+        win_rate="(count(*) FILTER (WHERE status = 'won'))::float8 / nullif(count(*), 0)",
+        won_amount="coalesce(sum(amount) FILTER (WHERE status = 'won'), 0)::text",
+        avg_won_amount="round(avg(amount) FILTER (WHERE status = 'won'), 2)::text",
+        won_cycle_days_mean="avg(cycle_days) FILTER (WHERE status = 'won')",
+        won_cycle_days_median=("percentile_cont(0.5) WITHIN GROUP (ORDER BY cycle_days) FILTER (WHERE status = 'won')"),
+        lost_cycle_days_mean="avg(cycle_days) FILTER (WHERE status = 'lost')",
+        lost_cycle_days_median=(
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY cycle_days) FILTER (WHERE status = 'lost')"
+        ),
+    )
     sql = f"""
     {INSERT}
     WITH closed AS (
@@ -128,21 +371,9 @@ def deal_outcomes(cursor: CursorWrapper, params: dict) -> int:
           FROM closed CROSS JOIN {PERIOD_KINDS}
          WHERE {_in_slices("closed", "k.kind", "date_trunc(k.kind, local_closed_at)::date")}
     )
-    SELECT %(run_id)s, 'deal_outcomes', kind, period_start, period_end, {_group_kind(ALL_GROUPS)},
+    SELECT %(run_id)s, '{Metric.DEAL_OUTCOMES.value}', kind, period_start, period_end, {_group_kind(ALL_GROUPS)},
            {_group_columns(ALL_GROUPS)}, NULL, NULL,
-           jsonb_build_object(
-               'won', count(*) FILTER (WHERE status = 'won'),
-               'lost', count(*) FILTER (WHERE status = 'lost'),
-               'win_rate', (count(*) FILTER (WHERE status = 'won'))::float8 / nullif(count(*), 0),
-               'won_amount', coalesce(sum(amount) FILTER (WHERE status = 'won'), 0)::text,
-               'avg_won_amount', round(avg(amount) FILTER (WHERE status = 'won'), 2)::text,
-               'won_cycle_days_mean', avg(cycle_days) FILTER (WHERE status = 'won'),
-               'won_cycle_days_median',
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY cycle_days) FILTER (WHERE status = 'won'),
-               'lost_cycle_days_mean', avg(cycle_days) FILTER (WHERE status = 'lost'),
-               'lost_cycle_days_median',
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY cycle_days) FILTER (WHERE status = 'lost')
-           ),
+           {values},
            %(computed_at)s
       FROM facts
      GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], ALL_GROUPS)}
@@ -150,7 +381,7 @@ def deal_outcomes(cursor: CursorWrapper, params: dict) -> int:
     return _execute(cursor, sql, params)
 
 
-def funnel(cursor: CursorWrapper, params: dict) -> int:
+def funnel(cursor: CursorWrapper, params: MetricParams) -> int:
     """The funnel of each pipeline: per open stage S, reached(S) and conversion(S).
 
     Cohorts are the deals created in each month, quarter and year, and all deals (period kind "all").
@@ -158,6 +389,15 @@ def funnel(cursor: CursorWrapper, params: dict) -> int:
     reached(S) is 0. Every open stage of the pipeline has a row for every cohort and group that has deals.
     """
     groups = STAGE_GROUPS
+    values = _values(
+        Metric.FUNNEL,
+        order='"order"',
+        reached="reached",
+        next_reached="next_reached",
+        won="won",
+        cohort_deals="cohort_deals",
+        conversion="coalesce(next_reached, won)::float8 / nullif(reached, 0)",
+    )
     sql = f"""
     {INSERT}
     WITH {DEALS_WITH_FURTHEST}, partials AS MATERIALIZED (
@@ -199,23 +439,16 @@ def funnel(cursor: CursorWrapper, params: dict) -> int:
                ) AS next_reached
           FROM reached
     )
-    SELECT %(run_id)s, 'funnel', kind, period_start, period_end, group_kind,
+    SELECT %(run_id)s, '{Metric.FUNNEL.value}', kind, period_start, period_end, group_kind,
            owner_id, team_id, pipeline_id, source, stage_id, NULL,
-           jsonb_build_object(
-               'order', "order",
-               'reached', reached,
-               'next_reached', next_reached,
-               'won', won,
-               'cohort_deals', cohort_deals,
-               'conversion', coalesce(next_reached, won)::float8 / nullif(reached, 0)
-           ),
+           {values},
            %(computed_at)s
       FROM with_next
     """
     return _execute(cursor, sql, params)
 
 
-def learned_probability(cursor: CursorWrapper, params: dict) -> int:
+def learned_probability(cursor: CursorWrapper, params: MetricParams) -> int:
     """The learned win probability of each open stage: p = (w + k·p0) / (w + l + k).
 
     w and l count the deals that reached the stage and closed (won or lost) in the lookback window: the
@@ -224,6 +457,15 @@ def learned_probability(cursor: CursorWrapper, params: dict) -> int:
     nothing closed); owner, team and source rows where their deals closed. p is numeric, exact to ~20 digits.
     """
     groups = STAGE_GROUPS
+    values = _values(
+        Metric.LEARNED_PROBABILITY,
+        w="w",
+        l="l",
+        k="%(prior_strength)s::numeric",
+        p0="p0",
+        p="(w + %(prior_strength)s::numeric * p0) / nullif(w + l + %(prior_strength)s::numeric, 0)",
+        lookback_days="%(lookback_days)s",
+    )
     sql = f"""
     {INSERT}
     WITH {DEALS_WITH_FURTHEST}, closed AS (
@@ -253,20 +495,16 @@ def learned_probability(cursor: CursorWrapper, params: dict) -> int:
                 AND b.source IS NOT DISTINCT FROM g.source AND b.furthest_order >= s."order"
          GROUP BY g.group_kind, g.owner_id, g.team_id, g.pipeline_id, g.source, s.id, s.probability
     )
-    SELECT %(run_id)s, 'learned_probability', 'now', NULL, NULL, group_kind,
+    SELECT %(run_id)s, '{Metric.LEARNED_PROBABILITY.value}', 'now', NULL, NULL, group_kind,
            owner_id, team_id, pipeline_id, source, stage_id, NULL,
-           jsonb_build_object(
-               'w', w, 'l', l, 'k', %(prior_strength)s::numeric, 'p0', p0,
-               'p', (w + %(prior_strength)s::numeric * p0) / nullif(w + l + %(prior_strength)s::numeric, 0),
-               'lookback_days', %(lookback_days)s
-           ),
+           {values},
            %(computed_at)s
       FROM counts
     """
     return _execute(cursor, sql, params)
 
 
-def forecast(cursor: CursorWrapper, params: dict) -> int:
+def forecast(cursor: CursorWrapper, params: MetricParams) -> int:
     """The forecast of each period: open deals by expected_close_date, won deals by closed_at.
 
     weighted_configured = Σ amount × configured probability, weighted_learned = Σ amount × the company's learned
@@ -275,12 +513,26 @@ def forecast(cursor: CursorWrapper, params: dict) -> int:
     pipeline = Σ amount of all of them; won_amount = Σ amount of deals won in the period. Amounts round to cents.
     Must run after `learned_probability`.
     """
+    values = _values(
+        Metric.FORECAST,
+        weighted_configured="round(coalesce(sum(amount * configured_p) FILTER (WHERE fact = 'open'), 0), 2)::text",
+        weighted_learned="round(coalesce(sum(amount * learned_p) FILTER (WHERE fact = 'open'), 0), 2)::text",
+        commit="coalesce(sum(amount) FILTER (WHERE fact = 'open' AND forecast_category = 'commit'), 0)::text",
+        best_case=(
+            "coalesce(sum(amount) FILTER (WHERE fact = 'open' AND forecast_category IN ('commit', 'best_case')), 0)"
+            "::text"
+        ),
+        pipeline="coalesce(sum(amount) FILTER (WHERE fact = 'open'), 0)::text",
+        open_count="count(*) FILTER (WHERE fact = 'open')",
+        won_amount="coalesce(sum(amount) FILTER (WHERE fact = 'won'), 0)::text",
+        won_count="count(*) FILTER (WHERE fact = 'won')",
+    )
     sql = f"""
     {INSERT}
     WITH learned AS (
         SELECT stage_id, ("values"->>'p')::numeric AS p
           FROM forecasting_metricsnapshot
-         WHERE run_id = %(run_id)s AND metric = 'learned_probability' AND group_kind = 'company'
+         WHERE run_id = %(run_id)s AND metric = '{Metric.LEARNED_PROBABILITY.value}' AND group_kind = 'company'
     ), facts AS (
         SELECT 'open' AS fact, d.expected_close_date::timestamp AS local_at, d.amount, d.forecast_category,
                s.probability::numeric / 100 AS configured_p, coalesce(l.p, s.probability::numeric / 100) AS learned_p,
@@ -304,23 +556,9 @@ def forecast(cursor: CursorWrapper, params: dict) -> int:
           FROM facts CROSS JOIN {PERIOD_KINDS}
          WHERE {_in_slices("forecast", "k.kind", "date_trunc(k.kind, local_at)::date")}
     )
-    SELECT %(run_id)s, 'forecast', kind, period_start, period_end, {_group_kind(ALL_GROUPS)},
+    SELECT %(run_id)s, '{Metric.FORECAST.value}', kind, period_start, period_end, {_group_kind(ALL_GROUPS)},
            {_group_columns(ALL_GROUPS)}, NULL, NULL,
-           jsonb_build_object(
-               'weighted_configured',
-                   round(coalesce(sum(amount * configured_p) FILTER (WHERE fact = 'open'), 0), 2)::text,
-               'weighted_learned', round(coalesce(sum(amount * learned_p) FILTER (WHERE fact = 'open'), 0), 2)::text,
-               'commit',
-                   coalesce(sum(amount) FILTER (WHERE fact = 'open' AND forecast_category = 'commit'), 0)::text,
-               'best_case',
-                   coalesce(
-                       sum(amount) FILTER (WHERE fact = 'open' AND forecast_category IN ('commit', 'best_case')), 0
-                   )::text,
-               'pipeline', coalesce(sum(amount) FILTER (WHERE fact = 'open'), 0)::text,
-               'open_count', count(*) FILTER (WHERE fact = 'open'),
-               'won_amount', coalesce(sum(amount) FILTER (WHERE fact = 'won'), 0)::text,
-               'won_count', count(*) FILTER (WHERE fact = 'won')
-           ),
+           {values},
            %(computed_at)s
       FROM periods
      GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], ALL_GROUPS)}
@@ -328,25 +566,28 @@ def forecast(cursor: CursorWrapper, params: dict) -> int:
     return _execute(cursor, sql, params)
 
 
-def past_due(cursor: CursorWrapper, params: dict) -> int:
+def past_due(cursor: CursorWrapper, params: MetricParams) -> int:
     """Open deals whose expected_close_date is before today (in TIME_ZONE): count and amount, never dropped.
 
     Open deals with no expected_close_date are counted beside them, since no period's forecast holds them.
     The company row is always written, zeros included.
     """
+    values = _values(
+        Metric.PAST_DUE,
+        today="(%(computed_at)s AT TIME ZONE %(tz)s)::date",
+        count="count(*) FILTER (WHERE d.expected_close_date < (%(computed_at)s AT TIME ZONE %(tz)s)::date)",
+        amount=(
+            "coalesce(sum(d.amount) FILTER (WHERE d.expected_close_date < (%(computed_at)s AT TIME ZONE %(tz)s)::date),"
+            " 0)::text"
+        ),
+        no_close_date_count="count(*) FILTER (WHERE d.expected_close_date IS NULL)",
+        no_close_date_amount="coalesce(sum(d.amount) FILTER (WHERE d.expected_close_date IS NULL), 0)::text",
+    )
     sql = f"""
     {INSERT}
-    SELECT %(run_id)s, 'past_due', 'now', NULL, NULL, {_group_kind(ALL_GROUPS)},
+    SELECT %(run_id)s, '{Metric.PAST_DUE.value}', 'now', NULL, NULL, {_group_kind(ALL_GROUPS)},
            {_group_columns(ALL_GROUPS)}, NULL, NULL,
-           jsonb_build_object(
-               'today', (%(computed_at)s AT TIME ZONE %(tz)s)::date,
-               'count', count(*) FILTER (WHERE d.expected_close_date < (%(computed_at)s AT TIME ZONE %(tz)s)::date),
-               'amount', coalesce(
-                   sum(d.amount) FILTER (WHERE d.expected_close_date < (%(computed_at)s AT TIME ZONE %(tz)s)::date), 0
-               )::text,
-               'no_close_date_count', count(*) FILTER (WHERE d.expected_close_date IS NULL),
-               'no_close_date_amount', coalesce(sum(d.amount) FILTER (WHERE d.expected_close_date IS NULL), 0)::text
-           ),
+           {values},
            %(computed_at)s
       FROM pipeline_deal d
       JOIN accounts_user u ON u.id = d.owner_id
@@ -356,7 +597,9 @@ def past_due(cursor: CursorWrapper, params: dict) -> int:
     return _execute(cursor, sql, params)
 
 
-def stage_time(cursor: CursorWrapper, params: dict, *, groups: list[str] = STAGE_GROUPS, company: bool = True) -> int:
+def stage_time(
+    cursor: CursorWrapper, params: MetricParams, *, groups: list[str] = STAGE_GROUPS, company: bool = True
+) -> int:
     """Time in stage: per stage, mean and median days of completed stays, and the open deals in it now.
 
     A stay in S runs from a StageChange into S to the deal's next StageChange (ordered by changed_at, then id), whose
@@ -366,6 +609,16 @@ def stage_time(cursor: CursorWrapper, params: dict, *, groups: list[str] = STAGE
     Over all history (period kind "all"); the deal's current owner, team and source group it. `groups` and
     `company` choose the groups written (all of them by default).
     """
+    values = _values(
+        Metric.STAGE_TIME,
+        stays="count(*) FILTER (WHERE fact = 'stay')",
+        days_mean="avg(days) FILTER (WHERE fact = 'stay')",
+        days_median="percentile_cont(0.5) WITHIN GROUP (ORDER BY days) FILTER (WHERE fact = 'stay')",
+        in_stage_now="count(*) FILTER (WHERE fact = 'now')",
+        now_age_days_mean="avg(days) FILTER (WHERE fact = 'now')",
+        now_age_days_median="percentile_cont(0.5) WITHIN GROUP (ORDER BY days) FILTER (WHERE fact = 'now')",
+        now_age_days_max="max(days) FILTER (WHERE fact = 'now')",
+    )
     sql = f"""
     {INSERT}
     WITH facts AS (
@@ -385,17 +638,9 @@ def stage_time(cursor: CursorWrapper, params: dict, *, groups: list[str] = STAGE
     ), with_pipeline AS (
         SELECT facts.*, s.pipeline_id FROM facts JOIN pipeline_stage s ON s.id = facts.stage_id
     )
-    SELECT %(run_id)s, 'stage_time', 'all', NULL, NULL, {_group_kind(groups)},
+    SELECT %(run_id)s, '{Metric.STAGE_TIME.value}', 'all', NULL, NULL, {_group_kind(groups)},
            {_group_columns(groups, intrinsic=("pipeline_id",))}, stage_id, NULL,
-           jsonb_build_object(
-               'stays', count(*) FILTER (WHERE fact = 'stay'),
-               'days_mean', avg(days) FILTER (WHERE fact = 'stay'),
-               'days_median', percentile_cont(0.5) WITHIN GROUP (ORDER BY days) FILTER (WHERE fact = 'stay'),
-               'in_stage_now', count(*) FILTER (WHERE fact = 'now'),
-               'now_age_days_mean', avg(days) FILTER (WHERE fact = 'now'),
-               'now_age_days_median', percentile_cont(0.5) WITHIN GROUP (ORDER BY days) FILTER (WHERE fact = 'now'),
-               'now_age_days_max', max(days) FILTER (WHERE fact = 'now')
-           ),
+           {values},
            %(computed_at)s
       FROM with_pipeline
      GROUP BY {_grouping_sets(["pipeline_id", "stage_id"], groups, company=company)}
@@ -403,13 +648,21 @@ def stage_time(cursor: CursorWrapper, params: dict, *, groups: list[str] = STAGE
     return _execute(cursor, sql, params)
 
 
-def stale_deals(cursor: CursorWrapper, params: dict) -> int:
+def stale_deals(cursor: CursorWrapper, params: MetricParams) -> int:
     """One row per open deal that is stale or has no next step, as of computed_at.
 
     rotting: its time in the current stage (computed_at − stage_entered_at) exceeds the stage's rotting_days.
     no_next_step: none of its activities is planned (not done) with due_at after computed_at.
     Rows carry the deal's owner, team, pipeline, source and stage, so every group and filter applies.
     """
+    values = _values(
+        Metric.STALE,
+        days_in_stage="days_in_stage",
+        rotting_days="rotting_days",
+        rotting="days_in_stage > rotting_days",
+        no_next_step="no_next_step",
+        stage_entered_at="stage_entered_at",
+    )
     sql = f"""
     {INSERT}
     WITH open_deals AS (
@@ -425,15 +678,9 @@ def stale_deals(cursor: CursorWrapper, params: dict) -> int:
           JOIN pipeline_stage s ON s.id = d.stage_id
          WHERE d.status = 'open' AND {_any("d.id", "deals")}
     )
-    SELECT %(run_id)s, 'stale', 'now', NULL, NULL, 'owner',
+    SELECT %(run_id)s, '{Metric.STALE.value}', 'now', NULL, NULL, 'owner',
            owner_id, team_id, pipeline_id, source, stage_id, id,
-           jsonb_build_object(
-               'days_in_stage', days_in_stage,
-               'rotting_days', rotting_days,
-               'rotting', days_in_stage > rotting_days,
-               'no_next_step', no_next_step,
-               'stage_entered_at', stage_entered_at
-           ),
+           {values},
            %(computed_at)s
       FROM open_deals
      WHERE days_in_stage > rotting_days OR no_next_step
@@ -441,7 +688,7 @@ def stale_deals(cursor: CursorWrapper, params: dict) -> int:
     return _execute(cursor, sql, params)
 
 
-def leads(cursor: CursorWrapper, params: dict) -> int:
+def leads(cursor: CursorWrapper, params: MetricParams) -> int:
     """Lead metrics per period: qualified leads, lead velocity rate, MQL→SQL rate and lead→deal conversion.
 
     qualified = leads that reached sql in the period; lead_velocity_rate = (Q − Q_previous) / Q_previous × 100
@@ -450,6 +697,18 @@ def leads(cursor: CursorWrapper, params: dict) -> int:
     denominator). Leads have no pipeline: groups are company, owner, team and source.
     """
     groups = ["owner", "team", "source"]
+    values = _values(
+        Metric.LEADS,
+        qualified="qualified",
+        qualified_previous="qualified_previous",
+        lead_velocity_rate="(qualified - qualified_previous)::float8 * 100 / nullif(qualified_previous, 0)",
+        created="created",
+        created_reached_mql="created_reached_mql",
+        created_reached_sql="created_reached_sql",
+        created_converted="created_converted",
+        mql_to_sql_rate="created_reached_sql::float8 / nullif(created_reached_mql, 0)",
+        lead_to_deal_rate="created_converted::float8 / nullif(created, 0)",
+    )
     sql = f"""
     {INSERT}
     WITH local_leads AS (
@@ -482,26 +741,16 @@ def leads(cursor: CursorWrapper, params: dict) -> int:
           FROM facts
          GROUP BY {_grouping_sets(["kind", "period_start", "step"], groups)}
     )
-    SELECT %(run_id)s, 'leads', kind, period_start, period_end, group_kind,
+    SELECT %(run_id)s, '{Metric.LEADS.value}', kind, period_start, period_end, group_kind,
            owner_id, team_id, pipeline_id, source, NULL, NULL,
-           jsonb_build_object(
-               'qualified', qualified,
-               'qualified_previous', qualified_previous,
-               'lead_velocity_rate', (qualified - qualified_previous)::float8 * 100 / nullif(qualified_previous, 0),
-               'created', created,
-               'created_reached_mql', created_reached_mql,
-               'created_reached_sql', created_reached_sql,
-               'created_converted', created_converted,
-               'mql_to_sql_rate', created_reached_sql::float8 / nullif(created_reached_mql, 0),
-               'lead_to_deal_rate', created_converted::float8 / nullif(created, 0)
-           ),
+           {values},
            %(computed_at)s
       FROM counts
     """
     return _execute(cursor, sql, params)
 
 
-def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
+def quota_attainment(cursor: CursorWrapper, params: MetricParams) -> int:
     """Per quota (a user's or a team's, over its own [period_start, period_end)): attainment, coverage, deals needed.
 
     won_amount = Σ amount of the quota holder's deals won in the period (closed_at in TIME_ZONE); attainment =
@@ -511,6 +760,26 @@ def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
     quarters: the four complete quarters before the one computed_at falls in (0 when nothing remains, null
     when the trailing quarters won nothing). A team's deals are those of its members now.
     """
+    values = _values(
+        Metric.QUOTA,
+        quota_id="id",
+        quota="quota::text",
+        won_amount="won_amount::text",
+        attainment="(won_amount / nullif(quota, 0))::float8",
+        open_amount="open_amount::text",
+        remaining="remaining::text",
+        coverage="(open_amount / nullif(remaining, 0))::float8",
+        trailing_win_rate="trailing_win_rate::float8",
+        trailing_avg_won_amount="round(trailing_avg_won, 2)::text",
+        # remaining / (Σ won / n) / (won / closed), as one exact division: dividing by a rounded
+        # win rate such as 1/3 = 0.333…3 would push an exact 9 to 9.000…1 and ceil it to 10.
+        deals_needed="""CASE
+            WHEN remaining = 0 THEN 0
+            WHEN trailing_won_amount > 0 AND trailing_won > 0 THEN ceil(
+                remaining * trailing_won_with_amount * trailing_closed / (trailing_won_amount * trailing_won)
+            )
+        END""",
+    )
     sql = f"""
     {INSERT}
     WITH bounds AS (
@@ -581,35 +850,17 @@ def quota_attainment(cursor: CursorWrapper, params: dict) -> int:
                trailing_won_amount / nullif(trailing_won_with_amount, 0) AS trailing_avg_won
           FROM measured
     )
-    SELECT %(run_id)s, 'quota', 'quota', period_start, period_end,
+    SELECT %(run_id)s, '{Metric.QUOTA.value}', 'quota', period_start, period_end,
            CASE WHEN user_id IS NOT NULL THEN 'owner' ELSE 'team' END,
            user_id, team_id, NULL, NULL, NULL, NULL,
-           jsonb_build_object(
-               'quota_id', id,
-               'quota', quota::text,
-               'won_amount', won_amount::text,
-               'attainment', (won_amount / nullif(quota, 0))::float8,
-               'open_amount', open_amount::text,
-               'remaining', remaining::text,
-               'coverage', (open_amount / nullif(remaining, 0))::float8,
-               'trailing_win_rate', trailing_win_rate::float8,
-               'trailing_avg_won_amount', round(trailing_avg_won, 2)::text,
-               -- remaining / (Σ won / n) / (won / closed), as one exact division: dividing by a rounded
-               -- win rate such as 1/3 = 0.333…3 would push an exact 9 to 9.000…1 and ceil it to 10.
-               'deals_needed', CASE
-                   WHEN remaining = 0 THEN 0
-                   WHEN trailing_won_amount > 0 AND trailing_won > 0 THEN ceil(
-                       remaining * trailing_won_with_amount * trailing_closed / (trailing_won_amount * trailing_won)
-                   )
-               END
-           ),
+           {values},
            %(computed_at)s
       FROM derived
     """
     return _execute(cursor, sql, params)
 
 
-def forecast_snapshots(cursor: CursorWrapper, params: dict) -> int:
+def forecast_snapshots(cursor: CursorWrapper, params: MetricParams) -> int:
     """At the first recompute inside a month, quarter or year, keep that run's forecast for it (all groups).
 
     Writes `forecasting_forecastsnapshot`, not the run's rows: snapshots outlive runs. Periods already
@@ -635,13 +886,13 @@ def forecast_snapshots(cursor: CursorWrapper, params: dict) -> int:
                (f."values"->>'pipeline')::numeric AS pipeline
           FROM forecasting_metricsnapshot f
           JOIN new_periods n ON n.kind = f.period_kind AND n.period_start = f.period_start
-         WHERE f.run_id = %(run_id)s AND f.metric = 'forecast'
+         WHERE f.run_id = %(run_id)s AND f.metric = '{Metric.FORECAST.value}'
         UNION ALL
         SELECT n.kind, n.period_start, n.period_end, 'company', NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0
           FROM new_periods n
          WHERE NOT EXISTS (
                SELECT 1 FROM forecasting_metricsnapshot f
-                WHERE f.run_id = %(run_id)s AND f.metric = 'forecast' AND f.group_kind = 'company'
+                WHERE f.run_id = %(run_id)s AND f.metric = '{Metric.FORECAST.value}' AND f.group_kind = 'company'
                   AND f.period_kind = n.kind AND f.period_start = n.period_start
          )
     )
@@ -655,33 +906,35 @@ def forecast_snapshots(cursor: CursorWrapper, params: dict) -> int:
     return _execute(cursor, sql, params)
 
 
-def forecast_accuracy(cursor: CursorWrapper, params: dict) -> int:
+def forecast_accuracy(cursor: CursorWrapper, params: MetricParams) -> int:
     """For every period that has ended and was snapshotted: the forecast kept at its start against the won amount.
 
     actual_won = Σ amount of the group's deals won in the period (0 when none: from this run's forecast rows);
     ape_configured / ape_learned = |actual_won − forecast| / actual_won × 100, null when nothing was won.
     Must run after `forecast`.
     """
+    values = _values(
+        Metric.FORECAST_ACCURACY,
+        forecast_configured="s.weighted_configured::text",
+        forecast_learned="s.weighted_learned::text",
+        commit="s.commit::text",
+        best_case="s.best_case::text",
+        actual_won="actual.won::text",
+        ape_configured="(abs(actual.won - s.weighted_configured) * 100 / nullif(actual.won, 0))::float8",
+        ape_learned="(abs(actual.won - s.weighted_learned) * 100 / nullif(actual.won, 0))::float8",
+        snapshotted_at="s.snapshotted_at",
+    )
     sql = f"""
     {INSERT}
-    SELECT %(run_id)s, 'forecast_accuracy', s.period_kind, s.period_start, s.period_end, s.group_kind,
+    SELECT %(run_id)s, '{Metric.FORECAST_ACCURACY.value}', s.period_kind, s.period_start, s.period_end, s.group_kind,
            s.owner_id, s.team_id, s.pipeline_id, s.source, NULL, NULL,
-           jsonb_build_object(
-               'forecast_configured', s.weighted_configured::text,
-               'forecast_learned', s.weighted_learned::text,
-               'commit', s.commit::text,
-               'best_case', s.best_case::text,
-               'actual_won', actual.won::text,
-               'ape_configured', (abs(actual.won - s.weighted_configured) * 100 / nullif(actual.won, 0))::float8,
-               'ape_learned', (abs(actual.won - s.weighted_learned) * 100 / nullif(actual.won, 0))::float8,
-               'snapshotted_at', s.snapshotted_at
-           ),
+           {values},
            %(computed_at)s
       FROM forecasting_forecastsnapshot s
       CROSS JOIN LATERAL (
           SELECT coalesce(max((f."values"->>'won_amount')::numeric), 0) AS won
             FROM forecasting_metricsnapshot f
-           WHERE f.run_id = %(run_id)s AND f.metric = 'forecast'
+           WHERE f.run_id = %(run_id)s AND f.metric = '{Metric.FORECAST.value}'
              AND f.period_kind = s.period_kind AND f.period_start = s.period_start AND f.group_kind = s.group_kind
              AND f.owner_id IS NOT DISTINCT FROM s.owner_id AND f.team_id IS NOT DISTINCT FROM s.team_id
              AND f.pipeline_id IS NOT DISTINCT FROM s.pipeline_id AND f.source IS NOT DISTINCT FROM s.source
@@ -698,8 +951,11 @@ QUOTAS_IN_SCOPE = (
 )
 
 
+# A family: writes its rows for the run of `params` and returns how many.
+Family = Callable[[CursorWrapper, MetricParams], int]
+
 # The families in the order a recompute runs them (forecast reads learned_probability's rows of the same run).
-FAMILIES: list[Callable[[CursorWrapper, dict], int]] = [
+FAMILIES: list[Family] = [
     deal_outcomes,
     funnel,
     learned_probability,
@@ -712,57 +968,26 @@ FAMILIES: list[Callable[[CursorWrapper, dict], int]] = [
     forecast_snapshots,
     forecast_accuracy,
 ]
-
-
-def _part(family: Callable[..., int], name: str, *, params: dict | None = None, **kwargs) -> Callable[..., int]:
-    """A part of a family, for a recompute on several connections: the same SQL over some periods or groups."""
-
-    def part(cursor: CursorWrapper, base_params: dict) -> int:
-        return family(cursor, {**base_params, **(params or {})}, **kwargs)
-
-    part.__name__ = f"{family.__name__}[{name}]"
-    part.family = family
-    return part
-
-
-# The same families as units of work for a recompute on several connections (METRICS_CONNECTIONS): a unit runs in
-# order on one connection (forecast reads learned_probability's rows; the snapshots and accuracy read forecast's), and
-# units are independent of each other. The three longest families are cut in parts (by period kind, or by group),
-# so that the connections finish together; longest first, as measured on a million deals.
-UNITS: list[tuple[Callable[[CursorWrapper, dict], int], ...]] = [
-    (_part(stage_time, "company, owner", groups=["owner"]),),
-    (_part(stage_time, "team, source", groups=["team", "source"], company=False),),
-    (_part(funnel, "month", params={"period_kinds": ["month"]}),),
-    (_part(funnel, "quarter, year, all", params={"period_kinds": ["quarter", "year", "all"]}),),
-    (learned_probability, forecast, forecast_snapshots, forecast_accuracy),
-    (_part(deal_outcomes, "month", params={"period_kinds": ["month"]}),),
-    (_part(deal_outcomes, "quarter", params={"period_kinds": ["quarter"]}),),
-    (_part(deal_outcomes, "year", params={"period_kinds": ["year"]}),),
-    (leads,),
-    (quota_attainment,),
-    (stale_deals,),
-    (past_due,),
-]
 # Families that write outside the run's snapshot rows (so they do not count in MetricsRun.row_count).
 WRITES_OUTSIDE_THE_RUN = {forecast_snapshots}
 
-# What an incremental refresh (forecasting.services.refresh_metrics) recomputes, in order (forecast_accuracy reads
-# forecast's rows): each family with its metric and the run's rows it replaces, the same slices its facts are
+# What an incremental refresh (forecasting.recompute.refresh_latest_run) recomputes, in order (forecast_accuracy
+# reads forecast's rows): each family with its metric and the run's rows it replaces, the same slices its facts are
 # scoped to. Three wait for the next full recompute: learned probabilities, a year-long statistic; time in stage,
 # an all-history median per stage that a move into or out of a busy stage would recompute over a million stays (and
 # whose owner groups a change of owner shifts in every stage the deal went through); leads, which are not deals.
-REFRESHED: list[tuple[Callable[[CursorWrapper, dict], int], str, str]] = [
-    (deal_outcomes, "deal_outcomes", _in_slices("closed", "period_kind", "period_start")),
-    (forecast, "forecast", _in_slices("forecast", "period_kind", "period_start")),
+REFRESHED: list[tuple[Family, Metric, str]] = [
+    (deal_outcomes, Metric.DEAL_OUTCOMES, _in_slices("closed", "period_kind", "period_start")),
+    (forecast, Metric.FORECAST, _in_slices("forecast", "period_kind", "period_start")),
     (
         funnel,
-        "funnel",
+        Metric.FUNNEL,
         f"{_any('pipeline_id', 'pipelines')} AND "
         f"(period_kind = 'all' OR {_in_slices('created', 'period_kind', 'period_start')})",
     ),
-    (stale_deals, "stale", _any("deal_id", "deals")),
+    (stale_deals, Metric.STALE, _any("deal_id", "deals")),
     # Small: written whole on every refresh.
-    (past_due, "past_due", "TRUE"),
-    (quota_attainment, "quota", QUOTAS_IN_SCOPE.format(user="owner_id", team="team_id")),
-    (forecast_accuracy, "forecast_accuracy", "TRUE"),
+    (past_due, Metric.PAST_DUE, "TRUE"),
+    (quota_attainment, Metric.QUOTA, QUOTAS_IN_SCOPE.format(user="owner_id", team="team_id")),
+    (forecast_accuracy, Metric.FORECAST_ACCURACY, "TRUE"),
 ]

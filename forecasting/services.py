@@ -1,14 +1,11 @@
-"""Writes of the forecasting app: the full metrics recompute, queuing one after a change, and quotas.
+"""Writes of the forecasting app: the full metrics recompute and the incremental refresh, queuing them after a
+change, and quotas.
 
-`recompute_metrics` writes a complete `MetricsRun` in ONE transaction: readers (who pick the latest complete
-run) see the previous run until it commits, and a recompute that is killed or fails leaves no trace. A
-transaction-level advisory lock makes a second concurrent recompute return at once instead of running twice.
+How a recompute keeps its run whole (the lock, the connections, the parts) is `forecasting.recompute`'s business;
+the SQL of each metric family is `forecasting.metrics`.
 """
 
 import logging
-import threading
-import time
-from collections import deque
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,20 +13,16 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 
 from accounts.models import Team, User
-from forecasting import changes, metrics
-from forecasting.models import MetricsRun, Quota, RunStatus
-from forecasting.selectors import latest_run
+from forecasting import recompute
+from forecasting.models import MetricsRun, Quota
 from pipeline.models import AuditAction
 from pipeline.services import audited_values, record_audit
-from pipeline.webhooks.services import emit_metrics_recomputed
 
 logger = logging.getLogger(__name__)
 
-# pg_try_advisory_xact_lock key of the recompute: any constant that no other part of the app uses.
-RECOMPUTE_LOCK_KEY = 4_242_001
 PENDING_RECOMPUTE_CACHE_KEY = "metrics-recompute-pending"
 PENDING_REFRESH_CACHE_KEY = "metrics-refresh-pending"
 
@@ -47,156 +40,8 @@ def recompute_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
     then, and a run that fails or is killed is never read (the next run prunes its rows).
     """
     if settings.METRICS_CONNECTIONS <= 1:
-        return _recompute_in_one_transaction(as_of)
-    return _recompute_on_connections(as_of, settings.METRICS_CONNECTIONS)
-
-
-def _recompute_in_one_transaction(as_of: datetime | None) -> MetricsRun | None:
-    started = time.monotonic()
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
-        acquired, now = cursor.fetchone()
-        if not acquired:
-            logger.info("metrics recompute skipped: another one is running")
-            return None
-        run, params = _start_run(as_of or now)
-        consumed = _pending_change_ids(cursor)
-        _tune_session(cursor)
-        rows = _run_families(cursor, metrics.FAMILIES, params)
-        _complete_run(cursor, run, rows=rows, started=started, consumed=consumed)
-    logger.info("metrics recompute %s: %d rows in %.2f s", run.pk, rows, run.duration_seconds)
-    return run
-
-
-def _recompute_on_connections(as_of: datetime | None, workers: int) -> MetricsRun | None:
-    started = time.monotonic()
-    with connection.cursor() as cursor:
-        # A session lock, held by this connection while the others work (a transaction lock would end with the
-        # first commit). A killed process's connection closes, which releases it.
-        cursor.execute("SELECT pg_try_advisory_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
-        acquired, now = cursor.fetchone()
-    if not acquired:
-        logger.info("metrics recompute skipped: another one is running")
-        return None
-    run = None
-    try:
-        # Committed before the units start: their rows reference it from other connections.
-        run, params = _start_run(as_of or now)
-        with connection.cursor() as cursor:
-            consumed = _pending_change_ids(cursor)
-        rows = _run_units_on_connections(metrics.UNITS, params, workers)
-        with transaction.atomic(), connection.cursor() as cursor:
-            _complete_run(cursor, run, rows=rows, started=started, consumed=consumed)
-    except BaseException:
-        if run is not None:
-            _discard_run(run)
-        raise
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [RECOMPUTE_LOCK_KEY])
-    logger.info("metrics recompute %s: %d rows in %.2f s (%d connections)", run.pk, rows, run.duration_seconds, workers)
-    return run
-
-
-def _run_units_on_connections(units: list[tuple], params: dict[str, Any], workers: int) -> int:
-    """Run the units on `workers` threads, each with its own connection; the first failure stops the rest."""
-    pending = deque(units)
-    lock = threading.Lock()
-    written: list[int] = []
-    failures: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            while True:
-                with lock:
-                    if failures or not pending:
-                        return
-                    unit = pending.popleft()
-                with transaction.atomic(), connection.cursor() as cursor:
-                    _tune_session(cursor)
-                    rows = _run_families(cursor, unit, params)
-                with lock:
-                    written.append(rows)
-        except BaseException as failure:  # noqa: BLE001 - re-raised by the caller's thread below
-            with lock:
-                failures.append(failure)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, name=f"metrics-{n}") for n in range(min(workers, len(units)))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
-    return sum(written)
-
-
-def _start_run(computed_at: datetime) -> tuple[MetricsRun, dict[str, Any]]:
-    run = MetricsRun.objects.create(status=RunStatus.RUNNING, started_at=computed_at, computed_at=computed_at)
-    return run, _params(run, computed_at, changes.UNSCOPED)
-
-
-def _params(run: MetricsRun, computed_at: datetime, scope: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "run_id": run.pk,
-        "computed_at": computed_at,
-        "tz": settings.TIME_ZONE,
-        "prior_strength": settings.METRICS_PRIOR_STRENGTH,
-        "lookback_days": settings.METRICS_LOOKBACK_DAYS,
-        "period_kinds": metrics.ALL_PERIOD_KINDS,
-        **scope,
-    }
-
-
-def _pending_change_ids(cursor) -> list[int]:
-    """The changes a full recompute starting now includes: those committed before it reads anything."""
-    cursor.execute("SELECT id FROM forecasting_pendingchange")
-    return [row[0] for row in cursor.fetchall()]
-
-
-def _tune_session(cursor) -> None:
-    cursor.execute("SET LOCAL work_mem = %s", [settings.METRICS_WORK_MEM])
-    # A handful of long queries: JIT compilation costs more than it saves at these sizes.
-    cursor.execute("SET LOCAL jit = off")
-    # A recompute stuck on a lock must not hold the advisory lock (and the last run's readers) forever.
-    cursor.execute("SET LOCAL statement_timeout = %s", [settings.METRICS_STATEMENT_TIMEOUT])
-
-
-def _run_families(cursor, families, params: dict[str, Any]) -> int:
-    """Run the families in order; the number of snapshot rows they wrote into the run."""
-    rows = 0
-    for family in families:
-        family_started = time.monotonic()
-        written = family(cursor, params)
-        rows += 0 if family in metrics.WRITES_OUTSIDE_THE_RUN else written
-        logger.info("metrics %s: %d rows in %.2f s", family.__name__, written, time.monotonic() - family_started)
-    return rows
-
-
-def _complete_run(cursor, run: MetricsRun, *, rows: int, started: float, consumed: list[int]) -> None:
-    _prune_old_runs(cursor, keep_after=run)
-    # Changes committed after the run started stay pending: the next refresh takes them.
-    cursor.execute("DELETE FROM forecasting_pendingchange WHERE id = ANY(%s)", [consumed])
-    run.status = RunStatus.COMPLETE
-    run.row_count = rows
-    run.duration_seconds = time.monotonic() - started
-    cursor.execute("SELECT clock_timestamp()")
-    run.finished_at = cursor.fetchone()[0]
-    run.save(update_fields=["status", "row_count", "duration_seconds", "finished_at"])
-    # Inside the transaction: subscribers hear of the run only if it commits.
-    emit_metrics_recomputed(computed_at=run.computed_at, full=True)
-
-
-def _discard_run(run: MetricsRun) -> None:
-    """Remove a failed run's partial rows now rather than at the next run's pruning."""
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("DELETE FROM forecasting_metricsnapshot WHERE run_id = %s", [run.pk])
-            cursor.execute("DELETE FROM forecasting_metricsrun WHERE id = %s", [run.pk])
-    except Exception:  # the connection may be what failed: the next run's pruning removes them
-        logger.warning("could not discard the failed metrics run %s", run.pk, exc_info=True)
+        return recompute.recompute_in_one_transaction(as_of=as_of)
+    return recompute.recompute_on_connections(as_of=as_of, workers=settings.METRICS_CONNECTIONS)
 
 
 def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
@@ -209,56 +54,7 @@ def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
     Returns the run; None when a recompute holds the lock, or before any complete run exists (the caller then
     asks for a full one).
     """
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
-        acquired, now = cursor.fetchone()
-        if not acquired:
-            return None
-        run = latest_run()
-        if run is None:
-            return None
-        cursor.execute(f"DELETE FROM forecasting_pendingchange RETURNING {changes.COLUMNS}")
-        pending = cursor.fetchall()
-        if not pending:
-            return run
-        started = time.monotonic()
-        refreshed_at = as_of or now
-        slices = changes.Slices.of(pending)
-        params = _params(run, refreshed_at, slices.params())
-        _tune_session(cursor)
-        for family, metric, rows_in_scope in metrics.REFRESHED:
-            if not slices.touches(metric):
-                continue
-            cursor.execute(
-                f"DELETE FROM forecasting_metricsnapshot WHERE run_id = %(run_id)s AND metric = %(metric)s"
-                f" AND {rows_in_scope}",
-                {**params, "metric": metric},
-            )
-            deleted = cursor.rowcount
-            written = family(cursor, params)
-            run.row_count += written - deleted
-        run.refreshed_at = refreshed_at
-        run.save(update_fields=["refreshed_at", "row_count"])
-        emit_metrics_recomputed(computed_at=refreshed_at, periods=slices.period_names(), full=False)
-    logger.info("metrics run %s refreshed for %d changes in %.3f s", run.pk, len(pending), time.monotonic() - started)
-    return run
-
-
-def _prune_old_runs(cursor, *, keep_after: MetricsRun) -> None:
-    """Delete all but the newest METRICS_KEEP_RUNS − 1 complete runs before `keep_after`, in raw SQL.
-
-    (The ORM's cascade would load every snapshot row into Python first.)
-    """
-    keep = list(
-        MetricsRun.objects.filter(status=RunStatus.COMPLETE)
-        .exclude(pk=keep_after.pk)
-        .order_by("-computed_at", "-id")
-        .values_list("pk", flat=True)[: max(settings.METRICS_KEEP_RUNS - 1, 0)]
-    )
-    cursor.execute(
-        "DELETE FROM forecasting_metricsnapshot WHERE run_id <> %s AND NOT (run_id = ANY(%s))", [keep_after.pk, keep]
-    )
-    cursor.execute("DELETE FROM forecasting_metricsrun WHERE id <> %s AND NOT (id = ANY(%s))", [keep_after.pk, keep])
+    return recompute.refresh_latest_run(as_of=as_of)
 
 
 def request_recompute() -> bool:

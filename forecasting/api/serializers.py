@@ -4,11 +4,13 @@ rows with the run's `computed_at`, the recompute's answers, and quotas with the 
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from accounts.models import Team, User
 from forecasting import selectors
+from forecasting.metrics import result_keys
 from forecasting.models import GroupKind, Metric, PeriodKind, Quota
 
 # --- Rows ---------------------------------------------------------------------------------------------------------
@@ -31,6 +33,26 @@ def _amount(name: str, help_text: str, *, null: bool = False, in_values: bool = 
     return serializers.DecimalField(
         max_digits=20, decimal_places=2, help_text=help_text, allow_null=null, **_source(name, in_values)
     )
+
+
+def reads(metric: Metric, *, in_values: bool = True, besides: tuple[str, ...] = ()):
+    """Tie a serializer to the `values` keys `metric` declares (forecasting.metrics.VALUES), which its SQL writes: a
+    field reading any other key fails at import rather than answering null. `in_values=False`: the fields read a
+    dict of those values directly, by their names (but those of `besides`)."""
+
+    def check(serializer: type[serializers.Serializer]) -> type[serializers.Serializer]:
+        fields = serializer._declared_fields
+        if in_values:
+            read = {f.source.removeprefix("values.") for f in fields.values() if (f.source or "").startswith("values.")}
+        else:
+            read = set(fields) - set(besides)
+        unknown = sorted(read - set(result_keys(metric)))
+        if unknown:
+            raise ImproperlyConfigured(f"{serializer.__name__} reads {unknown}, which {metric} does not write")
+        serializer.values_of = metric
+        return serializer
+
+    return check
 
 
 class GroupKeySerializer(serializers.Serializer):
@@ -57,6 +79,7 @@ class SnapshotRowSerializer(serializers.Serializer):
     source = serializers.CharField(allow_null=True)
 
 
+@reads(Metric.DEAL_OUTCOMES)
 class WinRateRowSerializer(SnapshotRowSerializer):
     won = _count("won", "Deals won in the period.")
     lost = _count("lost", "Deals lost in the period.")
@@ -65,6 +88,7 @@ class WinRateRowSerializer(SnapshotRowSerializer):
     avg_won_amount = _amount("avg_won_amount", "Mean amount of the deals won; null when none.", null=True)
 
 
+@reads(Metric.DEAL_OUTCOMES)
 class SalesCycleRowSerializer(SnapshotRowSerializer):
     won = _count("won", "Deals won in the period.")
     lost = _count("lost", "Deals lost in the period.")
@@ -74,6 +98,7 @@ class SalesCycleRowSerializer(SnapshotRowSerializer):
     lost_cycle_days_median = _number("lost_cycle_days_median", "Median of the same.")
 
 
+@reads(Metric.FUNNEL)
 class FunnelRowSerializer(SnapshotRowSerializer):
     stage_id = serializers.IntegerField(help_text="The open stage of this row.")
     order = _count("order", "The stage's order in its pipeline.")
@@ -84,6 +109,7 @@ class FunnelRowSerializer(SnapshotRowSerializer):
     conversion = _number("conversion", "next_reached (won, for the last stage) / reached; null when none reached.")
 
 
+@reads(Metric.STAGE_TIME)
 class StageTimeRowSerializer(SnapshotRowSerializer):
     stage_id = serializers.IntegerField()
     stays = _count("stays", "Completed stays in the stage.")
@@ -95,6 +121,7 @@ class StageTimeRowSerializer(SnapshotRowSerializer):
     now_age_days_max = _number("now_age_days_max", "The longest of the same.")
 
 
+@reads(Metric.LEADS)
 class LeadRowSerializer(SnapshotRowSerializer):
     qualified = _count("qualified", "Leads that reached `sql` in the period.")
     qualified_previous = _count("qualified_previous", "The same in the period before.")
@@ -107,6 +134,7 @@ class LeadRowSerializer(SnapshotRowSerializer):
     lead_to_deal_rate = _number("lead_to_deal_rate", "created_converted / created; null when none created.")
 
 
+@reads(Metric.STALE)
 class StaleDealRowSerializer(serializers.Serializer):
     deal_id = serializers.IntegerField()
     owner_id = serializers.IntegerField()
@@ -121,6 +149,7 @@ class StaleDealRowSerializer(serializers.Serializer):
     stage_entered_at = serializers.DateTimeField(source="values.stage_entered_at")
 
 
+@reads(Metric.FORECAST)
 class ForecastRowSerializer(SnapshotRowSerializer):
     weighted_configured = _amount("weighted_configured", "Σ amount × configured probability of open deals.")
     weighted_learned = _amount("weighted_learned", "Σ amount × learned probability of open deals.")
@@ -132,6 +161,7 @@ class ForecastRowSerializer(SnapshotRowSerializer):
     won_count = _count("won_count", "Deals won in the period.")
 
 
+@reads(Metric.PAST_DUE)
 class PastDueRowSerializer(GroupKeySerializer):
     today = serializers.DateField(source="values.today", help_text="The recompute's date, in the configured zone.")
     count = _count("count", "Open deals whose expected close date is before today.")
@@ -140,6 +170,7 @@ class PastDueRowSerializer(GroupKeySerializer):
     no_close_date_amount = _amount("no_close_date_amount", "Σ amount of those.")
 
 
+@reads(Metric.LEARNED_PROBABILITY)
 class LearnedProbabilityRowSerializer(GroupKeySerializer):
     stage_id = serializers.IntegerField()
     w = _count("w", "Deals that reached the stage and were won in the lookback window.")
@@ -150,6 +181,7 @@ class LearnedProbabilityRowSerializer(GroupKeySerializer):
     lookback_days = _count("lookback_days", "The window in days before the recompute; 0 means all history.")
 
 
+@reads(Metric.FORECAST_ACCURACY)
 class ForecastAccuracyRowSerializer(SnapshotRowSerializer):
     forecast_configured = _amount("forecast_configured", "The weighted forecast (configured) at the period's start.")
     forecast_learned = _amount("forecast_learned", "The weighted forecast (learned) at the period's start.")
@@ -209,6 +241,7 @@ class RecomputeStatusSerializer(serializers.Serializer):
 # --- Quotas -------------------------------------------------------------------------------------------------------
 
 
+@reads(Metric.QUOTA, in_values=False, besides=("computed_at",))
 class QuotaMetricsSerializer(serializers.Serializer):
     """From the latest recompute (SPEC §3): attainment, coverage and deals needed of the quota's period."""
 

@@ -5,7 +5,7 @@ from django.core.management import CommandError, call_command
 
 from accounts.models import Role
 from forecasting.models import MetricsRun
-from forecasting.services import RECOMPUTE_LOCK_KEY
+from forecasting.recompute import RECOMPUTE_LOCK_KEY
 from tests.factories import make_user
 from tests.forecasting.test_services import _other_connection
 

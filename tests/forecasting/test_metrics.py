@@ -1,11 +1,15 @@
 """Hand-computed fixtures for every shipped metric family (SPEC §3), through a real recompute."""
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from forecasting.models import ForecastSnapshot, Quota
+from forecasting import metrics
+from forecasting.metrics import MetricParams, Scope, result_keys
+from forecasting.models import ForecastSnapshot, Metric, MetricSnapshot, Quota
 from forecasting.services import recompute_metrics
 from pipeline import services
 from tests.factories import stage
@@ -539,3 +543,54 @@ def test_deals_needed_is_exact_when_the_win_rate_is_a_repeating_decimal(org, pip
     recompute_metrics(as_of=AS_OF)
     assert one("quota", owner_id=org.rep.pk)["quota_id"] == quota.pk
     assert one("quota", owner_id=org.rep.pk)["deals_needed"] == 9
+
+
+# --- The declared keys of every family ----------------------------------------------------------------------------
+
+
+def test_every_row_of_a_run_has_exactly_the_keys_its_metric_declares(org, pipeline, lost_reason):
+    deal_with_history(owner=org.rep, pipeline=pipeline, path=[("Prospecting", "2026-09-01"), ("Won", "2026-10-11")])
+    deal_with_history(
+        owner=org.teammate,
+        pipeline=pipeline,
+        lost_reason=lost_reason,
+        path=[("Prospecting", "2026-09-01"), ("Lost", "2026-10-04")],
+    )
+    deal_with_history(
+        owner=org.rep, pipeline=pipeline, expected_close_date="2026-10-20", path=[("Discovery", "2026-09-01")]
+    )
+    lead = services.create_lead(actor=org.rep, last_name="Lead", created_at=at("2026-10-01"))
+    services.advance_lead(lead=lead, actor=org.rep, status="sql", at=at("2026-10-02"))
+    Quota.objects.create(user=org.rep, period_start=dt.date(2026, 10, 1), period_end=dt.date(2027, 1, 1), amount=1)
+    recompute_metrics(as_of=at("2026-10-01 12:00"))  # keeps October's forecast, which November's run then judges
+    run = recompute_metrics(as_of=AS_OF)
+
+    rows = MetricSnapshot.objects.filter(run=run)
+    assert set(rows.values_list("metric", flat=True)) == set(Metric.values)
+    for row in rows:
+        assert set(row.values) == set(result_keys(row.metric)), row.metric
+
+
+def test_a_family_refuses_to_build_values_other_than_the_declared_keys():
+    with pytest.raises(ValueError, match="must build"):
+        metrics._values(Metric.PAST_DUE, count="0", amount="0")
+
+
+def test_a_full_recompute_and_a_refresh_pass_the_same_sql_parameters():
+    full = MetricParams(run_id=1, computed_at=AS_OF, tz="Europe/Paris", prior_strength=10, lookback_days=365)
+    scope = Scope(
+        closed=frozenset({("month", dt.date(2026, 11, 1)), ("year", dt.date(2026, 1, 1))}), deals=frozenset({7})
+    )
+    refresh = dataclasses.replace(full, scope=scope)
+    assert full.sql().keys() == refresh.sql().keys()
+    assert (full.sql()["scoped"], full.sql()["closed_since"], full.sql()["deals"]) == (False, None, [])
+    assert refresh.sql()["closed_kinds"] == ["month", "year"]
+    assert refresh.sql()["closed_since"] == dt.datetime(2026, 1, 1, tzinfo=ZoneInfo("Europe/Paris"))
+    assert refresh.sql()["forecast_since_date"] == dt.date.max  # nothing to read: an index skips everything
+
+
+def test_metric_params_refuse_an_unknown_period_kind_or_a_negative_lookback():
+    with pytest.raises(ValueError):
+        MetricParams(run_id=1, computed_at=AS_OF, tz="UTC", prior_strength=10, lookback_days=0, period_kinds=("week",))
+    with pytest.raises(ValueError):
+        MetricParams(run_id=1, computed_at=AS_OF, tz="UTC", prior_strength=10, lookback_days=-1)

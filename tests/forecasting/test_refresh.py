@@ -1,7 +1,9 @@
 """The incremental refresh: after any changes to deals and activities, it leaves exactly the rows a full recompute
 would write (for everything it refreshes), and what records the changes (triggers) and runs it (task, signals)."""
 
+import logging
 import math
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,7 +14,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import User
-from forecasting import changes, services
+from forecasting import changes, recompute, services
 from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, RunStatus
 from forecasting.services import recompute_metrics, refresh_metrics
 from pipeline import services as pipeline_services
@@ -171,7 +173,7 @@ def test_changes_made_while_a_recompute_runs_stay_pending_for_the_refresh(org, p
     first = make_deal(owner=org.rep, pipeline=pipeline)
     late = []
 
-    real = services._run_families
+    real = recompute._run_families
 
     def with_a_change_meanwhile(cursor, families, params):
         if not late:
@@ -180,7 +182,7 @@ def test_changes_made_while_a_recompute_runs_stay_pending_for_the_refresh(org, p
         return real(cursor, families, params)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(services, "_run_families", with_a_change_meanwhile)
+        patch.setattr(recompute, "_run_families", with_a_change_meanwhile)
         recompute_metrics()
     assert set(PendingChange.objects.values_list("deal_id", flat=True)) == {late[0].pk}
     assert first.pk not in PendingChange.objects.values_list("deal_id", flat=True)
@@ -208,6 +210,14 @@ def test_a_refresh_stamps_the_run_and_readers_see_it_as_fresh(org, pipeline):
     assert refreshed.status == RunStatus.COMPLETE
     assert refreshed.row_count == MetricSnapshot.objects.filter(run=refreshed).count()
     assert not PendingChange.objects.exists()
+
+
+def test_a_refresh_logs_the_rows_and_seconds_of_each_family_it_rewrites(org, pipeline, caplog):
+    recompute_metrics(as_of=AS_OF - timedelta(hours=2))
+    make_deal(owner=org.rep, pipeline=pipeline)
+    with caplog.at_level(logging.INFO, logger="forecasting.recompute"):
+        refresh_metrics(as_of=AS_OF)
+    assert re.search(r"metrics refresh stale_deals: 1 rows in [\d.]+ s", caplog.text)
 
 
 def test_slices_cover_each_period_of_every_old_and_new_date():

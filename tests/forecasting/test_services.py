@@ -2,6 +2,8 @@
 quota writes."""
 
 import datetime as dt
+import logging
+import re
 import threading
 from decimal import Decimal
 from unittest import mock
@@ -14,9 +16,10 @@ from django.db import connection
 from django.test import override_settings
 from kombu.exceptions import OperationalError as BrokerError
 
-from forecasting import selectors, services
+from forecasting import recompute, selectors, services
 from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, Quota, RunStatus
-from forecasting.services import RECOMPUTE_LOCK_KEY, recompute_metrics, request_recompute
+from forecasting.recompute import RECOMPUTE_LOCK_KEY
+from forecasting.services import recompute_metrics, request_recompute
 from pipeline.models import AuditEntry
 from tests.factories import make_deal
 from tests.forecasting.helpers import latest_rows
@@ -95,7 +98,7 @@ def test_a_failing_recompute_leaves_the_last_complete_run_in_place(org, pipeline
     before = recompute_metrics()
     with (
         mock.patch("forecasting.metrics.leads", side_effect=RuntimeError("killed")),
-        mock.patch("forecasting.metrics.FAMILIES", [services.metrics.deal_outcomes, services.metrics.leads]),
+        mock.patch("forecasting.metrics.FAMILIES", [recompute.metrics.deal_outcomes, recompute.metrics.leads]),
         pytest.raises(RuntimeError),
     ):
         recompute_metrics()
@@ -170,7 +173,7 @@ def test_a_failing_unit_on_two_connections_leaves_no_trace_and_the_last_run_in_p
     before = recompute_metrics()
     killed = mock.Mock(side_effect=RuntimeError("killed"), __name__="leads")
     with (
-        mock.patch("forecasting.metrics.UNITS", [(services.metrics.funnel,), (killed,)]),
+        mock.patch("forecasting.recompute.UNITS", [(recompute.metrics.funnel,), (killed,)]),
         pytest.raises(RuntimeError),
     ):
         recompute_metrics()
@@ -180,8 +183,29 @@ def test_a_failing_unit_on_two_connections_leaves_no_trace_and_the_last_run_in_p
 
 
 def test_the_units_of_a_parallel_recompute_cover_every_family():
-    families = {getattr(family, "family", family) for unit in services.metrics.UNITS for family in unit}
-    assert families == set(services.metrics.FAMILIES)
+    families = {getattr(family, "family", family) for unit in recompute.UNITS for family in unit}
+    assert families == set(recompute.metrics.FAMILIES)
+
+
+# The line config/bench/harness.py reads each family's seconds from, in the worker's log (its total line aside).
+BENCH_FAMILY_LINE = re.compile(r"metrics ([\w\[\], ]+?): (\d+) rows in ([\d.]+) s")
+
+
+def _timed_in_log(text: str) -> set[str]:
+    return {m.group(1) for m in BENCH_FAMILY_LINE.finditer(text) if not m.group(1).startswith("recompute ")}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("connections", [1, 2])
+def test_each_family_and_part_logs_its_rows_and_seconds_as_the_bench_reads_them(
+    org, pipeline, settings, caplog, connections
+):
+    make_deal(owner=org.rep, pipeline=pipeline)
+    settings.METRICS_CONNECTIONS = connections
+    with caplog.at_level(logging.INFO, logger="forecasting.recompute"):
+        recompute_metrics()
+    plan = [recompute.metrics.FAMILIES] if connections == 1 else recompute.UNITS
+    assert _timed_in_log(caplog.text) == {family.__name__ for unit in plan for family in unit}
 
 
 @pytest.fixture

@@ -288,3 +288,32 @@ def test_a_quota_is_changed_with_if_match_and_deleted(admin, org):
     assert AuditEntry.objects.filter(
         content_type__model="quota", object_id=created.json()["id"], action="deleted"
     ).exists()
+
+
+# --- The keys the serializers read --------------------------------------------------------------------------------
+
+
+def test_each_metric_endpoint_serializes_rows_with_the_keys_of_its_own_metric():
+    from forecasting.api import views
+
+    endpoints = [
+        view for view in vars(views).values() if isinstance(view, type) and issubclass(view, views.MetricViewSet)
+    ]
+    endpoints = [view for view in endpoints if view is not views.MetricViewSet]
+    assert len(endpoints) == 8
+    for view in endpoints:
+        assert view.serializer_class.values_of == view.metric, view.__name__
+
+
+def test_a_serializer_reading_a_key_its_metric_does_not_write_is_refused_at_import():
+    from django.core.exceptions import ImproperlyConfigured
+    from rest_framework import serializers
+
+    from forecasting.api.serializers import reads
+    from forecasting.models import Metric
+
+    class Misread(serializers.Serializer):
+        win_rate = serializers.FloatField(source="values.win_rate")
+
+    with pytest.raises(ImproperlyConfigured, match="win_rate"):
+        reads(Metric.FORECAST)(Misread)

@@ -1,0 +1,277 @@
+"""The recompute engine: runs the metric families (`forecasting.metrics`) into a `MetricsRun`, and keeps the run whole.
+
+A full recompute writes a new run, either in ONE transaction (readers, who pick the latest complete run, see the
+previous run until it commits, and a recompute that is killed or fails leaves no trace) or on several connections
+(the families side by side in units, the run marked complete last, a failed run discarded). An incremental refresh
+rewrites, in one transaction, the slices of the latest complete run that pending changes touch. An advisory lock
+makes a second concurrent recompute or refresh return at once instead of running twice.
+
+Every family (and part of one) logs `metrics <name>: <rows> rows in <seconds> s`; the bench (config/bench/harness.py)
+reads the seconds of each family from the worker's log in that form.
+"""
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
+
+from forecasting import changes, metrics
+from forecasting.metrics import Family, MetricParams
+from forecasting.models import MetricsRun, RunStatus
+from forecasting.selectors import latest_run
+from pipeline.webhooks.services import emit_metrics_recomputed
+
+logger = logging.getLogger(__name__)
+
+# pg_try_advisory_(xact_)lock key of the recompute and the refresh: any constant that no other part of the app uses.
+RECOMPUTE_LOCK_KEY = 4_242_001
+
+
+def part(family: Family, name: str, *, period_kinds: tuple[str, ...] | None = None, **kwargs) -> Family:
+    """A part of a family, for a recompute on several connections: the same SQL over some period kinds, or (the
+    family's own keyword arguments) some groups."""
+
+    def run_part(cursor: CursorWrapper, params: MetricParams) -> int:
+        if period_kinds is not None:
+            params = dataclasses.replace(params, period_kinds=period_kinds)
+        return family(cursor, params, **kwargs)
+
+    run_part.__name__ = f"{family.__name__}[{name}]"
+    run_part.family = family
+    return run_part
+
+
+# The families as units of work for a recompute on several connections (METRICS_CONNECTIONS): a unit runs in order
+# on one connection (forecast reads learned_probability's rows; the snapshots and accuracy read forecast's), and
+# units are independent of each other. The three longest families are cut in parts (by period kind, or by group),
+# so that the connections finish together; longest first, as measured on a million deals.
+UNITS: list[tuple[Family, ...]] = [
+    (part(metrics.stage_time, "company, owner", groups=["owner"]),),
+    (part(metrics.stage_time, "team, source", groups=["team", "source"], company=False),),
+    (part(metrics.funnel, "month", period_kinds=("month",)),),
+    (part(metrics.funnel, "quarter, year, all", period_kinds=("quarter", "year", "all")),),
+    (metrics.learned_probability, metrics.forecast, metrics.forecast_snapshots, metrics.forecast_accuracy),
+    (part(metrics.deal_outcomes, "month", period_kinds=("month",)),),
+    (part(metrics.deal_outcomes, "quarter", period_kinds=("quarter",)),),
+    (part(metrics.deal_outcomes, "year", period_kinds=("year",)),),
+    (metrics.leads,),
+    (metrics.quota_attainment,),
+    (metrics.stale_deals,),
+    (metrics.past_due,),
+]
+
+
+# --- A full recompute ---------------------------------------------------------------------------------------------
+
+
+def recompute_in_one_transaction(*, as_of: datetime | None) -> MetricsRun | None:
+    """Every family, in order, into a new run committed whole; None if another recompute holds the lock."""
+    started = time.monotonic()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
+        acquired, now = cursor.fetchone()
+        if not acquired:
+            logger.info("metrics recompute skipped: another one is running")
+            return None
+        run, params = _start_run(as_of or now)
+        consumed = _pending_change_ids(cursor)
+        _tune_session(cursor)
+        rows = _run_families(cursor, metrics.FAMILIES, params)
+        _complete_run(cursor, run, rows=rows, started=started, consumed=consumed)
+    logger.info("metrics recompute %s: %d rows in %.2f s", run.pk, rows, run.duration_seconds)
+    return run
+
+
+def recompute_on_connections(*, as_of: datetime | None, workers: int) -> MetricsRun | None:
+    """The `UNITS` on `workers` connections, each unit committing on its own, the run marked complete last (readers
+    never take an incomplete run); a run that fails is discarded. None if another recompute holds the lock."""
+    started = time.monotonic()
+    with connection.cursor() as cursor:
+        # A session lock, held by this connection while the others work (a transaction lock would end with the
+        # first commit). A killed process's connection closes, which releases it.
+        cursor.execute("SELECT pg_try_advisory_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
+        acquired, now = cursor.fetchone()
+    if not acquired:
+        logger.info("metrics recompute skipped: another one is running")
+        return None
+    run = None
+    try:
+        # Committed before the units start: their rows reference it from other connections.
+        run, params = _start_run(as_of or now)
+        with connection.cursor() as cursor:
+            consumed = _pending_change_ids(cursor)
+        rows = _run_units_on_connections(UNITS, params, workers)
+        with transaction.atomic(), connection.cursor() as cursor:
+            _complete_run(cursor, run, rows=rows, started=started, consumed=consumed)
+    except BaseException:
+        if run is not None:
+            _discard_run(run)
+        raise
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [RECOMPUTE_LOCK_KEY])
+    logger.info("metrics recompute %s: %d rows in %.2f s (%d connections)", run.pk, rows, run.duration_seconds, workers)
+    return run
+
+
+def _run_units_on_connections(units: list[tuple[Family, ...]], params: MetricParams, workers: int) -> int:
+    """Run the units on `workers` threads, each with its own connection; the first failure stops the rest."""
+    pending = deque(units)
+    lock = threading.Lock()
+    written: list[int] = []
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            while True:
+                with lock:
+                    if failures or not pending:
+                        return
+                    unit = pending.popleft()
+                with transaction.atomic(), connection.cursor() as cursor:
+                    _tune_session(cursor)
+                    rows = _run_families(cursor, unit, params)
+                with lock:
+                    written.append(rows)
+        except BaseException as failure:  # noqa: BLE001 - re-raised by the caller's thread below
+            with lock:
+                failures.append(failure)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, name=f"metrics-{n}") for n in range(min(workers, len(units)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return sum(written)
+
+
+def _start_run(computed_at: datetime) -> tuple[MetricsRun, MetricParams]:
+    run = MetricsRun.objects.create(status=RunStatus.RUNNING, started_at=computed_at, computed_at=computed_at)
+    return run, MetricParams.of_run(run_id=run.pk, computed_at=computed_at)
+
+
+def _pending_change_ids(cursor: CursorWrapper) -> list[int]:
+    """The changes a full recompute starting now includes: those committed before it reads anything."""
+    cursor.execute("SELECT id FROM forecasting_pendingchange")
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _tune_session(cursor: CursorWrapper) -> None:
+    cursor.execute("SET LOCAL work_mem = %s", [settings.METRICS_WORK_MEM])
+    # A handful of long queries: JIT compilation costs more than it saves at these sizes.
+    cursor.execute("SET LOCAL jit = off")
+    # A recompute stuck on a lock must not hold the advisory lock (and the last run's readers) forever.
+    cursor.execute("SET LOCAL statement_timeout = %s", [settings.METRICS_STATEMENT_TIMEOUT])
+
+
+def _run_families(cursor: CursorWrapper, families: Iterable[Family], params: MetricParams) -> int:
+    """Run the families in order, logging each one's rows and seconds; the number of snapshot rows written into the
+    run."""
+    rows = 0
+    for family in families:
+        family_started = time.monotonic()
+        written = family(cursor, params)
+        rows += 0 if family in metrics.WRITES_OUTSIDE_THE_RUN else written
+        logger.info("metrics %s: %d rows in %.2f s", family.__name__, written, time.monotonic() - family_started)
+    return rows
+
+
+def _complete_run(cursor: CursorWrapper, run: MetricsRun, *, rows: int, started: float, consumed: list[int]) -> None:
+    _prune_old_runs(cursor, keep_after=run)
+    # Changes committed after the run started stay pending: the next refresh takes them.
+    cursor.execute("DELETE FROM forecasting_pendingchange WHERE id = ANY(%s)", [consumed])
+    run.status = RunStatus.COMPLETE
+    run.row_count = rows
+    run.duration_seconds = time.monotonic() - started
+    cursor.execute("SELECT clock_timestamp()")
+    run.finished_at = cursor.fetchone()[0]
+    run.save(update_fields=["status", "row_count", "duration_seconds", "finished_at"])
+    # Inside the transaction: subscribers hear of the run only if it commits.
+    emit_metrics_recomputed(computed_at=run.computed_at, full=True)
+
+
+def _discard_run(run: MetricsRun) -> None:
+    """Remove a failed run's partial rows now rather than at the next run's pruning."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("DELETE FROM forecasting_metricsnapshot WHERE run_id = %s", [run.pk])
+            cursor.execute("DELETE FROM forecasting_metricsrun WHERE id = %s", [run.pk])
+    except Exception:  # the connection may be what failed: the next run's pruning removes them
+        logger.warning("could not discard the failed metrics run %s", run.pk, exc_info=True)
+
+
+def _prune_old_runs(cursor: CursorWrapper, *, keep_after: MetricsRun) -> None:
+    """Delete all but the newest METRICS_KEEP_RUNS − 1 complete runs before `keep_after`, in raw SQL.
+
+    (The ORM's cascade would load every snapshot row into Python first.)
+    """
+    keep = list(
+        MetricsRun.objects.filter(status=RunStatus.COMPLETE)
+        .exclude(pk=keep_after.pk)
+        .order_by("-computed_at", "-id")
+        .values_list("pk", flat=True)[: max(settings.METRICS_KEEP_RUNS - 1, 0)]
+    )
+    cursor.execute(
+        "DELETE FROM forecasting_metricsnapshot WHERE run_id <> %s AND NOT (run_id = ANY(%s))", [keep_after.pk, keep]
+    )
+    cursor.execute("DELETE FROM forecasting_metricsrun WHERE id <> %s AND NOT (id = ANY(%s))", [keep_after.pk, keep])
+
+
+# --- An incremental refresh ---------------------------------------------------------------------------------------
+
+
+def refresh_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
+    """Rewrite, in one transaction, the slices of the latest complete run that the pending changes touch
+    (`metrics.REFRESHED`, scoped by `changes.Slices`). None when a recompute holds the lock or before any run."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
+        acquired, now = cursor.fetchone()
+        if not acquired:
+            return None
+        run = latest_run()
+        if run is None:
+            return None
+        cursor.execute(f"DELETE FROM forecasting_pendingchange RETURNING {changes.COLUMNS}")
+        pending = cursor.fetchall()
+        if not pending:
+            return run
+        started = time.monotonic()
+        refreshed_at = as_of or now
+        slices = changes.Slices.of(pending)
+        params = MetricParams.of_run(run_id=run.pk, computed_at=refreshed_at, scope=slices.scope())
+        _tune_session(cursor)
+        for family, metric, rows_in_scope in metrics.REFRESHED:
+            if not slices.touches(metric):
+                continue
+            family_started = time.monotonic()
+            cursor.execute(
+                f"DELETE FROM forecasting_metricsnapshot WHERE run_id = %(run_id)s AND metric = %(metric)s"
+                f" AND {rows_in_scope}",
+                {**params.sql(), "metric": metric.value},
+            )
+            deleted = cursor.rowcount
+            written = family(cursor, params)
+            run.row_count += written - deleted
+            logger.info(
+                "metrics refresh %s: %d rows in %.3f s (%d replaced)",
+                family.__name__,
+                written,
+                time.monotonic() - family_started,
+                deleted,
+            )
+        run.refreshed_at = refreshed_at
+        run.save(update_fields=["refreshed_at", "row_count"])
+        emit_metrics_recomputed(computed_at=refreshed_at, periods=slices.period_names(), full=False)
+    logger.info("metrics run %s refreshed for %d changes in %.3f s", run.pk, len(pending), time.monotonic() - started)
+    return run
