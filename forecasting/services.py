@@ -18,12 +18,11 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
-from accounts.models import Team, User
+from accounts.models import AuditAction, Team, User
+from accounts.services import audited_values, record_audit
 from forecasting import changes, metrics
 from forecasting.models import MetricsRun, Quota, RunStatus
 from forecasting.selectors import latest_run
-from pipeline.models import AuditAction
-from pipeline.services import audited_values, record_audit
 from pipeline.webhooks.services import emit_metrics_recomputed
 
 logger = logging.getLogger(__name__)

@@ -4,9 +4,7 @@ import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 
-from accounts.models import Role
-from pipeline.models import AuditEntry
-from tests.factories import make_user
+from accounts.models import AuditEntry, Role
 
 pytestmark = pytest.mark.django_db
 

@@ -6,10 +6,9 @@ from decimal import Decimal
 import pytest
 from django.core.management import CommandError, call_command
 
-from accounts.models import Role
+from accounts.models import AuditEntry, Role
 from forecasting.models import MetricsRun, Quota
 from forecasting.services import RECOMPUTE_LOCK_KEY, create_quota
-from pipeline.models import AuditEntry
 from tests.factories import make_user
 from tests.forecasting.test_services import _other_connection
 
@@ -51,7 +50,12 @@ def _quota_trail(quota_id: int) -> list[str]:
 
 def _quota_form(**fields) -> dict:
     # created_at is sent for an admin that shows it as an input; one that shows it read-only ignores it.
-    dates = {"period_start": "2027-01-01", "period_end": "2027-04-01", "created_at_0": "2026-12-01", "created_at_1": "0:00"}
+    dates = {
+        "period_start": "2027-01-01",
+        "period_end": "2027-04-01",
+        "created_at_0": "2026-12-01",
+        "created_at_1": "0:00",
+    }
     return {"user": "", "team": "", **dates, "amount": "30000", **fields}
 
 

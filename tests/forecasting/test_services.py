@@ -14,10 +14,10 @@ from django.db import connection
 from django.test import override_settings
 from kombu.exceptions import OperationalError as BrokerError
 
+from accounts.models import AuditEntry
 from forecasting import selectors, services
 from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, Quota, RunStatus
 from forecasting.services import RECOMPUTE_LOCK_KEY, recompute_metrics, request_recompute
-from pipeline.models import AuditEntry
 from tests.factories import make_deal
 from tests.forecasting.helpers import latest_rows
 

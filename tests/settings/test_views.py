@@ -6,9 +6,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import ApiToken, Team
+from accounts.models import ApiToken, AuditAction, AuditEntry, Team
 from accounts.services import create_api_token
-from pipeline.models import AuditAction, AuditEntry, LostReason, Pipeline, Stage, StageKind
+from pipeline.models import LostReason, Pipeline, Stage, StageKind
 from tests.factories import make_lost_reason, make_pipeline, make_team, stage
 from tests.queries import assert_query_count, capture_queries
 
