@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from accounts.models import ApiToken, FailedTokenAttempts, Team, User
-from accounts.services import revoke_api_token
+from accounts.models import ApiToken, AuditEntry, FailedTokenAttempts, Team, User
+from accounts.services import change_user_team, revoke_api_token
 
 
 @admin.register(User)
@@ -18,6 +18,17 @@ class UserAdmin(DjangoUserAdmin):
         *DjangoUserAdmin.add_fieldsets,
         ("Sales organisation", {"fields": ["email", "first_name", "last_name", "role", "team"]}),
     ]
+
+    def save_model(self, request, obj, form, change) -> None:
+        """Save the user as Django's admin does, except its team: that goes through `change_user_team` (audited,
+        and team metrics recomputed), after the user is saved with its previous team (none for a new user)."""
+        team_changed = "team" in form.changed_data
+        team = obj.team
+        if team_changed:
+            obj.team_id = form.initial.get("team") if change else None
+        super().save_model(request, obj, form, change)
+        if team_changed:
+            change_user_team(user=obj, team=team, actor=request.user)
 
 
 class MemberInline(admin.TabularInline):
@@ -86,4 +97,23 @@ class FailedTokenAttemptsAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """Read-only: the trail is append-only (a database trigger refuses UPDATE and DELETE)."""
+
+    list_display = ["at", "actor", "action", "content_type", "object_repr"]
+    list_filter = ["action", "content_type"]
+    list_select_related = ["actor", "content_type"]
+    search_fields = ["object_repr"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

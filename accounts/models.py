@@ -1,7 +1,11 @@
-"""Users, their role, and the teams that decide who sees whose records (SPEC §2)."""
+"""Users, their role, the teams that decide who sees whose records (SPEC §2), and the audit trail of their actions."""
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.db.models import Q
+from django.utils import timezone
 
 
 class Role(models.TextChoices):
@@ -90,3 +94,44 @@ class FailedTokenAttempts(models.Model):
 
     def __str__(self) -> str:
         return f"{self.address}: {self.failures} failed token attempts"
+
+
+class AuditAction(models.TextChoices):
+    CREATED = "created", "Created"
+    UPDATED = "updated", "Updated"
+    STAGE_CHANGED = "stage_changed", "Stage changed"
+    STATUS_CHANGED = "status_changed", "Status changed"
+    CONVERTED = "converted", "Converted"
+    DELETED = "deleted", "Deleted"
+
+
+class AuditEntry(models.Model):
+    """Who changed what and when, for users' teams, deals, leads, organizations, contacts, pipelines, stages, quotas.
+
+    Append-only (a trigger refuses UPDATE and DELETE), and without a foreign key to the record, so the trail
+    outlives what it describes. `changes` maps each field name to [old, new] (foreign keys as ids).
+    """
+
+    at = models.DateTimeField(default=timezone.now)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=AuditAction.choices)
+    content_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.PROTECT, related_name="+")
+    object_id = models.BigIntegerField()
+    object_repr = models.CharField(max_length=200)
+    changes = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+
+    class Meta:
+        # Born in pipeline (migration 0003, with its append-only trigger in 0004); moved here in state only, so that
+        # every app can audit through `accounts.services.record_audit`. The table, its trigger and its rows stay.
+        db_table = "pipeline_auditentry"
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["content_type", "object_id", "at"], name="audit_object_time_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(action__in=AuditAction.values), name="audit_action_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor or 'system'} {self.action} {self.object_repr}"

@@ -1,4 +1,5 @@
-"""Writes to accounts: personal API tokens (and the count of failed attempts to use one) and teams.
+"""Writes to accounts: the audit trail every app writes to, personal API tokens (and the count of failed attempts
+to use one), teams and their members.
 
 Callers fetch the records through `accounts.selectors`.
 """
@@ -8,20 +9,76 @@ import hmac
 import math
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.db.models import Subquery
+from django.db import models, transaction
+from django.db.models import Q, Subquery
 from django.utils import timezone
 
+from accounts import signals
 from accounts.exceptions import TokenAttemptsRefused
-from accounts.models import ApiToken, FailedTokenAttempts, Team, User
+from accounts.models import ApiToken, AuditAction, AuditEntry, FailedTokenAttempts, Team, User
 
 # A used token's `last_used_at` is refreshed at most this often, so that reads do not each cost a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 TOKEN_PREFIX = re.compile(r"[0-9a-f]{12}")
+
+
+# --- The audit trail (every app's services write it, inside their own transaction) -----------------------------------
+
+# Bookkeeping that changes with every write and says nothing about who changed what.
+_NOT_AUDITED = frozenset({"id", "updated_at", "version"})
+
+
+def audited_values(instance: models.Model) -> dict[str, Any]:
+    """The instance's field values by field name, foreign keys as ids: the 'before' of an audit entry."""
+    values = {}
+    for field in instance._meta.concrete_fields:
+        if field.name in _NOT_AUDITED:
+            continue
+        value = getattr(instance, field.attname)
+        if isinstance(field, models.DecimalField) and isinstance(value, Decimal):
+            # As stored: 100 and 100.00 are one amount, and the trail should not show a change between them.
+            value = value.quantize(Decimal(1).scaleb(-field.decimal_places))
+        values[field.name] = value
+    return values
+
+
+def record_audit(
+    *, actor: User | None, instance: models.Model, action: str, before: dict[str, Any] | None = None
+) -> AuditEntry | None:
+    """Append who changed `instance` and how to the audit trail; `before` is `audited_values` taken earlier.
+
+    Without `before` (a creation) every filled field is recorded as [None, value], for a deletion as [value, None];
+    otherwise only the fields that differ, and no entry for an update that changed nothing. Called inside the
+    writer's transaction, so the trail commits (or rolls back) with the write.
+    """
+    after = audited_values(instance)
+    if action == AuditAction.DELETED:
+        changes = {name: [value, None] for name, value in after.items() if value not in (None, "", [])}
+    elif before is None:
+        changes = {name: [None, value] for name, value in after.items() if value not in (None, "", [])}
+    else:
+        changes = {name: [before.get(name), value] for name, value in after.items() if before.get(name) != value}
+        if not changes and action == AuditAction.UPDATED:
+            return None
+    return AuditEntry.objects.create(
+        actor=actor,
+        action=action,
+        content_type=ContentType.objects.get_for_model(instance),
+        object_id=instance.pk,
+        object_repr=str(instance)[:200],
+        changes=changes,
+    )
+
+
+# --- API tokens -----------------------------------------------------------------------------------------------------
 
 
 def hash_token_secret(raw_token: str) -> str:
@@ -166,3 +223,48 @@ def update_team(*, team: Team, actor: User | None, name: str | None = None, mana
         _validate_managers(managers)
         team.managers.set(managers)
     return team
+
+
+def _move_users(*, actor: User | None, moves: list[tuple[User, Team | None]]) -> list[User]:
+    """Give each user its new team, audit each move as the user's team [before, after], and signal them once
+    committed; the users who already were in their new team are left alone. Returns the users that moved."""
+    moved, teams = [], set()
+    for user, team in moves:
+        if user.team_id == (team.pk if team else None):
+            continue
+        before = audited_values(user)
+        teams.update(team_id for team_id in (user.team_id, team.pk if team else None) if team_id is not None)
+        user.team = team
+        user.save(update_fields=["team"])
+        record_audit(actor=actor, instance=user, action=AuditAction.UPDATED, before=before)
+        moved.append(user)
+    if moved:
+        transaction.on_commit(
+            lambda: signals.team_membership_changed.send(
+                sender=User, actor=actor, users=moved, teams=Team.objects.filter(pk__in=teams)
+            )
+        )
+    return moved
+
+
+@transaction.atomic
+def change_team_members(*, team: Team, members: Iterable[User], actor: User | None) -> list[User]:
+    """Make `members` exactly the members of `team`: the others leave it (no team), newcomers leave their own.
+
+    Each user whose team changed gets an audit entry (their team before and after), and once committed
+    `accounts.signals.team_membership_changed` is sent (team metrics depend on who is in a team). Returns the users
+    whose team changed.
+    """
+    member_ids = {user.pk for user in members}
+    # Locked, so that two concurrent edits of one team do not each leave a user where the other did not expect.
+    affected = User.objects.select_for_update().filter(Q(team=team) | Q(pk__in=member_ids)).order_by("pk")
+    return _move_users(actor=actor, moves=[(user, team if user.pk in member_ids else None) for user in affected])
+
+
+@transaction.atomic
+def change_user_team(*, user: User, team: Team | None, actor: User | None) -> User:
+    """Move `user` to `team` (None: no team), audited and signalled like `change_team_members`."""
+    locked = User.objects.select_for_update().get(pk=user.pk)
+    _move_users(actor=actor, moves=[(locked, team)])
+    user.team = team
+    return user

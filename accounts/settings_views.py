@@ -104,11 +104,6 @@ class TeamForm(forms.Form):
         self.fields["members"].queryset = active
 
 
-def _save_members(team: Team, members) -> None:
-    User.objects.filter(team=team).exclude(pk__in=[user.pk for user in members]).update(team=None)
-    User.objects.filter(pk__in=[user.pk for user in members]).update(team=team)
-
-
 @admin_required
 def team_list(request: HttpRequest) -> HttpResponse:
     form = TeamForm(request.POST or None)
@@ -118,7 +113,7 @@ def team_list(request: HttpRequest) -> HttpResponse:
                 team = services.create_team(
                     actor=request.user, name=form.cleaned_data["name"], managers=list(form.cleaned_data["managers"])
                 )
-                _save_members(team, form.cleaned_data["members"])
+                services.change_team_members(team=team, members=form.cleaned_data["members"], actor=request.user)
         except ValidationError as error:
             add_service_errors(form, error)
         else:
@@ -143,7 +138,7 @@ def team_edit(request: HttpRequest, pk: int) -> HttpResponse:
                     name=form.cleaned_data["name"],
                     managers=list(form.cleaned_data["managers"]),
                 )
-                _save_members(team, form.cleaned_data["members"])
+                services.change_team_members(team=team, members=form.cleaned_data["members"], actor=request.user)
         except ValidationError as error:
             add_service_errors(form, error)
         else:

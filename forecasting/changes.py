@@ -204,5 +204,3 @@ class Slices:
             owners=frozenset(self.owners),
             deals=frozenset(self.deals),
         )
-
-

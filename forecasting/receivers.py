@@ -1,12 +1,15 @@
-"""Queue a metrics refresh (deals, activities) or a debounced full recompute (leads, imports) after each change.
+"""Queue a metrics refresh (deals, activities) or a debounced full recompute (leads, imports, team membership)
+after each change.
 
-`pipeline.signals` are sent after commit (see `pipeline.services`), so a recompute never sees a rolled-back write.
+`pipeline.signals` and `accounts.signals` are sent after commit (see `pipeline.services`, `accounts.services`), so
+a recompute never sees a rolled-back write.
 """
 
 from typing import Any
 
 from django.conf import settings
 
+from accounts import signals as accounts_signals
 from forecasting import services
 from pipeline import signals
 
@@ -18,12 +21,14 @@ REFRESH_SIGNALS = [
     signals.activity_logged,
     signals.activity_completed,
 ]
-# Leads and imports: a refresh does not cover them (lead metrics; imports write in bulk), a full recompute does.
+# Leads, imports and team membership: a refresh does not cover them (lead metrics; imports write in bulk; the refresh
+# has no team slice, and a member moving moves all their deals' team numbers), a full recompute does.
 RECOMPUTE_SIGNALS = [
     signals.lead_created,
     signals.lead_status_changed,
     signals.lead_converted,
     signals.records_imported,
+    accounts_signals.team_membership_changed,
 ]
 
 

@@ -15,11 +15,10 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from accounts.models import Team, User
+from accounts.models import AuditAction, Team, User
+from accounts.services import audited_values, record_audit
 from forecasting import recompute
 from forecasting.models import MetricsRun, Quota
-from pipeline.models import AuditAction
-from pipeline.services import audited_values, record_audit
 
 logger = logging.getLogger(__name__)
 

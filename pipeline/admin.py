@@ -8,10 +8,10 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 
+from accounts.models import AuditAction
+from accounts.services import record_audit
 from pipeline.models import (
     Activity,
-    AuditAction,
-    AuditEntry,
     Contact,
     Deal,
     ImportJob,
@@ -22,7 +22,6 @@ from pipeline.models import (
     Stage,
     StageChange,
 )
-from pipeline.services import record_audit
 
 
 class StageInlineFormSet(forms.BaseInlineFormSet):
@@ -170,11 +169,3 @@ class ImportJobAdmin(ReadOnlyAdmin):
     ]  # fmt: skip
     list_filter = ["kind", "status", "dry_run"]
     list_select_related = ["created_by"]
-
-
-@admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyAdmin):
-    list_display = ["at", "actor", "action", "content_type", "object_repr"]
-    list_filter = ["action", "content_type"]
-    list_select_related = ["actor", "content_type"]
-    search_fields = ["object_repr"]

@@ -6,7 +6,6 @@ so they hold however a row is written. Workflows live in `pipeline.services`.
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
-from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
@@ -433,44 +432,6 @@ class Activity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.subject}"
-
-
-class AuditAction(models.TextChoices):
-    CREATED = "created", "Created"
-    UPDATED = "updated", "Updated"
-    STAGE_CHANGED = "stage_changed", "Stage changed"
-    STATUS_CHANGED = "status_changed", "Status changed"
-    CONVERTED = "converted", "Converted"
-    DELETED = "deleted", "Deleted"
-
-
-class AuditEntry(models.Model):
-    """Who changed what and when, for deals, leads, organizations, contacts, pipelines and stages.
-
-    Append-only (a trigger refuses UPDATE and DELETE), and without a foreign key to the record, so the trail
-    outlives what it describes. `changes` maps each field name to [old, new] (foreign keys as ids).
-    """
-
-    at = models.DateTimeField(default=timezone.now)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
-    )
-    action = models.CharField(max_length=16, choices=AuditAction.choices)
-    content_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.PROTECT, related_name="+")
-    object_id = models.BigIntegerField()
-    object_repr = models.CharField(max_length=200)
-    changes = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
-
-    class Meta:
-        ordering = ["-at", "-id"]
-        verbose_name_plural = "audit entries"
-        indexes = [models.Index(fields=["content_type", "object_id", "at"], name="audit_object_time_idx")]
-        constraints = [
-            models.CheckConstraint(condition=Q(action__in=AuditAction.values), name="audit_action_valid"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M} {self.actor or 'system'} {self.action} {self.object_repr}"
 
 
 class ImportKind(models.TextChoices):

@@ -14,11 +14,10 @@ from django.db import models
 from django.db.models import BooleanField, Case, Count, Exists, F, OuterRef, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
-from accounts.models import Team, User
+from accounts.models import AuditEntry, Team, User
 from accounts.selectors import owners_editable_by, owners_visible_to
 from pipeline.models import (
     Activity,
-    AuditEntry,
     Contact,
     Deal,
     DealStatus,

@@ -8,18 +8,17 @@ Services do not check permissions: callers fetch the records through the `visibl
 import logging
 from collections.abc import Iterable
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import AuditAction, User
 from accounts.selectors import owners_editable_by
+from accounts.services import audited_values, record_audit
 from config.exceptions import StaleVersion
 from pipeline import signals
 from pipeline.models import (
@@ -27,8 +26,6 @@ from pipeline.models import (
     REQUIRABLE_DEAL_FIELDS,
     Activity,
     ActivityKind,
-    AuditAction,
-    AuditEntry,
     Contact,
     Deal,
     Lead,
@@ -126,52 +123,6 @@ def _apply_fields(instance: models.Model, fields: dict[str, Any], allowed: Itera
             setattr(instance, name, value)
             changed.append(name)
     return changed
-
-
-# Bookkeeping that changes with every write and says nothing about who changed what.
-_NOT_AUDITED = frozenset({"id", "updated_at", "version"})
-
-
-def audited_values(instance: models.Model) -> dict[str, Any]:
-    """The instance's field values by field name, foreign keys as ids: the 'before' of an audit entry."""
-    values = {}
-    for field in instance._meta.concrete_fields:
-        if field.name in _NOT_AUDITED:
-            continue
-        value = getattr(instance, field.attname)
-        if isinstance(field, models.DecimalField) and isinstance(value, Decimal):
-            # As stored: 100 and 100.00 are one amount, and the trail should not show a change between them.
-            value = value.quantize(Decimal(1).scaleb(-field.decimal_places))
-        values[field.name] = value
-    return values
-
-
-def record_audit(
-    *, actor: User | None, instance: models.Model, action: str, before: dict[str, Any] | None = None
-) -> AuditEntry | None:
-    """Append who changed `instance` and how to the audit trail; `before` is `audited_values` taken earlier.
-
-    Without `before` (a creation) every filled field is recorded as [None, value], for a deletion as [value, None];
-    otherwise only the fields that differ, and no entry for an update that changed nothing. Called inside the
-    writer's transaction, so the trail commits (or rolls back) with the write.
-    """
-    after = audited_values(instance)
-    if action == AuditAction.DELETED:
-        changes = {name: [value, None] for name, value in after.items() if value not in (None, "", [])}
-    elif before is None:
-        changes = {name: [None, value] for name, value in after.items() if value not in (None, "", [])}
-    else:
-        changes = {name: [before.get(name), value] for name, value in after.items() if before.get(name) != value}
-        if not changes and action == AuditAction.UPDATED:
-            return None
-    return AuditEntry.objects.create(
-        actor=actor,
-        action=action,
-        content_type=ContentType.objects.get_for_model(instance),
-        object_id=instance.pk,
-        object_repr=str(instance)[:200],
-        changes=changes,
-    )
 
 
 def _validate(instance: models.Model, *, exclude: Iterable[str] = ()) -> None:

@@ -11,13 +11,13 @@ from django.db.models import QuerySet
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 
+from accounts.models import AuditEntry
 from accounts.selectors import assignable_owners
 from config.api import OptionalEmailField, OptionalURLField
 from pipeline import selectors, services
 from pipeline.models import (
     REQUIRABLE_DEAL_FIELDS,
     Activity,
-    AuditEntry,
     Contact,
     Deal,
     ForecastCategory,

@@ -14,10 +14,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import AuditEntry, User
 from pipeline.importing.references import New, pk_of
 from pipeline.importing.writing import copy_rows
-from pipeline.models import AuditEntry
 
 NOT_AUDITED = frozenset({"id", "updated_at", "version"})
 COLUMNS = ["at", "actor_id", "action", "content_type_id", "object_id", "object_repr", "changes"]

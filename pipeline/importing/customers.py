@@ -13,11 +13,12 @@ from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import QuerySet
 
+from accounts.models import AuditAction
 from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.references import New, Organizations, pk_of, split_name
 from pipeline.importing.writing import copy_rows, reserve_ids, update_rows
-from pipeline.models import AuditAction, Contact, Organization
+from pipeline.models import Contact, Organization
 from pipeline.selectors import visible_contacts, visible_organizations
 
 

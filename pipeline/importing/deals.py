@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.db import connection
 
+from accounts.models import AuditAction
 from pipeline import stage_history
 from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
@@ -49,7 +50,7 @@ from pipeline.importing.references import (
 )
 from pipeline.importing.values import CellError
 from pipeline.importing.writing import copy_rows, lock_unchanged, reserve_ids, update_rows
-from pipeline.models import AuditAction, Contact, Deal, ForecastCategory, Organization, Pipeline, StageChange, StageKind
+from pipeline.models import Contact, Deal, ForecastCategory, Organization, Pipeline, StageChange, StageKind
 from pipeline.selectors import visible_contacts, visible_organizations
 
 # The deal columns an import writes, in COPY order (every concrete column but the id), and their field names.

@@ -15,12 +15,13 @@ from itertools import pairwise
 
 from django.db import connection
 
+from accounts.models import AuditAction
 from pipeline import stage_history
 from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.references import New, Ref, StageRow, Stages, deals_by_reference, pk_of
 from pipeline.importing.writing import copy_rows, lock_unchanged, update_rows
-from pipeline.models import AuditAction, Deal, StageChange, StageKind
+from pipeline.models import Deal, StageChange, StageKind
 from pipeline.selectors import editable_deals
 
 DELETE_BATCH = 10_000

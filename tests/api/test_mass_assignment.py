@@ -17,21 +17,10 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from accounts.models import ApiToken, Team, User
+from accounts.models import ApiToken, AuditEntry, Team, User
 from forecasting.models import Quota
 from pipeline import services
-from pipeline.models import (
-    Activity,
-    AuditEntry,
-    Contact,
-    Deal,
-    Lead,
-    LostReason,
-    Organization,
-    Pipeline,
-    Stage,
-    StageChange,
-)
+from pipeline.models import Activity, Contact, Deal, Lead, LostReason, Organization, Pipeline, Stage, StageChange
 from tests.api.conftest import client_for
 from tests.factories import make_lost_reason, make_qualified_deal, stage
 

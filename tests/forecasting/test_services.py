@@ -16,11 +16,11 @@ from django.db import connection
 from django.test import override_settings
 from kombu.exceptions import OperationalError as BrokerError
 
+from accounts.models import AuditEntry
 from forecasting import recompute, selectors, services
 from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, Quota, RunStatus
 from forecasting.recompute import RECOMPUTE_LOCK_KEY
 from forecasting.services import recompute_metrics, request_recompute
-from pipeline.models import AuditEntry
 from tests.factories import make_deal
 from tests.forecasting.helpers import latest_rows
 

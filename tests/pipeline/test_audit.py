@@ -6,8 +6,8 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
+from accounts.models import AuditEntry
 from pipeline import services
-from pipeline.models import AuditEntry
 from pipeline.selectors import audit_trail
 from tests.factories import make_deal, make_user, stage
 

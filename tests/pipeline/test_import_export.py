@@ -7,11 +7,12 @@ from datetime import datetime
 import pytest
 from django.core.management import call_command
 
+from accounts.models import AuditEntry
 from pipeline import services
 from pipeline.demo import seed_demo
 from pipeline.exporting import deal_reference, export_csv
 from pipeline.importing import import_csv
-from pipeline.models import Activity, AuditEntry, Contact, Deal, Lead, Organization, StageChange
+from pipeline.models import Activity, Contact, Deal, Lead, Organization, StageChange
 from tests.factories import make_deal
 
 pytestmark = pytest.mark.django_db

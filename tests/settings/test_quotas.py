@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
+from accounts.models import AuditAction, AuditEntry
 from forecasting.models import Quota
 from forecasting.services import create_quota
-from pipeline.models import AuditAction, AuditEntry
 from tests.queries import assert_query_count, capture_queries
 
 pytestmark = pytest.mark.django_db

@@ -6,9 +6,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import ApiToken, Team
+from accounts.models import ApiToken, AuditAction, AuditEntry, Team
 from accounts.services import create_api_token
-from pipeline.models import AuditAction, AuditEntry, LostReason, Pipeline, Stage, StageKind
+from pipeline.models import LostReason, Pipeline, Stage, StageKind
 from tests.factories import make_lost_reason, make_pipeline, make_team, stage
 from tests.queries import assert_query_count, capture_queries
 
@@ -521,3 +521,33 @@ def test_the_pipelines_page_is_bounded_in_queries(admin_client, pipeline):
     with capture_queries() as many:
         admin_client.get(reverse("settings:pipelines"))
     assert_query_count(few, many, at_most=6)
+
+
+def _team_trail(user) -> list[list]:
+    entries = AuditEntry.objects.filter(content_type=ContentType.objects.get_for_model(user), object_id=user.pk)
+    return [entry.changes["team"] for entry in entries.order_by("at", "id")]
+
+
+def test_a_membership_change_on_the_teams_page_is_audited_and_queues_a_recompute(
+    admin_client, org, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.METRICS_RECOMPUTE_ON_CHANGE = True
+    queued = []
+    monkeypatch.setattr("forecasting.services.request_recompute", lambda: queued.append(True))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("settings:team", args=[org.team.pk]),
+            {"name": "East", "managers": [org.manager.pk], "members": [org.rep.pk, org.other_rep.pk]},
+        )
+    assert response.status_code == 302
+    assert _team_trail(org.teammate) == [[org.team.pk, None]]
+    assert _team_trail(org.other_rep) == [[org.other_team.pk, org.team.pk]]
+    assert _team_trail(org.rep) == []  # stayed: nothing to record
+    assert AuditEntry.objects.get(object_id=org.teammate.pk).actor == org.admin
+    assert queued
+
+
+def test_a_new_team_with_members_on_the_teams_page_audits_each_member(admin_client, org):
+    response = admin_client.post(reverse("settings:teams"), {"name": "North", "members": [org.other_rep.pk]})
+    assert response.status_code == 302
+    assert _team_trail(org.other_rep) == [[org.other_team.pk, Team.objects.get(name="North").pk]]

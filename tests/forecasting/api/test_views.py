@@ -9,10 +9,10 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from accounts.models import AuditEntry
 from config.rest import UserOrTokenRateThrottle
 from forecasting.models import Quota
 from forecasting.services import recompute_metrics
-from pipeline.models import AuditEntry
 from tests.api.conftest import client_for
 from tests.forecasting.api.conftest import Q4, session_client
 from tests.forecasting.conftest import AS_OF
