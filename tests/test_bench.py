@@ -12,7 +12,7 @@ from config.bench import driver
 from config.bench.harness import _percentile, format_table, plain_sql_statements
 from forecasting.models import MetricSnapshot
 from forecasting.services import recompute_metrics
-from pipeline.datasets import load_dataset
+from tools.generators.datasets import load_dataset
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 

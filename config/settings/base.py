@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "accounts",
     "pipeline",
     "forecasting",
+    "tools",
 ]
 
 MIDDLEWARE = [
