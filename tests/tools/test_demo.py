@@ -21,7 +21,8 @@ from pipeline.models import (
     StageChange,
     StageKind,
 )
-from tools.generators.demo import DEMO_PASSWORD, DemoLogin, seed_demo
+from tools.generators.demo import DemoLogin, seed_demo
+from tools.generators.vocabulary import DEMO_PASSWORD
 
 # Fixed, so that two runs compared for equality cannot straddle midnight.
 NOW = timezone.make_aware(datetime(2026, 1, 15))

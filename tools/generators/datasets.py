@@ -41,24 +41,7 @@ from accounts.models import Team, User
 from forecasting.models import Quota
 from pipeline import stage_history
 from pipeline.models import Activity, Contact, Deal, Lead, LostReason, Organization, Pipeline, Stage, StageChange
-from tools.generators.simulation import (
-    CLOSING_FIELDS,
-    DONE_KINDS,
-    LEAD_MIX,
-    LEAD_SCORES,
-    LOST,
-    LOST_STAGE,
-    PLANNED_KINDS,
-    SCHEDULED_MINUTES,
-    WON,
-    WON_STAGE,
-    Moves,
-    PipelineSpec,
-    StageSpec,
-    add_months,
-    quarter_start,
-    walk,
-)
+from tools.generators import simulation
 from tools.generators.vocabulary import (
     AUTHORITIES,
     CITIES,
@@ -99,7 +82,7 @@ REP_ZIPF = 0.75  # rep k (in a random order) gets a share proportional to 1 / k^
 DEAL_CHUNK = 20_000  # deals generated and copied at a time
 STALL_CHANCE = 0.12  # deals that nobody moves on: they rot in their stage
 STALL_PACE = 6.0
-MOVES = Moves(skip_chance=0.05, back_chance=0.18, max_backs=3)
+MOVES = simulation.Moves(skip_chance=0.05, back_chance=0.18, max_backs=3)
 MANAGER_MOVE_CHANCE = 0.06
 OVERRIDE_CHANCE = 0.10
 FROM_LEAD_CHANCE = 0.11  # New Business deals that began as a lead (the lead is converted)
@@ -107,82 +90,86 @@ LEADS_PER_DEAL = 0.3
 
 
 PIPELINES = (
-    PipelineSpec(
+    simulation.PipelineSpec(
         "New Business",
         0.62,
         12_000,
         1.1,
         ("Analytics", "Platform", "Data Sync", "Security Suite", "Reporting", "Workflow", "API Access", "Mobile"),
         (
-            StageSpec("Prospecting", 10, rotting_days=21, median_days=6, loss=0.36),
-            StageSpec("Qualification", 20, rotting_days=30, median_days=10, loss=0.30),
-            StageSpec("Discovery", 35, required=("amount",), rotting_days=30, median_days=14, loss=0.22),
-            StageSpec("Demo", 50, required=("amount",), rotting_days=30, median_days=12, loss=0.18),
-            StageSpec(
+            simulation.StageSpec("Prospecting", 10, rotting_days=21, median_days=6, loss=0.36),
+            simulation.StageSpec("Qualification", 20, rotting_days=30, median_days=10, loss=0.30),
+            simulation.StageSpec("Discovery", 35, required=("amount",), rotting_days=30, median_days=14, loss=0.22),
+            simulation.StageSpec("Demo", 50, required=("amount",), rotting_days=30, median_days=12, loss=0.18),
+            simulation.StageSpec(
                 "Proposal",
                 65,
-                required=CLOSING_FIELDS,
+                required=simulation.CLOSING_FIELDS,
                 category="best_case",
                 rotting_days=40,
                 median_days=18,
                 loss=0.16,
             ),
-            StageSpec(
+            simulation.StageSpec(
                 "Negotiation",
                 80,
-                required=CLOSING_FIELDS,
+                required=simulation.CLOSING_FIELDS,
                 category="commit",
                 rotting_days=45,
                 median_days=20,
                 loss=0.14,
             ),
-            WON_STAGE,
-            LOST_STAGE,
+            simulation.WON_STAGE,
+            simulation.LOST_STAGE,
         ),
     ),
-    PipelineSpec(
+    simulation.PipelineSpec(
         "Enterprise",
         0.13,
         85_000,
         1.0,
         ("Platform", "Security Suite", "Analytics", "Data Sync"),
         (
-            StageSpec("Lead in", 5, rotting_days=30, median_days=12, loss=0.34),
-            StageSpec("Discovery", 15, rotting_days=45, median_days=25, loss=0.26),
-            StageSpec("Solution design", 30, required=("amount",), rotting_days=45, median_days=30, loss=0.20),
-            StageSpec("Business case", 45, required=("amount",), rotting_days=45, median_days=28, loss=0.18),
-            StageSpec(
+            simulation.StageSpec("Lead in", 5, rotting_days=30, median_days=12, loss=0.34),
+            simulation.StageSpec("Discovery", 15, rotting_days=45, median_days=25, loss=0.26),
+            simulation.StageSpec(
+                "Solution design", 30, required=("amount",), rotting_days=45, median_days=30, loss=0.20
+            ),
+            simulation.StageSpec("Business case", 45, required=("amount",), rotting_days=45, median_days=28, loss=0.18),
+            simulation.StageSpec(
                 "Proposal",
                 60,
-                required=CLOSING_FIELDS,
+                required=simulation.CLOSING_FIELDS,
                 category="best_case",
                 rotting_days=60,
                 median_days=25,
                 loss=0.16,
             ),
-            StageSpec(
+            simulation.StageSpec(
                 "Legal & procurement",
                 80,
-                required=CLOSING_FIELDS,
+                required=simulation.CLOSING_FIELDS,
                 category="commit",
                 rotting_days=60,
                 median_days=35,
                 loss=0.10,
             ),
-            WON_STAGE,
-            LOST_STAGE,
+            simulation.WON_STAGE,
+            simulation.LOST_STAGE,
         ),
     ),
-    PipelineSpec(
+    simulation.PipelineSpec(
         "Renewals",
         0.25,
         9_000,
         0.8,
         ("Platform", "Support Plus", "Analytics", "Security Suite"),
         (
-            StageSpec("Outreach", 30, rotting_days=30, median_days=14, loss=0.16),
-            StageSpec("Renewal proposal", 60, required=("amount",), rotting_days=30, median_days=18, loss=0.14),
-            StageSpec(
+            simulation.StageSpec("Outreach", 30, rotting_days=30, median_days=14, loss=0.16),
+            simulation.StageSpec(
+                "Renewal proposal", 60, required=("amount",), rotting_days=30, median_days=18, loss=0.14
+            ),
+            simulation.StageSpec(
                 "Contract sent",
                 85,
                 required=("amount", "expected_close_date"),
@@ -191,15 +178,15 @@ PIPELINES = (
                 median_days=8,
                 loss=0.08,
             ),
-            WON_STAGE,
-            LOST_STAGE,
+            simulation.WON_STAGE,
+            simulation.LOST_STAGE,
         ),
     ),
 )
 
 # Kinds drawn by index: each as many times as its weight.
-_DONE_DRAWS = tuple(kind.value for kind, weight in DONE_KINDS.items() for _ in range(weight))
-_PLANNED_DRAWS = tuple(kind.value for kind, weight in PLANNED_KINDS.items() for _ in range(weight))
+_DONE_DRAWS = tuple(kind.value for kind, weight in simulation.DONE_KINDS.items() for _ in range(weight))
+_PLANNED_DRAWS = tuple(kind.value for kind, weight in simulation.PLANNED_KINDS.items() for _ in range(weight))
 SUBJECTS = {
     "call": ("Intro call", "Follow-up call", "Pricing call", "Check-in call", "Call about next steps"),
     "email": ("Sent product overview", "Sent proposal", "Follow-up email", "Shared a case study", "Meeting recap"),
@@ -603,7 +590,9 @@ class _Generator:
         def stay(index: int, entered: int) -> int:
             return entered + 60 + int(lognormvariate(log_median_days[index] + log_pace, 0.9) * DAY)
 
-        return walk(self.rng, MOVES, start=created_at, now=self.now, stay=stay, loss=pipeline.loss, skill=skill)
+        return simulation.walk(
+            self.rng, MOVES, start=created_at, now=self.now, stay=stay, loss=pipeline.loss, skill=skill
+        )
 
     def _deal(self, deal_id: int, batch: "_Batch") -> None:
         rng, ts, now = self.rng, self.ts, self.now
@@ -620,13 +609,17 @@ class _Generator:
         entries = self._walk(pipeline, created_at, pace, rep.skill)
         last_index, entered_at = entries[-1]
         spec = pipeline.spec
-        if last_index == WON:
-            stage_id, status, stage_spec = pipeline.won_id, "won", WON_STAGE
-        elif last_index == LOST:
-            stage_id, status, stage_spec = pipeline.lost_id, "lost", LOST_STAGE
+        if last_index == simulation.WON:
+            stage_id, status, stage_spec = pipeline.won_id, "won", simulation.WON_STAGE
+        elif last_index == simulation.LOST:
+            stage_id, status, stage_spec = pipeline.lost_id, "lost", simulation.LOST_STAGE
         else:
             stage_id, status, stage_spec = pipeline.open_ids[last_index], "open", pipeline.open_specs[last_index]
-        reached = len(pipeline.open_ids) - 1 if status == "won" else max(index for index, _at in entries if index < WON)
+        reached = (
+            len(pipeline.open_ids) - 1
+            if status == "won"
+            else max(index for index, _at in entries if index < simulation.WON)
+        )
         required = pipeline.required_up_to[reached]
 
         amount = budget = None
@@ -696,7 +689,7 @@ class _Generator:
                 f"{self._change_id()}\t{deal_id}\t{from_stage}\t{to_stage}\t{changed_by}\t{ts.at(at)}\t{left_at}\n"
             )
             from_stage = to_stage
-        furthest = max(pipeline.open_orders[index] for index, _at in entries if index < WON)
+        furthest = max(pipeline.open_orders[index] for index, _at in entries if index < simulation.WON)
 
         # Activities: done along the way, planned ahead for open deals, a kickoff after a win.
         end = closed_at or now
@@ -750,8 +743,8 @@ class _Generator:
         subjects = SUBJECTS[kind]
         subject = subjects[int(rng.random() * len(subjects))]
         done = ts.at(at)
-        if kind in SCHEDULED_MINUTES:
-            low, high = SCHEDULED_MINUTES[kind]
+        if kind in simulation.SCHEDULED_MINUTES:
+            low, high = simulation.SCHEDULED_MINUTES[kind]
             due_at = max(earliest, at - rng.randint(low, high) * 60)
             created = max(earliest, due_at - int(rng.uniform(0.5, 7) * DAY))
             due = ts.at(due_at)
@@ -810,7 +803,7 @@ class _Generator:
         first, last = fields.get("name") or self._person(lead_id + 500_000)
         company = fields.get("company") or self._organization_name(lead_id * 31 % 400_000 + 1)
         email = f"{first.lower()}.{last.lower()}{lead_id}@{company.lower().replace(' ', '')}.example.com"
-        low, high = LEAD_SCORES[status]
+        low, high = simulation.LEAD_SCORES[status]
         score = rng.randint(low, high)
         stamp_text = [ts.at(stamps[key]) if key in stamps else NULL for key in _LEAD_STAMP_ORDER]
         updated = ts.at(max([created_at, *stamps.values()]))
@@ -851,7 +844,7 @@ class _Generator:
 
     def _leads(self, *, count: int) -> None:
         rng = self.rng
-        statuses = [status for status, share in LEAD_MIX.items() for _ in range(math.floor(count * share))]
+        statuses = [status for status, share in simulation.LEAD_MIX.items() for _ in range(math.floor(count * share))]
         statuses += ["new"] * (count - len(statuses))
         rng.shuffle(statuses)
         forward = ("contacted", "mql", "sql")
@@ -903,14 +896,14 @@ class _Generator:
         """Quarterly quotas for every rep and team over the history and the next quarter: a bit above what the rep
         wins in an average quarter, scaled to the business's size at the time (it grows)."""
         today = self.now_datetime.date()
-        this_quarter = quarter_start(today)
+        this_quarter = simulation.quarter_start(today)
         quarters = HISTORY_DAYS / 91.31
-        first = add_months(this_quarter, -3 * int(quarters))
+        first = simulation.add_months(this_quarter, -3 * int(quarters))
         created = self.ts.at(self.now - (HISTORY_DAYS + 1) * DAY)
         lines, quota_id, start = [], 0, first
         half_slope = (GROWTH - 1) / 2
-        while start <= add_months(this_quarter, 3):
-            end = add_months(start, 3)
+        while start <= simulation.add_months(this_quarter, 3):
+            end = simulation.add_months(start, 3)
             elapsed = min(1.0, max(0.0, 1 - (today - start).days / HISTORY_DAYS))
             growth = (1 + 2 * half_slope * elapsed) / (1 + half_slope)
             team_totals = [0] * (len(TEAM_NAMES) + 1)
@@ -969,20 +962,20 @@ class _Batch:
 class _SimulatedPipeline:
     """A pipeline's stage ids and the simulation parameters of its open stages, in order."""
 
-    def __init__(self, pipeline_id: int, spec: PipelineSpec):
+    def __init__(self, pipeline_id: int, spec: simulation.PipelineSpec):
         self.id = pipeline_id
         self.index = pipeline_id - 1
         self.spec = spec
         self.log_median_amount = math.log(spec.median_amount)
         self.open_ids: list[int] = []
         self.open_orders: list[int] = []
-        self.open_specs: list[StageSpec] = []
+        self.open_specs: list[simulation.StageSpec] = []
         self.log_median_days: list[float] = []
         self.loss: list[float] = []
         self.required_up_to: list[frozenset[str]] = []  # the fields required by any open stage up to each one
         self.won_id = self.lost_id = 0
 
-    def add(self, stage_id: int, stage: StageSpec, order: int) -> None:
+    def add(self, stage_id: int, stage: simulation.StageSpec, order: int) -> None:
         if stage.kind == "won":
             self.won_id = stage_id
         elif stage.kind == "lost":
@@ -997,9 +990,9 @@ class _SimulatedPipeline:
             self.required_up_to.append(previous | frozenset(stage.required))
 
     def stage_id(self, index: int) -> int:
-        if index == WON:
+        if index == simulation.WON:
             return self.won_id
-        if index == LOST:
+        if index == simulation.LOST:
             return self.lost_id
         return self.open_ids[index]
 

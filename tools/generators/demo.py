@@ -46,6 +46,7 @@ from pipeline.models import (
     StageChange,
     StageKind,
 )
+from tools.generators import vocabulary
 from tools.generators.simulation import (
     CLOSING_FIELDS,
     DONE_KINDS,
@@ -63,26 +64,6 @@ from tools.generators.simulation import (
     add_months,
     quarter_start,
     walk,
-)
-from tools.generators.vocabulary import (
-    AUTHORITIES,
-    CITIES,
-    COMPANY_CORE_WORDS,
-    COMPANY_CORES,
-    COMPANY_FORMS,
-    COMPANY_PREFIXES,
-    DEMO_PASSWORD,
-    DISQUALIFIED_REASONS,
-    FIRST_NAMES,
-    JOB_TITLES,
-    LAST_NAMES,
-    LEAD_SOURCES,
-    LOST_NOTES,
-    LOST_REASONS,
-    NEEDS,
-    SOURCES,
-    TIMELINES,
-    TLDS,
 )
 
 BATCH_SIZE = 2000
@@ -347,7 +328,7 @@ def existing_demo_logins() -> list[DemoLogin]:
             username=name,
             role=by_name[name].get_role_display(),
             team=by_name[name].team.name if by_name[name].team else "",
-            password=f"{DEMO_PASSWORD} (unless changed)",
+            password=f"{vocabulary.DEMO_PASSWORD} (unless changed)",
         )
         for name in demo_usernames()
         if name in by_name
@@ -492,28 +473,31 @@ class _Seeder:
                 return moment
 
     def _person(self) -> tuple[str, str]:
-        return self.rng.choice(FIRST_NAMES), self.rng.choice(LAST_NAMES)
+        return self.rng.choice(vocabulary.FIRST_NAMES), self.rng.choice(vocabulary.LAST_NAMES)
 
     def _company(self) -> tuple[str, str, str]:
         """A company name not used before in this run, its industry and its website."""
         for attempt in range(1000):
-            key: tuple[str, ...] = (self.rng.choice(COMPANY_PREFIXES), self.rng.choice(COMPANY_CORE_WORDS))
+            key: tuple[str, ...] = (
+                self.rng.choice(vocabulary.COMPANY_PREFIXES),
+                self.rng.choice(vocabulary.COMPANY_CORE_WORDS),
+            )
             # The plain "Prefix Core" names run out after a few thousand companies; then they get a city.
             if attempt >= 10:
-                key += (self.rng.choice(CITIES),)
+                key += (self.rng.choice(vocabulary.CITIES),)
             if attempt >= 100:
                 key += (str(attempt),)
             if key not in self.company_names:
                 break
         self.company_names.add(key)
         name = " ".join(key[:2])
-        form = self.rng.choice(COMPANY_FORMS)
+        form = self.rng.choice(vocabulary.COMPANY_FORMS)
         if form:
             name += f" {form}"
         if len(key) > 2:
             name += f" ({' '.join(key[2:])})"
-        website = "https://www." + "".join(key).lower() + self.rng.choice(TLDS)
-        return name, COMPANY_CORES[key[1]], website
+        website = "https://www." + "".join(key).lower() + self.rng.choice(vocabulary.TLDS)
+        return name, vocabulary.COMPANY_CORES[key[1]], website
 
     # --- Reference data ---
 
@@ -525,7 +509,7 @@ class _Seeder:
         teams = {spec.name: Team.objects.get_or_create(name=spec.name)[0] for spec in TEAMS}
         existing = {user.username: user for user in User.objects.filter(username__in=[w[2] for w in wanted])}
         # One hash for all: the default hasher takes a noticeable fraction of a second per call, by design.
-        password = make_password(DEMO_PASSWORD)
+        password = make_password(vocabulary.DEMO_PASSWORD)
         new_users = [
             User(
                 username=username,
@@ -556,7 +540,7 @@ class _Seeder:
                     username=username,
                     role=Role(role).label,
                     team=team.name if team else "",
-                    password=DEMO_PASSWORD if username not in existing else "(existing user, unchanged)",
+                    password=vocabulary.DEMO_PASSWORD if username not in existing else "(existing user, unchanged)",
                 )
             )
         return reps
@@ -598,8 +582,8 @@ class _Seeder:
         )
 
     def _lost_reasons(self) -> dict[LostReason, int]:
-        reasons = {name: LostReason.objects.get_or_create(name=name)[0] for name in LOST_REASONS}
-        return {reasons[name]: weight for name, weight in LOST_REASONS.items()}
+        reasons = {name: LostReason.objects.get_or_create(name=name)[0] for name in vocabulary.LOST_REASONS}
+        return {reasons[name]: weight for name, weight in vocabulary.LOST_REASONS.items()}
 
     # --- Customers ---
 
@@ -635,7 +619,7 @@ class _Seeder:
                         last_name=last_name,
                         email=f"{first_name}.{last_name}@{domain}".lower(),
                         phone=f"+1 555 {self.rng.randint(100, 999)} {self.rng.randint(1000, 9999)}",
-                        job_title=self.rng.choice(JOB_TITLES),
+                        job_title=self.rng.choice(vocabulary.JOB_TITLES),
                         organization=organization,
                         owner=organization.owner,
                         created_at=organization.created_at + timedelta(days=self.rng.uniform(0, 30)),
@@ -728,7 +712,7 @@ class _Seeder:
             currency=settings.DEFAULT_CURRENCY,
             expected_close_date=self._expected_close(pipeline, stage, entries, required),
             forecast_category=stage.forecast_category,
-            source=self._weighted(LEAD_SOURCES if from_lead else SOURCES),
+            source=self._weighted(vocabulary.LEAD_SOURCES if from_lead else vocabulary.SOURCES),
             created_at=created_at,
             stage_entered_at=entered_at,
             closed_at=closed_at,
@@ -739,12 +723,12 @@ class _Seeder:
         if stage.kind == StageKind.LOST:
             deal.lost_reason = self._weighted(self.lost_reasons)
             if rng.random() < 0.3:
-                deal.lost_note = rng.choice(LOST_NOTES[deal.lost_reason.name])
+                deal.lost_note = rng.choice(vocabulary.LOST_NOTES[deal.lost_reason.name])
         if reached >= 1 and rng.random() < 0.6:
             deal.budget = Decimal(round(float(amount or 10_000) * rng.uniform(0.9, 1.5), -2))
-            deal.authority = rng.choice(AUTHORITIES)
-            deal.need = rng.choice(NEEDS).format(product=product)
-            deal.timeline = rng.choice(TIMELINES)
+            deal.authority = rng.choice(vocabulary.AUTHORITIES)
+            deal.need = rng.choice(vocabulary.NEEDS).format(product=product)
+            deal.timeline = rng.choice(vocabulary.TIMELINES)
 
         changes = [
             StageChange(
@@ -935,8 +919,8 @@ class _Seeder:
                 last_name=last_name,
                 email=f"{first_name}.{last_name}@{website.removeprefix('https://www.')}".lower(),
                 company=company,
-                job_title=rng.choice(JOB_TITLES),
-                source=self._weighted(LEAD_SOURCES),
+                job_title=rng.choice(vocabulary.JOB_TITLES),
+                source=self._weighted(vocabulary.LEAD_SOURCES),
                 status=status,
                 owner=rep.user,
                 created_at=created_at,
@@ -944,13 +928,13 @@ class _Seeder:
             )
             if status == LeadStatus.DISQUALIFIED:
                 lead.disqualified_at = stamps[LeadStatus.DISQUALIFIED]
-                lead.disqualified_reason = rng.choice(DISQUALIFIED_REASONS)
+                lead.disqualified_reason = rng.choice(vocabulary.DISQUALIFIED_REASONS)
             if LeadStatus.MQL in stamps and rng.random() < 0.7:
-                lead.need = rng.choice(NEEDS).format(product=rng.choice(NEW_BUSINESS.products))
+                lead.need = rng.choice(vocabulary.NEEDS).format(product=rng.choice(NEW_BUSINESS.products))
             if LeadStatus.SQL in stamps:
                 lead.budget = Decimal(round(self._lognormal(15_000, 0.8), -3))
-                lead.authority = rng.choice(AUTHORITIES)
-                lead.timeline = rng.choice(TIMELINES)
+                lead.authority = rng.choice(vocabulary.AUTHORITIES)
+                lead.timeline = rng.choice(vocabulary.TIMELINES)
             leads.append(lead)
         Lead.objects.bulk_create(leads, batch_size=BATCH_SIZE)
         self.created_ids[Lead] = [lead.pk for lead in leads]
