@@ -10,9 +10,9 @@ from django.db import connection
 
 from forecasting.models import MetricSnapshot
 from forecasting.services import recompute_metrics
-from pipeline.datasets import load_dataset
 from tools.bench import driver
 from tools.bench.harness import format_table, plain_sql_statements
+from tools.generators.datasets import load_dataset
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 

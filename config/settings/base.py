@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "accounts",
     "pipeline",
     "forecasting",
+    "tools",
 ]
 
 MIDDLEWARE = [

@@ -9,11 +9,11 @@ from django.core.management import call_command
 
 from accounts.models import AuditEntry
 from pipeline import services
-from pipeline.demo import seed_demo
 from pipeline.exporting import deal_reference, export_csv
 from pipeline.importing import import_csv
 from pipeline.models import Activity, Contact, Deal, Lead, Organization, StageChange
 from tests.factories import make_deal
+from tools.generators.demo import seed_demo
 
 pytestmark = pytest.mark.django_db
 

@@ -81,7 +81,7 @@ class Bench:
         import django
 
         django.setup()
-        from pipeline.datasets import GENERATOR_VERSION, size_deals
+        from tools.generators.datasets import GENERATOR_VERSION, size_deals
 
         self.deals = size_deals(self.size)
         self.generator = {"version": GENERATOR_VERSION, "seed": SEED, "deals": self.deals}

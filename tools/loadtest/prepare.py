@@ -17,7 +17,8 @@ def main(path: str) -> None:
     from accounts.models import Role, User
     from accounts.services import create_api_token
     from forecasting.services import clear_pending_recompute
-    from pipeline.demo import DEMO_PASSWORD, demo_usernames
+    from tools.generators.demo import demo_usernames
+    from tools.generators.vocabulary import DEMO_PASSWORD
 
     users = User.objects.filter(username__in=demo_usernames(), role__in=[Role.REP, Role.MANAGER], is_active=True)
     credentials = []

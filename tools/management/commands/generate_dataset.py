@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from pipeline.datasets import BULK_MODELS, DEFAULT_SEED, DatasetError, load_dataset, size_deals
+from tools.generators.datasets import BULK_MODELS, DEFAULT_SEED, DatasetError, load_dataset, size_deals
 
 
 class Command(BaseCommand):

@@ -3,10 +3,11 @@
 `seed_demo` is what `manage.py seed_demo` runs. The same seed on the same day gives the same data: every random
 choice comes from one `random.Random(seed)` in a fixed order, and every date is relative to today's midnight.
 
-Deals are simulated rather than drawn independently: each walks its pipeline from the first open stage, staying a
-stage-specific lognormal time in each, moving on, sometimes skipping a stage or moving back, until it is won, lost or
-reaches today. So the history behind every metric of SPEC §3 (funnels, time in stage, learned probabilities, stale
-deals, forecasts) looks like a real team's and stays consistent with the deals' current fields.
+Deals are simulated rather than drawn independently (`simulation.walk`, as for the benchmark datasets): each walks its
+pipeline from the first open stage, staying a stage-specific lognormal time in each, moving on, sometimes skipping a
+stage or moving back, until it is won, lost or reaches today. So the history behind every metric of SPEC §3
+(funnels, time in stage, learned probabilities, stale deals, forecasts) looks like a real team's and stays consistent
+with the deals' current fields.
 
 Reference data (users, teams, pipelines, lost reasons) is reused when it already exists under the demo names, so
 running again adds another batch of customers, deals and leads beside the first.
@@ -45,8 +46,25 @@ from pipeline.models import (
     StageChange,
     StageKind,
 )
-
-DEMO_PASSWORD = "pipeline-demo"
+from tools.generators import vocabulary
+from tools.generators.simulation import (
+    CLOSING_FIELDS,
+    DONE_KINDS,
+    LEAD_MIX,
+    LEAD_SCORES,
+    LOST,
+    LOST_STAGE,
+    PLANNED_KINDS,
+    SCHEDULED_MINUTES,
+    WON,
+    WON_STAGE,
+    Moves,
+    PipelineSpec,
+    StageSpec,
+    add_months,
+    quarter_start,
+    walk,
+)
 
 BATCH_SIZE = 2000
 # Deals are generated and written this many at a time, so that 100,000 deals never sit in memory at once.
@@ -59,9 +77,7 @@ DWELL_SIGMA = 0.9  # spread of the lognormal time in stage
 # Stalled deals: nobody closes them, they rot in their stage. Every real pipeline has some.
 STALL_CHANCE = 0.15
 STALL_PACE = 5.0
-SKIP_CHANCE = 0.08  # a forward move that jumps over one stage
-BACK_CHANCE = 0.05  # a move back one stage (a decision-maker left, the budget was reopened ...)
-MAX_BACKS = 2
+MOVES = Moves(skip_chance=0.08, back_chance=0.05, max_backs=2, max_loss=0.9)
 MANAGER_MOVE_CHANCE = 0.06  # stage changes made by the owner's manager rather than the owner
 OVERRIDE_CHANCE = 0.12  # open deals outside a commit stage that the owner commits anyway
 
@@ -72,106 +88,75 @@ class DemoSeedError(Exception):
 
 # --- What to create ----------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    order: int
-    probability: int
-    kind: str = StageKind.OPEN
-    required_fields: tuple[str, ...] = ()
-    forecast_category: str = ForecastCategory.PIPELINE
-    rotting_days: int = 30
-    # For the simulation only: the median days a deal stays, and the chance it is lost when it leaves.
-    median_days: float = 0.0
-    loss: float = 0.0
-
-
-@dataclass(frozen=True)
-class PipelineSpec:
-    name: str
-    is_default: bool
-    stages: tuple[StageSpec, ...]
-    median_amount: float
-    products: tuple[str, ...]
-    title_suffixes: tuple[str, ...]
-
-
-_CLOSING = ("amount", "expected_close_date", "contact")
-
-NEW_BUSINESS = PipelineSpec(
-    name="New Business",
-    is_default=True,
-    median_amount=14_000,
-    products=("Analytics", "Platform", "Data Sync", "Security Suite", "Reporting", "Workflow", "API Access", "Mobile"),
-    title_suffixes=("expansion", "pilot", "rollout", "new licences", "implementation", "upgrade"),
-    stages=(
-        StageSpec("Prospecting", 1, 10, rotting_days=21, median_days=10, loss=0.33),
-        StageSpec("Qualification", 2, 20, rotting_days=30, median_days=16, loss=0.28),
-        StageSpec("Discovery", 3, 40, required_fields=("amount",), rotting_days=35, median_days=24, loss=0.20),
-        StageSpec(
-            "Proposal",
-            4,
-            60,
-            required_fields=_CLOSING,
-            forecast_category=ForecastCategory.BEST_CASE,
-            rotting_days=40,
-            median_days=28,
-            loss=0.16,
+# The first pipeline is the default one.
+PIPELINES = (
+    PipelineSpec(
+        name="New Business",
+        share=0.8,
+        median_amount=14_000,
+        amount_sigma=0.9,
+        products=(
+            "Analytics",
+            "Platform",
+            "Data Sync",
+            "Security Suite",
+            "Reporting",
+            "Workflow",
+            "API Access",
+            "Mobile",
         ),
-        StageSpec(
-            "Negotiation",
-            5,
-            80,
-            required_fields=_CLOSING,
-            forecast_category=ForecastCategory.COMMIT,
-            rotting_days=45,
-            median_days=32,
-            loss=0.14,
+        title_suffixes=("expansion", "pilot", "rollout", "new licences", "implementation", "upgrade"),
+        stages=(
+            StageSpec("Prospecting", 10, rotting_days=21, median_days=10, loss=0.33),
+            StageSpec("Qualification", 20, rotting_days=30, median_days=16, loss=0.28),
+            StageSpec("Discovery", 40, required=("amount",), rotting_days=35, median_days=24, loss=0.20),
+            StageSpec(
+                "Proposal",
+                60,
+                required=CLOSING_FIELDS,
+                category=ForecastCategory.BEST_CASE,
+                rotting_days=40,
+                median_days=28,
+                loss=0.16,
+            ),
+            StageSpec(
+                "Negotiation",
+                80,
+                required=CLOSING_FIELDS,
+                category=ForecastCategory.COMMIT,
+                rotting_days=45,
+                median_days=32,
+                loss=0.14,
+            ),
+            WON_STAGE,
+            LOST_STAGE,
         ),
-        StageSpec("Won", 6, 100, kind=StageKind.WON, forecast_category=ForecastCategory.COMMIT),
-        StageSpec("Lost", 7, 0, kind=StageKind.LOST),
+    ),
+    PipelineSpec(
+        name="Renewals",
+        share=0.2,
+        median_amount=9_000,
+        amount_sigma=0.9,
+        products=("Platform", "Support Plus", "Analytics", "Security Suite"),
+        title_suffixes=("renewal",),
+        stages=(
+            StageSpec("Outreach", 30, rotting_days=30, median_days=18, loss=0.18),
+            StageSpec("Renewal proposal", 60, required=("amount",), rotting_days=30, median_days=21, loss=0.16),
+            StageSpec(
+                "Contract sent",
+                85,
+                required=("amount", "expected_close_date"),
+                category=ForecastCategory.COMMIT,
+                rotting_days=14,
+                median_days=9,
+                loss=0.10,
+            ),
+            WON_STAGE,
+            LOST_STAGE,
+        ),
     ),
 )
-
-RENEWALS = PipelineSpec(
-    name="Renewals",
-    is_default=False,
-    median_amount=9_000,
-    products=("Platform", "Support Plus", "Analytics", "Security Suite"),
-    title_suffixes=("renewal",),
-    stages=(
-        StageSpec("Outreach", 1, 30, rotting_days=30, median_days=18, loss=0.18),
-        StageSpec("Renewal proposal", 2, 60, required_fields=("amount",), rotting_days=30, median_days=21, loss=0.16),
-        StageSpec(
-            "Contract sent",
-            3,
-            85,
-            required_fields=("amount", "expected_close_date"),
-            forecast_category=ForecastCategory.COMMIT,
-            rotting_days=14,
-            median_days=9,
-            loss=0.10,
-        ),
-        StageSpec("Won", 4, 100, kind=StageKind.WON, forecast_category=ForecastCategory.COMMIT),
-        StageSpec("Lost", 5, 0, kind=StageKind.LOST),
-    ),
-)
-
-PIPELINES = ((NEW_BUSINESS, 0.8), (RENEWALS, 0.2))
-
-LOST_REASONS = {"Price": 25, "Competitor": 22, "No budget": 14, "No decision": 18, "Timing": 12, "Went dark": 9}
-LOST_NOTES = {
-    "Price": ["Came in 20% above their budget.", "Asked for a discount we could not give."],
-    "Competitor": ["Chose a cheaper competitor.", "Incumbent vendor matched our offer."],
-    "No budget": ["Budget frozen until next fiscal year."],
-    "No decision": ["Project deprioritised internally."],
-    "Timing": ["Revisit next quarter.", "Busy with a merger; come back in six months."],
-    "Went dark": ["No reply to the last five emails."],
-}
-
-SOURCES = {"Inbound": 22, "Outbound": 24, "Referral": 14, "Partner": 12, "Event": 10, "Website": 18}
-LEAD_SOURCES = {"Inbound": 20, "Outbound": 14, "Referral": 10, "Partner": 8, "Event": 16, "Website": 32}
+NEW_BUSINESS = PIPELINES[0]
 
 
 @dataclass(frozen=True)
@@ -224,128 +209,6 @@ TEAMS = (
 )
 ADMIN_NAME = ("Alex", "Morgan")
 
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
-FIRST_NAMES = _words(
-    "Adam Adriana Alan Alice Amelia Andre Anna Ben Bianca Brian Camila Carlos Caroline Chloe Chris Claire Daniela "
-    "David Diana Diego Dmitri Elena Eli Emily Emma Eric Ethan Fatima Felix Fiona Frank Gabriel George Hana Harper "
-    "Henry Ian Isabel Ivan Jack Jade Jason Jenna Jonas Julia Karen Kenji Laura Leo Liam Lily Lena Luis Maya Mateo "
-    "Megan Mia Michael Mohammed Nadia Nathan Nina Noah Omar Oscar Paul Paula Peter Rachel Rafael Rebecca Ryan Sam "
-    "Sara Sean Simone Sophie Stefan Steven Tara Theo Valentina Victor Wei Yara Yusuf Zoe"
-)
-LAST_NAMES = _words(
-    "Abbott Adams Alvarez Andersen Baker Barros Bennett Berg Brooks Campbell Castro Chang Clarke Collins Cooper "
-    "Costa Cruz Davies Dubois Edwards Evans Fischer Fleming Flores Foster Garcia Gomez Gonzalez Gray Green Hall "
-    "Hansen Harris Hayes Hoffmann Hughes Ito Jansen Jensen Johnson Kaur Kelly Kim Kowalski Lambert Larsen Lee "
-    "Lopez Martin Martinez Meyer Mitchell Moreau Murphy Nakamura Nguyen Novak Olsen Park Patel Perez Peters "
-    "Phillips Ramirez Reed Reyes Richter Rivera Roberts Rodriguez Rossi Russo Santos Schmidt Schneider Scott "
-    "Shah Singh Sokolov Stewart Sullivan Suzuki Taylor Thomas Torres Turner Walker Wang Ward Watson Weiss White "
-    "Williams Wilson Wong Wright Young Zhang Ziegler"
-)
-JOB_TITLES = (
-    "CEO",
-    "CFO",
-    "COO",
-    "CTO",
-    "VP Sales",
-    "VP Operations",
-    "Head of IT",
-    "IT Manager",
-    "Procurement Manager",
-    "Operations Manager",
-    "Finance Director",
-    "Marketing Director",
-    "Product Manager",
-    "Office Manager",
-    "Data Analyst",
-)
-COMPANY_PREFIXES = _words(
-    "Acme Alder Alpine Amber Apex Arbor Atlas Aurora Beacon Birch Blue Bright Brook Cascade Cedar Citadel Clear "
-    "Cobalt Copper Coral Crest Crown Delta Eagle Echo Ember Evergreen Falcon Fern Frontier Golden Granite Harbor "
-    "Hawk Horizon Indigo Iron Juniper Keystone Lakeside Laurel Liberty Lumen Maple Meridian Metro Nimbus North "
-    "Northwind Oak Orion Pacific Peak Pine Pioneer Prairie Quantum Redwood Ridge River Sage Sierra Silver Spruce "
-    "Star Stone Summit Sun Terra Tidal Titan True Union Valley Vertex Vista Willow Zenith"
-)
-COMPANY_CORES = {
-    "Analytics": "Software",
-    "Apparel": "Retail",
-    "Biotech": "Life sciences",
-    "Builders": "Construction",
-    "Capital": "Financial services",
-    "Clinics": "Healthcare",
-    "Consulting": "Professional services",
-    "Dynamics": "Manufacturing",
-    "Energy": "Energy",
-    "Engineering": "Manufacturing",
-    "Farms": "Agriculture",
-    "Foods": "Food & beverage",
-    "Freight": "Transportation & logistics",
-    "Health": "Healthcare",
-    "Hotels": "Hospitality",
-    "Insurance": "Financial services",
-    "Labs": "Life sciences",
-    "Logistics": "Transportation & logistics",
-    "Machinery": "Manufacturing",
-    "Media": "Media",
-    "Medical": "Healthcare",
-    "Metals": "Manufacturing",
-    "Motors": "Automotive",
-    "Networks": "Telecommunications",
-    "Pharma": "Life sciences",
-    "Properties": "Real estate",
-    "Realty": "Real estate",
-    "Retail": "Retail",
-    "Robotics": "Manufacturing",
-    "Security": "Software",
-    "Software": "Software",
-    "Solar": "Energy",
-    "Studios": "Media",
-    "Systems": "Software",
-    "Telecom": "Telecommunications",
-    "Textiles": "Manufacturing",
-    "Travel": "Hospitality",
-    "Ventures": "Financial services",
-    "Water": "Utilities",
-    "Works": "Construction",
-}
-_CORE_WORDS = tuple(COMPANY_CORES)
-COMPANY_FORMS = ("Inc.", "LLC", "Ltd", "Group", "Corp.", "GmbH", "Co.", "", "", "", "")
-CITIES = _words(
-    "Austin Berlin Boston Chicago Denver Dublin Houston Lisbon London Lyon Madrid Miami Milan Munich Oslo Paris "
-    "Phoenix Portland Prague Seattle Sydney Toronto Vienna Warsaw Zurich"
-)
-TLDS = (".com", ".com", ".com", ".io", ".co", ".net")
-
-AUTHORITIES = (
-    "CFO signs off above 50k",
-    "VP Sales is the economic buyer",
-    "Head of IT decides, CEO approves",
-    "Procurement committee",
-    "Our champion reports to the COO",
-    "Owner decides alone",
-)
-NEEDS = (
-    "Replace spreadsheets with a shared {product} setup",
-    "Consolidate three tools into one",
-    "Cut reporting time for the finance team",
-    "Expand {product} to the new regional offices",
-    "Meet new compliance requirements",
-    "Give sales managers a reliable forecast",
-)
-TIMELINES = ("This quarter", "Next quarter", "Within 60 days", "Before the fiscal year ends", "After the budget review")
-DISQUALIFIED_REASONS = ("No budget", "Student / job seeker", "Too small", "Competitor", "Duplicate", "Not reachable")
-
-DONE_KINDS = {
-    ActivityKind.CALL: 30,
-    ActivityKind.EMAIL: 35,
-    ActivityKind.MEETING: 14,
-    ActivityKind.DEMO: 8,
-    ActivityKind.NOTE: 13,
-}
-PLANNED_KINDS = {ActivityKind.CALL: 40, ActivityKind.MEETING: 25, ActivityKind.EMAIL: 20, ActivityKind.TASK: 15}
 SUBJECTS = {
     ActivityKind.CALL: (
         "Intro call with {first}",
@@ -377,25 +240,9 @@ SUBJECTS = {
     ),
     ActivityKind.TASK: ("Prepare proposal for {org}", "Send pricing to {first}", "Update the mutual action plan"),
 }
-MEETING_MINUTES = {ActivityKind.CALL: (15, 45), ActivityKind.MEETING: (30, 90), ActivityKind.DEMO: (45, 60)}
 
-# Lead statuses other than converted: their share of those leads, and when each was typically created.
-LEAD_MIX = {
-    LeadStatus.NEW: 0.23,
-    LeadStatus.CONTACTED: 0.22,
-    LeadStatus.MQL: 0.20,
-    LeadStatus.SQL: 0.14,
-    LeadStatus.DISQUALIFIED: 0.21,
-}
+# Converted leads: their share of all leads (the deals they became are decided up front).
 CONVERTED_LEAD_SHARE = 0.22
-LEAD_SCORES = {
-    LeadStatus.NEW: (0, 40),
-    LeadStatus.CONTACTED: (10, 55),
-    LeadStatus.MQL: (40, 75),
-    LeadStatus.SQL: (60, 95),
-    LeadStatus.CONVERTED: (65, 100),
-    LeadStatus.DISQUALIFIED: (0, 35),
-}
 LEAD_STAMPS = {
     LeadStatus.CONTACTED: "contacted_at",
     LeadStatus.MQL: "mql_at",
@@ -481,7 +328,7 @@ def existing_demo_logins() -> list[DemoLogin]:
             username=name,
             role=by_name[name].get_role_display(),
             team=by_name[name].team.name if by_name[name].team else "",
-            password=f"{DEMO_PASSWORD} (unless changed)",
+            password=f"{vocabulary.DEMO_PASSWORD} (unless changed)",
         )
         for name in demo_usernames()
         if name in by_name
@@ -489,11 +336,6 @@ def existing_demo_logins() -> list[DemoLogin]:
 
 
 # --- The seeding -------------------------------------------------------------------------------------------------
-
-
-def _add_months(day: date, months: int) -> date:
-    index = day.year * 12 + day.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
 
 
 def seed_demo(
@@ -537,6 +379,14 @@ class _SeededPipeline:
     won: Stage
     lost: Stage
 
+    def stage(self, index: int) -> Stage:
+        """The stage of an entry of `walk`: an open stage by index, or WON or LOST."""
+        if index == WON:
+            return self.won
+        if index == LOST:
+            return self.lost
+        return self.open_stages[index]
+
 
 class _Seeder:
     def __init__(self, *, seed: int, now: datetime, stdout: TextIO | None):
@@ -552,7 +402,7 @@ class _Seeder:
 
     def run(self, *, deals: int) -> DemoSummary:
         self.reps = self._users()
-        self.pipelines = [(self._pipeline(spec), share) for spec, share in PIPELINES]
+        self.pipelines = [self._pipeline(spec) for spec in PIPELINES]
         self.lost_reasons = self._lost_reasons()
         self._organizations(count=max(300, deals // 8))
         self._deals(count=deals)
@@ -573,11 +423,10 @@ class _Seeder:
             .annotate(total=models.Sum("amount"))
         )
         today = self.now.date()
-        this_quarter = date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
-        starts = [_add_months(this_quarter, 3 * offset) for offset in range(-4, 2)]
+        starts = [add_months(quarter_start(today), 3 * offset) for offset in range(-4, 2)]
         quotas = []
         for start in starts:
-            end = _add_months(start, 3)
+            end = add_months(start, 3)
             team_totals: Counter = Counter()
             for rep in self.reps:
                 amount = Decimal(round(float(won.get(rep.user.pk) or 0) / quarters * 1.15, -3))
@@ -624,28 +473,31 @@ class _Seeder:
                 return moment
 
     def _person(self) -> tuple[str, str]:
-        return self.rng.choice(FIRST_NAMES), self.rng.choice(LAST_NAMES)
+        return self.rng.choice(vocabulary.FIRST_NAMES), self.rng.choice(vocabulary.LAST_NAMES)
 
     def _company(self) -> tuple[str, str, str]:
         """A company name not used before in this run, its industry and its website."""
         for attempt in range(1000):
-            key: tuple[str, ...] = (self.rng.choice(COMPANY_PREFIXES), self.rng.choice(_CORE_WORDS))
+            key: tuple[str, ...] = (
+                self.rng.choice(vocabulary.COMPANY_PREFIXES),
+                self.rng.choice(vocabulary.COMPANY_CORE_WORDS),
+            )
             # The plain "Prefix Core" names run out after a few thousand companies; then they get a city.
             if attempt >= 10:
-                key += (self.rng.choice(CITIES),)
+                key += (self.rng.choice(vocabulary.CITIES),)
             if attempt >= 100:
                 key += (str(attempt),)
             if key not in self.company_names:
                 break
         self.company_names.add(key)
         name = " ".join(key[:2])
-        form = self.rng.choice(COMPANY_FORMS)
+        form = self.rng.choice(vocabulary.COMPANY_FORMS)
         if form:
             name += f" {form}"
         if len(key) > 2:
             name += f" ({' '.join(key[2:])})"
-        website = "https://www." + "".join(key).lower() + self.rng.choice(TLDS)
-        return name, COMPANY_CORES[key[1]], website
+        website = "https://www." + "".join(key).lower() + self.rng.choice(vocabulary.TLDS)
+        return name, vocabulary.COMPANY_CORES[key[1]], website
 
     # --- Reference data ---
 
@@ -657,7 +509,7 @@ class _Seeder:
         teams = {spec.name: Team.objects.get_or_create(name=spec.name)[0] for spec in TEAMS}
         existing = {user.username: user for user in User.objects.filter(username__in=[w[2] for w in wanted])}
         # One hash for all: the default hasher takes a noticeable fraction of a second per call, by design.
-        password = make_password(DEMO_PASSWORD)
+        password = make_password(vocabulary.DEMO_PASSWORD)
         new_users = [
             User(
                 username=username,
@@ -688,7 +540,7 @@ class _Seeder:
                     username=username,
                     role=Role(role).label,
                     team=team.name if team else "",
-                    password=DEMO_PASSWORD if username not in existing else "(existing user, unchanged)",
+                    password=vocabulary.DEMO_PASSWORD if username not in existing else "(existing user, unchanged)",
                 )
             )
         return reps
@@ -696,7 +548,7 @@ class _Seeder:
     def _pipeline(self, spec: PipelineSpec) -> _SeededPipeline:
         pipeline = Pipeline.objects.filter(name=spec.name).first()
         if pipeline is None:
-            is_default = spec.is_default and not Pipeline.objects.filter(is_default=True).exists()
+            is_default = spec is PIPELINES[0] and not Pipeline.objects.filter(is_default=True).exists()
             pipeline = Pipeline.objects.create(
                 name=spec.name, is_default=is_default, created_at=self.now - timedelta(days=HISTORY_DAYS + 30)
             )
@@ -704,14 +556,14 @@ class _Seeder:
                 Stage(
                     pipeline=pipeline,
                     name=stage.name,
-                    order=stage.order,
+                    order=order,
                     probability=stage.probability,
                     kind=stage.kind,
                     rotting_days=stage.rotting_days,
-                    required_fields=list(stage.required_fields),
-                    forecast_category=stage.forecast_category,
+                    required_fields=list(stage.required),
+                    forecast_category=stage.category,
                 )
-                for stage in spec.stages
+                for order, stage in enumerate(spec.stages, 1)
             )
         stages = {stage.name: stage for stage in pipeline.stages.all()}
         if any(stages.get(stage.name) is None or stages[stage.name].kind != stage.kind for stage in spec.stages):
@@ -730,8 +582,8 @@ class _Seeder:
         )
 
     def _lost_reasons(self) -> dict[LostReason, int]:
-        reasons = {name: LostReason.objects.get_or_create(name=name)[0] for name in LOST_REASONS}
-        return {reasons[name]: weight for name, weight in LOST_REASONS.items()}
+        reasons = {name: LostReason.objects.get_or_create(name=name)[0] for name in vocabulary.LOST_REASONS}
+        return {reasons[name]: weight for name, weight in vocabulary.LOST_REASONS.items()}
 
     # --- Customers ---
 
@@ -767,7 +619,7 @@ class _Seeder:
                         last_name=last_name,
                         email=f"{first_name}.{last_name}@{domain}".lower(),
                         phone=f"+1 555 {self.rng.randint(100, 999)} {self.rng.randint(1000, 9999)}",
-                        job_title=self.rng.choice(JOB_TITLES),
+                        job_title=self.rng.choice(vocabulary.JOB_TITLES),
                         organization=organization,
                         owner=organization.owner,
                         created_at=organization.created_at + timedelta(days=self.rng.uniform(0, 30)),
@@ -783,9 +635,8 @@ class _Seeder:
     # --- Deals ---
 
     def _deals(self, *, count: int) -> None:
-        pipelines = [pipeline for pipeline, _share in self.pipelines]
-        shares = [share for _pipeline, share in self.pipelines]
-        plan = self.rng.choices(pipelines, weights=shares, k=count)
+        pipelines = self.pipelines
+        plan = self.rng.choices(pipelines, weights=[pipeline.spec.share for pipeline in pipelines], k=count)
         # Some new-business deals came from converted leads; decided up front so the lead count is exact.
         new_business = [index for index, pipeline in enumerate(plan) if pipeline is pipelines[0]]
         converted_target = round(_lead_count(count) * CONVERTED_LEAD_SHARE)
@@ -814,30 +665,16 @@ class _Seeder:
         self, pipeline: _SeededPipeline, start: datetime, pace: float, skill: float
     ) -> list[tuple[Stage, datetime]]:
         """The stages a deal entered and when, from the first open stage until it closes or reaches now."""
-        last = len(pipeline.open_stages) - 1
-        index, moment, backs = 0, start, 0
-        entries = [(pipeline.open_stages[0], start)]
-        while True:
-            simulation = pipeline.simulation[index]
-            moment = self._office_hours(
-                moment + timedelta(days=self._lognormal(simulation.median_days, DWELL_SIGMA) * pace)
-            )
-            if moment >= self.now:
-                return entries
-            if self.rng.random() < min(0.9, simulation.loss * skill):
-                entries.append((pipeline.lost, moment))
-                return entries
-            move = self.rng.random()
-            if index > 0 and backs < MAX_BACKS and move < BACK_CHANCE:
-                index, backs = index - 1, backs + 1
-            elif move > 1 - SKIP_CHANCE:
-                index += 2
-            else:
-                index += 1
-            if index > last:
-                entries.append((pipeline.won, moment))
-                return entries
-            entries.append((pipeline.open_stages[index], moment))
+        simulation = pipeline.simulation
+
+        def stay(index: int, entered: datetime) -> datetime:
+            days = self._lognormal(simulation[index].median_days, DWELL_SIGMA) * pace
+            # Deals move in office hours.
+            return self._office_hours(entered + timedelta(days=days))
+
+        loss = [stage.loss for stage in simulation]
+        entries = walk(self.rng, MOVES, start=start, now=self.now, stay=stay, loss=loss, skill=skill)
+        return [(pipeline.stage(index), at) for index, at in entries]
 
     def _deal(self, pipeline: _SeededPipeline, rep: _Rep, *, from_lead: bool) -> tuple[Deal, list, list]:
         rng = self.rng
@@ -857,7 +694,7 @@ class _Seeder:
             suffix = f"renewal {created_at.year + 1}"
         amount = None
         if "amount" in required or rng.random() < 0.65:
-            raw = self._lognormal(pipeline.spec.median_amount * rep.team.amount_factor, 0.9)
+            raw = self._lognormal(pipeline.spec.median_amount * rep.team.amount_factor, pipeline.spec.amount_sigma)
             amount = Decimal(max(5, round(raw / 100)) * 100)
         contact = None
         if "contact" in required or from_lead or rng.random() < 0.85:
@@ -875,7 +712,7 @@ class _Seeder:
             currency=settings.DEFAULT_CURRENCY,
             expected_close_date=self._expected_close(pipeline, stage, entries, required),
             forecast_category=stage.forecast_category,
-            source=self._weighted(LEAD_SOURCES if from_lead else SOURCES),
+            source=self._weighted(vocabulary.LEAD_SOURCES if from_lead else vocabulary.SOURCES),
             created_at=created_at,
             stage_entered_at=entered_at,
             closed_at=closed_at,
@@ -886,12 +723,12 @@ class _Seeder:
         if stage.kind == StageKind.LOST:
             deal.lost_reason = self._weighted(self.lost_reasons)
             if rng.random() < 0.3:
-                deal.lost_note = rng.choice(LOST_NOTES[deal.lost_reason.name])
+                deal.lost_note = rng.choice(vocabulary.LOST_NOTES[deal.lost_reason.name])
         if reached >= 1 and rng.random() < 0.6:
             deal.budget = Decimal(round(float(amount or 10_000) * rng.uniform(0.9, 1.5), -2))
-            deal.authority = rng.choice(AUTHORITIES)
-            deal.need = rng.choice(NEEDS).format(product=product)
-            deal.timeline = rng.choice(TIMELINES)
+            deal.authority = rng.choice(vocabulary.AUTHORITIES)
+            deal.need = rng.choice(vocabulary.NEEDS).format(product=product)
+            deal.timeline = rng.choice(vocabulary.TIMELINES)
 
         changes = [
             StageChange(
@@ -940,8 +777,8 @@ class _Seeder:
 
     def _done(self, kind: str, words: dict, *, at: datetime, earliest: datetime, **fields) -> Activity:
         """A done activity that ended at `at`; calls, meetings and demos were scheduled (due) before."""
-        if kind in MEETING_MINUTES:
-            minutes = self.rng.randint(*MEETING_MINUTES[kind])
+        if kind in SCHEDULED_MINUTES:
+            minutes = self.rng.randint(*SCHEDULED_MINUTES[kind])
             due_at = max(earliest, (at - timedelta(minutes=minutes)).replace(minute=0))
             created_at = max(earliest, due_at - timedelta(days=self.rng.uniform(0.5, 7)))
             return self._activity(kind, words, due_at=due_at, done_at=at, created_at=created_at, **fields)
@@ -1082,8 +919,8 @@ class _Seeder:
                 last_name=last_name,
                 email=f"{first_name}.{last_name}@{website.removeprefix('https://www.')}".lower(),
                 company=company,
-                job_title=rng.choice(JOB_TITLES),
-                source=self._weighted(LEAD_SOURCES),
+                job_title=rng.choice(vocabulary.JOB_TITLES),
+                source=self._weighted(vocabulary.LEAD_SOURCES),
                 status=status,
                 owner=rep.user,
                 created_at=created_at,
@@ -1091,13 +928,13 @@ class _Seeder:
             )
             if status == LeadStatus.DISQUALIFIED:
                 lead.disqualified_at = stamps[LeadStatus.DISQUALIFIED]
-                lead.disqualified_reason = rng.choice(DISQUALIFIED_REASONS)
+                lead.disqualified_reason = rng.choice(vocabulary.DISQUALIFIED_REASONS)
             if LeadStatus.MQL in stamps and rng.random() < 0.7:
-                lead.need = rng.choice(NEEDS).format(product=rng.choice(NEW_BUSINESS.products))
+                lead.need = rng.choice(vocabulary.NEEDS).format(product=rng.choice(NEW_BUSINESS.products))
             if LeadStatus.SQL in stamps:
                 lead.budget = Decimal(round(self._lognormal(15_000, 0.8), -3))
-                lead.authority = rng.choice(AUTHORITIES)
-                lead.timeline = rng.choice(TIMELINES)
+                lead.authority = rng.choice(vocabulary.AUTHORITIES)
+                lead.timeline = rng.choice(vocabulary.TIMELINES)
             leads.append(lead)
         Lead.objects.bulk_create(leads, batch_size=BATCH_SIZE)
         self.created_ids[Lead] = [lead.pk for lead in leads]

@@ -2,7 +2,7 @@
 
 `load_dataset` fills an empty, migrated database with a company of 200 users in 20 teams, 3 pipelines, customers,
 deals with their full stage history, activities, leads and quarterly quotas, over the five years before `now`.
-Unlike `pipeline.demo` (which goes through the ORM for a few thousand deals), rows are generated as text and
+Unlike `tools.generators.demo` (which goes through the ORM for a few thousand deals), rows are generated as text and
 streamed into PostgreSQL with COPY, a chunk of deals at a time, so L never sits in memory and loads in minutes.
 
 The same seed, size and `now` give the same rows, ids included: every random choice comes from one
@@ -31,7 +31,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.hashers import make_password
 from django.core.management.color import no_style
@@ -40,9 +40,12 @@ from django.db import connection, transaction
 from accounts.models import Team, User
 from forecasting.models import Quota
 from pipeline import stage_history
-from pipeline.demo import (
+from pipeline.models import Activity, Contact, Deal, Lead, LostReason, Organization, Pipeline, Stage, StageChange
+from tools.generators import simulation
+from tools.generators.vocabulary import (
     AUTHORITIES,
     CITIES,
+    COMPANY_CORE_WORDS,
     COMPANY_CORES,
     COMPANY_PREFIXES,
     DEMO_PASSWORD,
@@ -57,7 +60,6 @@ from pipeline.demo import (
     SOURCES,
     TIMELINES,
 )
-from pipeline.models import Activity, Contact, Deal, Lead, LostReason, Organization, Pipeline, Stage, StageChange
 
 # Bump whenever the rows generated for a given seed change: `make bench` regenerates its dataset when it does.
 GENERATOR_VERSION = 3
@@ -80,100 +82,94 @@ REP_ZIPF = 0.75  # rep k (in a random order) gets a share proportional to 1 / k^
 DEAL_CHUNK = 20_000  # deals generated and copied at a time
 STALL_CHANCE = 0.12  # deals that nobody moves on: they rot in their stage
 STALL_PACE = 6.0
-SKIP_CHANCE = 0.05
-BACK_CHANCE = 0.18
-MAX_BACKS = 3
+MOVES = simulation.Moves(skip_chance=0.05, back_chance=0.18, max_backs=3)
 MANAGER_MOVE_CHANCE = 0.06
 OVERRIDE_CHANCE = 0.10
 FROM_LEAD_CHANCE = 0.11  # New Business deals that began as a lead (the lead is converted)
 LEADS_PER_DEAL = 0.3
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    probability: int
-    kind: str = "open"
-    required: tuple[str, ...] = ()
-    category: str = "pipeline"
-    rotting_days: int = 30
-    median_days: float = 0.0  # the simulation only: median time in the stage
-    loss: float = 0.0  # the simulation only: chance of being lost on leaving it
-
-
-@dataclass(frozen=True)
-class PipelineSpec:
-    name: str
-    share: float
-    median_amount: float
-    amount_sigma: float
-    products: tuple[str, ...]
-    stages: tuple[StageSpec, ...]
-
-
-_CLOSING = ("amount", "expected_close_date", "contact")
-_WON = StageSpec("Won", 100, "won", category="commit")
-_LOST = StageSpec("Lost", 0, "lost")
-
 PIPELINES = (
-    PipelineSpec(
+    simulation.PipelineSpec(
         "New Business",
         0.62,
         12_000,
         1.1,
         ("Analytics", "Platform", "Data Sync", "Security Suite", "Reporting", "Workflow", "API Access", "Mobile"),
         (
-            StageSpec("Prospecting", 10, rotting_days=21, median_days=6, loss=0.36),
-            StageSpec("Qualification", 20, rotting_days=30, median_days=10, loss=0.30),
-            StageSpec("Discovery", 35, required=("amount",), rotting_days=30, median_days=14, loss=0.22),
-            StageSpec("Demo", 50, required=("amount",), rotting_days=30, median_days=12, loss=0.18),
-            StageSpec(
-                "Proposal", 65, required=_CLOSING, category="best_case", rotting_days=40, median_days=18, loss=0.16
+            simulation.StageSpec("Prospecting", 10, rotting_days=21, median_days=6, loss=0.36),
+            simulation.StageSpec("Qualification", 20, rotting_days=30, median_days=10, loss=0.30),
+            simulation.StageSpec("Discovery", 35, required=("amount",), rotting_days=30, median_days=14, loss=0.22),
+            simulation.StageSpec("Demo", 50, required=("amount",), rotting_days=30, median_days=12, loss=0.18),
+            simulation.StageSpec(
+                "Proposal",
+                65,
+                required=simulation.CLOSING_FIELDS,
+                category="best_case",
+                rotting_days=40,
+                median_days=18,
+                loss=0.16,
             ),
-            StageSpec(
-                "Negotiation", 80, required=_CLOSING, category="commit", rotting_days=45, median_days=20, loss=0.14
+            simulation.StageSpec(
+                "Negotiation",
+                80,
+                required=simulation.CLOSING_FIELDS,
+                category="commit",
+                rotting_days=45,
+                median_days=20,
+                loss=0.14,
             ),
-            _WON,
-            _LOST,
+            simulation.WON_STAGE,
+            simulation.LOST_STAGE,
         ),
     ),
-    PipelineSpec(
+    simulation.PipelineSpec(
         "Enterprise",
         0.13,
         85_000,
         1.0,
         ("Platform", "Security Suite", "Analytics", "Data Sync"),
         (
-            StageSpec("Lead in", 5, rotting_days=30, median_days=12, loss=0.34),
-            StageSpec("Discovery", 15, rotting_days=45, median_days=25, loss=0.26),
-            StageSpec("Solution design", 30, required=("amount",), rotting_days=45, median_days=30, loss=0.20),
-            StageSpec("Business case", 45, required=("amount",), rotting_days=45, median_days=28, loss=0.18),
-            StageSpec(
-                "Proposal", 60, required=_CLOSING, category="best_case", rotting_days=60, median_days=25, loss=0.16
+            simulation.StageSpec("Lead in", 5, rotting_days=30, median_days=12, loss=0.34),
+            simulation.StageSpec("Discovery", 15, rotting_days=45, median_days=25, loss=0.26),
+            simulation.StageSpec(
+                "Solution design", 30, required=("amount",), rotting_days=45, median_days=30, loss=0.20
             ),
-            StageSpec(
+            simulation.StageSpec("Business case", 45, required=("amount",), rotting_days=45, median_days=28, loss=0.18),
+            simulation.StageSpec(
+                "Proposal",
+                60,
+                required=simulation.CLOSING_FIELDS,
+                category="best_case",
+                rotting_days=60,
+                median_days=25,
+                loss=0.16,
+            ),
+            simulation.StageSpec(
                 "Legal & procurement",
                 80,
-                required=_CLOSING,
+                required=simulation.CLOSING_FIELDS,
                 category="commit",
                 rotting_days=60,
                 median_days=35,
                 loss=0.10,
             ),
-            _WON,
-            _LOST,
+            simulation.WON_STAGE,
+            simulation.LOST_STAGE,
         ),
     ),
-    PipelineSpec(
+    simulation.PipelineSpec(
         "Renewals",
         0.25,
         9_000,
         0.8,
         ("Platform", "Support Plus", "Analytics", "Security Suite"),
         (
-            StageSpec("Outreach", 30, rotting_days=30, median_days=14, loss=0.16),
-            StageSpec("Renewal proposal", 60, required=("amount",), rotting_days=30, median_days=18, loss=0.14),
-            StageSpec(
+            simulation.StageSpec("Outreach", 30, rotting_days=30, median_days=14, loss=0.16),
+            simulation.StageSpec(
+                "Renewal proposal", 60, required=("amount",), rotting_days=30, median_days=18, loss=0.14
+            ),
+            simulation.StageSpec(
                 "Contract sent",
                 85,
                 required=("amount", "expected_close_date"),
@@ -182,14 +178,15 @@ PIPELINES = (
                 median_days=8,
                 loss=0.08,
             ),
-            _WON,
-            _LOST,
+            simulation.WON_STAGE,
+            simulation.LOST_STAGE,
         ),
     ),
 )
 
-DONE_KINDS = ("call",) * 30 + ("email",) * 35 + ("meeting",) * 14 + ("demo",) * 8 + ("note",) * 13
-PLANNED_KINDS = ("call",) * 40 + ("meeting",) * 25 + ("email",) * 20 + ("task",) * 15
+# Kinds drawn by index: each as many times as its weight.
+_DONE_DRAWS = tuple(kind.value for kind, weight in simulation.DONE_KINDS.items() for _ in range(weight))
+_PLANNED_DRAWS = tuple(kind.value for kind, weight in simulation.PLANNED_KINDS.items() for _ in range(weight))
 SUBJECTS = {
     "call": ("Intro call", "Follow-up call", "Pricing call", "Check-in call", "Call about next steps"),
     "email": ("Sent product overview", "Sent proposal", "Follow-up email", "Shared a case study", "Meeting recap"),
@@ -197,16 +194,6 @@ SUBJECTS = {
     "demo": ("Product demo", "Technical deep-dive"),
     "note": ("Budget confirmed", "Decision maker identified", "Competitor in the running", "Legal review needed"),
     "task": ("Prepare proposal", "Send pricing", "Update the mutual action plan"),
-}
-SCHEDULED_MINUTES = {"call": (15, 45), "meeting": (30, 90), "demo": (45, 60)}
-LEAD_STATUS_MIX = (("new", 0.23), ("contacted", 0.22), ("mql", 0.20), ("sql", 0.14), ("disqualified", 0.21))
-LEAD_SCORES = {
-    "new": (0, 40),
-    "contacted": (10, 55),
-    "mql": (40, 75),
-    "sql": (60, 95),
-    "converted": (65, 100),
-    "disqualified": (0, 35),
 }
 
 # Tables the load writes, parents first; TRUNCATE … CASCADE of these empties a database for --replace.
@@ -423,9 +410,9 @@ class _Generator:
 
     @staticmethod
     def _organization_name(organization_id: int) -> str:
-        prefixes, cores = len(COMPANY_PREFIXES), len(_CORES)
+        prefixes, cores = len(COMPANY_PREFIXES), len(COMPANY_CORE_WORDS)
         index = organization_id - 1
-        name = f"{COMPANY_PREFIXES[index % prefixes]} {_CORES[index // prefixes % cores]}"
+        name = f"{COMPANY_PREFIXES[index % prefixes]} {COMPANY_CORE_WORDS[index // prefixes % cores]}"
         series = index // (prefixes * cores)
         if series:
             name += f" {CITIES[(series - 1) % len(CITIES)]}"
@@ -531,7 +518,7 @@ class _Generator:
 
     def _customers(self, *, count: int) -> None:
         rng, ts, now = self.rng, self.ts, self.now
-        industries = [COMPANY_CORES[core] for core in _CORES]
+        industries = [COMPANY_CORES[core] for core in COMPANY_CORE_WORDS]
         self.organizations_of_rep: list[list[int]] = [[] for _ in self.reps]
         self.first_contact: list[int] = [0]  # by organization id: its first contact id and how many it has
         self.contact_count: list[int] = [0]
@@ -543,7 +530,7 @@ class _Generator:
             self.organizations_of_rep[rep_index].append(organization_id)
             name = self._organization_name(organization_id)
             domain = name.lower().replace(" ", "") + ".example.com"
-            industry = industries[(organization_id - 1) // len(COMPANY_PREFIXES) % len(_CORES)]
+            industry = industries[(organization_id - 1) // len(COMPANY_PREFIXES) % len(COMPANY_CORE_WORDS)]
             created_at = now - (HISTORY_DAYS + rng.uniform(1, 365)) * DAY
             created = ts.at(created_at)
             org_lines.append(
@@ -598,30 +585,14 @@ class _Generator:
 
     def _walk(self, pipeline: "_SimulatedPipeline", created_at: int, pace: float, skill: float) -> list:
         """[(stage index or WON/LOST, entered at)] from the first open stage until the deal closes or reaches now."""
-        rng, now = self.rng, self.now
-        lognormvariate, uniform = rng.lognormvariate, rng.random
-        last = len(pipeline.open_ids) - 1
-        log_pace = math.log(pace)
-        index, moment, backs = 0, created_at, 0
-        entries = [(0, created_at)]
-        while True:
-            moment += 60 + int(lognormvariate(pipeline.log_median_days[index] + log_pace, 0.9) * DAY)
-            if moment >= now:
-                return entries
-            if uniform() < pipeline.loss[index] * skill:
-                entries.append((_LOST_INDEX, moment))
-                return entries
-            move = uniform()
-            if index > 0 and backs < MAX_BACKS and move < BACK_CHANCE:
-                index, backs = index - 1, backs + 1
-            elif move > 1 - SKIP_CHANCE:
-                index += 2
-            else:
-                index += 1
-            if index > last:
-                entries.append((_WON_INDEX, moment))
-                return entries
-            entries.append((index, moment))
+        lognormvariate, log_median_days, log_pace = self.rng.lognormvariate, pipeline.log_median_days, math.log(pace)
+
+        def stay(index: int, entered: int) -> int:
+            return entered + 60 + int(lognormvariate(log_median_days[index] + log_pace, 0.9) * DAY)
+
+        return simulation.walk(
+            self.rng, MOVES, start=created_at, now=self.now, stay=stay, loss=pipeline.loss, skill=skill
+        )
 
     def _deal(self, deal_id: int, batch: "_Batch") -> None:
         rng, ts, now = self.rng, self.ts, self.now
@@ -638,16 +609,17 @@ class _Generator:
         entries = self._walk(pipeline, created_at, pace, rep.skill)
         last_index, entered_at = entries[-1]
         spec = pipeline.spec
-        if last_index == _WON_INDEX:
-            stage_id, status, stage_spec = pipeline.won_id, "won", _WON
-        elif last_index == _LOST_INDEX:
-            stage_id, status, stage_spec = pipeline.lost_id, "lost", _LOST
+        if last_index == simulation.WON:
+            stage_id, status, stage_spec = pipeline.won_id, "won", simulation.WON_STAGE
+        elif last_index == simulation.LOST:
+            stage_id, status, stage_spec = pipeline.lost_id, "lost", simulation.LOST_STAGE
         else:
             stage_id, status, stage_spec = pipeline.open_ids[last_index], "open", pipeline.open_specs[last_index]
-        if status == "won":
-            reached = len(pipeline.open_ids) - 1
-        else:
-            reached = max(index for index, _at in entries if index < _WON_INDEX)
+        reached = (
+            len(pipeline.open_ids) - 1
+            if status == "won"
+            else max(index for index, _at in entries if index < simulation.WON)
+        )
         required = pipeline.required_up_to[reached]
 
         amount = budget = None
@@ -717,7 +689,7 @@ class _Generator:
                 f"{self._change_id()}\t{deal_id}\t{from_stage}\t{to_stage}\t{changed_by}\t{ts.at(at)}\t{left_at}\n"
             )
             from_stage = to_stage
-        furthest = max(pipeline.open_orders[index] for index, _at in entries if index < _WON_INDEX)
+        furthest = max(pipeline.open_orders[index] for index, _at in entries if index < simulation.WON)
 
         # Activities: done along the way, planned ahead for open deals, a kickoff after a win.
         end = closed_at or now
@@ -725,7 +697,7 @@ class _Generator:
         activities = batch.activities
         for _ in range(min(5, int(random_() * 2.2) + len(entries) // 3)):
             at = created_at + int(random_() * (end - created_at))
-            kind = DONE_KINDS[int(random_() * len(DONE_KINDS))]
+            kind = _DONE_DRAWS[int(random_() * len(_DONE_DRAWS))]
             activities.append(self._done_activity(kind, at, created_at, rep.user_id, deal_id, NULL))
             last_touch = max(last_touch, at)
         if status == "open":
@@ -771,8 +743,8 @@ class _Generator:
         subjects = SUBJECTS[kind]
         subject = subjects[int(rng.random() * len(subjects))]
         done = ts.at(at)
-        if kind in SCHEDULED_MINUTES:
-            low, high = SCHEDULED_MINUTES[kind]
+        if kind in simulation.SCHEDULED_MINUTES:
+            low, high = simulation.SCHEDULED_MINUTES[kind]
             due_at = max(earliest, at - rng.randint(low, high) * 60)
             created = max(earliest, due_at - int(rng.uniform(0.5, 7) * DAY))
             due = ts.at(due_at)
@@ -785,7 +757,7 @@ class _Generator:
 
     def _planned_activity(self, due: int, created: int, owner_id: int, deal_id, lead_id, *, kind: str = "") -> str:
         rng, ts = self.rng, self.ts
-        kind = kind or PLANNED_KINDS[int(rng.random() * len(PLANNED_KINDS))]
+        kind = kind or _PLANNED_DRAWS[int(rng.random() * len(_PLANNED_DRAWS))]
         subjects = SUBJECTS[kind]
         subject = subjects[int(rng.random() * len(subjects))]
         made = ts.at(min(created, due))
@@ -831,7 +803,7 @@ class _Generator:
         first, last = fields.get("name") or self._person(lead_id + 500_000)
         company = fields.get("company") or self._organization_name(lead_id * 31 % 400_000 + 1)
         email = f"{first.lower()}.{last.lower()}{lead_id}@{company.lower().replace(' ', '')}.example.com"
-        low, high = LEAD_SCORES[status]
+        low, high = simulation.LEAD_SCORES[status]
         score = rng.randint(low, high)
         stamp_text = [ts.at(stamps[key]) if key in stamps else NULL for key in _LEAD_STAMP_ORDER]
         updated = ts.at(max([created_at, *stamps.values()]))
@@ -872,7 +844,7 @@ class _Generator:
 
     def _leads(self, *, count: int) -> None:
         rng = self.rng
-        statuses = [status for status, share in LEAD_STATUS_MIX for _ in range(math.floor(count * share))]
+        statuses = [status for status, share in simulation.LEAD_MIX.items() for _ in range(math.floor(count * share))]
         statuses += ["new"] * (count - len(statuses))
         rng.shuffle(statuses)
         forward = ("contacted", "mql", "sql")
@@ -924,14 +896,14 @@ class _Generator:
         """Quarterly quotas for every rep and team over the history and the next quarter: a bit above what the rep
         wins in an average quarter, scaled to the business's size at the time (it grows)."""
         today = self.now_datetime.date()
-        this_quarter = date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
+        this_quarter = simulation.quarter_start(today)
         quarters = HISTORY_DAYS / 91.31
-        first = _add_months(this_quarter, -3 * int(quarters))
+        first = simulation.add_months(this_quarter, -3 * int(quarters))
         created = self.ts.at(self.now - (HISTORY_DAYS + 1) * DAY)
         lines, quota_id, start = [], 0, first
         half_slope = (GROWTH - 1) / 2
-        while start <= _add_months(this_quarter, 3):
-            end = _add_months(start, 3)
+        while start <= simulation.add_months(this_quarter, 3):
+            end = simulation.add_months(start, 3)
             elapsed = min(1.0, max(0.0, 1 - (today - start).days / HISTORY_DAYS))
             growth = (1 + 2 * half_slope * elapsed) / (1 + half_slope)
             team_totals = [0] * (len(TEAM_NAMES) + 1)
@@ -950,9 +922,7 @@ class _Generator:
 
 # --- Small pieces --------------------------------------------------------------------------------------------------
 
-_CORES = tuple(COMPANY_CORES)
 _WON_LOST_TRIGGERS = "stage_one_won_one_lost, pipeline_one_won_one_lost"  # migration 0002
-_WON_INDEX, _LOST_INDEX = 1000, 1001
 _LOG_2, _LOG_4, _LOG_20, _LOG_15K = math.log(2), math.log(4), math.log(20), math.log(15_000)
 _LEAD_STAMP_ORDER = ("contacted", "mql", "sql", "converted", "disqualified")
 
@@ -992,20 +962,20 @@ class _Batch:
 class _SimulatedPipeline:
     """A pipeline's stage ids and the simulation parameters of its open stages, in order."""
 
-    def __init__(self, pipeline_id: int, spec: PipelineSpec):
+    def __init__(self, pipeline_id: int, spec: simulation.PipelineSpec):
         self.id = pipeline_id
         self.index = pipeline_id - 1
         self.spec = spec
         self.log_median_amount = math.log(spec.median_amount)
         self.open_ids: list[int] = []
         self.open_orders: list[int] = []
-        self.open_specs: list[StageSpec] = []
+        self.open_specs: list[simulation.StageSpec] = []
         self.log_median_days: list[float] = []
         self.loss: list[float] = []
         self.required_up_to: list[frozenset[str]] = []  # the fields required by any open stage up to each one
         self.won_id = self.lost_id = 0
 
-    def add(self, stage_id: int, stage: StageSpec, order: int) -> None:
+    def add(self, stage_id: int, stage: simulation.StageSpec, order: int) -> None:
         if stage.kind == "won":
             self.won_id = stage_id
         elif stage.kind == "lost":
@@ -1020,9 +990,9 @@ class _SimulatedPipeline:
             self.required_up_to.append(previous | frozenset(stage.required))
 
     def stage_id(self, index: int) -> int:
-        if index == _WON_INDEX:
+        if index == simulation.WON:
             return self.won_id
-        if index == _LOST_INDEX:
+        if index == simulation.LOST:
             return self.lost_id
         return self.open_ids[index]
 
@@ -1038,8 +1008,3 @@ def _accumulate(values) -> list[float]:
 def _num(cents_or_units) -> str:
     """A whole amount (in currency units) as numeric text, or NULL."""
     return NULL if cents_or_units is None else f"{int(cents_or_units)}.00"
-
-
-def _add_months(day: date, months: int) -> date:
-    index = day.year * 12 + day.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)

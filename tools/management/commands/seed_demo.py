@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pipeline.demo import DemoSeedError, existing_demo_logins, logins_table, seed_demo
 from pipeline.models import Deal
+from tools.generators.demo import DemoSeedError, existing_demo_logins, logins_table, seed_demo
 
 
 class Command(BaseCommand):

@@ -1,4 +1,4 @@
-"""The benchmark datasets of `pipeline.datasets`: valid under the schema, shaped like a sales team's, reproducible."""
+"""`tools.generators.datasets`: datasets valid under the schema, shaped like a sales team's, reproducible."""
 
 from datetime import UTC, datetime
 from io import StringIO
@@ -10,8 +10,8 @@ from django.db.models import Count
 
 from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, Quota, RunStatus
 from forecasting.services import recompute_metrics
-from pipeline.datasets import DatasetError, load_dataset
 from pipeline.models import Activity, Deal, Lead, LeadStatus, Pipeline, StageChange
+from tools.generators.datasets import DatasetError, load_dataset
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 DEALS = 2000
@@ -255,7 +255,7 @@ def test_dataset_users_log_in_with_the_demo_password_without_a_rehash(loaded):
     from django.contrib.auth.hashers import identify_hasher
 
     from accounts.models import User
-    from pipeline.demo import DEMO_PASSWORD
+    from tools.generators.vocabulary import DEMO_PASSWORD
 
     admin = User.objects.get(username="admin")
     assert admin.check_password(DEMO_PASSWORD)

@@ -1,4 +1,4 @@
-"""The demo data of `pipeline.demo.seed_demo`: consistent with the database's invariants and with its own history."""
+"""The demo data of `tools.generators.demo`: consistent with the database's invariants and with its own history."""
 
 import itertools
 from collections import defaultdict
@@ -11,7 +11,6 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Role, Team, User
-from pipeline.demo import DEMO_PASSWORD, DemoLogin, seed_demo
 from pipeline.models import (
     Activity,
     Deal,
@@ -22,6 +21,8 @@ from pipeline.models import (
     StageChange,
     StageKind,
 )
+from tools.generators.demo import DemoLogin, seed_demo
+from tools.generators.vocabulary import DEMO_PASSWORD
 
 # Fixed, so that two runs compared for equality cannot straddle midnight.
 NOW = timezone.make_aware(datetime(2026, 1, 15))
