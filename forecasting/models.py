@@ -68,6 +68,9 @@ class MetricsRun(models.Model):
     row_count = models.PositiveIntegerField(default=0)
     # The last incremental refresh: every deal and activity change committed before it is in the numbers.
     refreshed_at = models.DateTimeField(null=True, blank=True)
+    # The configuration the run was computed with (`forecasting.configuration.fingerprint`): a refresh patches the
+    # run only while the configuration is still this one, so that no answer mixes two configurations.
+    config_fingerprint = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
         ordering = ["-computed_at", "-id"]

@@ -13,12 +13,14 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.models import AuditAction, Team, User
 from accounts.services import audited_values, record_audit
-from forecasting import recompute
+from forecasting import configuration, recompute
+from forecasting.configuration import ConfigurationChanged
 from forecasting.models import MetricsRun, Quota
+from forecasting.selectors import latest_run
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +39,17 @@ def recompute_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
     that many connections (PostgreSQL runs each INSERT … SELECT on one core), each unit committing on its own;
     the run is marked complete last, and readers only ever take complete runs, so they see the previous run until
     then, and a run that fails or is killed is never read (the next run prunes its rows).
+
+    A run during which the configuration changed (`forecasting.configuration`) is thrown away, so that it never
+    mixes two: None then too, and the caller asks for another (`configuration_is_current` tells the two apart).
     """
-    if settings.METRICS_CONNECTIONS <= 1:
-        return recompute.recompute_in_one_transaction(as_of=as_of)
-    return recompute.recompute_on_connections(as_of=as_of, workers=settings.METRICS_CONNECTIONS)
+    try:
+        if settings.METRICS_CONNECTIONS <= 1:
+            return recompute.recompute_in_one_transaction(as_of=as_of)
+        return recompute.recompute_on_connections(as_of=as_of, workers=settings.METRICS_CONNECTIONS)
+    except ConfigurationChanged as change:
+        logger.info("metrics recompute thrown away: %s", change)
+        return None
 
 
 def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
@@ -50,10 +59,26 @@ def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
     each old and new close, expected close and creation date, the pipelines' funnels, the stages' times, the deals'
     staleness, plus past due, quotas and forecast accuracy whole (metrics.REFRESHED). One transaction, so readers
     see the run before or after. Learned probabilities and lead metrics wait for the next full recompute.
-    Returns the run; None when a recompute holds the lock, or before any complete run exists (the caller then
-    asks for a full one).
+    Returns the run; None when a recompute holds the lock, or before any complete run exists, or when the
+    configuration is not the one the run was computed with (a stage's probability, a team, a quota, the learning
+    settings changed): patching some periods with the new one would mix two configurations, so the run and the
+    pending changes are left alone and the caller asks for a full recompute (`configuration_is_current`).
     """
-    return recompute.refresh_latest_run(as_of=as_of)
+    try:
+        return recompute.refresh_latest_run(as_of=as_of)
+    except ConfigurationChanged as change:
+        logger.info("metrics refresh given up for a full recompute: %s", change)
+        return None
+
+
+def configuration_is_current() -> bool:
+    """Whether the latest complete run was computed with the configuration as it is now (False before any run):
+    while it is not, only a full recompute brings the numbers up to date."""
+    run = latest_run()
+    if run is None:
+        return False
+    with connection.cursor() as cursor:
+        return configuration.current_fingerprint(cursor) == run.config_fingerprint
 
 
 def request_recompute() -> bool:
