@@ -14,13 +14,14 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.utils import timezone
 
 from accounts.models import AuditAction, Team, User
 from accounts.services import audited_values, record_audit
 from forecasting import configuration, recompute
 from forecasting.configuration import ConfigurationChanged
-from forecasting.models import MetricsRun, Quota
-from forecasting.selectors import latest_run
+from forecasting.models import LOOKBACK_DAYS_MAX, PRIOR_STRENGTH_MAX, MetricsRun, MetricsSettings, Quota
+from forecasting.selectors import latest_run, learning_settings
 
 logger = logging.getLogger(__name__)
 
@@ -217,3 +218,50 @@ def delete_quota(*, quota: Quota, actor: User | None) -> None:
     record_audit(actor=actor, instance=quota, action=AuditAction.DELETED)
     quota.delete()
     transaction.on_commit(request_recompute)
+
+
+# --- The learning settings (admins only; callers check the role) -------------------------------------------------
+
+
+def _whole_number_error(value: Any, *, maximum: int, what: str) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "Give a whole number."
+    if not 0 <= value <= maximum:
+        return f"{what} must be between 0 and {maximum:,}."
+    return None
+
+
+@transaction.atomic
+def update_metrics_settings(*, actor: User | None, lookback_days: int, prior_strength: int) -> MetricsSettings:
+    """Set the learned probabilities' lookback window (days, 0 = all history) and prior strength k, replacing the
+    environment's METRICS_LOOKBACK_DAYS and METRICS_PRIOR_STRENGTH.
+
+    Audited (the values before are those in effect, the environment's the first time). The numbers change at the
+    next full recompute, which this queues once committed; until then every answer is the previous configuration's
+    (a refresh gives way to that recompute: `forecasting.configuration`).
+    """
+    errors = {
+        name: [message]
+        for name, message in (
+            ("lookback_days", _whole_number_error(lookback_days, maximum=LOOKBACK_DAYS_MAX, what="The window")),
+            ("prior_strength", _whole_number_error(prior_strength, maximum=PRIOR_STRENGTH_MAX, what="The strength")),
+        )
+        if message
+    }
+    if errors:
+        raise ValidationError(errors)
+    current = learning_settings()
+    # Locked (created first if need be: get_or_create survives a concurrent first save), so that two admins saving
+    # at once each audit the values the other left.
+    row, _ = MetricsSettings.objects.select_for_update().get_or_create(
+        pk=1, defaults={"lookback_days": current.lookback_days, "prior_strength": current.prior_strength}
+    )
+    before = audited_values(row)
+    row.lookback_days, row.prior_strength = lookback_days, prior_strength
+    if audited_values(row) == before:
+        return row
+    row.updated_at = timezone.now()
+    row.save()
+    record_audit(actor=actor, instance=row, action=AuditAction.UPDATED, before=before)
+    transaction.on_commit(request_recompute)
+    return row
