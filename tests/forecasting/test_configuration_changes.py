@@ -235,3 +235,19 @@ def test_a_refresh_during_which_the_configuration_changed_is_rolled_back_with_it
     assert run.refreshed_at is None
     assert PendingChange.objects.filter(deal_id=deals[0].pk).exists()
     _assert_the_quarter_is_the_sum_of_its_months()
+
+
+def test_the_scheduled_refresh_notices_a_change_made_behind_the_services_and_asks_for_a_recompute(
+    org, pipeline, monkeypatch
+):
+    run = recompute_metrics(as_of=AS_OF)
+    assert not PendingChange.objects.exists()
+    with connection.cursor() as cursor:  # no service, no signal: a raw SQL write
+        cursor.execute("UPDATE pipeline_stage SET rotting_days = 1 WHERE id = %s", [stage(pipeline, "Discovery").pk])
+    asked = []
+    monkeypatch.setattr(services, "request_recompute", lambda: asked.append("recompute"))
+    monkeypatch.setattr(services, "request_refresh", lambda: asked.append("refresh"))
+    assert refresh_metrics_task.run(reason="schedule") is None
+    assert asked == ["recompute"]
+    run.refresh_from_db()
+    assert run.refreshed_at is None
