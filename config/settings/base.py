@@ -338,7 +338,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Metrics (forecasting, SPEC §3). Learned probabilities: prior strength k, and the closing-date window in days
-# (0 = all history).
+# (0 = all history). Defaults only: an admin's values on /settings/metrics/ (stored in the database) win.
 METRICS_PRIOR_STRENGTH = env_int("METRICS_PRIOR_STRENGTH", 10)
 METRICS_LOOKBACK_DAYS = env_int("METRICS_LOOKBACK_DAYS", 365)
 # A change queues one recompute this many seconds later; more changes meanwhile ride along with it.
