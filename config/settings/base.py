@@ -1,7 +1,8 @@
 """Settings shared by every environment. Every address and secret comes from the environment.
 
-Without `DATABASE_URL` / `REDIS_URL` the app starts embedded PostgreSQL and Valkey servers under `.data/`
-(see `config.embedded`), so a newcomer needs nothing but Python.
+`DATABASE_URL` and `REDIS_URL` must be set by the time this module is imported: the local and test settings point
+them at embedded PostgreSQL and Valkey servers under `.data/` when they are unset (see `config.embedded`), so a
+newcomer needs nothing but Python; the production settings refuse to start without them.
 """
 
 import os
@@ -10,7 +11,6 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config import embedded
 from config.celery import scheduled
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -130,7 +130,18 @@ CSP_RELAXED_STYLE_PATHS = ["/admin/", "/api/docs/"]
 
 # --- Database and broker ---------------------------------------------------------------------------------------
 
-DATABASE_URL = os.environ.get("DATABASE_URL") or embedded.database_url()
+def required_environment(*names: str) -> list[str]:
+    """The names among `names` that the environment leaves unset or empty."""
+    return [name for name in names if not os.environ.get(name)]
+
+
+if missing := required_environment("DATABASE_URL", "REDIS_URL"):
+    # Only a settings module that imports this one without choosing the servers first gets here.
+    raise ImproperlyConfigured(
+        f"{' and '.join(missing)} must be set: config.settings.local and config.settings.test start embedded "
+        "servers when they are unset, config.settings.production requires them"
+    )
+DATABASE_URL = os.environ["DATABASE_URL"]
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
 # A connection broken by a database restart is noticed and replaced at the start of the next request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -141,7 +152,7 @@ if os.environ.get("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = os.environ.get("REDIS_URL") or embedded.redis_url()
+REDIS_URL = os.environ["REDIS_URL"]
 
 # How long a call to Redis may wait for a connection: a Redis that is down or unreachable must fail the call fast, so
 # that the request carries on without it (SPEC §7) instead of hanging.
