@@ -130,15 +130,10 @@ CSP_RELAXED_STYLE_PATHS = ["/admin/", "/api/docs/"]
 
 # --- Database and broker ---------------------------------------------------------------------------------------
 
-def required_environment(*names: str) -> list[str]:
-    """The names among `names` that the environment leaves unset or empty."""
-    return [name for name in names if not os.environ.get(name)]
-
-
-if missing := required_environment("DATABASE_URL", "REDIS_URL"):
+if _missing := [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]:
     # Only a settings module that imports this one without choosing the servers first gets here.
     raise ImproperlyConfigured(
-        f"{' and '.join(missing)} must be set: config.settings.local and config.settings.test start embedded "
+        f"{' and '.join(_missing)} must be set: config.settings.local and config.settings.test start embedded "
         "servers when they are unset, config.settings.production requires them"
     )
 DATABASE_URL = os.environ["DATABASE_URL"]
