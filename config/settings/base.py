@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.celery import scheduled
+from config.celery import DEFAULT_QUEUE, TASK_ROUTES, scheduled, task_queues
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -175,7 +175,12 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One task at a time per process: a recompute or an import reserved behind another would wait for it (the short
+# queues' workers may take more with --prefetch-multiplier, as docker-compose.yml does).
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_QUEUES = task_queues()
+CELERY_TASK_DEFAULT_QUEUE = DEFAULT_QUEUE
+CELERY_TASK_ROUTES = TASK_ROUTES
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Queuing a task from a request while Redis is down must fail within a second, not block: every caller catches the
