@@ -67,11 +67,13 @@ format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-## lock: re-resolve requirements.lock from pyproject.toml (runtime and dev dependencies)
+## lock: re-resolve requirements.lock from pyproject.toml (runtime, local and dev dependencies), and from it
+## requirements-runtime.lock (the runtime ones only, for the Docker image)
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet --disable-pip-version-check $$($(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(p["dependencies"] + p["optional-dependencies"]["dev"]))')
+	.lock-venv/bin/pip install --quiet --disable-pip-version-check $$($(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; o = p["optional-dependencies"]; print(" ".join(p["dependencies"] + o["local"] + o["dev"]))')
 	{ echo '# Exact versions for repeatable installs; regenerate with `make lock` after changing pyproject.toml.'; .lock-venv/bin/pip freeze; } > requirements.lock
+	.lock-venv/bin/python -m tools.runtime_lock > requirements-runtime.lock
 	rm -rf .lock-venv
 
 ## services-stop: stop the embedded PostgreSQL and Valkey if they are running
