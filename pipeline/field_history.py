@@ -17,6 +17,7 @@ deal's new `stage_entered_at` (a move may be dated), else at the statement's clo
 it closes: an interval may be empty, never negative.
 """
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -224,6 +225,8 @@ def _intervals(deal: tuple, moves: list[tuple], entries: list[tuple]) -> Iterabl
     points: dict[datetime, int | None] = {created_at: None}
     for _deal_id, at, action, changes, actor_id in entries:
         at = min(at, created_at) if action == "created" else at
+        # Django's connection hands jsonb over as text (its JSONField decodes it).
+        changes = json.loads(changes) if isinstance(changes, str) else changes
         for name, (column, read) in _AUDITED.items():
             pair = changes.get(name)
             if not isinstance(pair, list) or len(pair) != 2:
@@ -250,7 +253,7 @@ def _intervals(deal: tuple, moves: list[tuple], entries: list[tuple]) -> Iterabl
     for at in sorted(point for point in points if point >= created_at):
         state = (stage_at(at), *(value_at(column, at) for column in current))
         if not states or states[-1][2] != state:
-            states.append([at, points[at] if states else None, state])
+            states.append([at, points[at], state])
     # What no record explains (a raw SQL write before the history existed): dated at the deal's last update.
     final = (current_stage, *current_values)
     if states[-1][2] != final:

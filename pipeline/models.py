@@ -425,7 +425,8 @@ class DealState(models.Model):
     forecast_category = models.CharField(max_length=16, choices=ForecastCategory.choices)
 
     class Meta:
-        ordering = ["deal", "valid_from", "id"]
+        # By the column: ordering by "deal" would join the deal (its own ordering) and drop deleted deals.
+        ordering = ["deal_id", "valid_from", "id"]
         indexes = [models.Index(fields=["deal", "valid_from"], name="dealstate_deal_from_idx")]
         constraints = [
             models.CheckConstraint(

@@ -190,6 +190,8 @@ class FieldChange:
     new: object
     at: datetime
     changed_by: User | None
+    # The deal's currency before and after, so that an amount reads in its own currency.
+    currencies: tuple[str, str] = ("", "")
 
 
 def deal_changes(*, deal: Deal) -> list[FieldChange]:
@@ -204,7 +206,9 @@ def deal_changes(*, deal: Deal) -> list[FieldChange]:
             attname = DealState._meta.get_field(name).attname
             old, new = getattr(before, attname), getattr(after, attname)
             if old != new:
-                changes.append(FieldChange(name, old, new, after.valid_from, after.changed_by))
+                changes.append(
+                    FieldChange(name, old, new, after.valid_from, after.changed_by, (before.currency, after.currency))
+                )
     changes.reverse()
     return changes
 

@@ -92,7 +92,7 @@ class Migration(migrations.Migration):
                 ),
             ],
             options={
-                "ordering": ["deal", "valid_from", "id"],
+                "ordering": ["deal_id", "valid_from", "id"],
                 "indexes": [models.Index(fields=["deal", "valid_from"], name="dealstate_deal_from_idx")],
                 "constraints": [
                     models.CheckConstraint(
