@@ -183,15 +183,19 @@ CHANGE_FIELDS = ("stage", "owner", "amount", "currency", "expected_close_date", 
 
 @dataclass(frozen=True)
 class FieldChange:
-    """One field of a deal changed from `old` to `new` at `at`, by `changed_by` when known (ids for references)."""
+    """One field of a deal changed from `old` to `new` at `at`, by `changed_by` when known (ids for references).
+
+    `before` and `after` are the two intervals of the history, with their stage and owner loaded, for a reader
+    that wants names.
+    """
 
     field: str
     old: object
     new: object
     at: datetime
     changed_by: User | None
-    # The deal's currency before and after, so that an amount reads in its own currency.
-    currencies: tuple[str, str] = ("", "")
+    before: DealState
+    after: DealState
 
 
 def deal_changes(*, deal: Deal) -> list[FieldChange]:
@@ -199,16 +203,18 @@ def deal_changes(*, deal: Deal) -> list[FieldChange]:
 
     A state interval that changed several fields gives one row per field. One query.
     """
-    states = list(DealState.objects.filter(deal_id=deal.pk).select_related("changed_by").order_by("valid_from", "id"))
+    states = list(
+        DealState.objects.filter(deal_id=deal.pk)
+        .select_related("changed_by", "stage", "owner")
+        .order_by("valid_from", "id")
+    )
     changes = []
     for before, after in pairwise(states):
         for name in CHANGE_FIELDS:
             attname = DealState._meta.get_field(name).attname
             old, new = getattr(before, attname), getattr(after, attname)
             if old != new:
-                changes.append(
-                    FieldChange(name, old, new, after.valid_from, after.changed_by, (before.currency, after.currency))
-                )
+                changes.append(FieldChange(name, old, new, after.valid_from, after.changed_by, before, after))
     changes.reverse()
     return changes
 

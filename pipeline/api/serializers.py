@@ -329,16 +329,20 @@ class ChangeValueField(serializers.Field):
         return value.isoformat() if isinstance(value, date) else value
 
 
+# The fields a change row names (named DealChangeFieldEnum in the schema, settings.SPECTACULAR_SETTINGS).
+CHANGE_FIELD_CHOICES = [(name, name) for name in selectors.CHANGE_FIELDS]
+
+
 class DealChangeSerializer(serializers.Serializer):
     """One field of the deal changed (`selectors.deal_changes`)."""
 
-    field = serializers.ChoiceField(choices=[(name, name) for name in selectors.CHANGE_FIELDS], read_only=True)
+    field = serializers.ChoiceField(choices=CHANGE_FIELD_CHOICES, read_only=True)
     old = ChangeValueField(
         read_only=True, help_text="The value before: a stage or owner id, an amount as a decimal string, a date."
     )
     new = ChangeValueField(read_only=True, help_text="The value after, in the same form.")
     by = serializers.IntegerField(
-        source="changed_by_id", read_only=True, allow_null=True, help_text="Who changed it; null when not known."
+        source="changed_by.pk", read_only=True, allow_null=True, help_text="Who changed it; null when not known."
     )
     at = serializers.DateTimeField(read_only=True)
 

@@ -10,12 +10,11 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.models import User
 from config.exceptions import StaleVersion
 from config.forms import add_service_errors
 from pipeline import selectors, services
 from pipeline.forms import ActivityForm, DealCreateForm, DealFieldsForm
-from pipeline.models import Deal, ForecastCategory, Stage
+from pipeline.models import Deal, ForecastCategory
 from pipeline.templatetags.crm import money
 from pipeline.views.activities import create_activity
 from pipeline.views.responses import STALE_MESSAGE, is_htmx, toast
@@ -44,24 +43,19 @@ CHANGES_SHOWN = 25
 def _change_lines(changes: list[selectors.FieldChange]) -> list[dict]:
     """The deal's field changes as sentences a person reads: "Amount $12,500 → $15,000", by whom, when.
 
-    Stages and owners by name, amounts in their currency, dates spelled out, categories by label; the names of
-    every stage and user mentioned are read in one query each.
+    Stages and owners by name, amounts in their currency, dates spelled out, categories by label.
     """
-    stage_ids = {value for change in changes if change.field == "stage" for value in (change.old, change.new)}
-    user_ids = {value for change in changes if change.field == "owner" for value in (change.old, change.new)}
-    stage_names = dict(Stage.objects.filter(pk__in=stage_ids - {None}).values_list("pk", "name"))
-    users = {user.pk: str(user) for user in User.objects.filter(pk__in=user_ids - {None})}
     categories = dict(ForecastCategory.choices)
 
-    def words(change: selectors.FieldChange, value, currency: str) -> str:
+    def words(change: selectors.FieldChange, value, state) -> str:
         if value is None:
             return "none"
         if change.field == "stage":
-            return stage_names.get(value, "a deleted stage")
+            return state.stage.name
         if change.field == "owner":
-            return users.get(value, "a deleted user")
+            return str(state.owner)
         if change.field == "amount":
-            return money(value, currency)
+            return money(value, state.currency)
         if change.field == "expected_close_date":
             return date_format(value, "j M Y")
         if change.field == "forecast_category":
@@ -71,8 +65,8 @@ def _change_lines(changes: list[selectors.FieldChange]) -> list[dict]:
     return [
         {
             "label": CHANGE_LABELS[change.field],
-            "old": words(change, change.old, change.currencies[0]),
-            "new": words(change, change.new, change.currencies[1]),
+            "old": words(change, change.old, change.before),
+            "new": words(change, change.new, change.after),
             "by": change.changed_by.get_short_name() or change.changed_by.username if change.changed_by else None,
             "at": change.at,
         }
