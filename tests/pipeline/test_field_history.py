@@ -6,7 +6,7 @@ equals that replay, and that `deal_changes` lists exactly the changes the steps 
 """
 
 import io
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -261,3 +261,33 @@ def test_the_back_fill_rebuilds_from_the_stage_history_and_the_audit_trail(org, 
     first_move = StageChange.objects.filter(deal=deal, from_stage__isnull=False).get()
     times = list(DealState.objects.filter(deal_id=deal.pk).order_by("valid_from").values_list("valid_from", flat=True))
     assert times[0] == deal.created_at and times[2] == first_move.changed_at
+
+
+def test_an_imported_stage_history_gives_the_same_field_history_as_the_same_moves(org, pipeline):
+    created = "2026-01-01T10:00:00+00:00"
+    moves = [("Qualification", "2026-01-03T10:00:00+00:00"), ("Won", "2026-03-01T10:00:00+00:00")]
+    native = services.create_deal(
+        actor=org.rep, title="N", pipeline=pipeline, amount=Decimal("5"), created_at=datetime.fromisoformat(created)
+    )
+    for name, when in moves:
+        at = datetime.fromisoformat(when)
+        native = services.move_deal(deal=native, stage=stage(pipeline, name), actor=org.rep, at=at)
+    deals = (
+        f"external_id,title,stage,owner,amount,created_at,closed_at\nH-1,Imported,Won,rep,5,{created},{moves[-1][1]}\n"
+    )
+    assert import_csv(kind="deals", stream=io.BytesIO(deals.encode()), actor=org.rep).ok
+    changes = f"deal,stage,changed_at,changed_by\nH-1,Prospecting,{created},rep\n" + "".join(
+        f"H-1,{name},{when},rep\n" for name, when in moves
+    )
+    assert import_csv(kind="stage_changes", stream=io.BytesIO(changes.encode()), actor=org.rep).ok
+
+    def intervals(deal_id):
+        return list(
+            DealState.objects.filter(deal_id=deal_id)
+            .order_by("valid_from")
+            .values_list("valid_from", "valid_to", "stage_id", "amount", "changed_by_id")
+        )
+
+    imported = Deal.objects.get(external_id="H-1")
+    assert intervals(imported.pk) == intervals(native.pk)
+    assert [row[0].isoformat() for row in intervals(imported.pk)] == [created, *(when for _name, when in moves)]
