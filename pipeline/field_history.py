@@ -230,9 +230,12 @@ def _intervals(deal: tuple, moves: list[tuple], entries: list[tuple]) -> Iterabl
     current = dict(zip(_AUDITED_COLUMNS, current_values, strict=True))
     # Per field: (at, old, new) in time order. A creation's entry counts at the creation, whenever it was written.
     events: dict[str, list[tuple[datetime, object, object]]] = {column: [] for column in _AUDITED_COLUMNS}
-    points: dict[datetime, int | None] = {created_at: None}
+    points: dict[datetime, int | None] = {created_at: None}  # the instants that may start an interval, and who
     for _deal_id, at, action, changes, actor_id in entries:
-        at = min(at, created_at) if action == "created" else at
+        if action == "created":
+            # Counted at the creation, whenever it was written; its author made the deal.
+            at = min(at, created_at)
+            points[at] = actor_id if points.get(at) is None else points[at]
         # Django's connection hands jsonb over as text (its JSONField decodes it).
         changes = json.loads(changes) if isinstance(changes, str) else changes
         for name, (column, read) in _AUDITED.items():

@@ -291,3 +291,21 @@ def test_an_imported_stage_history_gives_the_same_field_history_as_the_same_move
     imported = Deal.objects.get(external_id="H-1")
     assert intervals(imported.pk) == intervals(native.pk)
     assert [row[0].isoformat() for row in intervals(imported.pk)] == [created, *(when for _name, when in moves)]
+
+
+def test_an_imported_deal_with_a_dated_path_is_in_its_first_stage_until_it_moved(org, pipeline):
+    csv = (
+        "external_id,title,stage,owner,amount,created_at,closed_at\n"
+        "W-1,Won long ago,Won,rep,900,2026-01-01T10:00:00Z,2026-03-01T10:00:00Z\n"
+    )
+    assert import_csv(kind="deals", stream=io.BytesIO(csv.encode()), actor=org.manager).ok
+    deal = Deal.objects.get(external_id="W-1")
+
+    def stage_at(when: str):
+        return selectors.deals_as_of(user=org.admin, at=datetime.fromisoformat(when)).get(pk=deal.pk).state_stage_id
+
+    assert stage_at("2026-02-01T00:00:00+00:00") == stage(pipeline, "Prospecting").pk
+    assert stage_at("2026-03-02T00:00:00+00:00") == stage(pipeline, "Won").pk
+    assert not selectors.deals_as_of(user=org.admin, at=datetime.fromisoformat("2025-12-31T00:00:00+00:00")).exists()
+    first = DealState.objects.filter(deal_id=deal.pk).order_by("valid_from").first()
+    assert first.changed_by == org.manager  # the importer made the deal
