@@ -397,6 +397,49 @@ class StageChange(models.Model):
         return f"{self.deal_id}: {self.from_stage_id} → {self.to_stage_id} at {self.changed_at:%Y-%m-%d %H:%M}"
 
 
+class DealState(models.Model):
+    """An interval `[valid_from, valid_to)` of a deal's forecast-relevant state (pipeline.field_history).
+
+    The stage gives the pipeline and the status of the interval (a stage's pipeline and kind never change while
+    deals are in it), so they are not stored twice.
+    Written by triggers on pipeline_deal only, on every path; append-only but for closing the open interval
+    (`valid_to` null while it lasts). No database foreign key to the deal: a deleted deal keeps its history.
+    `changed_by` made the change that opened the interval, when the writer said who (services, imports).
+    """
+
+    # No index of their own on the foreign keys: (deal, valid_from) serves the deal, and the others are only
+    # looked up when a user, stage or pipeline is deleted (rare, and refused while history names them).
+    deal = models.ForeignKey(
+        Deal, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="states", editable=False
+    )
+    valid_from = models.DateTimeField()
+    valid_to = models.DateTimeField(null=True, blank=True)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    stage = models.ForeignKey(Stage, on_delete=models.PROTECT, related_name="+", db_index=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False)
+    expected_close_date = models.DateField(null=True, blank=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3)
+    forecast_category = models.CharField(max_length=16, choices=ForecastCategory.choices)
+
+    class Meta:
+        # By the column: ordering by "deal" would join the deal (its own ordering) and drop deleted deals.
+        ordering = ["deal_id", "valid_from", "id"]
+        indexes = [models.Index(fields=["deal", "valid_from"], name="dealstate_deal_from_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(valid_to__isnull=True) | Q(valid_to__gte=F("valid_from")), name="dealstate_interval"
+            ),
+            # At most one open interval per deal: the trigger closes one before it opens the next.
+            models.UniqueConstraint(fields=["deal"], condition=Q(valid_to__isnull=True), name="dealstate_one_open"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deal_id}: {self.valid_from:%Y-%m-%d %H:%M} – {self.valid_to or 'now'}"
+
+
 class Activity(models.Model):
     """A call, email, meeting, demo, task or note on a deal or a lead; planned (due_at) and/or done (done_at)."""
 

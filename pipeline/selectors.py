@@ -8,10 +8,25 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
-from django.db.models import BooleanField, Case, Count, Exists, F, OuterRef, Q, QuerySet, Sum, Value, When
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.utils import timezone
 
 from accounts.models import AuditEntry, Team, User
@@ -20,6 +35,7 @@ from pipeline.models import (
     Activity,
     Contact,
     Deal,
+    DealState,
     DealStatus,
     ImportJob,
     Lead,
@@ -124,6 +140,83 @@ def visible_lost_reasons(user: User) -> QuerySet[LostReason]:
 def deal_history(*, deal: Deal) -> QuerySet[StageChange]:
     """The stage changes of a deal, oldest first, with the stages and the user who moved it."""
     return deal.stage_changes.select_related("from_stage", "to_stage", "changed_by").order_by("changed_at", "id")
+
+
+# The fields of a deal's state as of an instant, read from its history interval as `state_<name>` annotations.
+STATE_FIELDS = ("stage_id", "owner_id", "amount", "currency", "expected_close_date", "forecast_category")
+
+
+def deals_as_of(*, user: User, at: datetime) -> QuerySet[Deal]:
+    """The deals `user` may see, as they stood at `at`: each annotated with its state then (SPEC §3a).
+
+    One row per deal that existed at `at` and exists still, with `state_pipeline_id`, `state_stage_id`,
+    `state_status`, `state_owner_id`, `state_amount`, `state_currency`, `state_expected_close_date`,
+    `state_forecast_category`, `state_team_id` (of the owner then, as a member now) and `state_since` (when that state
+    began). Visibility is today's (SPEC §2), by the deal's current owner; a deal deleted since is not listed. One
+    join of the deal to the interval containing `at`, on (deal, valid_from): set-based, whatever the number of deals.
+    """
+    interval = Q(states__valid_from__lte=at) & (Q(states__valid_to__gt=at) | Q(states__valid_to__isnull=True))
+    # Annotating after the filter reuses its join: each name reads the one interval that contains `at`.
+    return (
+        visible_deals(user)
+        .filter(interval)
+        .annotate(
+            **{f"state_{name}": F(f"states__{name}") for name in STATE_FIELDS},
+            state_pipeline_id=F("states__stage__pipeline_id"),
+            state_status=F("states__stage__kind"),
+            state_team_id=F("states__owner__team_id"),
+            state_since=F("states__valid_from"),
+        )
+    )
+
+
+def history_starts_at() -> datetime | None:
+    """When the recorded history begins: the first stage change of any deal (every deal's history starts with
+    one), None before the first deal. One index probe per stage, not a scan of the history."""
+    first = StageChange.objects.filter(to_stage=OuterRef("pk")).order_by("changed_at").values("changed_at")[:1]
+    return Stage.objects.annotate(first=Subquery(first)).aggregate(at=Min("first"))["at"]
+
+
+# What `deal_changes` reports, in the order a line shows them (the stage gives the pipeline and the status).
+CHANGE_FIELDS = ("stage", "owner", "amount", "currency", "expected_close_date", "forecast_category")
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field of a deal changed from `old` to `new` at `at`, by `changed_by` when known (ids for references).
+
+    `before` and `after` are the two intervals of the history, with their stage and owner loaded, for a reader
+    that wants names.
+    """
+
+    field: str
+    old: object
+    new: object
+    at: datetime
+    changed_by: User | None
+    before: DealState
+    after: DealState
+
+
+def deal_changes(*, deal: Deal) -> list[FieldChange]:
+    """Every change of the deal's forecast fields, newest first, from its history (callers fetch `deal` visibly).
+
+    A state interval that changed several fields gives one row per field. One query.
+    """
+    states = list(
+        DealState.objects.filter(deal_id=deal.pk)
+        .select_related("changed_by", "stage", "owner")
+        .order_by("valid_from", "id")
+    )
+    changes = []
+    for before, after in pairwise(states):
+        for name in CHANGE_FIELDS:
+            attname = DealState._meta.get_field(name).attname
+            old, new = getattr(before, attname), getattr(after, attname)
+            if old != new:
+                changes.append(FieldChange(name, old, new, after.valid_from, after.changed_by, before, after))
+    changes.reverse()
+    return changes
 
 
 def audit_trail(*, instance: models.Model) -> QuerySet[AuditEntry]:

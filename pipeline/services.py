@@ -20,7 +20,7 @@ from accounts.models import AuditAction, User
 from accounts.selectors import owners_editable_by
 from accounts.services import audited_values, record_audit
 from config.exceptions import StaleVersion
-from pipeline import signals
+from pipeline import field_history, signals
 from pipeline.models import (
     LEAD_STATUS_PATH,
     REQUIRABLE_DEAL_FIELDS,
@@ -191,6 +191,10 @@ def _current_stage(stage: Stage | None, pipeline: Pipeline) -> Stage:
     return current
 
 
+def _actor_id(actor: User | None) -> int | None:
+    return actor.pk if actor is not None else None
+
+
 def _effective_forecast_category(deal: Deal, stage: Stage) -> str:
     return deal.forecast_category_override or stage.forecast_category
 
@@ -237,7 +241,8 @@ def create_deal(
     deal.forecast_category = _effective_forecast_category(deal, stage)
     _refuse_missing_fields(deal, stage)
     _validate(deal)
-    deal.save()
+    with field_history.acting_as(_actor_id(actor)):
+        deal.save()
     StageChange.objects.create(deal=deal, from_stage=None, to_stage=stage, changed_by=actor, changed_at=at)
     record_audit(actor=actor, instance=deal, action=AuditAction.CREATED)
     _send_on_commit(signals.deal_created, actor=actor, deal=deal)
@@ -261,7 +266,8 @@ def update_deal(*, deal: Deal, actor: User | None, expected_version: int | None 
     _validate(deal)
     deal.version += 1
     deal.updated_at = timezone.now()
-    deal.save()
+    with field_history.acting_as(_actor_id(actor)):
+        deal.save()
     record_audit(actor=actor, instance=deal, action=AuditAction.UPDATED, before=before)
     _send_on_commit(signals.deal_updated, actor=actor, deal=deal, changed_fields=changed)
     return deal
@@ -311,7 +317,8 @@ def move_deal(
     _validate(deal)
     deal.version += 1
     deal.updated_at = timezone.now()
-    deal.save()
+    with field_history.acting_as(_actor_id(actor)):
+        deal.save()
     moved = stage.pk != from_stage.pk
     record_audit(
         actor=actor, instance=deal, action=AuditAction.STAGE_CHANGED if moved else AuditAction.UPDATED, before=before
@@ -729,7 +736,8 @@ def update_stage(*, stage: Stage, actor: User | None, **fields: Any) -> Stage:
         Stage.objects.filter(pipeline_id=stage.pipeline_id, order=stage.order).update(order=old_order)
     stage.save()
     if stage.forecast_category != before["forecast_category"]:
-        _restamp_default_category(stage)
+        with field_history.acting_as(_actor_id(actor)):
+            _restamp_default_category(stage)
     record_audit(actor=actor, instance=stage, action=AuditAction.UPDATED, before=before)
     if any(getattr(stage, name) != before[name] for name in STAGE_FIELDS_COUNTED):
         _send_on_commit(signals.configuration_changed, actor=actor, pipeline=stage.pipeline, stages=[stage])

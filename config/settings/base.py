@@ -341,6 +341,7 @@ SPECTACULAR_SETTINGS = {
         "MetricEnum": "forecasting.models.Metric",
         "ImportKindEnum": "pipeline.models.ImportKind",
         "ImportStatusEnum": "pipeline.models.ImportStatus",
+        "DealChangeFieldEnum": "pipeline.api.serializers.CHANGE_FIELD_CHOICES",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

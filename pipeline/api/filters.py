@@ -4,13 +4,17 @@ Related records are filtered by raw id (`IdFilter`), not `ModelChoiceFilter`: va
 table would tell a client whether a record they cannot see exists.
 """
 
-from datetime import UTC
+import copy
+from datetime import UTC, datetime
 
 from django import forms
+from django.utils import timezone
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions
 
+from pipeline import selectors
 from pipeline.models import Activity, ActivityKind, Contact, Deal, DealStatus, Lead, LeadStatus, Organization, Stage
 
 
@@ -38,24 +42,74 @@ class UtcDateTimeField(filters.IsoDateTimeFilter.field_class):
             raise forms.ValidationError("This date-time is out of range.", code="invalid") from error
 
 
+def as_of_parameter(params) -> datetime | None:
+    """The list's `as_of` instant, None when absent; 400 on `as_of` when malformed, in the future, or before the
+    recorded history begins (`selectors.history_starts_at`)."""
+    raw = params.get("as_of")
+    if raw is None:
+        return None
+    try:
+        at = UtcDateTimeField(required=True).clean(raw)
+    except forms.ValidationError as error:
+        raise exceptions.ValidationError({"as_of": list(error.messages)}) from error
+    if timezone.is_naive(at):
+        at = timezone.make_aware(at)
+    if at > timezone.now():
+        raise exceptions.ValidationError({"as_of": ["This instant is in the future: the history ends now."]})
+    starts = selectors.history_starts_at()
+    if starts is None or at < starts:
+        begins = f" (it begins at {starts.isoformat()})" if starts else " (nothing is recorded yet)"
+        raise exceptions.ValidationError({"as_of": [f"This instant is before the recorded history{begins}."]})
+    return at
+
+
 class DateTimeFilter(filters.IsoDateTimeFilter):
     field_class = UtcDateTimeField
 
 
+class AsOfAware:
+    """A filter on a field the deal history keeps: on a list as of an instant (`selectors.deals_as_of`, whose
+    `state_<field>` annotations the queryset carries), it filters the value of that instant instead of today's."""
+
+    def filter(self, qs, value):
+        state = "state_" + self.field_name.replace("owner__team_id", "team_id")
+        if state not in qs.query.annotations:
+            return super().filter(qs, value)
+        as_of = copy.copy(self)
+        as_of.field_name = state
+        return super(AsOfAware, as_of).filter(qs, value)
+
+
+class AsOfIdFilter(AsOfAware, IdFilter):
+    pass
+
+
+class AsOfChoiceFilter(AsOfAware, filters.ChoiceFilter):
+    pass
+
+
+class AsOfNumberFilter(AsOfAware, filters.NumberFilter):
+    pass
+
+
+class AsOfDateFilter(AsOfAware, filters.DateFilter):
+    pass
+
+
 class DealFilter(filters.FilterSet):
-    pipeline = id_filter("pipeline_id")
-    stage = id_filter("stage_id")
-    status = filters.ChoiceFilter(choices=DealStatus.choices)
-    owner = id_filter("owner_id")
-    team = IdFilter(field_name="owner__team_id", help_text="Deals owned by members of this team.")
+    pipeline = AsOfIdFilter(field_name="pipeline_id")
+    stage = AsOfIdFilter(field_name="stage_id")
+    status = AsOfChoiceFilter(choices=DealStatus.choices)
+    owner = AsOfIdFilter(field_name="owner_id")
+    team = AsOfIdFilter(field_name="owner__team_id", help_text="Deals owned by members of this team.")
     organization = id_filter("organization_id")
     contact = id_filter("contact_id")
     source = filters.CharFilter()
     external_id = filters.CharFilter()
-    amount_min = filters.NumberFilter(field_name="amount", lookup_expr="gte")
-    amount_max = filters.NumberFilter(field_name="amount", lookup_expr="lte")
-    expected_close_after = filters.DateFilter(field_name="expected_close_date", lookup_expr="gte")
-    expected_close_before = filters.DateFilter(field_name="expected_close_date", lookup_expr="lte")
+    amount_min = AsOfNumberFilter(field_name="amount", lookup_expr="gte")
+    amount_max = AsOfNumberFilter(field_name="amount", lookup_expr="lte")
+    expected_close_after = AsOfDateFilter(field_name="expected_close_date", lookup_expr="gte")
+    expected_close_before = AsOfDateFilter(field_name="expected_close_date", lookup_expr="lte")
     updated_since = DateTimeFilter(field_name="updated_at", lookup_expr="gte")
 
     class Meta:

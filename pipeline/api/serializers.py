@@ -6,8 +6,11 @@ the users whose records they may change): an id outside them reads exactly like 
 """
 
 from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
 
 from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 
@@ -20,6 +23,7 @@ from pipeline.models import (
     Activity,
     Contact,
     Deal,
+    DealStatus,
     ForecastCategory,
     Lead,
     LeadStatus,
@@ -295,6 +299,52 @@ class StageChangeSerializer(serializers.ModelSerializer):
         model = StageChange
         fields = ["id", "from_stage", "to_stage", "changed_by", "changed_at"]
         read_only_fields = fields
+
+
+class DealAsOfSerializer(DealSerializer):
+    """A deal as it stood at `as_of`: pipeline, stage, status, owner, amount, currency, expected close date and
+    forecast category are those of that instant (`selectors.deals_as_of`); the other fields are today's."""
+
+    pipeline = serializers.IntegerField(source="state_pipeline_id", read_only=True)
+    stage = serializers.IntegerField(source="state_stage_id", read_only=True)
+    status = serializers.ChoiceField(choices=DealStatus.choices, source="state_status", read_only=True)
+    owner = serializers.IntegerField(source="state_owner_id", read_only=True)
+    amount = serializers.DecimalField(
+        max_digits=14, decimal_places=2, source="state_amount", read_only=True, allow_null=True
+    )
+    currency = serializers.CharField(source="state_currency", read_only=True)
+    expected_close_date = serializers.DateField(source="state_expected_close_date", read_only=True, allow_null=True)
+    forecast_category = serializers.ChoiceField(
+        choices=ForecastCategory.choices, source="state_forecast_category", read_only=True
+    )
+
+
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}], "nullable": True})
+class ChangeValueField(serializers.Field):
+    """A history value as JSON: ids as integers, amounts as decimal strings, dates as ISO dates, or null."""
+
+    def to_representation(self, value):
+        if isinstance(value, Decimal):
+            return str(value)
+        return value.isoformat() if isinstance(value, date) else value
+
+
+# The fields a change row names (named DealChangeFieldEnum in the schema, settings.SPECTACULAR_SETTINGS).
+CHANGE_FIELD_CHOICES = [(name, name) for name in selectors.CHANGE_FIELDS]
+
+
+class DealChangeSerializer(serializers.Serializer):
+    """One field of the deal changed (`selectors.deal_changes`)."""
+
+    field = serializers.ChoiceField(choices=CHANGE_FIELD_CHOICES, read_only=True)
+    old = ChangeValueField(
+        read_only=True, help_text="The value before: a stage or owner id, an amount as a decimal string, a date."
+    )
+    new = ChangeValueField(read_only=True, help_text="The value after, in the same form.")
+    by = serializers.IntegerField(
+        source="changed_by.pk", read_only=True, allow_null=True, help_text="Who changed it; null when not known."
+    )
+    at = serializers.DateTimeField(read_only=True)
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):

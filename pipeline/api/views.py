@@ -6,7 +6,8 @@ transaction, so that two writers holding the same ETag cannot both succeed.
 """
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -308,6 +309,42 @@ class DealViewSet(AuditTrailActions, VisibleViewSet):
                 fields=data,
             )
         return self.detail_response(deal)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "as_of",
+                OpenApiTypes.DATETIME,
+                description=(
+                    "The deals as they stood at this ISO 8601 instant (read-only): pipeline, stage, status, owner, "
+                    "amount, currency, expected close date and forecast category are those of then, and the filters "
+                    "on them (pipeline, stage, status, owner, team, amount, expected close) read them; other fields "
+                    "are today's. Deals created later or deleted since are not listed. An instant in the future or "
+                    "before the recorded history begins answers 400."
+                ),
+            )
+        ]
+    )
+    def list(self, request, *args, **kwargs):
+        at = filters.as_of_parameter(request.query_params)
+        if at is None:
+            return super().list(request, *args, **kwargs)
+        queryset = self.filter_queryset(selectors.deals_as_of(user=request.user, at=at))
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(s.DealAsOfSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="deals_changes_list",
+        responses=s.DealChangeSerializer(many=True),
+        description=(
+            "Every change of the deal's stage, owner, amount, currency, expected close date and forecast category, "
+            "newest first: one row per field changed, with who changed it (null when not known) and when."
+        ),
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def changes(self, request, pk=None):
+        page = self.paginate_queryset(selectors.deal_changes(deal=self.get_object()))
+        return self.get_paginated_response(s.DealChangeSerializer(page, many=True).data)
 
     @extend_schema(
         operation_id="deals_history_list",

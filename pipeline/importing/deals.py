@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db import connection
 
 from accounts.models import AuditAction
-from pipeline import stage_history
+from pipeline import field_history, stage_history
 from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.fields import ENTERED_AT_PREFIX
@@ -441,6 +441,12 @@ class DealImporter(KindImporter):
                 ),
             ),
         )
+        # A new deal with a dated path was inserted in its current stage: its field history is rebuilt from the
+        # stage changes (and the trail) just written, as a `stage_changes` import would.
+        travelled = [deal_id for deal_id, (_deal, entries) in zip(ids, self.new_deals, strict=True) if len(entries) > 1]
+        if travelled:
+            with connection.cursor() as cursor:
+                field_history.rebuild(cursor, travelled)
 
     def _entries(self, ids: list[int]) -> Iterator[tuple]:
         """The StageChange rows of the new deals: each entry moves from the stage before (none at creation)."""

@@ -16,7 +16,7 @@ from itertools import pairwise
 from django.db import connection
 
 from accounts.models import AuditAction
-from pipeline import stage_history
+from pipeline import field_history, stage_history
 from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.references import New, Ref, StageRow, Stages, deals_by_reference, pk_of
@@ -163,6 +163,9 @@ class StageChangeImporter(KindImporter):
             ((deal_id, *_stamps(entries)) for deal_id, entries in self.entries.items()),
             extra_set=f"version = {Deal._meta.db_table}.version + 1, updated_at = now()",
         )
+        # The deals' stage history was replaced: so is their field history, reconstructed from it and the trail.
+        with connection.cursor() as cursor:
+            field_history.rebuild(cursor, deal_ids)
         deals_by_id = {deal["id"]: deal for deal in self.deals.values()}
         audit.copy_entries(
             model=Deal,

@@ -13,7 +13,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from pipeline import signals
+from pipeline import field_history, signals
 from pipeline.exporting import restore_formula
 from pipeline.importing import reading
 from pipeline.importing.base import Problem
@@ -160,7 +160,7 @@ def _run(
     if result.errors or dry_run:
         return
     try:
-        with transaction.atomic():
+        with transaction.atomic(), field_history.acting_as(actor.pk if actor is not None else None):
             importer.write()
             # One event for the whole file (a per-record event for 100,000 deals would flood webhooks and recomputes).
             _send_on_commit(

@@ -3,17 +3,19 @@ history."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.views.decorators.http import require_GET, require_POST
 
 from config.exceptions import StaleVersion
 from config.forms import add_service_errors
 from pipeline import selectors, services
 from pipeline.forms import ActivityForm, DealCreateForm, DealFieldsForm
-from pipeline.models import Deal, Stage
+from pipeline.models import Deal, ForecastCategory
+from pipeline.templatetags.crm import money
 from pipeline.views.activities import create_activity
 from pipeline.views.responses import STALE_MESSAGE, is_htmx, toast
 
@@ -34,31 +36,52 @@ def deal_create(request: HttpRequest, pipeline_id: int) -> HttpResponse:
     return render(request, "pipeline/deal_create.html", {"form": form, "pipeline": pipeline})
 
 
-# Bookkeeping fields that follow from a change shown elsewhere (the stage path, the version).
-AUDIT_HIDDEN_FIELDS = {"stage_entered_at", "forecast_category", "closed_at", "updated_at", "version", "status"}
+# The newest field changes the page shows; the API (`/api/v1/deals/{id}/changes/`) pages through all of them.
+CHANGES_SHOWN = 25
 
 
-def _audit_lines(entries, stages: list[Stage]) -> list[dict]:
-    """The deal's audit entries as lines a person reads: field label, old and new value (stages by name)."""
-    stage_names = {stage.pk: stage.name for stage in stages}
-    lines = []
-    for entry in entries:
-        changes = []
-        for name, values in entry.changes.items():
-            if name in AUDIT_HIDDEN_FIELDS or not isinstance(values, list) or len(values) != 2:
-                continue
-            try:
-                field = Deal._meta.get_field(name)
-            except FieldDoesNotExist:
-                continue
-            old, new = values
-            if name == "stage":
-                old, new = stage_names.get(old, old), stage_names.get(new, new)
-            elif field.is_relation:
-                old = new = None  # ids mean nothing to a reader; the current value is on the page
-            changes.append({"label": str(field.verbose_name).capitalize(), "old": old, "new": new})
-        lines.append({"entry": entry, "changes": changes})
-    return lines
+def _change_lines(changes: list[selectors.FieldChange]) -> list[dict]:
+    """The deal's field changes as sentences a person reads: "Amount $12,500 → $15,000", by whom, when.
+
+    Stages and owners by name, amounts in their currency, dates spelled out, categories by label.
+    """
+    categories = dict(ForecastCategory.choices)
+
+    def words(change: selectors.FieldChange, value, state) -> str:
+        if value is None:
+            return "none"
+        if change.field == "stage":
+            return state.stage.name
+        if change.field == "owner":
+            return str(state.owner)
+        if change.field == "amount":
+            return money(value, state.currency)
+        if change.field == "expected_close_date":
+            return date_format(value, "j M Y")
+        if change.field == "forecast_category":
+            return categories.get(value, value)
+        return str(value)
+
+    return [
+        {
+            "label": CHANGE_LABELS[change.field],
+            "old": words(change, change.old, change.before),
+            "new": words(change, change.new, change.after),
+            "by": change.changed_by.get_short_name() or change.changed_by.username if change.changed_by else None,
+            "at": change.at,
+        }
+        for change in changes
+    ]
+
+
+CHANGE_LABELS = {
+    "stage": "Stage",
+    "owner": "Owner",
+    "amount": "Amount",
+    "currency": "Currency",
+    "expected_close_date": "Close date",
+    "forecast_category": "Forecast category",
+}
 
 
 def _deal_context(request: HttpRequest, deal: Deal) -> dict:
@@ -70,7 +93,7 @@ def _deal_context(request: HttpRequest, deal: Deal) -> dict:
         "history": history,
         "path": selectors.stage_path(deal=deal, history=history),
         "stages": stages,
-        "audit": _audit_lines(selectors.audit_trail(instance=deal)[:25], stages),
+        "changes": _change_lines(selectors.deal_changes(deal=deal)[:CHANGES_SHOWN]),
         "activities": list(selectors.deal_activities(deal=deal)),
         "activity_form": ActivityForm(),
         "can_edit": can_edit,

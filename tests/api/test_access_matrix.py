@@ -5,7 +5,10 @@ admin (and, when REP_VISIBILITY is "team", the rep's teammate, who still may not
 404, never a 403 that would confirm the record exists; anonymous requests and revoked tokens get a 401.
 """
 
+from urllib.parse import quote
+
 import pytest
+from django.utils import timezone
 
 from tests.factories import stage
 
@@ -29,6 +32,7 @@ def edits(role: str) -> bool:
 RECORD_ENDPOINTS = [
     ("deal detail", "get", "/api/v1/deals/{deal}/", None, 200, "read"),
     ("deal history", "get", "/api/v1/deals/{deal}/history/", None, 200, "read"),
+    ("deal changes", "get", "/api/v1/deals/{deal}/changes/", None, 200, "read"),
     ("deal update", "put", "/api/v1/deals/{deal}/", {"title": "Renamed"}, 200, "write"),
     ("deal partial update", "patch", "/api/v1/deals/{deal}/", {"title": "Renamed"}, 200, "write"),
     ("deal move", "post", "/api/v1/deals/{deal}/move/", {"stage": "{qualification}"}, 200, "write"),
@@ -59,6 +63,9 @@ LIST_ENDPOINTS = [
     ("deals by search", "/api/v1/deals/?search=Deal%20of%20rep", "deal"),
     ("deals by external id", "/api/v1/deals/?external_id=ext-deal-of-rep", "deal"),
     ("deals ordered by amount", "/api/v1/deals/?ordering=-amount", "deal"),
+    ("deals as of an instant", "/api/v1/deals/?as_of={as_of}&page_size=200", "deal"),
+    ("deals as of an instant by owner then", "/api/v1/deals/?as_of={as_of}&owner={rep}", "deal"),
+    ("deals as of an instant by team then", "/api/v1/deals/?as_of={as_of}&team={team}", "deal"),
     ("leads", "/api/v1/leads/", "lead"),
     ("leads by owner and search", "/api/v1/leads/?owner={rep}&search=Lead%20of%20rep", "lead"),
     ("activities", "/api/v1/activities/", "activity"),
@@ -140,6 +147,7 @@ def ids(org, pipeline, rep_records, lost_reason):
         "pipeline": pipeline.pk,
         "qualification": stage(pipeline, "Qualification").pk,
         "lost_reason": lost_reason.pk,
+        "as_of": quote(timezone.now().isoformat()),
     }
 
 

@@ -1,8 +1,10 @@
 """Every list endpoint makes the same number of queries whatever its page size (no N+1), and exactly this many."""
 
 from decimal import Decimal
+from urllib.parse import quote
 
 import pytest
+from django.utils import timezone
 
 from accounts.services import create_api_token
 from pipeline import services
@@ -18,6 +20,8 @@ EXPECTED_QUERIES = {
     "/api/v1/deals/": 2,
     "/api/v1/deals/?pipeline={pipeline}&stage={stage}&ordering=-amount": 2,
     "/api/v1/deals/{deal}/history/": 3,  # + the deal itself
+    "/api/v1/deals/?as_of={as_of}&stage={stage}": 3,  # + when the history begins
+    "/api/v1/deals/{deal}/changes/": 3,  # the deal, then its history in one query (walked by position)
     "/api/v1/leads/": 2,
     "/api/v1/activities/": 2,
     "/api/v1/organizations/": 2,
@@ -54,7 +58,12 @@ def populated(org, pipeline):
     deal = deals[0]
     for name in ("Discovery", "Qualification", "Discovery", "Qualification"):
         deal = services.move_deal(deal=deal, stage=stage(pipeline, name), actor=org.rep)
-    return {"pipeline": pipeline.pk, "stage": stage(pipeline, "Qualification").pk, "deal": deal.pk}
+    return {
+        "pipeline": pipeline.pk,
+        "stage": stage(pipeline, "Qualification").pk,
+        "deal": deal.pk,
+        "as_of": quote(timezone.now().isoformat()),
+    }
 
 
 def queries_of(client, url: str) -> CapturedQueries:

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 
 from pipeline import services
 from pipeline.models import Activity, Deal, Lead, LeadStatus
@@ -847,10 +848,12 @@ def test_the_deal_page_shows_who_changed_what(rep_client, org, pipeline):
     response = rep_client.get(reverse("pipeline:deal", args=[deal.pk]))
 
     page = response.content.decode()
-    assert "Stage: Prospecting → Qualification" in page
-    assert "Amount: 100.00 → 250.00" in page
+    day = date_format(timezone.localtime(), "j M")
+    assert "Stage Prospecting → Qualification by rep, <time" in page
+    assert "Amount $100 → $250 by manager, <time" in page
+    assert f">{day}</time>" in page
+    assert "100.00" not in page and "Stage entered at" not in page  # words, not raw values or bookkeeping
     assert "&lt;b&gt;Renamed&lt;/b&gt;" in page and "<b>Renamed</b>" not in page
-    assert "Stage entered at" not in page
 
 
 def test_moving_from_the_deal_page_reloads_it_or_asks_in_the_dialog(rep_client, org, pipeline):

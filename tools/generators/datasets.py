@@ -39,8 +39,19 @@ from django.db import connection, transaction
 
 from accounts.models import Team, User
 from forecasting.models import Quota
-from pipeline import stage_history
-from pipeline.models import Activity, Contact, Deal, Lead, LostReason, Organization, Pipeline, Stage, StageChange
+from pipeline import field_history, stage_history
+from pipeline.models import (
+    Activity,
+    Contact,
+    Deal,
+    DealState,
+    Lead,
+    LostReason,
+    Organization,
+    Pipeline,
+    Stage,
+    StageChange,
+)
 from tools.generators import simulation
 from tools.generators.vocabulary import (
     AUTHORITIES,
@@ -235,9 +246,11 @@ def after_bulk_load(cursor) -> None:
 
     The one place for work that the services do row by row at write time and a COPY skips (summary tables); run
     inside the load's transaction, after the data and constraints are in. The stage-history stamps
-    (pipeline.stage_history) are written by the generator with the rows.
+    (pipeline.stage_history) are written by the generator with the rows; the field history is rebuilt from them.
     """
-    for model in LOADED_MODELS:
+    # The deal field history, which the triggers skip during a bulk load: from the stage history just loaded.
+    field_history.rebuild(cursor)
+    for model in (*LOADED_MODELS, DealState):
         cursor.execute(f"ANALYZE {model._meta.db_table}")
 
 
@@ -283,7 +296,7 @@ def _empty_database(cursor, *, replace: bool) -> None:
     if replace:
         # TRUNCATE refuses a table with deferred checks still pending (rows written earlier in this transaction).
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        tables = ", ".join(model._meta.db_table for model in (*LOADED_MODELS, Quota))
+        tables = ", ".join(model._meta.db_table for model in (*LOADED_MODELS, DealState, Quota))
         cursor.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
         return
     if User.objects.exists() or Pipeline.objects.exists() or Deal.objects.exists() or Lead.objects.exists():
