@@ -6,7 +6,7 @@ import os
 import pytest
 
 from pipeline.models import StageChange
-from tests.factories import make_deal, stage
+from tests.factories import make_deal, make_lost_reason, stage
 from tests.pipeline.test_browser import CHROMIUM, board_pipeline, browser, column, open_board, page  # noqa: F401 (fixtures)
 
 pytestmark = [
@@ -67,3 +67,33 @@ def test_a_card_released_outside_any_column_goes_back_and_nothing_is_written(pag
     deal.refresh_from_db()
     assert deal.stage == prospecting
     assert StageChange.objects.filter(deal=deal).count() == changes
+
+
+def test_a_card_released_on_a_toast_over_the_lost_zone_opens_the_lost_dialog(page, org, board_pipeline):  # noqa: F811
+    make_lost_reason("Price")
+    first = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout")
+    second = make_deal(owner=org.rep, pipeline=board_pipeline, title="Globex renewal")
+    qualification = stage(board_pipeline, "Qualification")
+    open_board(page, "rep")
+    release_over(page, carry(page, f"#deal-{first.pk}", column(qualification)), column(qualification))
+    toast = page.locator("#toasts .toast", has_text="moved to Qualification")
+    toast.wait_for()
+    box, lost = toast.bounding_box(), page.locator(".dropzone.lost").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    assert lost["x"] < x < lost["x"] + lost["width"] and lost["y"] < y < lost["y"] + lost["height"]  # it covers Lost
+
+    start = page.locator(f"#deal-{second.pk}").bounding_box()
+    x0, y0 = start["x"] + 8, start["y"] + start["height"] - 8
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    # Crossing Qualification on the way, as a hand does, then letting go on the toast.
+    for step in range(1, 21):
+        page.mouse.move(x0 + (x - x0) * step / 20, y0 + (y - y0) * step / 20)
+        page.wait_for_timeout(40)
+    page.wait_for_timeout(300)
+    assert toast.is_visible()  # still there when the card is let go
+    page.mouse.up()
+
+    page.locator("#move-dialog select[name=lost_reason]").wait_for()
+    second.refresh_from_db()
+    assert second.stage == stage(board_pipeline, "Prospecting")  # nothing written until the reason is given
