@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
@@ -137,10 +138,24 @@ def deal_fields(request: HttpRequest, pk: int) -> HttpResponse:
             if not is_htmx(request):
                 messages.success(request, "Saved.")
                 return redirect("pipeline:deal", pk=deal.pk)
-            response = render(request, "pipeline/partials/deal_fields.html", {"deal": deal, "can_edit": True})
-            response.write(toast(request, "Saved."))
-            return response
+            return _fields_saved(request, deal)
     return render(request, "pipeline/partials/deal_fields_form.html", {"deal": deal, "form": form}, status=200)
+
+
+def _fields_saved(request: HttpRequest, deal: Deal) -> HttpResponse:
+    """The saved fields, and the page's header drawn again out of band: its Move form carries the new version and
+    its figures the new values, so the next move is not refused as someone else's change."""
+    response = render(request, "pipeline/partials/deal_fields.html", {"deal": deal, "can_edit": True})
+    head = {
+        "deal": deal,
+        "can_edit": True,
+        "stages": list(deal.pipeline.stages.order_by("order")),
+        "is_stale": selectors.is_stale(deal),
+        "oob": True,
+    }
+    response.write(render_to_string("pipeline/partials/deal_head.html", head, request=request))
+    response.write(toast(request, "Saved."))
+    return response
 
 
 @login_required
