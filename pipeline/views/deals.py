@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.views.decorators.http import require_GET, require_POST
 
 from config.exceptions import StaleVersion
@@ -15,6 +16,7 @@ from config.forms import add_service_errors
 from pipeline import selectors, services
 from pipeline.forms import ActivityForm, DealCreateForm, DealFieldsForm
 from pipeline.models import Deal, Stage
+from pipeline.templatetags.crm import money
 from pipeline.views.activities import create_activity
 from pipeline.views.responses import STALE_MESSAGE, is_htmx, toast
 
@@ -126,11 +128,7 @@ def deal_fields(request: HttpRequest, pk: int) -> HttpResponse:
                 deal=deal, actor=request.user, expected_version=form.cleaned_data["version"], **form.changes()
             )
         except StaleVersion:
-            deal = _editable_deal(request, pk)
-            form = DealFieldsForm(initial=DealFieldsForm.initial_for(deal), user=request.user)
-            notice = STALE_MESSAGE.format(title=deal.title) + " Your changes were not saved."
-            context = {"deal": deal, "form": form, "notice": notice}
-            return render(request, "pipeline/partials/deal_fields_form.html", context)
+            return _fields_conflict(request, pk, form)
         except ValidationError as error:
             add_service_errors(form, error)
         else:
@@ -156,6 +154,40 @@ def _fields_saved(request: HttpRequest, deal: Deal) -> HttpResponse:
     response.write(render_to_string("pipeline/partials/deal_head.html", head, request=request))
     response.write(toast(request, "Saved."))
     return response
+
+
+def _fields_conflict(request: HttpRequest, pk: int, form: DealFieldsForm) -> HttpResponse:
+    """Someone else saved the deal since the user opened the form, and nothing was written: the form comes back on
+    the latest version with what the user typed, each field both changed saying at the field what it holds now, a
+    toast saying why; saving again applies the user's values."""
+    deal = _editable_deal(request, pk)
+    form, conflicts = form.rebased(deal)
+    for name in conflicts:
+        form.add_error(
+            name,
+            f"Changed meanwhile by someone else to “{_display(deal, name)}”. "
+            "Yours is kept here: Save applies it, Cancel keeps theirs.",
+        )
+    message = STALE_MESSAGE.format(title=deal.title) + " Your changes are not saved yet."
+    response = render(
+        request, "pipeline/partials/deal_fields_form.html", {"deal": deal, "form": form, "notice": message}
+    )
+    response.write(toast(request, message, "error"))
+    return response
+
+
+def _display(deal: Deal, name: str) -> str:
+    """The deal's current value of a field, as the page shows it."""
+    value = getattr(deal, name)
+    if value in (None, ""):
+        return "—"
+    if name == "amount" or name == "budget":
+        return money(value, deal.currency)
+    if hasattr(deal, f"get_{name}_display"):
+        return getattr(deal, f"get_{name}_display")()
+    if hasattr(value, "strftime"):
+        return date_format(value)
+    return str(value)
 
 
 @login_required

@@ -48,6 +48,16 @@
       var dialog = closer.closest("dialog");
       if (dialog) dialog.close();
     });
+    // A form answered with a problem at a field (a refused value, a conflicting change): bring that field into
+    // view and focus it, so the message is seen where it applies even when the form is longer than the window.
+    document.addEventListener("htmx:afterSettle", function (event) {
+      var target = event.detail.elt;
+      if (!target || !target.querySelector) return;
+      var field = target.querySelector(".field.has-error input, .field.has-error select, .field.has-error textarea");
+      if (!field) return;
+      field.scrollIntoView({ block: "center" });
+      field.focus({ preventScroll: true });
+    });
     var box = document.getElementById("toasts");
     if (box) new MutationObserver(scheduleToasts).observe(box, { childList: true, subtree: true });
     scheduleToasts();
