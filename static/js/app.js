@@ -42,6 +42,11 @@
     document.addEventListener("htmx:sendError", function () {
       toast("The server could not be reached. Check your connection and try again.", "error");
     });
+    // A form that undoes something (revoking a token) asks first: data-confirm holds the question.
+    document.addEventListener("submit", function (event) {
+      var form = event.target.closest("form[data-confirm]");
+      if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+    }, true);
     document.addEventListener("click", function (event) {
       var closer = event.target.closest("[data-close-dialog]");
       if (!closer) return;

@@ -91,7 +91,31 @@ def test_a_token_is_shown_once_then_revoked_and_stops_working(page, org):  # noq
 
     page.goto("/settings/tokens/")
     assert secret not in page.content() and "Reporting script" in page.content()
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click("button:has-text('Revoke')")
     page.wait_for_selector(f"#token-{ApiToken.objects.get().pk} .pill:has-text('Revoked')")
 
     assert Client().get("/api/v1/me/", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 401
+
+
+def test_reloading_after_creating_a_token_creates_no_second_one_and_revoking_asks_first(page, org):  # noqa: F811
+    log_in(page, "rep")
+    page.goto("/settings/tokens/")
+    page.fill("#id_name", "Reporting script")
+    page.click("text=Create token")
+    secret = page.input_value("#new-token")
+
+    page.reload()
+
+    assert ApiToken.objects.filter(user=org.rep).count() == 1
+    assert page.locator("#new-token").count() == 0 and secret not in page.content()
+    questions = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    page.click("button:has-text('Revoke')")
+    page.wait_for_timeout(300)
+    assert "Revoke the token “Reporting script”?" in questions[0]
+    assert ApiToken.objects.get().revoked_at is None  # said no: nothing happened
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:has-text('Revoke')")
+    page.wait_for_selector(f"#token-{ApiToken.objects.get().pk} .pill:has-text('Revoked')")
+    assert ApiToken.objects.get().revoked_at is not None
