@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
@@ -23,6 +23,7 @@ from config.exceptions import StaleVersion
 from pipeline import signals
 from pipeline.models import (
     LEAD_STATUS_PATH,
+    LOST_REASON_NAME_TAKEN,
     REQUIRABLE_DEAL_FIELDS,
     Activity,
     ActivityKind,
@@ -744,10 +745,26 @@ def _restamp_default_category(stage: Stage) -> None:
 def create_lost_reason(*, actor: User | None, name: str, is_active: bool = True) -> LostReason:
     """Add a reason deals can be lost for."""
     lost_reason = LostReason(name=name, is_active=is_active)
-    lost_reason.full_clean()
-    lost_reason.save()
+    _save_lost_reason(lost_reason)
     record_audit(actor=actor, instance=lost_reason, action=AuditAction.CREATED)
     return lost_reason
+
+
+def _save_lost_reason(lost_reason: LostReason) -> None:
+    """Validate and save; a name taken in another case is an error on `name` (the database holds the rule, so a
+    concurrent writer that got there first is refused the same way)."""
+    taken = ValidationError({"name": LOST_REASON_NAME_TAKEN})
+    try:
+        lost_reason.full_clean()
+    except ValidationError as error:
+        if NON_FIELD_ERRORS in error.message_dict:
+            raise taken from error
+        raise
+    try:
+        with transaction.atomic():
+            lost_reason.save()
+    except IntegrityError as error:
+        raise taken from error
 
 
 @transaction.atomic
@@ -755,7 +772,6 @@ def update_lost_reason(*, lost_reason: LostReason, actor: User | None, **fields:
     """Rename a lost reason or retire it (`is_active` false: deals lost for it keep it, new losses cannot use it)."""
     before = audited_values(lost_reason)
     if _apply_fields(lost_reason, fields, LOST_REASON_EDITABLE_FIELDS):
-        lost_reason.full_clean()
-        lost_reason.save()
+        _save_lost_reason(lost_reason)
         record_audit(actor=actor, instance=lost_reason, action=AuditAction.UPDATED, before=before)
     return lost_reason

@@ -7,7 +7,8 @@ import pytest
 from django.test import Client
 
 from accounts.models import ApiToken
-from pipeline.models import StageKind
+from pipeline import services
+from pipeline.models import LostReason, StageKind
 from tests.pipeline.test_browser import CHROMIUM, board_pipeline, browser, log_in, page  # noqa: F401
 
 pytestmark = [
@@ -119,3 +120,14 @@ def test_reloading_after_creating_a_token_creates_no_second_one_and_revoking_ask
     page.click("button:has-text('Revoke')")
     page.wait_for_selector(f"#token-{ApiToken.objects.get().pk} .pill:has-text('Revoked')")
     assert ApiToken.objects.get().revoked_at is not None
+
+
+def test_a_lost_reason_differing_only_in_case_is_refused_with_a_readable_message(page, org):  # noqa: F811
+    services.create_lost_reason(actor=None, name="Price")
+    log_in(page, "admin")
+    page.goto("/settings/lost-reasons/")
+    page.fill("#id_name", "price")
+    page.click("button:has-text('Add reason')")
+
+    page.locator(".field-error, .form-errors", has_text="already exists (names ignore case)").wait_for()
+    assert list(LostReason.objects.values_list("name", flat=True)) == ["Price"]
