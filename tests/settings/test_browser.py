@@ -48,6 +48,9 @@ def test_dragging_a_stage_to_the_top_persists_the_new_order(page, org, board_pip
         page.wait_for_timeout(60)
     page.mouse.up()
     page.wait_for_selector("#stage-list-status:has-text('Saved the new order.')")
+    # One status, saying only that it is saved (the list's answer once brought a second one, left at "Saving…").
+    assert page.locator("[id=stage-list-status]").count() == 1
+    assert "Saving" not in page.locator("main").inner_text()
 
     assert open_names(board_pipeline) == [names[-1], *names[:-1]]
     page.reload()
