@@ -63,6 +63,14 @@
       field.scrollIntoView({ block: "center" });
       field.focus({ preventScroll: true });
     });
+    // A count that says how many of its section's rows match (data-counts): kept true as rows are swapped, e.g. an
+    // activity marked done in the inbox leaves the overdue count.
+    document.addEventListener("htmx:afterSettle", function () {
+      document.querySelectorAll("[data-counts]").forEach(function (count) {
+        var section = count.closest("section") || document;
+        count.textContent = section.querySelectorAll(count.dataset.counts).length;
+      });
+    });
     var box = document.getElementById("toasts");
     if (box) new MutationObserver(scheduleToasts).observe(box, { childList: true, subtree: true });
     scheduleToasts();
