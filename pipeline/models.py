@@ -417,6 +417,11 @@ class Activity(models.Model):
     note = models.TextField(blank=True)
     deal = models.ForeignKey(Deal, on_delete=models.CASCADE, null=True, blank=True, related_name="activities")
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, null=True, blank=True, related_name="activities")
+    # Logged on this lead, then carried over to the deal it was converted into (`deal` set, `lead` empty): the
+    # lead's page still lists it, the deal's timeline holds it.
+    from_lead = models.ForeignKey(
+        Lead, on_delete=models.SET_NULL, null=True, blank=True, related_name="carried_activities"
+    )
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="activities")
     due_at = models.DateTimeField(null=True, blank=True)
     done_at = models.DateTimeField(null=True, blank=True)

@@ -474,7 +474,8 @@ def convert_lead(
 ) -> Deal:
     """Turn a qualified lead into a deal, creating its organization and contact when missing, and link them.
 
-    The lead's source and BANT answers carry over to the deal; the lead is stamped as having passed through every
+    The lead's source and BANT answers carry over to the deal, and so do its activities (moved onto the deal,
+    remembering the lead in `from_lead`); the lead is stamped as having passed through every
     status up to `converted`. A disqualified or already converted lead is refused. Without an organization, one
     named like the lead's company is reused if `actor` may see it, else a new one is created.
     """
@@ -525,6 +526,8 @@ def convert_lead(
     lead.organization = organization
     lead.contact = contact
     lead.save()
+    # The lead's activities (done and planned) carry over: the deal's timeline and next step continue the lead's.
+    lead.activities.update(deal=deal, lead=None, from_lead=lead, updated_at=at)
     record_audit(actor=actor, instance=lead, action=AuditAction.CONVERTED, before=before)
     _send_on_commit(signals.lead_status_changed, actor=actor, lead=lead, from_status=from_status)
     _send_on_commit(signals.lead_converted, actor=actor, lead=lead, deal=deal)

@@ -78,6 +78,7 @@ def _deal_context(request: HttpRequest, deal: Deal) -> dict:
         "activity_form": ActivityForm(),
         "can_edit": can_edit,
         "is_stale": selectors.is_stale(deal),
+        "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
         "now": timezone.now(),
     }
 
@@ -149,6 +150,7 @@ def _fields_saved(request: HttpRequest, deal: Deal) -> HttpResponse:
         "can_edit": True,
         "stages": list(deal.pipeline.stages.order_by("order")),
         "is_stale": selectors.is_stale(deal),
+        "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
         "oob": True,
     }
     response.write(render_to_string("pipeline/partials/deal_head.html", head, request=request))
