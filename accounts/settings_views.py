@@ -43,12 +43,18 @@ class TokenForm(forms.Form):
         return None if day is None else timezone.make_aware(datetime.combine(day, time.max))
 
 
+NEW_TOKEN_SESSION_KEY = "settings.new_api_token"
+
+
 @login_required
 @never_cache
 def token_list(request: HttpRequest) -> HttpResponse:
-    """The user's tokens; a POST creates one and shows its secret in this response only."""
+    """The user's tokens; a POST creates one, then redirects here, and this GET shows its secret once.
+
+    The secret waits in the session between the POST and the GET (and is taken out by that GET), so reloading the
+    page after creating a token neither creates a second one nor shows the secret again.
+    """
     form = TokenForm(request.POST or None)
-    created = secret = None
     if request.method == "POST" and form.is_valid():
         try:
             created, secret = services.create_api_token(
@@ -57,8 +63,15 @@ def token_list(request: HttpRequest) -> HttpResponse:
         except ValidationError as error:
             add_service_errors(form, error)
         else:
-            form = TokenForm()
-    status = 400 if request.method == "POST" and secret is None else 200
+            request.session[NEW_TOKEN_SESSION_KEY] = {"id": created.pk, "secret": secret}
+            return redirect("settings:tokens")
+    created = secret = None
+    if request.method == "GET":
+        new = request.session.pop(NEW_TOKEN_SESSION_KEY, None)
+        if new:
+            created = selectors.api_tokens_of(request.user).filter(pk=new["id"]).first()
+            secret = new["secret"] if created else None
+    status = 400 if request.method == "POST" else 200
     context = {
         "tokens": selectors.api_tokens_of(request.user),
         "form": form,

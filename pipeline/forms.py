@@ -125,7 +125,11 @@ DEAL_FORM_FIELDS = [name for name in DEAL_EDITABLE_FIELDS if name not in ("exter
 
 
 class DealFieldsForm(forms.Form):
-    """The editable fields of a deal (not its stage: that is a move)."""
+    """The editable fields of a deal (not its stage: that is a move).
+
+    Beside each field a hidden `seen_<name>` keeps the value the user was shown, so that when someone else saved the
+    deal meanwhile (`rebased`) the fields the user changed are told from those the other person changed.
+    """
 
     version = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
@@ -136,21 +140,67 @@ class DealFieldsForm(forms.Form):
         )
         for name in DEAL_FORM_FIELDS:
             self.fields[name] = model_fields[name]
+        for name in DEAL_FORM_FIELDS:
+            self.fields[f"seen_{name}"] = forms.CharField(required=False, strip=False, widget=forms.HiddenInput)
         self.fields["forecast_category_override"].label = "Forecast category"
         self.fields["forecast_category_override"].choices = [("", "The stage's default"), *ForecastCategory.choices]
         self.fields["owner"].empty_label = None
         _limit_people_and_companies(self, user)
+        self.user = user
 
     @classmethod
     def initial_for(cls, deal: Deal) -> dict:
         initial = {name: getattr(deal, name) for name in DEAL_FORM_FIELDS}
         for name in ("owner", "organization", "contact"):
             initial[name] = getattr(deal, f"{name}_id")
+        initial.update({f"seen_{name}": as_input(initial[name]) for name in DEAL_FORM_FIELDS})
         initial["version"] = deal.version
         return initial
 
     def changes(self) -> dict:
-        return {name: value for name, value in self.cleaned_data.items() if name != "version"}
+        return {name: self.cleaned_data[name] for name in DEAL_FORM_FIELDS}
+
+    def rebased(self, deal: Deal) -> tuple["DealFieldsForm", list[str]]:
+        """This valid form, refused because `deal` was saved by someone else meanwhile, moved onto its latest version.
+
+        A field only the other person changed takes their value; a field only the user changed keeps what they typed;
+        a field both changed to different values keeps the user's and is named in the returned list (the caller says
+        at the field what it holds now). Saving the returned form applies the user's values over the latest version.
+        """
+        current = self.initial_for(deal)
+        data = self.data.copy()
+        data["version"] = str(deal.version)
+        conflicts = []
+        for name in DEAL_FORM_FIELDS:
+            field, typed, seen = self.fields[name], self.cleaned_data[name], self.cleaned_data[f"seen_{name}"]
+            theirs_changed = not same_value(field, current[name], seen)
+            if theirs_changed and same_value(field, typed, seen):
+                data[name] = as_input(current[name])
+            elif theirs_changed and not same_value(field, typed, current[name]):
+                conflicts.append(name)
+            data[f"seen_{name}"] = as_input(current[name])
+        form = type(self)(data, user=self.user)
+        form.is_valid()
+        return form, conflicts
+
+
+def as_input(value) -> str:
+    """A value as a form input carries it: a record by its id, a date in ISO form, nothing as an empty string."""
+    if value is None:
+        return ""
+    if hasattr(value, "pk"):
+        return str(value.pk)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def same_value(field: forms.Field, one, other) -> bool:
+    """Whether two values of a form field mean the same, whatever form they come in (ids, text, objects)."""
+    try:
+        return field.to_python(as_input(one)) == field.to_python(as_input(other))
+    except ValidationError:
+        return as_input(one) == as_input(other)
 
 
 NEW_DEAL_FIELDS = ["title", "owner", "organization", "contact", "amount", "currency", "expected_close_date", "source"]

@@ -9,6 +9,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 
@@ -143,12 +144,23 @@ class Stage(models.Model):
         return self.kind == StageKind.OPEN
 
 
+LOST_REASON_NAME_TAKEN = "A lost reason with this name already exists (names ignore case)."
+
+
 class LostReason(models.Model):
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100)
     is_active = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # "Price" and "price" are one reason: two would split the lost-reason figures between them.
+            models.UniqueConstraint(
+                Lower("name"),
+                name="lost_reason_name_unique_ignoring_case",
+                violation_error_message=LOST_REASON_NAME_TAKEN,
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -448,6 +460,11 @@ class Activity(models.Model):
     note = models.TextField(blank=True)
     deal = models.ForeignKey(Deal, on_delete=models.CASCADE, null=True, blank=True, related_name="activities")
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, null=True, blank=True, related_name="activities")
+    # Logged on this lead, then carried over to the deal it was converted into (`deal` set, `lead` empty): the
+    # lead's page still lists it, the deal's timeline holds it.
+    from_lead = models.ForeignKey(
+        Lead, on_delete=models.SET_NULL, null=True, blank=True, related_name="carried_activities"
+    )
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="activities")
     due_at = models.DateTimeField(null=True, blank=True)
     done_at = models.DateTimeField(null=True, blank=True)

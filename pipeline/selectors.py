@@ -493,8 +493,13 @@ def deal_activities(*, deal: Deal) -> QuerySet[Activity]:
 
 
 def lead_activities(*, lead: Lead) -> QuerySet[Activity]:
-    """The activities on a lead, ordered like a deal's."""
-    return lead.activities.select_related("owner").order_by(*TIMELINE_ORDER)
+    """The activities on a lead, and those carried over to its deal when it was converted, ordered like a deal's."""
+    return Activity.objects.filter(Q(lead=lead) | Q(from_lead=lead)).select_related("owner").order_by(*TIMELINE_ORDER)
+
+
+def converted_lead_of(*, user: User, deal: Deal) -> Lead | None:
+    """The lead `deal` was converted from, when there is one and `user` may see it."""
+    return visible_leads(user).filter(deal=deal).first()
 
 
 def timeline(*, record: Deal | Lead) -> QuerySet[Activity]:

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
@@ -23,6 +23,7 @@ from config.exceptions import StaleVersion
 from pipeline import field_history, signals
 from pipeline.models import (
     LEAD_STATUS_PATH,
+    LOST_REASON_NAME_TAKEN,
     REQUIRABLE_DEAL_FIELDS,
     Activity,
     ActivityKind,
@@ -480,7 +481,8 @@ def convert_lead(
 ) -> Deal:
     """Turn a qualified lead into a deal, creating its organization and contact when missing, and link them.
 
-    The lead's source and BANT answers carry over to the deal; the lead is stamped as having passed through every
+    The lead's source and BANT answers carry over to the deal, and so do its activities (moved onto the deal,
+    remembering the lead in `from_lead`); the lead is stamped as having passed through every
     status up to `converted`. A disqualified or already converted lead is refused. Without an organization, one
     named like the lead's company is reused if `actor` may see it, else a new one is created.
     """
@@ -531,6 +533,8 @@ def convert_lead(
     lead.organization = organization
     lead.contact = contact
     lead.save()
+    # The lead's activities (done and planned) carry over: the deal's timeline and next step continue the lead's.
+    lead.activities.update(deal=deal, lead=None, from_lead=lead, updated_at=at)
     record_audit(actor=actor, instance=lead, action=AuditAction.CONVERTED, before=before)
     _send_on_commit(signals.lead_status_changed, actor=actor, lead=lead, from_status=from_status)
     _send_on_commit(signals.lead_converted, actor=actor, lead=lead, deal=deal)
@@ -759,10 +763,26 @@ def _restamp_default_category(stage: Stage) -> None:
 def create_lost_reason(*, actor: User | None, name: str, is_active: bool = True) -> LostReason:
     """Add a reason deals can be lost for."""
     lost_reason = LostReason(name=name, is_active=is_active)
-    lost_reason.full_clean()
-    lost_reason.save()
+    _save_lost_reason(lost_reason)
     record_audit(actor=actor, instance=lost_reason, action=AuditAction.CREATED)
     return lost_reason
+
+
+def _save_lost_reason(lost_reason: LostReason) -> None:
+    """Validate and save; a name taken in another case is an error on `name` (the database holds the rule, so a
+    concurrent writer that got there first is refused the same way)."""
+    taken = ValidationError({"name": LOST_REASON_NAME_TAKEN})
+    try:
+        lost_reason.full_clean()
+    except ValidationError as error:
+        if NON_FIELD_ERRORS in error.message_dict:
+            raise taken from error
+        raise
+    try:
+        with transaction.atomic():
+            lost_reason.save()
+    except IntegrityError as error:
+        raise taken from error
 
 
 @transaction.atomic
@@ -770,7 +790,6 @@ def update_lost_reason(*, lost_reason: LostReason, actor: User | None, **fields:
     """Rename a lost reason or retire it (`is_active` false: deals lost for it keep it, new losses cannot use it)."""
     before = audited_values(lost_reason)
     if _apply_fields(lost_reason, fields, LOST_REASON_EDITABLE_FIELDS):
-        lost_reason.full_clean()
-        lost_reason.save()
+        _save_lost_reason(lost_reason)
         record_audit(actor=actor, instance=lost_reason, action=AuditAction.UPDATED, before=before)
     return lost_reason

@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.views.decorators.http import require_GET, require_POST
@@ -14,7 +15,7 @@ from config.exceptions import StaleVersion
 from config.forms import add_service_errors
 from pipeline import selectors, services
 from pipeline.forms import ActivityForm, DealCreateForm, DealFieldsForm
-from pipeline.models import Deal, ForecastCategory
+from pipeline.models import Deal, ForecastCategory, Stage
 from pipeline.templatetags.crm import money
 from pipeline.views.activities import create_activity
 from pipeline.views.responses import STALE_MESSAGE, is_htmx, toast
@@ -98,6 +99,7 @@ def _deal_context(request: HttpRequest, deal: Deal) -> dict:
         "activity_form": ActivityForm(),
         "can_edit": can_edit,
         "is_stale": selectors.is_stale(deal),
+        "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
         "now": timezone.now(),
     }
 
@@ -148,11 +150,7 @@ def deal_fields(request: HttpRequest, pk: int) -> HttpResponse:
                 deal=deal, actor=request.user, expected_version=form.cleaned_data["version"], **form.changes()
             )
         except StaleVersion:
-            deal = _editable_deal(request, pk)
-            form = DealFieldsForm(initial=DealFieldsForm.initial_for(deal), user=request.user)
-            notice = STALE_MESSAGE.format(title=deal.title) + " Your changes were not saved."
-            context = {"deal": deal, "form": form, "notice": notice}
-            return render(request, "pipeline/partials/deal_fields_form.html", context)
+            return _fields_conflict(request, pk, form)
         except ValidationError as error:
             add_service_errors(form, error)
         else:
@@ -160,10 +158,59 @@ def deal_fields(request: HttpRequest, pk: int) -> HttpResponse:
             if not is_htmx(request):
                 messages.success(request, "Saved.")
                 return redirect("pipeline:deal", pk=deal.pk)
-            response = render(request, "pipeline/partials/deal_fields.html", {"deal": deal, "can_edit": True})
-            response.write(toast(request, "Saved."))
-            return response
+            return _fields_saved(request, deal)
     return render(request, "pipeline/partials/deal_fields_form.html", {"deal": deal, "form": form}, status=200)
+
+
+def _fields_saved(request: HttpRequest, deal: Deal) -> HttpResponse:
+    """The saved fields, and the page's header drawn again out of band: its Move form carries the new version and
+    its figures the new values, so the next move is not refused as someone else's change."""
+    response = render(request, "pipeline/partials/deal_fields.html", {"deal": deal, "can_edit": True})
+    head = {
+        "deal": deal,
+        "can_edit": True,
+        "stages": list(deal.pipeline.stages.order_by("order")),
+        "is_stale": selectors.is_stale(deal),
+        "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
+        "oob": True,
+    }
+    response.write(render_to_string("pipeline/partials/deal_head.html", head, request=request))
+    response.write(toast(request, "Saved."))
+    return response
+
+
+def _fields_conflict(request: HttpRequest, pk: int, form: DealFieldsForm) -> HttpResponse:
+    """Someone else saved the deal since the user opened the form, and nothing was written: the form comes back on
+    the latest version with what the user typed, each field both changed saying at the field what it holds now, a
+    toast saying why; saving again applies the user's values."""
+    deal = _editable_deal(request, pk)
+    form, conflicts = form.rebased(deal)
+    for name in conflicts:
+        form.add_error(
+            name,
+            f"Changed meanwhile by someone else to “{_display(deal, name)}”. "
+            "Yours is kept here: Save applies it, Cancel keeps theirs.",
+        )
+    message = STALE_MESSAGE.format(title=deal.title) + " Your changes are not saved yet."
+    response = render(
+        request, "pipeline/partials/deal_fields_form.html", {"deal": deal, "form": form, "notice": message}
+    )
+    response.write(toast(request, message, "error"))
+    return response
+
+
+def _display(deal: Deal, name: str) -> str:
+    """The deal's current value of a field, as the page shows it."""
+    value = getattr(deal, name)
+    if value in (None, ""):
+        return "—"
+    if name == "amount" or name == "budget":
+        return money(value, deal.currency)
+    if hasattr(deal, f"get_{name}_display"):
+        return getattr(deal, f"get_{name}_display")()
+    if hasattr(value, "strftime"):
+        return date_format(value)
+    return str(value)
 
 
 @login_required

@@ -42,11 +42,34 @@
     document.addEventListener("htmx:sendError", function () {
       toast("The server could not be reached. Check your connection and try again.", "error");
     });
+    // A form that undoes something (revoking a token) asks first: data-confirm holds the question.
+    document.addEventListener("submit", function (event) {
+      var form = event.target.closest("form[data-confirm]");
+      if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+    }, true);
     document.addEventListener("click", function (event) {
       var closer = event.target.closest("[data-close-dialog]");
       if (!closer) return;
       var dialog = closer.closest("dialog");
       if (dialog) dialog.close();
+    });
+    // A form answered with a problem at a field (a refused value, a conflicting change): bring that field into
+    // view and focus it, so the message is seen where it applies even when the form is longer than the window.
+    document.addEventListener("htmx:afterSettle", function (event) {
+      var target = event.detail.elt;
+      if (!target || !target.querySelector) return;
+      var field = target.querySelector(".field.has-error input, .field.has-error select, .field.has-error textarea");
+      if (!field) return;
+      field.scrollIntoView({ block: "center" });
+      field.focus({ preventScroll: true });
+    });
+    // A count that says how many of its section's rows match (data-counts): kept true as rows are swapped, e.g. an
+    // activity marked done in the inbox leaves the overdue count.
+    document.addEventListener("htmx:afterSettle", function () {
+      document.querySelectorAll("[data-counts]").forEach(function (count) {
+        var section = count.closest("section") || document;
+        count.textContent = section.querySelectorAll(count.dataset.counts).length;
+      });
     });
     var box = document.getElementById("toasts");
     if (box) new MutationObserver(scheduleToasts).observe(box, { childList: true, subtree: true });

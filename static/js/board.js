@@ -22,6 +22,20 @@
     htmx.ajax("POST", card.dataset.moveUrl, { source: card, target: card, swap: "outerHTML", values: values });
   }
 
+  // The list under the point where the card was let go: only a column or a Won/Lost zone takes a drop. SortableJS
+  // reports the list the card last crossed, even when it is released over the toolbar or anything else.
+  function listAtRelease(event) {
+    var e = event.originalEvent;
+    var point = e && e.changedTouches && e.changedTouches.length ? e.changedTouches[0] : e;
+    if (!point || typeof point.clientX !== "number") return null;
+    var under = document.elementFromPoint(point.clientX, point.clientY);
+    return under ? under.closest("#board [data-move-list]") : null;
+  }
+
+  function putBack(card, from, index) {
+    if (card.parentElement !== from) from.insertBefore(card, from.children[index] || null);
+  }
+
   function revert() {
     if (!pending) return;
     var p = pending;
@@ -60,8 +74,14 @@
         dragClass: "drag-active",
         onStart: function () { document.body.classList.add("dragging"); },
         onEnd: function (event) {
+          var target = listAtRelease(event);
           document.body.classList.remove("dragging");
-          if (event.from !== event.to) move(event.item, event.from, event.oldIndex, event.to.dataset.stageId);
+          if (!target || target === event.from) {
+            putBack(event.item, event.from, event.oldIndex);
+            return;
+          }
+          if (target !== event.to) target.appendChild(event.item); // e.g. Won/Lost, which SortableJS missed
+          move(event.item, event.from, event.oldIndex, target.dataset.stageId);
         },
       });
     });

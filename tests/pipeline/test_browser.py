@@ -272,6 +272,23 @@ def test_converting_a_lead_opens_its_new_deal(page, org, board_pipeline):
     assert (Lead.objects.get().deal, deal.amount) == (deal, Decimal("15000"))
 
 
+def test_a_converted_leads_activities_show_on_its_deal_and_each_page_links_the_other(page, org, board_pipeline):
+    lead = services.create_lead(actor=org.rep, first_name="Lee", last_name="Park", company="Initech", status="sql")
+    services.log_activity(actor=org.rep, kind="call", subject="Qualifying call with Lee", lead=lead)
+    log_in(page, "rep")
+    page.goto(f"/leads/{lead.pk}/")
+
+    page.click("text=Convert to deal")
+
+    page.wait_for_url("**/deals/*/")
+    page.locator(".timeline li", has_text="Qualifying call with Lee").wait_for()
+    page.click(".record-head a:has-text('Lee Park')")
+    page.wait_for_url(f"**/leads/{lead.pk}/")
+    assert page.locator(".timeline li", has_text="Qualifying call with Lee").count() == 1
+    page.click("p:has-text('Converted into the deal') a")
+    page.wait_for_url(f"**/deals/{Deal.objects.get().pk}/")
+
+
 def test_a_long_column_loads_more_cards_as_it_scrolls_and_the_search_narrows_the_board(page, org, board_pipeline):
     start = timezone.now() - timedelta(days=5)
     for index in range(35):

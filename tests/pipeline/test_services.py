@@ -8,8 +8,8 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from config.exceptions import StaleVersion
-from pipeline import services, signals
-from pipeline.models import Deal, LeadStatus, Organization, StageChange
+from pipeline import selectors, services, signals
+from pipeline.models import Deal, Lead, LeadStatus, Organization, StageChange
 from pipeline.selectors import deal_history
 from tests.factories import make_deal, make_lost_reason, make_qualified_deal, make_user, stage
 
@@ -446,6 +446,22 @@ def test_converting_a_lead_creates_and_links_organization_contact_and_deal(rep, 
     )
     assert (deal.source, deal.budget, deal.need, deal.amount) == ("Referral", Decimal("50000"), "Forecasting", 42000)
     assert (deal.owner, deal.pipeline, deal.stage.name) == (rep, pipeline, "Prospecting")
+
+
+def test_converting_a_lead_carries_its_activities_over_to_the_deal(rep, pipeline):
+    lead = services.create_lead(actor=rep, last_name="Park", company="Initech")
+    call = services.log_activity(actor=rep, kind="call", subject="First call", lead=lead)
+    planned = services.log_activity(
+        actor=rep, kind="meeting", subject="Demo", lead=lead, due_at=timezone.now() + timedelta(days=2)
+    )
+
+    deal = services.convert_lead(lead=lead, actor=rep)
+
+    assert set(selectors.deal_activities(deal=deal)) == {call, planned}  # the deal's timeline and next step
+    assert set(selectors.lead_activities(lead=lead)) == {call, planned}  # still listed on the lead
+    call.refresh_from_db()
+    assert (call.deal, call.lead, call.from_lead) == (deal, None, lead)
+    assert selectors.converted_lead_of(user=rep, deal=deal) == lead and Lead.objects.get(pk=lead.pk).deal == deal
 
 
 def test_converting_a_lead_reuses_an_organization_of_the_same_name(rep, pipeline):

@@ -7,7 +7,8 @@ import pytest
 from django.test import Client
 
 from accounts.models import ApiToken
-from pipeline.models import StageKind
+from pipeline import services
+from pipeline.models import LostReason, StageKind
 from tests.pipeline.test_browser import CHROMIUM, board_pipeline, browser, log_in, page  # noqa: F401
 
 pytestmark = [
@@ -47,6 +48,9 @@ def test_dragging_a_stage_to_the_top_persists_the_new_order(page, org, board_pip
         page.wait_for_timeout(60)
     page.mouse.up()
     page.wait_for_selector("#stage-list-status:has-text('Saved the new order.')")
+    # One status, saying only that it is saved (the list's answer once brought a second one, left at "Saving…").
+    assert page.locator("[id=stage-list-status]").count() == 1
+    assert "Saving" not in page.locator("main").inner_text()
 
     assert open_names(board_pipeline) == [names[-1], *names[:-1]]
     page.reload()
@@ -91,7 +95,42 @@ def test_a_token_is_shown_once_then_revoked_and_stops_working(page, org):  # noq
 
     page.goto("/settings/tokens/")
     assert secret not in page.content() and "Reporting script" in page.content()
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click("button:has-text('Revoke')")
     page.wait_for_selector(f"#token-{ApiToken.objects.get().pk} .pill:has-text('Revoked')")
 
     assert Client().get("/api/v1/me/", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 401
+
+
+def test_reloading_after_creating_a_token_creates_no_second_one_and_revoking_asks_first(page, org):  # noqa: F811
+    log_in(page, "rep")
+    page.goto("/settings/tokens/")
+    page.fill("#id_name", "Reporting script")
+    page.click("text=Create token")
+    secret = page.input_value("#new-token")
+
+    page.reload()
+
+    assert ApiToken.objects.filter(user=org.rep).count() == 1
+    assert page.locator("#new-token").count() == 0 and secret not in page.content()
+    questions = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    page.click("button:has-text('Revoke')")
+    page.wait_for_timeout(300)
+    assert "Revoke the token “Reporting script”?" in questions[0]
+    assert ApiToken.objects.get().revoked_at is None  # said no: nothing happened
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:has-text('Revoke')")
+    page.wait_for_selector(f"#token-{ApiToken.objects.get().pk} .pill:has-text('Revoked')")
+    assert ApiToken.objects.get().revoked_at is not None
+
+
+def test_a_lost_reason_differing_only_in_case_is_refused_with_a_readable_message(page, org):  # noqa: F811
+    services.create_lost_reason(actor=None, name="Price")
+    log_in(page, "admin")
+    page.goto("/settings/lost-reasons/")
+    page.fill("#id_name", "price")
+    page.click("button:has-text('Add reason')")
+
+    page.locator(".field-error, .form-errors", has_text="already exists (names ignore case)").wait_for()
+    assert list(LostReason.objects.values_list("name", flat=True)) == ["Price"]

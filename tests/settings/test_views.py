@@ -445,8 +445,9 @@ def test_the_teams_page_is_bounded_in_queries(admin_client, org):
 
 def test_every_user_creates_a_token_whose_secret_is_shown_once(client, org):
     client.force_login(org.rep)
-    response = client.post(reverse("settings:tokens"), {"name": "Zapier", "expires_on": ""})
-    assert response.status_code == 200
+    created = client.post(reverse("settings:tokens"), {"name": "Zapier", "expires_on": ""})
+    assert (created.status_code, created["Location"]) == (302, reverse("settings:tokens"))  # POST, redirect, GET
+    response = client.get(created["Location"])
     secret = response.context["secret"]
     token = ApiToken.objects.get(user=org.rep)
     assert secret.startswith(f"crm_{token.prefix}.") and secret in response.content.decode()
@@ -495,7 +496,7 @@ def test_a_user_lists_and_revokes_only_their_own_tokens(client, org):
 
 def test_a_revoked_token_answers_401(client, org):
     client.force_login(org.rep)
-    secret = client.post(reverse("settings:tokens"), {"name": "CLI"}).context["secret"]
+    secret = client.post(reverse("settings:tokens"), {"name": "CLI"}, follow=True).context["secret"]
     assert Client().get("/api/v1/me/", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 200
     client.post(reverse("settings:token_revoke", args=[ApiToken.objects.get().pk]))
     assert Client().get("/api/v1/me/", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 401
