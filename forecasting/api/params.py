@@ -10,6 +10,8 @@ from forecasting.periods import ALL_TIME, FIRST_DAY, KINDS, LAST_DAY, Period, Pe
 
 # The shape of a period (forecasting.periods.PATTERN, or `all`) as an ECMA regular expression, for the schema.
 PERIOD_SCHEMA_PATTERN = r"^(all|\d{4}(-(\d{2}|Q[1-4]))?)$"
+# The largest id a row can have (bigint): a larger one would fail in SQL rather than find nothing.
+ID_MAX = 2**63 - 1
 STAGE_GROUPS = [GroupKind.COMPANY, GroupKind.OWNER, GroupKind.TEAM, GroupKind.SOURCE]
 
 
@@ -19,9 +21,15 @@ STAGE_GROUPS = [GroupKind.COMPANY, GroupKind.OWNER, GroupKind.TEAM, GroupKind.SO
 class MetricFilterSerializer(serializers.Serializer):
     """The filters every metric read takes."""
 
-    pipeline = serializers.IntegerField(required=False, min_value=1, help_text="Only this pipeline's rows.")
-    team = serializers.IntegerField(required=False, min_value=1, help_text="Only rows of this team (of its members).")
-    owner = serializers.IntegerField(required=False, min_value=1, help_text="Only rows of this owner.")
+    pipeline = serializers.IntegerField(
+        required=False, min_value=1, max_value=ID_MAX, help_text="Only this pipeline's rows."
+    )
+    team = serializers.IntegerField(
+        required=False, min_value=1, max_value=ID_MAX, help_text="Only rows of this team (of its members)."
+    )
+    owner = serializers.IntegerField(
+        required=False, min_value=1, max_value=ID_MAX, help_text="Only rows of this owner."
+    )
     source = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="Only this source.")
 
     # Parameters of other metrics: refused here rather than silently ignored.

@@ -127,6 +127,14 @@ class MetricViewSet(VisibleViewSet):
         )
 
 
+ONE_PERIOD = (
+    "A custom range (`start` & `end`) or `period=all` answers one row per group, computed when asked (its "
+    "`computed_at` is then the answer's time) unless the range is exactly a month, quarter or year, whose snapshot "
+    "answers. A read of one period has a row for every group the caller may see (but sources), one with nothing in "
+    "it holding counts 0 and rates null."
+)
+
+
 def _documented(response: type[serializers.Serializer], description: str):
     """Document a metric viewset's list: its query parameters and its page of rows."""
 
@@ -140,7 +148,7 @@ def _documented(response: type[serializers.Serializer], description: str):
 
 @_documented(
     page_of("WinRatePage", WinRateRowSerializer),
-    "Win rate and average won deal size of deals closed in each period, for the company or per group.",
+    "Win rate and average won deal size of deals closed in each period, for the company or per group. " + ONE_PERIOD,
 )
 class WinRateViewSet(MetricViewSet):
     metric = Metric.DEAL_OUTCOMES
@@ -149,7 +157,7 @@ class WinRateViewSet(MetricViewSet):
 
 @_documented(
     page_of("SalesCyclePage", SalesCycleRowSerializer),
-    "Sales cycle length in days (mean and median), separately for deals won and lost in each period.",
+    "Sales cycle length in days (mean and median), separately for deals won and lost in each period. " + ONE_PERIOD,
 )
 class SalesCycleViewSet(MetricViewSet):
     metric = Metric.DEAL_OUTCOMES
@@ -160,7 +168,7 @@ class SalesCycleViewSet(MetricViewSet):
     page_of("FunnelPage", FunnelRowSerializer),
     "The funnel of each pipeline, one row per open stage: without a period, of all deals (period_kind `all`); "
     "with one, of the deals created in it. Skipped stages count as passed through. Not per pipeline group: "
-    "every row is a pipeline's.",
+    "every row is a pipeline's. " + ONE_PERIOD,
 )
 class FunnelViewSet(MetricViewSet):
     metric = Metric.FUNNEL
@@ -183,7 +191,8 @@ class StageTimeViewSet(MetricViewSet):
 @_documented(
     page_of("LeadMetricsPage", LeadRowSerializer),
     "Qualified leads and lead velocity per period (by the date leads reached `sql`), and MQL→SQL and "
-    "lead→deal conversion of the leads created in the period.",
+    "lead→deal conversion of the leads created in the period (in a custom range, velocity is against the range of "
+    "the same length before it; over all time, null). " + ONE_PERIOD,
 )
 class LeadMetricsViewSet(MetricViewSet):
     metric = Metric.LEADS
@@ -214,7 +223,8 @@ class StaleDealsViewSet(MetricViewSet):
         ),
     ),
     "The weighted forecast of each period (configured and learned probabilities), commit, best case, pipeline and "
-    "won amount; beside the page, the past due deals and the learned probabilities of the same recompute.",
+    "won amount; beside the page, the past due deals and the learned probabilities of the same recompute. "
+    + ONE_PERIOD,
 )
 class ForecastViewSet(MetricViewSet):
     metric = Metric.FORECAST

@@ -141,6 +141,7 @@ def test_an_owner_with_no_deals_has_a_funnel_of_zeros(org, pipeline, spring):
         ({"start": "2026-01-01", "end": "12026-01-01"}, "end"),
         ({"start": "2026-02-30", "end": "2026-03-01"}, "start"),
         ({"period": "ALL"}, "period"),
+        ({"start": "2026-01-01", "end": "2026-02-15", "pipeline": "99999999999999999999"}, "pipeline"),  # > bigint
         ({"period": "all", "start": "2026-01-01", "end": "2026-02-01"}, "period"),
     ],
 )
