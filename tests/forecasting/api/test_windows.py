@@ -195,3 +195,21 @@ def test_the_schema_documents_all_time_and_ranges(client):
     kinds = schema["components"]["schemas"]["WinRateRow"]["properties"]["period_kind"]["allOf"][0]["$ref"]
     enum = schema["components"]["schemas"][kinds.rsplit("/", 1)[1]]["enum"]
     assert {"month", "quarter", "year", "all", "range"} <= set(enum)
+
+
+def test_a_range_runs_from_local_midnight_to_local_midnight(org, pipeline, lost_reason, settings):
+    settings.TIME_ZONE = "America/New_York"  # EST (UTC−5) on 1 March, EDT (UTC−4) on 1 May
+    closings = [
+        ("2026-03-01 04:59", "Lost"),  # 23:59 on 28 February in New York: before the range
+        ("2026-03-01 05:00", "Won"),  # midnight, 1 March: the range's first instant
+        ("2026-05-01 03:59", "Won"),  # 23:59 on 30 April: its last minute
+        ("2026-05-01 04:00", "Lost"),  # midnight, 1 May: the first instant after it
+    ]
+    for closed, outcome in closings:
+        path = [("Prospecting", "2026-02-01"), (outcome, closed)]
+        deal_with_history(owner=org.rep, pipeline=pipeline, amount=Decimal(1), lost_reason=lost_reason, path=path)
+    recompute_metrics(as_of=AS_OF)
+    rows = session_client(org.admin).get("/api/v1/metrics/win-rates/", SPRING).json()["results"]
+    assert [(row["won"], row["lost"]) for row in rows] == [(2, 0)]
+    rows = session_client(org.admin).get("/api/v1/forecast/", SPRING).json()["results"]
+    assert [row["won_count"] for row in rows] == [2]
