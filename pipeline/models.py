@@ -248,6 +248,8 @@ class Lead(BantFields):
             models.Index(fields=["owner", "status"]),
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["sql_at"]),
+            # Leads created in a range, whatever their status: lead metrics computed when asked (a custom range).
+            models.Index(fields=["created_at"], name="lead_created_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=LeadStatus.values), name="lead_status_valid"),
