@@ -1128,6 +1128,13 @@ FAMILIES: list[Family] = [
     forecast_snapshots,
     forecast_accuracy,
 ]
+# The families a read of a custom range or all time runs when asked (forecasting.selectors.metric_rows), by metric.
+LIVE: dict[Metric, Family] = {
+    Metric.DEAL_OUTCOMES: deal_outcomes,
+    Metric.FORECAST: forecast,
+    Metric.FUNNEL: funnel,
+    Metric.LEADS: leads,
+}
 # Families that write outside the run's snapshot rows (so they do not count in MetricsRun.row_count).
 WRITES_OUTSIDE_THE_RUN = {forecast_snapshots}
 

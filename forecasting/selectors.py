@@ -21,7 +21,6 @@ from django.utils import timezone
 
 from accounts.models import Team, User
 from accounts.selectors import owners_visible_to
-from forecasting import metrics
 from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, PeriodKind, Quota, RunStatus
 from forecasting.periods import ALL_TIME, Period, Window
 from pipeline.models import Pipeline, Stage, StageKind
@@ -133,13 +132,6 @@ def visible_snapshot_rows(
 
 # --- Reads of one period: every visible group, and windows computed live --------------------------------------------
 
-# The families a live read runs (forecasting.metrics), by metric.
-LIVE_FAMILIES = {
-    Metric.DEAL_OUTCOMES: metrics.deal_outcomes,
-    Metric.FORECAST: metrics.forecast,
-    Metric.FUNNEL: metrics.funnel,
-    Metric.LEADS: metrics.leads,
-}
 GROUP_COLUMN = {GroupKind.OWNER: "owner_id", GroupKind.TEAM: "team_id", GroupKind.PIPELINE: "pipeline_id"}
 GROUP_COLUMN |= {GroupKind.SOURCE: "source"}
 
@@ -164,6 +156,8 @@ def metric_rows(*, user: User, query: SnapshotQuery) -> MetricRows:
     metric in `forecasting.metrics.FILLED` answers a row for every group `user` may see, one with nothing to count
     holding counts 0 and rates null (SPEC §3); sources, open-ended, are the ones the period's rows have.
     """
+    from forecasting import metrics  # which reads this module's learning settings
+
     window = query.window
     if window is not None:
         period = window.calendar_period()
@@ -178,7 +172,7 @@ def metric_rows(*, user: User, query: SnapshotQuery) -> MetricRows:
             return MetricRows(run, rows)
         groups = _groups_of(user, query)
         return MetricRows(run, _with_every_group(query, list(rows), groups, run=run, at=run.as_of))
-    if query.metric not in LIVE_FAMILIES:
+    if query.metric not in metrics.LIVE:
         raise ValueError(f"{query.metric} is not computed for a window")
     run = latest_run()
     now = timezone.now()
@@ -253,6 +247,8 @@ def _keeps(query: SnapshotQuery, row: MetricSnapshot) -> bool:
 
 def _live(query: SnapshotQuery, groups: _Groups, *, run: MetricsRun | None, at: datetime) -> list[MetricSnapshot]:
     """The rows of `query.window` computed now by the metric's family, over the deals of `groups` only."""
+    from forecasting import metrics
+
     live = metrics.Live(
         window=query.window,
         group=query.group_kind,
@@ -263,7 +259,7 @@ def _live(query: SnapshotQuery, groups: _Groups, *, run: MetricsRun | None, at: 
     # The forecast's learned probabilities are those of the latest run (none before the first: p0).
     params = dataclasses.replace(metrics.MetricParams.of_run(run_id=run.pk if run else 0, computed_at=at), live=live)
     with connection.cursor() as cursor:
-        LIVE_FAMILIES[query.metric](cursor, params)
+        metrics.LIVE[query.metric](cursor, params)
         fetched = cursor.fetchall()
     names = ("run_id", "metric", "period_kind", "period_start", "period_end", "group_kind", *GROUP_COLUMN.values())
     names += ("stage_id", "deal_id", "values", "computed_at")
@@ -282,6 +278,8 @@ def _with_every_group(
 ) -> list[MetricSnapshot]:
     """`rows` and a row with nothing to count (`forecasting.metrics.empty_values`) for every group of `groups` that
     has none (for a funnel, every open stage of every pipeline the query keeps), in the read order."""
+    from forecasting import metrics
+
     if groups.none or not groups.keys or query.metric not in metrics.FILLED:
         return rows
     if query.window is not None:
