@@ -85,6 +85,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.rest.RateLimitHeadersMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a lockout raised during authentication into the lockout page.
@@ -239,7 +240,9 @@ AXES_COOLOFF_TIME = env_int("LOGIN_LOCKOUT_MINUTES", 15) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_IPWARE_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+# Proxies in front of the app whose X-Forwarded-For is believed, for the login lockouts and the API's rate limits.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+AXES_CLIENT_IP_CALLABLE = "config.security.client_address"
 
 # The same for API tokens, per client address (accounts.services.record_failed_token_attempt; kept in PostgreSQL
 # too): the first failures are free, each further one makes the address wait twice as long before the next attempt
@@ -290,7 +293,7 @@ REST_FRAMEWORK = {
         "config.rest.SearchFilter",
         "config.rest.OrderingFilter",
     ],
-    "DEFAULT_THROTTLE_CLASSES": ["config.rest.UserOrTokenRateThrottle", "config.rest.AnonymousRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["config.rest.UserRateThrottle", "config.rest.AnonymousRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": os.environ.get("API_THROTTLE_USER", "1200/minute"),
         "anon": os.environ.get("API_THROTTLE_ANON", "60/minute"),
@@ -335,7 +338,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Metrics (forecasting, SPEC §3). Learned probabilities: prior strength k, and the closing-date window in days
-# (0 = all history).
+# (0 = all history). Defaults only: an admin's values on /settings/metrics/ (stored in the database) win.
 METRICS_PRIOR_STRENGTH = env_int("METRICS_PRIOR_STRENGTH", 10)
 METRICS_LOOKBACK_DAYS = env_int("METRICS_LOOKBACK_DAYS", 365)
 # A change queues one recompute this many seconds later; more changes meanwhile ride along with it.

@@ -10,7 +10,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from accounts.models import AuditEntry, User
-from config.rest import UserOrTokenRateThrottle
+from config.rest import UserRateThrottle
 from forecasting.models import Quota
 from forecasting.services import recompute_metrics
 from tests.api.conftest import client_for
@@ -193,7 +193,7 @@ def test_metric_reads_make_a_constant_number_of_queries(org, closings, url):
 
 def test_metric_reads_are_throttled_like_the_rest_of_the_api(org, monkeypatch):
     cache.clear()
-    monkeypatch.setattr(UserOrTokenRateThrottle, "THROTTLE_RATES", {"user": "2/minute"})
+    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "2/minute"})
     client = client_for(org.rep)
     statuses = [client.get("/api/v1/metrics/win-rates/").status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
