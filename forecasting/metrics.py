@@ -28,7 +28,8 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db.backends.utils import CursorWrapper
 
-from forecasting.models import Metric
+from forecasting.models import GroupKind, Metric
+from forecasting.periods import Window
 from forecasting.selectors import learning_settings
 
 GROUP_COLUMNS = {"owner": "owner_id", "team": "team_id", "pipeline": "pipeline_id", "source": "source"}
@@ -86,6 +87,19 @@ class Scope:
 
 
 @dataclass(frozen=True)
+class Live:
+    """A read computed when asked instead of a run's rows (`forecasting.selectors.metric_rows`): one row per group
+    for a custom range or all time, of one group kind, over the deals of some owners, teams or pipelines only (None:
+    everyone's) so that an index reads no more than the rows the caller may see."""
+
+    window: Window
+    group: str  # the one group kind written: company, owner, team, pipeline or source
+    owners: tuple[int, ...] | None = None
+    teams: tuple[int, ...] | None = None
+    pipelines: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
 class MetricParams:
     """The input of every family: which run it writes, its "now", the settings it reads, which period kinds, and
     (for an incremental refresh) the scope; `sql()` is the one place its SQL parameters come from."""
@@ -97,6 +111,7 @@ class MetricParams:
     lookback_days: int  # the learned probabilities' window (0 = all history)
     period_kinds: tuple[str, ...] = ALL_PERIOD_KINDS
     scope: Scope | None = None  # None: a full recompute, nothing scoped
+    live: Live | None = None  # a live read: SELECT one window's rows rather than INSERT a run's periods
 
     def __post_init__(self) -> None:
         unknown = set(self.period_kinds) - set(ALL_PERIOD_KINDS)
@@ -137,7 +152,34 @@ class MetricParams:
         }
         for name in ("closed", "forecast", "created"):
             params |= self._period_arrays(name, getattr(scope, name) if scope else None)
-        return params
+        return params | self._live()
+
+    def _live(self) -> dict[str, Any]:
+        """The window of a live read (start and end as dates and as instants in `tz`, and those of the window before
+        it, for lead velocity) and whose deals it reads; all None but `live` in a recompute."""
+        live = self.live
+        window = live.window if live else Window.all_time()
+        previous = window.previous() or Window.all_time()
+
+        def ids(values: tuple[int, ...] | None) -> list[int] | None:
+            return None if values is None else sorted(values)
+
+        window_from, window_to = window.bounds(self.tz)
+        previous_from, previous_to = previous.bounds(self.tz)
+        return {
+            "live": live is not None,
+            "window_kind": window.kind,
+            "window_start": window.start,
+            "window_end": window.end,
+            "window_from": window_from,
+            "window_to": window_to,
+            "has_previous": live is not None and previous.start is not None,
+            "previous_from": previous_from,
+            "previous_to": previous_to,
+            "live_owners": ids(live.owners) if live else None,
+            "live_teams": ids(live.teams) if live else None,
+            "live_pipelines": ids(live.pipelines) if live else None,
+        }
 
     def _period_arrays(self, name: str, periods: frozenset[PeriodSlice] | None) -> dict[str, Any]:
         """The periods as two arrays (kinds, starts), and the earliest start as a date and as a time in `tz`."""
@@ -280,6 +322,32 @@ def result_keys(metric: Metric) -> tuple[str, ...]:
     return tuple(VALUES[metric].__annotations__)
 
 
+# The values of a group with nothing to count (SPEC §3: rates null when nothing closed), for the rows a read of one
+# period adds for every group the caller may see that has none (`forecasting.selectors.metric_rows`).
+_NOTHING = {
+    Metric.DEAL_OUTCOMES: {"won": 0, "lost": 0, "won_amount": "0.00"},
+    Metric.FORECAST: {
+        **dict.fromkeys(["weighted_configured", "weighted_learned", "commit", "best_case", "pipeline"], "0.00"),
+        **{"open_count": 0, "won_amount": "0.00", "won_count": 0},
+    },
+    Metric.LEADS: dict.fromkeys(
+        ["qualified", "qualified_previous", "created", "created_reached_mql", "created_reached_sql"], 0
+    )
+    | {"created_converted": 0},
+    Metric.FUNNEL: {"reached": 0, "won": 0, "cohort_deals": 0},
+}
+FILLED = tuple(_NOTHING)  # the metrics whose reads of one period answer every visible group
+
+
+def empty_values(metric: Metric, **known: Any) -> dict[str, Any]:
+    """`values` of a row of `metric` over nothing: counts and amounts 0, rates, means and medians null; `known` gives
+    the keys that describe the row rather than count (a funnel stage's order)."""
+    values = dict.fromkeys(result_keys(metric)) | _NOTHING[metric] | known
+    if set(values) != set(result_keys(metric)):
+        raise ValueError(f"{metric} has no keys {sorted(set(values) - set(result_keys(metric)))}")
+    return values
+
+
 def _values(metric: Metric, **expressions: str) -> str:
     """`jsonb_build_object` of exactly the keys `metric` declares, each from its SQL expression."""
     if tuple(expressions) != result_keys(metric):
@@ -296,6 +364,8 @@ def _grouping_sets(base: list[str], groups: list[str], *, company: bool = True) 
 
 def _group_kind(groups: list[str]) -> str:
     """SQL naming the group of a row: GROUPING(col) is 0 when the row's grouping set includes col."""
+    if not groups:
+        return "'company'"
     cases = " ".join(f"WHEN GROUPING({GROUP_COLUMNS[group]}) = 0 THEN '{group}'" for group in groups)
     return f"CASE {cases} ELSE 'company' END"
 
@@ -308,6 +378,61 @@ def _group_columns(groups: list[str], intrinsic: tuple[str, ...] = ()) -> str:
         else f"NULL::{'text' if group == 'source' else 'bigint'} AS {column}"
         for group, column in GROUP_COLUMNS.items()
     )
+
+
+# A live read (MetricParams.live): the same SQL as a recompute's, with one bucket (the window) instead of every month,
+# quarter and year, the one group kind asked for, and no INSERT: the rows come back to the caller.
+
+
+def _insert(params: MetricParams) -> str:
+    return "" if params.live else INSERT
+
+
+def _periods_of(params: MetricParams, local: str, slices: str) -> tuple[str, str, str]:
+    """Which period a fact at local time `local` counts in: its columns (kind, period_start, period_end), the join
+    giving them and the condition on them. A live read has one period, the window (its facts are bounded where they
+    are read, with `_in_window`, so that an index is used)."""
+    if params.live:
+        return (
+            "%(window_kind)s::text AS kind, %(window_start)s::date AS period_start, %(window_end)s::date AS period_end",
+            "",
+            "TRUE",
+        )
+    truncated = f"date_trunc(k.kind, {local})"
+    return (
+        f"k.kind, {truncated}::date AS period_start, ({truncated} + k.step)::date AS period_end",
+        f"CROSS JOIN {PERIOD_KINDS}",
+        _in_slices(slices, "k.kind", f"{truncated}::date"),
+    )
+
+
+def _in_window(column: str, *, dates: bool = False, window: str = "window") -> str:
+    """In a live read, `column` (a time, or with `dates` a date) lies in the window (or `previous`); true otherwise
+    and for all time."""
+    start, end = ("start", "end") if dates else ("from", "to")
+    kind = "date" if dates else "timestamptz"
+    return (
+        f"(NOT %(live)s OR %({window}_{start})s::{kind} IS NULL OR "
+        f"({column} >= %({window}_{start})s::{kind} AND {column} < %({window}_{end})s::{kind}))"
+    )
+
+
+def _live_groups(params: MetricParams, groups: list[str]) -> tuple[list[str], bool]:
+    """The groups a family writes and whether it writes the company row: all of them, or the one a live read asks."""
+    if params.live is None:
+        return groups, True
+    return [group for group in groups if group == params.live.group], params.live.group == GroupKind.COMPANY
+
+
+def _live_rows_of(owner: str, team: str, pipeline: str | None = None) -> str:
+    """In a live read, only the deals (or leads) of the owners, teams and pipelines it reads (each None: all)."""
+    conditions = [
+        f"(%(live_owners)s::bigint[] IS NULL OR {owner} = ANY(%(live_owners)s::bigint[]))",
+        f"(%(live_teams)s::bigint[] IS NULL OR {team} = ANY(%(live_teams)s::bigint[]))",
+    ]
+    if pipeline is not None:
+        conditions.append(f"(%(live_pipelines)s::bigint[] IS NULL OR {pipeline} = ANY(%(live_pipelines)s::bigint[]))")
+    return f"(NOT %(live)s OR ({' AND '.join(conditions)}))"
 
 
 def _execute(cursor: CursorWrapper, sql: str, params: MetricParams) -> int:
@@ -357,8 +482,10 @@ def deal_outcomes(cursor: CursorWrapper, params: MetricParams) -> int:
             "percentile_cont(0.5) WITHIN GROUP (ORDER BY cycle_days) FILTER (WHERE status = 'lost')"
         ),
     )
+    groups, company = _live_groups(params, ALL_GROUPS)
+    period_columns, period_join, in_periods = _periods_of(params, "local_closed_at", "closed")
     sql = f"""
-    {INSERT}
+    {_insert(params)}
     WITH closed AS (
         SELECT d.status, d.amount, d.owner_id, u.team_id, d.pipeline_id, d.source,
                d.closed_at AT TIME ZONE %(tz)s AS local_closed_at,
@@ -366,19 +493,18 @@ def deal_outcomes(cursor: CursorWrapper, params: MetricParams) -> int:
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
          WHERE d.status IN ('won', 'lost') AND {_since("closed", "d.closed_at")}
+           AND {_in_window("d.closed_at")} AND {_live_rows_of("d.owner_id", "u.team_id", "d.pipeline_id")}
     ), facts AS (
-        SELECT closed.*, k.kind,
-               date_trunc(k.kind, local_closed_at)::date AS period_start,
-               (date_trunc(k.kind, local_closed_at) + k.step)::date AS period_end
-          FROM closed CROSS JOIN {PERIOD_KINDS}
-         WHERE {_in_slices("closed", "k.kind", "date_trunc(k.kind, local_closed_at)::date")}
+        SELECT closed.*, {period_columns}
+          FROM closed {period_join}
+         WHERE {in_periods}
     )
-    SELECT %(run_id)s, '{Metric.DEAL_OUTCOMES.value}', kind, period_start, period_end, {_group_kind(ALL_GROUPS)},
-           {_group_columns(ALL_GROUPS)}, NULL, NULL,
+    SELECT %(run_id)s, '{Metric.DEAL_OUTCOMES.value}', kind, period_start, period_end, {_group_kind(groups)},
+           {_group_columns(groups)}, NULL, NULL,
            {values},
            %(computed_at)s
       FROM facts
-     GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], ALL_GROUPS)}
+     GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], groups, company=company)}
     """
     return _execute(cursor, sql, params)
 
@@ -400,29 +526,36 @@ def funnel(cursor: CursorWrapper, params: MetricParams) -> int:
         cohort_deals="cohort_deals",
         conversion="coalesce(next_reached, won)::float8 / nullif(reached, 0)",
     )
+    groups, company = _live_groups(params, STAGE_GROUPS)
+    period_columns, period_join, in_periods = _periods_of(params, "month", "created")
+    all_deals = (
+        ""
+        if params.live
+        else "UNION ALL SELECT partials.*, 'all', NULL::date, NULL::date FROM partials "
+        "WHERE 'all' = ANY(%(period_kinds)s)"
+    )
+    grouped = ["kind", "period_start", "period_end", "pipeline_id", "furthest_order"]
     sql = f"""
-    {INSERT}
+    {_insert(params)}
     WITH {DEALS_WITH_FURTHEST}, partials AS MATERIALIZED (
         -- Deals counted once per creation month, owner, source and furthest stage: every cohort and group below
         -- adds up these counts (a few hundred thousand rows) instead of reading every deal again.
         SELECT date_trunc('month', created_at AT TIME ZONE %(tz)s) AS month, pipeline_id, owner_id, team_id, source,
                furthest_order, count(*) AS deals, count(*) FILTER (WHERE status = 'won') AS won
           FROM deals
+         WHERE {_in_window("created_at")} AND {_live_rows_of("owner_id", "team_id", "pipeline_id")}
          GROUP BY 1, 2, 3, 4, 5, 6
     ), cohorts AS (
-        SELECT partials.*, k.kind,
-               date_trunc(k.kind, month)::date AS period_start,
-               (date_trunc(k.kind, month) + k.step)::date AS period_end
-          FROM partials CROSS JOIN {PERIOD_KINDS}
-         WHERE {_in_slices("created", "k.kind", "date_trunc(k.kind, month)::date")}
-        UNION ALL
-        SELECT partials.*, 'all', NULL::date, NULL::date FROM partials WHERE 'all' = ANY(%(period_kinds)s)
+        SELECT partials.*, {period_columns}
+          FROM partials {period_join}
+         WHERE {in_periods}
+        {all_deals}
     ), by_furthest AS (
         SELECT kind, period_start, period_end, {_group_kind(groups)} AS group_kind,
                {_group_columns(groups, intrinsic=("pipeline_id",))},
                furthest_order, sum(deals)::bigint AS deals, sum(won)::bigint AS won
           FROM cohorts
-         GROUP BY {_grouping_sets(["kind", "period_start", "period_end", "pipeline_id", "furthest_order"], groups)}
+         GROUP BY {_grouping_sets(grouped, groups, company=company)}
     ), reached AS (
         SELECT b.kind, b.period_start, b.period_end, b.group_kind, b.owner_id, b.team_id, b.pipeline_id, b.source,
                s.id AS stage_id, s."order",
@@ -529,8 +662,10 @@ def forecast(cursor: CursorWrapper, params: MetricParams) -> int:
         won_amount="coalesce(sum(amount) FILTER (WHERE fact = 'won'), 0)::text",
         won_count="count(*) FILTER (WHERE fact = 'won')",
     )
+    groups, company = _live_groups(params, ALL_GROUPS)
+    period_columns, period_join, in_periods = _periods_of(params, "local_at", "forecast")
     sql = f"""
-    {INSERT}
+    {_insert(params)}
     WITH learned AS (
         SELECT stage_id, ("values"->>'p')::numeric AS p
           FROM forecasting_metricsnapshot
@@ -545,25 +680,26 @@ def forecast(cursor: CursorWrapper, params: MetricParams) -> int:
           LEFT JOIN learned l ON l.stage_id = d.stage_id
          WHERE d.status = 'open' AND d.expected_close_date IS NOT NULL
            AND {_since("forecast", "d.expected_close_date", dates=True)}
+           AND {_in_window("d.expected_close_date", dates=True)}
+           AND {_live_rows_of("d.owner_id", "u.team_id", "d.pipeline_id")}
         UNION ALL
         SELECT 'won', d.closed_at AT TIME ZONE %(tz)s, d.amount, d.forecast_category, 1, 1,
                d.owner_id, u.team_id, d.pipeline_id, d.source
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
          WHERE d.status = 'won' AND {_since("forecast", "d.closed_at")}
+           AND {_in_window("d.closed_at")} AND {_live_rows_of("d.owner_id", "u.team_id", "d.pipeline_id")}
     ), periods AS (
-        SELECT facts.*, k.kind,
-               date_trunc(k.kind, local_at)::date AS period_start,
-               (date_trunc(k.kind, local_at) + k.step)::date AS period_end
-          FROM facts CROSS JOIN {PERIOD_KINDS}
-         WHERE {_in_slices("forecast", "k.kind", "date_trunc(k.kind, local_at)::date")}
+        SELECT facts.*, {period_columns}
+          FROM facts {period_join}
+         WHERE {in_periods}
     )
-    SELECT %(run_id)s, '{Metric.FORECAST.value}', kind, period_start, period_end, {_group_kind(ALL_GROUPS)},
-           {_group_columns(ALL_GROUPS)}, NULL, NULL,
+    SELECT %(run_id)s, '{Metric.FORECAST.value}', kind, period_start, period_end, {_group_kind(groups)},
+           {_group_columns(groups)}, NULL, NULL,
            {values},
            %(computed_at)s
       FROM periods
-     GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], ALL_GROUPS)}
+     GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], groups, company=company)}
     """
     return _execute(cursor, sql, params)
 
@@ -711,18 +847,29 @@ def leads(cursor: CursorWrapper, params: MetricParams) -> int:
         mql_to_sql_rate="created_reached_sql::float8 / nullif(created_reached_mql, 0)",
         lead_to_deal_rate="created_converted::float8 / nullif(created, 0)",
     )
-    sql = f"""
-    {INSERT}
-    WITH local_leads AS (
-        SELECT l.owner_id, u.team_id, l.source,
-               l.created_at AT TIME ZONE %(tz)s AS local_created_at,
-               l.sql_at AT TIME ZONE %(tz)s AS local_sql_at,
-               l.mql_at IS NOT NULL AS reached_mql, l.sql_at IS NOT NULL AS reached_sql,
-               l.converted_at IS NOT NULL AS converted
-          FROM pipeline_lead l
-          JOIN accounts_user u ON u.id = l.owner_id
-    ), facts AS (
-        SELECT local_leads.*, k.kind, k.step, f.fact, f.period_start
+    groups, company = _live_groups(params, groups)
+    if params.live:
+        # One window: each lead counts where its creation or its reaching sql falls in it (or in the one before).
+        facts = f"""
+        SELECT local_leads.*, %(window_kind)s::text AS kind, %(window_start)s::date AS period_start,
+               %(window_end)s::date AS period_end, f.fact
+          FROM local_leads
+         CROSS JOIN LATERAL (VALUES
+               ('created', {_in_window("created_at")}),
+               ('qualified', sql_at IS NOT NULL AND {_in_window("sql_at")}),
+               ('qualified_in_previous', %(has_previous)s AND sql_at IS NOT NULL AND
+                                         {_in_window("sql_at", window="previous")})
+         ) AS f(fact, counts)
+         WHERE f.counts
+        """
+        in_window = (
+            f"({_in_window('l.created_at')} OR (l.sql_at IS NOT NULL AND {_in_window('l.sql_at')}) OR "
+            f"(%(has_previous)s AND l.sql_at IS NOT NULL AND {_in_window('l.sql_at', window='previous')}))"
+        )
+    else:
+        facts = f"""
+        SELECT local_leads.*, k.kind, f.period_start::date AS period_start,
+               (f.period_start + k.step)::date AS period_end, f.fact
           FROM local_leads
          CROSS JOIN {PERIOD_KINDS}
          CROSS JOIN LATERAL (VALUES
@@ -731,8 +878,21 @@ def leads(cursor: CursorWrapper, params: MetricParams) -> int:
                ('qualified_in_previous', date_trunc(k.kind, local_sql_at) + k.step)
          ) AS f(fact, period_start)
          WHERE f.period_start IS NOT NULL
-    ), counts AS (
-        SELECT kind, period_start::date AS period_start, (period_start + step)::date AS period_end,
+        """
+        in_window = "TRUE"
+    sql = f"""
+    {_insert(params)}
+    WITH local_leads AS (
+        SELECT l.owner_id, u.team_id, l.source, l.created_at, l.sql_at,
+               l.created_at AT TIME ZONE %(tz)s AS local_created_at,
+               l.sql_at AT TIME ZONE %(tz)s AS local_sql_at,
+               l.mql_at IS NOT NULL AS reached_mql, l.sql_at IS NOT NULL AS reached_sql,
+               l.converted_at IS NOT NULL AS converted
+          FROM pipeline_lead l
+          JOIN accounts_user u ON u.id = l.owner_id
+         WHERE {in_window} AND {_live_rows_of("l.owner_id", "u.team_id")}
+    ), facts AS ({facts}), counts AS (
+        SELECT kind, period_start, period_end,
                {_group_kind(groups)} AS group_kind, {_group_columns(groups)},
                count(*) FILTER (WHERE fact = 'created') AS created,
                count(*) FILTER (WHERE fact = 'created' AND reached_mql) AS created_reached_mql,
@@ -741,7 +901,7 @@ def leads(cursor: CursorWrapper, params: MetricParams) -> int:
                count(*) FILTER (WHERE fact = 'qualified') AS qualified,
                count(*) FILTER (WHERE fact = 'qualified_in_previous') AS qualified_previous
           FROM facts
-         GROUP BY {_grouping_sets(["kind", "period_start", "step"], groups)}
+         GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], groups, company=company)}
     )
     SELECT %(run_id)s, '{Metric.LEADS.value}', kind, period_start, period_end, group_kind,
            owner_id, team_id, pipeline_id, source, NULL, NULL,
@@ -970,6 +1130,13 @@ FAMILIES: list[Family] = [
     forecast_snapshots,
     forecast_accuracy,
 ]
+# The families a read of a custom range or all time runs when asked (forecasting.selectors.metric_rows), by metric.
+LIVE: dict[Metric, Family] = {
+    Metric.DEAL_OUTCOMES: deal_outcomes,
+    Metric.FORECAST: forecast,
+    Metric.FUNNEL: funnel,
+    Metric.LEADS: leads,
+}
 # Families that write outside the run's snapshot rows (so they do not count in MetricsRun.row_count).
 WRITES_OUTSIDE_THE_RUN = {forecast_snapshots}
 

@@ -1,5 +1,6 @@
 """Periods: a month, a quarter or a year, half-open [start, end), written as the API reads them (`2026-11`,
-`2026-Q4`, `2026`).
+`2026-Q4`, `2026`); and a `Window`, a custom range of days (`start=…&end=…`) or all time (`period=all`), which the
+metrics API computes live where no snapshot holds it.
 
 One type for every door that names a period: the metrics API's `period=`, the dashboard, the Quotas settings page
 (its period filter), and the incremental refresh (the periods holding a changed date). The metrics themselves
@@ -8,7 +9,8 @@ cut periods in SQL (`date_trunc`, `forecasting.metrics`); this is the same calen
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 
@@ -125,3 +127,72 @@ class Period:
 
     def next(self) -> "Period":
         return Period.of(self.kind, self.end)
+
+
+# The days a custom range may name: a CRM holds no sale before 1900, and `date` ends in 9999.
+FIRST_DAY = date(1900, 1, 1)
+LAST_DAY = date(9999, 12, 31)
+ALL_TIME = "all"  # how `period=` names all time
+RANGE = "range"  # the period_kind of a custom range's rows (never stored: computed when asked)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A custom range of days [start, end) (`kind` "range"), or all time (`kind` "all", both None): one row per
+    group in the metrics API. Build one with `between` or `all_time`."""
+
+    start: date | None = None
+    end: date | None = None
+
+    def __post_init__(self) -> None:
+        if (self.start is None) != (self.end is None):
+            raise ValueError("A window has both a start and an end, or neither (all time).")
+        if self.start is not None and not FIRST_DAY <= self.start < self.end <= LAST_DAY:
+            raise ValueError(f"[{self.start}, {self.end}) is not a range of days between {FIRST_DAY} and {LAST_DAY}.")
+
+    @classmethod
+    def all_time(cls) -> "Window":
+        return cls()
+
+    @classmethod
+    def between(cls, start: date, end: date) -> "Window":
+        """The days from `start` up to, not including, `end`."""
+        return cls(start, end)
+
+    @property
+    def kind(self) -> str:
+        return ALL_TIME if self.start is None else RANGE
+
+    def calendar_period(self) -> Period | None:
+        """The month, quarter or year that is exactly this range (whose snapshot answers it), if there is one."""
+        if self.start is None:
+            return None
+        for kind in KINDS:
+            if self.start == start_of(self.start, kind):
+                try:
+                    period = Period.of(kind, self.start)
+                except ValueError:  # it would end in the year 10000
+                    return None
+                if period.end == self.end:
+                    return period
+        return None
+
+    def previous(self) -> "Window | None":
+        """The range of the same length just before this one (None for all time): as many months when it runs from
+        a first of the month to a first of the month, else as many days. Lead velocity compares with it."""
+        if self.start is None:
+            return None
+        if self.start.day == 1 and self.end.day == 1:
+            months = (self.end.year - self.start.year) * 12 + self.end.month - self.start.month
+            start = _shift(self.start, -months) if self.start.year * 12 + self.start.month - 1 >= months else None
+        else:
+            days = (self.end - self.start).days
+            start = date.fromordinal(self.start.toordinal() - days) if self.start.toordinal() > days else None
+        return Window(start, self.start) if start is not None and start >= FIRST_DAY else None
+
+    def bounds(self, tz: str) -> tuple[datetime | None, datetime | None]:
+        """The instants it starts and ends at, as local midnights in `tz` (None, None for all time)."""
+        if self.start is None:
+            return None, None
+        zone = ZoneInfo(tz)
+        return datetime.combine(self.start, time.min, zone), datetime.combine(self.end, time.min, zone)

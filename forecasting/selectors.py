@@ -7,16 +7,32 @@ managers (and its members when REP_VISIBILITY is "team"); company-, pipeline- an
 up everyone's deals, to admins only.
 """
 
+import dataclasses
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Team, User
 from accounts.selectors import owners_visible_to
-from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, MetricsSettings, Quota, RunStatus
+from forecasting.models import (
+    GroupKind,
+    Metric,
+    MetricSnapshot,
+    MetricsRun,
+    MetricsSettings,
+    PeriodKind,
+    Quota,
+    RunStatus,
+)
+from forecasting.periods import ALL_TIME, Period, Window
+from pipeline.models import Pipeline, Stage, StageKind
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,11 @@ class SnapshotQuery:
     team_id: int | None = None
     owner_id: int | None = None
     source: str | None = None
+    window: Window | None = None  # a custom range or all time: one row per group (`metric_rows`)
+
+
+GROUP_FILTERS = ("pipeline_id", "team_id", "owner_id", "source")
+READ_ORDER = ("period_start", "owner_id", "team_id", "pipeline_id", "source", "stage_id", "deal_id")
 
 
 def _visible(rows: QuerySet[MetricSnapshot], user: User) -> QuerySet[MetricSnapshot]:
@@ -139,14 +160,208 @@ def visible_snapshot_rows(
         rows = rows.filter(period_start__gte=query.range_start)
     if query.range_end is not None:
         rows = rows.filter(period_end__lte=query.range_end)
-    for field in ("pipeline_id", "team_id", "owner_id", "source"):
+    for field in GROUP_FILTERS:
         value = getattr(query, field)
         if value is not None:
             rows = rows.filter(**{field: value})
-    rows = _visible(rows, user).order_by(
-        "period_start", "owner_id", "team_id", "pipeline_id", "source", "stage_id", "deal_id"
-    )
+    rows = _visible(rows, user).order_by(*READ_ORDER)
     return run, rows
+
+
+# --- Reads of one period: every visible group, and windows computed live --------------------------------------------
+
+GROUP_COLUMN = {GroupKind.OWNER: "owner_id", GroupKind.TEAM: "team_id", GroupKind.PIPELINE: "pipeline_id"}
+GROUP_COLUMN |= {GroupKind.SOURCE: "source"}
+
+
+@dataclass(frozen=True)
+class MetricRows:
+    """What `metric_rows` read: the latest run (None before the first), the rows, and for rows computed live the
+    time they were computed at (None for a run's rows)."""
+
+    run: MetricsRun | None
+    rows: Sequence[MetricSnapshot]
+    live_at: datetime | None = None
+
+
+def metric_rows(*, user: User, query: SnapshotQuery) -> MetricRows:
+    """The rows answering `query` that `user` may see, as the metrics API serves them.
+
+    A window (`query.window`) has one row per group: a range that is exactly a month, quarter or year, and all time
+    for the funnel, are read from the latest run's snapshot; any other is computed now, in SQL over the indexed base
+    tables (the family's own SQL with the window as its one period, `forecasting.metrics.Live`), over the deals of
+    the groups `user` may see only. A read of one period (a window, `period_start`, or the funnel's all time) of a
+    metric in `forecasting.metrics.FILLED` answers a row for every group `user` may see, one with nothing to count
+    holding counts 0 and rates null (SPEC §3); sources, open-ended, are the ones the period's rows have.
+    """
+    from forecasting import metrics  # which reads this module's learning settings
+
+    window = query.window
+    if window is not None:
+        period = window.calendar_period()
+        if period is not None:
+            query = dataclasses.replace(query, window=None, period_kind=period.kind, period_start=period.start)
+        elif window.kind == ALL_TIME and query.metric == Metric.FUNNEL:
+            query = dataclasses.replace(query, window=None, period_kind=PeriodKind.ALL, period_start=None)
+    if query.window is None:
+        run, rows = visible_snapshot_rows(user=user, query=query)
+        one_period = query.period_start is not None or query.period_kind == PeriodKind.ALL
+        if run is None or not one_period or query.metric not in metrics.FILLED:
+            return MetricRows(run, rows)
+        groups = _groups_of(user, query)
+        return MetricRows(run, _with_every_group(query, list(rows), groups, run=run, at=run.as_of))
+    if query.metric not in metrics.LIVE:
+        raise ValueError(f"{query.metric} is not computed for a window")
+    run = latest_run()
+    now = timezone.now()
+    groups = _groups_of(user, query)
+    rows = [] if groups.none else _live(query, groups, run=run, at=now)
+    return MetricRows(run, _with_every_group(query, rows, groups, run=run, at=now), live_at=now)
+
+
+def _intrinsic(metric: str) -> tuple[str, ...]:
+    """Group columns a metric's rows always fill: a funnel row is a pipeline's."""
+    return ("pipeline_id",) if metric == Metric.FUNNEL else ()
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """The groups of a read's kind that its caller may see and its filters keep."""
+
+    none: bool = False  # no row of this kind is visible, or the filters keep none
+    keys: tuple[dict[str, Any], ...] | None = ()  # the groups answered even when empty; None: not enumerated
+    owners: tuple[int, ...] | None = None  # whose deals a live read reads (None: everyone's)
+    teams: tuple[int, ...] | None = None
+
+
+def _groups_of(user: User, query: SnapshotQuery) -> _Groups:
+    """Which groups of `query.group_kind` `user` sees (SPEC §2: their own owner row, the rows of the teams they
+    manage, everything for an admin) and the filters keep. Filters select rows by their columns, as in
+    `visible_snapshot_rows`: one on a column the rows leave empty keeps nothing. Empty groups are answered for
+    active users only (a departed rep's past deals still give them a row), and not for sources, open-ended."""
+    kind = query.group_kind
+    owners = owners_visible_to(user)
+    admin = owners is None
+    kept = {GROUP_COLUMN.get(kind), *_intrinsic(query.metric)}
+    unmatched = any(getattr(query, field) is not None and field not in kept for field in GROUP_FILTERS)
+    if not user.is_active or unmatched or (kind not in (GroupKind.OWNER, GroupKind.TEAM) and not admin):
+        return _Groups(none=True)
+    if kind == GroupKind.COMPANY:
+        return _Groups(keys=({},))
+    if kind == GroupKind.SOURCE:
+        return _Groups(keys=None)
+    if kind == GroupKind.PIPELINE:
+        pipelines = Pipeline.objects.order_by("pk")
+        if query.pipeline_id is not None:
+            pipelines = pipelines.filter(pk=query.pipeline_id)
+        return _Groups(keys=tuple({"pipeline_id": pk} for pk in pipelines.values_list("pk", flat=True)))
+    if kind == GroupKind.OWNER:
+        users = User.objects.order_by("pk") if admin else User.objects.filter(pk__in=owners).order_by("pk")
+        if query.owner_id is not None:
+            users = users.filter(pk=query.owner_id)
+        found = list(users.values_list("pk", "is_active"))
+        return _Groups(
+            none=not found,
+            keys=tuple({"owner_id": pk} for pk, active in found if active),
+            owners=None if admin and query.owner_id is None else tuple(pk for pk, _ in found),
+        )
+    teams = Team.objects.order_by("pk") if admin else Team.objects.filter(pk__in=_teams_seen_by(user)).order_by("pk")
+    if query.team_id is not None:
+        teams = teams.filter(pk=query.team_id)
+    found = list(teams.values_list("pk", flat=True))
+    everyone = admin and query.team_id is None
+    return _Groups(
+        # An admin's team rows include the one of the owners without a team (team_id null), as in a run's rows.
+        none=not found and not everyone,
+        keys=tuple({"team_id": pk} for pk in found),
+        teams=None if everyone else tuple(found),
+    )
+
+
+def _keeps(query: SnapshotQuery, row: MetricSnapshot) -> bool:
+    """Whether `row` passes the query's filters, which select rows by their columns (as `visible_snapshot_rows`)."""
+    return all(getattr(query, field) in (None, getattr(row, field)) for field in GROUP_FILTERS)
+
+
+def _live(query: SnapshotQuery, groups: _Groups, *, run: MetricsRun | None, at: datetime) -> list[MetricSnapshot]:
+    """The rows of `query.window` computed now by the metric's family, over the deals of `groups` only."""
+    from forecasting import metrics
+
+    live = metrics.Live(
+        window=query.window,
+        group=query.group_kind,
+        owners=groups.owners,
+        teams=groups.teams,
+        pipelines=(query.pipeline_id,) if query.pipeline_id is not None else None,
+    )
+    # The forecast's learned probabilities are those of the latest run (none before the first: p0).
+    params = dataclasses.replace(metrics.MetricParams.of_run(run_id=run.pk if run else 0, computed_at=at), live=live)
+    with connection.cursor() as cursor:
+        metrics.LIVE[query.metric](cursor, params)
+        fetched = cursor.fetchall()
+    names = ("run_id", "metric", "period_kind", "period_start", "period_end", "group_kind", *GROUP_COLUMN.values())
+    names += ("stage_id", "deal_id", "values", "computed_at")
+    rows = []
+    for values in fetched:
+        row = MetricSnapshot(**dict(zip(names, values, strict=True)))
+        row.run_id = run.pk if run else None
+        row.values = json.loads(row.values) if isinstance(row.values, str) else row.values
+        if _keeps(query, row):
+            rows.append(row)
+    return rows
+
+
+def _with_every_group(
+    query: SnapshotQuery, rows: list[MetricSnapshot], groups: _Groups, *, run: MetricsRun, at: datetime
+) -> list[MetricSnapshot]:
+    """`rows` and a row with nothing to count (`forecasting.metrics.empty_values`) for every group of `groups` that
+    has none (for a funnel, every open stage of every pipeline the query keeps), in the read order."""
+    from forecasting import metrics
+
+    if groups.none or not groups.keys or query.metric not in metrics.FILLED:
+        return rows
+    if query.window is not None:
+        kind, start, end = query.window.kind, query.window.start, query.window.end
+    elif query.period_start is not None:
+        kind, start = query.period_kind, query.period_start
+        end = Period.of(kind, start).end
+    else:
+        kind, start, end = PeriodKind.ALL, None, None
+    if query.metric == Metric.FUNNEL:
+        stages = Stage.objects.filter(kind=StageKind.OPEN).order_by("pipeline_id", "order")
+        if query.pipeline_id is not None:
+            stages = stages.filter(pipeline_id=query.pipeline_id)
+        by_pipeline: dict[int, list[tuple[int, int]]] = {}
+        for pipeline_id, stage_id, order in stages.values_list("pipeline_id", "pk", "order"):
+            by_pipeline.setdefault(pipeline_id, []).append((stage_id, order))
+        details = [
+            ({"pipeline_id": pipeline_id, "stage_id": stage_id}, {"order": order, "next_reached": 0})
+            if index + 1 < len(pipeline_stages)
+            else ({"pipeline_id": pipeline_id, "stage_id": stage_id}, {"order": order, "next_reached": None})
+            for pipeline_id, pipeline_stages in by_pipeline.items()
+            for index, (stage_id, order) in enumerate(pipeline_stages)
+        ]
+    else:
+        details = [({}, {})]
+    key_columns = (*GROUP_COLUMN.values(), "stage_id")
+    present = {tuple(getattr(row, column) for column in key_columns) for row in rows}
+    filled = list(rows)
+    for group in groups.keys:
+        for columns, known in details:
+            row = MetricSnapshot(
+                run_id=run.pk if run else None,
+                metric=query.metric,
+                period_kind=kind,
+                period_start=start,
+                period_end=end,
+                group_kind=query.group_kind,
+                **{column: None for column in GROUP_COLUMN.values()} | group | columns,
+                values=metrics.empty_values(query.metric, **known),
+                computed_at=at,
+            )
+            if tuple(getattr(row, column) for column in key_columns) not in present and _keeps(query, row):
+                filled.append(row)
+    return sorted(filled, key=lambda row: [(value is None, value) for value in map(row.__getattribute__, READ_ORDER)])
 
 
 def visible_quotas(*, user: User) -> QuerySet[Quota]:

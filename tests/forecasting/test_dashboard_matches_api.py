@@ -148,8 +148,12 @@ def test_the_dashboard_shows_the_numbers_of_the_api(page, org, board_pipeline, j
 
     # Win rate by rep: the table's rows against the API's per-owner rows of the same period and team.
     # (Per-owner rows carry no team: the manager's visibility limits them to East's people.)
+    # The API also answers the manager's own row, empty (nothing closed: null rate); the table lists who closed.
     per_owner = _api(org.manager, "/api/v1/metrics/win-rates/", period=PERIOD, group="owner")["results"]
     names = {org.rep.pk: str(org.rep), org.teammate.pk: str(org.teammate)}
+    empty = [(row["owner_id"], row["win_rate"]) for row in per_owner if not row["won"] + row["lost"]]
+    assert empty == [(org.manager.pk, None)]
+    per_owner = [row for row in per_owner if row["won"] + row["lost"]]
     assert {row["owner_id"] for row in per_owner} == set(names)
     for row in per_owner:
         cells = page.locator("#reps tbody tr", has_text=names[row["owner_id"]]).locator("td").all_inner_texts()

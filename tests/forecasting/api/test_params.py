@@ -15,7 +15,12 @@ def test_quarter_year_and_date_range_periods(org, closings):
     )
     assert client.get("/api/v1/metrics/win-rates/", {"period": "2026"}).json()["results"][0]["won"] == 1
     ranged = client.get("/api/v1/metrics/win-rates/", {"start": "2026-09-01", "end": "2026-12-01"}).json()["results"]
-    assert [row["period_start"] for row in ranged] == ["2026-10-01"]
+    shape = [(row["period_kind"], row["period_start"], row["period_end"], row["won"], row["lost"]) for row in ranged]
+    assert shape == [("range", "2026-09-01", "2026-12-01", 1, 1)]
+    months = {"start": "2026-09-01", "end": "2026-12-01", "period_kind": "month"}
+    assert [row["period_start"] for row in client.get("/api/v1/metrics/win-rates/", months).json()["results"]] == [
+        "2026-10-01"
+    ]
 
 
 @pytest.mark.parametrize(

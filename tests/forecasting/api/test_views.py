@@ -9,7 +9,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from accounts.models import AuditEntry
+from accounts.models import AuditEntry, User
 from config.rest import UserRateThrottle
 from forecasting.models import Quota
 from forecasting.services import recompute_metrics
@@ -37,7 +37,12 @@ def test_a_manager_sees_their_teams_rows_and_no_other(org, closings):
     teams = client.get("/api/v1/metrics/win-rates/", {"period": "2026-10", "group": "team"}).json()["results"]
     assert [(row["team_id"], row["won"]) for row in teams] == [(org.team.pk, 1)]
     owners = client.get("/api/v1/metrics/win-rates/", {"period": "2026-10", "group": "owner"}).json()["results"]
-    assert [row["owner_id"] for row in owners] == [org.rep.pk]
+    # Every member of the managed team has a row; those who closed nothing have zeros and a null rate.
+    assert [(row["owner_id"], row["won"], row["win_rate"]) for row in owners] == [
+        (org.manager.pk, 0, None),
+        (org.rep.pk, 1, 1.0),
+        (org.teammate.pk, 0, None),
+    ]
     other = client.get("/api/v1/metrics/win-rates/", {"group": "owner", "owner": org.other_rep.pk}).json()
     assert other["results"] == []
 
@@ -45,7 +50,10 @@ def test_a_manager_sees_their_teams_rows_and_no_other(org, closings):
 def test_an_admin_sees_every_group(org, closings):
     client = session_client(org.admin)
     owners = client.get("/api/v1/metrics/win-rates/", {"period": "2026-10", "group": "owner"}).json()["results"]
-    assert sorted(row["owner_id"] for row in owners) == sorted([org.rep.pk, org.other_rep.pk])
+    assert [row["owner_id"] for row in owners] == sorted(User.objects.values_list("pk", flat=True))
+    assert sorted(row["owner_id"] for row in owners if row["won"] or row["lost"]) == sorted(
+        [org.rep.pk, org.other_rep.pk]
+    )
     assert len(client.get("/api/v1/metrics/stale-deals/").json()["results"]) == 2
 
 
@@ -55,7 +63,8 @@ def test_reps_see_their_teams_rows_when_reps_may_see_their_team(org, closings, s
     teams = client.get("/api/v1/metrics/win-rates/", {"period": "2026-10", "group": "team"}).json()["results"]
     assert [row["team_id"] for row in teams] == [org.team.pk]
     owners = client.get("/api/v1/metrics/win-rates/", {"period": "2026-10", "group": "owner"}).json()["results"]
-    assert [row["owner_id"] for row in owners] == [org.rep.pk]
+    assert [row["owner_id"] for row in owners] == sorted([org.manager.pk, org.rep.pk, org.teammate.pk])
+    assert [row["owner_id"] for row in owners if row["won"]] == [org.rep.pk]
 
 
 def test_anonymous_users_are_refused(closings):
