@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("pipeline", "0009_audit_entry_moved_to_accounts"),
+        ("pipeline", "0012_activity_carried_over_from_lead"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
