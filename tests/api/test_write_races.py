@@ -50,33 +50,31 @@ def assert_answers(answers: list[tuple[int, int]], *, deleted: set[int]) -> None
     assert {delete for _, delete in answers} <= deleted, counts
 
 
-def test_patch_racing_delete_of_a_webhook_subscription_answers_200_or_404(org):
-    patcher, deleter = client_of(org.rep), client_of(org.rep)
-
-    def make_record():
-        return WebhookSubscription.objects.create(
-            owner=org.rep, url="https://hooks.example.com/crm", events=["deal.created"], secret="s" * 32
-        )
-
-    answers = race(
-        make_record,
-        lambda record: patcher.patch(f"/api/v1/webhooks/{record.pk}/", {"description": "Sync"}, format="json"),
-        lambda record: deleter.delete(f"/api/v1/webhooks/{record.pk}/").status_code,
+def a_subscription(org):
+    return WebhookSubscription.objects.create(
+        owner=org.rep, url="https://hooks.example.com/crm", events=["deal.created"], secret="s" * 32
     )
 
-    assert_answers(answers, deleted={204, 404})
+
+def a_quota(org):
+    return Quota.objects.create(user=org.rep, period_start=date(2027, 1, 1), period_end=date(2027, 4, 1), amount=1)
 
 
-def test_patch_racing_delete_of_a_quota_answers_200_or_404(org):
-    patcher, deleter = client_of(org.admin), client_of(org.admin)
-
-    def make_record():
-        return Quota.objects.create(user=org.rep, period_start=date(2027, 1, 1), period_end=date(2027, 4, 1), amount=1)
+@pytest.mark.parametrize(
+    ("url", "make_record", "change", "writer"),
+    [
+        ("/api/v1/webhooks/", a_subscription, {"description": "Sync"}, "rep"),
+        ("/api/v1/quotas/", a_quota, {"amount": "2.00"}, "admin"),
+    ],
+    ids=["webhook subscription", "quota"],
+)
+def test_patch_racing_delete_answers_200_or_404_and_the_delete_204_or_404(org, url, make_record, change, writer):
+    patcher, deleter = client_of(getattr(org, writer)), client_of(getattr(org, writer))
 
     answers = race(
-        make_record,
-        lambda record: patcher.patch(f"/api/v1/quotas/{record.pk}/", {"amount": "2.00"}, format="json"),
-        lambda record: deleter.delete(f"/api/v1/quotas/{record.pk}/").status_code,
+        lambda: make_record(org),
+        lambda record: patcher.patch(f"{url}{record.pk}/", change, format="json"),
+        lambda record: deleter.delete(f"{url}{record.pk}/").status_code,
     )
 
     assert_answers(answers, deleted={204, 404})
