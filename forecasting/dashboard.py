@@ -73,6 +73,8 @@ class Dashboard:
     stale: list[dict] = field(default_factory=list)
     leads: dict = field(default_factory=dict)
     accuracy: list[dict] = field(default_factory=list)
+    # What the learned probabilities of the run were learned with: lookback_days (0 = all history) and k.
+    learning: dict | None = None
 
     def chart_data(self) -> dict:
         """The numbers the charts draw (read by static/js/dashboard.js from a JSON script block)."""
@@ -163,6 +165,9 @@ def build_dashboard(
         cohort = in_period if funnel_of_period else {"period_kind": PeriodKind.ALL}
         funnel = rows(Metric.FUNNEL, pipeline_id=pipeline.pk, **cohort)
         learned = {row.stage_id: row.values for row in rows(Metric.LEARNED_PROBABILITY, pipeline_id=pipeline.pk)}
+        if learned:
+            some = next(iter(learned.values()))
+            board.learning = {"lookback_days": some["lookback_days"], "k": some["k"]}
         board.funnel = sorted(
             (
                 {"stage": stages[row.stage_id], "learned": learned.get(row.stage_id), **row.values}

@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db.backends.utils import CursorWrapper
 
 from forecasting.models import Metric
+from forecasting.selectors import learning_settings
 
 GROUP_COLUMNS = {"owner": "owner_id", "team": "team_id", "pipeline": "pipeline_id", "source": "source"}
 ALL_GROUPS = ["owner", "team", "pipeline", "source"]
@@ -107,13 +108,14 @@ class MetricParams:
     @classmethod
     def of_run(cls, *, run_id: int, computed_at: datetime, scope: Scope | None = None) -> "MetricParams":
         """The parameters of a recompute (or, with a scope, a refresh) of `run_id` as of `computed_at`, with the
-        time zone, prior strength and lookback of the settings."""
+        time zone of the settings, and the prior strength and lookback in effect (`selectors.learning_settings`)."""
+        learning = learning_settings()
         return cls(
             run_id=run_id,
             computed_at=computed_at,
             tz=settings.TIME_ZONE,
-            prior_strength=settings.METRICS_PRIOR_STRENGTH,
-            lookback_days=settings.METRICS_LOOKBACK_DAYS,
+            prior_strength=learning.prior_strength,
+            lookback_days=learning.lookback_days,
             scope=scope,
         )
 

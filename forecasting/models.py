@@ -68,6 +68,9 @@ class MetricsRun(models.Model):
     row_count = models.PositiveIntegerField(default=0)
     # The last incremental refresh: every deal and activity change committed before it is in the numbers.
     refreshed_at = models.DateTimeField(null=True, blank=True)
+    # The configuration the run was computed with (`forecasting.configuration.fingerprint`): a refresh patches the
+    # run only while the configuration is still this one, so that no answer mixes two configurations.
+    config_fingerprint = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
         ordering = ["-computed_at", "-id"]
@@ -229,3 +232,44 @@ class PendingChange(models.Model):
 
     def __str__(self) -> str:
         return f"Deal {self.deal_id} changed at {self.recorded_at}"
+
+
+# The bounds of the learning settings (the settings page, the service and the database say the same).
+LOOKBACK_DAYS_MAX = 36_500  # a hundred years: 0 already means all history
+PRIOR_STRENGTH_MAX = 1_000
+
+
+class MetricsSettings(models.Model):
+    """The settings of the learned probabilities an admin set on the settings page: one row at most (id 1).
+
+    Without it, `METRICS_LOOKBACK_DAYS` and `METRICS_PRIOR_STRENGTH` from the environment apply
+    (`forecasting.selectors.metrics_settings`). A change takes effect at the next full recompute, which
+    `forecasting.services.update_metrics_settings` queues.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    lookback_days = models.PositiveIntegerField(
+        help_text="Closing dates in this many days before the recompute are learned from; 0 means all history."
+    )
+    prior_strength = models.PositiveIntegerField(
+        help_text="k: how many closed deals' worth of weight the configured probability keeps."
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "metrics settings"
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="metricssettings_singleton"),
+            models.CheckConstraint(
+                condition=Q(lookback_days__gte=0, lookback_days__lte=LOOKBACK_DAYS_MAX),
+                name="metricssettings_lookback_days_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(prior_strength__gte=0, prior_strength__lte=PRIOR_STRENGTH_MAX),
+                name="metricssettings_prior_strength_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        window = "all history" if self.lookback_days == 0 else f"{self.lookback_days} days"
+        return f"Learned probabilities: {window}, prior strength {self.prior_strength}"

@@ -21,13 +21,16 @@ REFRESH_SIGNALS = [
     signals.activity_logged,
     signals.activity_completed,
 ]
-# Leads, imports and team membership: a refresh does not cover them (lead metrics; imports write in bulk; the refresh
-# has no team slice, and a member moving moves all their deals' team numbers), a full recompute does.
+# Leads, imports and the configuration: a refresh does not cover them (lead metrics; imports write in bulk; a stage's
+# probability or rotting days, or a member moving, changes numbers of every period), a full recompute does. (Quotas
+# are forecasting's own: its services queue the recompute. A refresh meanwhile gives way to it:
+# forecasting.configuration.)
 RECOMPUTE_SIGNALS = [
     signals.lead_created,
     signals.lead_status_changed,
     signals.lead_converted,
     signals.records_imported,
+    signals.configuration_changed,
     accounts_signals.team_membership_changed,
 ]
 

@@ -6,6 +6,11 @@ previous run until it commits, and a recompute that is killed or fails leaves no
 rewrites, in one transaction, the slices of the latest complete run that pending changes touch. An advisory lock
 makes a second concurrent recompute or refresh return at once instead of running twice.
 
+No run mixes two configurations (`forecasting.configuration`): a run records the fingerprint of the configuration it
+starts with, and a recompute or refresh that finds another one at its end (a stage's probability, a team, a quota
+changed meanwhile) is rolled back or discarded and raises `ConfigurationChanged`; a refresh of a run computed with
+another configuration does not start (its pending changes stay for the full recompute that replaces it).
+
 Every family (and part of one) logs `metrics <name>: <rows> rows in <seconds> s`; the bench (config/bench/harness.py)
 reads the seconds of each family from the worker's log in that form.
 """
@@ -22,7 +27,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
-from forecasting import changes, metrics
+from forecasting import changes, configuration, metrics
+from forecasting.configuration import ConfigurationChanged
 from forecasting.metrics import Family, MetricParams
 from forecasting.models import MetricsRun, RunStatus
 from forecasting.selectors import latest_run
@@ -157,8 +163,23 @@ def _run_units_on_connections(units: list[tuple[Family, ...]], params: MetricPar
 
 
 def _start_run(computed_at: datetime) -> tuple[MetricsRun, MetricParams]:
-    run = MetricsRun.objects.create(status=RunStatus.RUNNING, started_at=computed_at, computed_at=computed_at)
-    return run, MetricParams.of_run(run_id=run.pk, computed_at=computed_at)
+    params = MetricParams.of_run(run_id=0, computed_at=computed_at)
+    with connection.cursor() as cursor:
+        fingerprint = configuration.fingerprint(cursor, params)
+    run = MetricsRun.objects.create(
+        status=RunStatus.RUNNING, started_at=computed_at, computed_at=computed_at, config_fingerprint=fingerprint
+    )
+    return run, dataclasses.replace(params, run_id=run.pk)
+
+
+def _refuse_another_configuration(cursor: CursorWrapper, run: MetricsRun) -> None:
+    """Raise `ConfigurationChanged` unless the configuration is still the one `run` was computed with.
+
+    Called last, after every family ran: a family that read a newer configuration (each statement sees what was
+    committed when it started) implies that this later statement sees it too.
+    """
+    if configuration.current_fingerprint(cursor) != run.config_fingerprint:
+        raise ConfigurationChanged(f"the configuration changed since metrics run {run.pk} started")
 
 
 def _pending_change_ids(cursor: CursorWrapper) -> list[int]:
@@ -188,6 +209,7 @@ def _run_families(cursor: CursorWrapper, families: Iterable[Family], params: Met
 
 
 def _complete_run(cursor: CursorWrapper, run: MetricsRun, *, rows: int, started: float, consumed: list[int]) -> None:
+    _refuse_another_configuration(cursor, run)
     _prune_old_runs(cursor, keep_after=run)
     # Changes committed after the run started stay pending: the next refresh takes them.
     cursor.execute("DELETE FROM forecasting_pendingchange WHERE id = ANY(%s)", [consumed])
@@ -233,7 +255,10 @@ def _prune_old_runs(cursor: CursorWrapper, *, keep_after: MetricsRun) -> None:
 
 def refresh_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
     """Rewrite, in one transaction, the slices of the latest complete run that the pending changes touch
-    (`metrics.REFRESHED`, scoped by `changes.Slices`). None when a recompute holds the lock or before any run."""
+    (`metrics.REFRESHED`, scoped by `changes.Slices`). None when a recompute holds the lock or before any run.
+
+    Raises `ConfigurationChanged`, leaving the run and the pending changes as they were, when the configuration is
+    not (or, by the end, no longer) the one the run was computed with: only a full recompute is right then."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
         acquired, now = cursor.fetchone()
@@ -242,6 +267,7 @@ def refresh_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
         run = latest_run()
         if run is None:
             return None
+        _refuse_another_configuration(cursor, run)
         cursor.execute(f"DELETE FROM forecasting_pendingchange RETURNING {changes.COLUMNS}")
         pending = cursor.fetchall()
         if not pending:
@@ -270,6 +296,7 @@ def refresh_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
                 time.monotonic() - family_started,
                 deleted,
             )
+        _refuse_another_configuration(cursor, run)  # rolls the patch back, the pending changes with it
         run.refreshed_at = refreshed_at
         run.save(update_fields=["refreshed_at", "row_count"])
         emit_metrics_recomputed(computed_at=refreshed_at, periods=slices.period_names(), full=False)

@@ -16,7 +16,36 @@ from django.utils import timezone
 
 from accounts.models import Team, User
 from accounts.selectors import owners_visible_to
-from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, Quota, RunStatus
+from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, MetricsSettings, Quota, RunStatus
+
+
+@dataclass(frozen=True)
+class LearningSettings:
+    """The settings of the learned probabilities in effect, and whether an admin set them (else the environment's)."""
+
+    lookback_days: int  # 0: all history
+    prior_strength: int
+    set_by_admin: bool
+
+
+def learning_settings() -> LearningSettings:
+    """Those an admin set on the settings page (the `MetricsSettings` row), else the environment's
+    METRICS_LOOKBACK_DAYS and METRICS_PRIOR_STRENGTH."""
+    stored = MetricsSettings.objects.filter(pk=1).first()
+    if stored is not None:
+        return LearningSettings(stored.lookback_days, stored.prior_strength, set_by_admin=True)
+    return LearningSettings(settings.METRICS_LOOKBACK_DAYS, settings.METRICS_PRIOR_STRENGTH, set_by_admin=False)
+
+
+def learning_of_run(run: MetricsRun) -> LearningSettings | None:
+    """The learning settings `run`'s learned probabilities were computed with (None when it has none: no open
+    stage), which may differ from those in effect now until the next recompute."""
+    values = (
+        MetricSnapshot.objects.filter(run=run, metric=Metric.LEARNED_PROBABILITY).values_list("values", flat=True)
+    ).first()
+    if values is None:
+        return None
+    return LearningSettings(values["lookback_days"], int(values["k"]), set_by_admin=False)
 
 
 def latest_run() -> MetricsRun | None:

@@ -13,13 +13,16 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from accounts.models import AuditAction, Team, User
 from accounts.services import audited_values, record_audit
 from config.services import apply_fields
-from forecasting import recompute
-from forecasting.models import MetricsRun, Quota
+from forecasting import configuration, recompute
+from forecasting.configuration import ConfigurationChanged
+from forecasting.models import LOOKBACK_DAYS_MAX, PRIOR_STRENGTH_MAX, MetricsRun, MetricsSettings, Quota
+from forecasting.selectors import latest_run, learning_settings
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +41,17 @@ def recompute_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
     that many connections (PostgreSQL runs each INSERT … SELECT on one core), each unit committing on its own;
     the run is marked complete last, and readers only ever take complete runs, so they see the previous run until
     then, and a run that fails or is killed is never read (the next run prunes its rows).
+
+    A run during which the configuration changed (`forecasting.configuration`) is thrown away, so that it never
+    mixes two: None then too, and the caller asks for another (`configuration_is_current` tells the two apart).
     """
-    if settings.METRICS_CONNECTIONS <= 1:
-        return recompute.recompute_in_one_transaction(as_of=as_of)
-    return recompute.recompute_on_connections(as_of=as_of, workers=settings.METRICS_CONNECTIONS)
+    try:
+        if settings.METRICS_CONNECTIONS <= 1:
+            return recompute.recompute_in_one_transaction(as_of=as_of)
+        return recompute.recompute_on_connections(as_of=as_of, workers=settings.METRICS_CONNECTIONS)
+    except ConfigurationChanged as change:
+        logger.info("metrics recompute thrown away: %s", change)
+        return None
 
 
 def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
@@ -51,10 +61,26 @@ def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
     each old and new close, expected close and creation date, the pipelines' funnels, the stages' times, the deals'
     staleness, plus past due, quotas and forecast accuracy whole (metrics.REFRESHED). One transaction, so readers
     see the run before or after. Learned probabilities and lead metrics wait for the next full recompute.
-    Returns the run; None when a recompute holds the lock, or before any complete run exists (the caller then
-    asks for a full one).
+    Returns the run; None when a recompute holds the lock, or before any complete run exists, or when the
+    configuration is not the one the run was computed with (a stage's probability, a team, a quota, the learning
+    settings changed): patching some periods with the new one would mix two configurations, so the run and the
+    pending changes are left alone and the caller asks for a full recompute (`configuration_is_current`).
     """
-    return recompute.refresh_latest_run(as_of=as_of)
+    try:
+        return recompute.refresh_latest_run(as_of=as_of)
+    except ConfigurationChanged as change:
+        logger.info("metrics refresh given up for a full recompute: %s", change)
+        return None
+
+
+def configuration_is_current() -> bool:
+    """Whether the latest complete run was computed with the configuration as it is now (False before any run):
+    while it is not, only a full recompute brings the numbers up to date."""
+    run = latest_run()
+    if run is None:
+        return False
+    with connection.cursor() as cursor:
+        return configuration.current_fingerprint(cursor) == run.config_fingerprint
 
 
 def request_recompute() -> bool:
@@ -186,3 +212,50 @@ def delete_quota(*, quota: Quota, actor: User | None) -> None:
     record_audit(actor=actor, instance=quota, action=AuditAction.DELETED)
     quota.delete()
     transaction.on_commit(request_recompute)
+
+
+# --- The learning settings (admins only; callers check the role) -------------------------------------------------
+
+
+def _whole_number_error(value: Any, *, maximum: int, what: str) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "Give a whole number."
+    if not 0 <= value <= maximum:
+        return f"{what} must be between 0 and {maximum:,}."
+    return None
+
+
+@transaction.atomic
+def update_metrics_settings(*, actor: User | None, lookback_days: int, prior_strength: int) -> MetricsSettings:
+    """Set the learned probabilities' lookback window (days, 0 = all history) and prior strength k, replacing the
+    environment's METRICS_LOOKBACK_DAYS and METRICS_PRIOR_STRENGTH.
+
+    Audited (the values before are those in effect, the environment's the first time). The numbers change at the
+    next full recompute, which this queues once committed; until then every answer is the previous configuration's
+    (a refresh gives way to that recompute: `forecasting.configuration`).
+    """
+    errors = {
+        name: [message]
+        for name, message in (
+            ("lookback_days", _whole_number_error(lookback_days, maximum=LOOKBACK_DAYS_MAX, what="The window")),
+            ("prior_strength", _whole_number_error(prior_strength, maximum=PRIOR_STRENGTH_MAX, what="The strength")),
+        )
+        if message
+    }
+    if errors:
+        raise ValidationError(errors)
+    current = learning_settings()
+    # Locked (created first if need be: get_or_create survives a concurrent first save), so that two admins saving
+    # at once each audit the values the other left.
+    row, _ = MetricsSettings.objects.select_for_update().get_or_create(
+        pk=1, defaults={"lookback_days": current.lookback_days, "prior_strength": current.prior_strength}
+    )
+    before = audited_values(row)
+    row.lookback_days, row.prior_strength = lookback_days, prior_strength
+    if audited_values(row) == before:
+        return row
+    row.updated_at = timezone.now()
+    row.save()
+    record_audit(actor=actor, instance=row, action=AuditAction.UPDATED, before=before)
+    transaction.on_commit(request_recompute)
+    return row

@@ -1,5 +1,6 @@
 """The Quotas settings page (/settings/quotas/): admins set any user's or team's quota, managers those of the
-teams they manage and of their members (never their own), as `forecasting.selectors.editable_quotas` decides.
+teams they manage and of their members (never their own), as `forecasting.selectors.editable_quotas` decides. And
+the Metrics settings page (/settings/metrics/, admins): the learned probabilities' lookback window and prior strength.
 
 Thin views like the other settings pages: they list through the selectors and write through
 `forecasting.services` (create_quota, update_quota, delete_quota), whose per-field errors land on the form.
@@ -16,9 +17,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.decorators import admin_required
 from config.forms import add_service_errors
 from forecasting import selectors, services
-from forecasting.models import Quota
+from forecasting.models import LOOKBACK_DAYS_MAX, PRIOR_STRENGTH_MAX, Quota
 from forecasting.periods import Period, PeriodError
 
 
@@ -147,3 +149,43 @@ def quota_delete(request: HttpRequest, pk: int) -> HttpResponse:
     services.delete_quota(quota=quota, actor=request.user)
     messages.success(request, f"Deleted the quota of {label}.")
     return redirect("settings:quotas")
+
+
+# --- The learning settings (admins) --------------------------------------------------------------------------------
+
+
+class LearningSettingsForm(forms.Form):
+    lookback_days = forms.IntegerField(
+        label="Learning window (days)",
+        min_value=0,
+        max_value=LOOKBACK_DAYS_MAX,
+        help_text="Learned probabilities count the deals closed in this many days before each recompute; "
+        "0 counts all history.",
+    )
+    prior_strength = forms.IntegerField(
+        label="Prior strength (k)",
+        min_value=0,
+        max_value=PRIOR_STRENGTH_MAX,
+        help_text="How many closed deals' worth of weight a stage's configured probability keeps: "
+        "p = (won + k·p0) / (won + lost + k).",
+    )
+
+
+@admin_required
+def metrics_settings(request: HttpRequest) -> HttpResponse:
+    """The learning settings in effect (the environment's until an admin saves them); a POST saves them."""
+    current = selectors.learning_settings()
+    initial = {"lookback_days": current.lookback_days, "prior_strength": current.prior_strength}
+    form = LearningSettingsForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.update_metrics_settings(actor=request.user, **form.cleaned_data)
+        except ValidationError as error:
+            add_service_errors(form, error)
+        else:
+            messages.success(request, "Saved. The learned probabilities use them from the next recompute, queued now.")
+            return redirect("settings:metrics")
+    run = selectors.latest_run()
+    context = {"form": form, "current": current, "run": run, "section": "metrics"}
+    context["in_numbers"] = selectors.learning_of_run(run) if run else None
+    return render(request, "settings/metrics.html", context, status=400 if request.method == "POST" else 200)

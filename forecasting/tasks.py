@@ -24,13 +24,14 @@ def recompute_metrics_task(reason: str = "schedule") -> int | None:
     """Recompute every metric; returns the new run's id, or None when another recompute was running.
 
     Idempotent: running it twice only produces a fresher run. A recompute queued by a change (`reason="change"`)
-    that finds another one running asks for a new one, since the running one may have started before the change.
+    that finds another one running asks for a new one, since the running one may have started before the change;
+    so does any recompute thrown away because the configuration changed while it ran.
     """
     if reason == "change":
         services.clear_pending_recompute()
     run = services.recompute_metrics()
     if run is None:
-        if reason == "change":
+        if reason == "change" or not services.configuration_is_current():
             services.request_recompute()
         return None
     return run.pk
@@ -49,14 +50,15 @@ def refresh_metrics_task(reason: str = "schedule") -> int | None:
     """Bring the latest run up to date with the changed deals; returns its id, or None when it could not yet.
 
     Idempotent: the pending changes are consumed in the refresh's transaction. Before any complete run, a full
-    recompute is asked for instead; while a full recompute runs, the refresh is asked for again after it (the
-    changes the recompute did not see stay pending).
+    recompute is asked for instead, and so it is when the configuration changed since the latest run (the changes
+    stay pending for it); while a full recompute runs, the refresh is asked for again after it (the changes the
+    recompute did not see stay pending).
     """
     if reason == "change":
         services.clear_pending_refresh()
     run = services.refresh_metrics()
     if run is None:
-        if latest_run() is None:
+        if latest_run() is None or not services.configuration_is_current():
             services.request_recompute()
         else:
             services.request_refresh()

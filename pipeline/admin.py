@@ -7,9 +7,11 @@ which the browser app and the API call.
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from accounts.models import AuditAction
 from accounts.services import record_audit
+from pipeline import services, signals
 from pipeline.models import (
     Activity,
     Contact,
@@ -91,6 +93,24 @@ class StageInline(admin.TabularInline):
 class PipelineAdmin(AuditedAdmin):
     list_display = ["name", "is_default", "created_at"]
     inlines = [StageInline]
+
+    def save_formset(self, request, form, formset, change) -> None:
+        """Stages added, removed or changed in what numbers read are signalled as from `services.update_stage`."""
+        counted = [
+            inline.instance
+            for inline in formset.forms
+            if inline.has_changed()
+            and (inline.instance.pk is None or set(inline.changed_data) & set(services.STAGE_FIELDS_COUNTED))
+        ]
+        deleted = bool(formset.deleted_forms)
+        super().save_formset(request, form, formset, change)
+        if counted or deleted:
+            pipeline = form.instance
+            transaction.on_commit(
+                lambda: signals.configuration_changed.send_robust(
+                    sender=None, actor=request.user, pipeline=pipeline, stages=counted
+                )
+            )
 
 
 @admin.register(LostReason)

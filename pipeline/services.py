@@ -592,6 +592,8 @@ STAGE_EDITABLE_FIELDS = frozenset(
     {"name", "order", "probability", "rotting_days", "required_fields", "forecast_category"}
 )
 LOST_REASON_EDITABLE_FIELDS = frozenset({"name", "is_active"})
+# The fields of a stage that some number reads (the others: its name and required fields, read by no metric).
+STAGE_FIELDS_COUNTED = ("order", "probability", "rotting_days", "forecast_category")
 
 
 def _make_sole_default(pipeline: Pipeline) -> None:
@@ -640,6 +642,7 @@ def create_pipeline(
         stage.save()
         record_audit(actor=actor, instance=stage, action=AuditAction.CREATED)
     record_audit(actor=actor, instance=pipeline, action=AuditAction.CREATED)
+    _send_on_commit(signals.configuration_changed, actor=actor, pipeline=pipeline, stages=list(pipeline.stages.all()))
     return pipeline
 
 
@@ -685,6 +688,7 @@ def create_stage(
     _shift_stages_from(pipeline, order)
     stage.save()
     record_audit(actor=actor, instance=stage, action=AuditAction.CREATED)
+    _send_on_commit(signals.configuration_changed, actor=actor, pipeline=pipeline, stages=[stage])
     return stage
 
 
@@ -693,7 +697,8 @@ def update_stage(*, stage: Stage, actor: User | None, **fields: Any) -> Stage:
     """Change a stage's name, probability, rotting days, required fields, forecast category or place.
 
     A new `order` already taken swaps the two stages. New required fields apply to deals entering the stage from
-    now on; deals already in it are not re-checked.
+    now on; deals already in it are not re-checked. A change to what numbers read (`STAGE_FIELDS_COUNTED`) sends
+    `signals.configuration_changed` once committed, so that the metrics are recomputed with it.
     """
     stage = Stage.objects.select_for_update().get(pk=stage.pk)
     old_order = stage.order
@@ -711,6 +716,8 @@ def update_stage(*, stage: Stage, actor: User | None, **fields: Any) -> Stage:
     if stage.forecast_category != before["forecast_category"]:
         _restamp_default_category(stage)
     record_audit(actor=actor, instance=stage, action=AuditAction.UPDATED, before=before)
+    if any(getattr(stage, name) != before[name] for name in STAGE_FIELDS_COUNTED):
+        _send_on_commit(signals.configuration_changed, actor=actor, pipeline=stage.pipeline, stages=[stage])
     return stage
 
 

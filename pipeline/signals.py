@@ -16,3 +16,6 @@ activity_logged = Signal()  # activity
 activity_completed = Signal()  # activity
 # A CSV import wrote records in bulk (no per-record signals are sent for them): kind, created, updated.
 records_imported = Signal()
+# The configuration of pipelines changed in a way that changes numbers (a pipeline or stage added; a stage's
+# probability, order, rotting days or default forecast category): pipeline, stages.
+configuration_changed = Signal()

@@ -1,4 +1,4 @@
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from urllib.parse import quote
 
 import pytest
@@ -80,17 +80,18 @@ def app_env(*, database_url: str, redis_url: str, **extra: str) -> dict[str, str
 
 @pytest.fixture
 def start_celery_worker(django_db_setup, tmp_path) -> Iterator[Callable[..., AppProcess]]:
-    """`start_celery_worker(**environment)` starts a real `celery worker --pool solo` on the test database and the
-    tests' Redis database, as the web tier's tasks would meet it in production (no eager mode anywhere), with
-    `environment` on top of the test settings; its log is in tmp_path. Tasks left in the tests' queue by an earlier
-    test or an interrupted run are purged first; every worker started is stopped when the test ends."""
+    """`start_celery_worker(queues=(), **environment)` starts a real `celery worker --pool solo` on the test database
+    and the tests' Redis database, as the web tier's tasks would meet it in production (no eager mode anywhere), with
+    `environment` on top of the test settings; its log is in tmp_path. It consumes `queues`, or every queue (the
+    recompute, the refresh, webhooks, imports, the default) without them. Tasks left in the tests' queues by an
+    earlier test or an interrupted run are purged first; every worker started is stopped when the test ends."""
     from config.celery import app
 
-    app.control.purge()
+    app.control.purge()  # every queue of CELERY_TASK_QUEUES
     with Processes(tmp_path) as workers:
 
-        def start(**environment: str) -> AppProcess:
+        def start(*, queues: Sequence[str] = (), **environment: str) -> AppProcess:
             env = app_env(database_url=committed_database_url(), redis_url=settings.REDIS_URL, **environment)
-            return workers.worker(env, pool="solo", name=f"worker-{len(workers.started)}")
+            return workers.worker(env, pool="solo", queues=queues, name=f"worker-{len(workers.started)}")
 
         yield start

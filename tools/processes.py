@@ -205,11 +205,16 @@ class Processes:
         pool: str = "prefork",
         concurrency: int = 1,
         loglevel: str = "INFO",
+        queues: Sequence[str] = (),
         name: str = "worker",
     ) -> AppProcess:
-        """A Celery worker (not waited for: tasks wait in the broker until it takes them)."""
+        """A Celery worker (not waited for: tasks wait in the broker until it takes them), consuming `queues`, or
+        without them every queue of CELERY_TASK_QUEUES (the recompute, the refresh, webhooks, imports, the default),
+        as one worker does locally; `config.celery.WORKER_GROUPS` are the groups of a deploy."""
         command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", loglevel]
         command += ["--pool", pool, "--concurrency", str(concurrency)]
+        if queues:
+            command += ["--queues", ",".join(queues)]
         # A name of its own, so that workers of parallel runs on one Redis server never pass for each other; no
         # gossip or mingle: there is no cluster of workers to meet, and they would slow the start.
         command += ["--hostname", f"{name}-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle"]

@@ -1,7 +1,8 @@
 """Settings shared by every environment. Every address and secret comes from the environment.
 
-Without `DATABASE_URL` / `REDIS_URL` the app starts embedded PostgreSQL and Valkey servers under `.data/`
-(see `config.embedded`), so a newcomer needs nothing but Python.
+`DATABASE_URL` and `REDIS_URL` must be set by the time this module is imported: the local and test settings point
+them at embedded PostgreSQL and Valkey servers under `.data/` when they are unset (see `config.embedded`), so a
+newcomer needs nothing but Python; the production settings refuse to start without them.
 """
 
 import os
@@ -10,8 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config import embedded
-from config.celery import scheduled
+from config.celery import DEFAULT_QUEUE, TASK_ROUTES, scheduled, task_queues
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -85,6 +85,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.rest.RateLimitHeadersMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a lockout raised during authentication into the lockout page.
@@ -130,7 +131,13 @@ CSP_RELAXED_STYLE_PATHS = ["/admin/", "/api/docs/"]
 
 # --- Database and broker ---------------------------------------------------------------------------------------
 
-DATABASE_URL = os.environ.get("DATABASE_URL") or embedded.database_url()
+if _missing := [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]:
+    # Only a settings module that imports this one without choosing the servers first gets here.
+    raise ImproperlyConfigured(
+        f"{' and '.join(_missing)} must be set: config.settings.local and config.settings.test start embedded "
+        "servers when they are unset, config.settings.production requires them"
+    )
+DATABASE_URL = os.environ["DATABASE_URL"]
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
 # A connection broken by a database restart is noticed and replaced at the start of the next request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -141,7 +148,7 @@ if os.environ.get("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = os.environ.get("REDIS_URL") or embedded.redis_url()
+REDIS_URL = os.environ["REDIS_URL"]
 
 # How long a call to Redis may wait for a connection: a Redis that is down or unreachable must fail the call fast, so
 # that the request carries on without it (SPEC §7) instead of hanging.
@@ -169,7 +176,12 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One task at a time per process: a recompute or an import reserved behind another would wait for it (the short
+# queues' workers may take more with --prefetch-multiplier, as docker-compose.yml does).
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_QUEUES = task_queues()
+CELERY_TASK_DEFAULT_QUEUE = DEFAULT_QUEUE
+CELERY_TASK_ROUTES = TASK_ROUTES
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Queuing a task from a request while Redis is down must fail within a second, not block: every caller catches the
@@ -239,7 +251,9 @@ AXES_COOLOFF_TIME = env_int("LOGIN_LOCKOUT_MINUTES", 15) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_IPWARE_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+# Proxies in front of the app whose X-Forwarded-For is believed, for the login lockouts and the API's rate limits.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+AXES_CLIENT_IP_CALLABLE = "config.security.client_address"
 
 # The same for API tokens, per client address (accounts.services.record_failed_token_attempt; kept in PostgreSQL
 # too): the first failures are free, each further one makes the address wait twice as long before the next attempt
@@ -290,7 +304,7 @@ REST_FRAMEWORK = {
         "config.rest.SearchFilter",
         "config.rest.OrderingFilter",
     ],
-    "DEFAULT_THROTTLE_CLASSES": ["config.rest.UserOrTokenRateThrottle", "config.rest.AnonymousRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["config.rest.UserRateThrottle", "config.rest.AnonymousRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": os.environ.get("API_THROTTLE_USER", "1200/minute"),
         "anon": os.environ.get("API_THROTTLE_ANON", "60/minute"),
@@ -335,7 +349,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Metrics (forecasting, SPEC §3). Learned probabilities: prior strength k, and the closing-date window in days
-# (0 = all history).
+# (0 = all history). Defaults only: an admin's values on /settings/metrics/ (stored in the database) win.
 METRICS_PRIOR_STRENGTH = env_int("METRICS_PRIOR_STRENGTH", 10)
 METRICS_LOOKBACK_DAYS = env_int("METRICS_LOOKBACK_DAYS", 365)
 # A change queues one recompute this many seconds later; more changes meanwhile ride along with it.

@@ -1,15 +1,36 @@
-"""Production: refuses to start with an unsafe secret key; secure cookies and HTTPS by default."""
+"""Production: refuses to start without its servers and a real secret key; secure cookies and HTTPS by default.
+
+It never starts the embedded servers of local use: a deploy that forgot `DATABASE_URL` must fail, naming it, rather
+than run on an empty database of its own.
+"""
+
+import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .base import *  # noqa: F403
-from .base import ALLOWED_HOSTS, LOGGING, MIDDLEWARE, SECRET_KEY, STORAGES, env_bool, env_int
 
-if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("django-insecure") or len(set(SECRET_KEY)) < 5:
-    raise ImproperlyConfigured(
-        "SECRET_KEY must be set to a random value of at least 50 characters in production "
-        "(python -c 'import secrets; print(secrets.token_urlsafe(64))')."
-    )
+def _refusals() -> list[str]:
+    """What the environment lacks for production, one line each (all of them at once, not the first only)."""
+    examples = {"DATABASE_URL": "postgresql://user:password@host:5432/crm", "REDIS_URL": "redis://host:6379/0"}
+    refusals = [
+        f"{name} is not set (e.g. {example}); production never starts an embedded server"
+        for name, example in examples.items()
+        if not os.environ.get(name)
+    ]
+    key = os.environ.get("SECRET_KEY", "")
+    if len(key) < 50 or key.startswith("django-insecure") or len(set(key)) < 5:
+        refusals.append(
+            "SECRET_KEY must be set to a random value of at least 50 characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(64))')"
+        )
+    return refusals
+
+
+if refusals := _refusals():
+    raise ImproperlyConfigured("Production settings refuse to start:\n" + "\n".join(f"- {line}" for line in refusals))
+
+from .base import *  # noqa: E402, F403
+from .base import ALLOWED_HOSTS, LOGGING, MIDDLEWARE, STORAGES, env_bool, env_int  # noqa: E402
 
 DEBUG = False
 # The container healthcheck probes http://127.0.0.1:8000/healthz from inside.

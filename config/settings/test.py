@@ -1,12 +1,20 @@
-"""Settings for the test suite: PostgreSQL and Redis as in production, fast password hashing."""
+"""Settings for the test suite: PostgreSQL and Redis as in production, fast password hashing.
+
+Without `DATABASE_URL` / `REDIS_URL` this starts (or reuses) the embedded servers; the test session stops those it
+started when it ends (tests/conftest.py).
+"""
 
 import os
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .base import *  # noqa: F403
-from .base import REDIS_URL, env_bool, env_int
+from config import embedded
+
+embedded.use_embedded_servers_unless_configured(announce=False)
+
+from .base import *  # noqa: E402, F403
+from .base import REDIS_URL, env_bool, env_int  # noqa: E402
 
 SECRET_KEY = SECRET_KEY or "django-insecure-tests-only"  # noqa: F405
 DEBUG = False

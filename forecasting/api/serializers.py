@@ -196,9 +196,9 @@ class ForecastAccuracyRowSerializer(SnapshotRowSerializer):
 def page_of(name: str, row: type[serializers.Serializer], **extra: serializers.Field) -> type[serializers.Serializer]:
     """The response of a metric read: the API's page envelope, the run's `computed_at`, the metric and group."""
     fields = {
-        "count": serializers.IntegerField(help_text="Rows in all pages."),
         "next": serializers.URLField(allow_null=True),
         "previous": serializers.URLField(allow_null=True),
+        "count": serializers.IntegerField(required=False, help_text="Rows in all pages; only with `?count=true`."),
         "computed_at": serializers.DateTimeField(
             allow_null=True,
             help_text="How fresh these rows are: the last refresh of the recompute they come from (every deal and "

@@ -100,19 +100,18 @@ class MetricViewSet(VisibleViewSet):
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         rows = self.get_queryset()
         page = self.paginate_queryset(rows)
-        envelope = self.get_paginated_response(self.get_serializer(page, many=True).data).data
+        envelope = self.paginator.envelope(self.get_serializer(page, many=True).data)
+        results = envelope.pop("results")  # last, after the run's freshness
         fresh = freshness(self.run)
         return Response(
             {
-                "count": envelope["count"],
-                "next": envelope["next"],
-                "previous": envelope["previous"],
+                **envelope,
                 "computed_at": fresh.computed_at,
                 "age_seconds": fresh.age_seconds,
                 "out_of_date": fresh.out_of_date,
                 "metric": self.metric,
                 "group": self.query.group_kind,
-                "results": envelope["results"],
+                "results": results,
             }
         )
 

@@ -118,3 +118,21 @@ def test_a_request_without_an_address_is_answered_but_not_counted(org):
         response = APIClient().get("/api/v1/deals/", HTTP_AUTHORIZATION=f"Bearer {BAD_TOKEN}", REMOTE_ADDR="")
         assert response.status_code == 401
     assert not FailedTokenAttempts.objects.exists()
+
+
+@override_settings(**LIMITS, TRUSTED_PROXY_COUNT=1)
+def test_behind_a_trusted_proxy_failures_count_against_the_address_the_proxy_saw(org):
+    _, good = create_api_token(user=org.rep, name="integration")
+
+    def through_proxy(token: str, client: str):
+        return APIClient().get(
+            "/api/v1/deals/",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+            HTTP_X_FORWARDED_FOR=f"10.1.1.1, {client}",  # the first entry is the client's own invention
+            REMOTE_ADDR="10.0.0.254",
+        )
+
+    assert [through_proxy(BAD_TOKEN, "198.51.100.1").status_code for _ in range(3)] == [401, 401, 401]
+    assert through_proxy(good, "198.51.100.1").status_code == 429
+    assert through_proxy(good, "198.51.100.2").status_code == 200  # another client behind the same proxy
+    assert FailedTokenAttempts.objects.get().address == "198.51.100.1"

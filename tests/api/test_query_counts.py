@@ -13,21 +13,21 @@ from tests.queries import CapturedQueries, assert_query_count, capture_queries
 pytestmark = pytest.mark.django_db
 
 # Queries per list request, whatever the page size. Each counts the token lookup (1), then the list's own queries:
-# usually COUNT(*) and the page (2); pipelines, teams and users' prefetches add theirs.
+# usually the page alone (no COUNT(*) unless `?count=true`); pipelines, teams and users' prefetches add theirs.
 EXPECTED_QUERIES = {
-    "/api/v1/deals/": 3,
-    "/api/v1/deals/?pipeline={pipeline}&stage={stage}&ordering=-amount": 3,
-    "/api/v1/deals/{deal}/history/": 4,  # + the deal itself
-    "/api/v1/leads/": 3,
-    "/api/v1/activities/": 3,
-    "/api/v1/organizations/": 3,
-    "/api/v1/contacts/": 3,
-    "/api/v1/pipelines/": 4,  # + stages
-    "/api/v1/stages/": 3,
-    "/api/v1/lost-reasons/": 3,
-    "/api/v1/users/": 3,
-    "/api/v1/teams/": 5,  # + managers + members
-    "/api/v1/tokens/": 3,
+    "/api/v1/deals/": 2,
+    "/api/v1/deals/?pipeline={pipeline}&stage={stage}&ordering=-amount": 2,
+    "/api/v1/deals/{deal}/history/": 3,  # + the deal itself
+    "/api/v1/leads/": 2,
+    "/api/v1/activities/": 2,
+    "/api/v1/organizations/": 2,
+    "/api/v1/contacts/": 2,
+    "/api/v1/pipelines/": 3,  # + stages
+    "/api/v1/stages/": 2,
+    "/api/v1/lost-reasons/": 2,
+    "/api/v1/users/": 2,
+    "/api/v1/teams/": 4,  # + managers + members
+    "/api/v1/tokens/": 2,
 }
 
 
@@ -75,18 +75,18 @@ def test_list_query_count_is_constant_in_page_size(org, populated, path):
     assert_query_count(small, large, exactly=EXPECTED_QUERIES[path])
 
 
-# The metric reads: token (1), the latest run (1), COUNT(*) and the page (2); the forecast adds past due and the
-# learned probabilities of the same run; quotas: token, COUNT(*), page, then the run and the page's quota metrics.
+# The metric reads: token (1), the latest run (1) and the page (1); the forecast adds past due and the learned
+# probabilities of the same run; quotas: token, page, then the run and the page's quota metrics.
 METRIC_QUERIES = {
-    "/api/v1/metrics/win-rates/?group=owner": 4,
-    "/api/v1/metrics/sales-cycle/?group=team&period=2026": 4,
-    "/api/v1/metrics/funnel/?group=owner": 4,
-    "/api/v1/metrics/stage-times/?group=team": 4,
-    "/api/v1/metrics/leads/?group=owner": 4,
-    "/api/v1/metrics/stale-deals/": 4,
-    "/api/v1/forecast/?group=owner": 6,
-    "/api/v1/forecast/accuracy/?group=owner": 4,
-    "/api/v1/quotas/": 5,
+    "/api/v1/metrics/win-rates/?group=owner": 3,
+    "/api/v1/metrics/sales-cycle/?group=team&period=2026": 3,
+    "/api/v1/metrics/funnel/?group=owner": 3,
+    "/api/v1/metrics/stage-times/?group=team": 3,
+    "/api/v1/metrics/leads/?group=owner": 3,
+    "/api/v1/metrics/stale-deals/": 3,
+    "/api/v1/forecast/?group=owner": 5,
+    "/api/v1/forecast/accuracy/?group=owner": 3,
+    "/api/v1/quotas/": 4,
 }
 
 

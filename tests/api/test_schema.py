@@ -61,7 +61,7 @@ def test_metric_reads_document_their_rows_parameters_and_answers(schema):
     funnel = schema["paths"]["/api/v1/metrics/funnel/"]["get"]
     parameters = {parameter["name"]: parameter["schema"] for parameter in funnel["parameters"]}
     assert parameters["group"]["enum"] == ["company", "owner", "team", "source"]
-    assert parameters["period"]["pattern"] and {"page", "page_size"} <= set(parameters)
+    assert parameters["period"]["pattern"] and {"cursor", "page_size", "count"} <= set(parameters)
     recompute = schema["paths"]["/api/v1/metrics/recompute/"]["post"]["responses"]
     assert recompute["202"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RecomputeQueued"}
     assert recompute["503"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorDetail"}

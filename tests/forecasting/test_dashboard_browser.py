@@ -65,6 +65,9 @@ def test_a_manager_sees_the_charts_and_recomputes_through_a_worker(page, org, te
     freshness = page.locator("#freshness time")
     before = freshness.get_attribute("datetime")
     assert "10\xa0minutes ago" in freshness.inner_text()
+    # Beside the learned numbers: the window they were learned over, and each stage's won / lost counts.
+    assert "closed in the last 365 days" in page.locator("#learning-note").inner_text()
+    assert page.locator("[data-metric=learned_counts]").first.inner_text() == "2\u2009w / 1\u2009l"
 
     page.click("#recompute-now")
     page.wait_for_selector("#recompute-status .recompute-progress")  # queued, then polled every second

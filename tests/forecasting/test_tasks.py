@@ -3,16 +3,21 @@
 import functools
 import time
 from collections.abc import Callable
+from datetime import date, timedelta
+from decimal import Decimal
 
 import psycopg
 import pytest
 from django.db import connection
 
 from forecasting import services
-from forecasting.models import MetricSnapshot, MetricsRun, RunStatus
+from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, RunStatus
+from forecasting.periods import Period
 from forecasting.services import recompute_metrics
 from forecasting.tasks import recompute_metrics_task
-from tests.factories import make_deal
+from pipeline import services as pipeline_services
+from pipeline.models import Deal
+from tests.factories import make_deal, make_qualified_deal, stage
 from tools.processes import AppProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -122,3 +127,54 @@ def test_a_worker_killed_mid_run_leaves_the_last_snapshot_and_the_next_run_compl
     )
     assert _latest_complete().pk == run_id != before.pk
     assert MetricSnapshot.objects.filter(run_id=run_id).count() == before.row_count
+
+
+def test_a_new_stage_probability_then_a_move_are_recomputed_by_a_worker_never_mixed(
+    org, pipeline, start_worker, settings
+):
+    # Open deals expected to close in each month of next quarter, in two stages.
+    today = date.today()
+    quarter = Period.parse(f"{today.year}-Q{(today.month - 1) // 3 + 1}")
+    quarter = Period.parse(f"{quarter.end.year}-Q{(quarter.end.month - 1) // 3 + 1}")
+    months = [quarter.start, quarter.start.replace(month=quarter.start.month + 1)]
+    months.append(quarter.start.replace(month=quarter.start.month + 2))
+    deals = [
+        make_qualified_deal(
+            owner=org.rep,
+            pipeline=pipeline,
+            stage=stage(pipeline, name),
+            amount=Decimal(1000 * (index + 1)),
+            expected_close_date=months[index % 3] + timedelta(days=9),
+        )
+        for index, name in enumerate(["Qualification", "Discovery"] * 3)
+    ]
+    run = recompute_metrics()
+    services.clear_pending_recompute()
+    services.clear_pending_refresh()
+    settings.METRICS_RECOMPUTE_ON_CHANGE = True
+    settings.METRICS_DEBOUNCE_SECONDS = 1
+    worker = start_worker()
+
+    # Autocommit: each write's signal is sent at once, queuing the recompute, then the refresh, for the worker.
+    pipeline_services.update_stage(stage=stage(pipeline, "Discovery"), actor=org.admin, probability=70)
+    pipeline_services.move_deal(deal=deals[0], stage=stage(pipeline, "Discovery"), actor=org.rep)
+
+    def recomputed() -> MetricsRun | None:
+        latest = _latest_complete()
+        fresh = latest != run and services.configuration_is_current() and not PendingChange.objects.exists()
+        return latest if fresh else None
+
+    new_run = _wait_for(recomputed, timeout=60, what="the recompute with the new probability", worker=worker)
+    run.refresh_from_db()
+    assert run.refreshed_at is None, worker.log()  # the old run was never patched with the new probability
+
+    def weighted(kind: str, start: date) -> Decimal:
+        row = MetricSnapshot.objects.get(
+            run=new_run, metric="forecast", group_kind="company", period_kind=kind, period_start=start
+        )
+        return Decimal(row.values["weighted_configured"])
+
+    reference = sum(
+        (deal.amount * deal.stage.probability / 100 for deal in Deal.objects.select_related("stage")), Decimal(0)
+    ).quantize(Decimal("0.01"))
+    assert weighted("quarter", quarter.start) == sum(weighted("month", month) for month in months) == reference

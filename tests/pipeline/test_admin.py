@@ -61,3 +61,53 @@ def test_deals_are_read_only_in_the_admin(admin_client, pipeline):
     response = admin_client.get(reverse("admin:pipeline_deal_add"))
 
     assert response.status_code == 403
+
+
+def _change_data(pipeline, **changes) -> dict:
+    """The admin's change form of `pipeline` as it stands, with `changes` ({stage name: {field: value}})."""
+    stages = list(pipeline.stages.order_by("order"))
+    data = {
+        "name": pipeline.name,
+        "created_at_0": f"{pipeline.created_at:%Y-%m-%d}",
+        "created_at_1": f"{pipeline.created_at:%H:%M:%S}",
+        "stages-TOTAL_FORMS": str(len(stages)),
+        "stages-INITIAL_FORMS": str(len(stages)),
+        "stages-MIN_NUM_FORMS": "0",
+        "stages-MAX_NUM_FORMS": "1000",
+    }
+    for index, stage in enumerate(stages):
+        row = {
+            "id": stage.pk, "pipeline": pipeline.pk, "order": stage.order, "name": stage.name, "kind": stage.kind,
+            "probability": stage.probability, "rotting_days": stage.rotting_days,
+            "forecast_category": stage.forecast_category, "required_fields": stage.required_fields,
+        } | changes.get(stage.name, {})  # fmt: skip
+        data |= {f"stages-{index}-{name}": str(value) for name, value in row.items() if name != "required_fields"}
+        for value in row["required_fields"]:
+            data.setdefault(f"stages-{index}-required_fields", []).append(value)
+    return data
+
+
+def test_a_stage_probability_changed_in_the_admin_signals_the_configuration_change(
+    admin_client, pipeline, django_capture_on_commit_callbacks
+):
+    from pipeline import signals
+
+    heard = []
+    signals.configuration_changed.connect(
+        lambda sender, **kwargs: heard.append([s.name for s in kwargs["stages"]]),
+        dispatch_uid="test-admin-config",
+        weak=False,
+    )
+    try:
+        url = reverse("admin:pipeline_pipeline_change", args=[pipeline.pk])
+        with django_capture_on_commit_callbacks(execute=True):
+            response = admin_client.post(url, _change_data(pipeline, Discovery={"name": "Discovery call"}))
+        assert response.status_code == 302, response.context["errors"] if response.context else response
+        assert heard == []  # a name changes no number
+        with django_capture_on_commit_callbacks(execute=True):
+            response = admin_client.post(url, _change_data(pipeline, **{"Discovery call": {"probability": 55}}))
+        assert response.status_code == 302, response.context["errors"] if response.context else response
+        assert heard == [["Discovery call"]]
+        assert pipeline.stages.get(name="Discovery call").probability == 55
+    finally:
+        signals.configuration_changed.disconnect(dispatch_uid="test-admin-config")
