@@ -5,11 +5,13 @@ mapping of domain errors to HTTP answers (SPEC §4). Parsing, pagination, filter
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
+from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import InterfaceError, OperationalError, models
+from django.db import InterfaceError, OperationalError, models, transaction
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import exceptions, permissions, serializers, status, viewsets
@@ -134,6 +136,14 @@ def if_match_allows(header: str, etag: str) -> bool:
 
 # --- The base viewset ---------------------------------------------------------------------------------------------
 
+# What visibility and permissions depend on, and what to implement instead (after PostHog's `protected_methods`).
+PROTECTED_METHODS = {
+    "get_queryset": "implement visible_queryset() instead, so that its rows come from a visible_* selector.",
+    "get_object": "implement visible_queryset() (reads) or editable_queryset() (writes) instead, so that the record "
+    "comes from the rows the user may see, and is changed only if the user may change it.",
+    "get_permissions": "set permission_classes instead, so that every endpoint keeps the API's authentication.",
+}
+
 
 class VisibleViewSet(viewsets.GenericViewSet):
     """The base of every API viewset: rows come only from `visible_queryset()`, changes only to rows of
@@ -143,15 +153,20 @@ class VisibleViewSet(viewsets.GenericViewSet):
     `editable_*` selector. Overriding `get_queryset` is refused, so no endpoint can bypass the rule.
     """
 
+    # (The docstring above is also the description, in the API schema, of the endpoints of viewsets without their
+    # own: drf-spectacular reads class docstrings through the MRO.) `get_object` and `get_permissions` are refused
+    # as `get_queryset` is (PROTECTED_METHODS). Writes go through `editing()`; `UpdateMixin` and `DestroyMixin`
+    # write the actions once.
+
     model: type[models.Model]  # what the schema generator sees, since it builds views without a user
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "get_queryset" in vars(cls):
-            raise ImproperlyConfigured(
-                f"{cls.__name__} overrides get_queryset: implement visible_queryset() instead, "
-                "so that its rows come from a visible_* selector."
-            )
+        # The subclass and the mixins it puts before this class; GenericViewSet's own methods are the safe ones.
+        own = cls.__mro__[: cls.__mro__.index(VisibleViewSet)]
+        for name, safe_hook in PROTECTED_METHODS.items():
+            if any(name in vars(klass) for klass in own):
+                raise ImproperlyConfigured(f"{cls.__name__} overrides {name}: {safe_hook}")
 
     def visible_queryset(self) -> QuerySet:
         """The rows the requesting user may see, from a `visible_*` selector."""
@@ -167,18 +182,34 @@ class VisibleViewSet(viewsets.GenericViewSet):
         return self.visible_queryset()
 
     def get_editable_object(self, *, lock: bool = False) -> models.Model:
-        """The record of the URL if the user may change it: 404 when invisible, 403 when only visible.
+        """The record of the URL if the user may change it: 404 when invisible, 403 when only visible, 404 when it
+        was deleted meanwhile.
 
         With `lock`, the row is locked until the end of the caller's transaction, so that a check of `If-Match`
-        and the write after it see the same version.
+        and the write after it see the same version. It is locked and read in one query: a row deleted while this
+        waited for its lock is not found, rather than found and then missing.
         """
-        instance = self.get_object()
-        editable = self.editable_queryset().filter(pk=instance.pk)
-        if not editable.exists():
-            raise exceptions.PermissionDenied("You may see this record but not change it.")
+        visible = self.get_object()
+        editable = self.editable_queryset()
         if lock:
-            instance = type(instance).objects.select_for_update().get(pk=instance.pk)
-        return instance
+            # Only the record's own row: the selector's joins may reach nullable rows, which cannot be locked.
+            editable = editable.select_for_update(of=("self",))
+        try:
+            return editable.get(pk=visible.pk)
+        except ObjectDoesNotExist:
+            pass
+        if type(visible)._default_manager.filter(pk=visible.pk).exists():
+            raise exceptions.PermissionDenied("You may see this record but not change it.")
+        raise exceptions.NotFound()
+
+    @contextmanager
+    def editing(self) -> Iterator[models.Model]:
+        """The record of the URL, locked for a write in one transaction, once `If-Match` admits its current ETag
+        (412 otherwise): two writers holding the same ETag cannot both succeed."""
+        with transaction.atomic():
+            instance = self.get_editable_object(lock=True)
+            self.check_if_match(instance)
+            yield instance
 
     def validated_data(self, instance: models.Model | None = None, *, partial: bool = False) -> dict:
         """The request body, validated by the action's serializer (400 with per-field messages otherwise)."""
@@ -215,3 +246,37 @@ class VisibleViewSet(viewsets.GenericViewSet):
         queryset = self.filter_queryset(self.get_queryset())
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+# --- The write actions, written once ------------------------------------------------------------------------------
+# No docstrings on these classes and their actions: drf-spectacular would take them as the endpoints' descriptions
+# (it reads class docstrings through the MRO), and the schema would change.
+
+
+# `PUT` and `PATCH` of a `VisibleViewSet`: lock, If-Match and validation once, then the viewset's
+# `perform_update(instance, data)`, which names the service that writes.
+class UpdateMixin:
+    def update(self, request, *args, **kwargs) -> Response:
+        partial = kwargs.pop("partial", False)
+        with self.editing() as instance:
+            instance = self.perform_update(instance, self.validated_data(instance, partial=partial))
+        return self.detail_response(instance)
+
+    def partial_update(self, request, *args, **kwargs) -> Response:
+        return self.update(request, *args, partial=True, **kwargs)
+
+    def perform_update(self, instance: models.Model, data: dict) -> models.Model:
+        """Write `data` (validated) to `instance` (locked, If-Match checked) with the service; return the result."""
+        raise NotImplementedError
+
+
+# `DELETE` of a `VisibleViewSet`: lock and If-Match once, then the viewset's `perform_destroy(instance)`.
+class DestroyMixin:
+    def destroy(self, request, *args, **kwargs) -> Response:
+        with self.editing() as instance:
+            self.perform_destroy(instance)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def perform_destroy(self, instance: models.Model) -> None:
+        """Delete `instance` (locked, If-Match checked) with the service."""
+        raise NotImplementedError

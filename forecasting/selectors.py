@@ -386,7 +386,10 @@ def editable_quotas(*, user: User) -> QuerySet[Quota]:
         return quotas
     if not user.is_manager:
         return quotas.none()
-    return quotas.filter(Q(team__managers=user) | (Q(user__team__managers=user) & ~Q(user=user))).distinct()
+    # Through a subquery of the teams, not a join to their managers: one row per quota without DISTINCT, which a
+    # locking read (the API's writes) may not use.
+    managed = Team.objects.filter(managers=user).values("pk")
+    return quotas.filter(Q(team__in=managed) | (Q(user__team__in=managed) & ~Q(user=user)))
 
 
 def quota_users_assignable_by(*, user: User) -> QuerySet[User]:

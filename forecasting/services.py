@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from accounts.models import AuditAction, Team, User
 from accounts.services import audited_values, record_audit
+from config.services import apply_fields
 from forecasting import configuration, recompute
 from forecasting.configuration import ConfigurationChanged
 from forecasting.models import LOOKBACK_DAYS_MAX, PRIOR_STRENGTH_MAX, MetricsRun, MetricsSettings, Quota
@@ -198,15 +199,8 @@ def create_quota(
 @transaction.atomic
 def update_quota(*, quota: Quota, actor: User | None, **fields: Any) -> Quota:
     """Change a quota's holder, period or amount; the rules of `create_quota` apply to the result."""
-    unknown = sorted(set(fields) - set(QUOTA_EDITABLE_FIELDS))
-    if unknown:
-        raise ValidationError({name: ["This field cannot be set here."] for name in unknown})
     before = audited_values(quota)
-    for name, value in fields.items():
-        setattr(quota, name, value)
-    _validate_quota(quota)
-    if audited_values(quota) != before:
-        quota.save()
+    if apply_fields(quota, fields, QUOTA_EDITABLE_FIELDS, before_save=lambda _: _validate_quota(quota)):
         record_audit(actor=actor, instance=quota, action=AuditAction.UPDATED, before=before)
         transaction.on_commit(request_recompute)
     return quota

@@ -6,7 +6,8 @@ Services do not check permissions: callers fetch the records through the `visibl
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from accounts.models import AuditAction, User
 from accounts.selectors import owners_editable_by
 from accounts.services import audited_values, record_audit
 from config.exceptions import StaleVersion
+from config.services import apply_fields, set_fields
 from pipeline import field_history, signals
 from pipeline.models import (
     LEAD_STATUS_PATH,
@@ -106,24 +108,6 @@ def _send_on_commit(signal: Signal, **kwargs: Any) -> None:
                 logger.error("receiver %r of %s failed", receiver, signal, exc_info=result)
 
     transaction.on_commit(send)
-
-
-def _apply_fields(instance: models.Model, fields: dict[str, Any], allowed: Iterable[str]) -> list[str]:
-    """Set `fields` on `instance`; return the names whose value changed. Unknown names are a ValidationError."""
-    unknown = sorted(set(fields) - set(allowed))
-    if unknown:
-        raise ValidationError({name: "This field cannot be set here." for name in unknown})
-    changed = []
-    for name, value in fields.items():
-        field = instance._meta.get_field(name)
-        if field.is_relation:
-            current, new = getattr(instance, field.attname), getattr(value, "pk", value)
-        else:
-            current, new = getattr(instance, name), value
-        if current != new:
-            setattr(instance, name, value)
-            changed.append(name)
-    return changed
 
 
 def _validate(instance: models.Model, *, exclude: Iterable[str] = ()) -> None:
@@ -233,7 +217,7 @@ def create_deal(
     at = created_at or timezone.now()
 
     deal = Deal(title=title, pipeline=pipeline, stage=stage, owner=owner, created_at=at)
-    _apply_fields(deal, fields, DEAL_EDITABLE_FIELDS)
+    set_fields(deal, fields, DEAL_EDITABLE_FIELDS)
     deal.status = stage.kind
     deal.lost_reason = _lost_reason_for(stage, lost_reason)
     deal.closed_at = None if stage.is_open else at
@@ -259,16 +243,18 @@ def update_deal(*, deal: Deal, actor: User | None, expected_version: int | None 
     deal = Deal.objects.select_for_update().select_related("stage").get(pk=deal.pk)
     _check_version(deal, expected_version)
     before = audited_values(deal)
-    changed = _apply_fields(deal, fields, DEAL_EDITABLE_FIELDS)
+
+    def check_and_derive(changed: list[str]) -> None:
+        _refuse_missing_fields(deal, deal.stage, verb="stay in")
+        deal.forecast_category = _effective_forecast_category(deal, deal.stage)
+        _validate(deal)
+        deal.version += 1
+        deal.updated_at = timezone.now()
+
+    with field_history.acting_as(_actor_id(actor)):
+        changed = apply_fields(deal, fields, DEAL_EDITABLE_FIELDS, before_save=check_and_derive)
     if not changed:
         return deal
-    _refuse_missing_fields(deal, deal.stage, verb="stay in")
-    deal.forecast_category = _effective_forecast_category(deal, deal.stage)
-    _validate(deal)
-    deal.version += 1
-    deal.updated_at = timezone.now()
-    with field_history.acting_as(_actor_id(actor)):
-        deal.save()
     record_audit(actor=actor, instance=deal, action=AuditAction.UPDATED, before=before)
     _send_on_commit(signals.deal_updated, actor=actor, deal=deal, changed_fields=changed)
     return deal
@@ -303,7 +289,7 @@ def move_deal(
 
     from_stage = deal.stage
     before = audited_values(deal)
-    _apply_fields(deal, fields or {}, DEAL_EDITABLE_FIELDS)
+    set_fields(deal, fields or {}, DEAL_EDITABLE_FIELDS)
     _refuse_missing_fields(deal, stage)
     deal.lost_reason = _lost_reason_for(stage, lost_reason)
     if stage.kind != StageKind.LOST:
@@ -341,7 +327,7 @@ def move_deal(
 def create_organization(*, actor: User | None, name: str, **fields: Any) -> Organization:
     """Create a customer organization, owned by `actor` unless `owner` is given."""
     organization = Organization(name=name, owner=actor)
-    _apply_fields(organization, fields, ORGANIZATION_EDITABLE_FIELDS)
+    set_fields(organization, fields, ORGANIZATION_EDITABLE_FIELDS)
     _validate(organization)
     organization.save()
     record_audit(actor=actor, instance=organization, action=AuditAction.CREATED)
@@ -353,9 +339,7 @@ def update_organization(*, organization: Organization, actor: User | None, **fie
     """Change an organization's fields."""
     organization = Organization.objects.select_for_update().get(pk=organization.pk)
     before = audited_values(organization)
-    if _apply_fields(organization, fields, ORGANIZATION_EDITABLE_FIELDS):
-        _validate(organization)
-        organization.save()
+    if apply_fields(organization, fields, ORGANIZATION_EDITABLE_FIELDS, before_save=lambda _: _validate(organization)):
         record_audit(actor=actor, instance=organization, action=AuditAction.UPDATED, before=before)
     return organization
 
@@ -364,7 +348,7 @@ def update_organization(*, organization: Organization, actor: User | None, **fie
 def create_contact(*, actor: User | None, last_name: str, **fields: Any) -> Contact:
     """Create a contact person, owned by `actor` unless `owner` is given."""
     contact = Contact(last_name=last_name, owner=actor)
-    _apply_fields(contact, fields, CONTACT_EDITABLE_FIELDS)
+    set_fields(contact, fields, CONTACT_EDITABLE_FIELDS)
     _validate(contact)
     contact.save()
     record_audit(actor=actor, instance=contact, action=AuditAction.CREATED)
@@ -376,9 +360,7 @@ def update_contact(*, contact: Contact, actor: User | None, **fields: Any) -> Co
     """Change a contact's fields."""
     contact = Contact.objects.select_for_update().get(pk=contact.pk)
     before = audited_values(contact)
-    if _apply_fields(contact, fields, CONTACT_EDITABLE_FIELDS):
-        _validate(contact)
-        contact.save()
+    if apply_fields(contact, fields, CONTACT_EDITABLE_FIELDS, before_save=lambda _: _validate(contact)):
         record_audit(actor=actor, instance=contact, action=AuditAction.UPDATED, before=before)
     return contact
 
@@ -412,7 +394,7 @@ def create_lead(
         raise ValidationError({"status": "A new lead is new, contacted, mql, sql or disqualified; convert it later."})
     at = created_at or timezone.now()
     lead = Lead(last_name=last_name, owner=owner, status=status, created_at=at)
-    _apply_fields(lead, fields, LEAD_EDITABLE_FIELDS)
+    set_fields(lead, fields, LEAD_EDITABLE_FIELDS)
     if status == LeadStatus.DISQUALIFIED:
         lead.disqualified_at = at
     else:
@@ -429,9 +411,7 @@ def update_lead(*, lead: Lead, actor: User | None, **fields: Any) -> Lead:
     """Change a lead's fields (its status changes through `advance_lead` and `convert_lead`)."""
     lead = Lead.objects.select_for_update().get(pk=lead.pk)
     before = audited_values(lead)
-    if _apply_fields(lead, fields, LEAD_EDITABLE_FIELDS):
-        _validate(lead)
-        lead.save()
+    if apply_fields(lead, fields, LEAD_EDITABLE_FIELDS, before_save=lambda _: _validate(lead)):
         record_audit(actor=actor, instance=lead, action=AuditAction.UPDATED, before=before)
     return lead
 
@@ -587,11 +567,13 @@ def update_activity(*, activity: Activity, actor: User | None, **fields: Any) ->
     new_owner = getattr(fields.get("owner"), "pk", fields.get("owner"))
     if "owner" in fields and new_owner != activity.owner_id and not _may_change_records_of(actor, activity.owner_id):
         raise ValidationError({"owner": "Only someone who may change its owner's records can hand this activity on."})
-    if _apply_fields(activity, fields, ACTIVITY_EDITABLE_FIELDS):
+
+    def check(changed: list[str]) -> None:
         if activity.due_at is None and activity.done_at is None:
             raise ValidationError({"due_at": "A planned activity needs a due time."})
         _validate(activity)
-        activity.save()
+
+    apply_fields(activity, fields, ACTIVITY_EDITABLE_FIELDS, before_save=check)
     return activity
 
 
@@ -681,11 +663,13 @@ def update_pipeline(*, pipeline: Pipeline, actor: User | None, **fields: Any) ->
     """Rename a pipeline or make it the default (the previous default stops being one)."""
     pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
     before = audited_values(pipeline)
-    if _apply_fields(pipeline, fields, PIPELINE_EDITABLE_FIELDS):
+
+    def check(changed: list[str]) -> None:
         pipeline.full_clean(exclude=["created_at"], validate_constraints=False)
         if pipeline.is_default:
             _make_sole_default(pipeline)
-        pipeline.save()
+
+    if apply_fields(pipeline, fields, PIPELINE_EDITABLE_FIELDS, before_save=check):
         record_audit(actor=actor, instance=pipeline, action=AuditAction.UPDATED, before=before)
     return pipeline
 
@@ -711,7 +695,7 @@ def create_stage(
     if order < 1:
         raise ValidationError({"order": "Stage order starts at 1."})
     stage = Stage(pipeline=pipeline, name=name, order=order)
-    _apply_fields(stage, fields, STAGE_EDITABLE_FIELDS | {"kind"})
+    set_fields(stage, fields, STAGE_EDITABLE_FIELDS | {"kind"})
     _validate_stage(stage)
     _shift_stages_from(pipeline, order)
     stage.save()
@@ -731,14 +715,16 @@ def update_stage(*, stage: Stage, actor: User | None, **fields: Any) -> Stage:
     stage = Stage.objects.select_for_update().get(pk=stage.pk)
     old_order = stage.order
     before = audited_values(stage)
-    if not _apply_fields(stage, fields, STAGE_EDITABLE_FIELDS):
+
+    def check_and_make_room(changed: list[str]) -> None:
+        if stage.order < 1:
+            raise ValidationError({"order": "Stage order starts at 1."})
+        _validate_stage(stage)
+        if stage.order != old_order:
+            Stage.objects.filter(pipeline_id=stage.pipeline_id, order=stage.order).update(order=old_order)
+
+    if not apply_fields(stage, fields, STAGE_EDITABLE_FIELDS, before_save=check_and_make_room):
         return stage
-    if stage.order < 1:
-        raise ValidationError({"order": "Stage order starts at 1."})
-    _validate_stage(stage)
-    if stage.order != old_order:
-        Stage.objects.filter(pipeline_id=stage.pipeline_id, order=stage.order).update(order=old_order)
-    stage.save()
     if stage.forecast_category != before["forecast_category"]:
         with field_history.acting_as(_actor_id(actor)):
             _restamp_default_category(stage)
@@ -768,28 +754,40 @@ def create_lost_reason(*, actor: User | None, name: str, is_active: bool = True)
     return lost_reason
 
 
-def _save_lost_reason(lost_reason: LostReason) -> None:
-    """Validate and save; a name taken in another case is an error on `name` (the database holds the rule, so a
-    concurrent writer that got there first is refused the same way)."""
-    taken = ValidationError({"name": LOST_REASON_NAME_TAKEN})
+def _validate_lost_reason(lost_reason: LostReason) -> None:
     try:
         lost_reason.full_clean()
     except ValidationError as error:
-        if NON_FIELD_ERRORS in error.message_dict:
-            raise taken from error
+        if NON_FIELD_ERRORS in error.message_dict:  # the case-insensitive unique name
+            raise ValidationError({"name": LOST_REASON_NAME_TAKEN}) from error
         raise
+
+
+@contextmanager
+def _refusing_taken_lost_reason_names() -> Iterator[None]:
+    """A name taken in another case is an error on `name`, also when the database finds it (it holds the rule, so
+    a concurrent writer that got there first is refused the same way)."""
     try:
         with transaction.atomic():
-            lost_reason.save()
+            yield
     except IntegrityError as error:
-        raise taken from error
+        raise ValidationError({"name": LOST_REASON_NAME_TAKEN}) from error
+
+
+def _save_lost_reason(lost_reason: LostReason) -> None:
+    _validate_lost_reason(lost_reason)
+    with _refusing_taken_lost_reason_names():
+        lost_reason.save()
 
 
 @transaction.atomic
 def update_lost_reason(*, lost_reason: LostReason, actor: User | None, **fields: Any) -> LostReason:
     """Rename a lost reason or retire it (`is_active` false: deals lost for it keep it, new losses cannot use it)."""
     before = audited_values(lost_reason)
-    if _apply_fields(lost_reason, fields, LOST_REASON_EDITABLE_FIELDS):
-        _save_lost_reason(lost_reason)
+    with _refusing_taken_lost_reason_names():
+        changed = apply_fields(
+            lost_reason, fields, LOST_REASON_EDITABLE_FIELDS, before_save=lambda _: _validate_lost_reason(lost_reason)
+        )
+    if changed:
         record_audit(actor=actor, instance=lost_reason, action=AuditAction.UPDATED, before=before)
     return lost_reason

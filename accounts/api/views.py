@@ -1,6 +1,5 @@
 """API viewsets of accounts: users and teams (read), the signed-in user, and their personal API tokens."""
 
-from django.db import transaction
 from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -11,7 +10,7 @@ from accounts import selectors, services
 from accounts.api import schema  # noqa: F401  (registers the bearer token scheme with drf-spectacular)
 from accounts.api import serializers as s
 from accounts.models import ApiToken, Team, User
-from config.api import AdminWritesOnly, VisibleViewSet
+from config.api import AdminWritesOnly, UpdateMixin, VisibleViewSet
 
 
 class UserViewSet(VisibleViewSet):
@@ -27,7 +26,7 @@ class UserViewSet(VisibleViewSet):
         return selectors.visible_users(self.request.user)
 
 
-class TeamViewSet(VisibleViewSet):
+class TeamViewSet(UpdateMixin, VisibleViewSet):
     """Sales teams with their managers and members; everyone signed in sees the organisation chart, admins change it.
 
     Members join a team through their user's `team` (in the Django admin), not here.
@@ -54,15 +53,8 @@ class TeamViewSet(VisibleViewSet):
         team = services.create_team(actor=request.user, **self.validated_data())
         return self.detail_response(team, status_code=status.HTTP_201_CREATED)
 
-    def update(self, request, pk=None, partial=False):
-        with transaction.atomic():
-            team = self.get_editable_object(lock=True)
-            self.check_if_match(team)
-            team = services.update_team(team=team, actor=request.user, **self.validated_data(team, partial=partial))
-        return self.detail_response(team)
-
-    def partial_update(self, request, pk=None):
-        return self.update(request, pk, partial=True)
+    def perform_update(self, team, data):
+        return services.update_team(team=team, actor=self.request.user, **data)
 
 
 class MeView(APIView):

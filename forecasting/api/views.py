@@ -18,7 +18,6 @@ import logging
 from typing import Any
 
 from celery.result import AsyncResult
-from django.db import transaction
 from django.urls import reverse
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, extend_schema_view
@@ -27,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import VisibleViewSet, representation_etag
+from config.api import DestroyMixin, UpdateMixin, VisibleViewSet, representation_etag
 from config.rest import OrderingFilter
 from forecasting import selectors, services
 from forecasting.api.filters import QuotaFilter
@@ -338,7 +337,7 @@ class RecomputeStatusView(APIView):
     ),
     destroy=extend_schema(responses={204: None}),
 )
-class QuotaViewSet(VisibleViewSet):
+class QuotaViewSet(UpdateMixin, DestroyMixin, VisibleViewSet):
     """Quotas, with the metrics of the latest recompute."""
 
     model = Quota
@@ -381,21 +380,8 @@ class QuotaViewSet(VisibleViewSet):
         quota = services.create_quota(actor=request.user, **self.validated_data())
         return self.detail_response(quota, status_code=status.HTTP_201_CREATED)
 
-    def update(self, request: Request, pk: Any = None, partial: bool = False) -> Response:
-        with transaction.atomic():
-            quota = self.get_editable_object(lock=True)
-            self.check_if_match(quota)
-            quota = services.update_quota(
-                quota=quota, actor=request.user, **self.validated_data(quota, partial=partial)
-            )
-        return self.detail_response(quota)
+    def perform_update(self, quota: Quota, data: dict) -> Quota:
+        return services.update_quota(quota=quota, actor=self.request.user, **data)
 
-    def partial_update(self, request: Request, pk: Any = None) -> Response:
-        return self.update(request, pk, partial=True)
-
-    def destroy(self, request: Request, pk: Any = None) -> Response:
-        with transaction.atomic():
-            quota = self.get_editable_object(lock=True)
-            self.check_if_match(quota)
-            services.delete_quota(quota=quota, actor=request.user)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    def perform_destroy(self, quota: Quota) -> None:
+        services.delete_quota(quota=quota, actor=self.request.user)

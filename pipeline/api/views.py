@@ -2,17 +2,17 @@
 `config.api.VisibleViewSet`; every write is one call to `pipeline.services`.
 
 A write locks the record, checks `If-Match` against its current ETag (412), then calls the service, all in one
-transaction, so that two writers holding the same ETag cannot both succeed.
+transaction (`VisibleViewSet.editing()`), so that two writers holding the same ETag cannot both succeed; `PUT` and
+`PATCH` are `config.api.UpdateMixin`'s, and each viewset's `perform_update` names the service.
 """
 
-from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from config.api import AdminWritesOnly, VisibleViewSet
+from config.api import AdminWritesOnly, UpdateMixin, VisibleViewSet
 from pipeline import selectors, services
 from pipeline.api import filters
 from pipeline.api import serializers as s
@@ -39,7 +39,7 @@ class AuditTrailActions:
 # --- Configuration: everyone signed in reads it, admins change it ------------------------------------------------
 
 
-class PipelineViewSet(AuditTrailActions, VisibleViewSet):
+class PipelineViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
     """Pipelines with their stages."""
 
     model = Pipeline
@@ -63,19 +63,11 @@ class PipelineViewSet(AuditTrailActions, VisibleViewSet):
         pipeline = services.create_pipeline(actor=request.user, **self.validated_data())
         return self.detail_response(pipeline, status_code=status.HTTP_201_CREATED)
 
-    def update(self, request, pk=None, partial=False):
-        with transaction.atomic():
-            pipeline = self.get_editable_object(lock=True)
-            self.check_if_match(pipeline)
-            data = self.validated_data(pipeline, partial=partial)
-            pipeline = services.update_pipeline(pipeline=pipeline, actor=request.user, **data)
-        return self.detail_response(pipeline)
-
-    def partial_update(self, request, pk=None):
-        return self.update(request, pk, partial=True)
+    def perform_update(self, pipeline, data):
+        return services.update_pipeline(pipeline=pipeline, actor=self.request.user, **data)
 
 
-class StageViewSet(AuditTrailActions, VisibleViewSet):
+class StageViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
     """The stages of every pipeline, in pipeline order."""
 
     model = Stage
@@ -99,20 +91,11 @@ class StageViewSet(AuditTrailActions, VisibleViewSet):
         stage = services.create_stage(actor=request.user, **self.validated_data())
         return self.detail_response(stage, status_code=status.HTTP_201_CREATED)
 
-    def update(self, request, pk=None, partial=False):
-        with transaction.atomic():
-            stage = self.get_editable_object(lock=True)
-            self.check_if_match(stage)
-            stage = services.update_stage(
-                stage=stage, actor=request.user, **self.validated_data(stage, partial=partial)
-            )
-        return self.detail_response(stage)
-
-    def partial_update(self, request, pk=None):
-        return self.update(request, pk, partial=True)
+    def perform_update(self, stage, data):
+        return services.update_stage(stage=stage, actor=self.request.user, **data)
 
 
-class LostReasonViewSet(AuditTrailActions, VisibleViewSet):
+class LostReasonViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
     """Why deals are lost; only active reasons may be given to a new loss."""
 
     model = LostReason
@@ -132,22 +115,14 @@ class LostReasonViewSet(AuditTrailActions, VisibleViewSet):
         lost_reason = services.create_lost_reason(actor=request.user, **self.validated_data())
         return self.detail_response(lost_reason, status_code=status.HTTP_201_CREATED)
 
-    def update(self, request, pk=None, partial=False):
-        with transaction.atomic():
-            lost_reason = self.get_editable_object(lock=True)
-            self.check_if_match(lost_reason)
-            data = self.validated_data(lost_reason, partial=partial)
-            lost_reason = services.update_lost_reason(lost_reason=lost_reason, actor=request.user, **data)
-        return self.detail_response(lost_reason)
-
-    def partial_update(self, request, pk=None):
-        return self.update(request, pk, partial=True)
+    def perform_update(self, lost_reason, data):
+        return services.update_lost_reason(lost_reason=lost_reason, actor=self.request.user, **data)
 
 
 # --- Customers ----------------------------------------------------------------------------------------------------
 
 
-class OrganizationViewSet(AuditTrailActions, VisibleViewSet):
+class OrganizationViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
     model = Organization
     serializer_class = s.OrganizationSerializer
     filterset_class = filters.OrganizationFilter
@@ -171,19 +146,11 @@ class OrganizationViewSet(AuditTrailActions, VisibleViewSet):
         organization = services.create_organization(actor=request.user, **self.validated_data())
         return self.detail_response(organization, status_code=status.HTTP_201_CREATED)
 
-    def update(self, request, pk=None, partial=False):
-        with transaction.atomic():
-            organization = self.get_editable_object(lock=True)
-            self.check_if_match(organization)
-            data = self.validated_data(organization, partial=partial)
-            organization = services.update_organization(organization=organization, actor=request.user, **data)
-        return self.detail_response(organization)
-
-    def partial_update(self, request, pk=None):
-        return self.update(request, pk, partial=True)
+    def perform_update(self, organization, data):
+        return services.update_organization(organization=organization, actor=self.request.user, **data)
 
 
-class ContactViewSet(AuditTrailActions, VisibleViewSet):
+class ContactViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
     model = Contact
     serializer_class = s.ContactSerializer
     filterset_class = filters.ContactFilter
@@ -205,17 +172,8 @@ class ContactViewSet(AuditTrailActions, VisibleViewSet):
         contact = services.create_contact(actor=request.user, **self.validated_data())
         return self.detail_response(contact, status_code=status.HTTP_201_CREATED)
 
-    def update(self, request, pk=None, partial=False):
-        with transaction.atomic():
-            contact = self.get_editable_object(lock=True)
-            self.check_if_match(contact)
-            contact = services.update_contact(
-                contact=contact, actor=request.user, **self.validated_data(contact, partial=partial)
-            )
-        return self.detail_response(contact)
-
-    def partial_update(self, request, pk=None):
-        return self.update(request, pk, partial=True)
+    def perform_update(self, contact, data):
+        return services.update_contact(contact=contact, actor=self.request.user, **data)
 
 
 # --- Deals --------------------------------------------------------------------------------------------------------
@@ -225,7 +183,7 @@ class ContactViewSet(AuditTrailActions, VisibleViewSet):
     update=extend_schema(description="Change a deal's fields (not its stage: see move)."),
     partial_update=extend_schema(description="Change some of a deal's fields (not its stage: see move)."),
 )
-class DealViewSet(AuditTrailActions, VisibleViewSet):
+class DealViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
     model = Deal
     serializer_class = s.DealSerializer
     filterset_class = filters.DealFilter
@@ -273,18 +231,10 @@ class DealViewSet(AuditTrailActions, VisibleViewSet):
         deal = services.create_deal(actor=request.user, **self.validated_data())
         return self.detail_response(deal, status_code=status.HTTP_201_CREATED)
 
-    def update(self, request, pk=None, partial=False):
-        with transaction.atomic():
-            deal = self.get_editable_object(lock=True)
-            self.check_if_match(deal)
-            data = self.validated_data(deal, partial=partial)
-            deal = services.update_deal(
-                deal=deal, actor=request.user, expected_version=data.pop("version", None), **data
-            )
-        return self.detail_response(deal)
-
-    def partial_update(self, request, pk=None):
-        return self.update(request, pk, partial=True)
+    def perform_update(self, deal, data):
+        return services.update_deal(
+            deal=deal, actor=self.request.user, expected_version=data.pop("version", None), **data
+        )
 
     @extend_schema(
         responses={200: s.DealSerializer},
@@ -296,9 +246,7 @@ class DealViewSet(AuditTrailActions, VisibleViewSet):
     )
     @action(detail=True, methods=["post"])
     def move(self, request, pk=None):
-        with transaction.atomic():
-            deal = self.get_editable_object(lock=True)
-            self.check_if_match(deal)
+        with self.editing() as deal:
             data = self.validated_data()
             deal = services.move_deal(
                 deal=deal,
@@ -360,7 +308,7 @@ class DealViewSet(AuditTrailActions, VisibleViewSet):
 # --- Leads --------------------------------------------------------------------------------------------------------
 
 
-class LeadViewSet(AuditTrailActions, VisibleViewSet):
+class LeadViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
     model = Lead
     serializer_class = s.LeadSerializer
     filterset_class = filters.LeadFilter
@@ -389,22 +337,13 @@ class LeadViewSet(AuditTrailActions, VisibleViewSet):
         lead = services.create_lead(actor=request.user, **self.validated_data())
         return self.detail_response(lead, status_code=status.HTTP_201_CREATED)
 
-    def update(self, request, pk=None, partial=False):
-        with transaction.atomic():
-            lead = self.get_editable_object(lock=True)
-            self.check_if_match(lead)
-            lead = services.update_lead(lead=lead, actor=request.user, **self.validated_data(lead, partial=partial))
-        return self.detail_response(lead)
-
-    def partial_update(self, request, pk=None):
-        return self.update(request, pk, partial=True)
+    def perform_update(self, lead, data):
+        return services.update_lead(lead=lead, actor=self.request.user, **data)
 
     @extend_schema(responses={200: s.LeadSerializer}, description=s.LeadStatusSerializer.__doc__)
     @action(detail=True, methods=["post"], url_path="status")
     def set_status(self, request, pk=None):
-        with transaction.atomic():
-            lead = self.get_editable_object(lock=True)
-            self.check_if_match(lead)
+        with self.editing() as lead:
             lead = services.advance_lead(lead=lead, actor=request.user, **self.validated_data())
         return self.detail_response(lead)
 
@@ -414,9 +353,7 @@ class LeadViewSet(AuditTrailActions, VisibleViewSet):
     )
     @action(detail=True, methods=["post"])
     def convert(self, request, pk=None):
-        with transaction.atomic():
-            lead = self.get_editable_object(lock=True)
-            self.check_if_match(lead)
+        with self.editing() as lead:
             deal = services.convert_lead(lead=lead, actor=request.user, **self.validated_data())
         data = s.DealSerializer(deal, context=self.get_serializer_context()).data
         return Response(data, status=status.HTTP_201_CREATED, headers={"ETag": f'W/"{deal.version}"'})
@@ -425,7 +362,7 @@ class LeadViewSet(AuditTrailActions, VisibleViewSet):
 # --- Activities ---------------------------------------------------------------------------------------------------
 
 
-class ActivityViewSet(VisibleViewSet):
+class ActivityViewSet(UpdateMixin, VisibleViewSet):
     model = Activity
     serializer_class = s.ActivitySerializer
     filterset_class = filters.ActivityFilter
@@ -452,22 +389,12 @@ class ActivityViewSet(VisibleViewSet):
         activity = services.log_activity(actor=request.user, **self.validated_data())
         return self.detail_response(activity, status_code=status.HTTP_201_CREATED)
 
-    def update(self, request, pk=None, partial=False):
-        with transaction.atomic():
-            activity = self.get_editable_object(lock=True)
-            self.check_if_match(activity)
-            data = self.validated_data(activity, partial=partial)
-            activity = services.update_activity(activity=activity, actor=request.user, **data)
-        return self.detail_response(activity)
-
-    def partial_update(self, request, pk=None):
-        return self.update(request, pk, partial=True)
+    def perform_update(self, activity, data):
+        return services.update_activity(activity=activity, actor=self.request.user, **data)
 
     @extend_schema(request=None, responses={200: s.ActivitySerializer}, description="Mark a planned activity done.")
     @action(detail=True, methods=["post"])
     def complete(self, request, pk=None):
-        with transaction.atomic():
-            activity = self.get_editable_object(lock=True)
-            self.check_if_match(activity)
+        with self.editing() as activity:
             activity = services.complete_activity(activity=activity, actor=request.user)
         return self.detail_response(activity)

@@ -15,7 +15,7 @@ from config.exceptions import StaleVersion
 from config.forms import add_service_errors
 from pipeline import selectors, services
 from pipeline.forms import ActivityForm, DealCreateForm, DealFieldsForm
-from pipeline.models import Deal, ForecastCategory, Stage
+from pipeline.models import Deal, ForecastCategory
 from pipeline.templatetags.crm import money
 from pipeline.views.activities import create_activity
 from pipeline.views.responses import STALE_MESSAGE, is_htmx, toast

@@ -20,6 +20,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
+from config.services import apply_fields
 from pipeline.webhooks import signing
 from pipeline.webhooks.models import (
     TEST_EVENT_TYPE,
@@ -88,19 +89,19 @@ def create_subscription(
 @transaction.atomic
 def update_subscription(*, subscription: WebhookSubscription, **fields: Any) -> WebhookSubscription:
     """Change a subscription; switching it back on clears the reason it was disabled and its failure streak."""
-    unknown = sorted(set(fields) - SUBSCRIPTION_EDITABLE_FIELDS)
-    if unknown:
-        raise ValidationError({name: "This field cannot be set here." for name in unknown})
-    if "url" in fields and fields["url"] != subscription.url:
-        _check_url(fields["url"])
-    if "events" in fields:
-        fields["events"] = _check_events(fields["events"])
-    if fields.get("is_active") and not subscription.is_active:
-        subscription.disabled_at, subscription.disabled_reason, subscription.consecutive_failures = None, "", 0
-    for name, value in fields.items():
-        setattr(subscription, name, value)
-    subscription.full_clean(exclude=["owner"])
-    subscription.save()
+    if set(fields) <= SUBSCRIPTION_EDITABLE_FIELDS:  # otherwise apply_fields names the fields refused
+        if "url" in fields and fields["url"] != subscription.url:
+            _check_url(fields["url"])
+        if "events" in fields:
+            fields["events"] = _check_events(fields["events"])
+    re_enabled = fields.get("is_active") and not subscription.is_active
+
+    def check(changed: list[str]) -> None:
+        if re_enabled:
+            subscription.disabled_at, subscription.disabled_reason, subscription.consecutive_failures = None, "", 0
+        subscription.full_clean(exclude=["owner"])
+
+    apply_fields(subscription, fields, SUBSCRIPTION_EDITABLE_FIELDS, before_save=check)
     return subscription
 
 

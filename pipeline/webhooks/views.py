@@ -5,19 +5,26 @@ call to `pipeline.webhooks.services`.
 """
 
 from django.db import transaction
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from config.api import VisibleViewSet
+from config.api import DestroyMixin, UpdateMixin, VisibleViewSet
 from pipeline.webhooks import selectors, services
 from pipeline.webhooks import serializers as s
 from pipeline.webhooks.models import DeliveryStatus, WebhookSubscription
 
 
-class WebhookSubscriptionViewSet(VisibleViewSet):
+@extend_schema_view(
+    update=extend_schema(
+        description="Change the URL, events or description; `is_active: true` re-enables a disabled one."
+    ),
+    partial_update=extend_schema(description="Change some of the URL, events, description and `is_active`."),
+    destroy=extend_schema(responses={204: None}, description="Delete the subscription and its delivery log."),
+)
+class WebhookSubscriptionViewSet(UpdateMixin, DestroyMixin, VisibleViewSet):
     """Webhook subscriptions of the signed-in user (an admin's receive the whole company's records)."""
 
     model = WebhookSubscription
@@ -48,26 +55,11 @@ class WebhookSubscriptionViewSet(VisibleViewSet):
         data = s.WebhookSubscriptionWithSecretSerializer(subscription).data
         return Response(data, status=status.HTTP_201_CREATED, headers={"ETag": self.etag(subscription)})
 
-    @extend_schema(description="Change the URL, events or description; `is_active: true` re-enables a disabled one.")
-    def update(self, request, pk=None, partial=False):
-        with transaction.atomic():
-            subscription = self.get_editable_object(lock=True)
-            self.check_if_match(subscription)
-            data = self.validated_data(subscription, partial=partial)
-            subscription = services.update_subscription(subscription=subscription, **data)
-        return self.detail_response(subscription)
+    def perform_update(self, subscription, data):
+        return services.update_subscription(subscription=subscription, **data)
 
-    @extend_schema(description="Change some of the URL, events, description and `is_active`.")
-    def partial_update(self, request, pk=None):
-        return self.update(request, pk, partial=True)
-
-    @extend_schema(responses={204: None}, description="Delete the subscription and its delivery log.")
-    def destroy(self, request, pk=None):
-        with transaction.atomic():
-            subscription = self.get_editable_object(lock=True)
-            self.check_if_match(subscription)
-            services.delete_subscription(subscription=subscription)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    def perform_destroy(self, subscription):
+        services.delete_subscription(subscription=subscription)
 
     @extend_schema(
         request=None,

@@ -37,6 +37,31 @@ def test_a_viewset_may_not_override_get_queryset():
                 return []
 
 
+def test_a_viewset_may_not_override_get_object_nor_get_permissions_even_through_a_mixin():
+    with pytest.raises(ImproperlyConfigured, match=r"LeakyDetail overrides get_object: .*editable_queryset"):
+
+        class LeakyDetail(VisibleViewSet):
+            def get_object(self):
+                return None
+
+    class OpenDoor:
+        def get_permissions(self):
+            return []
+
+    with pytest.raises(ImproperlyConfigured, match="Unguarded overrides get_permissions: set permission_classes"):
+
+        class Unguarded(OpenDoor, VisibleViewSet):
+            pass
+
+    class Guarded(VisibleViewSet):  # naming the safe hooks is what a viewset does instead
+        permission_classes = []
+
+        def visible_queryset(self):
+            return []
+
+    assert Guarded.permission_classes == []
+
+
 def test_every_api_viewset_reads_through_the_visibility_base():
     """A new endpoint under /api/v1/ must get its rows from a visible_* selector, i.e. extend VisibleViewSet."""
     from accounts.api import urls as account_urls
