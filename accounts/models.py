@@ -135,3 +135,34 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor or 'system'} {self.action} {self.object_repr}"
+
+
+class IdempotentRequest(models.Model):
+    """An API write sent with an `Idempotency-Key` (SPEC §4): claimed while it runs, then its answer, kept for
+    `IDEMPOTENCY_KEY_HOURS` so that a retry with the same key and body gets the same answer instead of a second
+    write (`accounts.idempotency`)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="idempotent_requests")
+    key = models.CharField(max_length=255)
+    # SHA-256 of the method, path, query string and body: the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    body = models.BinaryField(default=b"", blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotent_request_key_per_user"),
+            # Claimed (running) or answered, never half of each.
+            models.CheckConstraint(
+                condition=Q(completed_at__isnull=True, status_code__isnull=True)
+                | Q(completed_at__isnull=False, status_code__isnull=False),
+                name="idempotent_request_answered_whole",
+            ),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotent_request_age_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.user_id})"

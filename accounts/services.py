@@ -10,9 +10,10 @@ import math
 import re
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -23,7 +24,7 @@ from django.utils import timezone
 
 from accounts import signals
 from accounts.exceptions import TokenAttemptsRefused
-from accounts.models import ApiToken, AuditAction, AuditEntry, FailedTokenAttempts, Team, User
+from accounts.models import ApiToken, AuditAction, AuditEntry, FailedTokenAttempts, IdempotentRequest, Team, User
 
 # A used token's `last_used_at` is refreshed at most this often, so that reads do not each cost a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -268,3 +269,66 @@ def change_user_team(*, user: User, team: Team | None, actor: User | None) -> Us
     _move_users(actor=actor, moves=[(locked, team)])
     user.team = team
     return user
+
+
+# --- Idempotent API writes (SPEC §4) --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """What an `Idempotency-Key` allows: run the request (`claimed`), answer as the first time (`replay`), or refuse
+    it (`mismatch`: the key was used with another request; `in_flight`: the first request is still running)."""
+
+    outcome: Literal["claimed", "replay", "mismatch", "in_flight"]
+    record: IdempotentRequest
+
+
+def claim_idempotency_key(*, user: User, key: str, fingerprint: str) -> IdempotencyClaim:
+    """Claim `key` for `user`'s request with this `fingerprint`, or say why not.
+
+    The claim is committed at once, so that a concurrent request with the same key finds it. A key older than
+    `IDEMPOTENCY_KEY_HOURS`, or claimed by a request that never answered within `IDEMPOTENCY_ABANDONED_SECONDS`
+    (its process died), is claimed afresh.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        record, created = IdempotentRequest.objects.select_for_update().get_or_create(
+            user=user, key=key, defaults={"fingerprint": fingerprint, "created_at": now}
+        )
+        if created:
+            return IdempotencyClaim("claimed", record)
+        expired = record.created_at < now - timedelta(hours=settings.IDEMPOTENCY_KEY_HOURS)
+        abandoned = record.completed_at is None and record.created_at < now - timedelta(
+            seconds=settings.IDEMPOTENCY_ABANDONED_SECONDS
+        )
+        if expired or abandoned:
+            record.fingerprint, record.created_at = fingerprint, now
+            record.completed_at = record.status_code = None
+            record.headers, record.body = {}, b""
+            record.save()
+            return IdempotencyClaim("claimed", record)
+    if record.fingerprint != fingerprint:
+        return IdempotencyClaim("mismatch", record)
+    if record.completed_at is None:
+        return IdempotencyClaim("in_flight", record)
+    return IdempotencyClaim("replay", record)
+
+
+def record_idempotent_answer(*, record: IdempotentRequest, status_code: int, headers: dict, body: bytes) -> None:
+    """Keep the answer of a claimed request, to be replayed to its retries."""
+    IdempotentRequest.objects.filter(pk=record.pk).update(
+        completed_at=timezone.now(), status_code=status_code, headers=headers, body=body
+    )
+
+
+def release_idempotency_key(*, record: IdempotentRequest) -> None:
+    """Give a claimed key back unanswered (the request failed in a way a retry may not: a 5xx, a 409, a 429), so that
+    the next request with it runs."""
+    IdempotentRequest.objects.filter(pk=record.pk, completed_at__isnull=True).delete()
+
+
+def prune_idempotency_keys(*, now: datetime | None = None) -> int:
+    """Forget the keys older than `IDEMPOTENCY_KEY_HOURS`; how many were forgotten."""
+    cutoff = (now or timezone.now()) - timedelta(hours=settings.IDEMPOTENCY_KEY_HOURS)
+    deleted, _ = IdempotentRequest.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

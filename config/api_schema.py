@@ -47,8 +47,14 @@ def _errors_of(path: str, method: str) -> dict[str, dict]:
     if writes:
         errors["413"] = _response("The request body is too large.", _DETAIL)
         errors["415"] = _response("Unsupported media type: send JSON.", _DETAIL)
+    conflicts = []
+    if method in {"post", "patch"}:
+        conflicts.append("a request with this `Idempotency-Key` is still running (retry after `Retry-After`)")
+        errors["422"] = _response("This `Idempotency-Key` was used with another request.", _DETAIL)
     if writes and path.startswith("/api/v1/deals/{id}/"):
-        errors["409"] = _response("Conflict: the `version` sent is no longer the current one.", _DETAIL)
+        conflicts.append("the `version` sent is no longer the current one")
+    if conflicts:
+        errors["409"] = _response("Conflict: " + ", or ".join(conflicts) + ".", _DETAIL)
     if path.startswith("/api/v1/metrics/recompute/"):
         errors["503"] = _response("The task queue or the database is unavailable; try again later.", _DETAIL)
     else:
@@ -62,6 +68,20 @@ def _errors_of(path: str, method: str) -> dict[str, dict]:
 
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}}
 ETAG = {"ETag": {"schema": {"type": "string"}, "description": "Send it back as `If-Match` to write safely."}}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Makes a retry safe: the first answer is kept 24 h per user and key and replayed to a retry "
+    "with the same key and body (with `Idempotent-Replayed: true`), which writes nothing more.",
+}
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "schema": {"type": "string", "enum": ["true"]},
+        "description": "Present when this is the kept answer of an earlier request with the same `Idempotency-Key`.",
+    }
+}
 RATE_LIMIT = {
     "RateLimit-Policy": {
         "schema": {"type": "string"},
@@ -94,6 +114,9 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
             # Only a record's own representation carries an ETag, not its sub-resources (history, audit, ...).
             if path.endswith("{id}/") and method in {"get", "put", "patch"}:
                 responses.get("200", {}).setdefault("headers", ETAG)
+            keyed = method in {"post", "patch"}
+            if keyed:
+                operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY)
             for response in responses.values():
-                response["headers"] = {**response.get("headers", {}), **RATE_LIMIT}
+                response["headers"] = {**response.get("headers", {}), **RATE_LIMIT, **(REPLAYED if keyed else {})}
     return result

@@ -86,6 +86,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "config.rest.RateLimitHeadersMiddleware",
+    "accounts.idempotency.IdempotencyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a lockout raised during authentication into the lockout page.
@@ -214,6 +215,7 @@ CELERY_BEAT_SCHEDULE = {
     # Deliveries whose queued task was lost (Redis down, a worker killed mid-attempt) are sent again from here.
     "webhooks-send-due": scheduled("pipeline.webhooks.send_due_deliveries", every_seconds=60),
     "webhooks-prune-log": scheduled("pipeline.webhooks.prune_delivery_log", every_seconds=3600),
+    "idempotency-prune": scheduled("accounts.prune_idempotency_keys", every_seconds=3600),
 }
 
 # --- Internationalisation ----------------------------------------------------------------------------------------
@@ -251,6 +253,11 @@ AXES_COOLOFF_TIME = env_int("LOGIN_LOCKOUT_MINUTES", 15) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# How long the answer of an API write sent with an Idempotency-Key is kept and replayed (Stripe keeps 24 h), and after
+# how long a claimed key whose request never answered (its process died) may be used again.
+IDEMPOTENCY_KEY_HOURS = env_int("IDEMPOTENCY_KEY_HOURS", 24)
+IDEMPOTENCY_ABANDONED_SECONDS = env_int("IDEMPOTENCY_ABANDONED_SECONDS", 120)
+
 # Proxies in front of the app whose X-Forwarded-For is believed, for the login lockouts and the API's rate limits.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 AXES_CLIENT_IP_CALLABLE = "config.security.client_address"
