@@ -277,3 +277,18 @@ def test_the_schema_documents_fields_on_every_read_and_expand_where_it_applies(c
     assert "title" in deals["fields"]["description"]
     users = {p["name"] for p in schema["paths"]["/api/v1/users/"]["get"]["parameters"]}
     assert "expand" not in users
+
+
+def test_a_cursor_walk_keeps_the_shape_on_every_page(org, pipeline):
+    deals = [make_qualified_deal(owner=org.rep, pipeline=pipeline, title=f"Deal {n}") for n in range(3)]
+    rep = client_for(org.rep)
+    url, rows = "/api/v1/deals/?page_size=1&ordering=-amount&fields=id,owner&expand=owner", []
+    while url:
+        body = rep.get(url).json()
+        rows += body["results"]
+        url = body["next"]
+    assert sorted(row["id"] for row in rows) == sorted(deal.pk for deal in deals)
+    assert all(
+        row == {"id": row["id"], "owner": {"id": org.rep.pk, "username": "rep", "first_name": "", "last_name": ""}}
+        for row in rows
+    )
