@@ -5,15 +5,17 @@ mapping of domain errors to HTTP answers (SPEC §4). Parsing, pagination, filter
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError, models, transaction
-from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from django.db.models import Exists, OuterRef, QuerySet
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import exceptions, permissions, serializers, status, viewsets
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
@@ -134,6 +136,100 @@ def if_match_allows(header: str, etag: str) -> bool:
     return "*" in candidates or etag.removeprefix("W/") in {c.removeprefix("W/") for c in candidates}
 
 
+# --- Sparse fields and expansion (SPEC §4) -----------------------------------------------------------------------
+
+# The reads that `?fields=` and `?expand=` shape: a list, and a record's own representation.
+SHAPED_ACTIONS = frozenset({"list", "retrieve"})
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """A relation that `?expand=` replaces, in a read, by a small nested representation of the related record.
+
+    `visible(user)` gives the related rows the user may see: a related record outside them is shown as its id alone
+    (`{"id": 7}`), which tells no more than the unexpanded answer does."""
+
+    serializer: type[serializers.Serializer]
+    visible: Callable[[Any], QuerySet]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What `?fields=` and `?expand=` ask of a read: the fields to keep (None: all) and the relations to nest."""
+
+    fields: frozenset[str] | None
+    expand: tuple[str, ...]
+
+
+def _visible_flag(relation: str) -> str:
+    return f"expand_{relation}_visible"
+
+
+class ExpandedField(serializers.Field):
+    """A relation as a nested object: the related record's small representation when the user may see it, its id
+    alone when not, null when there is none. It reads what `VisibleViewSet.get_queryset` selected and annotated, so
+    a page of expanded records costs no query more than a page of ids."""
+
+    def __init__(self, *, relation: str, serializer: type[serializers.Serializer]):
+        self.relation = relation
+        self.nested = serializer
+        super().__init__(source="*", read_only=True)
+
+    def to_representation(self, instance):
+        related_id = getattr(instance, instance._meta.get_field(self.relation).attname)
+        if related_id is None:
+            return None
+        if not getattr(instance, _visible_flag(self.relation), False):
+            return {"id": related_id}
+        return self.nested(getattr(instance, self.relation), context=self.context).data
+
+
+def _names(raw: str, parameter: str, allowed: list[str]) -> list[str]:
+    """The comma-separated names of `raw`, each one of `allowed` (400 naming `parameter` and `allowed` otherwise)."""
+    if not allowed:
+        raise exceptions.ValidationError({parameter: ["Nothing in this list can be expanded."]})
+    names = [name.strip() for name in raw.split(",")]
+    unknown = [name for name in names if name and name not in allowed]
+    if unknown or "" in names:
+        problem = f"Unknown: {', '.join(unknown)}. " if unknown else ""
+        raise exceptions.ValidationError(
+            {parameter: [f"{problem}Name one or more of: {', '.join(allowed)} (separated by commas)."]}
+        )
+    return names
+
+
+class ShapedAutoSchema(AutoSchema):
+    """drf-spectacular's schema, plus `fields` (and `expand`, where a list has relations to expand) on every read
+    of a `VisibleViewSet`, each naming the values it accepts."""
+
+    def get_override_parameters(self) -> list:
+        parameters = super().get_override_parameters()
+        view = self.view
+        if self.method != "GET" or getattr(view, "action", None) not in SHAPED_ACTIONS:
+            return parameters
+        parameters = [
+            *parameters,
+            OpenApiParameter(
+                "fields",
+                str,
+                description="Only these fields in each record, separated by commas (e.g. `id,title`), of: "
+                f"{', '.join(view.representable_fields())}. An unknown name answers 400. An ETag stays the full "
+                "record's, so it can be sent as `If-Match` whatever fields were read.",
+            ),
+        ]
+        if view.expandable:
+            parameters.append(
+                OpenApiParameter(
+                    "expand",
+                    str,
+                    description="Nest these related records, separated by commas, as small objects (`id` and what "
+                    f"names the record) instead of their ids: {', '.join(view.expandable)}. A related record you "
+                    'may not see is `{"id": ...}` alone; none is null. An unknown name answers 400.',
+                )
+            )
+        return parameters
+
+
 # --- The base viewset ---------------------------------------------------------------------------------------------
 
 # What visibility and permissions depend on, and what to implement instead (after PostHog's `protected_methods`).
@@ -159,6 +255,9 @@ class VisibleViewSet(viewsets.GenericViewSet):
     # write the actions once.
 
     model: type[models.Model]  # what the schema generator sees, since it builds views without a user
+    # The relations `?expand=` may nest, by field name (also the model's relation); none unless a viewset names them.
+    expandable: dict[str, Expansion] = {}
+    schema = ShapedAutoSchema()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -179,7 +278,61 @@ class VisibleViewSet(viewsets.GenericViewSet):
     def get_queryset(self) -> QuerySet:
         if getattr(self, "swagger_fake_view", False):
             return self.model.objects.none()
-        return self.visible_queryset()
+        return self.with_expansions(self.visible_queryset())
+
+    # --- `?fields=` and `?expand=` on reads
+
+    def representable_fields(self) -> list[str]:
+        """The field names of this read's representation: what `?fields=` may name."""
+        return list(self.get_serializer_class()().fields)
+
+    def requested_shape(self) -> Shape | None:
+        """What `?fields=` and `?expand=` ask of this read, checked (400 naming the parameter and the names it
+        accepts); None when neither is given, or for a request they do not shape (writes, sub-resources)."""
+        if not hasattr(self, "_shape"):
+            self._shape = None
+            params = self.request.query_params
+            shaped = self.request.method in permissions.SAFE_METHODS and self.action in SHAPED_ACTIONS
+            if shaped and ("fields" in params or "expand" in params):
+                fields = params.get("fields")
+                expand = params.get("expand")
+                self._shape = Shape(
+                    fields=None if fields is None else frozenset(_names(fields, "fields", self.representable_fields())),
+                    expand=() if expand is None else tuple(dict.fromkeys(_names(expand, "expand", [*self.expandable]))),
+                )
+        return self._shape
+
+    def with_expansions(self, queryset: QuerySet) -> QuerySet:
+        """`queryset` with the relations to expand joined in, and whether the user may see each related record, so
+        that expanding costs no query per row."""
+        shape = self.requested_shape()
+        if shape is None or not shape.expand:
+            return queryset
+        user = self.request.user
+        seen = {
+            _visible_flag(name): Exists(
+                self.expandable[name].visible(user).filter(pk=OuterRef(queryset.model._meta.get_field(name).attname))
+            )
+            for name in shape.expand
+        }
+        return queryset.select_related(*shape.expand).annotate(**seen)
+
+    def shaped(self, serializer: serializers.BaseSerializer) -> serializers.BaseSerializer:
+        """`serializer` (of one record or many) keeping only the fields asked for, with the relations asked for
+        nested; unchanged when the read asks for neither."""
+        shape = self.requested_shape()
+        if shape is None:
+            return serializer
+        fields = getattr(serializer, "child", serializer).fields
+        for name in [name for name in fields if shape.fields is not None and name not in shape.fields]:
+            del fields[name]
+        for name in shape.expand:
+            if name in fields:
+                fields[name] = ExpandedField(relation=name, serializer=self.expandable[name].serializer)
+        return serializer
+
+    def get_serializer(self, *args, **kwargs) -> serializers.BaseSerializer:
+        return self.shaped(super().get_serializer(*args, **kwargs))
 
     def get_editable_object(self, *, lock: bool = False) -> models.Model:
         """The record of the URL if the user may change it: 404 when invisible, 403 when only visible, 404 when it
@@ -235,9 +388,13 @@ class VisibleViewSet(viewsets.GenericViewSet):
             raise PreconditionFailed()
 
     def detail_response(self, instance: models.Model, *, status_code: int = status.HTTP_200_OK) -> Response:
-        """The record's representation with its ETag."""
+        """The record's representation with its ETag; a read with `?fields=` or `?expand=` gets that shape, under
+        the full record's ETag, so that an `If-Match` taken from any read of the record admits a write."""
         data = self.represent(instance)
-        return Response(data, status=status_code, headers={"ETag": self.etag(instance, data)})
+        etag = self.etag(instance, data)
+        if self.requested_shape() is not None:
+            data = self.shaped(self.serializer_class(instance, context=self.get_serializer_context())).data
+        return Response(data, status=status_code, headers={"ETag": etag})
 
     def retrieve(self, request, *args, **kwargs) -> Response:
         return self.detail_response(self.get_object())

@@ -181,7 +181,13 @@ class Organization(models.Model):
 
     class Meta:
         ordering = ["name"]
-        indexes = [models.Index(fields=["owner"]), models.Index(fields=["name"])]
+        indexes = [
+            models.Index(fields=["owner"]),
+            models.Index(fields=["name"]),
+            # The API's other list orders (`ordering=`): a sync walks `updated_at`, from its last walk on.
+            models.Index(fields=["created_at"], name="organization_created_idx"),
+            models.Index(fields=["updated_at"], name="organization_updated_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -207,7 +213,15 @@ class Contact(models.Model):
 
     class Meta:
         ordering = ["last_name", "first_name"]
-        indexes = [models.Index(fields=["owner"]), models.Index(fields=["organization"])]
+        indexes = [
+            models.Index(fields=["owner"]),
+            models.Index(fields=["organization"]),
+            # The API's list orders (`ordering=`), the default with the id that breaks its ties: a page is read
+            # from the index, where a sort of every contact took 20-40 ms on 22,000 (and 0.6-2.4 s for a rep).
+            models.Index(fields=["last_name", "first_name", "id"], name="contact_name_idx"),
+            models.Index(fields=["created_at"], name="contact_created_idx"),
+            models.Index(fields=["updated_at"], name="contact_updated_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.first_name} {self.last_name}".strip()
@@ -262,6 +276,8 @@ class Lead(BantFields):
             models.Index(fields=["sql_at"]),
             # Leads created in a range, whatever their status: lead metrics computed when asked (a custom range).
             models.Index(fields=["created_at"], name="lead_created_idx"),
+            # The API's `ordering=updated_at`, the order a sync walks.
+            models.Index(fields=["updated_at"], name="lead_updated_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=LeadStatus.values), name="lead_status_valid"),
@@ -340,7 +356,10 @@ class Deal(BantFields):
                 name="deal_open_column_idx",
             ),
             models.Index(fields=["owner", "status"], name="deal_owner_status_idx"),
-            models.Index(fields=["expected_close_date"], name="deal_expected_close_idx"),
+            # With the id that breaks ties, so that `ordering=-expected_close_date` (NULLs first) and `-amount` read a
+            # page from the index: a sort of the 14,000 deals without a value took 25 ms of 100,000.
+            models.Index(fields=["expected_close_date", "id"], name="deal_expected_close_idx"),
+            models.Index(fields=["amount", "id"], name="deal_amount_idx"),
             # Closes and creations in a range, read from the index alone by the metrics computed when asked (a custom
             # range: forecasting.selectors.metric_rows): win rates, sales cycle and the won side of the forecast by
             # close, the funnel's cohort by creation. Over a quarter of 100,000 deals, 17 ms of scattered heap reads
@@ -493,6 +512,9 @@ class Activity(models.Model):
             models.Index(fields=["owner", "done_at", "due_at"], name="activity_inbox_idx"),
             models.Index(fields=["deal", "due_at"], name="activity_deal_due_idx"),
             models.Index(fields=["lead", "due_at"], name="activity_lead_due_idx"),
+            # The API's list orders (`ordering=`): the default, and the one a sync walks.
+            models.Index(fields=["created_at"], name="activity_created_idx"),
+            models.Index(fields=["updated_at"], name="activity_updated_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(kind__in=ActivityKind.values), name="activity_kind_valid"),

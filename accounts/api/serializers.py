@@ -49,3 +49,12 @@ class NewApiTokenSerializer(ApiTokenSerializer):
 
     class Meta(ApiTokenSerializer.Meta):
         fields = [*ApiTokenSerializer.Meta.fields, "token"]
+
+
+class UserSummarySerializer(serializers.ModelSerializer):
+    """A user in a few fields: how `?expand=owner` shows a record's owner."""
+
+    class Meta:
+        model = User
+        fields = ["id", "username", "first_name", "last_name"]
+        read_only_fields = fields

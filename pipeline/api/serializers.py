@@ -455,3 +455,56 @@ class ActivityCreateSerializer(ActivitySerializer):
 
     class Meta(ActivitySerializer.Meta):
         read_only_fields = ["id", "created_at", "updated_at"]
+
+
+# --- Small representations of related records, for `?expand=` -----------------------------------------------------
+# A fixed few fields each: the id and what names the record. The whole record is one read of its own resource away.
+
+
+class PipelineSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Pipeline
+        fields = ["id", "name"]
+        read_only_fields = fields
+
+
+class StageSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Stage
+        fields = ["id", "name", "kind"]
+        read_only_fields = fields
+
+
+class LostReasonSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LostReason
+        fields = ["id", "name"]
+        read_only_fields = fields
+
+
+class OrganizationSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Organization
+        fields = ["id", "name"]
+        read_only_fields = fields
+
+
+class ContactSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Contact
+        fields = ["id", "first_name", "last_name"]
+        read_only_fields = fields
+
+
+class DealSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Deal
+        fields = ["id", "title"]
+        read_only_fields = fields
+
+
+class LeadSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Lead
+        fields = ["id", "first_name", "last_name", "company"]
+        read_only_fields = fields

@@ -11,6 +11,7 @@ from django.db import connection
 
 from accounts.services import create_api_token
 from pipeline import services
+from pipeline.api import views
 from pipeline.models import Deal
 from tests.api.conftest import client_for
 from tests.factories import make_deal, stage
@@ -57,7 +58,7 @@ def deals(org, pipeline):
 
 @pytest.mark.parametrize(
     "ordering",
-    [None, "expected_close_date", "-expected_close_date", "amount", "-amount,title", "created_at", "-id"],
+    [None, "expected_close_date", "-expected_close_date", "amount", "-amount,expected_close_date", "created_at", "-id"],
 )
 def test_a_walk_gives_every_row_once_in_the_lists_order_forwards_and_back(org, deals, ordering):
     client = client_for(org.rep)
@@ -187,3 +188,43 @@ def test_an_import_report_is_walked_by_position(org, deals):
     job = ImportJob.objects.create(created_by=org.rep, kind="deals", errors=errors, error_count=len(errors))
     rows = walk(client_for(org.rep), f"/api/v1/imports/{job.pk}/report/", page_size=3)
     assert [row["row"] for row in rows] == list(range(1, 8))
+
+
+# --- Orders an index serves ---------------------------------------------------------------------------------------
+
+BIG_LISTS = [
+    views.DealViewSet,
+    views.LeadViewSet,
+    views.ActivityViewSet,
+    views.OrganizationViewSet,
+    views.ContactViewSet,
+]
+
+
+@pytest.mark.parametrize("viewset", BIG_LISTS, ids=lambda viewset: viewset.model.__name__)
+def test_every_order_of_a_big_list_leads_an_index(viewset):
+    # A key no index leads sorts every visible row for each page (docs/performance.md, "List orders"): on L, seconds.
+    model = viewset.model
+    leading = {"id"} | {
+        model._meta.get_field(index.fields[0].lstrip("-")).name
+        for index in model._meta.indexes
+        if index.condition is None
+    }
+    assert set(viewset.ordering_fields) <= leading
+    assert model._meta.ordering[0].lstrip("-") in leading
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("deals/?ordering=title", "amount, expected_close_date, created_at, updated_at, id"),
+        ("deals/?ordering=-closed_at", "amount, expected_close_date, created_at, updated_at, id"),
+        ("leads/?ordering=score", "created_at, updated_at, id"),
+        ("activities/?ordering=due_at", "created_at, updated_at, id"),
+        ("contacts/?ordering=first_name", "last_name, created_at, updated_at, id"),
+    ],
+)
+def test_an_order_no_index_serves_answers_400_naming_those_that_are(org, path, allowed):
+    response = client_for(org.rep).get(f"/api/v1/{path}")
+    assert response.status_code == 400
+    assert response.json() == {"ordering": [f"Order by one of: {allowed} (- for descending)."]}
