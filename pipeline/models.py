@@ -6,11 +6,19 @@ so they hold however a row is written. Workflows live in `pipeline.services`.
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Upper
 from django.utils import timezone
+
+
+def trigram_index(field: str, name: str) -> GinIndex:
+    """A trigram GIN index on UPPER(field): the expression Django's `icontains` compares on PostgreSQL
+    (`UPPER(col::text) LIKE UPPER('%term%')`), so a search for a term of 3 characters or more is served by the
+    index instead of reading every row (pipeline.search)."""
+    return GinIndex(OpClass(Upper(field), name="gin_trgm_ops"), name=name)
 
 
 class StageKind(models.TextChoices):
@@ -181,7 +189,13 @@ class Organization(models.Model):
 
     class Meta:
         ordering = ["name"]
-        indexes = [models.Index(fields=["owner"]), models.Index(fields=["name"])]
+        indexes = [
+            models.Index(fields=["owner"]),
+            models.Index(fields=["name"]),
+            trigram_index("name", "organization_name_trgm_idx"),
+            trigram_index("website", "organization_website_trgm_idx"),
+            trigram_index("external_id", "organization_extid_trgm_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -207,7 +221,14 @@ class Contact(models.Model):
 
     class Meta:
         ordering = ["last_name", "first_name"]
-        indexes = [models.Index(fields=["owner"]), models.Index(fields=["organization"])]
+        indexes = [
+            models.Index(fields=["owner"]),
+            models.Index(fields=["organization"]),
+            trigram_index("first_name", "contact_first_name_trgm_idx"),
+            trigram_index("last_name", "contact_last_name_trgm_idx"),
+            trigram_index("email", "contact_email_trgm_idx"),
+            trigram_index("external_id", "contact_extid_trgm_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.first_name} {self.last_name}".strip()
@@ -356,6 +377,8 @@ class Deal(BantFields):
                 name="deal_cohort_idx",
             ),
             models.Index(fields=["updated_at"], name="deal_updated_idx"),
+            trigram_index("title", "deal_title_trgm_idx"),
+            trigram_index("external_id", "deal_extid_trgm_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=DealStatus.values), name="deal_status_valid"),
