@@ -77,6 +77,18 @@ def _listed_ids(user, path: str) -> set[int]:
 @pytest.mark.django_db
 @pytest.mark.parametrize("role", ROLES)
 def test_deal_search_equals_a_python_filter_in_the_api_and_on_the_board(org, pipeline, customers, role):
+    _check_deal_search(org, pipeline, role)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["rep", "manager", "admin"])
+def test_deal_search_through_customer_subqueries_finds_the_same(org, pipeline, customers, role, monkeypatch):
+    # Past SEARCH_ID_LIST_LIMIT matching customers the search takes a subquery instead of a list of ids.
+    monkeypatch.setattr(selectors, "SEARCH_ID_LIST_LIMIT", 0)
+    _check_deal_search(org, pipeline, role)
+
+
+def _check_deal_search(org, pipeline, role: str) -> None:
     user = getattr(org, role)
     owners = _visible_owners(org, role)
     deals = list(Deal.objects.select_related("organization", "contact"))
