@@ -286,11 +286,21 @@ def _refuse_nul(value: str, parameter: str) -> str:
 
 
 class SearchFilter(filters.SearchFilter):
-    """`?search=` over the view's `search_fields`."""
+    """`?search=` over the view's `search_fields`, or through its `search_queryset(queryset, terms)` where a search
+    that crosses a join needs its own query shape to use the indexes (the deals: `pipeline.selectors.search_deals`).
+    A list keeps its ordering when searched: the cursor holds the sort values of its last row, and a rank is not
+    one of the keys a list may be ordered by."""
 
     def get_search_terms(self, request):
         _refuse_nul(request.query_params.get(self.search_param, ""), self.search_param)
         return super().get_search_terms(request)
+
+    def filter_queryset(self, request, queryset, view):
+        search_queryset = getattr(view, "search_queryset", None)
+        if search_queryset is None:
+            return super().filter_queryset(request, queryset, view)
+        terms = self.get_search_terms(request)
+        return search_queryset(queryset, terms) if terms else queryset
 
 
 class OrderingFilter(filters.OrderingFilter):

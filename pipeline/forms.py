@@ -66,7 +66,7 @@ class BoardFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
         self.fields["team"].queryset = filterable_teams(user)
-        self.fields["q"].widget.attrs.update(placeholder="Search deals or organizations", type="search")
+        self.fields["q"].widget.attrs.update(placeholder="Search deals, organizations or contacts", type="search")
 
     def filters(self) -> dict:
         """The valid filters as keyword arguments of `board_deals`; an invalid value filters nothing."""

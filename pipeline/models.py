@@ -6,11 +6,19 @@ so they hold however a row is written. Workflows live in `pipeline.services`.
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Upper
 from django.utils import timezone
+
+
+def trigram_index(field: str, name: str) -> GinIndex:
+    """A trigram GIN index on UPPER(field): the expression Django's `icontains` compares on PostgreSQL
+    (`UPPER(col::text) LIKE UPPER('%term%')`), so a search for a term of 3 characters or more is served by the
+    index instead of reading every row (pipeline.search)."""
+    return GinIndex(OpClass(Upper(field), name="gin_trgm_ops"), name=name)
 
 
 class StageKind(models.TextChoices):
@@ -187,6 +195,9 @@ class Organization(models.Model):
             # The API's other list orders (`ordering=`): a sync walks `updated_at`, from its last walk on.
             models.Index(fields=["created_at"], name="organization_created_idx"),
             models.Index(fields=["updated_at"], name="organization_updated_idx"),
+            trigram_index("name", "organization_name_trgm_idx"),
+            trigram_index("website", "organization_website_trgm_idx"),
+            trigram_index("external_id", "organization_extid_trgm_idx"),
         ]
 
     def __str__(self) -> str:
@@ -221,6 +232,10 @@ class Contact(models.Model):
             models.Index(fields=["last_name", "first_name", "id"], name="contact_name_idx"),
             models.Index(fields=["created_at"], name="contact_created_idx"),
             models.Index(fields=["updated_at"], name="contact_updated_idx"),
+            trigram_index("first_name", "contact_first_name_trgm_idx"),
+            trigram_index("last_name", "contact_last_name_trgm_idx"),
+            trigram_index("email", "contact_email_trgm_idx"),
+            trigram_index("external_id", "contact_extid_trgm_idx"),
         ]
 
     def __str__(self) -> str:
@@ -375,6 +390,8 @@ class Deal(BantFields):
                 name="deal_cohort_idx",
             ),
             models.Index(fields=["updated_at"], name="deal_updated_idx"),
+            trigram_index("title", "deal_title_trgm_idx"),
+            trigram_index("external_id", "deal_extid_trgm_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=DealStatus.values), name="deal_status_valid"),
