@@ -59,8 +59,21 @@ END
 """
 
 
+# Set by the test session (tests/conftest.py). Under Django's test runner a replica alias is a test mirror of the
+# test database (`TEST["MIRROR"]`, so no test database is made on it), read on a second connection that would not see
+# a test's uncommitted rows: there its reads go to `default`, the same database. The app processes that tests start
+# leave it unset and read from their real replicas.
+test_mirrors_read_on_primary = False
+
+
 def replica_aliases() -> list[str]:
-    return [alias for alias in settings.DATABASES if alias.startswith(REPLICA_ALIAS_PREFIX)]
+    """The aliases reads may go to (`replica_1`, ...: one per URL of `DATABASE_REPLICA_URLS`)."""
+    return [
+        alias
+        for alias, database in settings.DATABASES.items()
+        if alias.startswith(REPLICA_ALIAS_PREFIX)
+        and not (test_mirrors_read_on_primary and database.get("TEST", {}).get("MIRROR"))
+    ]
 
 
 @dataclass

@@ -159,7 +159,7 @@ for _number, _url in enumerate(DATABASE_REPLICA_URLS, start=1):
         "CONN_HEALTH_CHECKS": True,
         # A replica that does not answer is skipped for the primary; waiting long for it would only slow the read.
         "OPTIONS": {"connect_timeout": env_int("DB_REPLICA_CONNECT_TIMEOUT", 2)},
-        # Under Django's test runner a replica is the test database itself, so tests see the rows they wrote.
+        # Under Django's test runner a replica is the test database itself, and config.replicas reads it as default.
         "TEST": {"MIRROR": "default"},
     }
 DATABASE_ROUTERS = ["config.replicas.ReplicaRouter"]
