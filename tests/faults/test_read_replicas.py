@@ -7,9 +7,12 @@ read sees it tells where the read went.
 """
 
 import json
+import shutil
+import tempfile
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -17,6 +20,7 @@ import requests
 from django.conf import settings
 
 from config import embedded
+from config.replicas import PIN_COOKIE
 from tests.faults.conftest import REQUEST_TIMEOUT, app_env, start_web, wait_for
 from tests.faults.test_postgres_restart import run_manage, start_own_postgres
 from tools.processes import Processes
@@ -79,11 +83,12 @@ def _sql(url: str, query: str):
 
 
 @pytest.fixture(scope="module")
-def replica_app(tmp_path_factory):
+def replica_app():
     """A migrated, seeded primary, its streaming standby, and gunicorn reading from the standby: base URL, the
     primary's and the standby's URLs, the standby's data folder, the two users' tokens. Everything is stopped at the
     end, whatever happened."""
-    base = tmp_path_factory.mktemp("replicas")
+    # Not under pytest's temporary folder: another session on this machine may prune it while the servers run.
+    base = Path(tempfile.mkdtemp(prefix="crm-replicas-"))
     primary_dir, standby_dir = base / "primary", base / "standby"
     try:
         start_own_postgres(primary_dir)
@@ -115,8 +120,11 @@ def replica_app(tmp_path_factory):
                 **tokens,
             }
     finally:
-        embedded.stop_postgres(standby_dir)
-        embedded.stop_postgres(primary_dir)
+        try:
+            embedded.stop_postgres(standby_dir)
+        finally:
+            embedded.stop_postgres(primary_dir)
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def _session(token: str) -> requests.Session:
@@ -153,7 +161,10 @@ def test_reads_go_to_the_replica_and_a_writer_reads_its_own_write(replica_app):
     try:
         created = writer.post(f"{base_url}/api/v1/deals/", json={"title": "Written while replay waits"})
         assert created.status_code == 201, created.text
-        # The writer's reads right after its write stay on the primary and see it...
+        assert created.cookies.get(PIN_COOKIE) == "1"  # browsers and clients that keep cookies are pinned by it
+        # The writer's reads right after its write stay on the primary and see it, even from a client that keeps no
+        # cookies (the mark in Redis, named after its token)...
+        writer.cookies.clear()
         assert _titles(writer, base_url, "Written while") == ["Written while replay waits"]
         # ... another user's reads are on the standby, which has not replayed it yet.
         assert _titles(reader, base_url, "Written while") == []
