@@ -111,9 +111,13 @@ def replica_app():
         tokens = json.loads(run_manage(env, "-c", SEED).strip().splitlines()[-1])
         with Processes(base / "logs") as processes:
             base_url, web = start_web(processes, env)
+            # The same app with a tight lag limit: it leaves a replica more than a second behind for the primary.
+            strict_url, strict_web = start_web(processes, {**env, "REPLICA_MAX_LAG_SECONDS": "1"}, name="web-strict")
             yield {
                 "base_url": base_url,
                 "web": web,
+                "strict_url": strict_url,
+                "strict_web": strict_web,
                 "primary_url": primary_url,
                 "standby_url": standby_url,
                 "standby_dir": standby_dir,
@@ -171,6 +175,10 @@ def test_reads_go_to_the_replica_and_a_writer_reads_its_own_write(replica_app):
         assert _sql(replica_app["primary_url"], "SELECT count(*) FROM pipeline_deal")[0][0] == 21
         # /healthz reports the standby's lag: WAL received, not replayed.
         wait_for(lambda: (_replica_lag(base_url).get("lag_seconds") or 0) > 0, timeout=15, what="a lag in /healthz")
+        # A replica further behind than REPLICA_MAX_LAG_SECONDS is skipped: the strict app reads on the primary.
+        wait_for(lambda: _replica_lag(base_url)["lag_seconds"] > 2, timeout=15, what="a lag over 2 s")
+        assert _titles(reader, replica_app["strict_url"], "Written while") == ["Written while replay waits"]
+        assert "behind the primary" in replica_app["strict_web"].log()
         # Once the pin has run out, the writer reads on the standby again.
         time.sleep(PIN_SECONDS + 0.5)
         assert _titles(writer, base_url, "Written while") == []
