@@ -6,9 +6,12 @@ from django.conf import settings
 from django.db import connection
 
 from accounts.models import Role
-from config import embedded
+from config import embedded, replicas
 from tests.factories import make_lost_reason, make_pipeline, make_team, make_user
 from tools.processes import AppProcess, Processes, app_environment
+
+# With DATABASE_REPLICA_URLS set, the suite's own requests read the test database on `default` (config/replicas.py).
+replicas.test_mirrors_read_on_primary = True
 
 
 def pytest_sessionfinish(session, exitstatus):

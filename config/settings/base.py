@@ -80,6 +80,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before the session: a GET that a failing replica broke is answered again, from the session on, on the primary.
+    "config.replicas.ReplicaReadsMiddleware",
     "config.security.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -147,6 +149,27 @@ DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_
 if os.environ.get("TEST_DATABASE_NAME"):
     # Lets parallel checkouts (and a Celery worker started by the tests) agree on one test database.
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
+
+# Streaming read replicas of `default` (config/replicas.py): the reads of GET requests go to one of them, everything
+# else to the primary. Unset: no replica, every query on `default`.
+DATABASE_REPLICA_URLS = env_list("DATABASE_REPLICA_URLS", [])
+for _number, _url in enumerate(DATABASE_REPLICA_URLS, start=1):
+    DATABASES[f"replica_{_number}"] = {
+        **dj_database_url.parse(_url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60)),
+        "CONN_HEALTH_CHECKS": True,
+        # A replica that does not answer is skipped for the primary; waiting long for it would only slow the read.
+        "OPTIONS": {"connect_timeout": env_int("DB_REPLICA_CONNECT_TIMEOUT", 2)},
+        # Under Django's test runner a replica is the test database itself, and config.replicas reads it as default.
+        "TEST": {"MIRROR": "default"},
+    }
+DATABASE_ROUTERS = ["config.replicas.ReplicaRouter"]
+# After a write, the sender's reads stay on the primary this long (longer than the replicas' usual lag).
+REPLICA_PIN_SECONDS = env_int("REPLICA_PIN_SECONDS", 15)
+# A replica that failed is left out this long before it is tried again.
+REPLICA_RETRY_SECONDS = env_int("REPLICA_RETRY_SECONDS", 10)
+# A replica further behind than this is skipped; each process checks each replica's lag at most this often.
+REPLICA_MAX_LAG_SECONDS = env_float("REPLICA_MAX_LAG_SECONDS", 30.0)
+REPLICA_CHECK_SECONDS = env_float("REPLICA_CHECK_SECONDS", 5.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ["REDIS_URL"]
