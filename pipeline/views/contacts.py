@@ -78,6 +78,13 @@ def contact_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Change a contact the user may edit, through `services.update_contact`."""
     contact: Contact = get_object_or_404(selectors.editable_contacts(request.user), pk=pk)
     form = ContactForm(request.POST or None, user=request.user, initial=ContactForm.initial_for(contact))
+    if (
+        contact.organization_id
+        and not selectors.visible_organizations(request.user).filter(pk=contact.organization_id).exists()
+    ):
+        # The contact works at an organization the user may not see: it is neither named nor offered, and a save
+        # leaves it as it is (an empty choice would silently take the contact away from it).
+        del form.fields["organization"]
     if request.method == "POST" and form.is_valid():
         try:
             services.update_contact(contact=contact, actor=request.user, **form.cleaned_data)

@@ -445,6 +445,21 @@ def test_editing_a_contact_goes_through_the_service_and_is_audited(rep_client, o
     assert audit_trail(instance=lee).first().changes == {"job_title": ["", "CTO"]}
 
 
+def test_editing_a_contact_at_an_organization_the_user_may_not_see_keeps_it(rep_client, org):
+    hidden = services.create_organization(actor=org.other_rep, name="Hidden Corp")
+    lee = services.create_contact(actor=org.rep, last_name="Lee", organization=hidden)
+    url = reverse("pipeline:contact_edit", args=[lee.pk])
+
+    form_page = rep_client.get(url)
+    response = rep_client.post(url, {"last_name": "Lee", "phone": "555", "owner": org.rep.pk})
+
+    assert "organization" not in form_page.context["form"].fields
+    assert "Hidden Corp" not in form_page.content.decode()
+    assert response.status_code == 302
+    lee.refresh_from_db()
+    assert (lee.phone, lee.organization) == ("555", hidden)
+
+
 def test_garbage_input_never_causes_a_server_error_on_the_customer_pages(rep_client, org):
     from tests.pipeline.test_views import GARBAGE
 
