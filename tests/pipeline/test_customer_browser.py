@@ -68,6 +68,14 @@ def test_creating_an_organization_adding_a_contact_and_opening_its_deal(page, or
     page.wait_for_url(f"**/deals/{rollout.pk}/")
     page.click(f"#deal-{rollout.pk} a[href='/organizations/{acme.pk}/']")
     page.wait_for_url(f"**/organizations/{acme.pk}/")
+
+    services.create_organization(actor=org.rep, name="Zebra Freight")
+    page.click("nav >> text=Organizations")
+    rows = page.locator("#organization-results tbody tr")
+    assert rows.count() == 2
+    page.fill("#id_q", "zebra")
+    page.wait_for_function("() => document.querySelectorAll('#organization-results tbody tr').length === 1")
+    assert "Zebra Freight" in rows.inner_text() and "q=zebra" in page.url
     assert violations == []
 
 
