@@ -491,3 +491,17 @@ def test_the_deal_page_and_the_board_card_link_the_organization_and_contact(rep_
     assert f'href="/organizations/{acme.pk}/"' in deal_page and f'href="/contacts/{lee.pk}/"' in deal_page
     card = board[board.index(f'id="deal-{deal.pk}"') :]
     assert f'href="/organizations/{acme.pk}/"' in card[: card.index("</article>")]
+
+
+def test_the_lead_page_and_the_inbox_link_the_organization_and_contact(rep_client, org, pipeline):
+    acme = services.create_organization(actor=org.rep, name="Acme")
+    lee = services.create_contact(actor=org.rep, last_name="Lee", organization=acme)
+    lead = services.create_lead(actor=org.rep, last_name="Park", organization=acme, contact=lee)
+    deal = make_deal(owner=org.rep, pipeline=pipeline, organization=acme)
+    services.log_activity(actor=org.rep, kind="call", subject="Call", deal=deal, due_at=timezone.now())
+
+    lead_page = rep_client.get(reverse("pipeline:lead", args=[lead.pk])).content.decode()
+    inbox = rep_client.get(reverse("pipeline:activities")).content.decode()
+
+    assert f'href="/organizations/{acme.pk}/"' in lead_page and f'href="/contacts/{lee.pk}/"' in lead_page
+    assert f'href="/organizations/{acme.pk}/"' in inbox
