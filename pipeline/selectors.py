@@ -653,13 +653,17 @@ class CustomerRecord:
 
 
 def _customer_record(*, deals: QuerySet[Deal], leads: QuerySet[Lead]) -> CustomerRecord:
-    """The deals and activities of a customer, given its visible deals and leads: five queries whatever their number."""
+    """The deals and activities of a customer, given its visible deals and leads: seven queries whatever their
+    number."""
     deals = deals.select_related("stage", "owner", "lost_reason", "contact", "organization")
     open_deals = list(deals.filter(status=DealStatus.OPEN).order_by("expected_close_date", "-id")[:CUSTOMER_PAGE_ROWS])
     closed_deals = list(deals.exclude(status=DealStatus.OPEN).order_by("-closed_at", "-id")[:CUSTOMER_PAGE_ROWS])
-    activities = Activity.objects.filter(
-        Q(deal__in=deals.values("pk")) | Q(lead__in=leads.values("pk"))
-    ).select_related("owner", "deal", "lead")
+    # The ids as lists, not subqueries: PostgreSQL answers `deal_id IN (…) OR lead_id IN (…)` of literal ids with
+    # its two activity indexes, while an OR of two subqueries makes it scan every activity.
+    deal_ids, lead_ids = list(deals.values_list("pk", flat=True)), list(leads.values_list("pk", flat=True))
+    activities = Activity.objects.filter(Q(deal_id__in=deal_ids) | Q(lead_id__in=lead_ids)).select_related(
+        "owner", "deal", "lead"
+    )
     planned = list(activities.filter(done_at__isnull=True).order_by("due_at", "id")[:CUSTOMER_PAGE_ROWS])
     done = list(activities.filter(done_at__isnull=False).order_by("-done_at", "-id")[:CUSTOMER_PAGE_ROWS])
     events = [{"at": activity.done_at, "kind": "activity", "activity": activity} for activity in done]
