@@ -7,6 +7,7 @@ own every rule about deals and leads; `config.forms.add_service_errors` puts the
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.forms.models import fields_for_model
 
 from accounts.models import User
@@ -14,12 +15,14 @@ from accounts.selectors import assignable_owners, visible_users
 from pipeline.models import (
     REQUIRABLE_DEAL_FIELDS,
     ActivityKind,
+    Contact,
     Deal,
     ForecastCategory,
     ImportKind,
     Lead,
     LeadStatus,
     LostReason,
+    Organization,
     Stage,
     StageKind,
 )
@@ -35,10 +38,17 @@ DATETIME_LOCAL = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%
 DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
 
 
+def _form_field(model_field: models.Field, **kwargs) -> forms.Field:
+    # A website typed without its scheme is taken as https (Django 6's default; said now, it also warns no more).
+    if isinstance(model_field, models.URLField):
+        kwargs.setdefault("assume_scheme", "https")
+    return model_field.formfield(**kwargs)
+
+
 def _model_fields(model, names: list[str], widgets: dict | None = None) -> dict[str, forms.Field]:
     """Form fields for `names` of `model`, with the model field's own validators (e.g. amount ≥ 0) so that the
     form reports every bad field at once instead of the service stopping at the first."""
-    fields = fields_for_model(model, fields=names, widgets=widgets)
+    fields = fields_for_model(model, fields=names, widgets=widgets, formfield_callback=_form_field)
     for name, field in fields.items():
         extra = [v for v in model._meta.get_field(name).validators if v not in field.validators]
         field.validators.extend(extra)
@@ -243,6 +253,57 @@ class LeadCreateForm(forms.Form):
         self.fields["owner"].empty_label = None
         self.initial.setdefault("owner", user.pk)
         _limit_people_and_companies(self, user)
+
+
+ORGANIZATION_FORM_FIELDS = ["name", "website", "industry", "owner"]
+CONTACT_FORM_FIELDS = ["first_name", "last_name", "job_title", "email", "phone", "organization", "owner"]
+
+
+class CustomerForm(forms.Form):
+    """An organization's or a contact's fields, for `services.create_*` and `update_*`: owned by the user unless
+    they pick someone whose records they may change."""
+
+    model: type
+    field_names: list[str]
+
+    def __init__(self, *args, user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        model_fields = _model_fields(self.model, self.field_names)
+        for name in self.field_names:
+            self.fields[name] = model_fields[name]
+        # Someone must own it: an owner-less record is one only an admin may change.
+        self.fields["owner"].required = True
+        self.fields["owner"].empty_label = None
+        self.initial.setdefault("owner", user.pk)
+        _limit_people_and_companies(self, user)
+
+    @classmethod
+    def initial_for(cls, record) -> dict:
+        return {name: getattr(record, cls.model._meta.get_field(name).attname) for name in cls.field_names}
+
+
+class OrganizationForm(CustomerForm):
+    model = Organization
+    field_names = ORGANIZATION_FORM_FIELDS
+
+
+class ContactForm(CustomerForm):
+    model = Contact
+    field_names = CONTACT_FORM_FIELDS
+
+
+class CustomerFilterForm(forms.Form):
+    """The search of the organization and contact lists."""
+
+    q = forms.CharField(required=False, max_length=100, label="Search")
+
+    def __init__(self, *args, placeholder: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["q"].widget.attrs.update(placeholder=placeholder, type="search")
+
+    def text(self) -> str:
+        """The text to search for; one that does not parse searches nothing."""
+        return self.cleaned_data["q"] if self.is_valid() else ""
 
 
 class ActivityForm(forms.Form):

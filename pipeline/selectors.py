@@ -28,6 +28,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import AuditEntry, Team, User
@@ -609,3 +610,154 @@ def lead_sources(*, user: User) -> list[str]:
     return list(
         visible_leads(user).exclude(source="").order_by("source").values_list("source", flat=True).distinct()[:100]
     )
+
+
+# --- Organizations and contacts -------------------------------------------------------------------------------------
+
+
+def organization_list(*, user: User, text: str = "") -> QuerySet[Organization]:
+    """Organizations `user` may see, by name, narrowed by a text in the name (a plain `icontains`, which the name's
+    trigram index serves); each with the count and amount of its open deals the user may see."""
+    organizations = visible_organizations(user).select_related("owner")
+    text = text.strip()
+    if text:
+        organizations = organizations.filter(name__icontains=text)
+    open_deals = visible_deals(user).filter(organization=OuterRef("pk"), status=DealStatus.OPEN).order_by()
+    return organizations.annotate(
+        open_deal_count=Coalesce(
+            Subquery(open_deals.values("organization").annotate(n=Count("id")).values("n")),
+            0,
+            output_field=models.IntegerField(),
+        ),
+        open_deal_amount=Coalesce(
+            Subquery(open_deals.values("organization").annotate(total=Sum("amount")).values("total")),
+            Decimal(0),
+            output_field=models.DecimalField(),
+        ),
+    ).order_by("name", "id")
+
+
+def with_organization_shown(*, user: User, contacts: QuerySet[Contact]) -> QuerySet[Contact]:
+    """`contacts` each with `organization_shown`: whether `user` may see the contact's organization (a contact
+    visible through a deal may work at an organization the user may not see, whose name stays hidden)."""
+    return contacts.annotate(
+        organization_shown=Exists(visible_organizations(user).filter(pk=OuterRef("organization_id")))
+    )
+
+
+def contact_list(*, user: User, text: str = "") -> QuerySet[Contact]:
+    """Contacts `user` may see, by name, narrowed by a text in first name, last name or email (plain `icontains`)."""
+    contacts = with_organization_shown(
+        user=user, contacts=visible_contacts(user).select_related("organization", "owner")
+    )
+    text = text.strip()
+    if text:
+        contacts = contacts.filter(
+            Q(first_name__icontains=text) | Q(last_name__icontains=text) | Q(email__icontains=text)
+        )
+    return contacts.order_by("last_name", "first_name", "id")
+
+
+@dataclass(frozen=True)
+class DealTotals:
+    """Amounts of a set of deals by status, in one currency: the open pipeline, won and lost."""
+
+    currency: str
+    open_count: int
+    open_amount: Decimal
+    won_count: int
+    won_amount: Decimal
+    lost_count: int
+    lost_amount: Decimal
+
+
+def deal_totals(*, deals: QuerySet[Deal]) -> list[DealTotals]:
+    """Count and amount of `deals` that are open, won and lost, one row per currency (amounts in different
+    currencies are never added up), the most used currency first. One query."""
+
+    def amount(status: str) -> Sum:
+        return Sum("amount", filter=Q(status=status), default=Decimal(0))
+
+    rows = (
+        deals.order_by()
+        .values("currency")
+        .annotate(
+            open_count=Count("id", filter=Q(status=DealStatus.OPEN)),
+            open_amount=amount(DealStatus.OPEN),
+            won_count=Count("id", filter=Q(status=DealStatus.WON)),
+            won_amount=amount(DealStatus.WON),
+            lost_count=Count("id", filter=Q(status=DealStatus.LOST)),
+            lost_amount=amount(DealStatus.LOST),
+            deals=Count("id"),
+        )
+        .order_by("-deals", "currency")
+    )
+    return [DealTotals(**{key: value for key, value in row.items() if key != "deals"}) for row in rows]
+
+
+# How many deals and activities a customer's page lists (its totals count every deal).
+CUSTOMER_PAGE_ROWS = 50
+
+
+@dataclass
+class CustomerRecord:
+    """What an organization's or a contact's page shows: the deals the user may see (open, closed), their totals,
+    the planned and done activities on them and on the leads of the customer, and a timeline of what happened."""
+
+    open_deals: list[Deal]
+    closed_deals: list[Deal]
+    totals: list[DealTotals]
+    planned: list[Activity]
+    timeline: list[dict]
+
+
+def _customer_record(*, deals: QuerySet[Deal], leads: QuerySet[Lead]) -> CustomerRecord:
+    """The deals and activities of a customer, given its visible deals and leads: seven queries whatever their
+    number."""
+    deals = deals.select_related("stage", "owner", "lost_reason", "contact", "organization")
+    open_deals = list(deals.filter(status=DealStatus.OPEN).order_by("expected_close_date", "-id")[:CUSTOMER_PAGE_ROWS])
+    closed_deals = list(deals.exclude(status=DealStatus.OPEN).order_by("-closed_at", "-id")[:CUSTOMER_PAGE_ROWS])
+    # The ids as lists, not subqueries: PostgreSQL answers `deal_id IN (…) OR lead_id IN (…)` of literal ids with
+    # its two activity indexes, while an OR of two subqueries makes it scan every activity.
+    deal_ids, lead_ids = list(deals.values_list("pk", flat=True)), list(leads.values_list("pk", flat=True))
+    activities = Activity.objects.filter(Q(deal_id__in=deal_ids) | Q(lead_id__in=lead_ids)).select_related(
+        "owner", "deal", "lead"
+    )
+    planned = list(activities.filter(done_at__isnull=True).order_by("due_at", "id")[:CUSTOMER_PAGE_ROWS])
+    done = list(activities.filter(done_at__isnull=False).order_by("-done_at", "-id")[:CUSTOMER_PAGE_ROWS])
+    events = [{"at": activity.done_at, "kind": "activity", "activity": activity} for activity in done]
+    for deal in [*open_deals, *closed_deals]:
+        events.append({"at": deal.created_at, "kind": "created", "deal": deal})
+        if deal.closed_at is not None:
+            events.append({"at": deal.closed_at, "kind": deal.status, "deal": deal})
+    events.sort(key=lambda event: event["at"], reverse=True)
+    return CustomerRecord(
+        open_deals=open_deals,
+        closed_deals=closed_deals,
+        totals=deal_totals(deals=deals),
+        planned=planned,
+        timeline=events[:CUSTOMER_PAGE_ROWS],
+    )
+
+
+def organization_record(*, user: User, organization: Organization) -> CustomerRecord:
+    """An organization's page: its deals and leads that `user` may see, their totals, activities and timeline
+    (callers fetch `organization` through `visible_organizations`)."""
+    return _customer_record(
+        deals=visible_deals(user).filter(organization=organization),
+        leads=visible_leads(user).filter(organization=organization),
+    )
+
+
+def contact_record(*, user: User, contact: Contact) -> CustomerRecord:
+    """A contact's page: the deals and leads they are the contact of that `user` may see, with totals, activities
+    and timeline (callers fetch `contact` through `visible_contacts`)."""
+    return _customer_record(
+        deals=visible_deals(user).filter(contact=contact),
+        leads=visible_leads(user).filter(contact=contact),
+    )
+
+
+def organization_contacts(*, user: User, organization: Organization) -> QuerySet[Contact]:
+    """The contacts at `organization` that `user` may see, by name."""
+    return visible_contacts(user).filter(organization=organization).order_by("last_name", "first_name", "id")

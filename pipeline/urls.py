@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from pipeline.views import activities, board, deals, imports, leads, moves
+from pipeline.views import activities, board, contacts, deals, imports, leads, moves, organizations
 
 app_name = "pipeline"
 
@@ -22,6 +22,14 @@ urlpatterns = [
     path("leads/<int:pk>/status/", leads.lead_status, name="lead_status"),
     path("leads/<int:pk>/convert/", leads.lead_convert, name="lead_convert"),
     path("leads/<int:pk>/activities/", leads.lead_activity_create, name="lead_activity_create"),
+    path("organizations/", organizations.organization_list, name="organizations"),
+    path("organizations/new/", organizations.organization_create, name="organization_create"),
+    path("organizations/<int:pk>/", organizations.organization_detail, name="organization"),
+    path("organizations/<int:pk>/edit/", organizations.organization_edit, name="organization_edit"),
+    path("contacts/", contacts.contact_list, name="contacts"),
+    path("contacts/new/", contacts.contact_create, name="contact_create"),
+    path("contacts/<int:pk>/", contacts.contact_detail, name="contact"),
+    path("contacts/<int:pk>/edit/", contacts.contact_edit, name="contact_edit"),
     path("activities/", activities.activity_inbox, name="activities"),
     path("activities/<int:pk>/done/", activities.activity_complete, name="activity_complete"),
     path("activities/<int:pk>/next/", activities.activity_plan_next, name="activity_plan_next"),

@@ -1,8 +1,9 @@
-"""The README's screenshots (docs/screenshots/board.png and dashboard.png), taken from demo data.
+"""The README's screenshots (docs/screenshots/board.png, organization.png and dashboard.png), taken from demo data.
 
 Not part of `make test` (the file name does not start with test_): run `make screenshots`, which seeds the test
 database with `seed_demo`, recomputes the metrics, logs in as grace (manager of East) in Debian's Chromium at
-1440×900 and saves the board and the dashboard of this quarter. Commit the PNGs when the pages change visibly.
+1440×900 and saves the board, the busiest organization's page and the dashboard of this quarter. Commit the PNGs
+when the pages change visibly.
 """
 
 import os
@@ -11,8 +12,11 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db.models import Count, Q
 
+from accounts.models import User
 from forecasting.services import recompute_metrics
+from pipeline.selectors import visible_deals, visible_organizations
 from tests.pipeline.test_browser import CHROMIUM, browser, page  # noqa: F401 (fixtures)
 
 OUT = Path(os.environ.get("SCREENSHOTS_DIR") or Path(settings.BASE_DIR) / "docs" / "screenshots")
@@ -35,10 +39,21 @@ def test_take_the_readme_screenshots(page, transactional_db):  # noqa: F811
     page.wait_for_selector("#board .column")
     page.screenshot(path=str(OUT / "board.png"))
 
+    # The organization with the most deals grace sees: its totals, deals, contacts and timeline.
+    grace = User.objects.get(username="grace")
+    busiest = (
+        visible_organizations(grace)
+        .annotate(deal_count=Count("deals", filter=Q(deals__in=visible_deals(grace))))
+        .order_by("-deal_count", "name")
+        .first()
+    )
+    page.goto(f"/organizations/{busiest.pk}/")
+    page.screenshot(path=str(OUT / "organization.png"))
+
     page.goto("/dashboard/?kind=quarter")  # the demo quotas are quarterly
     page.wait_for_function("() => !!(window.Chart && Chart.getChart(document.getElementById('chart-forecast')))")
     page.wait_for_timeout(800)  # the charts' 300 ms animation
     page.screenshot(path=str(OUT / "dashboard.png"))
 
-    for name in ("board.png", "dashboard.png"):
+    for name in ("board.png", "organization.png", "dashboard.png"):
         assert (OUT / name).stat().st_size < MAX_BYTES, f"{name} is over {MAX_BYTES} bytes"

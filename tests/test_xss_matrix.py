@@ -218,6 +218,20 @@ PAGES = [
     Page("lead page", lambda w: reverse("pipeline:lead", args=[w.lead.pk])),
     Page("new lead form", lambda w: reverse("pipeline:lead_create")),
     Page("activities inbox", lambda w: reverse("pipeline:activities")),
+    Page("organizations list", lambda w: reverse("pipeline:organizations")),
+    Page(
+        "organizations list searched for the payload",
+        lambda w: reverse("pipeline:organizations") + f"?q={quote(w.payload[:100])}",
+    ),
+    Page(
+        "organization page with deals, activities and timeline",
+        lambda w: reverse("pipeline:organization", args=[w.organization.pk]),
+        sections=(('class="timeline customer-timeline"', "</ul>"), ('class="people"', "</ul>")),
+    ),
+    Page("organization form", lambda w: reverse("pipeline:organization_edit", args=[w.organization.pk])),
+    Page("contacts list", lambda w: reverse("pipeline:contacts")),
+    Page("contact page", lambda w: reverse("pipeline:contact", args=[w.contact.pk])),
+    Page("contact form", lambda w: reverse("pipeline:contact_edit", args=[w.contact.pk])),
     Page(
         "dashboard",
         lambda w: reverse("forecasting:dashboard"),
@@ -278,7 +292,7 @@ def test_user_text_is_shown_escaped_and_never_runs_on_any_page(payload, client, 
     problems = {page.name: problems_of(page, world, client) for page in PAGES}
 
     assert {name: found for name, found in problems.items() if found} == {}
-    assert len(problems) == len(PAGES) == 26
+    assert len(problems) == len(PAGES) == 33
 
 
 @pytest.mark.parametrize("url", ["javascript:alert('xss')", "JaVaScRiPt://%0aalert(1)", "data:text/html,<script>"])

@@ -107,7 +107,9 @@ def _lead_context(request: HttpRequest, lead, **forms) -> dict:
 @require_GET
 def lead_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A lead: its BANT qualification, its status steps, converting it to a deal, and its activities."""
-    lead = get_object_or_404(selectors.visible_leads(request.user).select_related("owner", "deal"), pk=pk)
+    lead = get_object_or_404(
+        selectors.visible_leads(request.user).select_related("owner", "deal", "organization", "contact"), pk=pk
+    )
     return render(request, "pipeline/lead_detail.html", _lead_context(request, lead))
 
 

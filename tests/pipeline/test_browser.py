@@ -282,7 +282,8 @@ def test_a_converted_leads_activities_show_on_its_deal_and_each_page_links_the_o
 
     page.wait_for_url("**/deals/*/")
     page.locator(".timeline li", has_text="Qualifying call with Lee").wait_for()
-    page.click(".record-head a:has-text('Lee Park')")
+    # The header names Lee Park twice: the deal's contact, then the lead it came from.
+    page.click(f".record-head a[href='/leads/{lead.pk}/']")
     page.wait_for_url(f"**/leads/{lead.pk}/")
     assert page.locator(".timeline li", has_text="Qualifying call with Lee").count() == 1
     page.click("p:has-text('Converted into the deal') a")
