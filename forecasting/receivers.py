@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from accounts import signals as accounts_signals
+from config.coalescing import once
 from forecasting import services
 from pipeline import signals
 
@@ -35,14 +36,16 @@ RECOMPUTE_SIGNALS = [
 ]
 
 
+# Asked once per change; a batch of changes committed together (config.api's batch upserts) asks once in all
+# (config.coalescing).
 def queue_refresh(sender: Any, **kwargs: Any) -> None:
     if settings.METRICS_RECOMPUTE_ON_CHANGE:
-        services.request_refresh()
+        once("metrics-refresh", lambda: services.request_refresh())
 
 
 def queue_recompute(sender: Any, **kwargs: Any) -> None:
     if settings.METRICS_RECOMPUTE_ON_CHANGE:
-        services.request_recompute()
+        once("metrics-recompute", lambda: services.request_recompute())
 
 
 def connect() -> None:

@@ -372,6 +372,7 @@ SPECTACULAR_SETTINGS = {
         "ImportKindEnum": "pipeline.models.ImportKind",
         "ImportStatusEnum": "pipeline.models.ImportStatus",
         "DealChangeFieldEnum": "pipeline.api.serializers.CHANGE_FIELD_CHOICES",
+        "BatchItemStatusEnum": "config.api.BATCH_ITEM_STATUSES",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from accounts.api.serializers import UserSummarySerializer
 from accounts.selectors import visible_users
-from config.api import AdminWritesOnly, Expansion, UpdateMixin, VisibleViewSet
+from config.api import AdminWritesOnly, BatchUpsertMixin, Expansion, UpdateMixin, VisibleViewSet
 from pipeline import selectors, services
 from pipeline.api import filters
 from pipeline.api import serializers as s
@@ -142,9 +142,9 @@ class LostReasonViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
 # --- Customers ----------------------------------------------------------------------------------------------------
 
 
-class OrganizationViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
+class OrganizationViewSet(AuditTrailActions, BatchUpsertMixin, UpdateMixin, VisibleViewSet):
     model = Organization
-    serializer_class = s.OrganizationSerializer
+    serializer_class = create_serializer_class = s.OrganizationSerializer
     expandable = expansions("owner")
     filterset_class = filters.OrganizationFilter
     search_fields = ["name", "website", "external_id"]
@@ -164,16 +164,19 @@ class OrganizationViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
 
     @extend_schema(responses={201: s.OrganizationSerializer})
     def create(self, request):
-        organization = services.create_organization(actor=request.user, **self.validated_data())
+        organization = self.perform_create(self.validated_data())
         return self.detail_response(organization, status_code=status.HTTP_201_CREATED)
+
+    def perform_create(self, data):
+        return services.create_organization(actor=self.request.user, **data)
 
     def perform_update(self, organization, data):
         return services.update_organization(organization=organization, actor=self.request.user, **data)
 
 
-class ContactViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
+class ContactViewSet(AuditTrailActions, BatchUpsertMixin, UpdateMixin, VisibleViewSet):
     model = Contact
-    serializer_class = s.ContactSerializer
+    serializer_class = create_serializer_class = s.ContactSerializer
     expandable = expansions("organization", "owner")
     filterset_class = filters.ContactFilter
     search_fields = ["first_name", "last_name", "email", "external_id"]
@@ -191,8 +194,11 @@ class ContactViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
 
     @extend_schema(responses={201: s.ContactSerializer})
     def create(self, request):
-        contact = services.create_contact(actor=request.user, **self.validated_data())
+        contact = self.perform_create(self.validated_data())
         return self.detail_response(contact, status_code=status.HTTP_201_CREATED)
+
+    def perform_create(self, data):
+        return services.create_contact(actor=self.request.user, **data)
 
     def perform_update(self, contact, data):
         return services.update_contact(contact=contact, actor=self.request.user, **data)
@@ -205,10 +211,11 @@ class ContactViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
     update=extend_schema(description="Change a deal's fields (not its stage: see move)."),
     partial_update=extend_schema(description="Change some of a deal's fields (not its stage: see move)."),
 )
-class DealViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
+class DealViewSet(AuditTrailActions, BatchUpsertMixin, UpdateMixin, VisibleViewSet):
     model = Deal
     serializer_class = s.DealSerializer
     expandable = expansions("organization", "contact", "owner", "pipeline", "stage", "lost_reason")
+    create_serializer_class = s.DealCreateSerializer
     filterset_class = filters.DealFilter
     # What `search_queryset` searches, named here for the schema; the query is `selectors.search_deals`.
     search_fields = ["title", "external_id", "organization__name", "contact__first_name", "contact__last_name"]
@@ -241,15 +248,18 @@ class DealViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
 
     def get_serializer_class(self):
         return {
-            "create": s.DealCreateSerializer,
+            "create": self.create_serializer_class,
             "move": s.DealMoveSerializer,
             "history": s.StageChangeSerializer,
         }.get(self.action, s.DealSerializer)
 
     @extend_schema(responses={201: s.DealSerializer})
     def create(self, request):
-        deal = services.create_deal(actor=request.user, **self.validated_data())
+        deal = self.perform_create(self.validated_data())
         return self.detail_response(deal, status_code=status.HTTP_201_CREATED)
+
+    def perform_create(self, data):
+        return services.create_deal(actor=self.request.user, **data)
 
     def perform_update(self, deal, data):
         return services.update_deal(
@@ -331,10 +341,11 @@ class DealViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
 # --- Leads --------------------------------------------------------------------------------------------------------
 
 
-class LeadViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
+class LeadViewSet(AuditTrailActions, BatchUpsertMixin, UpdateMixin, VisibleViewSet):
     model = Lead
     serializer_class = s.LeadSerializer
     expandable = expansions("organization", "contact", "owner", "deal")
+    create_serializer_class = s.LeadCreateSerializer
     filterset_class = filters.LeadFilter
     search_fields = ["first_name", "last_name", "email", "company", "external_id"]
     ordering_fields = ["created_at", "updated_at", "id"]  # each served by an index
@@ -351,15 +362,18 @@ class LeadViewSet(AuditTrailActions, UpdateMixin, VisibleViewSet):
 
     def get_serializer_class(self):
         return {
-            "create": s.LeadCreateSerializer,
+            "create": self.create_serializer_class,
             "set_status": s.LeadStatusSerializer,
             "convert": s.LeadConvertSerializer,
         }.get(self.action, s.LeadSerializer)
 
     @extend_schema(responses={201: s.LeadSerializer})
     def create(self, request):
-        lead = services.create_lead(actor=request.user, **self.validated_data())
+        lead = self.perform_create(self.validated_data())
         return self.detail_response(lead, status_code=status.HTTP_201_CREATED)
+
+    def perform_create(self, data):
+        return services.create_lead(actor=self.request.user, **data)
 
     def perform_update(self, lead, data):
         return services.update_lead(lead=lead, actor=self.request.user, **data)

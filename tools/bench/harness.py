@@ -27,7 +27,17 @@ from tools.percentile import percentile
 from tools.processes import ROOT, Processes
 
 SEED = int(os.environ.get("BENCH_SEED", "42"))
-ROWS = ("recompute_full", "metrics", "deal_list", "board", "recompute_scheduled", "recompute_one_move", "import")
+ROWS = (
+    "recompute_full",
+    "metrics",
+    "deal_list",
+    "board",
+    "recompute_scheduled",
+    "recompute_one_move",
+    "batch",
+    "import",
+)
+BATCH_SIZE = 200
 PLAIN_SQL = Path(__file__).with_name("plain_metrics.sql")
 METRIC_PATHS = (
     "/api/v1/forecast/",
@@ -540,6 +550,34 @@ class Bench:
             }
         )
 
+    def row_batch(self) -> None:
+        """200 deals in one batch upsert through the API: created, then updated by their external ids."""
+        self._cleanup_import()
+        external_ids = [f"bench-batch-{number}" for number in range(BATCH_SIZE)]
+        bodies = {
+            "create": [{"external_id": key, "title": f"Batch {key}", "amount": "1000.00"} for key in external_ids],
+            "update": [{"external_id": key, "amount": "2000.00"} for key in external_ids],
+        }
+        seconds = {}
+        for step, expected in (("create", 201), ("update", 200)):
+            started = time.monotonic()
+            status, answer = self.api("POST", "/api/v1/deals/batch/", {"items": bodies[step]})
+            seconds[step] = time.monotonic() - started
+            statuses = {item["status"] for item in answer.get("items", [])}
+            if status != 200 or statuses != {expected}:
+                raise RuntimeError(f"batch {step} answered {status} with item statuses {statuses}")
+        slowest = max(seconds.values())
+        self.rows.append(
+            {
+                "key": "batch",
+                "what": f"batch upsert of {BATCH_SIZE} deals (API)",
+                "measured": f"{seconds['create']:.2f} s created, {seconds['update']:.2f} s updated",
+                "target": "≤ 1 s",
+                "met": slowest <= 1.0,
+                "details": {step: round(value, 3) for step, value in seconds.items()},
+            }
+        )
+
     def row_import(self) -> None:
         rows = int(os.environ.get("BENCH_IMPORT_ROWS", "100000" if self.size == "L" else "1000"))
         self._cleanup_import()
@@ -601,10 +639,13 @@ class Bench:
         )
 
     def _cleanup_import(self) -> None:
-        """Remove deals a bench import created, so that the dataset is the same for the next run."""
+        """Remove deals a bench import or batch created, so that the dataset is the same for the next run."""
         try:
             with psycopg.connect(self.servers.database_url) as conn:
-                imported = "SELECT id FROM pipeline_deal WHERE external_id LIKE 'bench-import-%'"
+                imported = (
+                    "SELECT id FROM pipeline_deal WHERE external_id LIKE 'bench-import-%' "
+                    "OR external_id LIKE 'bench-batch-%'"
+                )
                 conn.execute(f"DELETE FROM pipeline_stagechange WHERE deal_id IN ({imported})")
                 conn.execute(f"DELETE FROM pipeline_activity WHERE deal_id IN ({imported})")
                 conn.execute(f"UPDATE pipeline_lead SET deal_id = NULL WHERE deal_id IN ({imported})")
