@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from forecasting import selectors
 from forecasting.models import PeriodKind
 from forecasting.periods import Period
+from pipeline import selectors as pipeline_selectors
 from pipeline import services
 from tests.factories import make_pipeline
 from tests.pipeline.test_field_history import FREE_STAGES, Replay, clock, run, steps
@@ -229,3 +230,21 @@ def test_every_bucket_of_a_known_history(org, free_pipeline, lost_reason):
     assert selectors.waterfall(user=org.rep, period=JANUARY, at_from=at_a, at_to=at_b, group="company") == []
     mine = selectors.waterfall(user=org.rep, period=JANUARY, at_from=at_a, at_to=at_b, group="owner")
     assert [row.key for row in mine] == [org.rep.pk]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=histories)
+def test_pushes_per_deal_equal_a_plain_count_of_the_close_date_moves(org, free_pipeline, lost_reason, history):
+    with transaction.atomic():
+        replay = Replay(free_pipeline, [org.rep, org.teammate, org.other_rep])
+        for step in history:
+            run(step, replay, lost_reason)
+        expected = {}
+        for pk, changes in replay.changes.items():
+            moves = [(old, new) for field, old, new, _ in changes if field == "expected_close_date"]
+            pushes = [(new - old).days for old, new in moves if old is not None and new is not None and new > old]
+            if pushes:
+                expected[pk] = pipeline_selectors.Pushes(len(pushes), sum(pushes))
+        # Deleted deals keep their history: their pushes are counted too.
+        assert pipeline_selectors.deal_pushes(replay.created) == expected, history
+        transaction.set_rollback(True)
