@@ -103,3 +103,20 @@ def test_slippage_of_a_period_not_begun_answers_400(admin):
     response = admin.get(f"/api/v1/metrics/slippage/?period={Period.current('month').next().key}")
     assert response.status_code == 400
     assert list(response.json()) == ["period"]
+
+
+def test_the_dashboard_panel_shows_the_scope_s_waterfall_and_survives_bad_days(client, org, pushed):
+    month, *_ = pushed
+    client.force_login(org.manager)  # the manager of org.rep's team: the team's row
+    page = client.get(f"/dashboard/waterfall/?period={month.key}&wf_from=someday&wf_to=1900-01-01")
+    assert page.status_code == 200
+    # An unreadable start is last week; an end before the start says so rather than failing.
+    assert page.context["waterfall"].from_day == timezone.localdate() - timedelta(days=7)
+    assert "pick a start before the end" in page.content.decode()
+    page = client.get(f"/dashboard/waterfall/?period={month.key}")
+    assert [bar["bucket"] for bar in page.context["waterfall_bars"]] == [None, "pushed_out", None]
+    assert page.context["waterfall"].row.key == org.team.pk
+    client.force_login(org.other_manager)  # another team's manager: nothing of this team
+    page = client.get(f"/dashboard/waterfall/?period={month.key}")
+    assert page.context["waterfall"].row is None
+    assert "No open deals expected to close" in page.content.decode()
