@@ -120,7 +120,10 @@ def test_each_deal_lands_in_one_bucket_and_the_waterfall_adds_up_to_the_cent(
             run(step, replay, lost_reason)
             moments.append((clock(), {pk: replay.state(pk) for pk in replay.deals}))
         # Two distinct moments, A before B (there are at least two: before and after the first step).
-        i = picks[0] % (len(moments) - 1)
+        # A is as often as not after the first deals were made, so that deals leave the pipeline as well as enter.
+        made = next((n for n, step in enumerate(history) if step[0] != "create"), len(history))
+        first = made if picks[0] % 2 and made < len(moments) - 1 else 0
+        i = first + picks[0] // 2 % (len(moments) - 1 - first)
         j = i + 1 + picks[1] % (len(moments) - 1 - i)
         (at_a, before), (at_b, after) = moments[i], moments[j]
         groupings = {
