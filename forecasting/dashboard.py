@@ -6,17 +6,21 @@ admin the company's) and arranges them for the page. The number of queries does 
 """
 
 from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db.models import F
+from django.utils import timezone
 
 from accounts.models import Team, User
 from forecasting.models import GroupKind, Metric, MetricsRun, PeriodKind
 from forecasting.periods import Period
-from forecasting.selectors import SnapshotQuery, latest_run, visible_snapshot_rows
+from forecasting.selectors import SnapshotQuery, latest_run, visible_snapshot_rows, waterfall
 from pipeline.models import StageKind
-from pipeline.selectors import visible_deals, visible_pipelines, visible_stages
+from pipeline.selectors import history_starts_at, visible_deals, visible_pipelines, visible_stages
 
 STALE_DEALS_SHOWN = 12
 ACCURACY_PERIODS_SHOWN = 6
@@ -247,3 +251,91 @@ def _stale(board: Dashboard, *, user: User, rows) -> None:
     deals = visible_deals(user).filter(pk__in=[row.deal_id for row in top]).select_related("stage", "owner")
     deals = {deal.pk: deal for deal in deals}
     board.stale = [{"deal": deals[row.deal_id], **row.values} for row in top if row.deal_id in deals]
+
+
+# --- The pipeline waterfall of the period: "this period since last week" -------------------------------------------
+
+WATERFALL_LABELS = {
+    "created": "Created",
+    "reopened": "Reopened",
+    "reassigned_in": "Reassigned in",
+    "pulled_in": "Pulled in",
+    "won": "Won",
+    "lost": "Lost",
+    "deleted": "Deleted",
+    "reassigned_out": "Reassigned out",
+    "pushed_out": "Pushed out",
+    "pulled_out": "Pulled out",
+    "amount_up": "Amount up",
+    "amount_down": "Amount down",
+    "unchanged": "Unchanged",
+}
+
+
+@dataclass(frozen=True)
+class WaterfallPanel:
+    """The dashboard's waterfall of the scope's group for the period from `at_from` to `at_to`, or why not."""
+
+    at_from: datetime
+    at_to: datetime
+    from_day: date
+    to_day: date
+    note: str = ""  # what was adjusted or why nothing is drawn
+    row: Any = None  # forecasting.selectors.WaterfallRow, None when nothing to draw
+    deals_query: dict = field(default_factory=dict)  # the drill-down's query parameters, without the bucket
+
+    def bars(self) -> list[dict]:
+        """open(A), every bucket that moved the pipeline, open(B): what the chart draws, with each bar's span."""
+        if self.row is None:
+            return []
+        level = float(self.row.open_from_amount)
+        bars = [{"label": "Start", "bucket": None, "span": [0, level], "count": self.row.open_from_count}]
+        for bucket in self.row.buckets:
+            if not bucket.count or bucket.name == "unchanged":
+                continue
+            sign = -1 if bucket.side == "out" or bucket.name == "amount_down" else 1
+            after = level + sign * float(bucket.amount)
+            bars.append(
+                {
+                    "label": WATERFALL_LABELS[bucket.name],
+                    "bucket": bucket.name,
+                    "span": [min(level, after), max(level, after)],
+                    "count": bucket.count,
+                    "side": "out" if sign < 0 else "in",
+                }
+            )
+            level = after
+        bars.append({"label": "Now" if self.to_day >= timezone.localdate() else "End", "bucket": None,
+                     "span": [0, float(self.row.open_to_amount)], "count": self.row.open_to_count})  # fmt: skip
+        return bars
+
+
+def _local_midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, ZoneInfo(settings.TIME_ZONE))
+
+
+def waterfall_panel(*, user: User, period: Period, scope: Scope, from_day: date | None, to_day: date | None):
+    """The waterfall of `period` for `scope` from the start of `from_day` (default: a week ago) to the end of
+    `to_day` (default: today; now at the latest), both inside the recorded history."""
+    today = timezone.localdate()
+    to_day = min(to_day or today, today)
+    from_day = from_day or today - timedelta(days=7)
+    notes = []
+    starts = history_starts_at()
+    if starts is not None and _local_midnight(from_day) < starts:
+        from_day = starts.astimezone(ZoneInfo(settings.TIME_ZONE)).date() + timedelta(days=1)
+        notes.append(f"The history begins on {starts:%b %-d, %Y}: the waterfall starts on {from_day:%b %-d}.")
+    at_from, at_to = _local_midnight(from_day), min(_local_midnight(to_day + timedelta(days=1)), timezone.now())
+    panel = {"at_from": at_from, "at_to": at_to, "from_day": from_day, "to_day": to_day}
+    if starts is None or at_from >= at_to:
+        notes.append("Nothing to compare: pick a start before the end." if starts else "No history is recorded yet.")
+        return WaterfallPanel(**panel, note=" ".join(notes))
+    key = scope.team_id or scope.owner_id
+    rows = waterfall(user=user, period=period, at_from=at_from, at_to=at_to, group=scope.group_kind)
+    row = next((row for row in rows if row.key == key), None)
+    query = {"period": period.key, "from": at_from.isoformat(), "to": at_to.isoformat(), "group": scope.group_kind}
+    if key is not None:
+        query["key"] = str(key)
+    if row is None:
+        notes.append(f"No open deals expected to close in {period.label} at either time.")
+    return WaterfallPanel(**panel, note=" ".join(notes), row=row, deals_query=query)

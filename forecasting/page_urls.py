@@ -8,6 +8,7 @@ app_name = "forecasting"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("waterfall/", views.waterfall, name="waterfall"),
     path("recompute/", views.recompute, name="recompute"),
     path("recompute/<str:task_id>/", views.recompute_status, name="recompute_status"),
 ]

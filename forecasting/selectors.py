@@ -11,11 +11,13 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -416,3 +418,272 @@ def quota_metrics(*, quota_ids: list[int]) -> tuple[MetricsRun | None, dict[int,
         return None, {}
     rows = MetricSnapshot.objects.filter(run=run, metric=Metric.QUOTA, values__quota_id__in=quota_ids)
     return run, {row.values["quota_id"]: row.values for row in rows}
+
+
+# --- The pipeline waterfall and slippage, over the deal history (SPEC §3a) -----------------------------------------
+
+# The buckets of a waterfall in the order SPEC §3a lists them, with the side of the identity each is on.
+WATERFALL_IN = ("created", "reopened", "reassigned_in", "pulled_in")
+WATERFALL_OUT = ("won", "lost", "deleted", "reassigned_out", "pushed_out", "pulled_out")
+WATERFALL_KEPT = ("amount_up", "amount_down", "unchanged")
+WATERFALL_BUCKETS = WATERFALL_IN + WATERFALL_OUT + WATERFALL_KEPT
+
+# A deal's group at an instant, read from its state then (`a`/`b`: the state's columns, `ua`/`ub` its owner): the
+# team is the owner's team now (team membership has no history); the source is the deal's now (the history does not
+# keep it), "" for a deal deleted since.
+_GROUP_SQL = {
+    GroupKind.COMPANY: ("NULL::bigint", "NULL::bigint"),
+    GroupKind.OWNER: ("a.owner_id", "b.owner_id"),
+    GroupKind.TEAM: ("ua.team_id", "ub.team_id"),
+    GroupKind.PIPELINE: ("a.pipeline_id", "b.pipeline_id"),
+    GroupKind.SOURCE: ("coalesce(d.source, '')", "coalesce(d.source, '')"),
+}
+
+_STATE_AT = """
+    SELECT s.stage_id, s.owner_id, s.amount, s.expected_close_date, st.kind, st.pipeline_id
+      FROM pipeline_dealstate s JOIN pipeline_stage st ON st.id = s.stage_id
+     WHERE s.deal_id = c.deal_id AND s.valid_from <= %(at)s AND (s.valid_to > %(at)s OR s.valid_to IS NULL)
+     ORDER BY s.valid_from DESC, s.id DESC LIMIT 1
+"""
+
+
+def _two_states_sql(group: str) -> str:
+    """Per deal that was in the open pipeline of [p_start, p_end) at `a` or at `b`: its state at each instant
+    (columns a_*, b_*, null where it did not exist), its group at each, and whether it was in that pipeline then.
+
+    The deals are found through the intervals holding a close date in the period (index on the close date), and
+    their two states by (deal, valid_from): the cost follows the period's deals, not the history's size.
+    """
+    group_a, group_b = _GROUP_SQL[GroupKind(group)]
+    in_period = "{s}.kind = 'open' AND {s}.expected_close_date >= %(p_start)s AND {s}.expected_close_date < %(p_end)s"
+    return f"""
+    WITH candidates AS (
+        SELECT DISTINCT s.deal_id
+          FROM pipeline_dealstate s JOIN pipeline_stage st ON st.id = s.stage_id
+         WHERE s.expected_close_date >= %(p_start)s AND s.expected_close_date < %(p_end)s AND st.kind = 'open'
+           AND ((s.valid_from <= %(a)s AND (s.valid_to > %(a)s OR s.valid_to IS NULL))
+             OR (s.valid_from <= %(b)s AND (s.valid_to > %(b)s OR s.valid_to IS NULL)))
+    ), states AS (
+        SELECT c.deal_id, d.title,
+               a.stage_id AS a_stage_id, a.kind AS a_kind, a.owner_id AS a_owner_id,
+               a.expected_close_date AS a_close, coalesce(a.amount, 0) AS a_amount,
+               b.stage_id AS b_stage_id, b.kind AS b_kind, b.owner_id AS b_owner_id,
+               b.expected_close_date AS b_close, coalesce(b.amount, 0) AS b_amount,
+               {group_a} AS a_group, {group_b} AS b_group,
+               coalesce({in_period.format(s="a")}, false) AS in_a,
+               coalesce({in_period.format(s="b")}, false) AS in_b
+          FROM candidates c
+          LEFT JOIN LATERAL ({_STATE_AT.replace("%(at)s", "%(a)s")}) a ON true
+          LEFT JOIN LATERAL ({_STATE_AT.replace("%(at)s", "%(b)s")}) b ON true
+          LEFT JOIN accounts_user ua ON ua.id = a.owner_id
+          LEFT JOIN accounts_user ub ON ub.id = b.owner_id
+          LEFT JOIN pipeline_deal d ON d.id = c.deal_id
+    )"""
+
+
+# One row per deal and group it was in the open pipeline of, at `a` (its group then) or at `b` (its group then, when
+# that is another group or it was not in at `a`), classified by the first rule of SPEC §3a that matches; `amount` is
+# the bucket's: at `b` for the in buckets, at `a` for the out buckets, the difference for the kept ones.
+_CLASSIFIED_SQL = """
+, sides AS (
+    SELECT states.*, a_group AS grp, true AS grp_in_a,
+           in_b AND b_group IS NOT DISTINCT FROM a_group AS grp_in_b
+      FROM states WHERE in_a
+    UNION ALL
+    SELECT states.*, b_group AS grp, false AS grp_in_a, true AS grp_in_b
+      FROM states WHERE in_b AND NOT (in_a AND b_group IS NOT DISTINCT FROM a_group)
+), classified AS (
+    SELECT sides.*,
+           CASE
+               WHEN grp_in_a AND grp_in_b THEN
+                   CASE WHEN b_amount > a_amount THEN 'amount_up'
+                        WHEN b_amount < a_amount THEN 'amount_down' ELSE 'unchanged' END
+               WHEN grp_in_b THEN
+                   CASE WHEN a_kind IS NULL THEN 'created'
+                        WHEN a_kind <> 'open' THEN 'reopened'
+                        WHEN a_group IS DISTINCT FROM grp THEN 'reassigned_in' ELSE 'pulled_in' END
+               ELSE
+                   CASE WHEN b_kind = 'won' THEN 'won'
+                        WHEN b_kind = 'lost' THEN 'lost'
+                        WHEN b_kind IS NULL THEN 'deleted'
+                        WHEN b_group IS DISTINCT FROM grp THEN 'reassigned_out'
+                        WHEN b_close IS NULL OR b_close >= %(p_end)s THEN 'pushed_out'
+                        ELSE 'pulled_out' END
+           END AS bucket,
+           CASE WHEN grp_in_a AND grp_in_b THEN abs(b_amount - a_amount)
+                WHEN grp_in_b THEN b_amount ELSE a_amount END AS bucket_amount
+      FROM sides
+)
+"""
+
+
+@dataclass(frozen=True)
+class WaterfallBucket:
+    name: str
+    side: str  # "in", "out" or "kept"
+    count: int
+    amount: Decimal  # at B for the in buckets, at A for the out ones, |B − A| for amount_up / amount_down
+
+
+@dataclass(frozen=True)
+class WaterfallRow:
+    """The waterfall of one group: open(P, A), the buckets, open(P, B). `key` is the group's id (owner, team,
+    pipeline), its name (source), None for the company (and for deals of no team)."""
+
+    key: int | str | None
+    open_from_count: int
+    open_from_amount: Decimal
+    buckets: tuple[WaterfallBucket, ...]
+    open_to_count: int
+    open_to_amount: Decimal
+
+
+def _params(period: Period, at_from: datetime, at_to: datetime) -> dict:
+    return {"p_start": period.start, "p_end": period.end, "a": at_from, "b": at_to}
+
+
+def _group_visible(user: User, group: str) -> tuple[bool, set | None]:
+    """Whether `user` may see rows of `group` at all, and which keys (None: all), by the metric rows' rule."""
+    owners = owners_visible_to(user)
+    if owners is None:
+        return True, None
+    if not user.is_active or group not in (GroupKind.OWNER, GroupKind.TEAM):
+        return False, set()
+    if group == GroupKind.OWNER:
+        return True, set(User.objects.filter(pk__in=owners).values_list("pk", flat=True))
+    return True, set(Team.objects.filter(pk__in=_teams_seen_by(user)).values_list("pk", flat=True))
+
+
+def _history_rows(sql: str, params: dict) -> list[tuple]:
+    """Run one history read: without JIT compilation or parallel workers, which cost more to start (about 100 ms
+    each, measured) than they save on a period's deals."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def waterfall(*, user: User, period: Period, at_from: datetime, at_to: datetime, group: str) -> list[WaterfallRow]:
+    """The pipeline waterfall of `period` from `at_from` to `at_to` (SPEC §3a), one row per group `user` may see
+    that had deals in it, by the metric rows' visibility (company, pipeline and source rows: admins only).
+
+    Every deal in open(P, A) or open(P, B) of a group lands in exactly one bucket of that group, so per group
+    open(A) + Σ in − Σ out + amount_up − amount_down = open(B), to the cent (and in counts, without the kept
+    buckets). One set-based query over the history, computed when asked.
+    """
+    _, keys = _group_visible(user, group)
+    if keys is not None and not keys:
+        return []
+    sql = (
+        _two_states_sql(group)
+        + _CLASSIFIED_SQL
+        + """
+    SELECT grp, bucket, count(*), sum(bucket_amount),
+           count(*) FILTER (WHERE grp_in_a), coalesce(sum(a_amount) FILTER (WHERE grp_in_a), 0),
+           count(*) FILTER (WHERE grp_in_b), coalesce(sum(b_amount) FILTER (WHERE grp_in_b), 0)
+      FROM classified GROUP BY grp, bucket"""
+    )
+    found = _history_rows(sql, _params(period, at_from, at_to))
+    by_group: dict = {}
+    for grp, bucket, count, amount, from_count, from_amount, to_count, to_amount in found:
+        if keys is not None and grp not in keys:
+            continue
+        entry = by_group.setdefault(grp, {"buckets": {}, "from": [0, Decimal(0)], "to": [0, Decimal(0)]})
+        entry["buckets"][bucket] = (count, amount)
+        entry["from"][0] += from_count
+        entry["from"][1] += from_amount
+        entry["to"][0] += to_count
+        entry["to"][1] += to_amount
+    rows = []
+    for grp in sorted(by_group, key=lambda key: (key is None, key)):
+        entry = by_group[grp]
+        buckets = tuple(
+            WaterfallBucket(
+                name,
+                "in" if name in WATERFALL_IN else "out" if name in WATERFALL_OUT else "kept",
+                *entry["buckets"].get(name, (0, Decimal("0.00"))),
+            )
+            for name in WATERFALL_BUCKETS
+        )
+        rows.append(WaterfallRow(grp, *entry["from"], buckets, *entry["to"]))
+    return rows
+
+
+@dataclass(frozen=True)
+class WaterfallDeal:
+    """A deal of a waterfall bucket: its state at A and at B (None where it did not exist); `title` None once
+    deleted."""
+
+    deal_id: int
+    title: str | None
+    bucket: str
+    amount: Decimal
+    from_stage_id: int | None
+    from_owner_id: int | None
+    from_amount: Decimal | None
+    from_close_date: date | None
+    to_stage_id: int | None
+    to_owner_id: int | None
+    to_amount: Decimal | None
+    to_close_date: date | None
+
+
+def waterfall_deals(
+    *, user: User, period: Period, at_from: datetime, at_to: datetime, group: str, key, bucket: str
+) -> list[WaterfallDeal]:
+    """The deals of one bucket of one group's waterfall (`waterfall`), by deal id; none when `user` may not see that
+    group's row. `key` as in `WaterfallRow.key`."""
+    _, keys = _group_visible(user, group)
+    if keys is not None and key not in keys:
+        return []
+    sql = (
+        _two_states_sql(group)
+        + _CLASSIFIED_SQL
+        + """
+    SELECT deal_id, title, bucket, bucket_amount,
+           a_stage_id, a_owner_id, CASE WHEN a_kind IS NULL THEN NULL ELSE a_amount END, a_close,
+           b_stage_id, b_owner_id, CASE WHEN b_kind IS NULL THEN NULL ELSE b_amount END, b_close
+      FROM classified WHERE grp IS NOT DISTINCT FROM %(key)s AND bucket = %(bucket)s ORDER BY deal_id"""
+    )
+    rows = _history_rows(sql, {**_params(period, at_from, at_to), "key": key, "bucket": bucket})
+    return [WaterfallDeal(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class SlippageRow:
+    """Of one group: the deals in open(P, start of P), and those of them open at the end of P (or now, while P
+    runs) with a close date after P."""
+
+    key: int | str | None
+    open_count: int
+    open_amount: Decimal
+    slipped_count: int
+    slipped_amount: Decimal
+
+    @property
+    def slipped_share(self) -> Decimal | None:
+        """The share of the period's starting pipeline (by amount) that slipped out of it; None when it held 0."""
+        return (self.slipped_amount / self.open_amount).quantize(Decimal("0.0001")) if self.open_amount else None
+
+
+def slippage(*, user: User, period: Period, group: str, now: datetime | None = None) -> list[SlippageRow]:
+    """Slippage of `period` per group `user` may see (SPEC §3a), computed when asked from the deal history: the
+    group is read from the state at the period's start; the end is the period's end, or `now` while it runs."""
+    _, keys = _group_visible(user, group)
+    if keys is not None and not keys:
+        return []
+    tz = ZoneInfo(settings.TIME_ZONE)
+    starts = datetime.combine(period.start, time.min, tz)
+    ends = min(datetime.combine(period.end, time.min, tz), now or timezone.now())
+    sql = (
+        _two_states_sql(group)
+        + """
+    SELECT a_group, count(*), coalesce(sum(a_amount), 0),
+           count(*) FILTER (WHERE b_kind = 'open' AND b_close >= %(p_end)s),
+           coalesce(sum(a_amount) FILTER (WHERE b_kind = 'open' AND b_close >= %(p_end)s), 0)
+      FROM states WHERE in_a GROUP BY a_group"""
+    )
+    found = _history_rows(sql, _params(period, starts, max(ends, starts)))
+    rows = [SlippageRow(*row) for row in found if keys is None or row[0] in keys]
+    return sorted(rows, key=lambda row: (row.key is None, row.key))

@@ -5,8 +5,11 @@ newer complete run exists, and reloads to show it. With the broker away the page
 says that it could not queue.
 """
 
+import json
 import logging
 import time
+from datetime import date
+from urllib.parse import urlencode
 
 from celery.result import AsyncResult
 from django.contrib import messages
@@ -18,7 +21,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from forecasting.dashboard import build_dashboard, scopes_for
+from forecasting.dashboard import build_dashboard, scopes_for, waterfall_panel
 from forecasting.models import PeriodKind
 from forecasting.periods import KINDS, Period, PeriodError
 from forecasting.selectors import freshness, latest_run
@@ -42,6 +45,14 @@ def _asked_period(text: str | None, kind: str | None) -> tuple[Period, bool]:
         return Period.parse(text), False
     except PeriodError:
         return Period.current(PeriodKind.MONTH), True
+
+
+def _asked_day(text: str | None) -> date | None:
+    """A YYYY-MM-DD of the waterfall's form; None (the default) when absent or unreadable."""
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 @login_required
@@ -79,6 +90,35 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         },
     }
     return render(request, "forecasting/dashboard.html", context)
+
+
+@login_required
+@require_GET
+def waterfall(request: HttpRequest) -> HttpResponse:
+    """The dashboard's waterfall panel (loaded by the page after it renders: it is computed from the deal history
+    when asked, while the rest of the dashboard reads the snapshots only)."""
+    period, _ = _asked_period(request.GET.get("period"), request.GET.get("kind"))
+    scopes = scopes_for(request.user)
+    scope = next((s for s in scopes if str(s.team_id) == request.GET.get("team")), scopes[0])
+    panel = waterfall_panel(
+        user=request.user,
+        period=period,
+        scope=scope,
+        from_day=_asked_day(request.GET.get("wf_from")),
+        to_day=_asked_day(request.GET.get("wf_to")),
+    )
+    query = {key: request.GET.get(key, "") for key in ("team", "pipeline", "cohort")}
+    bars = panel.bars()
+    context = {
+        "period": period,
+        "query": query,
+        "waterfall": panel,
+        # On the canvas rather than in a JSON script block: htmx drops script elements from what it swaps in.
+        "waterfall_bars": bars,
+        "waterfall_bars_json": json.dumps(bars),
+        "waterfall_deals_url": reverse("forecast-waterfall-deals") + "?" + urlencode(panel.deals_query),
+    }
+    return render(request, "forecasting/partials/waterfall.html", context)
 
 
 @login_required

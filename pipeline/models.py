@@ -490,7 +490,11 @@ class DealState(models.Model):
     class Meta:
         # By the column: ordering by "deal" would join the deal (its own ordering) and drop deleted deals.
         ordering = ["deal_id", "valid_from", "id"]
-        indexes = [models.Index(fields=["deal", "valid_from"], name="dealstate_deal_from_idx")]
+        indexes = [
+            models.Index(fields=["deal", "valid_from"], name="dealstate_deal_from_idx"),
+            # The waterfall and slippage find a period's deals by the close date of their intervals.
+            models.Index(fields=["expected_close_date", "valid_from"], name="dealstate_close_from_idx"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(valid_to__isnull=True) | Q(valid_to__gte=F("valid_from")), name="dealstate_interval"

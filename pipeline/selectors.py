@@ -11,7 +11,7 @@ from decimal import Decimal
 from itertools import pairwise
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import models
+from django.db import connection, models
 from django.db.models import (
     BooleanField,
     Case,
@@ -240,6 +240,34 @@ def history_starts_at() -> datetime | None:
     return Stage.objects.annotate(first=Subquery(first)).aggregate(at=Min("first"))["at"]
 
 
+@dataclass(frozen=True)
+class Pushes:
+    """How often a deal's expected close date was moved later (SPEC §3a: a push), and by how many days in all."""
+
+    count: int = 0
+    days: int = 0
+
+
+_PUSHES_SQL = """
+SELECT deal_id, count(*), sum(new_close - old_close)
+  FROM (SELECT deal_id, expected_close_date AS new_close,
+               lag(expected_close_date) OVER (PARTITION BY deal_id ORDER BY valid_from, id) AS old_close
+          FROM pipeline_dealstate WHERE deal_id = ANY(%s)) changes
+ WHERE new_close > old_close
+ GROUP BY deal_id
+"""
+
+
+def deal_pushes(deal_ids: list[int]) -> dict[int, Pushes]:
+    """The pushes of each of `deal_ids` (callers pass deals they fetched visibly), from the field history: a change
+    of the close date to a later one (setting or clearing it is no push). One query on (deal, valid_from)."""
+    if not deal_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_PUSHES_SQL, [list(deal_ids)])
+        return {deal_id: Pushes(count, days) for deal_id, count, days in cursor.fetchall()}
+
+
 # What `deal_changes` reports, in the order a line shows them (the stage gives the pipeline and the status).
 CHANGE_FIELDS = ("stage", "owner", "amount", "currency", "expected_close_date", "forecast_category")
 
@@ -430,6 +458,9 @@ def _attach_next_activities(cards: list[Deal]) -> None:
         card.days_in_stage = max((now - card.stage_entered_at).days, 0)
         card.is_stale = is_stale(card, now=now)
         card.owner_name = card.owner.first_name or card.owner.username
+    pushes = deal_pushes([card.pk for card in cards])
+    for card in cards:
+        card.pushes = pushes.get(card.pk, Pushes())
 
 
 def board_columns(*, user: User, deals: QuerySet[Deal], stages: list[Stage], page_size: int = BOARD_PAGE_SIZE):

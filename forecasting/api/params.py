@@ -3,10 +3,12 @@
 answer 400 with a message per parameter.
 """
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from forecasting.models import GroupKind
 from forecasting.periods import ALL_TIME, FIRST_DAY, KINDS, LAST_DAY, Period, PeriodError, Window
+from pipeline.selectors import history_starts_at
 
 # The shape of a period (forecasting.periods.PATTERN, or `all`) as an ECMA regular expression, for the schema.
 PERIOD_SCHEMA_PATTERN = r"^(all|\d{4}(-(\d{2}|Q[1-4]))?)$"
@@ -129,3 +131,94 @@ class StageTimeQuerySerializer(MetricFilterSerializer):
     group = serializers.ChoiceField(
         choices=STAGE_GROUPS, default=GroupKind.COMPANY, help_text="Which rows: the whole company or per group."
     )
+
+
+class WaterfallQuerySerializer(serializers.Serializer):
+    """A waterfall: a calendar period, two instants `from` < `to` inside the recorded history, and a group."""
+
+    period = serializers.RegexField(
+        PERIOD_SCHEMA_PATTERN, help_text="The close period: a month `2026-11`, a quarter `2026-Q4` or a year `2026`."
+    )
+    group = serializers.ChoiceField(
+        choices=GroupKind.values, default=GroupKind.COMPANY, help_text="Which rows: the whole company or per group."
+    )
+
+    def get_fields(self) -> dict:
+        # `from` and `to` are Python keywords: declared here rather than as attributes.
+        fields = super().get_fields()
+        fields["from"] = serializers.DateTimeField(help_text="A, the instant the waterfall starts from (ISO 8601).")
+        fields["to"] = serializers.DateTimeField(help_text="B, after A and not in the future (ISO 8601).")
+        return fields
+
+    def validate_period(self, value: str) -> Period:
+        try:
+            return Period.parse(value)
+        except PeriodError as error:
+            raise serializers.ValidationError(str(error)) from error
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["from"] >= attrs["to"]:
+            raise serializers.ValidationError({"from": ["`from` must be before `to`."]})
+        if attrs["to"] > timezone.now():
+            raise serializers.ValidationError({"to": ["This instant is in the future: the history ends now."]})
+        starts = history_starts_at()
+        if starts is None or attrs["from"] < starts:
+            begins = f" (it begins at {starts.isoformat()})" if starts else " (nothing is recorded yet)"
+            raise serializers.ValidationError({"from": [f"This instant is before the recorded history{begins}."]})
+        return attrs
+
+
+# The buckets of a waterfall (forecasting.selectors.WATERFALL_BUCKETS), spelled here for the schema.
+BUCKETS = (
+    "created", "reopened", "reassigned_in", "pulled_in", "won", "lost", "deleted", "reassigned_out", "pushed_out",
+    "pulled_out", "amount_up", "amount_down", "unchanged",
+)  # fmt: skip
+
+
+class WaterfallDealsQuerySerializer(WaterfallQuerySerializer):
+    """The deals of one bucket of one group's waterfall."""
+
+    bucket = serializers.ChoiceField(choices=BUCKETS, help_text="Which bucket's deals.")
+    key = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text="The group's row: an owner, team or pipeline id, a source's name, `none` for deals of no team or "
+        "source; omitted for the company.",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        group, key = attrs["group"], attrs.get("key")
+        if group == GroupKind.COMPANY:
+            if key is not None:
+                raise serializers.ValidationError({"key": ["The company has one row: give no key."]})
+            return attrs
+        if key is None:
+            raise serializers.ValidationError({"key": [f"Name the {group}'s row."]})
+        if key == "none":
+            attrs["key"] = "" if group == GroupKind.SOURCE else None
+        elif group != GroupKind.SOURCE:
+            if not key.isdigit() or not 1 <= int(key) <= ID_MAX:
+                raise serializers.ValidationError({"key": [f"A {group} is named by its id."]})
+            attrs["key"] = int(key)
+        return attrs
+
+
+class SlippageQuerySerializer(serializers.Serializer):
+    """Slippage of one calendar period, per group."""
+
+    period = serializers.RegexField(
+        PERIOD_SCHEMA_PATTERN, help_text="A month `2026-11`, a quarter `2026-Q4` or a year `2026`, begun already."
+    )
+    group = serializers.ChoiceField(
+        choices=GroupKind.values, default=GroupKind.COMPANY, help_text="Which rows: the whole company or per group."
+    )
+
+    def validate_period(self, value: str) -> Period:
+        try:
+            period = Period.parse(value)
+        except PeriodError as error:
+            raise serializers.ValidationError(str(error)) from error
+        if period.start > timezone.localdate():
+            raise serializers.ValidationError("This period has not begun: nothing has slipped out of it yet.")
+        return period

@@ -299,3 +299,75 @@ class QuotaSerializer(serializers.ModelSerializer):
             # Only holders the writer may set a quota for; any other id is one that "does not exist".
             self.fields["user"].queryset = selectors.quota_users_assignable_by(user=user)
             self.fields["team"].queryset = selectors.quota_teams_assignable_by(user=user)
+
+
+# --- The waterfall and slippage, computed when asked from the deal history -----------------------------------------
+
+
+class CountAmountSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    amount = serializers.DecimalField(max_digits=20, decimal_places=2)
+
+
+class WaterfallBucketSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    side = serializers.ChoiceField(choices=["in", "out", "kept"])
+    count = serializers.IntegerField()
+    amount = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=2,
+        help_text="At `to` for the in buckets, at `from` for the out buckets, the difference for amount_up and "
+        "amount_down (0 for unchanged).",
+    )
+    deals = serializers.URLField(help_text="The list of this bucket's deals.")
+
+
+class WaterfallRowSerializer(serializers.Serializer):
+    key = serializers.JSONField(
+        allow_null=True, help_text="The group: an owner, team or pipeline id, a source's name; null for the company."
+    )
+    open_from = CountAmountSerializer(help_text="open(P, from): the deals and amount at `from`.")
+    buckets = WaterfallBucketSerializer(many=True)
+    open_to = CountAmountSerializer(
+        help_text="open(P, to) = open_from + Σ in − Σ out + amount_up − amount_down (counts: without the kept)."
+    )
+
+
+class WaterfallDealSerializer(serializers.Serializer):
+    deal = serializers.IntegerField(source="deal_id")
+    title = serializers.CharField(allow_null=True, help_text="Null for a deal deleted since.")
+    bucket = serializers.CharField()
+    amount = serializers.DecimalField(max_digits=20, decimal_places=2, help_text="What it counts in its bucket.")
+    from_stage = serializers.IntegerField(source="from_stage_id", allow_null=True)
+    from_owner = serializers.IntegerField(source="from_owner_id", allow_null=True)
+    from_amount = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+    from_close_date = serializers.DateField(allow_null=True)
+    to_stage = serializers.IntegerField(source="to_stage_id", allow_null=True, help_text="Null when deleted.")
+    to_owner = serializers.IntegerField(source="to_owner_id", allow_null=True)
+    to_amount = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+    to_close_date = serializers.DateField(allow_null=True)
+
+
+class SlippageRowSerializer(serializers.Serializer):
+    key = serializers.JSONField(allow_null=True, help_text="The group at the period's start; null for the company.")
+    open_count = serializers.IntegerField(help_text="Deals in open(P, start of P).")
+    open_amount = serializers.DecimalField(max_digits=20, decimal_places=2)
+    slipped_count = serializers.IntegerField(
+        help_text="Of those, open at the end of P (now, while P runs) with a close date after P."
+    )
+    slipped_amount = serializers.DecimalField(max_digits=20, decimal_places=2, help_text="Their amount at P's start.")
+    slipped_share = serializers.DecimalField(
+        max_digits=7, decimal_places=4, allow_null=True, help_text="slipped_amount ÷ open_amount; null when 0."
+    )
+
+
+def history_page_of(name: str, row: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """The response of a read computed from the deal history: the page envelope and when it was computed."""
+    fields = {
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "count": serializers.IntegerField(required=False, help_text="Rows in all pages; only with `?count=true`."),
+        "computed_at": serializers.DateTimeField(help_text="Computed when asked: the answer's time."),
+        "results": row(many=True),
+    }
+    return type(name, (serializers.Serializer,), fields)

@@ -14,11 +14,14 @@ Quotas are a resource: everyone reads the quotas they may see; admins (and manag
 and those teams' members) create, change and delete them through `forecasting.services`.
 """
 
+import dataclasses
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from celery.result import AsyncResult
 from django.urls import reverse
+from django.utils import timezone
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions, permissions, serializers, status
@@ -27,15 +30,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import DestroyMixin, UpdateMixin, VisibleViewSet, representation_etag
-from config.rest import OrderingFilter
+from config.rest import ApiPagination, OrderingFilter
 from forecasting import selectors, services
 from forecasting.api.filters import QuotaFilter
 from forecasting.api.params import (
     CalendarPeriodMetricQuerySerializer,
     MetricFilterSerializer,
     PeriodMetricQuerySerializer,
+    SlippageQuerySerializer,
     StagePeriodMetricQuerySerializer,
     StageTimeQuerySerializer,
+    WaterfallDealsQuerySerializer,
+    WaterfallQuerySerializer,
 )
 from forecasting.api.serializers import (
     ForecastAccuracyRowSerializer,
@@ -48,9 +54,13 @@ from forecasting.api.serializers import (
     RecomputeQueuedSerializer,
     RecomputeStatusSerializer,
     SalesCycleRowSerializer,
+    SlippageRowSerializer,
     StageTimeRowSerializer,
     StaleDealRowSerializer,
+    WaterfallDealSerializer,
+    WaterfallRowSerializer,
     WinRateRowSerializer,
+    history_page_of,
     page_of,
 )
 from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, PeriodKind, Quota
@@ -385,3 +395,118 @@ class QuotaViewSet(UpdateMixin, DestroyMixin, VisibleViewSet):
 
     def perform_destroy(self, quota: Quota) -> None:
         services.delete_quota(quota=quota, actor=self.request.user)
+
+
+# --- Reads of the deal history: the waterfall and slippage, computed when asked ------------------------------------
+
+
+class HistoryReadView(APIView):
+    """A read computed now from the deal history (SPEC §3a): its query parameters validated by `query_serializer`
+    (400 naming the parameter), its rows a list walked by cursor like every other."""
+
+    query_serializer: type[serializers.Serializer]
+    row_serializer: type[serializers.Serializer]
+
+    def rows(self, request: Request, params: dict) -> list:
+        raise NotImplementedError
+
+    def represent(self, request: Request, params: dict, page: list) -> list:
+        return self.row_serializer(page, many=True).data
+
+    def get(self, request: Request) -> Response:
+        query = self.query_serializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        computed_at = timezone.now()
+        paginator = ApiPagination()
+        page = paginator.paginate_queryset(self.rows(request, query.validated_data), request, view=self)
+        envelope = paginator.envelope(self.represent(request, query.validated_data, page))
+        results = envelope.pop("results")
+        return Response({**envelope, "computed_at": computed_at, "results": results})
+
+
+def _waterfall_args(request: Request, params: dict) -> dict:
+    return {
+        "user": request.user,
+        "period": params["period"],
+        "at_from": params["from"],
+        "at_to": params["to"],
+        "group": params["group"],
+    }
+
+
+@extend_schema(
+    parameters=[WaterfallQuerySerializer],
+    responses={200: history_page_of("WaterfallPage", WaterfallRowSerializer)},
+    description="The pipeline waterfall of a close period from `from` to `to` (SPEC §3a): per group, the open "
+    "pipeline at `from`, every deal of it or of the open pipeline at `to` in exactly one bucket, and the open "
+    "pipeline at `to`; open_from + Σ in − Σ out + amount_up − amount_down = open_to, to the cent. Groups as the "
+    "metrics' (company, pipeline and source rows: admins). Computed when asked from the deal history; `from` and "
+    "`to` must lie in the recorded history (400 on the parameter otherwise).",
+)
+class WaterfallView(HistoryReadView):
+    query_serializer = WaterfallQuerySerializer
+
+    def rows(self, request: Request, params: dict) -> list:
+        return selectors.waterfall(**_waterfall_args(request, params))
+
+    def represent(self, request: Request, params: dict, page: list) -> list:
+        base = {key: request.query_params[key] for key in ("period", "from", "to") if key in request.query_params}
+        base["group"] = params["group"]
+        link = request.build_absolute_uri(reverse("forecast-waterfall-deals"))
+        rows = []
+        for row in page:
+            where = dict(base)
+            if params["group"] != GroupKind.COMPANY:
+                where["key"] = "none" if row.key in (None, "") else str(row.key)
+            rows.append(
+                {
+                    "key": row.key,
+                    "open_from": {"count": row.open_from_count, "amount": row.open_from_amount},
+                    "buckets": [
+                        {
+                            "name": bucket.name,
+                            "side": bucket.side,
+                            "count": bucket.count,
+                            "amount": bucket.amount,
+                            "deals": f"{link}?{urlencode({**where, 'bucket': bucket.name})}",
+                        }
+                        for bucket in row.buckets
+                    ],
+                    "open_to": {"count": row.open_to_count, "amount": row.open_to_amount},
+                }
+            )
+        return WaterfallRowSerializer(rows, many=True).data
+
+
+@extend_schema(
+    parameters=[WaterfallDealsQuerySerializer],
+    responses={200: history_page_of("WaterfallDealPage", WaterfallDealSerializer)},
+    description="The deals of one bucket of one group's waterfall (the `deals` link of a bucket), by deal id, with "
+    "their state at `from` and at `to`. Empty for a group the caller may not see.",
+)
+class WaterfallDealsView(HistoryReadView):
+    query_serializer = WaterfallDealsQuerySerializer
+    row_serializer = WaterfallDealSerializer
+
+    def rows(self, request: Request, params: dict) -> list:
+        return selectors.waterfall_deals(
+            **_waterfall_args(request, params), key=params.get("key"), bucket=params["bucket"]
+        )
+
+
+@extend_schema(
+    parameters=[SlippageQuerySerializer],
+    responses={200: history_page_of("SlippagePage", SlippageRowSerializer)},
+    description="Slippage of a period per group (SPEC §3a): of the deals in its open pipeline at its start, those "
+    "open at its end (now, while it runs) with a close date after it, their amount and its share of the starting "
+    "amount. Computed when asked from the deal history (not a snapshot of the recompute).",
+)
+class SlippageView(HistoryReadView):
+    query_serializer = SlippageQuerySerializer
+
+    def rows(self, request: Request, params: dict) -> list:
+        return selectors.slippage(user=request.user, period=params["period"], group=params["group"])
+
+    def represent(self, request: Request, params: dict, page: list) -> list:
+        rows = [{**dataclasses.asdict(row), "slipped_share": row.slipped_share} for row in page]
+        return SlippageRowSerializer(rows, many=True).data

@@ -95,6 +95,7 @@ def _deal_context(request: HttpRequest, deal: Deal) -> dict:
         "path": selectors.stage_path(deal=deal, history=history),
         "stages": stages,
         "changes": _change_lines(selectors.deal_changes(deal=deal)[:CHANGES_SHOWN]),
+        "pushes": selectors.deal_pushes([deal.pk]).get(deal.pk, selectors.Pushes()),
         "activities": list(selectors.deal_activities(deal=deal)),
         "activity_form": ActivityForm(),
         "can_edit": can_edit,

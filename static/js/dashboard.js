@@ -74,8 +74,103 @@
     });
   }
 
+  // The pipeline waterfall: floating bars from the open pipeline at the start to the one at the end (the canvas's
+  // data-bars, spans computed by the server); a bar, or its button below, opens the list of its deals from the API.
+  function waterfallChart(canvas, bars) {
+    var colors = bars.map(function (bar) { return !bar.bucket ? ACCENT : bar.side === "out" ? "#dc2626" : OK; });
+    var options = base();
+    options.scales.x.ticks.maxRotation = 0;
+    options.scales.y.ticks.callback = function (value) { return money.format(value); };
+    options.plugins.tooltip.callbacks = {
+      label: function (item) {
+        var bar = bars[item.dataIndex];
+        return " " + money.format(bar.span[1] - bar.span[0]) + " · " + bar.count + " deal" + (bar.count === 1 ? "" : "s");
+      }
+    };
+    options.onClick = function (_event, elements) {
+      if (elements.length && bars[elements[0].index].bucket) showDeals(bars[elements[0].index].bucket);
+    };
+    options.onHover = function (event, elements) {
+      event.native.target.style.cursor = elements.length && bars[elements[0].index].bucket ? "pointer" : "default";
+    };
+    return new Chart(canvas, {
+      type: "bar",
+      data: {
+        labels: bars.map(function (bar) { return bar.label; }),
+        datasets: [{ data: bars.map(function (bar) { return bar.span; }), backgroundColor: colors, borderRadius: 4, maxBarThickness: 48 }]
+      },
+      options: options
+    });
+  }
+
+  function cell(row, text, className) {
+    var td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    row.appendChild(td);
+    return td;
+  }
+
+  function showDeals(bucket, url) {
+    var list = document.getElementById("waterfall-buckets");
+    var target = document.getElementById("waterfall-deals");
+    if (!list || !target) return;
+    var dealUrl = list.getAttribute("data-deal-url");
+    url = url || list.getAttribute("data-deals-url") + "&bucket=" + encodeURIComponent(bucket);
+    target.textContent = "Loading…";
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) { if (!response.ok) throw new Error(response.status); return response.json(); })
+      .then(function (page) {
+        var button = list.querySelector('[data-bucket="' + bucket + '"]');
+        var title = document.createElement("h3");
+        title.textContent = (button ? button.textContent : bucket);
+        var table = document.createElement("table");
+        table.className = "list compact";
+        table.id = "waterfall-deal-list";
+        var head = table.createTHead().insertRow();
+        ["Deal", "Amount then → now", "Close date then → now"].forEach(function (name) { cell(head, name); });
+        var body = table.createTBody();
+        page.results.forEach(function (deal) {
+          var row = body.insertRow();
+          var first = cell(row, "");
+          if (deal.title === null) {
+            first.textContent = "Deal #" + deal.deal + " (deleted)";
+          } else {
+            var link = document.createElement("a");
+            link.href = dealUrl.replace("/0/", "/" + deal.deal + "/");
+            link.textContent = deal.title;
+            first.appendChild(link);
+          }
+          cell(row, (deal.from_amount || "—") + " → " + (deal.to_amount || "—"), "num");
+          cell(row, (deal.from_close_date || "—") + " → " + (deal.to_close_date || "—"));
+        });
+        target.replaceChildren(title, table);
+        if (page.next) {
+          var more = document.createElement("button");
+          more.type = "button";
+          more.className = "secondary small";
+          more.textContent = "More";
+          more.addEventListener("click", function () { showDeals(bucket, page.next); });
+          target.appendChild(more);
+        }
+      })
+      .catch(function () { target.textContent = "The deals could not be loaded: try again."; });
+  }
+
+  function drawWaterfall() {
+    var canvas = document.getElementById("chart-waterfall");
+    if (!canvas || typeof Chart === "undefined" || Chart.getChart(canvas)) return;
+    waterfallChart(canvas, JSON.parse(canvas.getAttribute("data-bars")));
+    var list = document.getElementById("waterfall-buckets");
+    if (list) list.addEventListener("click", function (event) {
+      var button = event.target.closest("[data-bucket]");
+      if (button) showDeals(button.getAttribute("data-bucket"));
+    });
+  }
+
   function draw() {
     if (typeof Chart === "undefined") return;
+    drawWaterfall();
     var d = data();
     if (!d) return;
     Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
@@ -90,6 +185,9 @@
       if (canvas && !Chart.getChart(canvas)) entry[1](canvas, entry[2]);
     });
   }
+
+  // The waterfall panel arrives after the page (htmx): draw it when it is swapped in.
+  document.addEventListener("htmx:afterSettle", function () { drawWaterfall(); });
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw);
   else draw();

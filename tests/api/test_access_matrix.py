@@ -438,3 +438,72 @@ def test_only_managers_and_admins_start_and_follow_a_recompute(api, role, monkey
     expected = 401 if role in UNAUTHENTICATED else 403 if role in {"rep", "teammate", "other_rep"} else None
     assert started.status_code == (expected or 202), started.content
     assert followed.status_code == (expected or 200), followed.content
+
+
+# --- Reads of the deal history: the waterfall and slippage follow the metric rows' rule ----------------------------
+
+
+@pytest.fixture
+def history_reads(org, pipeline):
+    """A deal of the rep's, in this month's pipeline since 40 days ago, pushed to next month between `from` and
+    `to`: it is pushed out of this month's waterfall and has slipped out of this month. Returns the read paths."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from forecasting.periods import Period
+    from pipeline import services
+    from tests.pipeline.test_field_history import clock
+
+    month = Period.current("month")
+    deal = services.create_deal(
+        actor=org.rep,
+        title="Slips",
+        owner=org.rep,
+        pipeline=pipeline,
+        amount=Decimal("500.00"),
+        expected_close_date=month.start,
+        created_at=timezone.now() - timedelta(days=40),
+    )
+    at_from = clock()
+    services.update_deal(deal=deal, actor=org.rep, expected_close_date=month.end)
+    at_to = clock()
+    when = f"period={month.key}&from={quote(at_from.isoformat())}&to={quote(at_to.isoformat())}"
+    return {
+        "deal": deal.pk,
+        "waterfall per owner": (f"/api/v1/forecast/waterfall/?{when}&group=owner", org.rep.pk, sees),
+        "waterfall per team": (f"/api/v1/forecast/waterfall/?{when}&group=team", org.team.pk, sees_team),
+        "waterfall of the company": (f"/api/v1/forecast/waterfall/?{when}", None, admin_only),
+        "slippage per owner": (f"/api/v1/metrics/slippage/?period={month.key}&group=owner", org.rep.pk, sees),
+        "slippage of the company": (f"/api/v1/metrics/slippage/?period={month.key}", None, admin_only),
+        "pushed out of the rep's row": (
+            f"/api/v1/forecast/waterfall/deals/?{when}&group=owner&key={org.rep.pk}&bucket=pushed_out",
+            deal.pk,
+            sees,
+        ),
+        "pushed out of the company's": (
+            f"/api/v1/forecast/waterfall/deals/?{when}&bucket=pushed_out",
+            deal.pk,
+            admin_only,
+        ),
+    }
+
+
+@pytest.mark.parametrize("visibility", ["own", "team"])
+@pytest.mark.parametrize("role", ROLES)
+def test_history_reads_list_a_group_exactly_to_those_who_see_it(settings, api, history_reads, visibility, role):
+    settings.REP_VISIBILITY = visibility
+    client = api(role)
+    for endpoint, read in history_reads.items():
+        if endpoint == "deal":
+            continue
+        path, subject, who = read
+        response = client.get(path)
+        if role in UNAUTHENTICATED:
+            assert response.status_code == 401, endpoint
+            continue
+        assert response.status_code == 200, (endpoint, response.content)
+        rows = response.json()["results"]
+        listed = {row["deal"] if "deals/" in path else row["key"] for row in rows}
+        assert (subject in listed) == who(role, visibility), (endpoint, rows)
+        if role != "admin" and "deals/" not in path:
+            assert None not in listed, endpoint  # no company-wide row

@@ -191,8 +191,8 @@ def test_the_board_makes_the_same_number_of_queries_for_few_and_many_deals(clien
         services.log_activity(actor=owner, kind="call", subject="c", deal=deal, due_at=timezone.now())
     many = _board_queries(client)
 
-    # session, user, pipelines, stages, totals, card ids, cards, next activities, owner and team choices
-    assert_query_count(few, many, exactly=10)
+    # session, user, pipelines, stages, totals, card ids, cards, next activities, pushes, owner and team choices
+    assert_query_count(few, many, exactly=11)
 
 
 def test_a_column_loads_more_cards_after_its_cursor_without_repeats(rep_client, org, pipeline):
