@@ -5,6 +5,7 @@ them at embedded PostgreSQL and Valkey servers under `.data/` when they are unse
 newcomer needs nothing but Python; the production settings refuse to start without them.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -149,18 +150,32 @@ DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_
 # beside a pool (it refuses CONN_MAX_AGE > 0 with one); the pool checks a connection before lending it, as
 # CONN_HEALTH_CHECKS does without it.
 DB_POOL = env_bool("DB_POOL", False)
-if DB_POOL:
+
+
+def check_pooled_connection(conn) -> None:
+    """The pool's check before it lends a connection (psycopg_pool's `ConnectionPool.check_connection`): one that
+    a database restart broke is replaced instead of failing the request that gets it."""
+    if conn.autocommit:
+        conn.execute("")
+        return
+    conn.autocommit = True
     try:
-        from psycopg_pool import ConnectionPool
-    except ImportError:
-        raise ImproperlyConfigured("DB_POOL=1 needs the psycopg-pool package: pip install 'psycopg[pool]'") from None
+        conn.execute("")
+    finally:
+        conn.autocommit = False
+
+
+if DB_POOL:
+    # Looked up, not imported here: the package is optional (not in the runtime lock), and Django imports it.
+    if importlib.util.find_spec("psycopg_pool") is None:
+        raise ImproperlyConfigured("DB_POOL=1 needs the psycopg-pool package: pip install 'psycopg[pool]'")
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env_int("DB_POOL_MIN_SIZE", 2),
         "max_size": env_int("DB_POOL_MAX_SIZE", 10),
         # A request that waits this long for a free connection fails (a 503), as one that cannot connect does.
         "timeout": env_int("DB_CONNECT_TIMEOUT", 5),
-        "check": ConnectionPool.check_connection,
+        "check": check_pooled_connection,
     }
 # Behind PgBouncer in transaction mode consecutive transactions of one connection may run on different server
 # connections, so nothing may outlive a transaction on the server: no server-side cursors (outside a transaction
