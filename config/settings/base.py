@@ -5,6 +5,7 @@ them at embedded PostgreSQL and Valkey servers under `.data/` when they are unse
 newcomer needs nothing but Python; the production settings refuse to start without them.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -146,6 +147,46 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # A database that does not answer fails the request within seconds (a 503) instead of holding it.
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 5)
+# A pool of connections in each process (Django 5.2's psycopg pool): a request or task borrows one and gives it back,
+# so a process holds at most DB_POOL_MAX_SIZE however many threads it runs. Django keeps no connection of its own
+# beside a pool (it refuses CONN_MAX_AGE > 0 with one); the pool checks a connection before lending it, as
+# CONN_HEALTH_CHECKS does without it.
+DB_POOL = env_bool("DB_POOL", False)
+
+
+def check_pooled_connection(conn) -> None:
+    """The pool's check before it lends a connection (psycopg_pool's `ConnectionPool.check_connection`): one that
+    a database restart broke is replaced instead of failing the request that gets it."""
+    if conn.autocommit:
+        conn.execute("")
+        return
+    conn.autocommit = True
+    try:
+        conn.execute("")
+    finally:
+        conn.autocommit = False
+
+
+if DB_POOL:
+    # Looked up, not imported here: the package is optional (not in the runtime lock), and Django imports it.
+    if importlib.util.find_spec("psycopg_pool") is None:
+        raise ImproperlyConfigured("DB_POOL=1 needs the psycopg-pool package: pip install 'psycopg[pool]'")
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": env_int("DB_POOL_MIN_SIZE", 2),
+        "max_size": env_int("DB_POOL_MAX_SIZE", 10),
+        # A request that waits this long for a free connection fails (a 503), as one that cannot connect does.
+        "timeout": env_int("DB_CONNECT_TIMEOUT", 5),
+        "check": check_pooled_connection,
+    }
+# Behind PgBouncer in transaction mode consecutive transactions of one connection may run on different server
+# connections, so nothing may outlive a transaction on the server: no server-side cursors (outside a transaction
+# Django's `.iterator()` declares one WITH HOLD and fetches from it in later statements, which PgBouncer may send to
+# another server connection) and no prepared statements.
+DB_PGBOUNCER_TRANSACTION_MODE = env_bool("DB_PGBOUNCER_TRANSACTION_MODE", False)
+if DB_PGBOUNCER_TRANSACTION_MODE:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
 if os.environ.get("TEST_DATABASE_NAME"):
     # Lets parallel checkouts (and a Celery worker started by the tests) agree on one test database.
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
