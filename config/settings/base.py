@@ -149,26 +149,13 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 5)
 # A pool of connections in each process (Django 5.2's psycopg pool): a request or task borrows one and gives it back,
 # so a process holds at most DB_POOL_MAX_SIZE however many threads it runs. Django keeps no connection of its own
-# beside a pool (it refuses CONN_MAX_AGE > 0 with one); the pool checks a connection before lending it, as
-# CONN_HEALTH_CHECKS does without it.
+# beside a pool (it refuses CONN_MAX_AGE > 0 with one); with CONN_HEALTH_CHECKS (set above) Django has the pool check a
+# connection before lending it (psycopg_pool's check_connection), so one a database restart broke is replaced.
 DB_POOL = env_bool("DB_POOL", False)
 
 
-def check_pooled_connection(conn) -> None:
-    """The pool's check before it lends a connection (psycopg_pool's `ConnectionPool.check_connection`): one that
-    a database restart broke is replaced instead of failing the request that gets it."""
-    if conn.autocommit:
-        conn.execute("")
-        return
-    conn.autocommit = True
-    try:
-        conn.execute("")
-    finally:
-        conn.autocommit = False
-
-
 if DB_POOL:
-    # Looked up, not imported here: the package is optional (not in the runtime lock), and Django imports it.
+    # Looked up, not imported here: Django imports it; an install without the pool extra is refused by name.
     if importlib.util.find_spec("psycopg_pool") is None:
         raise ImproperlyConfigured("DB_POOL=1 needs the psycopg-pool package: pip install 'psycopg[pool]'")
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -177,7 +164,6 @@ if DB_POOL:
         "max_size": env_int("DB_POOL_MAX_SIZE", 10),
         # A request that waits this long for a free connection fails (a 503), as one that cannot connect does.
         "timeout": env_int("DB_CONNECT_TIMEOUT", 5),
-        "check": check_pooled_connection,
     }
 # Behind PgBouncer in transaction mode consecutive transactions of one connection may run on different server
 # connections, so nothing may outlive a transaction on the server: no server-side cursors (outside a transaction

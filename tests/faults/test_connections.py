@@ -103,7 +103,7 @@ def test_with_the_pool_concurrent_requests_share_a_bounded_set_of_connections(or
         DB_POOL_MIN_SIZE="1",
         DB_POOL_MAX_SIZE="2",
     )
-    base_url, _ = start_web(processes, env)  # two gunicorn workers of 8 threads each
+    base_url, web = start_web(processes, env)  # two gunicorn workers of 8 threads each
     database = connection.settings_dict["NAME"]
 
     def deals(_) -> int:
@@ -113,7 +113,7 @@ def test_with_the_pool_concurrent_requests_share_a_bounded_set_of_connections(or
     seen = set()
     with ThreadPoolExecutor(16) as clients:
         for _ in range(5):
-            assert list(clients.map(deals, range(32))) == [200] * 32
+            assert list(clients.map(deals, range(32))) == [200] * 32, web.log()
             seen |= backends(database)
     # 160 requests on 16 threads at a time, served by at most 2 connections per worker process, kept and reused.
     assert 1 <= len(seen) <= 4, seen
