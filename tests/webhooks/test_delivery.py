@@ -33,7 +33,7 @@ def test_a_created_deal_is_delivered_signed_with_the_api_representation(org, pip
     assert verify(secret=subscription.secret, header=request.headers["X-Signature"], body=request.body)
     assert not verify(secret="whsec_wrong", header=request.headers["X-Signature"], body=request.body)
     payload = request.json
-    assert set(payload) == {"id", "type", "created_at", "data"}
+    assert set(payload) == {"id", "sequence", "type", "created_at", "data"}
     assert payload["type"] == "deal.created"
     assert str(uuid.UUID(payload["id"])) == payload["id"] == request.headers["X-Webhook-Id"]
     assert payload["data"] == dict(DealSerializer(deal).data)
