@@ -68,3 +68,18 @@ def test_pruning_keeps_recent_and_unfinished_deliveries_and_every_event(org, rec
     assert webhooks.prune_delivery_log(older_than=timezone.now() - timedelta(days=30)) == 1
     assert set(WebhookDelivery.objects.values_list("pk", flat=True)) == {old_pending.pk, recent_done.pk}
     assert WebhookEvent.objects.count() == 3, "events stay for the event list: prune_events removes them"
+
+
+@pytest.mark.parametrize("role", ["rep", "admin"])
+def test_the_event_list_costs_the_same_for_any_page_size(org, role):
+    for n in range(6):
+        webhooks.emit_event(type="deal.created", data=lambda n=n: {"id": n}, record_owners=[org.rep.pk])
+    client = client_for(getattr(org, role))
+    client.get("/api/v1/events/")  # the token's first use stamps last_used_at; measure the steady state
+    captures = []
+    for page_size in (1, 5):
+        with capture_queries() as captured:
+            response = client.get(f"/api/v1/events/?page_size={page_size}&type=deal.created")
+        assert len(response.json()["results"]) == page_size
+        captures.append(captured)
+    assert_query_count(*captures)
