@@ -78,7 +78,7 @@ class _SortKey:
             value.isoformat()
             if isinstance(value, datetime.date)
             else str(value)
-            if isinstance(value, Decimal)
+            if isinstance(value, Decimal | uuid.UUID)
             else value
         )
 

@@ -265,6 +265,7 @@ CELERY_BEAT_SCHEDULE = {
     # Deliveries whose queued task was lost (Redis down, a worker killed mid-attempt) are sent again from here.
     "webhooks-send-due": scheduled("pipeline.webhooks.send_due_deliveries", every_seconds=60),
     "webhooks-prune-log": scheduled("pipeline.webhooks.prune_delivery_log", every_seconds=3600),
+    "events-prune": scheduled("pipeline.webhooks.prune_events", every_seconds=3600),
     "idempotency-prune": scheduled("accounts.prune_idempotency_keys", every_seconds=3600),
 }
 
@@ -441,6 +442,11 @@ WEBHOOK_SECRET_ROTATION_GRACE_SECONDS = env_int("WEBHOOK_SECRET_ROTATION_GRACE_S
 WEBHOOK_MAX_SUBSCRIPTIONS_PER_USER = env_int("WEBHOOK_MAX_SUBSCRIPTIONS_PER_USER", 20)
 # Finished deliveries (and their events) are deleted after this many days; the log is for diagnosis, not an archive.
 WEBHOOK_LOG_RETENTION_DAYS = env_int("WEBHOOK_LOG_RETENTION_DAYS", 30)
+# The event list (/api/v1/events/) keeps every event this many days (longer while a delivery of it is in the log):
+# how far back a receiver can catch up after its own outage.
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30)
+# The most events one replay queues; the answer says where it stopped, and the next replay continues from there.
+WEBHOOK_REPLAY_MAX_EVENTS = env_int("WEBHOOK_REPLAY_MAX_EVENTS", 5000)
 
 LOGGING = {
     "version": 1,

@@ -1,8 +1,9 @@
 """Webhook subscriptions, the events they receive and the deliveries of those events.
 
-An event is written once, with a stable UUID and the record as the API shows it; each subscription that may see the
-record gets one delivery of it, so a retry re-sends the same event id (at-least-once delivery, de-duplicated by the
-receiver on `id`).
+An event is written once, with a stable UUID, a `sequence` number (the order of the event list) and the record as
+the API shows it, whether or not anybody subscribes to it (the event list serves it for `EVENT_RETENTION_DAYS`); each
+subscription that may see the record gets one delivery of it, so a retry re-sends the same event id (at-least-once
+delivery, de-duplicated by the receiver on `id`).
 """
 
 import uuid
@@ -11,7 +12,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
-from django.db.models import Q
+from django.db.models import Func, Q, Value
 
 
 class EventType(models.TextChoices):
@@ -63,16 +64,36 @@ class WebhookSubscription(models.Model):
         return f"{self.url} ({self.owner})"
 
 
+# The PostgreSQL sequence numbering events (created by the migration that added `WebhookEvent.sequence`).
+EVENT_SEQUENCE = "pipeline_webhookevent_sequence"
+
+
 class WebhookEvent(models.Model):
-    """Something that happened, as sent to receivers: `{"id", "type", "created_at", "data"}`."""
+    """Something that happened, as sent to receivers: `{"id", "sequence", "type", "created_at", "data"}`.
+
+    `record_owners` says who may see it in the event list, by the rule of its record at the time (SPEC §2): the
+    owners of the record (an activity's own, and its deal's or lead's); a user sees the event when they may see the
+    records of one of them. Null for an event about no record (`metrics.recomputed`), which every user may see.
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Numbered by the database as the row is inserted, so that the event list and `after=` have a total order.
+    sequence = models.BigIntegerField(
+        unique=True,
+        editable=False,
+        db_default=Func(Value(EVENT_SEQUENCE), function="nextval", output_field=models.BigIntegerField()),
+    )
     type = models.CharField(max_length=40)
     created_at = models.DateTimeField(auto_now_add=True)
     data = models.JSONField(encoder=DjangoJSONEncoder)
+    record_owners = ArrayField(models.BigIntegerField(), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["type", "sequence"], name="webhook_event_type_sequence"),
+            models.Index(fields=["created_at"], name="webhook_event_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.id}"

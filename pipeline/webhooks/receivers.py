@@ -13,7 +13,13 @@ from pipeline.webhooks.services import emit_event
 
 
 def _emit_deal(type: str, deal) -> None:
-    emit_event(type=type, data=lambda: DealSerializer(deal).data, record=deal, visible_to=selectors.visible_deals)
+    emit_event(
+        type=type,
+        data=lambda: DealSerializer(deal).data,
+        record=deal,
+        visible_to=selectors.visible_deals,
+        record_owners=[deal.owner_id],
+    )
 
 
 @receiver(signals.deal_created, dispatch_uid="webhooks.deal_created")
@@ -42,6 +48,7 @@ def lead_created(sender, *, lead, **kwargs) -> None:
         data=lambda: LeadSerializer(lead).data,
         record=lead,
         visible_to=selectors.visible_leads,
+        record_owners=[lead.owner_id],
     )
 
 
@@ -52,6 +59,7 @@ def lead_converted(sender, *, lead, deal, **kwargs) -> None:
         data=lambda: LeadSerializer(lead).data,
         record=lead,
         visible_to=selectors.visible_leads,
+        record_owners=[lead.owner_id],
     )
 
 
@@ -62,4 +70,10 @@ def activity_logged(sender, *, activity, **kwargs) -> None:
         data=lambda: ActivitySerializer(activity).data,
         record=activity,
         visible_to=selectors.visible_activities,
+        # Who sees an activity (selectors.visible_activities): its owner's, its deal's and its lead's viewers.
+        record_owners=[
+            activity.owner_id,
+            activity.deal.owner_id if activity.deal_id else None,
+            activity.lead.owner_id if activity.lead_id else None,
+        ],
     )

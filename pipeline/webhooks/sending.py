@@ -54,9 +54,16 @@ class AttemptOutcome:
 
 
 def event_body(event: WebhookEvent) -> bytes:
-    """The JSON a receiver gets: the same bytes on every attempt, so retries carry the same event `id`."""
+    """The JSON a receiver gets: the same bytes on every attempt (and replay), so retries carry the same event `id`;
+    `sequence` is the event's place in the event list, from which a receiver catches up (`?after=`)."""
     created_at = event.created_at.isoformat().replace("+00:00", "Z")
-    payload = {"id": str(event.id), "type": event.type, "created_at": created_at, "data": event.data}
+    payload = {
+        "id": str(event.id),
+        "sequence": event.sequence,
+        "type": event.type,
+        "created_at": created_at,
+        "data": event.data,
+    }
     return json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False).encode()
 
 

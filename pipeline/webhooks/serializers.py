@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from pipeline.webhooks.models import EventType, WebhookDelivery, WebhookSubscription
+from pipeline.webhooks.models import EventType, WebhookDelivery, WebhookEvent, WebhookSubscription
 
 
 class WebhookSubscriptionSerializer(serializers.ModelSerializer):
@@ -75,3 +75,38 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
             "delivered_at",
         ]
         read_only_fields = fields
+
+
+class WebhookEventSerializer(serializers.ModelSerializer):
+    """An event as webhooks send it (`id`, `type`, `created_at`, `data`), with its `sequence` in the event list."""
+
+    id = serializers.UUIDField(read_only=True, help_text="The stable id a delivery of the event carries.")
+    sequence = serializers.IntegerField(
+        read_only=True, help_text="The event's place in the event list: pass the last one you processed as `after`."
+    )
+    data = serializers.JSONField(read_only=True, help_text="The record as the API showed it when the event happened.")
+
+    class Meta:
+        model = WebhookEvent
+        fields = ["id", "sequence", "type", "created_at", "data"]
+        read_only_fields = fields
+
+
+class ReplayRequestSerializer(serializers.Serializer):
+    """Which events to deliver again: after an event (`after`, its `sequence`) or since a time (`since`), one of
+    the two (the service refuses neither or both)."""
+
+    after = serializers.IntegerField(
+        required=False, min_value=0, help_text="Deliver the events after this one (its `sequence`)."
+    )
+    since = serializers.DateTimeField(required=False, help_text="Deliver the events created at or after this time.")
+
+
+class ReplayResultSerializer(serializers.Serializer):
+    queued = serializers.IntegerField(help_text="How many deliveries were queued.")
+    last_sequence = serializers.IntegerField(
+        allow_null=True, help_text="The `sequence` of the last event queued (null when none matched)."
+    )
+    complete = serializers.BooleanField(
+        help_text="False when more events matched than one replay sends: replay again with `after: last_sequence`."
+    )

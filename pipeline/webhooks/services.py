@@ -9,6 +9,7 @@ fails (Redis away), the deliveries stay due and the periodic sweep sends them.
 import json
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from accounts.models import User
@@ -31,10 +32,21 @@ from pipeline.webhooks.models import (
     WebhookSubscription,
 )
 from pipeline.webhooks.safety import UnsafeWebhookUrl, check_webhook_url
+from pipeline.webhooks.selectors import visible_events
 
 logger = logging.getLogger(__name__)
 
 SUBSCRIPTION_EDITABLE_FIELDS = frozenset({"url", "description", "events", "is_active"})
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What a replay queued: `queued` deliveries up to event `last_sequence`; `complete` false when more events
+    match than one replay sends (replay again with `after=last_sequence`)."""
+
+    queued: int
+    last_sequence: int | None
+    complete: bool
 
 
 # --- Subscriptions ------------------------------------------------------------------------------------------------
@@ -140,9 +152,13 @@ def _queue_deliveries(delivery_ids: list[int]) -> None:
         logger.warning("could not queue %d webhook deliveries; the periodic sweep will send them", len(delivery_ids))
 
 
-def _create_event(*, type: str, data: Any, subscriptions: list[WebhookSubscription]) -> WebhookEvent:
+def _create_event(
+    *, type: str, data: Any, subscriptions: list[WebhookSubscription], record_owners: list[int] | None = None
+) -> WebhookEvent:
+    if not subscriptions:  # one INSERT, which needs no transaction of its own
+        return WebhookEvent.objects.create(type=type, data=_json_ready(data), record_owners=record_owners)
     with transaction.atomic():
-        event = WebhookEvent.objects.create(type=type, data=_json_ready(data))
+        event = WebhookEvent.objects.create(type=type, data=_json_ready(data), record_owners=record_owners)
         now = timezone.now()
         deliveries = WebhookDelivery.objects.bulk_create(
             WebhookDelivery(subscription=subscription, event=event, next_attempt_at=now)
@@ -159,12 +175,14 @@ def emit_event(
     data: Callable[[], Any],
     record: models.Model | None = None,
     visible_to: Callable[[User], QuerySet] | None = None,
-) -> WebhookEvent | None:
+    record_owners: Iterable[int | None] | None = None,
+) -> WebhookEvent:
     """Write event `type` and one delivery per active subscription to it whose (active) owner may see `record`.
 
     `visible_to` is the `visible_*` selector of `record`'s kind; without a record the event goes to every
-    subscription of its type. `data` is called only when somebody will receive the event. Returns the event, or None
-    when nobody receives it.
+    subscription of its type. `record_owners` are the owners of `record` (an activity's, and its deal's or lead's),
+    by whom the event list decides who may see the event; None for an event about no record, which everybody may
+    see. The event is written even when no subscription receives it: the event list serves it to whoever may see it.
     """
     subscriptions = list(
         WebhookSubscription.objects.filter(
@@ -175,14 +193,11 @@ def emit_event(
         owners = {subscription.owner for subscription in subscriptions}
         seeing = {owner.pk for owner in owners if visible_to(owner).filter(pk=record.pk).exists()}
         subscriptions = [subscription for subscription in subscriptions if subscription.owner_id in seeing]
-    if not subscriptions:
-        return None
-    return _create_event(type=type, data=data(), subscriptions=subscriptions)
+    owners = None if record_owners is None else sorted({owner for owner in record_owners if owner is not None})
+    return _create_event(type=type, data=data(), subscriptions=subscriptions, record_owners=owners)
 
 
-def emit_metrics_recomputed(
-    *, computed_at: datetime, periods: Iterable[str] = (), full: bool = False
-) -> WebhookEvent | None:
+def emit_metrics_recomputed(*, computed_at: datetime, periods: Iterable[str] = (), full: bool = False) -> WebhookEvent:
     """Tell `metrics.recomputed` subscribers that fresh metrics are readable (for the metrics engine to call).
 
     The payload names only what was recomputed (`computed_at`, the periods, whether it was a full recompute), no
@@ -195,7 +210,7 @@ def emit_metrics_recomputed(
 
 @transaction.atomic
 def prune_delivery_log(*, older_than: datetime) -> int:
-    """Delete finished deliveries created before `older_than`, then the events no delivery refers to any more.
+    """Delete finished deliveries created before `older_than`; their events stay for the event list (`prune_events`).
 
     Deliveries still pending or retrying are kept whatever their age. Returns the number of deliveries deleted.
     """
@@ -203,8 +218,65 @@ def prune_delivery_log(*, older_than: datetime) -> int:
         created_at__lt=older_than, status__in=[DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED]
     )
     deleted, _ = finished.delete()
-    WebhookEvent.objects.filter(created_at__lt=older_than, deliveries__isnull=True).delete()
     return deleted
+
+
+@transaction.atomic
+def prune_events(*, older_than: datetime) -> int:
+    """Delete the events created before `older_than` that no delivery refers to any more (one still in the log keeps
+    its event). Returns the number of events deleted."""
+    old = WebhookEvent.objects.filter(created_at__lt=older_than).exclude(
+        Exists(WebhookDelivery.objects.filter(event=OuterRef("pk")))
+    )
+    deleted, _ = old.delete()
+    return deleted
+
+
+# --- Replay -------------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def replay_events(
+    *, subscription: WebhookSubscription, after: int | None = None, since: datetime | None = None
+) -> ReplayResult:
+    """Deliver again to `subscription` the events of its types its owner may see, from the event list, after event
+    `after` (a `sequence`) or created at or after `since`; at most `WEBHOOK_REPLAY_MAX_EVENTS`, oldest first.
+
+    Each event keeps its id and body; each attempt is signed afresh. An event the subscription already had a
+    delivery of gets that delivery back as pending (its attempts counted anew), others get a new one; the sending
+    tasks are queued once this commits, as for new events.
+    """
+    if (after is None) == (since is None):
+        raise ValidationError({"after": "Give either `after` (an event's sequence) or `since` (a time), not both."})
+    if not subscription.is_active:
+        raise ValidationError({"is_active": "The subscription is disabled: switch it back on before a replay."})
+    events = visible_events(user=subscription.owner, types=subscription.events)
+    events = events.filter(sequence__gt=after) if after is not None else events.filter(created_at__gte=since)
+    limit = settings.WEBHOOK_REPLAY_MAX_EVENTS
+    chosen = list(events.order_by("sequence").values_list("pk", "sequence")[: limit + 1])
+    complete = len(chosen) <= limit
+    chosen = chosen[:limit]
+    now = timezone.now()
+    deliveries = WebhookDelivery.objects.bulk_create(
+        [WebhookDelivery(subscription=subscription, event_id=event_id, next_attempt_at=now) for event_id, _ in chosen],
+        update_conflicts=True,
+        unique_fields=["subscription", "event"],
+        update_fields=[
+            "created_at",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_error",
+            "response_status",
+            "latency_ms",
+            "response_body_prefix",
+            "delivered_at",
+        ],
+    )
+    delivery_ids = [delivery.pk for delivery in deliveries]
+    if delivery_ids:
+        transaction.on_commit(lambda: _queue_deliveries(delivery_ids))
+    return ReplayResult(queued=len(delivery_ids), last_sequence=chosen[-1][1] if chosen else None, complete=complete)
 
 
 def send_test_event(*, subscription: WebhookSubscription) -> WebhookDelivery:

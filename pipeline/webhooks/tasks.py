@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from pipeline.webhooks.models import DeliveryStatus, WebhookDelivery
 from pipeline.webhooks.sending import OPEN_STATUSES, attempt_delivery
-from pipeline.webhooks.services import prune_delivery_log
+from pipeline.webhooks.services import prune_delivery_log, prune_events
 
 SWEEP_BATCH = 1000
 
@@ -44,5 +44,11 @@ def send_due_deliveries() -> int:
 
 @shared_task(name="pipeline.webhooks.prune_delivery_log", ignore_result=True)
 def prune_old_deliveries() -> int:
-    """Keep the delivery log (and the events in it) for `WEBHOOK_LOG_RETENTION_DAYS`."""
+    """Keep the delivery log for `WEBHOOK_LOG_RETENTION_DAYS`."""
     return prune_delivery_log(older_than=timezone.now() - timedelta(days=settings.WEBHOOK_LOG_RETENTION_DAYS))
+
+
+@shared_task(name="pipeline.webhooks.prune_events", ignore_result=True)
+def prune_old_events() -> int:
+    """Keep the event list for `EVENT_RETENTION_DAYS` (an event still in the delivery log stays with it)."""
+    return prune_events(older_than=timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS))

@@ -1,10 +1,12 @@
-"""`/api/v1/webhooks/`: a user's webhook subscriptions, their delivery log, a test event and secret rotation.
+"""`/api/v1/webhooks/`: a user's webhook subscriptions, their delivery log, a test event, secret rotation and
+replay; `/api/v1/events/`: the events a user may see, oldest first.
 
 Subscriptions are visible only to their owner (another user's answers 404, an admin's included); every write is one
 call to `pipeline.webhooks.services`.
 """
 
 from django.db import transaction
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.decorators import action
@@ -14,7 +16,8 @@ from rest_framework.response import Response
 from config.api import DestroyMixin, UpdateMixin, VisibleViewSet
 from pipeline.webhooks import selectors, services
 from pipeline.webhooks import serializers as s
-from pipeline.webhooks.models import DeliveryStatus, WebhookSubscription
+from pipeline.webhooks.filters import EventFilter
+from pipeline.webhooks.models import DeliveryStatus, WebhookEvent, WebhookSubscription
 
 
 @extend_schema_view(
@@ -44,6 +47,7 @@ class WebhookSubscriptionViewSet(UpdateMixin, DestroyMixin, VisibleViewSet):
             "deliveries": s.WebhookDeliverySerializer,
             "rotate_secret": s.WebhookSubscriptionWithSecretSerializer,
             "test": s.WebhookDeliverySerializer,
+            "replay": s.ReplayRequestSerializer,
         }.get(self.action, s.WebhookSubscriptionSerializer)
 
     @extend_schema(
@@ -103,3 +107,31 @@ class WebhookSubscriptionViewSet(UpdateMixin, DestroyMixin, VisibleViewSet):
             deliveries = deliveries.filter(status=wanted)
         page = self.paginate_queryset(deliveries)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        request=s.ReplayRequestSerializer,
+        responses={202: s.ReplayResultSerializer},
+        description="Deliver again the events of this subscription's types that its owner may see, after an event "
+        "(`after`: its `sequence`) or since a time (`since`), oldest first and at most `WEBHOOK_REPLAY_MAX_EVENTS` "
+        "per call. Each keeps its event `id` (de-duplicate on it) and is signed afresh. The subscription must be "
+        "active.",
+    )
+    @action(detail=True, methods=["post"])
+    def replay(self, request, pk=None):
+        subscription = self.get_editable_object()
+        result = services.replay_events(subscription=subscription, **self.validated_data())
+        return Response(s.ReplayResultSerializer(result).data, status=status.HTTP_202_ACCEPTED)
+
+
+class EventViewSet(VisibleViewSet):
+    """Every event webhooks send, about the records the signed-in user may see (SPEC §2), oldest first (ascending
+    `sequence`), kept `EVENT_RETENTION_DAYS`, whether or not anybody subscribed to it. After an outage, a receiver
+    walks it from the last `sequence` it processed (`?after=`), following `next`."""
+
+    model = WebhookEvent
+    serializer_class = s.WebhookEventSerializer
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = EventFilter
+
+    def visible_queryset(self):
+        return selectors.visible_events(user=self.request.user)

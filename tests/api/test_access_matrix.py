@@ -86,6 +86,7 @@ SHARED_ENDPOINTS = [
     ("team detail", "/api/v1/teams/{team}/"),
     ("me", "/api/v1/me/"),
     ("tokens", "/api/v1/tokens/"),
+    ("events", "/api/v1/events/"),
 ]
 
 # Writes naming the rep's records by id: accepted only from those who may see (or, for owners, change) them;
@@ -244,6 +245,69 @@ def test_api_tokens_are_private_to_their_owner(org, api, role):
 def test_only_admins_change_the_configuration(api, ids, role, endpoint, method, path, body, success):
     response = getattr(api(role), method)(fill(path, ids), fill(body, ids), format="json")
     expected = 401 if role in UNAUTHENTICATED else success if role == "admin" else 403
+    assert response.status_code == expected, response.content
+
+
+# --- The event list and replay ----------------------------------------------------------------------------------
+# An event is listed to whoever may see its record (an activity: whoever sees its owner's records or its deal's), as
+# a subscription receives it; an event about no record (metrics.recomputed) to everyone signed in.
+
+
+@pytest.fixture
+def rep_events(org, rep_records, django_capture_on_commit_callbacks):
+    """The events about the rep's records (a deal changed, a lead created, an activity the admin logged on the rep's
+    deal), one about the other rep's lead and one about no record, by type: {type: event id}."""
+    from datetime import UTC, datetime
+
+    from pipeline import services
+    from pipeline.webhooks.services import emit_metrics_recomputed
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.update_deal(deal=rep_records.deal, actor=org.rep, title="Deal of rep, renamed")
+        services.create_lead(actor=org.rep, last_name="Another lead of rep")
+        services.log_activity(actor=org.admin, kind="call", subject="Admin calls", deal=rep_records.deal)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.create_lead(actor=org.other_rep, last_name="Lead of the other rep")
+    from pipeline.webhooks.models import WebhookEvent
+
+    events = {event.type: str(event.id) for event in WebhookEvent.objects.exclude(type="lead.created")}
+    events["lead.created"] = str(
+        WebhookEvent.objects.get(type="lead.created", data__last_name="Another lead of rep").id
+    )
+    events["other lead"] = str(WebhookEvent.objects.get(data__last_name="Lead of the other rep").id)
+    events["metrics.recomputed"] = str(emit_metrics_recomputed(computed_at=datetime(2026, 11, 25, tzinfo=UTC)).id)
+    return events
+
+
+@pytest.mark.parametrize("visibility", ["own", "team"])
+@pytest.mark.parametrize("role", ROLES)
+def test_the_event_list_shows_an_event_exactly_to_those_who_see_its_record(
+    settings, api, org, rep_events, visibility, role
+):
+    settings.REP_VISIBILITY = visibility
+    response = api(role).get("/api/v1/events/?page_size=200")
+    if role in UNAUTHENTICATED:
+        assert response.status_code == 401
+        return
+    assert response.status_code == 200, response.content
+    listed = {row["id"] for row in response.json()["results"]}
+    for kind in ("deal.updated", "lead.created", "activity.created"):
+        assert (rep_events[kind] in listed) == sees(role, visibility), kind
+    sees_other_rep = role in {"other_rep", "other_manager", "admin"}
+    assert (rep_events["other lead"] in listed) == sees_other_rep
+    assert rep_events["metrics.recomputed"] in listed
+    detail = api(role).get(f"/api/v1/events/{rep_events['deal.updated']}/")
+    assert detail.status_code == (200 if sees(role, visibility) else 404)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_webhook_replay_is_for_the_subscription_owner_only(settings, org, api, role):
+    from pipeline.webhooks.services import create_subscription
+
+    settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    subscription = create_subscription(owner=org.rep, url="http://127.0.0.1:9/in", events=["deal.created"])
+    response = api(role).post(f"/api/v1/webhooks/{subscription.pk}/replay/", {"after": 0}, format="json")
+    expected = 401 if role in UNAUTHENTICATED else (202 if role == "rep" else 404)
     assert response.status_code == expected, response.content
 
 

@@ -67,3 +67,20 @@ def test_metric_reads_document_their_rows_parameters_and_answers(schema):
     assert recompute["503"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorDetail"}
     quota = components["Quota"]["properties"]
     assert quota["metrics"]["nullable"] is True and quota["metrics"]["readOnly"] is True
+
+
+def test_the_event_list_and_replay_are_documented(schema):
+    events = schema["paths"]["/api/v1/events/"]["get"]
+    parameters = {parameter["name"]: parameter for parameter in events["parameters"]}
+    assert {"after", "type", "cursor", "page_size"} <= set(parameters)
+    assert parameters["after"]["schema"] == {"type": "integer", "minimum": 0}
+    assert "sequence" in parameters["after"]["description"]
+    assert "deal.won" in parameters["type"]["schema"]["enum"]
+    row = schema["components"]["schemas"]["WebhookEvent"]["properties"]
+    assert set(row) == {"id", "sequence", "type", "created_at", "data"}
+    replay = schema["paths"]["/api/v1/webhooks/{id}/replay/"]["post"]
+    assert {"202", "400", "404"} <= set(replay["responses"])
+    body = replay["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert set(schema["components"]["schemas"][body]["properties"]) == {"after", "since"}
+    answer = replay["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert set(schema["components"]["schemas"][answer]["properties"]) == {"queued", "last_sequence", "complete"}

@@ -33,7 +33,7 @@ def test_a_created_deal_is_delivered_signed_with_the_api_representation(org, pip
     assert verify(secret=subscription.secret, header=request.headers["X-Signature"], body=request.body)
     assert not verify(secret="whsec_wrong", header=request.headers["X-Signature"], body=request.body)
     payload = request.json
-    assert set(payload) == {"id", "type", "created_at", "data"}
+    assert set(payload) == {"id", "sequence", "type", "created_at", "data"}
     assert payload["type"] == "deal.created"
     assert str(uuid.UUID(payload["id"])) == payload["id"] == request.headers["X-Webhook-Id"]
     assert payload["data"] == dict(DealSerializer(deal).data)
@@ -237,9 +237,10 @@ def test_a_metrics_recompute_tells_its_subscribers(org, receiver, after_commit, 
     assert abs(sent_at - run.computed_at).total_seconds() < 0.001  # the API writes milliseconds
 
 
-def test_nobody_subscribed_means_no_event_is_stored(org):
-    assert webhooks.emit_metrics_recomputed(computed_at=datetime(2026, 11, 25, tzinfo=UTC)) is None
-    assert not WebhookEvent.objects.exists()
+def test_an_event_nobody_subscribed_to_is_stored_for_the_event_list_without_deliveries(org):
+    event = webhooks.emit_metrics_recomputed(computed_at=datetime(2026, 11, 25, tzinfo=UTC))
+    assert list(WebhookEvent.objects.all()) == [event]
+    assert not WebhookDelivery.objects.exists()
 
 
 # --- Visibility (SPEC §2): a subscription receives only what its owner may see --------------------------------------
@@ -277,7 +278,7 @@ def test_an_inactive_owner_receives_nothing(org, pipeline, receiver, after_commi
         make_deal(owner=org.rep, pipeline=pipeline)
         webhooks.emit_metrics_recomputed(computed_at=datetime(2026, 11, 25, tzinfo=UTC))
     assert receiver.received == []
-    assert not WebhookEvent.objects.exists()
+    assert not WebhookDelivery.objects.exists()
 
 
 def test_a_demoted_admin_stops_receiving_the_company(org, pipeline, receiver, after_commit):

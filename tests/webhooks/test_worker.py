@@ -79,3 +79,23 @@ def test_deliveries_go_through_a_real_worker_retried_and_signed(org, pipeline, r
         f"(min {min(latencies):.1f}, max {max(latencies):.1f}); from queued to receipt: median "
         f"{statistics.median(after_queuing):.1f} ms (min {min(after_queuing):.1f}, max {max(after_queuing):.1f})"
     )
+
+
+def test_a_replay_goes_through_a_real_worker_with_the_original_ids(org, pipeline, receiver, worker):
+    from pipeline.webhooks.models import WebhookEvent
+    from tests.api.conftest import client_for
+
+    # Written while no subscription existed (the receiver's own outage, say): only the event list has them.
+    deals = [make_deal(owner=org.rep, pipeline=pipeline, title=f"Missed {n}") for n in range(3)]
+    events = list(WebhookEvent.objects.filter(type="deal.created").order_by("sequence"))
+    assert [event.data["id"] for event in events] == [deal.pk for deal in deals]
+    subscription = webhooks.create_subscription(owner=org.rep, url=receiver.url + "/hook", events=["deal.created"])
+
+    response = client_for(org.rep).post(f"/api/v1/webhooks/{subscription.pk}/replay/", {"after": 0}, format="json")
+    assert response.status_code == 202, response.content
+    assert response.json()["queued"] == 3
+    received = receiver.wait_for(3, timeout=60)
+    assert sorted(request.json["id"] for request in received) == sorted(str(event.id) for event in events)
+    for request in received:
+        assert verify(secret=subscription.secret, header=request.headers["X-Signature"], body=request.body)
+    wait_until_recorded(3)
