@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("pipeline", "0013_range_indexes"),
+        ("pipeline", "0016_dealstate_close_date_index"),
     ]
 
     operations = [
