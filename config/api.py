@@ -647,8 +647,11 @@ class BatchUpsertMixin:
 
 
 def _external_id_key(item: dict) -> str | None:
-    """The external id an item is keyed by, as the serializer will read it (trimmed text), or None."""
+    """The external id an item is keyed by, as the serializer will read it (trimmed text), or None. An id with a NUL
+    character is held by no record (PostgreSQL text cannot hold one, so looking it up would fail): its item is
+    refused by the serializer, field by field, like any other bad value."""
     value = item.get("external_id")
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
-    return str(value).strip() or None
+    key = str(value).strip()
+    return key if key and "\x00" not in key else None

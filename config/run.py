@@ -119,7 +119,10 @@ def main() -> int:
 
         # No banners (`-q`), and warnings only unless CELERY_LOGLEVEL says otherwise: a line per task every few
         # seconds would push the address and the logins off the screen.
-        celery = [sys.executable, "-m", "celery", "-A", "config", "-q"]
+        # Nor Celery's warning against running as root, which a local run in a container or on a CI machine gets:
+        # it tells the developer nothing they chose not to know, in eight lines under the logins.
+        not_as_root = "-Wignore:You're running the worker with superuser privileges"
+        celery = [sys.executable, not_as_root, "-m", "celery", "-A", "config", "-q"]
         loglevel = os.environ.get("CELERY_LOGLEVEL", "WARNING")
         embedded.DATA_DIR.mkdir(parents=True, exist_ok=True)
         commands = {

@@ -394,3 +394,13 @@ def test_who_may_update_a_reps_deal_through_the_batch(api, org, pipeline, settin
     else:  # visible to the teammate with "team" or not: the same answer, and the deal as it was
         assert item == {"index": 0, "status": 400, "id": None, "errors": {"external_id": [EXTERNAL_ID_TAKEN]}}
         assert deal.title == "Rep's" and Deal.objects.filter(external_id="rep-1").count() == 1
+
+
+def test_an_external_id_with_a_nul_character_is_refused_at_its_item(org, pipeline):
+    # Found by the schema fuzzer: the lookup of such an id by external_id failed in PostgreSQL (a 500).
+    answer = client_for(org.rep).post(
+        "/api/v1/deals/batch/", {"items": [{"title": "Nul", "external_id": "R\x00"}]}, format="json"
+    )
+    assert answer.status_code == 200
+    [item] = answer.json()["items"]
+    assert item["status"] == 400 and "external_id" in item["errors"]

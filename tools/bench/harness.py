@@ -31,6 +31,7 @@ ROWS = (
     "recompute_full",
     "metrics",
     "deal_list",
+    "deal_list_deep",
     "board",
     "recompute_scheduled",
     "recompute_one_move",
@@ -442,6 +443,36 @@ class Bench:
                 "target": "p95 ≤ 60 ms; queries constant",
                 "met": p95 <= 60 and constant and set(measured["statuses"]) == {"200"},
                 "details": measured,
+            }
+        )
+
+    def row_deal_list_deep(self) -> None:
+        """The whole deal list in its default order, at page 1 and at a deep cursor: a keyset page seeks where the
+        last one ended (no OFFSET, no COUNT), so the deep page must cost what the first does (SPEC §4, §6)."""
+        first = "/api/v1/deals/?page_size=50"
+        depth = 200 if self.size == "L" else 10
+        deep, reached = first, 0
+        while reached < depth:
+            status, body = self.api("GET", deep)
+            if status != 200 or not body.get("next"):
+                break
+            link = urlsplit(body["next"])
+            deep, reached = f"{link.path}?{link.query}", reached + 1
+        count = 400 if self.size == "L" else 200
+        measured = {
+            name: self.drive([path], headers=self.auth, concurrency=4, requests=count, seconds=60)
+            for name, path in (("first", first), ("deep", deep))
+        }
+        p95 = {name: one.get("p95_ms") or math.inf for name, one in measured.items()}
+        statuses = set(measured["first"]["statuses"]) | set(measured["deep"]["statuses"])
+        self.rows.append(
+            {
+                "key": "deal_list_deep",
+                "what": f"GET deals/?page_size=50 (every deal), page 1 and page {reached + 1} by cursor, concurrency 4",
+                "measured": f"p95 {p95['first']:.1f} ms at page 1, {p95['deep']:.1f} ms at page {reached + 1}",
+                "target": "p95 ≤ 60 ms at both",
+                "met": max(p95.values()) <= 60 and statuses == {"200"},
+                "details": {**measured, "pages_walked": reached},
             }
         )
 
