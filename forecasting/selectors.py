@@ -420,6 +420,248 @@ def quota_metrics(*, quota_ids: list[int]) -> tuple[MetricsRun | None, dict[int,
     return run, {row.values["quota_id"]: row.values for row in rows}
 
 
+# --- Pacing: won so far against the pace of the last periods (SPEC §3a) ---------------------------------------------
+
+PACING_GROUPS = (GroupKind.COMPANY, GroupKind.TEAM, GroupKind.OWNER)  # the groups a quota is set for
+PACING_HISTORY = 4  # periods of the same kind whose pace the expected share is the median of
+
+_PACING_GROUP_SQL = {GroupKind.COMPANY: "NULL::bigint", GroupKind.OWNER: "d.owner_id", GroupKind.TEAM: "u.team_id"}
+
+
+@dataclass(frozen=True)
+class PaceOfPeriod:
+    """One of the last periods of the same kind: its won amount by the same day, its whole won amount, and the
+    share the first is of the second (None when it won nothing: no pace to learn from)."""
+
+    period: Period
+    won_by_day: Decimal
+    won: Decimal
+
+    @property
+    def share(self) -> Decimal | None:
+        return self.won_by_day / self.won if self.won else None
+
+
+@dataclass(frozen=True)
+class PacingRow:
+    """The pacing of one group in a period (SPEC §3a), with every input beside the numbers derived from them.
+
+    `key` is the group's id (owner, team), None for the company (and for the owners of no team)."""
+
+    key: int | None
+    won_to_date: Decimal
+    quota: Decimal | None  # the quota for exactly this period (the company: its teams' added up); None without one
+    history: tuple[PaceOfPeriod, ...]  # the last periods of the same kind, the latest first
+    weighted_learned: Decimal | None  # the learned weighted forecast of the period (None before the first recompute)
+    trailing_won: int  # deals won and closed (won or lost) over the four complete quarters before today's
+    trailing_closed: int
+
+    @property
+    def trailing_win_rate(self) -> Decimal | None:
+        return Decimal(self.trailing_won) / self.trailing_closed if self.trailing_closed else None
+
+    @property
+    def expected_share(self) -> Decimal | None:
+        """The median, over the last periods that won anything, of the share of their wins reached by this day."""
+        shares = sorted(pace.share for pace in self.history if pace.share is not None)
+        if not shares:
+            return None
+        middle = len(shares) // 2
+        return shares[middle] if len(shares) % 2 else (shares[middle - 1] + shares[middle]) / 2
+
+    @property
+    def expected_won_to_date(self) -> Decimal | None:
+        """What the quota and the pace of the past say should have been won by now."""
+        share = self.expected_share
+        return None if self.quota is None or share is None else self.quota * share
+
+    @property
+    def pace(self) -> Decimal | None:
+        """Won to date ÷ (quota × expected share): 1 is on pace; None without a quota, a pace, or when 0 is expected."""
+        expected = self.expected_won_to_date
+        return self.won_to_date / expected if expected else None
+
+    @property
+    def remaining(self) -> Decimal | None:
+        """What the quota still needs beyond the won amount and the learned weighted forecast: max(…, 0)."""
+        if self.quota is None or self.weighted_learned is None:
+            return None
+        return max(self.quota - self.won_to_date - self.weighted_learned, Decimal(0))
+
+    @property
+    def pipeline_needed(self) -> Decimal | None:
+        """The new pipeline that wins the remainder at the trailing win rate, to the cent; 0 when nothing remains,
+        None without a quota, a forecast, or a win rate (nothing closed, or nothing won)."""
+        remaining = self.remaining
+        if remaining is None or remaining == 0:
+            return remaining
+        if not self.trailing_won:
+            return None
+        # remaining ÷ (won / closed) as one exact division: a rounded rate such as 1/3 would be off in the cents.
+        return (remaining * self.trailing_closed / self.trailing_won).quantize(Decimal("0.01"))
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """The pacing of a period at an instant: day `day` of `days` (0 before it begins), one row per group."""
+
+    period: Period
+    at: datetime
+    day: int
+    days: int
+    computed_at: datetime | None  # of the recompute the learned forecast and the win rates come from
+    rows: tuple[PacingRow, ...]
+
+
+def _local_midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, ZoneInfo(settings.TIME_ZONE))
+
+
+def forecast_pacing(*, user: User, period: Period, group: str, at: datetime | None = None) -> Pacing:
+    """The pacing of `period` at `at` (default: now) per group `user` may see (the metric rows' rule: company rows
+    for admins only), for the company, each team or each owner (SPEC §3a).
+
+    Day d counts the days of the period begun by `at` in TIME_ZONE (1 on its first day). The expected share is the
+    median over the last four periods of the same kind that won anything of (won amount by the end of their day d ÷
+    their won amount); won amounts are of the deals won now, by closed_at, in the owner's current team as the
+    metrics count them. The learned weighted forecast and the trailing win rates (won and lost counts of the four
+    complete quarters before the one `at` falls in) are the latest recompute's. One SQL query reads the wins of the
+    five periods; every other read is one query, whatever the number of groups.
+    """
+    group = GroupKind(group)
+    if group not in PACING_GROUPS:
+        raise ValueError(f"Pacing is per company, team or owner, not {group.value}.")
+    at = at or timezone.now()
+    today = timezone.localtime(at, ZoneInfo(settings.TIME_ZONE)).date()
+    days = (period.end - period.start).days
+    day = min(max((today - period.start).days + 1, 0), days)
+    past = [period]
+    for _ in range(PACING_HISTORY):
+        past.append(past[-1].previous())
+    run = latest_run()
+    keys = _pacing_keys(user, group)
+    rows = [] if keys == set() else _won_by_day(user, group, period, past, day, at)
+    won: dict = {}
+    for key, index, by_day, total in rows:
+        if keys is None or key in keys:
+            won[key, index] = (by_day, total)
+    groups = (keys or set()) | {key for key, _ in won}
+    quotas = _pacing_quotas(user, group, period, groups)
+    forecasts, trailing = _pacing_metrics(user, group, period, today, run) if run else ({}, {})
+    zero = Decimal("0.00")
+    result = []
+    for key in sorted(groups, key=lambda key: (key is None, key)):
+        won_to_date = won.get((key, 0), (zero, zero))[0]
+        history = tuple(
+            PaceOfPeriod(past[index], *won.get((key, index), (zero, zero))) for index in range(1, len(past))
+        )
+        result.append(
+            PacingRow(
+                key=key,
+                won_to_date=won_to_date,
+                quota=quotas.get(key),
+                history=history,
+                weighted_learned=forecasts.get(key, zero if run else None),
+                trailing_won=trailing.get(key, (0, 0))[0],
+                trailing_closed=trailing.get(key, (0, 0))[1],
+            )
+        )
+    return Pacing(period, at, day, days, run.as_of if run else None, tuple(result))
+
+
+def _pacing_keys(user: User, group: str) -> set | None:
+    """The groups answered even with nothing won: the company (admins), the teams `user` sees, the active owners
+    whose records they see; None (an admin's teams and owners): every one there is."""
+    visible, keys = _group_visible(user, group)
+    if not visible:
+        return set()
+    if group == GroupKind.COMPANY:
+        return {None}
+    if group == GroupKind.TEAM:
+        return set(Team.objects.values_list("pk", flat=True)) if keys is None else keys
+    active = User.objects.filter(is_active=True)
+    if keys is not None:
+        active = active.filter(pk__in=keys)
+    return set(active.values_list("pk", flat=True))
+
+
+def _won_by_day(user: User, group: str, period: Period, past: list[Period], day: int, at: datetime) -> list[tuple]:
+    """(group, index in `past`, won by the cutoff, won in the period) of each group that won in one of `past`: the
+    cutoff is `at` for the period itself (index 0), the end of day `day` (at most the period's end) for the others."""
+    froms = [_local_midnight(each.start) for each in past]
+    tos = [_local_midnight(each.end) for each in past]
+    cutoffs = [min(at, tos[0])] + [
+        min(_local_midnight(date.fromordinal(each.start.toordinal() + day)), _local_midnight(each.end))
+        for each in past[1:]
+    ]
+    owners = owners_visible_to(user)
+    sql = f"""
+    SELECT {_PACING_GROUP_SQL[group]} AS grp, p.idx - 1,
+           coalesce(sum(d.amount) FILTER (WHERE d.closed_at < p.cutoff), 0), coalesce(sum(d.amount), 0)
+      FROM pipeline_deal d
+      JOIN accounts_user u ON u.id = d.owner_id
+      JOIN unnest(%(froms)s::timestamptz[], %(tos)s::timestamptz[], %(cutoffs)s::timestamptz[])
+           WITH ORDINALITY AS p(starts, ends, cutoff, idx)
+        ON d.closed_at >= p.starts AND d.closed_at < p.ends
+     WHERE d.status = 'won' AND d.closed_at >= %(since)s AND d.closed_at < %(until)s
+       AND (%(owners)s::bigint[] IS NULL OR d.owner_id = ANY(%(owners)s::bigint[]))
+     GROUP BY 1, 2"""
+    params = {
+        "froms": froms,
+        "tos": tos,
+        "cutoffs": cutoffs,
+        "since": min(froms),
+        "until": max(tos),
+        "owners": None if owners is None else list(User.objects.filter(pk__in=owners).values_list("pk", flat=True)),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _pacing_quotas(user: User, group: str, period: Period, groups: set) -> dict:
+    """Each group's quota for exactly `period`: an owner's, a team's, the company's teams' added up."""
+    quotas = visible_quotas(user=user).filter(period_start=period.start, period_end=period.end)
+    if group == GroupKind.OWNER:
+        return dict(quotas.filter(user__in=[key for key in groups if key]).values_list("user_id", "amount"))
+    team_quotas = list(quotas.filter(team__isnull=False).values_list("team_id", "amount"))
+    if group == GroupKind.TEAM:
+        return dict(team_quotas)
+    return {None: sum(amount for _, amount in team_quotas)} if team_quotas else {}
+
+
+def _pacing_metrics(user: User, group: str, period: Period, today: date, run: MetricsRun) -> tuple[dict, dict]:
+    """From `run`: each group's learned weighted forecast of `period` (the forecast family's `weighted_learned`), and
+    its deals won and closed over the four complete quarters before today's (the win-rate family's counts)."""
+    column = GROUP_COLUMN.get(group)
+
+    def key_of(row: MetricSnapshot):
+        return getattr(row, column) if column else None
+
+    forecast = SnapshotQuery(
+        metric=Metric.FORECAST, group_kind=group, period_kind=period.kind, period_start=period.start
+    )
+    _, rows = visible_snapshot_rows(user=user, query=forecast, run=run)
+    forecasts = {key_of(row): Decimal(row.values["weighted_learned"]) for row in rows}
+    quarter = Period.containing(today, PeriodKind.QUARTER)
+    first = quarter
+    for _ in range(4):
+        first = first.previous()
+    outcomes = SnapshotQuery(
+        metric=Metric.DEAL_OUTCOMES,
+        group_kind=group,
+        period_kind=PeriodKind.QUARTER,
+        range_start=first.start,
+        range_end=quarter.start,
+    )
+    _, rows = visible_snapshot_rows(user=user, query=outcomes, run=run)
+    counts: dict = {}
+    for row in rows:
+        won, lost = counts.get(key_of(row), (0, 0))
+        counts[key_of(row)] = (won + row.values["won"], lost + row.values["lost"])
+    return forecasts, {key: (won, won + lost) for key, (won, lost) in counts.items()}
+
+
 # --- The pipeline waterfall and slippage, over the deal history (SPEC §3a) -----------------------------------------
 
 # The buckets of a waterfall in the order SPEC §3a lists them, with the side of the identity each is on.

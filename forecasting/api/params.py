@@ -222,3 +222,22 @@ class SlippageQuerySerializer(serializers.Serializer):
         if period.start > timezone.localdate():
             raise serializers.ValidationError("This period has not begun: nothing has slipped out of it yet.")
         return period
+
+
+class PacingQuerySerializer(serializers.Serializer):
+    """Pacing of one calendar period, for the company, per team or per owner (the groups a quota is set for)."""
+
+    period = serializers.RegexField(
+        PERIOD_SCHEMA_PATTERN, help_text="A month `2026-11`, a quarter `2026-Q4` or a year `2026`."
+    )
+    group = serializers.ChoiceField(
+        choices=[GroupKind.COMPANY, GroupKind.TEAM, GroupKind.OWNER],
+        default=GroupKind.COMPANY,
+        help_text="Which rows: the whole company (admins), per team or per owner.",
+    )
+
+    def validate_period(self, value: str) -> Period:
+        try:
+            return Period.parse(value)
+        except PeriodError as error:
+            raise serializers.ValidationError(str(error)) from error

@@ -371,3 +371,81 @@ def history_page_of(name: str, row: type[serializers.Serializer]) -> type[serial
         "results": row(many=True),
     }
     return type(name, (serializers.Serializer,), fields)
+
+
+# --- Pacing, computed when asked ----------------------------------------------------------------------------------
+
+
+class PaceOfPeriodSerializer(serializers.Serializer):
+    period = serializers.CharField(help_text="One of the last four periods of the same kind, the latest first.")
+    won_by_day = serializers.DecimalField(max_digits=20, decimal_places=2, help_text="Won by the end of the same day.")
+    won = serializers.DecimalField(max_digits=20, decimal_places=2, help_text="Won in the whole period.")
+    share = serializers.FloatField(allow_null=True, help_text="won_by_day ÷ won; null when it won nothing.")
+
+
+class PacingRowSerializer(serializers.Serializer):
+    key = serializers.IntegerField(allow_null=True, help_text="The team or owner id; null for the company.")
+    won_to_date = serializers.DecimalField(max_digits=20, decimal_places=2)
+    quota = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=2,
+        allow_null=True,
+        help_text="For exactly this period (the company: its teams' added up); null without one.",
+    )
+    expected_share = serializers.FloatField(
+        allow_null=True,
+        help_text="The median over the last four periods that won anything of the share of their wins reached by "
+        "this day; null when none did.",
+    )
+    expected_won_to_date = serializers.DecimalField(
+        max_digits=20, decimal_places=2, allow_null=True, help_text="quota × expected_share."
+    )
+    pace = serializers.FloatField(
+        allow_null=True, help_text="won_to_date ÷ (quota × expected_share): 1 is on pace; null when undefined."
+    )
+    weighted_learned = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=2,
+        allow_null=True,
+        help_text="The learned weighted forecast of the period (the latest recompute's).",
+    )
+    trailing_win_rate = serializers.FloatField(
+        allow_null=True, help_text="Won ÷ closed over the four complete quarters before today's; null if none closed."
+    )
+    remaining = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=2,
+        allow_null=True,
+        help_text="max(quota − won_to_date − weighted_learned, 0).",
+    )
+    pipeline_needed = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=2,
+        allow_null=True,
+        help_text="remaining ÷ trailing_win_rate: the new pipeline that would win the rest; 0 when nothing remains, "
+        "null without a quota or a win rate.",
+    )
+    history = PaceOfPeriodSerializer(many=True)
+
+    def to_representation(self, instance: selectors.PacingRow) -> dict:
+        history = [
+            {"period": pace.period.key, "won_by_day": pace.won_by_day, "won": pace.won, "share": pace.share}
+            for pace in instance.history
+        ]
+        fields = [name for name in self.fields if name != "history"]
+        return super().to_representation({name: getattr(instance, name) for name in fields} | {"history": history})
+
+
+class PacingPageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    count = serializers.IntegerField(required=False, help_text="Rows in all pages; only with `?count=true`.")
+    computed_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Of the recompute the learned forecast and the win rates come from; null before the first (the "
+        "won amounts are read when asked).",
+    )
+    period = serializers.CharField()
+    day = serializers.IntegerField(help_text="The day of the period today (1 on its first day, 0 before it begins).")
+    days = serializers.IntegerField(help_text="The days in the period.")
+    results = PacingRowSerializer(many=True)

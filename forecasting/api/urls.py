@@ -22,6 +22,7 @@ urlpatterns = [
     path("metrics/slippage/", views.SlippageView.as_view(), name="metrics-slippage"),
     path("forecast/waterfall/", views.WaterfallView.as_view(), name="forecast-waterfall"),
     path("forecast/waterfall/deals/", views.WaterfallDealsView.as_view(), name="forecast-waterfall-deals"),
+    path("forecast/pacing/", views.PacingView.as_view(), name="forecast-pacing"),
     path("forecast/", views.ForecastViewSet.as_view(LIST), name="forecast"),
     path("forecast/accuracy/", views.ForecastAccuracyViewSet.as_view(LIST), name="forecast-accuracy"),
     *router.urls,

@@ -36,6 +36,7 @@ from forecasting.api.filters import QuotaFilter
 from forecasting.api.params import (
     CalendarPeriodMetricQuerySerializer,
     MetricFilterSerializer,
+    PacingQuerySerializer,
     PeriodMetricQuerySerializer,
     SlippageQuerySerializer,
     StagePeriodMetricQuerySerializer,
@@ -49,6 +50,8 @@ from forecasting.api.serializers import (
     FunnelRowSerializer,
     LeadRowSerializer,
     LearnedProbabilityRowSerializer,
+    PacingPageSerializer,
+    PacingRowSerializer,
     PastDueRowSerializer,
     QuotaSerializer,
     RecomputeQueuedSerializer,
@@ -510,3 +513,34 @@ class SlippageView(HistoryReadView):
     def represent(self, request: Request, params: dict, page: list) -> list:
         rows = [{**dataclasses.asdict(row), "slipped_share": row.slipped_share} for row in page]
         return SlippageRowSerializer(rows, many=True).data
+
+
+@extend_schema(
+    parameters=[PacingQuerySerializer],
+    responses={200: PacingPageSerializer},
+    description="Pacing of a period (SPEC §3a) per group: won to date against what the quota and the pace of the "
+    "last four periods of the same kind expect by today (the median share of a period's wins reached by the same "
+    "day), and the pipeline still needed beyond the learned weighted forecast at the trailing-four-quarter win "
+    "rate, with every input. Company rows for admins; teams and owners by the metric rows' rule.",
+)
+class PacingView(APIView):
+    def get(self, request: Request) -> Response:
+        query = PacingQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        pacing = selectors.forecast_pacing(
+            user=request.user, period=query.validated_data["period"], group=query.validated_data["group"]
+        )
+        paginator = ApiPagination()
+        page = paginator.paginate_queryset(list(pacing.rows), request, view=self)
+        envelope = paginator.envelope(PacingRowSerializer(page, many=True).data)
+        results = envelope.pop("results")
+        return Response(
+            {
+                **envelope,
+                "computed_at": pacing.computed_at,
+                "period": pacing.period.key,
+                "day": pacing.day,
+                "days": pacing.days,
+                "results": results,
+            }
+        )

@@ -504,7 +504,7 @@ def test_only_managers_and_admins_start_and_follow_a_recompute(api, role, monkey
     assert followed.status_code == (expected or 200), followed.content
 
 
-# --- Reads of the deal history: the waterfall and slippage follow the metric rows' rule ----------------------------
+# --- Reads computed when asked: the waterfall, slippage and pacing follow the metric rows' rule -----------------
 
 
 @pytest.fixture
@@ -539,6 +539,9 @@ def history_reads(org, pipeline):
         "waterfall of the company": (f"/api/v1/forecast/waterfall/?{when}", None, admin_only),
         "slippage per owner": (f"/api/v1/metrics/slippage/?period={month.key}&group=owner", org.rep.pk, sees),
         "slippage of the company": (f"/api/v1/metrics/slippage/?period={month.key}", None, admin_only),
+        "pacing per owner": (f"/api/v1/forecast/pacing/?period={month.key}&group=owner", org.rep.pk, sees),
+        "pacing per team": (f"/api/v1/forecast/pacing/?period={month.key}&group=team", org.team.pk, sees_team),
+        "pacing of the company": (f"/api/v1/forecast/pacing/?period={month.key}", None, admin_only),
         "pushed out of the rep's row": (
             f"/api/v1/forecast/waterfall/deals/?{when}&group=owner&key={org.rep.pk}&bucket=pushed_out",
             deal.pk,
