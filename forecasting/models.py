@@ -273,3 +273,120 @@ class MetricsSettings(models.Model):
     def __str__(self) -> str:
         window = "all history" if self.lookback_days == 0 else f"{self.lookback_days} days"
         return f"Learned probabilities: {window}, prior strength {self.prior_strength}"
+
+
+# --- The forecast call (SPEC §3a, "Forecast submissions") ------------------------------------------------------------
+
+
+class CallCategory(models.TextChoices):
+    """What a forecast call states: cumulative, so best case ⊇ commit ⊇ won (SPEC §3a)."""
+
+    COMMIT = "commit", "Commit"
+    BEST_CASE = "best_case", "Best case"
+    MOST_LIKELY = "most_likely", "Most likely"
+
+
+# A forecast call is for a month or a quarter.
+CALL_PERIOD_KINDS = (PeriodKind.MONTH, PeriodKind.QUARTER)
+
+
+class ForecastSubmission(models.Model):
+    """A number stated in the forecast call: by a rep for themselves (`user`), or by a manager for a team they
+    manage (`team`), exactly one of the two; for one period (kind and first day, as `forecasting.periods.Period`)
+    and one category. Append-only (a trigger refuses UPDATE and DELETE): a new submission supersedes, the old ones
+    stay for the trend and commit reliability. Written by `forecasting.services.submit_forecast`.
+    """
+
+    submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="forecast_submissions"
+    )
+    team = models.ForeignKey(
+        "accounts.Team", on_delete=models.PROTECT, null=True, blank=True, related_name="forecast_submissions"
+    )
+    period_kind = models.CharField(max_length=8, choices=[(kind.value, kind.label) for kind in CALL_PERIOD_KINDS])
+    period_start = models.DateField()
+    category = models.CharField(max_length=16, choices=CallCategory.choices)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(0)])
+    note = models.TextField(blank=True)
+    submitted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-submitted_at", "-id"]
+        indexes = [
+            # The latest submission before an instant, per member or team (roll-up, trend, commit reliability).
+            models.Index(
+                fields=["period_kind", "period_start", "category", "user", "submitted_at"],
+                name="fsubmission_user_latest_idx",
+            ),
+            models.Index(
+                fields=["period_kind", "period_start", "category", "team", "submitted_at"],
+                name="fsubmission_team_latest_idx",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, team__isnull=True) | Q(user__isnull=True, team__isnull=False),
+                name="fsubmission_user_xor_team",
+            ),
+            models.CheckConstraint(
+                condition=Q(period_kind__in=[kind.value for kind in CALL_PERIOD_KINDS]),
+                name="fsubmission_period_kind_valid",
+            ),
+            models.CheckConstraint(condition=Q(category__in=CallCategory.values), name="fsubmission_category_valid"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="fsubmission_amount_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.team}: {self.category} {self.amount} for {self.period_kind} {self.period_start}"
+
+
+class ForecastAdjustment(models.Model):
+    """A manager's change of a member's forecast value (`user`), or an admin's of a manager's team number (`team`),
+    exactly one of the two, with the reason (`note`, required). It replaces the member's value from `adjusted_at`
+    on, until a later adjustment; the submissions stay visible beside it. Append-only, like the submissions.
+    Written by `forecasting.services.adjust_forecast`.
+    """
+
+    adjusted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="forecast_adjustments"
+    )
+    team = models.ForeignKey(
+        "accounts.Team", on_delete=models.PROTECT, null=True, blank=True, related_name="forecast_adjustments"
+    )
+    period_kind = models.CharField(max_length=8, choices=[(kind.value, kind.label) for kind in CALL_PERIOD_KINDS])
+    period_start = models.DateField()
+    category = models.CharField(max_length=16, choices=CallCategory.choices)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(0)])
+    note = models.TextField()
+    adjusted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-adjusted_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["period_kind", "period_start", "category", "user", "adjusted_at"],
+                name="fadjustment_user_latest_idx",
+            ),
+            models.Index(
+                fields=["period_kind", "period_start", "category", "team", "adjusted_at"],
+                name="fadjustment_team_latest_idx",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, team__isnull=True) | Q(user__isnull=True, team__isnull=False),
+                name="fadjustment_user_xor_team",
+            ),
+            models.CheckConstraint(
+                condition=Q(period_kind__in=[kind.value for kind in CALL_PERIOD_KINDS]),
+                name="fadjustment_period_kind_valid",
+            ),
+            models.CheckConstraint(condition=Q(category__in=CallCategory.values), name="fadjustment_category_valid"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="fadjustment_amount_not_negative"),
+            models.CheckConstraint(condition=Q(note__regex=r"\S"), name="fadjustment_note_required"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.team}: {self.category} adjusted to {self.amount} for {self.period_start}"

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,9 +21,12 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from accounts.models import Team, User
+from accounts.models import Role, Team, User
 from accounts.selectors import owners_visible_to
 from forecasting.models import (
+    CallCategory,
+    ForecastAdjustment,
+    ForecastSubmission,
     GroupKind,
     Metric,
     MetricSnapshot,
@@ -929,3 +932,593 @@ def slippage(*, user: User, period: Period, group: str, now: datetime | None = N
     found = _history_rows(sql, _params(period, starts, max(ends, starts)))
     rows = [SlippageRow(*row) for row in found if keys is None or row[0] in keys]
     return sorted(rows, key=lambda row: (row.key is None, row.key))
+
+
+# --- The forecast call: lock instants, the roll-up, the weekly trend, commit reliability (SPEC §3a) -----------------
+
+
+def _lock_time() -> time:
+    hours, minutes = settings.FORECAST_LOCK_TIME.split(":")
+    return time(int(hours), int(minutes))
+
+
+def period_instants(period: Period) -> tuple[datetime, datetime]:
+    """The instants `period` starts and ends at: local midnights in TIME_ZONE (SPEC §3: [start, end))."""
+    zone = ZoneInfo(settings.TIME_ZONE)
+    return datetime.combine(period.start, time.min, zone), datetime.combine(period.end, time.min, zone)
+
+
+def week_lock(at: datetime) -> datetime:
+    """The lock instant of the week `at` falls in: the first lock after `at` (FORECAST_LOCK_WEEKDAY at
+    FORECAST_LOCK_TIME in TIME_ZONE). A submission made exactly at a lock counts for the next week."""
+    zone = ZoneInfo(settings.TIME_ZONE)
+    local = at.astimezone(zone)
+    days = (settings.FORECAST_LOCK_WEEKDAY - local.weekday()) % 7
+    lock = datetime.combine(local.date() + timedelta(days=days), _lock_time(), zone)
+    return lock if lock > at else datetime.combine(local.date() + timedelta(days=days + 7), _lock_time(), zone)
+
+
+def lock_instants(period: Period) -> list[datetime]:
+    """The weekly lock instants inside `period` ([start, end)), oldest first: the forecast calls held in it."""
+    start, end = period_instants(period)
+    locks = []
+    lock = week_lock(start - timedelta(microseconds=1))
+    while lock < end:
+        locks.append(lock)
+        lock = week_lock(lock)
+    return locks
+
+
+def period_is_locked(period: Period, *, now: datetime | None = None) -> bool:
+    """Whether the forecast call of `period` is closed: the period has ended (in TIME_ZONE), so no later week can
+    take a new number."""
+    return (now or timezone.now()) >= period_instants(period)[1]
+
+
+def visible_forecast_submissions(user: User) -> QuerySet:
+    """Forecast submissions `user` may see (SPEC §2): those of the users whose records they may see (a rep's own,
+    their team's when REP_VISIBILITY is "team", a manager's teams' members and their own, all for an admin), and the
+    team numbers of the teams whose team-wide rows they may see."""
+    return _visible_calls(ForecastSubmission.objects.all(), user)
+
+
+def visible_forecast_adjustments(user: User) -> QuerySet:
+    """Forecast adjustments `user` may see: by the rule of `visible_forecast_submissions`."""
+    return _visible_calls(ForecastAdjustment.objects.all(), user)
+
+
+def _visible_calls(rows: QuerySet, user: User) -> QuerySet:
+    owners = owners_visible_to(user)
+    if owners is None:
+        return rows
+    if not user.is_active:
+        return rows.none()
+    return rows.filter(Q(user__in=owners) | Q(team__in=_teams_seen_by(user)))
+
+
+def adjustable_members(user: User) -> QuerySet[User]:
+    """Users whose forecast value `user` may adjust: for an admin anyone, for a manager the members of the teams
+    they manage other than themselves (nobody adjusts their own number), nobody otherwise."""
+    if not user.is_active or not (user.is_admin or user.is_manager):
+        return User.objects.none()
+    if user.is_admin:
+        return User.objects.all()
+    return User.objects.filter(team__in=Team.objects.filter(managers=user).values("pk")).exclude(pk=user.pk)
+
+
+@dataclass(frozen=True)
+class CallValues:
+    """The computed values of one owner and period (SPEC §3a): cumulative, best_case ≥ commit ≥ won."""
+
+    won: Decimal
+    commit: Decimal
+    best_case: Decimal
+    most_likely: Decimal
+
+    def of(self, category: str) -> Decimal:
+        return getattr(self, category)
+
+
+ZERO = Decimal("0.00")
+NOTHING_COMPUTED = CallValues(ZERO, ZERO, ZERO, ZERO)
+
+
+def computed_call_values(
+    *, period: Period, owner_ids: Sequence[int]
+) -> tuple[MetricsRun | None, dict[int, CallValues]]:
+    """The latest run and, per owner of `owner_ids` with forecast rows for `period`, the computed values of the
+    forecast call, read from the run's forecast snapshot (`forecasting.metrics.forecast`, the one place that sums
+    won, commit and best case per owner and period): commit = won + open commit, best_case = won + open commit +
+    open best case, most_likely = won + learned weighted forecast."""
+    run = latest_run()
+    if run is None or not owner_ids:
+        return run, {}
+    rows = MetricSnapshot.objects.filter(
+        run=run,
+        metric=Metric.FORECAST,
+        group_kind=GroupKind.OWNER,
+        period_kind=period.kind,
+        period_start=period.start,
+        owner_id__in=list(owner_ids),
+    ).values_list("owner_id", "values")
+    found = {}
+    for owner_id, values in rows:
+        won = Decimal(values["won_amount"])
+        found[owner_id] = CallValues(
+            won=won,
+            commit=won + Decimal(values["commit"]),
+            best_case=won + Decimal(values["best_case"]),
+            most_likely=won + Decimal(values["weighted_learned"]),
+        )
+    return run, found
+
+
+def cumulative(category: str, raw: dict[str, Decimal], won: Decimal) -> Decimal:
+    """A member's value of `category` under cumulative semantics (best case ⊇ commit ⊇ won): a stated number below
+    what the category beneath already holds is raised to it. `raw` maps each category to its value before that."""
+    commit = max(raw["commit"], won)
+    if category == "commit":
+        return commit
+    if category == "best_case":
+        return max(raw["best_case"], commit)
+    return max(raw["most_likely"], won)
+
+
+@dataclass(frozen=True)
+class CallEntry:
+    """A stated number in effect: its amount, when it was made, by whom and why."""
+
+    amount: Decimal
+    at: datetime
+    note: str
+    by_id: int
+
+
+@dataclass(frozen=True)
+class MemberCall:
+    """One member's row of the roll-up for a period and category. `value` = adjusted, else submitted, else computed,
+    raised to the category beneath (`cumulative`); `gap` = quota − value (None without a quota)."""
+
+    user_id: int
+    name: str
+    computed: Decimal
+    submitted: CallEntry | None
+    adjusted: CallEntry | None
+    value: Decimal
+    won: Decimal
+    quota: Decimal | None
+    gap: Decimal | None
+
+    @property
+    def submitted_at(self) -> datetime | None:
+        return self.submitted.at if self.submitted else None
+
+
+@dataclass(frozen=True)
+class TeamCall:
+    """One team's row: its members' rows, their sums (`value` = Σ member values, SPEC §3a), and the manager's own
+    number for the team (`submitted`, and an admin's `adjusted` of it); `call` = adjusted, else submitted, else
+    value. `team_id` None: the visible users of no team."""
+
+    team_id: int | None
+    name: str
+    members: tuple[MemberCall, ...]
+    computed: Decimal
+    submitted: CallEntry | None
+    adjusted: CallEntry | None
+    value: Decimal
+    call: Decimal
+    won: Decimal
+    quota: Decimal | None
+    gap: Decimal | None
+
+    @property
+    def submitted_at(self) -> datetime | None:
+        return self.submitted.at if self.submitted else None
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """The forecast call of a period and category as `user` may see it, at instant `at`. `total` sums the teams
+    shown: the company's number when `company` (an admin, who sees every team). `computed_at` is the freshness of
+    the computed values (the latest run's; None before the first recompute)."""
+
+    period: Period
+    category: str
+    at: datetime
+    computed_at: datetime | None
+    teams: tuple[TeamCall, ...]
+    company: bool
+    computed: Decimal
+    value: Decimal
+    call: Decimal
+    won: Decimal
+    quota: Decimal | None
+    gap: Decimal | None
+
+
+def _gap(quota: Decimal | None, value: Decimal) -> Decimal | None:
+    return None if quota is None else quota - value
+
+
+def _call_members(user: User) -> list[tuple[int, str, int | None]]:
+    """(id, name, team id) of the active users whose forecast rows `user` may see, by team and name: the members of
+    teams, and the reps of no team (admins and managers of no team sell nothing to forecast)."""
+    owners = owners_visible_to(user)
+    if not user.is_active:
+        return []
+    users = User.objects.filter(is_active=True).filter(Q(team__isnull=False) | Q(role=Role.REP, is_superuser=False))
+    if owners is not None:
+        users = users.filter(pk__in=owners)
+    rows = users.order_by("team_id", "first_name", "last_name", "username", "pk").values_list(
+        "pk", "first_name", "last_name", "username", "team_id"
+    )
+    return [(pk, f"{first} {last}".strip() or username, team_id) for pk, first, last, username, team_id in rows]
+
+
+def _latest_entries(model, *, column: str, keys: Sequence[int], period: Period, at: datetime, strict: bool) -> dict:
+    """Per (key, category): the latest row of `model` (submissions or adjustments) for `period` made before `at`
+    (at or before it unless `strict`), keyed by `column` (user or team), as a CallEntry."""
+    if not keys:
+        return {}
+    when = "submitted_at" if hasattr(model, "submitted_at") else "adjusted_at"
+    by = "submitted_by_id" if when == "submitted_at" else "adjusted_by_id"
+    rows = (
+        model.objects.filter(
+            period_kind=period.kind,
+            period_start=period.start,
+            **{f"{column}__in": list(keys), f"{when}__{'lt' if strict else 'lte'}": at},
+        )
+        .order_by(column, "category", f"-{when}", "-id")
+        .distinct(column, "category")
+        .values_list(column, "category", "amount", when, "note", by)
+    )
+    return {(key, category): CallEntry(amount, made, note, by_id) for key, category, amount, made, note, by_id in rows}
+
+
+def _quotas(period: Period, *, user_ids: Sequence[int], team_ids: Sequence[int]) -> tuple[dict, dict]:
+    """Σ quota amount for exactly `period`, per user and per team."""
+    rows = Quota.objects.filter(period_start=period.start, period_end=period.end).filter(
+        Q(user_id__in=list(user_ids)) | Q(team_id__in=list(team_ids))
+    )
+    users: dict[int, Decimal] = {}
+    teams: dict[int, Decimal] = {}
+    for user_id, team_id, amount in rows.values_list("user_id", "team_id", "amount"):
+        if user_id is not None:
+            users[user_id] = users.get(user_id, ZERO) + amount
+        else:
+            teams[team_id] = teams.get(team_id, ZERO) + amount
+    return users, teams
+
+
+def _sum(values) -> Decimal | None:
+    values = [value for value in values if value is not None]
+    return sum(values, ZERO) if values else None
+
+
+def forecast_rollup(*, user: User, period: Period, category: str, at: datetime | None = None) -> Rollup:
+    """The forecast call of `period` in `category` (SPEC §3a) as `user` may see it, with the numbers stated by
+    instant `at` (default now): per team, each visible member's computed value (the latest run's), their latest
+    submission and adjustment by `at`, value, won, quota and gap; the team's sums and its manager's own number; the
+    total of the teams shown. One place computes it: the page, the API and the trend read it from here.
+
+    Teams shown: those of the visible members, and those `user` manages or sees (a team without members shows
+    empty). A rep sees their own row (and their team's with REP_VISIBILITY "team"); a team's sums are over the
+    members shown.
+    """
+    if category not in CallCategory.values:
+        raise ValueError(f"{category!r} is not a forecast category")
+    at = at or timezone.now()
+    members = _call_members(user)
+    member_ids = [pk for pk, _, _ in members]
+    seen_teams = Team.objects.all() if user.is_admin else Team.objects.filter(pk__in=_teams_seen_by(user))
+    team_names = dict(seen_teams.values_list("pk", "name")) if user.is_active else {}
+    member_teams = {team_id for _, _, team_id in members if team_id is not None}
+    team_names |= dict(Team.objects.filter(pk__in=member_teams - set(team_names)).values_list("pk", "name"))
+    seen_team_ids = set(seen_teams.values_list("pk", flat=True)) if user.is_active else set()
+    run, computed = computed_call_values(period=period, owner_ids=member_ids)
+    submissions = _latest_entries(
+        ForecastSubmission, column="user_id", keys=member_ids, period=period, at=at, strict=False
+    )
+    adjustments = _latest_entries(
+        ForecastAdjustment, column="user_id", keys=member_ids, period=period, at=at, strict=False
+    )
+    team_keys = sorted(seen_team_ids)
+    team_submissions = _latest_entries(
+        ForecastSubmission, column="team_id", keys=team_keys, period=period, at=at, strict=False
+    )
+    team_adjustments = _latest_entries(
+        ForecastAdjustment, column="team_id", keys=team_keys, period=period, at=at, strict=False
+    )
+    user_quotas, team_quotas = _quotas(period, user_ids=member_ids, team_ids=team_keys)
+
+    by_team: dict[int | None, list[MemberCall]] = {team_id: [] for team_id in team_names}
+    for pk, name, team_id in members:
+        values = computed.get(pk, NOTHING_COMPUTED)
+        raw = {}
+        for each in CallCategory.values:
+            entry = adjustments.get((pk, each)) or submissions.get((pk, each))
+            raw[each] = entry.amount if entry else values.of(each)
+        value = cumulative(category, raw, values.won)
+        quota = user_quotas.get(pk)
+        by_team.setdefault(team_id, []).append(
+            MemberCall(
+                user_id=pk,
+                name=name,
+                computed=values.of(category),
+                submitted=submissions.get((pk, category)),
+                adjusted=adjustments.get((pk, category)),
+                value=value,
+                won=values.won,
+                quota=quota,
+                gap=_gap(quota, value),
+            )
+        )
+    teams = []
+    for team_id in sorted(by_team, key=lambda key: (key is None, team_names.get(key, "").lower(), key or 0)):
+        rows = by_team[team_id]
+        value = sum((row.value for row in rows), ZERO)
+        submitted = team_submissions.get((team_id, category))
+        adjusted = team_adjustments.get((team_id, category))
+        quota = team_quotas.get(team_id) if team_id in team_quotas else _sum(row.quota for row in rows)
+        teams.append(
+            TeamCall(
+                team_id=team_id,
+                name=team_names.get(team_id, "No team"),
+                members=tuple(rows),
+                computed=sum((row.computed for row in rows), ZERO),
+                submitted=submitted,
+                adjusted=adjusted,
+                value=value,
+                call=(adjusted or submitted).amount if (adjusted or submitted) else value,
+                won=sum((row.won for row in rows), ZERO),
+                quota=quota,
+                gap=_gap(quota, value),
+            )
+        )
+    value = sum((team.value for team in teams), ZERO)
+    quota = _sum(team.quota for team in teams)
+    return Rollup(
+        period=period,
+        category=category,
+        at=at,
+        computed_at=run.as_of if run else None,
+        teams=tuple(teams),
+        company=user.is_active and user.is_admin,
+        computed=sum((team.computed for team in teams), ZERO),
+        value=value,
+        call=sum((team.call for team in teams), ZERO),
+        won=sum((team.won for team in teams), ZERO),
+        quota=quota,
+        gap=_gap(quota, value),
+    )
+
+
+@dataclass(frozen=True)
+class TrendWeek:
+    """One week of a period's forecast call, at its lock instant `lock` (SPEC §3a): `submitted` = Σ members'
+    values without adjustments (submitted, else computed), `adjusted` = the same with adjustments (the roll-up
+    value), both in the trend's category; the computed commit and best case and the won amount as the deal history
+    held them at the lock (or now, for the week still open); `quota` of the members shown."""
+
+    lock: datetime
+    submitted: Decimal
+    adjusted: Decimal
+    computed_commit: Decimal
+    computed_best_case: Decimal
+    won: Decimal
+    quota: Decimal | None
+
+
+# Per lock instant and owner: the won amount in the period and the open commit / best case in it, from the deal
+# history at that instant. A won deal counts when its state then is won and it closed in the period by then.
+_TREND_COMPUTED_SQL = """
+WITH weeks AS (SELECT w.at, w.i FROM unnest(%(weeks)s::timestamptz[]) WITH ORDINALITY AS w(at, i)),
+open_at AS (
+    SELECT w.i, s.owner_id,
+           coalesce(sum(s.amount) FILTER (WHERE s.forecast_category = 'commit'), 0) AS commit_open,
+           coalesce(sum(s.amount) FILTER (WHERE s.forecast_category IN ('commit', 'best_case')), 0) AS best_open
+      FROM weeks w
+      JOIN pipeline_dealstate s
+        ON s.expected_close_date >= %(p_start)s AND s.expected_close_date < %(p_end)s
+       AND s.valid_from <= w.at AND (s.valid_to > w.at OR s.valid_to IS NULL)
+      JOIN pipeline_stage st ON st.id = s.stage_id AND st.kind = 'open'
+     WHERE s.owner_id = ANY(%(owners)s)
+     GROUP BY w.i, s.owner_id
+), won_at AS (
+    SELECT w.i, s.owner_id, coalesce(sum(s.amount), 0) AS won
+      FROM weeks w
+      JOIN pipeline_deal d ON d.closed_at >= %(starts)s AND d.closed_at < %(ends)s AND d.closed_at <= w.at
+      JOIN pipeline_dealstate s
+        ON s.deal_id = d.id AND s.valid_from <= w.at AND (s.valid_to > w.at OR s.valid_to IS NULL)
+      JOIN pipeline_stage st ON st.id = s.stage_id AND st.kind = 'won'
+     WHERE s.owner_id = ANY(%(owners)s)
+     GROUP BY w.i, s.owner_id
+)
+SELECT coalesce(o.i, n.i), coalesce(o.owner_id, n.owner_id),
+       coalesce(n.won, 0), coalesce(o.commit_open, 0), coalesce(o.best_open, 0)
+  FROM open_at o FULL JOIN won_at n ON n.i = o.i AND n.owner_id = o.owner_id
+"""
+
+# Per lock instant, user (or team) and category: the latest row stated before the lock.
+_ENTRIES_BY_WEEK_SQL = """
+SELECT DISTINCT ON (w.i, r.{column}, r.category) w.i, r.{column}, r.category, r.amount
+  FROM unnest(%(weeks)s::timestamptz[]) WITH ORDINALITY AS w(at, i)
+  JOIN {table} r ON r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.{column} = ANY(%(keys)s)
+                AND r.{when} < w.at
+ ORDER BY w.i, r.{column}, r.category, r.{when} DESC, r.id DESC
+"""
+
+
+def _entries_by_week(model, *, period: Period, weeks: list[datetime], keys: list[int]) -> dict:
+    when = "submitted_at" if model is ForecastSubmission else "adjusted_at"
+    sql = _ENTRIES_BY_WEEK_SQL.format(column="user_id", table=model._meta.db_table, when=when)
+    params = {"weeks": weeks, "kind": period.kind, "p_start": period.start, "keys": keys}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {(i, key, category): amount for i, key, category, amount in cursor.fetchall()}
+
+
+def forecast_trend(
+    *,
+    user: User,
+    period: Period,
+    category: str = CallCategory.COMMIT,
+    team: Team | None = None,
+    now: datetime | None = None,
+) -> list[TrendWeek]:
+    """The weekly trend of `period`'s forecast call (SPEC §3a) over the members `user` may see (of `team` only,
+    when given): one row per lock instant inside the period up to the lock of the current week. A week's value of
+    a member is the latest submission before its lock, else the previous week's (carried forward, the same thing:
+    the latest before the lock), else the computed value at the lock; an adjustment made before the lock replaces
+    it. The computed most likely has no history (learned probabilities at a past instant are not kept), so for
+    that category the fallback is the won amount."""
+    now = now or timezone.now()
+    current = week_lock(now)
+    weeks = [lock for lock in lock_instants(period) if lock <= current]
+    members = [row for row in _call_members(user) if team is None or row[2] == team.pk]
+    member_ids = [pk for pk, _, _ in members]
+    if not weeks:
+        return []
+    quota = None
+    if member_ids:
+        team_ids = sorted({team_id for _, _, team_id in members if team_id is not None})
+        user_quotas, team_quotas = _quotas(period, user_ids=member_ids, team_ids=team_ids)
+        per_team: dict = {}
+        for pk, _, team_id in members:
+            if pk in user_quotas:
+                per_team.setdefault(team_id, []).append(user_quotas[pk])
+        seen = set(_teams_seen_by(user).values_list("pk", flat=True)) if not user.is_admin else set(team_ids)
+        quota = _sum(
+            team_quotas[team_id] if team_id in team_quotas and team_id in seen else _sum(per_team.get(team_id, []))
+            for team_id in {team_id for _, _, team_id in members}
+        )
+    starts, ends = period_instants(period)
+    instants = [min(lock, now) for lock in weeks]
+    computed: dict = {}
+    submissions: dict = {}
+    adjustments: dict = {}
+    if member_ids:
+        params = {"weeks": instants, "p_start": period.start, "p_end": period.end, "starts": starts, "ends": ends}
+        for i, owner_id, won, commit_open, best_open in _history_rows(
+            _TREND_COMPUTED_SQL, {**params, "owners": member_ids}
+        ):
+            computed[(i, owner_id)] = CallValues(won, won + commit_open, won + best_open, won)
+        submissions = _entries_by_week(ForecastSubmission, period=period, weeks=weeks, keys=member_ids)
+        adjustments = _entries_by_week(ForecastAdjustment, period=period, weeks=weeks, keys=member_ids)
+    rows = []
+    for i, lock in enumerate(weeks, start=1):
+        totals = dict.fromkeys(("submitted", "adjusted", "commit", "best_case", "won"), ZERO)
+        for pk in member_ids:
+            values = computed.get((i, pk), NOTHING_COMPUTED)
+            stated = {each: submissions.get((i, pk, each), values.of(each)) for each in CallCategory.values}
+            called = {each: adjustments.get((i, pk, each), stated[each]) for each in CallCategory.values}
+            totals["submitted"] += cumulative(category, stated, values.won)
+            totals["adjusted"] += cumulative(category, called, values.won)
+            totals["commit"] += values.commit
+            totals["best_case"] += values.best_case
+            totals["won"] += values.won
+        rows.append(
+            TrendWeek(
+                lock=lock,
+                submitted=totals["submitted"],
+                adjusted=totals["adjusted"],
+                computed_commit=totals["commit"],
+                computed_best_case=totals["best_case"],
+                won=totals["won"],
+                quota=quota,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class ReliabilityPeriod:
+    """One ended period of a rep: the commit they had submitted by its midpoint (None if none) and what they won;
+    APE = |won − commit| ÷ won and bias = (commit − won) ÷ won (None when nothing was won or nothing submitted)."""
+
+    period: Period
+    commit: Decimal | None
+    won: Decimal
+    ape: Decimal | None
+    bias: Decimal | None
+
+
+@dataclass(frozen=True)
+class RepReliability:
+    """A rep's commit reliability over the ended periods (SPEC §3a), oldest first; `ape` and `bias` over the periods
+    with a commit: Σ|won − commit| ÷ Σ won and Σ(commit − won) ÷ Σ won (None when they won nothing)."""
+
+    user_id: int
+    name: str
+    periods: tuple[ReliabilityPeriod, ...]
+    ape: Decimal | None
+    bias: Decimal | None
+
+
+def _ratio(numerator: Decimal, denominator: Decimal) -> Decimal | None:
+    return (numerator / denominator).quantize(Decimal("0.0001")) if denominator else None
+
+
+def commit_reliability(
+    *, user: User, periods: int = 4, kind: str = PeriodKind.QUARTER, now: datetime | None = None
+) -> list[RepReliability]:
+    """Per member `user` may see who submitted a commit for any of the last `periods` ended periods of `kind`: the
+    commit submission in effect at each period's midpoint against the won amount of the period (the latest run's
+    forecast rows), with APE and bias (SPEC §3a). The number a manager reads next quarter's call with."""
+    now = now or timezone.now()
+    ended = []
+    period = Period.containing(timezone.localdate(now), kind)
+    while len(ended) < periods:
+        period = period.previous()
+        ended.append(period)
+    ended.reverse()
+    members = _call_members(user)
+    names = {pk: name for pk, name, _ in members}
+    if not names or not ended:
+        return []
+    commits: dict[tuple[int, date], Decimal] = {}
+    for period in ended:
+        starts, ends = period_instants(period)
+        midpoint = starts + (ends - starts) / 2
+        entries = _latest_entries(
+            ForecastSubmission, column="user_id", keys=list(names), period=period, at=midpoint, strict=False
+        )
+        for (pk, category), entry in entries.items():
+            if category == CallCategory.COMMIT:
+                commits[(pk, period.start)] = entry.amount
+    submitters = sorted({pk for pk, _ in commits}, key=lambda pk: (names[pk].lower(), pk))
+    won: dict[tuple[int, date], Decimal] = {}
+    run = latest_run()
+    if run is not None and submitters:
+        rows = MetricSnapshot.objects.filter(
+            run=run,
+            metric=Metric.FORECAST,
+            group_kind=GroupKind.OWNER,
+            period_kind=kind,
+            period_start__in=[period.start for period in ended],
+            owner_id__in=submitters,
+        ).values_list("owner_id", "period_start", "values")
+        won = {(owner_id, start): Decimal(values["won_amount"]) for owner_id, start, values in rows}
+    result = []
+    for pk in submitters:
+        entries = []
+        error = bias = won_total = ZERO
+        for period in ended:
+            commit = commits.get((pk, period.start))
+            amount = won.get((pk, period.start), ZERO)
+            if commit is not None:
+                error += abs(amount - commit)
+                bias += commit - amount
+                won_total += amount
+            entries.append(
+                ReliabilityPeriod(
+                    period=period,
+                    commit=commit,
+                    won=amount,
+                    ape=None if commit is None else _ratio(abs(amount - commit), amount),
+                    bias=None if commit is None else _ratio(commit - amount, amount),
+                )
+            )
+        result.append(RepReliability(pk, names[pk], tuple(entries), _ratio(error, won_total), _ratio(bias, won_total)))
+    return result

@@ -1,5 +1,5 @@
 """Writes of the forecasting app: the full metrics recompute and the incremental refresh, queuing them after a
-change, and quotas.
+change, quotas, and the forecast call's submissions and adjustments.
 
 How a recompute keeps its run whole (the lock, the connections, the parts) is `forecasting.recompute`'s business;
 the SQL of each metric family is `forecasting.metrics`.
@@ -12,17 +12,30 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
+from django.http import Http404
 from django.utils import timezone
 
 from accounts.models import AuditAction, Team, User
+from accounts.selectors import owners_visible_to
 from accounts.services import audited_values, record_audit
 from config.services import apply_fields
 from forecasting import configuration, recompute
 from forecasting.configuration import ConfigurationChanged
-from forecasting.models import LOOKBACK_DAYS_MAX, PRIOR_STRENGTH_MAX, MetricsRun, MetricsSettings, Quota
-from forecasting.selectors import latest_run, learning_settings
+from forecasting.models import (
+    CALL_PERIOD_KINDS,
+    LOOKBACK_DAYS_MAX,
+    PRIOR_STRENGTH_MAX,
+    CallCategory,
+    ForecastAdjustment,
+    ForecastSubmission,
+    MetricsRun,
+    MetricsSettings,
+    Quota,
+)
+from forecasting.periods import Period
+from forecasting.selectors import latest_run, learning_settings, period_is_locked
 
 logger = logging.getLogger(__name__)
 
@@ -259,3 +272,151 @@ def update_metrics_settings(*, actor: User | None, lookback_days: int, prior_str
     record_audit(actor=actor, instance=row, action=AuditAction.UPDATED, before=before)
     transaction.on_commit(request_recompute)
     return row
+
+
+# --- The forecast call (SPEC §3a): submissions and adjustments, append-only -------------------------------------------
+
+AMOUNT_MAX = Decimal("999999999999.99")  # what the 14-digit amount column holds
+
+
+def _call_amount(amount: Any) -> Decimal:
+    """The amount as a Decimal of cents, or a ValidationError on `amount` that says what is wrong with it."""
+    try:
+        value = Decimal(str(amount))
+    except (ArithmeticError, ValueError, TypeError):
+        value = None
+    if value is None or not value.is_finite():
+        raise ValidationError({"amount": ["Give an amount, such as 125000.00."]})
+    if value < 0:
+        raise ValidationError({"amount": ["The amount must be zero or more."]})
+    if value > AMOUNT_MAX or value != value.quantize(Decimal("0.01")):
+        raise ValidationError({"amount": [f"Give an amount up to {AMOUNT_MAX:,} with at most 2 decimal places."]})
+    return value.quantize(Decimal("0.01"))
+
+
+def _check_call(period: Period, category: str, *, now: datetime) -> None:
+    errors: dict[str, list[str]] = {}
+    if category not in CallCategory.values:
+        errors["category"] = [f"Choose one of {', '.join(CallCategory.values)}."]
+    if period.kind not in CALL_PERIOD_KINDS:
+        errors["period"] = ["A forecast call is for a month or a quarter."]
+    elif period_is_locked(period, now=now):
+        errors["period"] = [f"{period.label} has ended: its forecast call is locked."]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _emit_call_event(type: str, row: ForecastSubmission | ForecastAdjustment) -> None:
+    """The webhook event of a submission or an adjustment, once its write has committed. The event list shows it to
+    whoever may see the member's records; a team number's to whoever may see its submitter's (managers, admins)."""
+    from forecasting.api.serializers import ForecastAdjustmentSerializer, ForecastSubmissionSerializer
+    from forecasting.selectors import visible_forecast_adjustments, visible_forecast_submissions
+    from pipeline.webhooks.services import emit_event
+
+    submission = isinstance(row, ForecastSubmission)
+    serializer = ForecastSubmissionSerializer if submission else ForecastAdjustmentSerializer
+    owner = row.user_id or (row.submitted_by_id if submission else row.adjusted_by_id)
+    emit_event(
+        type=type,
+        data=lambda: serializer(row).data,
+        record=row,
+        visible_to=visible_forecast_submissions if submission else visible_forecast_adjustments,
+        record_owners=[owner],
+    )
+
+
+@transaction.atomic
+def submit_forecast(
+    *,
+    user: User,
+    period: Period,
+    category: str,
+    amount: Any,
+    note: str = "",
+    team: Team | None = None,
+    now: datetime | None = None,
+) -> ForecastSubmission:
+    """State `user`'s number for `period` (a month or a quarter) in `category`: for themselves (`team` None), or, a
+    manager, for a team they manage. A new submission; the earlier ones stay (SPEC §3a: a week's value is the latest
+    before its lock). Refused once the period has ended (locked), for a negative amount or an unknown category
+    (ValidationError), and for a team `user` does not manage (PermissionDenied). Audited; `forecast.submitted` is
+    sent once committed."""
+    now = now or timezone.now()
+    if not user.is_active:
+        raise PermissionDenied("An inactive user submits no forecast.")
+    if team is not None and not team.managers.filter(pk=user.pk).exists():
+        raise PermissionDenied("Only a manager of the team submits its number.")
+    _check_call(period, category, now=now)
+    submission = ForecastSubmission(
+        submitted_by=user,
+        user=None if team is not None else user,
+        team=team,
+        period_kind=period.kind,
+        period_start=period.start,
+        category=category,
+        amount=_call_amount(amount),
+        note=note.strip(),
+        submitted_at=now,
+    )
+    submission.save()
+    record_audit(actor=user, instance=submission, action=AuditAction.CREATED)
+    transaction.on_commit(lambda: _emit_call_event("forecast.submitted", submission))
+    return submission
+
+
+@transaction.atomic
+def adjust_forecast(
+    *,
+    user: User,
+    member: User | Team,
+    period: Period,
+    category: str,
+    amount: Any,
+    note: str,
+    now: datetime | None = None,
+) -> ForecastAdjustment:
+    """Replace `member`'s forecast value for `period` and `category` from now on, with the reason in `note`
+    (required): a manager adjusts a member of a team they manage (not themselves), an admin anyone, and a team's
+    number (`member` a Team) only an admin. A member `user` may not see is Http404, one they see but may not adjust
+    PermissionDenied (SPEC §2); bad input as in `submit_forecast`, and an empty note, ValidationError. The
+    submissions stay beside it. Audited; `forecast.adjusted` is sent once committed."""
+    from forecasting.selectors import adjustable_members
+
+    now = now or timezone.now()
+    if isinstance(member, Team):
+        if not user.is_active or not user.is_admin:
+            raise PermissionDenied("Only an admin adjusts a team's number.")
+    else:
+        owners = owners_visible_to(user)
+        if not user.is_active or (owners is not None and not owners.filter(pk=member.pk).exists()):
+            raise Http404("No such member.")
+        if not adjustable_members(user).filter(pk=member.pk).exists():
+            raise PermissionDenied("Only a manager of the member's team (or an admin) adjusts their number.")
+    errors = {}
+    try:
+        _check_call(period, category, now=now)
+    except ValidationError as error:
+        errors |= error.message_dict
+    try:
+        value = _call_amount(amount)
+    except ValidationError as error:
+        errors |= error.message_dict
+    if not (note or "").strip():
+        errors["note"] = ["Say why the number changes: an adjustment needs a note."]
+    if errors:
+        raise ValidationError(errors)
+    adjustment = ForecastAdjustment(
+        adjusted_by=user,
+        user=None if isinstance(member, Team) else member,
+        team=member if isinstance(member, Team) else None,
+        period_kind=period.kind,
+        period_start=period.start,
+        category=category,
+        amount=value,
+        note=note.strip(),
+        adjusted_at=now,
+    )
+    adjustment.save()
+    record_audit(actor=user, instance=adjustment, action=AuditAction.CREATED)
+    transaction.on_commit(lambda: _emit_call_event("forecast.adjusted", adjustment))
+    return adjustment

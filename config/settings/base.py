@@ -7,6 +7,7 @@ newcomer needs nothing but Python; the production settings refuse to start witho
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -336,6 +337,15 @@ DEFAULT_CURRENCY = os.environ.get("DEFAULT_CURRENCY", "USD")
 REP_VISIBILITY = os.environ.get("REP_VISIBILITY", "own")
 if REP_VISIBILITY not in {"own", "team"}:
     raise ImproperlyConfigured("REP_VISIBILITY must be 'own' or 'team'")
+
+# The weekly forecast call (SPEC §3a): a week's submitted value is the latest one before its lock instant, on this
+# weekday (0 = Monday … 6 = Sunday) at this local time (HH:MM) in TIME_ZONE. Monday 09:00: the call reads last week.
+FORECAST_LOCK_WEEKDAY = env_int("FORECAST_LOCK_WEEKDAY", 0)
+if not 0 <= FORECAST_LOCK_WEEKDAY <= 6:
+    raise ImproperlyConfigured("FORECAST_LOCK_WEEKDAY must be 0 (Monday) to 6 (Sunday)")
+FORECAST_LOCK_TIME = os.environ.get("FORECAST_LOCK_TIME", "09:00")
+if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", FORECAST_LOCK_TIME):
+    raise ImproperlyConfigured("FORECAST_LOCK_TIME must be HH:MM (24 hours)")
 
 # --- REST API (SPEC §4) ---------------------------------------------------------------------------------------
 

@@ -241,3 +241,73 @@ class PacingQuerySerializer(serializers.Serializer):
             return Period.parse(value)
         except PeriodError as error:
             raise serializers.ValidationError(str(error)) from error
+
+
+# --- The forecast call ------------------------------------------------------------------------------------------
+
+CALL_PERIOD_SCHEMA_PATTERN = r"^\d{4}-(\d{2}|Q[1-4])$"
+
+
+class CallPeriodField(serializers.RegexField):
+    """A forecast call's period: a month `2026-11` or a quarter `2026-Q4`, as a `Period`."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", "A month `2026-11` or a quarter `2026-Q4`.")
+        super().__init__(CALL_PERIOD_SCHEMA_PATTERN, **kwargs)
+
+    def to_internal_value(self, data) -> Period:
+        text = super().to_internal_value(data)
+        try:
+            return Period.parse(text)
+        except PeriodError as error:
+            raise serializers.ValidationError(str(error)) from error
+
+    def to_representation(self, value) -> str:
+        return value.key if isinstance(value, Period) else str(value)
+
+
+class RollupQuerySerializer(serializers.Serializer):
+    """The roll-up of one period and category (default: this quarter's commit)."""
+
+    period = CallPeriodField(
+        required=False, help_text="A month `2026-11` or a quarter `2026-Q4`; default this quarter."
+    )
+    category = serializers.ChoiceField(
+        choices=["commit", "best_case", "most_likely"], default="commit", help_text="Which number of the call."
+    )
+    at = serializers.DateTimeField(
+        required=False, help_text="The numbers as stated by this instant (ISO 8601); default now."
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        attrs.setdefault("period", Period.current("quarter"))
+        return attrs
+
+
+class TrendQuerySerializer(serializers.Serializer):
+    """The weekly trend of one period's call."""
+
+    period = CallPeriodField(
+        required=False, help_text="A month `2026-11` or a quarter `2026-Q4`; default this quarter."
+    )
+    category = serializers.ChoiceField(
+        choices=["commit", "best_case", "most_likely"], default="commit", help_text="Which number of the call."
+    )
+    team = serializers.IntegerField(
+        required=False, min_value=1, max_value=ID_MAX, help_text="Only the members of this team (its id)."
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        attrs.setdefault("period", Period.current("quarter"))
+        return attrs
+
+
+class CommitReliabilityQuerySerializer(serializers.Serializer):
+    """How many ended periods, of which kind."""
+
+    periods = serializers.IntegerField(
+        default=4, min_value=1, max_value=12, help_text="The number of ended periods (default 4)."
+    )
+    period_kind = serializers.ChoiceField(
+        choices=["month", "quarter"], default="quarter", help_text="Months or quarters (default quarters)."
+    )

@@ -10,9 +10,18 @@ from rest_framework import serializers
 
 from accounts.models import Team, User
 from forecasting import selectors
+from forecasting.api.params import ID_MAX, CallPeriodField
 from forecasting.metrics import result_keys
-from forecasting.models import GroupKind, Metric, PeriodKind, Quota
-from forecasting.periods import RANGE
+from forecasting.models import (
+    CallCategory,
+    ForecastAdjustment,
+    ForecastSubmission,
+    GroupKind,
+    Metric,
+    PeriodKind,
+    Quota,
+)
+from forecasting.periods import RANGE, key_of
 
 # --- Rows ---------------------------------------------------------------------------------------------------------
 
@@ -449,3 +458,159 @@ class PacingPageSerializer(serializers.Serializer):
     day = serializers.IntegerField(help_text="The day of the period today (1 on its first day, 0 before it begins).")
     days = serializers.IntegerField(help_text="The days in the period.")
     results = PacingRowSerializer(many=True)
+
+
+# --- The forecast call -------------------------------------------------------------------------------------------
+
+
+class _CallSerializer(serializers.ModelSerializer):
+    period = serializers.SerializerMethodField(help_text="A month `2026-11` or a quarter `2026-Q4`.")
+
+    def get_period(self, row) -> str:
+        return key_of(row.period_kind, row.period_start)
+
+
+class ForecastSubmissionSerializer(_CallSerializer):
+    """A number stated in the forecast call, by a rep for themselves (`user`) or a manager for a team (`team`)."""
+
+    class Meta:
+        model = ForecastSubmission
+        fields = ["id", "submitted_by", "user", "team", "period", "category", "amount", "note", "submitted_at"]
+        read_only_fields = fields
+
+
+class ForecastAdjustmentSerializer(_CallSerializer):
+    """A manager's (or an admin's) change of a member's (or a team's) number, with its reason."""
+
+    class Meta:
+        model = ForecastAdjustment
+        fields = ["id", "adjusted_by", "user", "team", "period", "category", "amount", "note", "adjusted_at"]
+        read_only_fields = fields
+
+
+class ForecastSubmissionInputSerializer(serializers.Serializer):
+    period = CallPeriodField()
+    category = serializers.ChoiceField(choices=CallCategory.choices)
+    amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0)
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    user = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=ID_MAX,
+        help_text="Yourself (the default): nobody submits for another.",
+    )
+    team = serializers.PrimaryKeyRelatedField(
+        queryset=Team.objects.all(), required=False, allow_null=True, help_text="A team you manage, for its number."
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs.get("user") is not None and attrs.get("team") is not None:
+            raise serializers.ValidationError({"team": ["Give a team or a user, not both."]})
+        return attrs
+
+
+class ForecastAdjustmentInputSerializer(serializers.Serializer):
+    period = CallPeriodField()
+    category = serializers.ChoiceField(choices=CallCategory.choices)
+    amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0)
+    note = serializers.CharField(max_length=10_000, help_text="Why the number changes (required).")
+    user = serializers.IntegerField(
+        required=False, min_value=1, max_value=ID_MAX, help_text="The member whose number you adjust."
+    )
+    team = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=ID_MAX,
+        help_text="The team whose manager's number you adjust (admins).",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        if (attrs.get("user") is None) == (attrs.get("team") is None):
+            raise serializers.ValidationError({"user": ["Give exactly one of user and team."]})
+        return attrs
+
+
+class CallEntrySerializer(serializers.Serializer):
+    amount = serializers.DecimalField(max_digits=20, decimal_places=2)
+    at = serializers.DateTimeField()
+    note = serializers.CharField()
+    by = serializers.IntegerField(source="by_id", help_text="The user who stated it.")
+
+
+class MemberCallSerializer(serializers.Serializer):
+    user = serializers.IntegerField(source="user_id")
+    name = serializers.CharField()
+    computed = serializers.DecimalField(max_digits=20, decimal_places=2, help_text="From the metrics (SPEC §3a).")
+    submitted = CallEntrySerializer(allow_null=True, help_text="The latest submission, if any.")
+    adjusted = CallEntrySerializer(allow_null=True, help_text="The latest adjustment, if any.")
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    value = serializers.DecimalField(
+        max_digits=20, decimal_places=2, help_text="Adjusted, else submitted, else computed; cumulative."
+    )
+    won = serializers.DecimalField(max_digits=20, decimal_places=2)
+    quota = serializers.DecimalField(max_digits=20, decimal_places=2, allow_null=True)
+    gap = serializers.DecimalField(max_digits=20, decimal_places=2, allow_null=True, help_text="quota − value.")
+
+
+class TeamCallSerializer(serializers.Serializer):
+    team = serializers.IntegerField(source="team_id", allow_null=True, help_text="Null: the users of no team.")
+    name = serializers.CharField()
+    members = MemberCallSerializer(many=True)
+    computed = serializers.DecimalField(max_digits=20, decimal_places=2)
+    submitted = CallEntrySerializer(allow_null=True, help_text="The manager's number for the team, if any.")
+    adjusted = CallEntrySerializer(allow_null=True, help_text="An admin's adjustment of it, if any.")
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    value = serializers.DecimalField(max_digits=20, decimal_places=2, help_text="Σ member values.")
+    call = serializers.DecimalField(
+        max_digits=20, decimal_places=2, help_text="Adjusted, else submitted, else value: the team's number."
+    )
+    won = serializers.DecimalField(max_digits=20, decimal_places=2)
+    quota = serializers.DecimalField(max_digits=20, decimal_places=2, allow_null=True)
+    gap = serializers.DecimalField(max_digits=20, decimal_places=2, allow_null=True)
+
+
+class RollupSerializer(serializers.Serializer):
+    period = serializers.CharField(source="period.key")
+    category = serializers.CharField()
+    at = serializers.DateTimeField()
+    computed_at = serializers.DateTimeField(allow_null=True, help_text="Freshness of the computed values.")
+    company = serializers.BooleanField(help_text="Whether the total is the whole company's (admins).")
+    teams = TeamCallSerializer(many=True)
+    computed = serializers.DecimalField(max_digits=20, decimal_places=2)
+    value = serializers.DecimalField(max_digits=20, decimal_places=2)
+    call = serializers.DecimalField(max_digits=20, decimal_places=2)
+    won = serializers.DecimalField(max_digits=20, decimal_places=2)
+    quota = serializers.DecimalField(max_digits=20, decimal_places=2, allow_null=True)
+    gap = serializers.DecimalField(max_digits=20, decimal_places=2, allow_null=True)
+
+
+class TrendWeekSerializer(serializers.Serializer):
+    lock = serializers.DateTimeField(help_text="The week's lock instant.")
+    submitted = serializers.DecimalField(max_digits=20, decimal_places=2)
+    adjusted = serializers.DecimalField(max_digits=20, decimal_places=2)
+    computed_commit = serializers.DecimalField(max_digits=20, decimal_places=2)
+    computed_best_case = serializers.DecimalField(max_digits=20, decimal_places=2)
+    won = serializers.DecimalField(max_digits=20, decimal_places=2)
+    quota = serializers.DecimalField(max_digits=20, decimal_places=2, allow_null=True)
+
+
+class TrendSerializer(serializers.Serializer):
+    period = serializers.CharField()
+    category = serializers.CharField()
+    weeks = TrendWeekSerializer(many=True)
+
+
+class ReliabilityPeriodSerializer(serializers.Serializer):
+    period = serializers.CharField(source="period.key")
+    commit = serializers.DecimalField(max_digits=20, decimal_places=2, allow_null=True)
+    won = serializers.DecimalField(max_digits=20, decimal_places=2)
+    ape = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+    bias = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+
+
+class RepReliabilitySerializer(serializers.Serializer):
+    user = serializers.IntegerField(source="user_id")
+    name = serializers.CharField()
+    periods = ReliabilityPeriodSerializer(many=True)
+    ape = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+    bias = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)

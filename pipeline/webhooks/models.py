@@ -25,6 +25,8 @@ class EventType(models.TextChoices):
     LEAD_CONVERTED = "lead.converted", "A lead was converted into a deal"
     ACTIVITY_CREATED = "activity.created", "An activity was logged or planned"
     METRICS_RECOMPUTED = "metrics.recomputed", "The metrics were recomputed"
+    FORECAST_SUBMITTED = "forecast.submitted", "A forecast call number was submitted"
+    FORECAST_ADJUSTED = "forecast.adjusted", "A forecast call number was adjusted"
 
 
 # Sent only by the "send test event" action, to the one subscription tested; nobody subscribes to it.
