@@ -24,6 +24,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("", include("pipeline.urls")),
     path("dashboard/", include("forecasting.page_urls")),
+    path("forecast/", include("forecasting.call_urls")),
     path("settings/", include((settings_pages, "settings"))),
     path("admin/", admin.site.urls),
     path("api/v1/", include("accounts.api.urls")),

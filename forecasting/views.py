@@ -1,4 +1,5 @@
-"""The forecast dashboard (browser pages): thin views over `forecasting.dashboard`, which reads snapshots only.
+"""The forecast dashboard and the forecast call (browser pages): thin views over `forecasting.dashboard`, which
+reads snapshots only, and `forecasting.call_page`, whose submit and adjust forms write through the services.
 
 "Recompute now" queues the existing Celery task; the page then polls a small status partial with htmx until a
 newer complete run exists, and reloads to show it. With the broker away the page still renders and the button
@@ -14,17 +15,21 @@ from urllib.parse import urlencode
 from celery.result import AsyncResult
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.models import Team, User
+from forecasting.call_page import build_forecast_page
 from forecasting.dashboard import build_dashboard, scopes_for, waterfall_panel
-from forecasting.models import PeriodKind
+from forecasting.forms import CallForm
+from forecasting.models import CALL_PERIOD_KINDS, CallCategory, PeriodKind
 from forecasting.periods import KINDS, Period, PeriodError
 from forecasting.selectors import freshness, latest_run
+from forecasting.services import adjust_forecast, submit_forecast
 
 logger = logging.getLogger(__name__)
 
@@ -197,3 +202,115 @@ def _status(request: HttpRequest, *, state: str, **context) -> HttpResponse:
         "forecasting/partials/recompute_status.html",
         {"state": state, "elapsed": elapsed, **context},
     )
+
+
+# --- The forecast call: /forecast/ ----------------------------------------------------------------------------------
+
+
+def _call_period(text: str | None, kind: str | None) -> tuple[Period, bool]:
+    """The month or quarter of `?period=` (default: this quarter, or the current one of `?kind=`), and whether
+    `?period=` was given but is not a month or a quarter (the page then shows this quarter and says so)."""
+    if kind not in CALL_PERIOD_KINDS:
+        kind = PeriodKind.QUARTER
+    if not text:
+        return Period.current(kind), False
+    try:
+        period = Period.parse(text)
+    except PeriodError:
+        return Period.current(PeriodKind.QUARTER), True
+    if period.kind not in CALL_PERIOD_KINDS:
+        return Period.current(PeriodKind.QUARTER), True
+    return period, False
+
+
+def _call_category(text: str | None) -> str:
+    return text if text in CallCategory.values else CallCategory.COMMIT
+
+
+def _render_call(request: HttpRequest, period: Period, category: str, *, errors=None, bad_period=False, status=200):
+    """The page, or for htmx only its forecast-call block (the tables, the trend, pacing), with `errors` of a form."""
+    page = build_forecast_page(user=request.user, period=period, category=category)
+    context = {
+        "page": page,
+        "period": period,
+        "category": category,
+        "categories": CallCategory.choices,
+        "period_kinds": [(kind, PeriodKind(kind).label, Period.current(kind)) for kind in CALL_PERIOD_KINDS],
+        "bad_period": bad_period,
+        "trend_json": json.dumps(page.chart_data()),
+        "errors": errors or {},
+    }
+    partial = request.headers.get("HX-Request") == "true" and request.method == "POST"
+    template = "forecasting/partials/forecast_call.html" if partial else "forecasting/forecast.html"
+    return render(request, template, context, status=status)
+
+
+@login_required
+@require_GET
+def forecast_call(request: HttpRequest) -> HttpResponse:
+    period, bad_period = _call_period(request.GET.get("period"), request.GET.get("kind"))
+    return _render_call(request, period, _call_category(request.GET.get("category")), bad_period=bad_period)
+
+
+def _call_write(request: HttpRequest, form_id: str, write) -> HttpResponse:
+    """Run `write(period, category, form)` for a posted submit or adjust form; answer the block again (htmx) with
+    the form's errors in its row, or redirect back to the page with a message (a plain form post)."""
+    period, bad_period = _call_period(request.POST.get("period"), None)
+    category = _call_category(request.POST.get("category"))
+    form = CallForm(request.POST)
+    errors: dict = {}
+    if bad_period:
+        errors["period"] = ["Choose a month or a quarter."]
+    if form.is_valid() and not errors:
+        try:
+            write(period, category, form.cleaned_data)
+        except ValidationError as error:
+            errors = error.message_dict if hasattr(error, "error_dict") else {"amount": error.messages}
+    else:
+        errors |= form.errors
+    htmx = request.headers.get("HX-Request") == "true"
+    if not htmx:
+        if errors:
+            messages.error(request, " ".join(str(text) for texts in errors.values() for text in texts))
+        else:
+            messages.success(request, "Saved.")
+        return redirect(f"{reverse('forecast:call')}?{urlencode({'period': period.key, 'category': category})}")
+    return _render_call(request, period, category, errors={form_id: errors} if errors else {})
+
+
+@login_required
+@require_POST
+def submit_call(request: HttpRequest) -> HttpResponse:
+    """A rep's own number, or (with `team`) a manager's number for a team they manage."""
+    team = None
+    if request.POST.get("team"):
+        team = get_object_or_404(Team.objects.filter(managers=request.user), pk=_id(request.POST["team"]))
+
+    def write(period: Period, category: str, data: dict) -> None:
+        submit_forecast(
+            user=request.user, period=period, category=category, amount=data["amount"], note=data["note"], team=team
+        )
+
+    return _call_write(request, f"team-{team.pk}" if team else f"member-{request.user.pk}", write)
+
+
+@login_required
+@require_POST
+def adjust_call(request: HttpRequest, user_id: int) -> HttpResponse:
+    """A manager's adjustment of a member's number (an admin's of anyone's), with its required note: a member the
+    user may not see is a 404, one they see but may not adjust a 403 (`forecasting.services.adjust_forecast`)."""
+    member = get_object_or_404(User, pk=user_id)
+
+    def write(period: Period, category: str, data: dict) -> None:
+        adjust_forecast(
+            user=request.user, member=member, period=period, category=category, amount=data["amount"], note=data["note"]
+        )
+
+    return _call_write(request, f"member-{member.pk}", write)
+
+
+def _id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError as error:
+        raise Http404("No such team.") from error

@@ -1,9 +1,11 @@
-"""Template filters of the forecast dashboard: snapshot values (decimal strings, fractions) as people read them."""
+"""Template filters of the forecast dashboard and the forecast call page: snapshot values (decimal strings,
+fractions) as people read them, and the call's stale submissions and form errors."""
 
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django import template
+from django.utils.html import format_html, format_html_join
 
 from pipeline.templatetags.crm import money, money_short
 
@@ -53,3 +55,31 @@ def ratio(value: Any) -> str:
     if value is None or value == "":  # null, or absent (a period with no row)
         return "—"
     return f"{float(value):.1f}×"
+
+
+# --- The forecast call page -----------------------------------------------------------------------------------------
+
+
+@register.filter
+def stale_submission(submitted_at: Any, page: Any) -> int | None:
+    """The age in days of a submission older than the weekly call allows (`ForecastPage.stale_days`), else None."""
+    return page.stale_days(submitted_at)
+
+
+def _call_errors_of(errors: dict, key: Any, kind: str) -> dict:
+    return errors.get(f"{kind}-{key}", {}) if errors else {}
+
+
+@register.filter
+def has_call_errors(errors: dict, key: Any) -> bool:
+    return bool(_call_errors_of(errors, key, "member"))
+
+
+@register.simple_tag
+def call_errors(errors: dict, key: Any, kind: str = "member") -> str:
+    """The messages of the row's form that was just refused, each naming what to fix."""
+    found = _call_errors_of(errors, key, kind)
+    if not found:
+        return ""
+    items = format_html_join("", "<li>{}</li>", ((message,) for messages in found.values() for message in messages))
+    return format_html('<ul class="errorlist call-errors" role="alert">{}</ul>', items)
