@@ -7,6 +7,8 @@ from forecasting.api import views
 
 router = SimpleRouter()
 router.register("quotas", views.QuotaViewSet, basename="quota")
+router.register("forecast/submissions", views.ForecastSubmissionViewSet, basename="forecast-submission")
+router.register("forecast/adjustments", views.ForecastAdjustmentViewSet, basename="forecast-adjustment")
 
 LIST = {"get": "list"}
 
@@ -25,5 +27,8 @@ urlpatterns = [
     path("forecast/pacing/", views.PacingView.as_view(), name="forecast-pacing"),
     path("forecast/", views.ForecastViewSet.as_view(LIST), name="forecast"),
     path("forecast/accuracy/", views.ForecastAccuracyViewSet.as_view(LIST), name="forecast-accuracy"),
+    path("forecast/rollup/", views.ForecastRollupView.as_view(), name="forecast-rollup"),
+    path("forecast/trend/", views.ForecastTrendView.as_view(), name="forecast-trend"),
+    path("forecast/commit-reliability/", views.CommitReliabilityView.as_view(), name="forecast-commit-reliability"),
     *router.urls,
 ]

@@ -29,24 +29,33 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import Team
+from accounts.selectors import visible_users
 from config.api import DestroyMixin, UpdateMixin, VisibleViewSet, representation_etag
 from config.rest import ApiPagination, OrderingFilter
 from forecasting import selectors, services
-from forecasting.api.filters import QuotaFilter
+from forecasting.api.filters import ForecastAdjustmentFilter, ForecastSubmissionFilter, QuotaFilter
 from forecasting.api.params import (
     CalendarPeriodMetricQuerySerializer,
+    CommitReliabilityQuerySerializer,
     MetricFilterSerializer,
     PacingQuerySerializer,
     PeriodMetricQuerySerializer,
+    RollupQuerySerializer,
     SlippageQuerySerializer,
     StagePeriodMetricQuerySerializer,
     StageTimeQuerySerializer,
+    TrendQuerySerializer,
     WaterfallDealsQuerySerializer,
     WaterfallQuerySerializer,
 )
 from forecasting.api.serializers import (
     ForecastAccuracyRowSerializer,
+    ForecastAdjustmentInputSerializer,
+    ForecastAdjustmentSerializer,
     ForecastRowSerializer,
+    ForecastSubmissionInputSerializer,
+    ForecastSubmissionSerializer,
     FunnelRowSerializer,
     LeadRowSerializer,
     LearnedProbabilityRowSerializer,
@@ -56,17 +65,29 @@ from forecasting.api.serializers import (
     QuotaSerializer,
     RecomputeQueuedSerializer,
     RecomputeStatusSerializer,
+    RepReliabilitySerializer,
+    RollupSerializer,
     SalesCycleRowSerializer,
     SlippageRowSerializer,
     StageTimeRowSerializer,
     StaleDealRowSerializer,
+    TrendSerializer,
     WaterfallDealSerializer,
     WaterfallRowSerializer,
     WinRateRowSerializer,
     history_page_of,
     page_of,
 )
-from forecasting.models import GroupKind, Metric, MetricSnapshot, MetricsRun, PeriodKind, Quota
+from forecasting.models import (
+    ForecastAdjustment,
+    ForecastSubmission,
+    GroupKind,
+    Metric,
+    MetricSnapshot,
+    MetricsRun,
+    PeriodKind,
+    Quota,
+)
 from forecasting.periods import Window
 from forecasting.selectors import Freshness, SnapshotQuery, freshness, metric_rows, visible_snapshot_rows
 
@@ -544,3 +565,142 @@ class PacingView(APIView):
                 "results": results,
             }
         )
+
+
+# --- The forecast call (SPEC §3a): submissions and adjustments (append-only), the roll-up, the trend ---------------
+
+CALL_ORDERING = ["-id"]
+
+
+@extend_schema_view(
+    list=extend_schema(
+        description="The forecast submissions you may see (your own; with REP_VISIBILITY=team your team's; a manager "
+        "their teams' members' and team numbers; an admin all), newest first. Every submission is kept."
+    ),
+    create=extend_schema(
+        request=ForecastSubmissionInputSerializer,
+        responses={201: ForecastSubmissionSerializer},
+        description="State your number for a month or quarter not yet ended, in a category; with `team`, a manager's "
+        "number for a team they manage. A new submission supersedes (there is no update or delete). 400 for a "
+        "negative amount, an unknown category or an ended (locked) period; 403 for someone else's number.",
+    ),
+)
+class ForecastSubmissionViewSet(VisibleViewSet):
+    """Forecast submissions: create, list, retrieve."""
+
+    model = ForecastSubmission
+    serializer_class = ForecastSubmissionSerializer
+    filter_backends = [filters.DjangoFilterBackend, OrderingFilter]
+    filterset_class = ForecastSubmissionFilter
+    ordering_fields = ["submitted_at", "id"]
+
+    def get_serializer_class(self):
+        return ForecastSubmissionInputSerializer if self.action == "create" else ForecastSubmissionSerializer
+
+    def visible_queryset(self):
+        return selectors.visible_forecast_submissions(self.request.user).order_by(*CALL_ORDERING)
+
+    def create(self, request: Request) -> Response:
+        data = self.validated_data()
+        someone = data.pop("user", None)
+        if someone is not None and someone != request.user.pk:
+            raise exceptions.PermissionDenied("You submit your own number (or, a manager, a team's): nobody else's.")
+        submission = services.submit_forecast(user=request.user, **data)
+        return self.detail_response(submission, status_code=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        description="The forecast adjustments you may see (by the rule of the submissions), newest first."
+    ),
+    create=extend_schema(
+        request=ForecastAdjustmentInputSerializer,
+        responses={201: ForecastAdjustmentSerializer},
+        description="Replace a member's number from now on, with a note saying why: a manager for the members of "
+        "the teams they manage, an admin for anyone and (`team`) for a manager's team number. 404 for a member "
+        "you may not see, 403 for one you see but may not adjust, 400 without a note.",
+    ),
+)
+class ForecastAdjustmentViewSet(VisibleViewSet):
+    """Forecast adjustments: create, list, retrieve."""
+
+    model = ForecastAdjustment
+    serializer_class = ForecastAdjustmentSerializer
+    filter_backends = [filters.DjangoFilterBackend, OrderingFilter]
+    filterset_class = ForecastAdjustmentFilter
+    ordering_fields = ["adjusted_at", "id"]
+
+    def get_serializer_class(self):
+        return ForecastAdjustmentInputSerializer if self.action == "create" else ForecastAdjustmentSerializer
+
+    def visible_queryset(self):
+        return selectors.visible_forecast_adjustments(self.request.user).order_by(*CALL_ORDERING)
+
+    def create(self, request: Request) -> Response:
+        data = self.validated_data()
+        user_id, team_id = data.pop("user", None), data.pop("team", None)
+        if team_id is not None:
+            member = Team.objects.filter(pk=team_id).first()
+        else:
+            member = visible_users(request.user).filter(pk=user_id).first()
+        if member is None:
+            raise exceptions.NotFound("No such member or team.")
+        adjustment = services.adjust_forecast(user=request.user, member=member, **data)
+        return self.detail_response(adjustment, status_code=status.HTTP_201_CREATED)
+
+
+@extend_schema(
+    parameters=[RollupQuerySerializer],
+    responses={200: RollupSerializer},
+    description="The forecast call of a period and category (SPEC §3a): per team you may see, each member's "
+    "computed value (from the latest recompute), their latest submission and adjustment, value (adjusted, else "
+    "submitted, else computed; cumulative: best case ≥ commit ≥ won), won, quota and gap; the team's sums and its "
+    "manager's number; the total (the company's, for an admin).",
+)
+class ForecastRollupView(APIView):
+    def get(self, request: Request) -> Response:
+        query = RollupQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rollup = selectors.forecast_rollup(user=request.user, **query.validated_data)
+        return Response(RollupSerializer(rollup).data)
+
+
+@extend_schema(
+    parameters=[TrendQuerySerializer],
+    responses={200: TrendSerializer},
+    description="The weekly trend of a period's forecast call (SPEC §3a): per lock instant up to this week's, the "
+    "members' submitted and adjusted totals (a week's value: the latest submission before its lock, else carried "
+    "forward, else computed), the computed commit and best case and the won amount as the deal history held them "
+    "then, and the quota. Over the members you may see (of `team`, when given).",
+)
+class ForecastTrendView(APIView):
+    def get(self, request: Request) -> Response:
+        query = TrendQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        team = None
+        if "team" in params:
+            team = Team.objects.filter(pk=params["team"]).first()
+            if team is None:
+                raise exceptions.ValidationError({"team": ["No such team."]})
+        weeks = selectors.forecast_trend(
+            user=request.user, period=params["period"], category=params["category"], team=team
+        )
+        data = {"period": params["period"].key, "category": params["category"], "weeks": weeks}
+        return Response(TrendSerializer(data).data)
+
+
+@extend_schema(
+    parameters=[CommitReliabilityQuerySerializer],
+    responses={200: RepReliabilitySerializer(many=True)},
+    description="Commit reliability (SPEC §3a): per member you may see with a commit submitted by the midpoint of "
+    "any of the last ended periods, that commit against the won amount, with APE and bias per period and over them.",
+)
+class CommitReliabilityView(APIView):
+    def get(self, request: Request) -> Response:
+        query = CommitReliabilityQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = selectors.commit_reliability(
+            user=request.user, periods=query.validated_data["periods"], kind=query.validated_data["period_kind"]
+        )
+        return Response(RepReliabilitySerializer(rows, many=True).data)
