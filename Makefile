@@ -53,7 +53,7 @@ bench: $(INSTALLED) $(ASSETS)
 bench-small: $(INSTALLED) $(ASSETS)
 	$(PY) -m tools.bench S
 
-## screenshots: retake docs/screenshots/ (board and dashboard, 1440x900, as manager grace) from seed_demo data
+## screenshots: retake docs/screenshots/ (board, organization, dashboard, forecast call; 1440x900, as manager grace) from seed_demo data
 screenshots: $(INSTALLED) $(ASSETS)
 	$(PY) -m pytest tests/docs_screenshots.py -q
 

@@ -1,21 +1,28 @@
-"""The README's screenshots (docs/screenshots/board.png, organization.png and dashboard.png), taken from demo data.
+"""The README's screenshots (docs/screenshots/board.png, organization.png, dashboard.png and forecast.png), taken from
+demo data.
 
 Not part of `make test` (the file name does not start with test_): run `make screenshots`, which seeds the test
 database with `seed_demo`, recomputes the metrics, logs in as grace (manager of East) in Debian's Chromium at
-1440×900 and saves the board, the busiest organization's page and the dashboard of this quarter. Commit the PNGs
-when the pages change visibly.
+1440×900 and saves the board, the busiest organization's page, the dashboard of this quarter and its forecast call
+(with a few of East's reps' numbers stated last week and this week, and one adjusted). Commit the PNGs when the
+pages change visibly.
 """
 
 import os
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.db.models import Count, Q
+from django.utils import timezone
 
 from accounts.models import User
-from forecasting.services import recompute_metrics
+from forecasting.periods import Period
+from forecasting.selectors import forecast_rollup, period_instants, week_lock
+from forecasting.services import adjust_forecast, recompute_metrics, submit_forecast
 from pipeline.selectors import visible_deals, visible_organizations
 from tests.pipeline.test_browser import CHROMIUM, browser, page  # noqa: F401 (fixtures)
 
@@ -55,5 +62,31 @@ def test_take_the_readme_screenshots(page, transactional_db):  # noqa: F811
     page.wait_for_timeout(800)  # the charts' 300 ms animation
     page.screenshot(path=str(OUT / "dashboard.png"))
 
-    for name in ("board.png", "organization.png", "dashboard.png"):
+    state_a_forecast_call(grace)
+    page.goto("/forecast/")
+    page.wait_for_function("() => !!(window.Chart && Chart.getChart(document.getElementById('chart-trend')))")
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(OUT / "forecast.png"))
+
+    for name in ("board.png", "organization.png", "dashboard.png", "forecast.png"):
         assert (OUT / name).stat().st_size < MAX_BYTES, f"{name} is over {MAX_BYTES} bytes"
+
+
+def state_a_forecast_call(manager: User) -> None:
+    """This quarter's commit of three of `manager`'s reps: last week a round number near what the CRM computes, this
+    week a little more; the manager adjusts the first one's down with a note."""
+    quarter = Period.current("quarter")
+    # Before last week's lock (inside the quarter): it is last week's number on the trend.
+    last_week = max(week_lock(timezone.now()) - timedelta(days=7, hours=2), period_instants(quarter)[0])
+    rollup = forecast_rollup(user=manager, period=quarter, category="commit")
+    members = [member for team in rollup.teams for member in team.members]
+    members = [member for member in members if member.user_id != manager.pk][:3]
+    for number, member in enumerate(members):
+        rep = User.objects.get(pk=member.user_id)
+        stated = (member.computed + 50_000 * (number + 1)).quantize(Decimal("1000"))
+        submit_forecast(user=rep, period=quarter, category="commit", amount=stated, now=last_week)
+        submit_forecast(user=rep, period=quarter, category="commit", amount=stated + 20_000, note="Two renewals in")
+    if members:
+        first = User.objects.get(pk=members[0].user_id)
+        adjust_forecast(user=manager, member=first, period=quarter, category="commit",
+                        amount=members[0].computed + 40_000, note="Keep the renewals to best case")  # fmt: skip
