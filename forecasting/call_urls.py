@@ -10,4 +10,5 @@ urlpatterns = [
     path("", views.forecast_call, name="call"),
     path("submit/", views.submit_call, name="submit"),
     path("adjust/<int:user_id>/", views.adjust_call, name="adjust"),
+    path("adjust-team/<int:team_id>/", views.adjust_team_call, name="adjust_team"),
 ]

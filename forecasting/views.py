@@ -309,6 +309,20 @@ def adjust_call(request: HttpRequest, user_id: int) -> HttpResponse:
     return _call_write(request, f"member-{member.pk}", write)
 
 
+@login_required
+@require_POST
+def adjust_team_call(request: HttpRequest, team_id: int) -> HttpResponse:
+    """An admin's adjustment of a team's number (its manager's), with its required note; 403 for anyone else."""
+    team = get_object_or_404(Team, pk=team_id)
+
+    def write(period: Period, category: str, data: dict) -> None:
+        adjust_forecast(
+            user=request.user, member=team, period=period, category=category, amount=data["amount"], note=data["note"]
+        )
+
+    return _call_write(request, f"team-{team.pk}", write)
+
+
 def _id(text: str) -> int:
     try:
         return int(text)

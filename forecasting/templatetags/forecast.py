@@ -75,6 +75,11 @@ def has_call_errors(errors: dict, key: Any) -> bool:
     return bool(_call_errors_of(errors, key, "member"))
 
 
+@register.filter
+def has_team_call_errors(errors: dict, key: Any) -> bool:
+    return bool(_call_errors_of(errors, key, "team"))
+
+
 @register.simple_tag
 def call_errors(errors: dict, key: Any, kind: str = "member") -> str:
     """The messages of the row's form that was just refused, each naming what to fix."""

@@ -167,3 +167,20 @@ def test_the_page_makes_the_same_queries_for_two_reps_or_six(client, call, quart
         html = client.get(f"/forecast/?period={quarter.key}").content.decode()
     assert len(rows_of(html)) == 7
     assert_query_count(few, many, exactly=32)  # session, user, roll-up, trend, pacing (company or teams), forms
+
+
+def test_an_admin_adjusts_a_teams_number_and_a_manager_may_not(client, call, quarter):
+    org = call
+    submit_forecast(user=org.manager, period=quarter, category="commit", amount="12000", team=org.team)
+    body = {"period": quarter.key, "category": "commit", "amount": "10000", "note": "East is short a rep"}
+    client.force_login(org.manager)
+    assert f'id="adjust-team-{org.team.pk}"' not in client.get(f"/forecast/?period={quarter.key}").content.decode()
+    assert client.post(f"/forecast/adjust-team/{org.team.pk}/", body, **HTMX).status_code == 403
+    client.force_login(org.admin)
+    refused = client.post(f"/forecast/adjust-team/{org.team.pk}/", body | {"note": ""}, **HTMX).content.decode()
+    assert "an adjustment needs a note" in refused.split(f'id="adjust-team-{org.team.pk}"')[1].split("</form>")[0]
+    html = client.post(f"/forecast/adjust-team/{org.team.pk}/", body, **HTMX).content.decode()
+    total = html.split(f'id="team-total-{org.team.pk}"')[1].split("</tr>")[0]
+    assert "$12,000" in total and "$10,000" in total  # the manager's number and the admin's beside it
+    (adjustment,) = ForecastAdjustment.objects.all()
+    assert (adjustment.team, adjustment.user, adjustment.amount) == (org.team, None, Decimal("10000.00"))
