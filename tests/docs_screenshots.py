@@ -1,9 +1,10 @@
-"""The README's screenshots (docs/screenshots/board.png, organization.png and dashboard.png), taken from demo data.
+"""The README's screenshots (docs/screenshots/board.png, organization.png, deals.png and dashboard.png), taken from
+demo data.
 
 Not part of `make test` (the file name does not start with test_): run `make screenshots`, which seeds the test
 database with `seed_demo`, recomputes the metrics, logs in as grace (manager of East) in Debian's Chromium at
-1440×900 and saves the board, the busiest organization's page and the dashboard of this quarter. Commit the PNGs
-when the pages change visibly.
+1440×900 and saves the board, the busiest organization's page, the deal table and the dashboard of this quarter.
+Commit the PNGs when the pages change visibly.
 """
 
 import os
@@ -50,10 +51,15 @@ def test_take_the_readme_screenshots(page, transactional_db):  # noqa: F811
     page.goto(f"/organizations/{busiest.pk}/")
     page.screenshot(path=str(OUT / "organization.png"))
 
+    page.goto(
+        "/deals/?status=open&sort=-amount&col=stage&col=owner&col=organization&col=amount&col=expected_close_date"
+    )
+    page.screenshot(path=str(OUT / "deals.png"))
+
     page.goto("/dashboard/?kind=quarter")  # the demo quotas are quarterly
     page.wait_for_function("() => !!(window.Chart && Chart.getChart(document.getElementById('chart-forecast')))")
     page.wait_for_timeout(800)  # the charts' 300 ms animation
     page.screenshot(path=str(OUT / "dashboard.png"))
 
-    for name in ("board.png", "organization.png", "dashboard.png"):
+    for name in ("board.png", "organization.png", "deals.png", "dashboard.png"):
         assert (OUT / name).stat().st_size < MAX_BYTES, f"{name} is over {MAX_BYTES} bytes"
