@@ -15,7 +15,7 @@ the import takes it off again (`restore_formula`), so a file exported here still
 
 import csv
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -79,7 +79,8 @@ def _customer_reference(external_id: str | None, name: str | None) -> str:
     return external_id or (name or "").strip()
 
 
-def _cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
+    """`value` as a cell of an exported file: ISO dates and times, plain decimals, formulas neutralised."""
     if isinstance(value, str):
         return neutralise_formula(value)
     if value is None:
@@ -242,28 +243,42 @@ def export_kinds() -> list[str]:
     return list(EXPORTS)
 
 
-def export_csv(*, kind: str, user: User | None, narrow: Callable[[QuerySet], QuerySet] | None = None) -> Iterator[str]:
+def export_csv(
+    *,
+    kind: str,
+    user: User | None,
+    narrow: Callable[[QuerySet], QuerySet] | None = None,
+    columns: dict[str, Column] | None = None,
+    lookups: Iterable[str] = (),
+    ordering: Sequence[str] | None = None,
+) -> Iterator[str]:
     """The CSV lines of the `kind` records `user` may see (all records when `user` is None: for operators).
 
     `narrow` filters the visible rows further (e.g. with the API's list filters): it is given the selector's
-    queryset, so it narrows what the user may see and cannot widen it.
+    queryset, so it narrows what the user may see and cannot widen it. `columns` (with the `lookups` their
+    functions read) replaces the kind's import columns, and `ordering` its order: the deal table exports what it
+    shows, in its order.
     """
     if kind not in EXPORTS:
         raise ValueError(f"Unknown export kind {kind!r}; one of {', '.join(EXPORTS)}.")
-    selector, columns = EXPORTS[kind]
+    selector, kind_columns = EXPORTS[kind]
     queryset = selector(user) if user is not None else _model_of(kind).objects.all()
     if narrow is not None:
         queryset = narrow(queryset)  # here, not in the generator: a refused filter is raised before streaming starts
-    return _lines(kind, queryset, columns)
+    if columns is None:
+        columns, lookups = kind_columns, _EXTRA_LOOKUPS.get(kind, [])
+    return _lines(queryset, columns, lookups, ordering or _ORDER.get(kind, ("id",)))
 
 
-def _lines(kind: str, queryset: QuerySet, columns: dict[str, Column]) -> Iterator[str]:
-    lookups = sorted({c for c in columns.values() if isinstance(c, str)} | set(_EXTRA_LOOKUPS.get(kind, [])))
-    rows = queryset.order_by(*_ORDER.get(kind, ("id",))).values(*lookups).iterator(chunk_size=CHUNK)
+def _lines(
+    queryset: QuerySet, columns: dict[str, Column], extra: Iterable[str], ordering: Sequence[str]
+) -> Iterator[str]:
+    lookups = sorted({c for c in columns.values() if isinstance(c, str)} | set(extra))
+    rows = queryset.order_by(*ordering).values(*lookups).iterator(chunk_size=CHUNK)
     writer = csv.writer(_Line())
     yield writer.writerow(list(columns))
     for row in rows:
-        yield writer.writerow([_cell(c(row) if callable(c) else row[c]) for c in columns.values()])
+        yield writer.writerow([csv_cell(c(row) if callable(c) else row[c]) for c in columns.values()])
 
 
 def _model_of(kind: str):

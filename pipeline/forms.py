@@ -17,6 +17,7 @@ from pipeline.models import (
     ActivityKind,
     Contact,
     Deal,
+    DealStatus,
     ForecastCategory,
     ImportKind,
     Lead,
@@ -27,10 +28,16 @@ from pipeline.models import (
     StageKind,
 )
 from pipeline.selectors import (
+    DEAL_TABLE_COLUMNS,
+    DEAL_TABLE_SORTS,
+    DEFAULT_DEAL_TABLE_COLUMNS,
+    DEFAULT_DEAL_TABLE_SORT,
+    DealColumn,
     filterable_teams,
     visible_contacts,
     visible_organizations,
     visible_pipelines,
+    visible_stages,
 )
 from pipeline.services import DEAL_EDITABLE_FIELDS
 
@@ -83,6 +90,116 @@ class BoardFilterForm(forms.Form):
         self.is_valid()
         data = getattr(self, "cleaned_data", {})
         return {"owner": data.get("owner"), "team": data.get("team"), "text": data.get("q") or ""}
+
+
+class DealTableForm(forms.Form):
+    """The deal table's filters, sort and columns, for showing them: the filtering itself is the API list's
+    (`pipeline.api.filters.DealFilter`, the same parameter names) and the search `selectors.search_deals`."""
+
+    q = forms.CharField(required=False, max_length=100, label="Search")
+    pipeline = forms.ModelChoiceField(queryset=Stage.objects.none(), required=False, empty_label="All pipelines")
+    stage = forms.ModelChoiceField(queryset=Stage.objects.none(), required=False, empty_label="All stages")
+    status = forms.ChoiceField(choices=[("", "Any status"), *DealStatus.choices], required=False)
+    owner = forms.ModelChoiceField(queryset=User.objects.none(), required=False, empty_label="Everyone")
+    team = forms.ModelChoiceField(queryset=User.objects.none(), required=False, empty_label="All teams")
+    amount_min = forms.DecimalField(required=False, min_value=0, label="Amount from")
+    amount_max = forms.DecimalField(required=False, min_value=0, label="Amount to")
+    expected_close_after = forms.DateField(required=False, widget=DATE_INPUT, label="Closing from")
+    expected_close_before = forms.DateField(required=False, widget=DATE_INPUT, label="Closing to")
+    sort = forms.ChoiceField(required=False, label="Sort by")
+    col = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple, label="Columns")
+
+    def __init__(self, data=None, *args, user: User, **kwargs):
+        if data is not None and not data.getlist("col"):
+            # No columns chosen is the default ones, shown ticked in the chooser.
+            data = data.copy()
+            data.setlist("col", list(DEFAULT_DEAL_TABLE_COLUMNS[1:]))
+        super().__init__(data, *args, **kwargs)
+        self.fields["pipeline"].queryset = visible_pipelines(user)
+        self.fields["stage"].queryset = (
+            visible_stages(user).select_related("pipeline").order_by("pipeline__name", "order")
+        )
+        self.fields["stage"].label_from_instance = lambda stage: f"{stage.pipeline.name} · {stage.name}"
+        self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
+        self.fields["team"].queryset = filterable_teams(user)
+        self.fields["q"].widget.attrs.update(placeholder="Search deals, organizations or contacts", type="search")
+        self.fields["sort"].choices = [
+            (f"{sign}{key}", f"{DEAL_TABLE_COLUMNS[key].label} {arrow}")
+            for key in DEAL_TABLE_SORTS
+            for sign, arrow in (("-", "↓"), ("", "↑"))
+        ]
+        self.fields["col"].choices = [
+            (key, column.label) for key, column in DEAL_TABLE_COLUMNS.items() if key != "title"
+        ]
+
+    def ordering(self) -> str:
+        """The chosen order (`-amount`, …), the default when none or an unknown one is asked."""
+        self.is_valid()
+        return getattr(self, "cleaned_data", {}).get("sort") or DEFAULT_DEAL_TABLE_SORT
+
+    def chosen_columns(self) -> list[DealColumn]:
+        """The chosen columns, the title first; the default ones when none are chosen."""
+        self.is_valid()
+        keys = getattr(self, "cleaned_data", {}).get("col") or DEFAULT_DEAL_TABLE_COLUMNS
+        return [
+            DEAL_TABLE_COLUMNS["title"],
+            *(DEAL_TABLE_COLUMNS[key] for key in DEAL_TABLE_COLUMNS if key in keys and key != "title"),
+        ]
+
+    def text(self) -> str:
+        self.is_valid()
+        return getattr(self, "cleaned_data", {}).get("q") or ""
+
+
+class BulkDealForm(forms.Form):
+    """One change for the deals ticked in the table: a new owner, a stage (with a lost reason to lose), or an
+    expected close date."""
+
+    ACTIONS = [("owner", "Change owner"), ("stage", "Move to stage"), ("close_date", "Set close date")]
+
+    deal = forms.TypedMultipleChoiceField(
+        coerce=int, label="Deals", error_messages={"required": "Tick the deals to change first."}
+    )
+    action = forms.ChoiceField(choices=ACTIONS)
+    owner = forms.ModelChoiceField(queryset=User.objects.none(), required=False, empty_label="Choose an owner…")
+    stage = forms.ModelChoiceField(queryset=Stage.objects.none(), required=False, empty_label="Choose a stage…")
+    lost_reason = forms.ModelChoiceField(
+        queryset=LostReason.objects.filter(is_active=True), required=False, empty_label="Lost reason (to lose)…"
+    )
+    expected_close_date = forms.DateField(required=False, widget=DATE_INPUT, label="Close date")
+
+    def __init__(self, *args, user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["owner"].queryset = assignable_owners(user).order_by("username")
+        self.fields["stage"].queryset = (
+            visible_stages(user).select_related("pipeline").order_by("pipeline__name", "order")
+        )
+        self.fields["stage"].label_from_instance = lambda stage: f"{stage.pipeline.name} · {stage.name}"
+        # Any id is accepted here: the view changes only those among the deals the user may edit.
+        self.fields["deal"].valid_value = lambda value: True
+
+    def clean(self):
+        data = super().clean()
+        needed = {"owner": "owner", "stage": "stage", "close_date": "expected_close_date"}.get(data.get("action"))
+        if needed and not data.get(needed):
+            self.add_error(needed, "Choose the new value.")
+        return data
+
+    def change(self) -> dict:
+        """The keyword arguments of `services.bulk_change_deals` for the chosen action."""
+        data = self.cleaned_data
+        if data["action"] == "owner":
+            return {"owner": data["owner"]}
+        if data["action"] == "stage":
+            return {"stage": data["stage"], "lost_reason": data["lost_reason"]}
+        return {"expected_close_date": data["expected_close_date"]}
+
+
+class SavedDealViewForm(forms.Form):
+    name = forms.CharField(
+        max_length=80, label="View name", widget=forms.TextInput(attrs={"placeholder": "Name this view"})
+    )
+    query = forms.CharField(required=False, max_length=2000, widget=forms.HiddenInput)
 
 
 class MoveForm(forms.Form):
@@ -379,8 +496,12 @@ class ConvertLeadForm(forms.Form):
     amount = forms.DecimalField(max_digits=14, decimal_places=2, min_value=0, required=False)
     expected_close_date = forms.DateField(required=False, widget=DATE_INPUT)
 
-    def __init__(self, *args, user: User, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, data=None, *args, user: User, **kwargs):
+        if data is not None and not data.getlist("col"):
+            # No columns chosen is the default ones, shown ticked in the chooser.
+            data = data.copy()
+            data.setlist("col", list(DEFAULT_DEAL_TABLE_COLUMNS[1:]))
+        super().__init__(data, *args, **kwargs)
         self.fields["pipeline"].queryset = visible_pipelines(user)
 
     def service_arguments(self) -> dict:

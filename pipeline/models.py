@@ -609,5 +609,24 @@ class ImportJob(models.Model):
         return f"{self.get_kind_display()} import #{self.pk} ({self.status})"
 
 
+class SavedDealView(models.Model):
+    """A deal table (/deals/) a user named: its filters, sort and columns, kept as the page's query string."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_deal_views")
+    name = models.CharField(max_length=80)
+    query = models.CharField(max_length=2000, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="saved_deal_view_unique_name"),
+            models.CheckConstraint(condition=~Q(name=""), name="saved_deal_view_has_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 # Webhooks keep their models in their own module (pipeline/webhooks/); importing them here registers them with the app.
 from pipeline.webhooks.models import WebhookDelivery, WebhookEvent, WebhookSubscription  # noqa: E402, F401

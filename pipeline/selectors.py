@@ -4,11 +4,14 @@ Every page, API endpoint, export and metric gets its rows from these functions, 
 directly, so a new read path cannot forget the visibility rule.
 """
 
+import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
+from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, models
@@ -44,6 +47,7 @@ from pipeline.models import (
     LostReason,
     Organization,
     Pipeline,
+    SavedDealView,
     Stage,
     StageChange,
     StageKind,
@@ -792,3 +796,99 @@ def contact_record(*, user: User, contact: Contact) -> CustomerRecord:
 def organization_contacts(*, user: User, organization: Organization) -> QuerySet[Contact]:
     """The contacts at `organization` that `user` may see, by name."""
     return visible_contacts(user).filter(organization=organization).order_by("last_name", "first_name", "id")
+
+
+# --- The deal table (/deals/) ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DealColumn:
+    """A column of the deal table: what it reads (`lookups`, paths of `QuerySet.values()`) and how its value is
+    made of them. The page and its CSV export both go through `value`, so the file holds what the page shows."""
+
+    key: str
+    label: str
+    lookups: tuple[str, ...]
+    combine: Callable[[dict], Any] | None = None
+
+    def value(self, row: dict) -> Any:
+        return self.combine(row) if self.combine else row[self.lookups[0]]
+
+
+def _person(row: dict) -> str:
+    return f"{row['contact__first_name'] or ''} {row['contact__last_name'] or ''}".strip()
+
+
+DEAL_TABLE_COLUMNS = {
+    column.key: column
+    for column in (
+        DealColumn("title", "Title", ("title",)),
+        DealColumn("pipeline", "Pipeline", ("pipeline__name",)),
+        DealColumn("stage", "Stage", ("stage__name",)),
+        DealColumn("status", "Status", ("status",)),
+        DealColumn("owner", "Owner", ("owner__username",)),
+        DealColumn("organization", "Organization", ("organization__name",)),
+        DealColumn("contact", "Contact", ("contact__first_name", "contact__last_name"), _person),
+        DealColumn("amount", "Amount", ("amount",)),
+        DealColumn("currency", "Currency", ("currency",)),
+        DealColumn("expected_close_date", "Expected close", ("expected_close_date",)),
+        DealColumn("forecast_category", "Forecast category", ("forecast_category",)),
+        DealColumn("source", "Source", ("source",)),
+        DealColumn("created_at", "Created", ("created_at",)),
+        DealColumn("updated_at", "Updated", ("updated_at",)),
+        DealColumn("closed_at", "Closed", ("closed_at",)),
+    )
+}
+DEFAULT_DEAL_TABLE_COLUMNS = ("title", "stage", "owner", "organization", "amount", "expected_close_date")
+# The keys the table sorts by: the API list's `ordering_fields`, each served by an index of Deal.Meta (with the id
+# as tie-breaker), so that a page is read from the index rather than every matching deal sorted.
+DEAL_TABLE_SORTS = ("updated_at", "created_at", "amount", "expected_close_date")
+DEFAULT_DEAL_TABLE_SORT = "-updated_at"
+# Up to this many matching deals the table counts them exactly; beyond, it says "about N" from the planner's estimate
+# instead of counting a million rows on every page.
+DEAL_TABLE_EXACT_COUNT_LIMIT = 10_000
+
+
+def deal_table_ordering(sort: str) -> list[str]:
+    """The order of the table for `sort` (`amount`, `-amount`, …), ending with the id in the same direction."""
+    return [sort, "-id" if sort.startswith("-") else "id"]
+
+
+def deal_table_rows(deals: QuerySet[Deal]) -> QuerySet[Deal]:
+    """`deals` with what every column of the table reads, in one query (no query per row)."""
+    return deals.select_related("pipeline", "stage", "owner", "organization", "contact")
+
+
+def deal_row_values(deal: Deal, columns: list[DealColumn]) -> list[Any]:
+    """The values of `columns` for `deal` (fetched by `deal_table_rows`), as an exported row of it would hold."""
+    row = {}
+    for column in columns:
+        for lookup in column.lookups:
+            value: Any = deal
+            for part in lookup.split("__"):
+                value = getattr(value, part) if value is not None else None
+            row[lookup] = value
+    return [column.value(row) for column in columns]
+
+
+@dataclass(frozen=True)
+class RowCount:
+    """How many rows match: exact up to a limit, else the planner's estimate (`exact` False: "about N")."""
+
+    count: int
+    exact: bool
+
+
+def deal_count(deals: QuerySet[Deal], *, limit: int = DEAL_TABLE_EXACT_COUNT_LIMIT) -> RowCount:
+    """The number of `deals`: counted when at most `limit` (a count that stops after `limit` + 1 rows), else
+    PostgreSQL's estimate of the query's rows, which costs a plan, not a scan."""
+    counted = deals.order_by().values("pk")[: limit + 1].count()
+    if counted <= limit:
+        return RowCount(counted, True)
+    plan = json.loads(deals.order_by().explain(format="json"))
+    return RowCount(max(int(plan[0]["Plan"]["Plan Rows"]), counted), False)
+
+
+def saved_deal_views(*, user: User) -> QuerySet[SavedDealView]:
+    """The deal tables `user` saved, by name (each user sees only their own)."""
+    return SavedDealView.objects.filter(owner=user).order_by("name", "id")

@@ -8,7 +8,8 @@ Services do not check permissions: callers fetch the records through the `visibl
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -36,6 +37,7 @@ from pipeline.models import (
     LostReason,
     Organization,
     Pipeline,
+    SavedDealView,
     Stage,
     StageChange,
     StageKind,
@@ -318,6 +320,69 @@ def move_deal(
     )
     _send_on_commit(signals.deal_stage_changed, actor=actor, deal=deal, stage_change=stage_change)
     return deal
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What a bulk change did to one deal: `changed`, or refused with the reason (`message`)."""
+
+    deal: Deal
+    changed: bool
+    message: str = ""
+
+
+def bulk_change_deals(
+    *,
+    deals: Iterable[Deal],
+    actor: User | None,
+    owner: User | None = None,
+    stage: Stage | None = None,
+    lost_reason: LostReason | None = None,
+    expected_close_date: date | None = None,
+) -> list[BulkOutcome]:
+    """Give each of `deals` a new owner, stage or expected close date, one deal at a time: each change is its own
+    transaction through `update_deal` or `move_deal`, so a deal refused (a stage's required field missing, a stage
+    of another pipeline, no lost reason) is reported and leaves the others changed. Exactly one change is given.
+    Callers pass deals they fetched through `editable_deals`."""
+    changes = [owner is not None, stage is not None, expected_close_date is not None]
+    if sum(changes) != 1:
+        raise ValueError("bulk_change_deals takes exactly one of owner, stage and expected_close_date")
+    outcomes = []
+    for deal in deals:
+        try:
+            if stage is not None:
+                move_deal(deal=deal, stage=stage, actor=actor, lost_reason=lost_reason)
+            elif owner is not None:
+                update_deal(deal=deal, actor=actor, owner=owner)
+            else:
+                update_deal(deal=deal, actor=actor, expected_close_date=expected_close_date)
+        except ValidationError as error:
+            outcomes.append(BulkOutcome(deal, False, " ".join(error.messages)))
+        else:
+            outcomes.append(BulkOutcome(deal, True))
+    return outcomes
+
+
+# --- Saved deal tables --------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def save_deal_view(*, owner: User, name: str, query: str) -> SavedDealView:
+    """Save the deal table `query` (its query string) under `name` for `owner`; a name they already used is
+    replaced, so that saving again updates the view."""
+    view = SavedDealView.objects.select_for_update().filter(owner=owner, name=name.strip()).first()
+    view = view or SavedDealView(owner=owner, name=name.strip())
+    if not view.name:
+        raise ValidationError({"name": "Give the view a name."})
+    view.query = query
+    view.full_clean(exclude=["owner"], validate_unique=False, validate_constraints=False)
+    view.save()
+    return view
+
+
+def delete_deal_view(*, view: SavedDealView) -> None:
+    """Forget a saved deal table (callers fetch it through `saved_deal_views`)."""
+    view.delete()
 
 
 # --- Organizations and contacts -------------------------------------------------------------------------------------

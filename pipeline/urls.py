@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from pipeline.views import activities, board, contacts, deals, imports, leads, moves, organizations
+from pipeline.views import activities, board, contacts, deal_table, deals, imports, leads, moves, organizations
 
 app_name = "pipeline"
 
@@ -11,6 +11,11 @@ urlpatterns = [
     path("board/<int:pipeline_id>/", board.board, name="board_pipeline"),
     path("board/<int:pipeline_id>/stages/<int:stage_id>/cards/", board.board_column_more, name="board_column_more"),
     path("board/<int:pipeline_id>/deals/new/", deals.deal_create, name="deal_create"),
+    path("deals/", deal_table.deal_table, name="deal_table"),
+    path("deals/export.csv", deal_table.deal_table_export, name="deal_table_export"),
+    path("deals/bulk/", deal_table.deal_table_bulk, name="deal_table_bulk"),
+    path("deals/views/", deal_table.deal_view_save, name="deal_view_save"),
+    path("deals/views/<int:pk>/delete/", deal_table.deal_view_delete, name="deal_view_delete"),
     path("deals/<int:pk>/", deals.deal_detail, name="deal"),
     path("deals/<int:pk>/move/", moves.deal_move, name="deal_move"),
     path("deals/<int:pk>/fields/", deals.deal_fields, name="deal_fields"),

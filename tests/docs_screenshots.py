@@ -1,11 +1,12 @@
-"""The README's screenshots (docs/screenshots/board.png, organization.png, dashboard.png and forecast.png), taken from
+"""The README's screenshots (docs/screenshots/board.png, organization.png, deals.png, dashboard.png and forecast.png),
+taken from
 demo data.
 
 Not part of `make test` (the file name does not start with test_): run `make screenshots`, which seeds the test
 database with `seed_demo`, recomputes the metrics, logs in as grace (manager of East) in Debian's Chromium at
-1440×900 and saves the board, the busiest organization's page, the dashboard of this quarter and its forecast call
-(with a few of East's reps' numbers stated last week and this week, and one adjusted). Commit the PNGs when the
-pages change visibly.
+1440×900 and saves the board, the busiest organization's page, the deal table, the dashboard of this quarter and its
+forecast call (with a few of East's reps' numbers stated last week and this week, and one adjusted). Commit the PNGs
+when the pages change visibly.
 """
 
 import os
@@ -57,6 +58,11 @@ def test_take_the_readme_screenshots(page, transactional_db):  # noqa: F811
     page.goto(f"/organizations/{busiest.pk}/")
     page.screenshot(path=str(OUT / "organization.png"))
 
+    page.goto(
+        "/deals/?status=open&sort=-amount&col=stage&col=owner&col=organization&col=amount&col=expected_close_date"
+    )
+    page.screenshot(path=str(OUT / "deals.png"))
+
     page.goto("/dashboard/?kind=quarter")  # the demo quotas are quarterly
     page.wait_for_function("() => !!(window.Chart && Chart.getChart(document.getElementById('chart-forecast')))")
     page.wait_for_timeout(800)  # the charts' 300 ms animation
@@ -68,7 +74,7 @@ def test_take_the_readme_screenshots(page, transactional_db):  # noqa: F811
     page.wait_for_timeout(800)
     page.screenshot(path=str(OUT / "forecast.png"))
 
-    for name in ("board.png", "organization.png", "dashboard.png", "forecast.png"):
+    for name in ("board.png", "organization.png", "deals.png", "dashboard.png", "forecast.png"):
         assert (OUT / name).stat().st_size < MAX_BYTES, f"{name} is over {MAX_BYTES} bytes"
 
 

@@ -33,10 +33,13 @@ class CSVRenderer(BaseRenderer):
         return JSONRenderer().render(data)
 
 
-def csv_download(*, kind: str, user, narrow: Callable[[QuerySet], QuerySet], filename: str) -> StreamingHttpResponse:
-    """A streamed CSV attachment of the `kind` records `user` may see, narrowed by `narrow`."""
+def csv_download(
+    *, kind: str, user, narrow: Callable[[QuerySet], QuerySet], filename: str, **columns
+) -> StreamingHttpResponse:
+    """A streamed CSV attachment of the `kind` records `user` may see, narrowed by `narrow` (`columns`: the
+    `columns`, `lookups` and `ordering` of `export_csv`, when not the import's)."""
     response = StreamingHttpResponse(
-        export_csv(kind=kind, user=user, narrow=narrow), content_type="text/csv; charset=utf-8"
+        export_csv(kind=kind, user=user, narrow=narrow, **columns), content_type="text/csv; charset=utf-8"
     )
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -1,0 +1,226 @@
+"""The deal table (/deals/): the visible deals filtered like the API list (`DealFilter`) and searched like the
+board (`selectors.search_deals`), sorted by an indexed key and walked by cursor like the API (`ApiPagination`),
+with a column chooser, saved views, a CSV export of exactly the rows and columns shown, and bulk changes."""
+
+from urllib.parse import urlencode, urlsplit
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from rest_framework import exceptions
+
+from config.rest import ApiPagination
+from pipeline import selectors, services
+from pipeline.api.exports import csv_download
+from pipeline.api.filters import DealFilter
+from pipeline.exporting import csv_cell
+from pipeline.forms import BulkDealForm, DealTableForm, SavedDealViewForm
+from pipeline.views.responses import first_error, is_htmx, sees_others
+
+# The parameters a table's address may carry, and so a saved view keeps (the cursor is a place, not a view).
+TABLE_PARAMETERS = (
+    "q",
+    "pipeline",
+    "stage",
+    "status",
+    "owner",
+    "team",
+    "amount_min",
+    "amount_max",
+    "expected_close_after",
+    "expected_close_before",
+    "organization",
+    "contact",
+    "source",
+    "sort",
+    "col",
+    "page_size",
+)
+
+
+def view_query(params: QueryDict) -> str:
+    """The table's own parameters of `params`, as a query string (what a saved view stores)."""
+    kept = QueryDict(mutable=True)
+    for name in TABLE_PARAMETERS:
+        values = [value for value in params.getlist(name) if value != ""]
+        if values:
+            kept.setlist(name, values)
+    return kept.urlencode()
+
+
+def _matching_deals(user, params: QueryDict, visible=None):
+    """The deals of `visible` (default: those `user` may see) that the table's parameters select, in its order."""
+    form = DealTableForm(params, user=user)
+    filterset = DealFilter(params, queryset=selectors.visible_deals(user) if visible is None else visible)
+    deals = selectors.search_deals(filterset.qs, selectors.search_terms(form.text()))
+    ordering = selectors.deal_table_ordering(form.ordering())
+    return form, filterset, deals.order_by(*ordering), ordering
+
+
+def _page_link(pagination: ApiPagination, position, direction: str, query: str) -> str | None:
+    """The table's address at `position` of its walk: the API's cursor, on this page's own query."""
+    link = pagination._link(position, direction)
+    if link is None:
+        return None
+    cursor = QueryDict(urlsplit(link).query)["cursor"]
+    return f"{reverse('pipeline:deal_table')}?{query}{'&' if query else ''}{urlencode({'cursor': cursor})}"
+
+
+class _Parameters:
+    """What `ApiPagination` reads of a request: its query parameters and its address."""
+
+    def __init__(self, request: HttpRequest, params: QueryDict):
+        self.query_params = params
+        self.build_absolute_uri = request.build_absolute_uri
+
+
+def _table_context(request: HttpRequest, params: QueryDict) -> dict:
+    form, filterset, deals, ordering = _matching_deals(request.user, params)
+    columns = form.chosen_columns()
+    errors = [
+        f"{form.fields[name].label if name in form.fields else name}: {' '.join(messages_)}"
+        for name, messages_ in {**filterset.form.errors, **form.errors}.items()
+    ]
+    pagination = ApiPagination()
+    try:
+        # The parameters given, not the request's own: the bulk form re-renders the table it was sent from.
+        page = pagination.paginate_queryset(selectors.deal_table_rows(deals), _Parameters(request, params))
+    except exceptions.ValidationError as error:
+        errors.extend(f"{name}: {' '.join(map(str, problems))}" for name, problems in error.detail.items())
+        page, pagination.next_position, pagination.previous_position = [], None, None
+        pagination.signature = ""
+    query = view_query(params)
+    sort = form.ordering()
+    return {
+        "filter_form": form,
+        "errors": errors,
+        "columns": columns,
+        "rows": [
+            (deal, [(column, value, csv_cell(value)) for column, value in zip(columns, values, strict=True)])
+            for deal, values in ((deal, selectors.deal_row_values(deal, columns)) for deal in page)
+        ],
+        "total": selectors.deal_count(deals),
+        "next_url": _page_link(pagination, pagination.next_position, "n", query),
+        "previous_url": _page_link(pagination, pagination.previous_position, "p", query),
+        "query": query,
+        "sort": sort,
+        "headers": _headers(columns, params, sort),
+        "saved_views": list(selectors.saved_deal_views(user=request.user)),
+        "save_form": SavedDealViewForm(initial={"query": query}),
+        "bulk_form": BulkDealForm(user=request.user),
+        "sees_others": sees_others(request),
+        "ordering": ordering,
+    }
+
+
+def _headers(columns, params: QueryDict, sort: str) -> list[tuple]:
+    """Per column: the table's address sorted by it when it is sortable (the other way round when it is the sort:
+    descending first), and its `aria-sort` direction when it is the sort."""
+    headers = []
+    for column in columns:
+        link = direction = None
+        if column.key in selectors.DEAL_TABLE_SORTS:
+            query = QueryDict(view_query(params), mutable=True)
+            query["sort"] = column.key if sort == f"-{column.key}" else f"-{column.key}"
+            link = f"{reverse('pipeline:deal_table')}?{query.urlencode()}"
+            direction = {column.key: "ascending", f"-{column.key}": "descending"}.get(sort)
+        headers.append((column, link, direction))
+    return headers
+
+
+@login_required
+@require_GET
+def deal_table(request: HttpRequest) -> HttpResponse:
+    """The deals the user may see as a sortable, filterable table, 50 a page (`page_size` up to 200)."""
+    context = _table_context(request, request.GET)
+    if is_htmx(request) and request.headers.get("HX-Target") == "deal-results":
+        return render(request, "pipeline/partials/deal_table_results.html", context)
+    return render(request, "pipeline/deal_table.html", context)
+
+
+@login_required
+@require_GET
+def deal_table_export(request: HttpRequest) -> HttpResponse:
+    """The table as CSV: every deal it selects (all pages), in its order and its chosen columns."""
+    form, _filterset, _deals, ordering = _matching_deals(request.user, request.GET)
+    columns = form.chosen_columns()
+
+    def narrow(visible):
+        return _matching_deals(request.user, request.GET, visible)[2]
+
+    return csv_download(
+        kind="deals",
+        user=request.user,
+        narrow=narrow,
+        filename="deals.csv",
+        columns={column.key: column.value for column in columns},
+        lookups=[lookup for column in columns for lookup in column.lookups],
+        ordering=ordering,
+    )
+
+
+@login_required
+@require_POST
+def deal_table_bulk(request: HttpRequest) -> HttpResponse:
+    """One change (owner, stage, close date) to each ticked deal the user may edit, deal by deal: the answer is
+    the table again, with a line per deal saying whether it changed or why it was refused."""
+    form = BulkDealForm(request.POST, user=request.user)
+    params = QueryDict(request.POST.get("query", ""))
+    outcomes, refused_unknown, problem = [], 0, ""
+    if form.is_valid():
+        ids = form.cleaned_data["deal"]
+        deals = list(selectors.editable_deals(request.user).filter(pk__in=ids).order_by("title", "id"))
+        # A deal the user may not change (or that does not exist) is not named: the same answer for both.
+        refused_unknown = len(set(ids) - {deal.pk for deal in deals})
+        outcomes = services.bulk_change_deals(deals=deals, actor=request.user, **form.change())
+    else:
+        problem = first_error(form)
+    if not is_htmx(request):
+        changed = sum(outcome.changed for outcome in outcomes)
+        if problem:
+            messages.error(request, problem)
+        else:
+            messages.success(request, f"Changed {changed} of {len(outcomes) + refused_unknown} deals.")
+        return redirect(f"{reverse('pipeline:deal_table')}?{params.urlencode()}")
+    context = _table_context(request, params)
+    context.update(
+        outcomes=outcomes,
+        changed_count=sum(outcome.changed for outcome in outcomes),
+        refused_count=sum(not outcome.changed for outcome in outcomes) + refused_unknown,
+        refused_unknown=refused_unknown,
+        bulk_problem=problem,
+        bulk_form=form if problem else context["bulk_form"],
+    )
+    return render(request, "pipeline/partials/deal_table_results.html", context)
+
+
+@login_required
+@require_POST
+def deal_view_save(request: HttpRequest) -> HttpResponse:
+    """Save the table's current filters, sort and columns under a name (again under a used name: replaced)."""
+    form = SavedDealViewForm(request.POST)
+    query = view_query(QueryDict(request.POST.get("query", "")))
+    if form.is_valid():
+        try:
+            view = services.save_deal_view(owner=request.user, name=form.cleaned_data["name"], query=query)
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+        else:
+            messages.success(request, f"Saved the view “{view.name}”.")
+    else:
+        messages.error(request, first_error(form))
+    return redirect(f"{reverse('pipeline:deal_table')}?{query}")
+
+
+@login_required
+@require_POST
+def deal_view_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Forget one of the user's saved views (another user's answers 404)."""
+    view = get_object_or_404(selectors.saved_deal_views(user=request.user), pk=pk)
+    services.delete_deal_view(view=view)
+    messages.success(request, f"Deleted the view “{view.name}”.")
+    return redirect("pipeline:deal_table")

@@ -1,0 +1,295 @@
+"""The deal table (/deals/, issue 17 item 10): the visible deals filtered like the API list, sorted by indexed keys and
+walked by cursor, a column chooser, saved views, a CSV export of exactly what is shown, and bulk changes with a
+result per deal; visibility per role (SPEC §2) and a query count constant in the number of rows."""
+
+import csv
+import io
+import re
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError
+from django.urls import reverse
+
+from pipeline import selectors, services
+from pipeline.models import Deal, SavedDealView
+from tests.factories import make_deal, make_qualified_deal, stage
+from tests.queries import assert_query_count, capture_queries
+
+pytestmark = pytest.mark.django_db
+
+URL = reverse("pipeline:deal_table")
+
+
+def logged_in(client, user):
+    client.force_login(user)
+    return client
+
+
+def shown_ids(response) -> list[int]:
+    """The deal ids of the table's rows, in their order."""
+    assert response.status_code == 200
+    return [int(pk) for pk in re.findall(r'<tr id="deal-row-(\d+)"', response.content.decode())]
+
+
+def shown_cells(response) -> list[list[str]]:
+    """The table's cells as the export writes them (`data-value`), row by row, without the tick box."""
+    rows = re.findall(r'<tr id="deal-row-\d+".*?</tr>', response.content.decode(), flags=re.S)
+    return [re.findall(r'data-value="([^"]*)"', row) for row in rows]
+
+
+def shown_columns(response) -> list[str]:
+    return re.findall(r'<th scope="col" data-column="([^"]+)"', response.content.decode())
+
+
+def exported(client, query: str) -> list[list[str]]:
+    response = client.get(reverse("pipeline:deal_table_export") + "?" + query)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+# --- Visibility ----------------------------------------------------------------------------------------------------
+
+
+def test_each_role_sees_exactly_the_deals_it_may_see(client, org, pipeline):
+    deals = {user: make_deal(owner=user, pipeline=pipeline) for user in (org.rep, org.teammate, org.other_rep)}
+    expected = {
+        org.rep: {deals[org.rep].pk},
+        org.manager: {deals[org.rep].pk, deals[org.teammate].pk},
+        org.other_manager: {deals[org.other_rep].pk},
+        org.admin: {deal.pk for deal in deals.values()},
+    }
+    for user, ids in expected.items():
+        assert set(shown_ids(logged_in(client, user).get(URL))) == ids, user
+        # The export holds the same deals, whatever the filters in its address try.
+        rows = exported(client, f"owner={deals[org.other_rep].owner_id}")
+        assert len(rows) - 1 == len(ids & {deals[org.other_rep].pk}), user
+
+
+def test_anonymous_visitors_go_to_the_login_page(client):
+    for url in [URL, reverse("pipeline:deal_table_export")]:
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_a_bulk_change_leaves_deals_the_user_may_not_change_as_they_were(client, org, pipeline):
+    mine = make_deal(owner=org.rep, pipeline=pipeline, title="Mine")
+    theirs = make_deal(owner=org.other_rep, pipeline=pipeline, title="Theirs")
+    response = logged_in(client, org.rep).post(
+        reverse("pipeline:deal_table_bulk"),
+        {"deal": [mine.pk, theirs.pk], "action": "close_date", "expected_close_date": "2027-03-31"},
+        HTTP_HX_REQUEST="true",
+    )
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Theirs" not in page and "1 deal you may not change" in page
+    assert Deal.objects.get(pk=mine.pk).expected_close_date == date(2027, 3, 31)
+    assert Deal.objects.get(pk=theirs.pk).expected_close_date is None
+
+
+def test_deleting_another_users_saved_view_answers_404(client, org):
+    view = services.save_deal_view(owner=org.other_rep, name="Big ones", query="amount_min=1000")
+    response = logged_in(client, org.rep).post(reverse("pipeline:deal_view_delete", args=[view.pk]))
+    assert response.status_code == 404 and SavedDealView.objects.filter(pk=view.pk).exists()
+
+
+# --- Filters, search and sorting -----------------------------------------------------------------------------------
+
+
+def test_the_filters_narrow_the_table_like_plain_python_over_the_same_deals(client, org, pipeline, other_pipeline):
+    rows = [
+        make_deal(owner=org.rep, pipeline=pipeline, amount=Decimal(amount), expected_close_date=close, title=title)
+        for amount, close, title in [
+            ("500", "2027-01-10", "Acme small"),
+            ("5000", "2027-02-10", "Acme big"),
+            ("9000", "2027-05-01", "Zebra"),
+            ("20000", None, "Huge"),
+        ]
+    ]
+    make_deal(owner=org.rep, pipeline=other_pipeline, amount=Decimal("6000"), title="Renewal")
+    make_deal(owner=org.teammate, pipeline=pipeline, amount=Decimal("6000"), title="Teammate's")
+    services.move_deal(deal=rows[2], actor=org.rep, stage=stage(pipeline, "Discovery"))
+    client = logged_in(client, org.manager)
+
+    def expect(query: str, keep) -> None:
+        deals = list(selectors.visible_deals(org.manager))
+        expected = {deal.pk for deal in deals if keep(deal)}
+        assert set(shown_ids(client.get(f"{URL}?{query}"))) == expected, query
+
+    expect(f"pipeline={pipeline.pk}", lambda d: d.pipeline_id == pipeline.pk)
+    expect(f"stage={stage(pipeline, 'Discovery').pk}", lambda d: d.stage.name == "Discovery")
+    expect("status=open", lambda d: d.status == "open")
+    expect(f"owner={org.teammate.pk}", lambda d: d.owner_id == org.teammate.pk)
+    expect(f"team={org.team.pk}", lambda d: d.owner.team_id == org.team.pk)
+    expect("amount_min=1000&amount_max=9000", lambda d: d.amount is not None and 1000 <= d.amount <= 9000)
+    expect(
+        "expected_close_after=2027-02-01&expected_close_before=2027-05-01",
+        lambda d: d.expected_close_date is not None and date(2027, 2, 1) <= d.expected_close_date <= date(2027, 5, 1),
+    )
+    expect("q=acme", lambda d: "acme" in d.title.lower())
+    expect(f"q=acme&amount_min=1000&pipeline={pipeline.pk}", lambda d: d.title == "Acme big")
+
+
+def test_a_bad_filter_is_named_and_filters_nothing(client, org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+    response = logged_in(client, org.rep).get(f"{URL}?amount_min=lots&sort=title")
+    assert shown_ids(response) == [deal.pk]
+    assert "Amount from" in response.content.decode() and "Sort by" in response.content.decode()
+
+
+@pytest.mark.parametrize("key", selectors.DEAL_TABLE_SORTS)
+def test_every_sort_orders_like_python_and_pages_walk_every_deal_once(client, org, pipeline, key):
+    amounts = ["300", None, "100", "300", "200", None, "50"]
+    closes = ["2027-01-03", "2027-01-01", None, "2027-01-02", None, "2027-01-05", "2027-01-04"]
+    for amount, close in zip(amounts, closes, strict=True):
+        make_deal(owner=org.rep, pipeline=pipeline, amount=amount and Decimal(amount), expected_close_date=close)
+    client = logged_in(client, org.rep)
+    for descending in (False, True):
+        deals = list(Deal.objects.all())
+        present = sorted((d for d in deals if getattr(d, key) is not None), key=lambda d: (getattr(d, key), d.pk))
+        absent = sorted((d for d in deals if getattr(d, key) is None), key=lambda d: d.pk)
+        # PostgreSQL's default: NULLs last going up, first going down (what the indexes serve).
+        ordered = absent[::-1] + present[::-1] if descending else present + absent
+        expected = [d.pk for d in ordered]
+        url, walked = f"{URL}?sort={'-' if descending else ''}{key}&page_size=3", []
+        while url:
+            response = client.get(url)
+            walked += shown_ids(response)
+            found = re.search(r'<a href="([^"]+)" rel="next">', response.content.decode())
+            url = found and found.group(1).replace("&amp;", "&")
+        assert walked == expected, (key, descending)
+
+
+def test_an_estimate_stands_for_the_count_above_the_limit(org, pipeline):
+    for _ in range(5):
+        make_deal(owner=org.rep, pipeline=pipeline)
+    deals = selectors.visible_deals(org.admin)
+    assert selectors.deal_count(deals, limit=10) == selectors.RowCount(5, True)
+    estimate = selectors.deal_count(deals, limit=3)
+    assert not estimate.exact and estimate.count >= 4
+
+
+# --- Columns, export and saved views -------------------------------------------------------------------------------
+
+
+def test_the_chosen_columns_are_shown_and_exported_exactly_as_shown(client, org, pipeline):
+    acme = services.create_organization(actor=org.rep, name="=HYPERLINK(acme)")
+    for amount in ("100", "2500.50", "900"):
+        make_qualified_deal(owner=org.rep, pipeline=pipeline, amount=Decimal(amount), organization=acme)
+    make_deal(owner=org.rep, pipeline=pipeline, amount=Decimal("5"))
+    client = logged_in(client, org.rep)
+    query = "col=amount&col=organization&col=contact&col=updated_at&sort=-amount&amount_min=50"
+
+    response = client.get(f"{URL}?{query}")
+    assert shown_columns(response) == ["title", "organization", "contact", "amount", "updated_at"]
+    rows = exported(client, query)
+    assert rows[0] == ["title", "organization", "contact", "amount", "updated_at"]
+    # The page's cells escape HTML; the file holds the same text.
+    assert [[cell.replace("&#x27;", "'") for cell in row] for row in shown_cells(response)] == rows[1:]
+    assert [row[3] for row in rows[1:]] == ["2500.50", "900.00", "100.00"]
+    assert rows[1][1] == "'=HYPERLINK(acme)"  # a formula in a cell is neutralised, as in every export
+
+    default = client.get(URL)
+    assert shown_columns(default) == list(selectors.DEFAULT_DEAL_TABLE_COLUMNS)
+    assert exported(client, "")[0] == list(selectors.DEFAULT_DEAL_TABLE_COLUMNS)
+
+
+def test_the_export_holds_every_page_of_the_table(client, org, pipeline):
+    for _ in range(7):
+        make_deal(owner=org.rep, pipeline=pipeline)
+    client = logged_in(client, org.rep)
+    rows = exported(client, "page_size=2&sort=created_at&col=created_at")
+    titles = list(Deal.objects.order_by("created_at", "id").values_list("title", flat=True))
+    assert [row[0] for row in rows[1:]] == titles
+
+
+def test_a_saved_view_keeps_the_query_and_opens_it_again(client, org, pipeline):
+    client = logged_in(client, org.rep)
+    response = client.post(
+        reverse("pipeline:deal_view_save"), {"name": "Big", "query": "amount_min=1000&col=amount&cursor=xyz&q="}
+    )
+    assert response.status_code == 302 and response["Location"] == f"{URL}?amount_min=1000&col=amount"
+    view = SavedDealView.objects.get(owner=org.rep)
+    assert view.query == "amount_min=1000&col=amount"  # the cursor is a place in a walk, not part of a view
+    page = client.get(URL).content.decode()
+    assert f'href="{URL}?amount_min=1000&amp;col=amount">Big</a>' in page
+    # Saving again under the same name replaces it; another user's views are their own.
+    client.post(reverse("pipeline:deal_view_save"), {"name": "Big", "query": "amount_min=5000"})
+    assert list(SavedDealView.objects.values_list("name", "query")) == [("Big", "amount_min=5000")]
+    assert "Big</a>" not in logged_in(client, org.teammate).get(URL).content.decode()
+
+
+def test_the_database_holds_one_view_of_a_name_per_user(org):
+    SavedDealView.objects.create(owner=org.rep, name="Mine", query="")
+    SavedDealView.objects.create(owner=org.teammate, name="Mine", query="")
+    with pytest.raises(IntegrityError):
+        SavedDealView.objects.create(owner=org.rep, name="Mine", query="status=open")
+
+
+# --- Bulk changes --------------------------------------------------------------------------------------------------
+
+
+def test_a_bulk_move_honours_required_fields_and_names_each_refused_deal(client, org, pipeline, other_pipeline):
+    ready = make_qualified_deal(owner=org.rep, pipeline=pipeline, title="Ready deal")
+    bare = make_deal(owner=org.rep, pipeline=pipeline, title="Bare deal")
+    elsewhere = make_qualified_deal(owner=org.rep, pipeline=other_pipeline, title="Renewal deal")
+    proposal = stage(pipeline, "Proposal")
+    response = logged_in(client, org.rep).post(
+        reverse("pipeline:deal_table_bulk"),
+        {"deal": [ready.pk, bare.pk, elsewhere.pk], "action": "stage", "stage": proposal.pk, "query": "col=stage"},
+        HTTP_HX_REQUEST="true",
+    )
+    page = response.content.decode()
+    assert "<strong>Changed 1</strong>, refused 2." in page
+    assert "Ready deal: changed" in page
+    assert "Bare deal: refused — Amount is required to enter the stage “Proposal”." in page
+    assert "Renewal deal: refused — The stage “Proposal” belongs to another pipeline" in page
+    assert Deal.objects.get(pk=ready.pk).stage == proposal
+    assert Deal.objects.get(pk=bare.pk).stage.name == "Prospecting"
+    assert Deal.objects.get(pk=elsewhere.pk).stage.name == "Prospecting"
+    # The table comes back with the new values, in the columns it was sent from.
+    assert 'data-column="stage" data-value="Proposal"' in page
+
+
+def test_a_bulk_owner_change_goes_through_the_service_and_is_audited(client, org, pipeline):
+    deals = [make_deal(owner=org.rep, pipeline=pipeline) for _ in range(3)]
+    logged_in(client, org.manager).post(
+        reverse("pipeline:deal_table_bulk"),
+        {"deal": [deal.pk for deal in deals], "action": "owner", "owner": org.teammate.pk},
+        HTTP_HX_REQUEST="true",
+    )
+    assert set(Deal.objects.values_list("owner", flat=True)) == {org.teammate.pk}
+    assert all(deal.version == 2 for deal in Deal.objects.all())
+
+
+def test_a_bulk_change_without_its_value_says_so_and_changes_nothing(client, org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+    response = logged_in(client, org.rep).post(
+        reverse("pipeline:deal_table_bulk"), {"deal": [deal.pk], "action": "stage"}, HTTP_HX_REQUEST="true"
+    )
+    assert "Choose the new value." in response.content.decode()
+    assert Deal.objects.get(pk=deal.pk).version == 1
+
+
+# --- Query counts --------------------------------------------------------------------------------------------------
+
+
+# Session and user, two of the search, the page, the count, the saved views, and the choices of the filter and bulk
+# forms (a manager and an admin also get the owner and team filters).
+@pytest.mark.parametrize(("username", "queries"), [("rep", 15), ("manager", 17), ("admin", 17)])
+def test_the_table_costs_the_same_queries_for_two_rows_and_for_twenty(client, org, pipeline, username, queries):
+    user = getattr(org, username)
+    client = logged_in(client, user)
+    query = f"{URL}?col=pipeline&col=stage&col=owner&col=organization&col=contact&col=amount&q=deal"
+    acme = services.create_organization(actor=org.rep, name="Acme")
+    for _ in range(2):
+        make_qualified_deal(owner=org.rep, pipeline=pipeline, organization=acme)
+    client.get(query)  # sessions, content types: warmed once
+    with capture_queries() as few:
+        assert len(shown_ids(client.get(query))) == 2
+    for _ in range(18):
+        make_qualified_deal(owner=org.rep, pipeline=pipeline, organization=acme)
+    with capture_queries() as many:
+        assert len(shown_ids(client.get(query))) == 20
+    assert_query_count(few, many, exactly=queries)
