@@ -71,6 +71,25 @@
         count.textContent = section.querySelectorAll(count.dataset.counts).length;
       });
     });
+    // The phone's menu (base.html): its button opens and closes it; Escape or a tap outside the bar closes it, and
+    // Escape gives the focus back to the button.
+    var menuButton = document.querySelector("[data-menu-toggle]");
+    if (menuButton) {
+      var bar = menuButton.closest(".topbar");
+      var setMenu = function (open) {
+        bar.classList.toggle("menu-open", open);
+        menuButton.setAttribute("aria-expanded", open ? "true" : "false");
+      };
+      menuButton.addEventListener("click", function () { setMenu(!bar.classList.contains("menu-open")); });
+      document.addEventListener("keydown", function (event) {
+        if (event.key !== "Escape" || !bar.classList.contains("menu-open")) return;
+        setMenu(false);
+        menuButton.focus();
+      });
+      document.addEventListener("click", function (event) {
+        if (bar.classList.contains("menu-open") && !bar.contains(event.target)) setMenu(false);
+      });
+    }
     var box = document.getElementById("toasts");
     if (box) new MutationObserver(scheduleToasts).observe(box, { childList: true, subtree: true });
     scheduleToasts();

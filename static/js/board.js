@@ -67,6 +67,11 @@
         filter: ".locked, .move-to",
         preventOnFilter: false,
         forceFallback: true,
+        // On a touch screen a card is picked up by a press and hold; a swipe that starts on it scrolls the board
+        // (by column) or the column's cards, as a swipe anywhere else does. A mouse drags at once, as before.
+        delay: 250,
+        delayOnTouchOnly: true,
+        touchStartThreshold: 6,
         fallbackOnBody: true,
         animation: 120,
         ghostClass: "drag-ghost",
