@@ -255,8 +255,11 @@ class CallPeriodField(serializers.RegexField):
         kwargs.setdefault("help_text", "A month `2026-11` or a quarter `2026-Q4`.")
         super().__init__(CALL_PERIOD_SCHEMA_PATTERN, **kwargs)
 
-    def to_internal_value(self, data) -> Period:
-        text = super().to_internal_value(data)
+    def run_validation(self, data=serializers.empty) -> Period:
+        # The pattern checks the text; the Period is built after it.
+        text = super().run_validation(data)
+        if text is None or isinstance(text, Period):
+            return text
         try:
             return Period.parse(text)
         except PeriodError as error:

@@ -574,3 +574,95 @@ def test_history_reads_list_a_group_exactly_to_those_who_see_it(settings, api, h
         assert (subject in listed) == who(role, visibility), (endpoint, rows)
         if role != "admin" and "deals/" not in path:
             assert None not in listed, endpoint  # no company-wide row
+
+
+# --- The forecast call: submissions and adjustments follow the records' rule, team numbers the team rows' --------
+
+
+@pytest.fixture
+def call_ids(org, ids):
+    """The rep's commit for this quarter, their manager's adjustment of it, and the manager's number for the team."""
+    from forecasting import services
+    from forecasting.periods import Period
+
+    quarter = Period.current("quarter")
+    call = {"period": quarter, "category": "commit", "amount": "5000"}
+    return ids | {
+        "quarter": quarter.key,
+        "submission": services.submit_forecast(user=org.rep, **call).pk,
+        "adjustment": services.adjust_forecast(user=org.manager, member=org.rep, note="Too rosy", **call).pk,
+        "team_submission": services.submit_forecast(user=org.manager, team=org.team, **call).pk,
+    }
+
+
+# (endpoint, path, the subject listed or answered exactly when `who` says so, who)
+CALL_READS = [
+    ("submission detail", "/api/v1/forecast/submissions/{submission}/", None, sees),
+    ("adjustment detail", "/api/v1/forecast/adjustments/{adjustment}/", None, sees),
+    ("team submission detail", "/api/v1/forecast/submissions/{team_submission}/", None, sees_team),
+    ("submissions", "/api/v1/forecast/submissions/?page_size=200", "submission", sees),
+    ("submissions of the rep", "/api/v1/forecast/submissions/?user={rep}", "submission", sees),
+    ("team submissions", "/api/v1/forecast/submissions/?team={team}", "team_submission", sees_team),
+    ("adjustments", "/api/v1/forecast/adjustments/?period={quarter}", "adjustment", sees),
+]
+
+
+@pytest.mark.parametrize("visibility", ["own", "team"])
+@pytest.mark.parametrize("role", ROLES)
+def test_forecast_calls_are_seen_exactly_by_those_who_see_their_member_or_team(
+    settings, api, call_ids, visibility, role
+):
+    settings.REP_VISIBILITY = visibility
+    client = api(role)
+    for endpoint, path, subject, who in CALL_READS:
+        response = client.get(fill(path, call_ids))
+        if role in UNAUTHENTICATED:
+            assert response.status_code == 401, endpoint
+        elif subject is None:
+            assert response.status_code == (200 if who(role, visibility) else 404), endpoint
+        else:
+            assert response.status_code == 200, (endpoint, response.content)
+            listed = {row["id"] for row in response.json()["results"]}
+            assert (call_ids[subject] in listed) == who(role, visibility), endpoint
+    for path in ("/api/v1/forecast/rollup/?period={quarter}", "/api/v1/forecast/trend/?period={quarter}"):
+        response = client.get(fill(path, call_ids))
+        assert response.status_code == (401 if role in UNAUTHENTICATED else 200), path
+    if role not in UNAUTHENTICATED:
+        rollup = client.get(fill("/api/v1/forecast/rollup/?period={quarter}", call_ids)).json()
+        members = {row["user"] for team in rollup["teams"] for row in team["members"]}
+        assert (call_ids["rep"] in members) == sees(role, visibility)
+        assert role == "admin" or org_other_rep_absent(rollup, role)
+        assert client.get("/api/v1/forecast/commit-reliability/").status_code == 200
+
+
+def org_other_rep_absent(rollup: dict, role: str) -> bool:
+    """No member of the other team shows to anyone outside it (its rep and manager see the rep's own row)."""
+    teams = {team["name"] for team in rollup["teams"]}
+    return role in {"other_rep", "other_manager"} or "West" not in teams
+
+
+@pytest.mark.parametrize("visibility", ["own", "team"])
+@pytest.mark.parametrize("role", ROLES)
+def test_forecast_call_writes_answer_by_role(settings, api, call_ids, visibility, role):
+    settings.REP_VISIBILITY = visibility
+    client = api(role)
+    call = {"period": call_ids["quarter"], "category": "best_case", "amount": "100.00"}
+    own = client.post("/api/v1/forecast/submissions/", call, format="json")
+    team = client.post("/api/v1/forecast/submissions/", call | {"team": call_ids["team"]}, format="json")
+    adjustment = client.post(
+        "/api/v1/forecast/adjustments/", call | {"user": call_ids["rep"], "note": "Moved"}, format="json"
+    )
+    changes = [
+        getattr(client, method)(fill(path, call_ids), {"amount": "1.00"}, format="json")
+        for method in ("put", "patch", "delete")
+        for path in ("/api/v1/forecast/submissions/{submission}/", "/api/v1/forecast/adjustments/{adjustment}/")
+    ]
+    if role in UNAUTHENTICATED:
+        assert {own.status_code, team.status_code, adjustment.status_code} == {401}
+        assert {response.status_code for response in changes} == {401}
+        return
+    assert own.status_code == 201, own.content
+    assert team.status_code == (201 if role == "manager" else 403), team.content
+    expected = 201 if role in {"manager", "admin"} else 403 if sees(role, visibility) else 404
+    assert adjustment.status_code == expected, adjustment.content
+    assert {response.status_code for response in changes} == {405}

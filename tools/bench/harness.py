@@ -35,6 +35,7 @@ ROWS = (
     "board",
     "recompute_scheduled",
     "recompute_one_move",
+    "forecast_call",
     "batch",
     "import",
 )
@@ -422,6 +423,106 @@ class Bench:
                 measured_text += f" (statuses {measured['statuses']})"
             row["measured"], row["met"] = measured_text, met
             self.rows.append(row)
+
+    def _ensure_forecast_calls(self, quarter) -> int:
+        """A quarter's forecast call as a 20-team company makes it: every member's commit and best case each week so
+        far, a manager's adjustment of every fourth member, every team's own number. Written in bulk (not through
+        the services: no audit or webhook is wanted for bench data); kept across runs, as the rows are append-only.
+        Returns the number of rows there are."""
+        from datetime import timedelta
+
+        from accounts.models import Team, User
+        from forecasting.models import ForecastAdjustment, ForecastSubmission
+        from forecasting.selectors import lock_instants
+
+        calls = ForecastSubmission.objects.filter(period_kind=quarter.kind, period_start=quarter.start)
+        if calls.exists():
+            return calls.count() + ForecastAdjustment.objects.filter(period_start=quarter.start).count()
+        now = datetime.now(UTC)
+        weeks = [lock - timedelta(days=1) for lock in lock_instants(quarter) if lock - timedelta(days=1) < now] or [now]
+        managers = {team.pk: team.managers.first() for team in Team.objects.prefetch_related("managers")}
+        members = list(User.objects.filter(is_active=True, team__isnull=False).values_list("pk", "team_id"))
+        period = {"period_kind": quarter.kind, "period_start": quarter.start}
+        submissions, adjustments = [], []
+        for index, (user_id, team_id) in enumerate(members):
+            for week, made in enumerate(weeks):
+                commit = 10_000 + 500 * ((index + week) % 7)
+                for category, amount in (("commit", commit), ("best_case", commit * 3 // 2)):
+                    submissions.append(
+                        ForecastSubmission(
+                            submitted_by_id=user_id,
+                            user_id=user_id,
+                            category=category,
+                            amount=amount,
+                            submitted_at=made,
+                            **period,
+                        )
+                    )
+            manager = managers.get(team_id)
+            if index % 4 == 0 and manager is not None:
+                adjustments.append(
+                    ForecastAdjustment(
+                        adjusted_by=manager,
+                        user_id=user_id,
+                        category="commit",
+                        amount=9_000,
+                        note="Bench",
+                        adjusted_at=weeks[-1],
+                        **period,
+                    )
+                )
+        for team_id, manager in managers.items():
+            if manager is not None:
+                submissions.append(
+                    ForecastSubmission(
+                        submitted_by=manager,
+                        team_id=team_id,
+                        category="commit",
+                        amount=100_000,
+                        submitted_at=weeks[-1],
+                        **period,
+                    )
+                )
+        ForecastSubmission.objects.bulk_create(submissions, batch_size=5000)
+        ForecastAdjustment.objects.bulk_create(adjustments, batch_size=5000)
+        return len(submissions) + len(adjustments)
+
+    def row_forecast_call(self) -> None:
+        """The forecast call's roll-up and trend for the whole company (20 teams) and for a manager (SPEC §6)."""
+        from accounts.services import create_api_token
+        from forecasting.periods import Period
+
+        self._ensure_metrics()
+        quarter = Period.current("quarter")
+        calls = self._ensure_forecast_calls(quarter)
+        _token, raw = create_api_token(user=self.manager, name=f"bench {datetime.now(UTC):%Y-%m-%d %H:%M:%S}")
+        manager_auth = {"Authorization": f"Bearer {raw}"}
+        count = 100 if self.size == "L" else 60
+        for name, path, headers in (
+            ("roll-up, admin", f"/api/v1/forecast/rollup/?period={quarter.key}&category=commit", self.auth),
+            ("roll-up, manager", f"/api/v1/forecast/rollup/?period={quarter.key}&category=best_case", manager_auth),
+            ("trend, admin", f"/api/v1/forecast/trend/?period={quarter.key}", self.auth),
+            ("trend, manager", f"/api/v1/forecast/trend/?period={quarter.key}", manager_auth),
+        ):
+            measured = self.drive([path], headers=headers, concurrency=1, requests=count, seconds=30)
+            measured["profile"] = self.profile(path, headers=headers, explain=1)
+            measured["forecast_call_rows"] = calls
+            p95 = measured.get("p95_ms")
+            text = (
+                f"p50 {measured.get('p50_ms', 0):.1f} / p95 {p95 or 0:.1f} ms, {measured['profile']['queries']} queries"
+            )
+            if set(measured["statuses"]) != {"200"}:
+                text += f" (statuses {measured['statuses']})"
+            self.rows.append(
+                {
+                    "key": f"forecast_call {name}",
+                    "what": f"GET {path.removeprefix('/api/v1/')} ({name.split(', ')[1]}, {calls:,} call rows)",
+                    "measured": text,
+                    "target": "p95 ≤ 50 ms",
+                    "met": p95 is not None and p95 <= 50 and set(measured["statuses"]) == {"200"},
+                    "details": measured,
+                }
+            )
 
     def row_deal_list(self) -> None:
         path = f"/api/v1/deals/?pipeline={self.pipeline.pk}&stage={self.stage.pk}&page_size=50"
