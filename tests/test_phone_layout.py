@@ -16,7 +16,7 @@ from django.utils import timezone
 from accounts.services import create_api_token
 from forecasting.services import create_quota, recompute_metrics
 from pipeline import services
-from pipeline.models import ImportJob
+from pipeline.models import ImportJob, SavedDealView
 from tests.factories import make_deal, make_lost_reason, stage
 from tests.pipeline.test_browser import (  # noqa: F401 (fixtures)
     CHROMIUM,
@@ -150,6 +150,7 @@ def every_kind_of_row(org, board_pipeline):  # noqa: F811
         amount=Decimal("250000"),
     )
     job = ImportJob.objects.create(kind="deals", original_name="pipeline.csv", created_by=org.admin)
+    view = SavedDealView.objects.create(owner=org.admin, name="Big deals this quarter", query="amount_min=100000")
     recompute_metrics()  # the dashboard with its figures and charts, not its empty state
     return {
         "deals": deal,
@@ -161,6 +162,9 @@ def every_kind_of_row(org, board_pipeline):  # noqa: F811
         "tokens": token,
         "quotas": quota,
         "imports": job,
+        "views": view,
+        "user_id": org.rep,
+        "team_id": org.team,
         "teams": org.team,
         "pipelines": board_pipeline,
         "pipeline_id": board_pipeline,
