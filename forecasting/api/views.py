@@ -421,10 +421,15 @@ class QuotaViewSet(UpdateMixin, DestroyMixin, VisibleViewSet):
         services.delete_quota(quota=quota, actor=self.request.user)
 
 
-# --- Reads of the deal history: the waterfall and slippage, computed when asked ------------------------------------
+# --- Reads computed when asked: the waterfall, slippage, pacing, the forecast call's roll-up and trend ------------
 
 
-class HistoryReadView(APIView):
+class ComputedReadView(APIView):
+    """A read that no queryset backs: a selector computes its rows for `request.user` and applies SPEC §2's
+    visibility itself (the metric rows' rule), which tests/api/test_access_matrix.py checks role by role."""
+
+
+class HistoryReadView(ComputedReadView):
     """A read computed now from the deal history (SPEC §3a): its query parameters validated by `query_serializer`
     (400 naming the parameter), its rows a list walked by cursor like every other."""
 
@@ -544,7 +549,7 @@ class SlippageView(HistoryReadView):
     "day), and the pipeline still needed beyond the learned weighted forecast at the trailing-four-quarter win "
     "rate, with every input. Company rows for admins; teams and owners by the metric rows' rule.",
 )
-class PacingView(APIView):
+class PacingView(ComputedReadView):
     def get(self, request: Request) -> Response:
         query = PacingQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -657,7 +662,7 @@ class ForecastAdjustmentViewSet(VisibleViewSet):
     "submitted, else computed; cumulative: best case ≥ commit ≥ won), won, quota and gap; the team's sums and its "
     "manager's number; the total (the company's, for an admin).",
 )
-class ForecastRollupView(APIView):
+class ForecastRollupView(ComputedReadView):
     def get(self, request: Request) -> Response:
         query = RollupQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -673,7 +678,7 @@ class ForecastRollupView(APIView):
     "forward, else computed), the computed commit and best case and the won amount as the deal history held them "
     "then, and the quota. Over the members you may see (of `team`, when given).",
 )
-class ForecastTrendView(APIView):
+class ForecastTrendView(ComputedReadView):
     def get(self, request: Request) -> Response:
         query = TrendQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -696,7 +701,7 @@ class ForecastTrendView(APIView):
     description="Commit reliability (SPEC §3a): per member you may see with a commit submitted by the midpoint of "
     "any of the last ended periods, that commit against the won amount, with APE and bias per period and over them.",
 )
-class CommitReliabilityView(APIView):
+class CommitReliabilityView(ComputedReadView):
     def get(self, request: Request) -> Response:
         query = CommitReliabilityQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)

@@ -67,13 +67,18 @@ def test_every_api_viewset_reads_through_the_visibility_base():
     from accounts.api import urls as account_urls
     from accounts.api.views import MeView
     from forecasting.api import urls as forecasting_urls
-    from forecasting.api.views import HistoryReadView, RecomputeStatusView, RecomputeView
+    from forecasting.api.views import ComputedReadView, RecomputeStatusView, RecomputeView
     from pipeline.api import urls as pipeline_urls
 
     # MeView only ever shows the requesting user; the recompute views read no rows (a task and its state); the
-    # history reads (waterfall, slippage) are computed by selectors that take the user and apply the metric rows'
-    # visibility, which tests/api/test_access_matrix.py checks role by role.
-    allowed_without_base = {MeView, RecomputeView, RecomputeStatusView, *HistoryReadView.__subclasses__()}
+    # computed reads (waterfall, slippage, pacing, the forecast call's roll-up, trend and reliability) come from
+    # selectors that take the user and apply the metric rows' visibility, which tests/api/test_access_matrix.py
+    # checks role by role.
+    def descendants(cls):
+        return {sub for child in cls.__subclasses__() for sub in {child, *descendants(child)}}
+
+    computed_reads = {view for view in descendants(ComputedReadView) if not view.__subclasses__()}
+    allowed_without_base = {MeView, RecomputeView, RecomputeStatusView, *computed_reads}
     views = {
         getattr(pattern.callback, "cls", None)
         for module in (account_urls, pipeline_urls, forecasting_urls)
