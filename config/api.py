@@ -14,12 +14,14 @@ from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist, Req
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, InterfaceError, OperationalError, models, transaction
 from django.db.models import Exists, OuterRef, QuerySet
+from django.utils import timezone
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
-from rest_framework import exceptions, permissions, serializers, status, viewsets
+from rest_framework import ISO_8601, exceptions, permissions, serializers, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
 
 from config.coalescing import coalescing_commit_hooks
@@ -240,6 +242,70 @@ PROTECTED_METHODS = {
     "comes from the rows the user may see, and is changed only if the user may change it.",
     "get_permissions": "set permission_classes instead, so that every endpoint keeps the API's authentication.",
 }
+
+
+# --- Read-only representations at the speed of plain Python -------------------------------------------------------
+
+
+def plain_representation(serializer_class: type[serializers.Serializer]) -> Callable[[Any], dict]:
+    """A function giving what `serializer_class(instance).data` gives, compiled once from the serializer's fields.
+
+    For computed reads (the forecast call's roll-up and trend) that serialize hundreds of nested rows per answer,
+    DRF's per-field `get_attribute` and timezone machinery cost more than the SQL. The serializer stays the schema
+    (drf-spectacular documents it); this walks its fields once and keeps, per field, the attribute path and a
+    converter. Decimal, date-time, nested and many=True fields are converted here; every other field by its own
+    `to_representation`. tests/api/test_plumbing.py checks both give the same JSON.
+    """
+    fields = []
+    for name, field in serializer_class().fields.items():
+        if field.write_only:
+            continue
+        many = isinstance(field, serializers.ListSerializer)
+        child = field.child if many else field
+        if isinstance(child, serializers.Serializer):
+            convert = plain_representation(type(child))
+        elif isinstance(child, serializers.DecimalField) and _fixed_point_string(child):
+            convert = f"{{:.{child.decimal_places}f}}".format
+        elif isinstance(child, serializers.DateTimeField) and _iso_in_current_zone(child):
+            convert = _iso_datetime
+        else:
+            convert = child.to_representation
+        fields.append((name, field.source_attrs, convert, many))
+
+    def represent(instance: Any) -> dict:
+        data = {}
+        for name, attrs, convert, many in fields:
+            value = instance
+            for attr in attrs:
+                value = value[attr] if isinstance(value, dict) else getattr(value, attr)
+                if value is None:
+                    break
+            if value is None:
+                data[name] = None
+            elif many:
+                data[name] = [convert(item) for item in value]
+            else:
+                data[name] = convert(value)
+        return data
+
+    return represent
+
+
+def _fixed_point_string(field: serializers.DecimalField) -> bool:
+    as_string = getattr(field, "coerce_to_string", api_settings.COERCE_DECIMAL_TO_STRING)
+    plain = not field.localize and not getattr(field, "normalize_output", False)
+    return as_string and plain and bool(field.decimal_places)
+
+
+def _iso_in_current_zone(field: serializers.DateTimeField) -> bool:
+    output = getattr(field, "format", api_settings.DATETIME_FORMAT)
+    return isinstance(output, str) and output.lower() == ISO_8601 and not hasattr(field, "timezone")
+
+
+def _iso_datetime(value) -> str:
+    # As DRF's DateTimeField: aware, in the current time zone, ISO 8601, UTC written "Z".
+    text = value.astimezone(timezone.get_current_timezone()).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class VisibleViewSet(viewsets.GenericViewSet):

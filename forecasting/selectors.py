@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -1020,6 +1021,8 @@ class CallValues:
 
 
 ZERO = Decimal("0.00")
+# The categories in a tuple: `CallCategory.values` builds its list anew on every read, in loops over every member.
+CALL_CATEGORIES = tuple(CallCategory.values)
 NOTHING_COMPUTED = CallValues(ZERO, ZERO, ZERO, ZERO)
 
 
@@ -1206,7 +1209,7 @@ def forecast_rollup(*, user: User, period: Period, category: str, at: datetime |
     empty). A rep sees their own row (and their team's with REP_VISIBILITY "team"); a team's sums are over the
     members shown.
     """
-    if category not in CallCategory.values:
+    if category not in CALL_CATEGORIES:
         raise ValueError(f"{category!r} is not a forecast category")
     at = at or timezone.now()
     members = _call_members(user)
@@ -1236,7 +1239,7 @@ def forecast_rollup(*, user: User, period: Period, category: str, at: datetime |
     for pk, name, team_id in members:
         values = computed.get(pk, NOTHING_COMPUTED)
         raw = {}
-        for each in CallCategory.values:
+        for each in CALL_CATEGORIES:
             entry = adjustments.get((pk, each)) or submissions.get((pk, each))
             raw[each] = entry.amount if entry else values.of(each)
         value = cumulative(category, raw, values.won)
@@ -1340,23 +1343,37 @@ SELECT coalesce(o.i, n.i), coalesce(o.owner_id, n.owner_id),
   FROM open_at o FULL JOIN won_at n ON n.i = o.i AND n.owner_id = o.owner_id
 """
 
-# Per lock instant, user (or team) and category: the latest row stated before the lock.
+# Per user, category and week: the latest row stated before that week's lock and not before the previous one.
+# width_bucket counts the locks at or before the row's instant, so bucket b holds the rows made in [lock b, lock b+1)
+# (0: before the first lock), which count from week b + 1 on; each row is read once, not once per later week.
 _ENTRIES_BY_WEEK_SQL = """
-SELECT DISTINCT ON (w.i, r.{column}, r.category) w.i, r.{column}, r.category, r.amount
-  FROM unnest(%(weeks)s::timestamptz[]) WITH ORDINALITY AS w(at, i)
-  JOIN {table} r ON r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.{column} = ANY(%(keys)s)
-                AND r.{when} < w.at
- ORDER BY w.i, r.{column}, r.category, r.{when} DESC, r.id DESC
+SELECT DISTINCT ON (r.user_id, r.category, week)
+       r.user_id, r.category, width_bucket(r.{when}, %(weeks)s::timestamptz[]) + 1 AS week, r.amount
+  FROM {table} r
+ WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.user_id = ANY(%(keys)s)
+   AND r.{when} < %(last)s
+ ORDER BY r.user_id, r.category, week, r.{when} DESC, r.id DESC
 """
 
 
 def _entries_by_week(model, *, period: Period, weeks: list[datetime], keys: list[int]) -> dict:
+    """Per (week number from 1, user id, category): the amount of the latest row of `model` stated before that
+    week's lock, carried forward from earlier weeks when none was stated in between."""
     when = "submitted_at" if model is ForecastSubmission else "adjusted_at"
-    sql = _ENTRIES_BY_WEEK_SQL.format(column="user_id", table=model._meta.db_table, when=when)
-    params = {"weeks": weeks, "kind": period.kind, "p_start": period.start, "keys": keys}
+    sql = _ENTRIES_BY_WEEK_SQL.format(table=model._meta.db_table, when=when)
+    params = {"weeks": weeks, "last": weeks[-1], "kind": period.kind, "p_start": period.start, "keys": keys}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return {(i, key, category): amount for i, key, category, amount in cursor.fetchall()}
+        first_weeks: dict[tuple, list] = {}
+        for user_id, category, week, amount in cursor.fetchall():
+            first_weeks.setdefault((user_id, category), []).append((week, amount))
+    found = {}
+    for (user_id, category), stated in first_weeks.items():
+        stated.append((len(weeks) + 1, None))
+        for (week, amount), (next_week, _) in pairwise(stated):
+            for i in range(week, next_week):
+                found[(i, user_id, category)] = amount
+    return found
 
 
 def forecast_trend(
@@ -1411,8 +1428,8 @@ def forecast_trend(
         totals = dict.fromkeys(("submitted", "adjusted", "commit", "best_case", "won"), ZERO)
         for pk in member_ids:
             values = computed.get((i, pk), NOTHING_COMPUTED)
-            stated = {each: submissions.get((i, pk, each), values.of(each)) for each in CallCategory.values}
-            called = {each: adjustments.get((i, pk, each), stated[each]) for each in CallCategory.values}
+            stated = {each: submissions.get((i, pk, each), values.of(each)) for each in CALL_CATEGORIES}
+            called = {each: adjustments.get((i, pk, each), stated[each]) for each in CALL_CATEGORIES}
             totals["submitted"] += cumulative(category, stated, values.won)
             totals["adjusted"] += cumulative(category, called, values.won)
             totals["commit"] += values.commit

@@ -148,3 +148,29 @@ def test_bad_read_parameters_answer_400_naming_them(org, query):
     response = client_for(org.admin).get(f"/api/v1/forecast/rollup/?{query}")
     assert response.status_code == 400, response.content
     assert query.split("=")[0] in response.json()
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York"])
+def test_the_rollup_and_trend_answer_what_their_serializers_would(org, settings, zone):
+    """The two answers are shaped by `plain_representation` for speed; the DRF serializers stay their schema, and
+    both must give the same JSON: amounts with two decimals, times in TIME_ZONE, entries nested or null."""
+    from rest_framework.renderers import JSONRenderer
+
+    from forecasting import selectors
+    from forecasting.api.serializers import RollupSerializer, TrendSerializer
+
+    settings.TIME_ZONE = zone
+    client_for(org.rep).post("/api/v1/forecast/submissions/", BODY, format="json")
+    client_for(org.manager).post(
+        "/api/v1/forecast/adjustments/", BODY | {"user": org.rep.pk, "amount": "4000.50"}, format="json"
+    )
+    render = JSONRenderer().render
+    rollup = client_for(org.manager).get(f"/api/v1/forecast/rollup/?period={QUARTER.key}&category=commit")
+    expected = selectors.forecast_rollup(user=org.manager, period=QUARTER, category="commit", at=None)
+    got, want = rollup.json(), RollupSerializer(expected).data
+    assert got.pop("at") and want.pop("at")  # "now", a moment apart
+    assert render(got) == render(want)
+    assert any(member["adjusted"] for team in got["teams"] for member in team["members"])
+    trend = client_for(org.manager).get(f"/api/v1/forecast/trend/?period={QUARTER.key}").json()
+    weeks = selectors.forecast_trend(user=org.manager, period=QUARTER, category="commit")
+    assert render(trend) == render(TrendSerializer({"period": QUARTER.key, "category": "commit", "weeks": weeks}).data)
