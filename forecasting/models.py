@@ -390,3 +390,36 @@ class ForecastAdjustment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user or self.team}: {self.category} adjusted to {self.amount} for {self.period_start}"
+
+
+class CallTrendPoint(models.Model):
+    """What the deal history held at a past lock instant of a period's forecast call, per owner: the won amount in
+    the period by then and the open commit and best case expected in it (SPEC §3a, the trend's computed columns).
+
+    A cache, exact by construction: the trend computes a lock's points from the history once, company-wide, and
+    reads them thereafter; database triggers on the history (pipeline_dealstate) and on deals' close times delete
+    every point at or after the earliest instant a write touched, so a dated move, an import of history or a
+    deletion is recomputed on the next read. The row with no owner marks a lock as computed (it may have no
+    owner's rows at all). Locks still ahead (the week in progress) are never stored.
+    """
+
+    period_kind = models.CharField(max_length=8, choices=PeriodKind.choices)
+    period_start = models.DateField()
+    lock = models.DateTimeField()
+    owner_id = models.BigIntegerField(null=True, blank=True)
+    won = models.DecimalField(max_digits=20, decimal_places=2)
+    commit_open = models.DecimalField(max_digits=20, decimal_places=2)
+    best_open = models.DecimalField(max_digits=20, decimal_places=2)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period_kind", "period_start", "lock", "owner_id"],
+                nulls_distinct=False,
+                name="calltrendpoint_one_per_lock_and_owner",
+            ),
+        ]
+        indexes = [models.Index(fields=["lock"], name="calltrendpoint_lock_idx")]
+
+    def __str__(self) -> str:
+        return f"Trend {self.period_kind} {self.period_start} at {self.lock:%Y-%m-%d %H:%M} owner {self.owner_id}"

@@ -26,6 +26,7 @@ from accounts.models import Role, Team, User
 from accounts.selectors import owners_visible_to
 from forecasting.models import (
     CallCategory,
+    CallTrendPoint,
     ForecastAdjustment,
     ForecastSubmission,
     GroupKind,
@@ -1326,7 +1327,7 @@ open_at AS (
         ON s.expected_close_date >= %(p_start)s AND s.expected_close_date < %(p_end)s
        AND s.valid_from <= w.at AND (s.valid_to > w.at OR s.valid_to IS NULL)
       JOIN pipeline_stage st ON st.id = s.stage_id AND st.kind = 'open'
-     WHERE s.owner_id = ANY(%(owners)s)
+     WHERE (%(owners)s::bigint[] IS NULL OR s.owner_id = ANY(%(owners)s::bigint[]))
      GROUP BY w.i, s.owner_id
 ), won_at AS (
     SELECT w.i, s.owner_id, coalesce(sum(s.amount), 0) AS won
@@ -1335,7 +1336,7 @@ open_at AS (
       JOIN pipeline_dealstate s
         ON s.deal_id = d.id AND s.valid_from <= w.at AND (s.valid_to > w.at OR s.valid_to IS NULL)
       JOIN pipeline_stage st ON st.id = s.stage_id AND st.kind = 'won'
-     WHERE s.owner_id = ANY(%(owners)s)
+     WHERE (%(owners)s::bigint[] IS NULL OR s.owner_id = ANY(%(owners)s::bigint[]))
      GROUP BY w.i, s.owner_id
 )
 SELECT coalesce(o.i, n.i), coalesce(o.owner_id, n.owner_id),
@@ -1376,6 +1377,103 @@ def _entries_by_week(model, *, period: Period, weeks: list[datetime], keys: list
     return found
 
 
+# The advisory lock between the trend's cache fills and the history's writers (forecasting 0007): "trend" in ASCII.
+CALL_TREND_LOCK = 0x7472656E64
+
+_FILL_TREND_POINTS_SQL = f"""
+INSERT INTO forecasting_calltrendpoint (period_kind, period_start, lock, owner_id, won, commit_open, best_open)
+SELECT %(kind)s, %(p_start)s, (%(weeks)s::timestamptz[])[i], owner_id, won, commit_open, best_open
+  FROM ({_TREND_COMPUTED_SQL}) computed (i, owner_id, won, commit_open, best_open)
+ UNION ALL
+SELECT %(kind)s, %(p_start)s, lock, NULL, 0, 0, 0 FROM unnest(%(weeks)s::timestamptz[]) AS lock
+ON CONFLICT DO NOTHING
+"""
+
+
+def _trend_computed(period: Period, weeks: list[datetime], *, now: datetime, owner_ids: list[int]) -> dict:
+    """Per (week number from 1, owner of `owner_ids`): the computed values of the trend at each lock of `weeks`
+    (at `now` for the week still open), as the deal history held them.
+
+    A lock already past is read from `CallTrendPoint`, computed company-wide from the history the first time it is
+    asked for (the history of a period's deals on a million-deal company takes seconds to walk; its points, a few
+    milliseconds to read). The week still open reads the latest recompute when it ran inside that week, by `now`:
+    the same forecast rows the roll-up reads, which are the history at the recompute's instant. Otherwise (no such
+    recompute, or `now` in the past) the history is walked at `now` for these owners.
+    """
+    real_now = timezone.now()
+    past = [lock for lock in weeks if lock <= now and lock < real_now]
+    found: dict = {}
+    if past:
+        _fill_trend_points(period, past)
+        number = {lock: i for i, lock in enumerate(weeks, start=1)}
+        rows = CallTrendPoint.objects.filter(
+            period_kind=period.kind, period_start=period.start, lock__in=past, owner_id__in=owner_ids
+        ).values_list("lock", "owner_id", "won", "commit_open", "best_open")
+        for lock, owner_id, won, commit_open, best_open in rows:
+            found[(number[lock], owner_id)] = CallValues(won, won + commit_open, won + best_open, won)
+    if len(past) == len(weeks):
+        return found
+    open_week = len(weeks)
+    since = weeks[-2] if len(weeks) > 1 else period_instants(period)[0]
+    run = latest_run()
+    if run is not None and since < run.as_of <= now and _run_has_forecast_of(run, period):
+        _, values = computed_call_values(period=period, owner_ids=owner_ids)
+        for owner_id, value in values.items():
+            found[(open_week, owner_id)] = CallValues(value.won, value.commit, value.best_case, value.won)
+        return found
+    starts, ends = period_instants(period)
+    params = {
+        "weeks": [min(weeks[-1], now)],
+        "p_start": period.start,
+        "p_end": period.end,
+        "starts": starts,
+        "ends": ends,
+    }
+    for _, owner_id, won, commit_open, best_open in _history_rows(_TREND_COMPUTED_SQL, params | {"owners": owner_ids}):
+        found[(open_week, owner_id)] = CallValues(won, won + commit_open, won + best_open, won)
+    return found
+
+
+def _fill_trend_points(period: Period, locks: list[datetime]) -> None:
+    """Compute and keep the trend points of the `locks` of `period` not kept yet (every owner's at once)."""
+    marked = CallTrendPoint.objects.filter(
+        period_kind=period.kind, period_start=period.start, lock__in=locks, owner_id__isnull=True
+    )
+    if marked.count() == len(locks):
+        return
+    starts, ends = period_instants(period)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Exclusive against the history's writers (shared): a write committed before this statement's snapshot is
+        # in the points, and one after it deletes them.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CALL_TREND_LOCK])
+        missing = sorted(set(locks) - set(marked.values_list("lock", flat=True)))
+        if not missing:
+            return
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute(
+            _FILL_TREND_POINTS_SQL,
+            {
+                "kind": period.kind,
+                "weeks": missing,
+                "p_start": period.start,
+                "p_end": period.end,
+                "starts": starts,
+                "ends": ends,
+                "owners": None,
+            },
+        )
+
+
+def _run_has_forecast_of(run: MetricsRun, period: Period) -> bool:
+    return MetricSnapshot.objects.filter(
+        run=run,
+        metric=Metric.FORECAST,
+        group_kind=GroupKind.COMPANY,
+        period_kind=period.kind,
+        period_start=period.start,
+    ).exists()
+
+
 def forecast_trend(
     *,
     user: User,
@@ -1389,7 +1487,8 @@ def forecast_trend(
     a member is the latest submission before its lock, else the previous week's (carried forward, the same thing:
     the latest before the lock), else the computed value at the lock; an adjustment made before the lock replaces
     it. The computed most likely has no history (learned probabilities at a past instant are not kept), so for
-    that category the fallback is the won amount."""
+    that category the fallback is the won amount. The computed columns come from `_trend_computed`: past weeks
+    from the points kept of the history, the week still open from the latest recompute when it ran inside it."""
     now = now or timezone.now()
     current = week_lock(now)
     weeks = [lock for lock in lock_instants(period) if lock <= current]
@@ -1410,17 +1509,11 @@ def forecast_trend(
             team_quotas[team_id] if team_id in team_quotas and team_id in seen else _sum(per_team.get(team_id, []))
             for team_id in {team_id for _, _, team_id in members}
         )
-    starts, ends = period_instants(period)
-    instants = [min(lock, now) for lock in weeks]
     computed: dict = {}
     submissions: dict = {}
     adjustments: dict = {}
     if member_ids:
-        params = {"weeks": instants, "p_start": period.start, "p_end": period.end, "starts": starts, "ends": ends}
-        for i, owner_id, won, commit_open, best_open in _history_rows(
-            _TREND_COMPUTED_SQL, {**params, "owners": member_ids}
-        ):
-            computed[(i, owner_id)] = CallValues(won, won + commit_open, won + best_open, won)
+        computed = _trend_computed(period, weeks, now=now, owner_ids=member_ids)
         submissions = _entries_by_week(ForecastSubmission, period=period, weeks=weeks, keys=member_ids)
         adjustments = _entries_by_week(ForecastAdjustment, period=period, weeks=weeks, keys=member_ids)
     rows = []

@@ -15,9 +15,10 @@ from django.http import Http404
 
 from accounts.models import AuditEntry
 from forecasting import selectors, services
-from forecasting.models import ForecastAdjustment, ForecastSubmission
+from forecasting.models import CallTrendPoint, ForecastAdjustment, ForecastSubmission
 from forecasting.periods import Period
 from forecasting.services import recompute_metrics
+from pipeline import services as pipeline_services
 from tests.forecasting.helpers import at, deal_with_history
 
 pytestmark = pytest.mark.django_db
@@ -325,6 +326,77 @@ def test_the_trend_sums_the_members_a_manager_sees(org, q4_deals):
     # Another team's members are none of the manager's: their trend is empty of numbers.
     other = selectors.forecast_trend(user=org.manager, period=Q4, team=org.other_team, now=IN_Q4)
     assert other and all(week.submitted == week.computed_commit == week.won == 0 for week in other)
+
+
+def _trend_now(user, **kwargs):
+    return selectors.forecast_trend(user=user, period=Q4, now=at("2026-11-25 12:00"), **kwargs)
+
+
+def _trend_from_scratch(user):
+    """The trend with no kept point: every past week walked from the history again."""
+    with transaction.atomic():
+        CallTrendPoint.objects.all().delete()
+        return _trend_now(user)
+
+
+def test_the_trend_keeps_past_weeks_and_answers_the_same_from_them(org, q4_deals):
+    first = _trend_now(org.admin)
+    kept = CallTrendPoint.objects.filter(period_start=Q4.start)
+    # Eight past locks (5 October … 23 November) each marked once, with the owners the history had numbers for.
+    assert kept.filter(owner_id__isnull=True).count() == 8
+    assert kept.filter(owner_id=org.rep.pk).count() == 8
+    assert _trend_now(org.admin) == first == _trend_from_scratch(org.admin)
+    # A manager reads the same points, for their members only.
+    assert _trend_now(org.manager) == _trend_from_scratch(org.manager)
+
+
+@pytest.mark.parametrize("change", ["dated move", "reopen", "delete", "rebuild", "raw update"])
+def test_a_write_reaching_into_the_past_forgets_the_points_from_then_on(org, q4_deals, pipeline, change):
+    from django.db import connection
+
+    from pipeline import field_history
+    from pipeline.models import Deal
+    from tests.factories import stage
+
+    before = _trend_now(org.admin)
+    won = Deal.objects.get(owner=org.rep, status="won")  # won on 11 October
+    commit = Deal.objects.get(owner=org.teammate, forecast_category="commit")
+    if change == "dated move":  # the teammate's commit, won on 14 October after all
+        pipeline_services.move_deal(
+            deal=commit, stage=stage(pipeline, "Won"), actor=org.manager, at=at("2026-10-14 10:00")
+        )
+        since = at("2026-10-14 10:00")
+    elif change == "reopen":  # the rep's won deal, back in Negotiation
+        pipeline_services.move_deal(
+            deal=won, stage=stage(pipeline, "Negotiation"), actor=org.rep, at=at("2026-11-20 10:00")
+        )
+        since = at("2026-10-11 00:00")
+    elif change == "delete":
+        won.delete()
+        since = at("2026-10-11 00:00")
+    elif change == "rebuild":
+        with transaction.atomic(), connection.cursor() as cursor:
+            field_history.rebuild(cursor, [commit.pk])
+        since = at("2026-10-01 00:00")
+    else:  # today's edit changes nothing the past weeks hold
+        Deal.objects.filter(pk=commit.pk).update(amount=D("1"))
+        since = None
+    kept = set(CallTrendPoint.objects.filter(owner_id__isnull=True).values_list("lock", flat=True))
+    assert kept == {week.lock for week in before[:8] if since is None or week.lock < since}
+    after = _trend_now(org.admin)
+    assert after == _trend_from_scratch(org.admin)
+    assert (after != before) == (change in ("dated move", "reopen", "delete"))
+
+
+def test_the_open_week_reads_the_recompute_as_the_history_would_say_it(org, q4_deals):
+    """The week still open takes the latest recompute's forecast rows (made on 25 November, inside that week): the
+    same numbers the history gives at that instant, which the trend walks when there is no such recompute."""
+    from forecasting.models import MetricsRun
+
+    from_the_run = _trend_now(org.admin)
+    assert from_the_run[-1].computed_commit == sum(computed(q4_deals, user, "commit") for user in q4_deals)
+    MetricsRun.objects.all().delete()
+    assert _trend_now(org.admin) == from_the_run
 
 
 # --- Commit reliability ----------------------------------------------------------------------------------------------
