@@ -53,7 +53,8 @@ bench: $(INSTALLED) $(ASSETS)
 bench-small: $(INSTALLED) $(ASSETS)
 	$(PY) -m tools.bench S
 
-## screenshots: retake docs/screenshots/ (board, organization, dashboard, forecast call; 1440x900, as manager grace) from seed_demo data
+## screenshots: retake docs/screenshots/ from seed_demo data as manager grace: board, deal, organization, deal table,
+## dashboard and forecast call, at 1440x900 and (phone-*.png) 390x844
 screenshots: $(INSTALLED) $(ASSETS)
 	$(PY) -m pytest tests/docs_screenshots.py -q
 

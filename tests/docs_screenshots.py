@@ -1,12 +1,11 @@
-"""The README's screenshots (docs/screenshots/board.png, organization.png, deals.png, dashboard.png and forecast.png),
-taken from
-demo data.
+"""The README's screenshots (docs/screenshots/: board, deal, organization, deals, dashboard and forecast, each at
+1440×900 and, as `phone-*.png`, at 390×844 with touch), taken from demo data.
 
 Not part of `make test` (the file name does not start with test_): run `make screenshots`, which seeds the test
-database with `seed_demo`, recomputes the metrics, logs in as grace (manager of East) in Debian's Chromium at
-1440×900 and saves the board, the busiest organization's page, the deal table, the dashboard of this quarter and its
-forecast call (with a few of East's reps' numbers stated last week and this week, and one adjusted). Commit the PNGs
-when the pages change visibly.
+database with `seed_demo`, recomputes the metrics, logs in as grace (manager of East) in Debian's Chromium and saves
+the board, the biggest open deal's page, the busiest organization's page, the deal table, the dashboard of this
+quarter and its forecast call (with a few of East's reps' numbers stated last week and this week, and one adjusted).
+Commit the PNGs when the pages change visibly.
 """
 
 import os
@@ -33,7 +32,7 @@ MAX_BYTES = 400_000
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
 
 
-def test_take_the_readme_screenshots(page, transactional_db):  # noqa: F811
+def test_take_the_readme_screenshots(page, live_server, transactional_db):  # noqa: F811
     call_command("seed_demo", deals=int(os.environ.get("SCREENSHOT_DEALS", "2000")), verbosity=0)
     recompute_metrics()
     page.goto("/login/")
@@ -41,41 +40,67 @@ def test_take_the_readme_screenshots(page, transactional_db):  # noqa: F811
     page.fill("#id_password", "pipeline-demo")
     page.click("button[type=submit]")
     page.wait_for_url(lambda url: "/login/" not in url)
-    OUT.mkdir(parents=True, exist_ok=True)
 
-    page.goto("/board/")
-    page.wait_for_selector("#board .column")
-    page.screenshot(path=str(OUT / "board.png"))
-
-    # The organization with the most deals grace sees: its totals, deals, contacts and timeline.
     grace = User.objects.get(username="grace")
+    # The organization with the most deals grace sees: its totals, deals, contacts and timeline.
     busiest = (
         visible_organizations(grace)
         .annotate(deal_count=Count("deals", filter=Q(deals__in=visible_deals(grace))))
         .order_by("-deal_count", "name")
         .first()
     )
-    page.goto(f"/organizations/{busiest.pk}/")
-    page.screenshot(path=str(OUT / "organization.png"))
+    biggest = visible_deals(grace).filter(status="open", amount__isnull=False).order_by("-amount", "id").first()
+    state_a_forecast_call(grace)
+    OUT.mkdir(parents=True, exist_ok=True)
+    shoot_every_page(page, prefix="", deal=biggest, organization=busiest)
 
+    # The same pages on a phone, in a context of its own that shares the login.
+    phone = page.context.browser.new_context(
+        viewport={"width": 390, "height": 844},
+        base_url=live_server.url,
+        has_touch=True,
+        is_mobile=True,
+        storage_state=page.context.storage_state(),
+    )
+    try:
+        shoot_every_page(phone.new_page(), prefix="phone-", deal=biggest, organization=busiest)
+    finally:
+        phone.close()
+
+    for name in SCREENSHOTS:
+        for prefix in ("", "phone-"):
+            path = OUT / f"{prefix}{name}.png"
+            assert path.stat().st_size < MAX_BYTES, f"{path.name} is over {MAX_BYTES} bytes"
+
+
+SCREENSHOTS = ("board", "deal", "organization", "deals", "dashboard", "forecast")
+
+
+def shoot_every_page(page, *, prefix: str, deal, organization) -> None:  # noqa: F811
+    """Save SCREENSHOTS of the pages as `page` (logged in) sees them, named with `prefix`."""
+
+    def save(name: str) -> None:
+        page.screenshot(path=str(OUT / f"{prefix}{name}.png"))
+
+    page.goto("/board/")
+    page.wait_for_selector("#board .column")
+    save("board")
+    page.goto(f"/deals/{deal.pk}/")
+    save("deal")
+    page.goto(f"/organizations/{organization.pk}/")
+    save("organization")
     page.goto(
         "/deals/?status=open&sort=-amount&col=stage&col=owner&col=organization&col=amount&col=expected_close_date"
     )
-    page.screenshot(path=str(OUT / "deals.png"))
-
+    save("deals")
     page.goto("/dashboard/?kind=quarter")  # the demo quotas are quarterly
     page.wait_for_function("() => !!(window.Chart && Chart.getChart(document.getElementById('chart-forecast')))")
     page.wait_for_timeout(800)  # the charts' 300 ms animation
-    page.screenshot(path=str(OUT / "dashboard.png"))
-
-    state_a_forecast_call(grace)
+    save("dashboard")
     page.goto("/forecast/")
     page.wait_for_function("() => !!(window.Chart && Chart.getChart(document.getElementById('chart-trend')))")
     page.wait_for_timeout(800)
-    page.screenshot(path=str(OUT / "forecast.png"))
-
-    for name in ("board.png", "organization.png", "deals.png", "dashboard.png", "forecast.png"):
-        assert (OUT / name).stat().st_size < MAX_BYTES, f"{name} is over {MAX_BYTES} bytes"
+    save("forecast")
 
 
 def state_a_forecast_call(manager: User) -> None:
