@@ -1,10 +1,14 @@
 """What every endpoint shares: error bodies, body size limit, throttling, unknown URLs, the base viewset's rule."""
 
+from decimal import Decimal
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from config.api import VisibleViewSet
+from pipeline import services
 from tests.api.conftest import client_for
+from tests.factories import make_deal, make_lost_reason
 
 pytestmark = pytest.mark.django_db
 
@@ -131,3 +135,59 @@ def test_a_plain_representation_gives_what_the_serializer_gives(settings):
         "at": "2026-12-03T10:00:00+01:00",
         "on": "2026-12-03",
     }
+
+
+def compiled_lists() -> list[str]:
+    """The list routes of the API whose serializer `list_representation` compiles (the others stay with DRF)."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    from config.api import VisibleViewSet, list_representation
+
+    found = []
+
+    def walk(patterns, prefix: str) -> None:
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                walk(entry.url_patterns, prefix + str(entry.pattern))
+            elif isinstance(entry, URLPattern):
+                view = getattr(entry.callback, "cls", None)
+                actions = getattr(entry.callback, "actions", None) or {}
+                route = prefix + str(entry.pattern)
+                listed = actions.get("get") == "list" and "<" not in route and "(?P" not in route
+                serializer = (
+                    getattr(view, "serializer_class", None) if listed and issubclass(view, VisibleViewSet) else None
+                )
+                if serializer is not None and list_representation(serializer) is not None:
+                    found.append("/" + route.replace("^", "").replace("$", ""))
+
+    walk(get_resolver().url_patterns, "")
+    return sorted(set(found))
+
+
+def test_every_compiled_list_gives_what_drf_gives(api, org, rep_records, pipeline, settings, monkeypatch):
+    """The lists `list_representation` answers (deals, leads, organizations, contacts, activities, ...) give, for
+    records with every field filled and with empty ones, the JSON that DRF's serializers give, in two time zones."""
+    import config.api
+    from pipeline.webhooks.models import EventType
+    from pipeline.webhooks.services import emit_event
+
+    services.create_organization(actor=org.rep, name="Empty fields", industry="")
+    make_deal(
+        owner=org.rep, pipeline=pipeline, title="Full", amount=Decimal("12500.5"), expected_close_date="2027-01-31"
+    )
+    make_deal(owner=org.teammate, pipeline=pipeline, title="No amount, no date")
+    make_lost_reason("Price")
+    emit_event(type=EventType.DEAL_CREATED, data=lambda: {"id": rep_records.deal.pk}, record_owners=[org.rep.pk])
+    routes = compiled_lists()
+    assert {"/api/v1/deals/", "/api/v1/leads/", "/api/v1/organizations/", "/api/v1/contacts/"} <= set(routes)
+    admin = api("admin")
+    for zone in ("UTC", "America/New_York"):
+        settings.TIME_ZONE = zone
+        for route in routes:
+            fast = admin.get(route, {"page_size": 200})
+            with monkeypatch.context() as patched:
+                patched.setattr(config.api, "list_representation", lambda serializer_class: None)
+                slow = admin.get(route, {"page_size": 200})
+            assert fast.status_code == slow.status_code == 200, route
+            assert fast.json() == slow.json(), route
+            assert fast.json()["results"], f"{route} listed nothing: the comparison would prove nothing"
