@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from config.exceptions import StaleVersion
 from config.forms import add_service_errors
 from pipeline import selectors, services
-from pipeline.forms import DEAL_FORM_FIELDS, ActivityForm, DealCreateForm, DealFieldsForm, as_input
+from pipeline.forms import DEAL_FORM_FIELDS, ActivityForm, DealCreateForm, DealFieldsForm, as_input, same_value
 from pipeline.models import Deal, ForecastCategory
 from pipeline.templatetags.crm import money
 from pipeline.views.activities import create_activity
@@ -222,7 +222,9 @@ def _one_field_form(request: HttpRequest, deal: Deal, name: str, value: str | No
 
 
 def _field_form_response(request: HttpRequest, deal: Deal, name: str, form, *, notice: str = "", current: str = ""):
-    context = {"deal": deal, "name": name, "field": form[name], "notice": notice, "current": current}
+    # The value the user is shown, sent back with the save so a change to another field is told from one to this.
+    seen = as_input(DealFieldsForm.initial_for(deal)[name])
+    context = {"deal": deal, "name": name, "field": form[name], "seen": seen, "notice": notice, "current": current}
     status = 200 if is_htmx(request) or not form.errors else 400
     return render(request, "pipeline/partials/deal_field_form.html", context, status=status)
 
@@ -245,44 +247,50 @@ def deal_field(request: HttpRequest, pk: int, name: str) -> HttpResponse:
         return HttpResponse(status=405)
     typed = request.POST.get(name, "")
     form = _one_field_form(request, deal, name, typed, request.POST.get("version"))
-    if form.is_valid():
+    if not form.is_valid():
+        return _field_form_response(request, deal, name, form)
+    version = form.cleaned_data["version"]
+    try:
         try:
             services.update_deal(
-                deal=deal,
-                actor=request.user,
-                expected_version=form.cleaned_data["version"],
-                **{name: form.cleaned_data[name]},
+                deal=deal, actor=request.user, expected_version=version, **{name: form.cleaned_data[name]}
             )
         except StaleVersion:
+            # Someone saved the deal meanwhile. When this field still holds what the user was shown, only other
+            # fields changed: applying the user's value overwrites nothing of theirs, so it is no conflict.
             deal = _editable_deal(request, pk)
-            current = _display(deal, name)
-            form = _one_field_form(request, deal, name, typed, str(deal.version))
-            message = STALE_MESSAGE.format(title=deal.title) + " Your change is not saved yet."
-            response = _field_form_response(request, deal, name, form, notice=message, current=current)
-            response.write(toast(request, message, "error"))
-            return response
-        except ValidationError as error:
-            add_service_errors(form, error)
-        else:
-            deal = _editable_deal(request, pk)
-            if not is_htmx(request):
-                messages.success(request, "Saved.")
-                return redirect("pipeline:deal", pk=deal.pk)
-            response = render(
-                request, "pipeline/partials/deal_field.html", {"deal": deal, "name": name, "can_edit": True}
+            seen = request.POST.get(f"seen_{name}")
+            if seen is None or not same_value(form.fields[name], DealFieldsForm.initial_for(deal)[name], seen):
+                raise
+            services.update_deal(
+                deal=deal, actor=request.user, expected_version=deal.version, **{name: form.cleaned_data[name]}
             )
-            head = {
-                "deal": deal,
-                "can_edit": True,
-                "stages": list(deal.pipeline.stages.order_by("order")),
-                "is_stale": selectors.is_stale(deal),
-                "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
-                "oob": True,
-            }
-            response.write(render_to_string("pipeline/partials/deal_head.html", head, request=request))
-            response.write(toast(request, "Saved."))
-            return response
-    return _field_form_response(request, deal, name, form)
+    except StaleVersion:
+        deal = _editable_deal(request, pk)
+        form = _one_field_form(request, deal, name, typed, str(deal.version))
+        message = STALE_MESSAGE.format(title=deal.title) + " Your change is not saved yet."
+        response = _field_form_response(request, deal, name, form, notice=message, current=_display(deal, name))
+        response.write(toast(request, message, "error"))
+        return response
+    except ValidationError as error:
+        add_service_errors(form, error)
+        return _field_form_response(request, deal, name, form)
+    deal = _editable_deal(request, pk)
+    if not is_htmx(request):
+        messages.success(request, "Saved.")
+        return redirect("pipeline:deal", pk=deal.pk)
+    response = render(request, "pipeline/partials/deal_field.html", {"deal": deal, "name": name, "can_edit": True})
+    head = {
+        "deal": deal,
+        "can_edit": True,
+        "stages": list(deal.pipeline.stages.order_by("order")),
+        "is_stale": selectors.is_stale(deal),
+        "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
+        "oob": True,
+    }
+    response.write(render_to_string("pipeline/partials/deal_head.html", head, request=request))
+    response.write(toast(request, "Saved."))
+    return response
 
 
 def _display(deal: Deal, name: str) -> str:

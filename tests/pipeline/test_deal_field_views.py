@@ -131,3 +131,18 @@ def test_the_deal_page_and_the_field_endpoint_make_a_pinned_number_of_queries(re
     with capture_queries() as busier:
         rep_client.get(reverse("pipeline:deal", args=[deal.pk]))
     assert_query_count(busier, exactly=11)
+
+
+def test_a_save_over_someone_elses_change_to_another_field_is_no_conflict(rep_client, org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline, title="Acme", amount=Decimal("900"))
+    form = rep_client.get(field_url(deal, "amount"), **HTMX).content.decode()
+    assert 'name="seen_amount" value="900' in form
+    services.update_deal(deal=deal, actor=org.manager, title="Acme, phase 2")
+
+    response = rep_client.post(
+        field_url(deal, "amount"), {"amount": "5000", "version": 1, "seen_amount": "900.00"}, **HTMX
+    )
+
+    assert b"changed by someone else" not in response.content
+    deal.refresh_from_db()
+    assert (deal.title, deal.amount, deal.version) == ("Acme, phase 2", Decimal("5000"), 3)
