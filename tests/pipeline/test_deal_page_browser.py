@@ -154,3 +154,21 @@ def test_a_conflict_keeps_the_typed_value_beside_theirs_and_applies_it_again(pag
     page.select_option("#move-stage", str(stage(board_pipeline, "Qualification").pk))
     page.click(".record-head button.small[type=submit]:has-text('Move')")
     page.locator(".stage-step.current", has_text="Qualification").wait_for()
+
+
+def test_two_fields_open_at_once_both_save_without_a_false_conflict(page, org, board_pipeline):  # noqa: F811
+    deal = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout", amount=Decimal("900"))
+    open_deal(page, deal)
+    title = edit_field(page, "title")
+    amount = edit_field(page, "amount")
+    amount.locator("input[name=amount]").fill("2000")
+    amount.locator("button[type=submit]").click()
+    page.locator("button#deal-field-amount", has_text="$2,000").wait_for()
+
+    title.locator("input[name=title]").fill("Acme rollout, phase 2")
+    title.locator("button[type=submit]").click()
+
+    page.locator("button#deal-field-title", has_text="phase 2").wait_for()
+    assert page.locator("#toasts .toast.error").count() == 0
+    deal.refresh_from_db()
+    assert (deal.title, deal.amount) == ("Acme rollout, phase 2", Decimal("2000"))
