@@ -19,6 +19,7 @@ urlpatterns = [
     path("deals/<int:pk>/", deals.deal_detail, name="deal"),
     path("deals/<int:pk>/move/", moves.deal_move, name="deal_move"),
     path("deals/<int:pk>/fields/", deals.deal_fields, name="deal_fields"),
+    path("deals/<int:pk>/fields/<str:name>/", deals.deal_field, name="deal_field"),
     path("deals/<int:pk>/activities/", deals.deal_activity_create, name="deal_activity_create"),
     path("leads/", leads.lead_list, name="leads"),
     path("leads/new/", leads.lead_create, name="lead_create"),

@@ -171,6 +171,7 @@ def every_kind_of_row(org, board_pipeline):  # noqa: F811
         "stages": stage(board_pipeline, "Discovery"),
         "stage_id": stage(board_pipeline, "Discovery"),
         "task_id": "no-such-task",
+        "name": "title",  # a deal field edited in place (/deals/<id>/fields/<name>/): a fragment, not a page
     }
 
 

@@ -4,7 +4,7 @@ history."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -14,11 +14,11 @@ from django.views.decorators.http import require_GET, require_POST
 from config.exceptions import StaleVersion
 from config.forms import add_service_errors
 from pipeline import selectors, services
-from pipeline.forms import ActivityForm, DealCreateForm, DealFieldsForm
+from pipeline.forms import DEAL_FORM_FIELDS, ActivityForm, DealCreateForm, DealFieldsForm, as_input, same_value
 from pipeline.models import Deal, ForecastCategory
 from pipeline.templatetags.crm import money
 from pipeline.views.activities import create_activity
-from pipeline.views.responses import STALE_MESSAGE, is_htmx, toast
+from pipeline.views.responses import STALE_MESSAGE, is_htmx, toast, trigger
 
 
 @login_required
@@ -197,6 +197,99 @@ def _fields_conflict(request: HttpRequest, pk: int, form: DealFieldsForm) -> Htt
         request, "pipeline/partials/deal_fields_form.html", {"deal": deal, "form": form, "notice": message}
     )
     response.write(toast(request, message, "error"))
+    return response
+
+
+def redraw_deal_page(request: HttpRequest, pk: int, message: str, level: str = "success") -> HttpResponse:
+    """The deal page's body drawn again in place after a move from its header (status, path, history, fields),
+    so every form on it carries the new version; a toast says what happened and the move dialog closes."""
+    response = render(request, "pipeline/partials/deal_page.html", _deal_context(request, _visible_deal(request, pk)))
+    response.write(toast(request, message, level))
+    response["HX-Retarget"] = "#deal-page"
+    response["HX-Reswap"] = "outerHTML"
+    trigger(response, "crm:deal-redrawn", {"deal": pk})
+    return response
+
+
+def _one_field_form(request: HttpRequest, deal: Deal, name: str, value: str | None, version: str | None):
+    """The whole fields form, bound to the deal's current values with one field (`name`) as the user typed it, so
+    the form's validation and the service see exactly one change."""
+    data = {key: as_input(current) for key, current in DealFieldsForm.initial_for(deal).items()}
+    if value is not None:
+        data[name] = value
+    data["version"] = version if version is not None else str(deal.version)
+    return DealFieldsForm(data, user=request.user)
+
+
+def _field_form_response(request: HttpRequest, deal: Deal, name: str, form, *, notice: str = "", current: str = ""):
+    # The value the user is shown, sent back with the save so a change to another field is told from one to this.
+    seen = as_input(DealFieldsForm.initial_for(deal)[name])
+    context = {"deal": deal, "name": name, "field": form[name], "seen": seen, "notice": notice, "current": current}
+    status = 200 if is_htmx(request) or not form.errors else 400
+    return render(request, "pipeline/partials/deal_field_form.html", context, status=status)
+
+
+@login_required
+def deal_field(request: HttpRequest, pk: int, name: str) -> HttpResponse:
+    """One of the deal's fields, edited in place: shown (GET ?display=1), as a one-field form (GET), or saved through
+    `services.update_deal` with the deal's version (POST), answering the field shown again and the page's header out
+    of band. A stale version keeps what the user typed beside the current value, ready to apply again."""
+    if name not in DEAL_FORM_FIELDS:
+        raise Http404("No such field.")
+    if request.method == "GET" and request.GET.get("display"):
+        deal = _visible_deal(request, pk)
+        can_edit = selectors.editable_deals(request.user).filter(pk=deal.pk).exists()
+        return render(request, "pipeline/partials/deal_field.html", {"deal": deal, "name": name, "can_edit": can_edit})
+    deal = _editable_deal(request, pk)
+    if request.method == "GET":
+        return _field_form_response(request, deal, name, _one_field_form(request, deal, name, None, None))
+    if request.method != "POST":
+        return HttpResponse(status=405)
+    typed = request.POST.get(name, "")
+    form = _one_field_form(request, deal, name, typed, request.POST.get("version"))
+    if not form.is_valid():
+        return _field_form_response(request, deal, name, form)
+    version = form.cleaned_data["version"]
+    try:
+        try:
+            services.update_deal(
+                deal=deal, actor=request.user, expected_version=version, **{name: form.cleaned_data[name]}
+            )
+        except StaleVersion:
+            # Someone saved the deal meanwhile. When this field still holds what the user was shown, only other
+            # fields changed: applying the user's value overwrites nothing of theirs, so it is no conflict.
+            deal = _editable_deal(request, pk)
+            seen = request.POST.get(f"seen_{name}")
+            if seen is None or not same_value(form.fields[name], DealFieldsForm.initial_for(deal)[name], seen):
+                raise
+            services.update_deal(
+                deal=deal, actor=request.user, expected_version=deal.version, **{name: form.cleaned_data[name]}
+            )
+    except StaleVersion:
+        deal = _editable_deal(request, pk)
+        form = _one_field_form(request, deal, name, typed, str(deal.version))
+        message = STALE_MESSAGE.format(title=deal.title) + " Your change is not saved yet."
+        response = _field_form_response(request, deal, name, form, notice=message, current=_display(deal, name))
+        response.write(toast(request, message, "error"))
+        return response
+    except ValidationError as error:
+        add_service_errors(form, error)
+        return _field_form_response(request, deal, name, form)
+    deal = _editable_deal(request, pk)
+    if not is_htmx(request):
+        messages.success(request, "Saved.")
+        return redirect("pipeline:deal", pk=deal.pk)
+    response = render(request, "pipeline/partials/deal_field.html", {"deal": deal, "name": name, "can_edit": True})
+    head = {
+        "deal": deal,
+        "can_edit": True,
+        "stages": list(deal.pipeline.stages.order_by("order")),
+        "is_stale": selectors.is_stale(deal),
+        "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
+        "oob": True,
+    }
+    response.write(render_to_string("pipeline/partials/deal_head.html", head, request=request))
+    response.write(toast(request, "Saved."))
     return response
 
 

@@ -17,6 +17,7 @@ from config.forms import add_service_errors
 from pipeline import selectors, services
 from pipeline.forms import BoardFilterForm, MoveForm, StageEntryForm
 from pipeline.models import REQUIRABLE_DEAL_FIELDS, Deal, Stage, StageKind
+from pipeline.views.deals import redraw_deal_page
 from pipeline.views.responses import STALE_MESSAGE, first_error, is_htmx, next_url, toast, trigger
 
 
@@ -69,6 +70,9 @@ def _move_done(request: HttpRequest, deal: Deal, from_stage: Stage) -> HttpRespo
     if not is_htmx(request):
         messages.success(request, message)
         return redirect(next_url(request, reverse("pipeline:board_pipeline", args=[deal.pipeline_id])))
+    if request.POST.get("next") and request.POST.get("redraw"):
+        # From the deal page's header: the page is drawn again in place, carrying the new version everywhere.
+        return redraw_deal_page(request, deal.pk, message)
     if request.POST.get("next"):
         # From the deal page: everything on it (path, history, status) changed, so it is drawn again.
         messages.success(request, message)
@@ -96,6 +100,9 @@ def _move_failed(request: HttpRequest, deal: Deal, message: str, *, refresh: boo
     if not is_htmx(request):
         messages.error(request, message)
         return redirect(next_url(request, reverse("pipeline:deal", args=[deal.pk])))
+    if request.POST.get("next") and request.POST.get("redraw"):
+        # From the deal page's header: drawn again in place on the latest version, with the message.
+        return redraw_deal_page(request, deal.pk, message, "error")
     if request.POST.get("next"):
         # From the deal page: draw it again, with the latest version and the message.
         messages.error(request, message)
@@ -120,6 +127,7 @@ def _move_dialog(
     request: HttpRequest, deal: Deal, stage: Stage, version: int | None, entry: StageEntryForm
 ) -> HttpResponse:
     context = {"deal": deal, "stage": stage, "version": version, "form": entry, "next": request.POST.get("next", "")}
+    context["redraw"] = request.POST.get("redraw", "")
     if not is_htmx(request):
         return render(request, "pipeline/deal_move.html", context)
     response = render(request, "pipeline/partials/move_dialog.html", context)

@@ -63,6 +63,20 @@
       field.scrollIntoView({ block: "center" });
       field.focus({ preventScroll: true });
     });
+    // A deal field edited in place (deal page): its input takes the focus when it opens; Escape cancels it.
+    document.addEventListener("htmx:afterSettle", function (event) {
+      var editor = event.detail.elt;
+      if (!editor || !editor.matches || !editor.matches("[data-field-editor]")) return;
+      var input = editor.querySelector("input:not([type=hidden]), select, textarea");
+      if (input && document.activeElement !== input) input.focus();
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key !== "Escape") return;
+      var editor = event.target.closest && event.target.closest("[data-field-editor]");
+      if (!editor) return;
+      event.preventDefault();
+      editor.querySelector("[data-cancel-edit]").click();
+    });
     // A count that says how many of its section's rows match (data-counts): kept true as rows are swapped, e.g. an
     // activity marked done in the inbox leaves the overdue count.
     document.addEventListener("htmx:afterSettle", function () {
@@ -101,6 +115,10 @@
         if (!dialog.open) dialog.showModal();
         var first = dialog.querySelector("input:not([type=hidden]), select, textarea");
         if (first) first.focus();
+      });
+      // The deal page drawn again after a move from its header: the dialog that asked for a lost reason is done.
+      document.addEventListener("crm:deal-redrawn", function () {
+        if (dialog.open) dialog.close();
       });
       dialog.addEventListener("close", function () {
         document.getElementById("move-dialog-body").innerHTML = "";
