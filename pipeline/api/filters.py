@@ -156,10 +156,12 @@ class DealFilter(filters.FilterSet):
         help_text="Deals that reached this open stage (SPEC §3 funnel): their furthest open stage is this one or a "
         "later one, or they were won.",
     )
-    stale = filters.BooleanFilter(
+    # A choice rather than a BooleanFilter, which reads "perhaps" as absent: a misspelt value is a 400, not every deal.
+    stale = filters.ChoiceFilter(
+        choices=[("true", "true"), ("false", "false")],
         method="filter_stale",
-        help_text="Open deals in their stage longer than its rotting days, or with no planned activity due later "
-        "(the dashboard's stale deals); false: the other deals.",
+        help_text="true: open deals in their stage longer than its rotting days, or with no planned activity due "
+        "later (the dashboard's stale deals); false: the other deals.",
     )
 
     class Meta:
@@ -177,9 +179,10 @@ class DealFilter(filters.FilterSet):
         )
 
     def filter_stale(self, qs, name, value):
-        if value is None:
+        if not value:
             return qs
-        return qs.filter(selectors.stale_condition()) if value else qs.exclude(selectors.stale_condition())
+        stale = selectors.stale_condition()
+        return qs.filter(stale) if value == "true" else qs.exclude(stale)
 
 
 class LeadFilter(filters.FilterSet):

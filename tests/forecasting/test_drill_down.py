@@ -300,3 +300,70 @@ def test_a_deal_closed_at_the_last_instant_of_the_period_counts_and_one_at_its_e
     assert Deal.objects.get(amount=Decimal("5000")).pk in ids
     assert Deal.objects.get(amount=Decimal("111")).pk not in ids
     assert at("2026-11-01 00:00") == Deal.objects.get(amount=Decimal("111")).closed_at
+
+
+# --- The API's deal list reads the same filters (one definition) ---------------------------------------------------
+
+
+def api_ids(api, **params) -> set[int]:
+    response = api.get("/api/v1/deals/", {"page_size": 200, **params})
+    assert response.status_code == 200, response.content
+    return {row["id"] for row in response.json()["results"]}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_api_lists_the_same_deals_as_each_drill_down_link(client, org, pipeline, dataset, role):
+    from tests.api.conftest import client_for
+
+    user = getattr(org, role)
+    html, _data = dashboard(client, user, pipeline=pipeline.pk)
+    api = client_for(user)
+    for link in drill_links(html):
+        params = parse_qs(urlsplit(link["href"]).query)
+        assert api_ids(api, **params) == table(client, link["href"])[0], link["data-drill"]
+
+
+def test_reached_stage_of_a_won_or_lost_stage_or_another_pipeline(client, org, pipeline, other_pipeline, dataset):
+    from tests.api.conftest import client_for
+
+    api = client_for(org.admin)
+    # Only open stages have a funnel bar: a closed stage's id matches nothing rather than every deal.
+    assert api_ids(api, reached_stage=stage(pipeline, "Won").pk) == set()
+    first = stage(other_pipeline, "Prospecting")
+    assert api_ids(api, reached_stage=first.pk) == set(
+        Deal.objects.filter(pipeline=other_pipeline).values_list("pk", flat=True)
+    )
+
+
+def test_stale_false_is_the_complement_and_categories_repeat(org, dataset):
+    from tests.api.conftest import client_for
+
+    api = client_for(org.admin)
+    every = api_ids(api)
+    assert api_ids(api, stale="true") | api_ids(api, stale="false") == every
+    assert api_ids(api, stale="true") & api_ids(api, stale="false") == set()
+    both = api_ids(api, forecast_category=["commit", "best_case"])
+    assert both == api_ids(api, forecast_category="commit") | api_ids(api, forecast_category="best_case")
+    assert both == set(Deal.objects.filter(forecast_category__in=["commit", "best_case"]).values_list("pk", flat=True))
+
+
+def test_bad_drill_down_filter_values_are_400_naming_each_filter(org, dataset):
+    from tests.api.conftest import client_for
+
+    response = client_for(org.rep).get(
+        "/api/v1/deals/?closed_after=soon&closed_before=2026-13-01&created_after=x&created_before=1.5"
+        "&forecast_category=maybe&reached_stage=1.5&stale=perhaps"
+    )
+    assert response.status_code == 400
+    errors = response.json()
+    assert set(errors) == {
+        "closed_after", "closed_before", "created_after", "created_before", "forecast_category", "reached_stage",
+        "stale",
+    }  # fmt: skip
+    assert all(isinstance(messages, list) and messages for messages in errors.values())
+
+
+def test_the_deal_table_names_a_bad_drill_down_filter(client, org, dataset):
+    client.force_login(org.admin)
+    html = client.get("/deals/?closed_after=soon&stale=perhaps").content.decode()
+    assert 'role="alert"' in html and "closed_after" in html.replace("Closed after", "closed_after")
