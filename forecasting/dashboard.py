@@ -96,6 +96,12 @@ class Dashboard:
             "expected_close_before": period.end - timedelta(days=1),
         }
         cohort = {"created_after": period.start, "created_before": period.end} if self.funnel_of_period else {}
+        # Past due: before the run's "today", which the number was computed with (not the reader's today).
+        today = self.past_due.get("today")
+        past_due = None
+        if today:
+            before = date.fromisoformat(today) - timedelta(days=1)
+            past_due = deal_table_url(**group, status=DealStatus.OPEN, expected_close_before=before)
         return {
             "won": deal_table_url(**closed, status=DealStatus.WON),
             "lost": deal_table_url(**closed, status=DealStatus.LOST),
@@ -106,6 +112,7 @@ class Dashboard:
                 **expected, forecast_category=[ForecastCategory.COMMIT, ForecastCategory.BEST_CASE]
             ),
             "stale": deal_table_url(**group, stale="true"),
+            "past_due": past_due,
             "funnel": {
                 row["stage"].pk: deal_table_url(**group, **cohort, reached_stage=row["stage"].pk) for row in self.funnel
             },

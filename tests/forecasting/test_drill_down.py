@@ -145,6 +145,11 @@ def expected(name: str, user, org, pipeline, **extra) -> set[int]:
         "commit": lambda d: expected_in_period(d) and d.forecast_category == "commit",
         "best_case": lambda d: expected_in_period(d) and d.forecast_category in ("commit", "best_case"),
         "stale": lambda d: stale(d, now),
+        "past_due": lambda d: (
+            d.status == StageKind.OPEN
+            and d.expected_close_date is not None
+            and d.expected_close_date < timezone.localdate()
+        ),
         "funnel": lambda d: (
             reached(d, extra["stage"]) and (not extra.get("cohort") or START <= local_day(d.created_at) < END)
         ),
@@ -222,7 +227,9 @@ def test_every_kpi_opens_exactly_its_deals_and_the_totals_equal_the_number(clien
     user = getattr(org, role)
     html, data = dashboard(client, user)
     links = {link["data-drill"]: link for link in drill_links(html) if link["data-drill"] not in ("funnel", "rep")}
-    assert set(links) == {"won", "outcomes_won", "lost", "win_rate", "commit", "best_case", "pipeline", "stale"}
+    assert set(links) == {
+        "won", "outcomes_won", "lost", "win_rate", "commit", "best_case", "pipeline", "stale", "past_due",
+    }  # fmt: skip
     for name, link in links.items():
         ids, count, amount = table(client, link["href"])
         want = expected(name, user, org, pipeline)
@@ -230,7 +237,7 @@ def test_every_kpi_opens_exactly_its_deals_and_the_totals_equal_the_number(clien
         assert count == len(want) and amount == amount_of(want), name
         if name in ("commit", "best_case", "pipeline"):
             assert number(link["text"]) == amount, name  # shown in full ("12,345.00")
-        elif name in ("outcomes_won", "lost"):
+        elif name in ("outcomes_won", "lost", "past_due"):
             assert int(link["text"]) == count, name
         elif name == "stale":
             assert link["text"].startswith(f"{count} in all"), name
