@@ -374,3 +374,13 @@ def test_the_deal_table_names_a_bad_drill_down_filter(client, org, dataset):
     client.force_login(org.admin)
     html = client.get("/deals/?closed_after=soon&stale=perhaps").content.decode()
     assert 'role="alert"' in html and "closed_after" in html.replace("Closed after", "closed_after")
+
+
+def test_the_table_names_the_drill_down_filters_and_its_filter_bar_keeps_them(client, org, dataset):
+    html, _data = dashboard(client, org.manager)
+    href = next(link["href"] for link in drill_links(html) if link["data-drill"] == "best_case")
+    page = client.get(href).content.decode()
+    form = re.search(r'<form id="deal-filters".*?</form>', page, re.S).group(0)
+    hidden = set(re.findall(r'<input type="hidden" name="(\w+)" value="([\w-]+)">', form))
+    assert {("forecast_category", "commit"), ("forecast_category", "best_case")} <= hidden
+    assert 'id="drill-filters"' in form and "forecast category best_case" in form
