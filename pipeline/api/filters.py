@@ -112,8 +112,12 @@ class AsOfDateFilter(AsOfAware, filters.DateFilter):
 
 
 def _local_midnight(day):
-    """The instant `day` begins in the configured time zone: periods are half-open in TIME_ZONE (SPEC §3)."""
-    return datetime.combine(day, time.min, ZoneInfo(settings.TIME_ZONE))
+    """The instant `day` begins in the configured time zone: periods are half-open in TIME_ZONE (SPEC §3). In UTC,
+    so the database is never sent a year 0 or 10000 (1 January of year 1 east of UTC begins in year 0)."""
+    try:
+        return datetime.combine(day, time.min, ZoneInfo(settings.TIME_ZONE)).astimezone(UTC)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC) if day.year == 1 else datetime.max.replace(tzinfo=UTC)
 
 
 class LocalDayFilter(filters.DateFilter):
