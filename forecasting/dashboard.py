@@ -9,17 +9,19 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db.models import F
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Team, User
 from forecasting.models import GroupKind, Metric, MetricsRun, PeriodKind
 from forecasting.periods import Period
 from forecasting.selectors import SnapshotQuery, latest_run, visible_snapshot_rows, waterfall
-from pipeline.models import StageKind
+from pipeline.models import DealStatus, ForecastCategory, StageKind
 from pipeline.selectors import history_starts_at, visible_deals, visible_pipelines, visible_stages
 
 STALE_DEALS_SHOWN = 12
@@ -79,10 +81,53 @@ class Dashboard:
     accuracy: list[dict] = field(default_factory=list)
     # What the learned probabilities of the run were learned with: lookback_days (0 = all history) and k.
     learning: dict | None = None
+    funnel_of_period: bool = False
+
+    def links(self) -> dict:
+        """The deal table's address behind each number that is a sum over deals (SPEC §3's definition, this
+        period and scope): following one lists exactly those deals, and the table's totals are the number."""
+        period, scope = self.period, self.scope
+        group = {"team": scope.team_id, "owner": scope.owner_id}
+        closed = {**group, "closed_after": period.start, "closed_before": period.end}
+        expected = {
+            **group,
+            "status": DealStatus.OPEN,
+            "expected_close_after": period.start,
+            "expected_close_before": period.end - timedelta(days=1),
+        }
+        cohort = {"created_after": period.start, "created_before": period.end} if self.funnel_of_period else {}
+        # Past due: before the run's "today", which the number was computed with (not the reader's today).
+        today = self.past_due.get("today")
+        past_due = None
+        if today:
+            before = date.fromisoformat(today) - timedelta(days=1)
+            past_due = deal_table_url(**group, status=DealStatus.OPEN, expected_close_before=before)
+        return {
+            "won": deal_table_url(**closed, status=DealStatus.WON),
+            "lost": deal_table_url(**closed, status=DealStatus.LOST),
+            "closed": deal_table_url(**closed),
+            "pipeline": deal_table_url(**expected),
+            "commit": deal_table_url(**expected, forecast_category=[ForecastCategory.COMMIT]),
+            "best_case": deal_table_url(
+                **expected, forecast_category=[ForecastCategory.COMMIT, ForecastCategory.BEST_CASE]
+            ),
+            "stale": deal_table_url(**group, stale="true"),
+            "past_due": past_due,
+            "funnel": {
+                row["stage"].pk: deal_table_url(**group, **cohort, reached_stage=row["stage"].pk) for row in self.funnel
+            },
+            "reps": {
+                rep["owner_id"]: deal_table_url(
+                    owner=rep["owner_id"], closed_after=period.start, closed_before=period.end
+                )
+                for rep in self.reps
+            },
+        }
 
     def chart_data(self) -> dict:
         """The numbers the charts draw (read by static/js/dashboard.js from a JSON script block)."""
         forecast = self.forecast
+        links = self.links()
         return {
             "forecast": {
                 "labels": [
@@ -105,11 +150,14 @@ class Dashboard:
                     )
                 ],
                 "quota": _float(self.quota["quota"]) if self.quota else None,
+                # A bar opens the deal table of its deals; the weighted sums are not a sum of amounts: no link.
+                "links": [links["won"], links["commit"], links["best_case"], links["pipeline"], None, None],
             },
             "funnel": {
                 "labels": [row["stage"].name for row in self.funnel],
                 "reached": [row["reached"] for row in self.funnel],
                 "conversion": [row["conversion"] for row in self.funnel],
+                "links": [links["funnel"][row["stage"].pk] for row in self.funnel],
             },
             "stage_time": {
                 "labels": [row["stage"].name for row in self.stage_times],
@@ -121,6 +169,12 @@ class Dashboard:
                 "win_rate": [None if row["win_rate"] is None else round(row["win_rate"] * 100, 1) for row in self.reps],
             },
         }
+
+
+def deal_table_url(**params: Any) -> str:
+    """The deal table's address with `params` (None dropped, a list repeated)."""
+    kept = {name: value for name, value in params.items() if value not in (None, "", [])}
+    return f"{reverse('pipeline:deal_table')}?{urlencode(kept, doseq=True)}"
 
 
 def _float(value: Any) -> float | None:
@@ -141,7 +195,9 @@ def build_dashboard(
     pipelines = list(visible_pipelines(user))
     pipeline = next((p for p in pipelines if p.pk == pipeline_id), pipelines[0] if pipelines else None)
     run = latest_run()
-    board = Dashboard(run=run, period=period, scope=scope, pipeline=pipeline, pipelines=pipelines)
+    board = Dashboard(
+        run=run, period=period, scope=scope, pipeline=pipeline, pipelines=pipelines, funnel_of_period=funnel_of_period
+    )
     if run is None:
         return board
 
@@ -239,7 +295,14 @@ def _reps(*, user: User, run: MetricsRun, scope: Scope, in_period: dict) -> list
         person = people.get(row.owner_id)
         if person is None or (scope.team_id and person.team_id != scope.team_id):
             continue
-        reps.append({"name": str(person), **row.values, "avg_won_amount": _money(row.values.get("avg_won_amount"))})
+        reps.append(
+            {
+                "name": str(person),
+                "owner_id": person.pk,
+                **row.values,
+                "avg_won_amount": _money(row.values.get("avg_won_amount")),
+            }
+        )
     return sorted(reps, key=lambda rep: (-(rep["win_rate"] or 0), rep["name"]))
 
 

@@ -83,6 +83,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "scopes": scopes,
         "scope": scope,
         "chart_data": board.chart_data(),
+        "links": board.links(),
         "may_recompute": _may_recompute(request.user),
         "just_computed": fresh.age_seconds is not None and fresh.age_seconds < 60,
         "out_of_date": fresh.out_of_date,

@@ -544,6 +544,15 @@ def is_stale(deal: Deal, *, now: datetime | None = None) -> bool:
     return deal.status == StageKind.OPEN and now - deal.stage_entered_at > timedelta(days=deal.stage.rotting_days)
 
 
+def stale_condition(*, now: datetime | None = None) -> Q:
+    """The stale-deals metric's definition as a deal filter (SPEC §3, `forecasting.metrics.stale_deals`): open,
+    and in the current stage longer than its rotting days, or with no planned activity due after `now`."""
+    now = now or timezone.now()
+    rotting = Q(stage_entered_at__lt=now - timedelta(days=1) * F("stage__rotting_days"))
+    next_step = Exists(Activity.objects.filter(deal_id=OuterRef("pk"), done_at__isnull=True, due_at__gt=now))
+    return Q(status=StageKind.OPEN) & (rotting | ~next_step)
+
+
 # --- The deal page ---------------------------------------------------------------------------------------------
 
 
@@ -873,18 +882,22 @@ def deal_row_values(deal: Deal, columns: list[DealColumn]) -> list[Any]:
 
 @dataclass(frozen=True)
 class RowCount:
-    """How many rows match: exact up to a limit, else the planner's estimate (`exact` False: "about N")."""
+    """How many rows match: exact up to a limit, else the planner's estimate (`exact` False: "about N"); `amount`,
+    their summed amount, only when exact (the totals row the dashboard's drill-down numbers are checked against)."""
 
     count: int
     exact: bool
+    amount: Decimal | None = None
 
 
 def deal_count(deals: QuerySet[Deal], *, limit: int = DEAL_TABLE_EXACT_COUNT_LIMIT) -> RowCount:
     """The number of `deals`: counted when at most `limit` (a count that stops after `limit` + 1 rows), else
     PostgreSQL's estimate of the query's rows, which costs a plan, not a scan."""
-    counted = deals.order_by().values("pk")[: limit + 1].count()
+    # One query for both: the count and the sum over at most `limit` + 1 rows.
+    totals = deals.order_by()[: limit + 1].aggregate(counted=Count("pk"), amount=Sum("amount"))
+    counted = totals["counted"]
     if counted <= limit:
-        return RowCount(counted, True)
+        return RowCount(counted, True, totals["amount"] or Decimal(0))
     plan = json.loads(deals.order_by().explain(format="json"))
     return RowCount(max(int(plan[0]["Plan"]["Plan Rows"]), counted), False)
 

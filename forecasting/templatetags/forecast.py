@@ -88,3 +88,9 @@ def call_errors(errors: dict, key: Any, kind: str = "member") -> str:
         return ""
     items = format_html_join("", "<li>{}</li>", ((message,) for messages in found.values() for message in messages))
     return format_html('<ul class="errorlist call-errors" role="alert">{}</ul>', items)
+
+
+@register.filter
+def at(mapping: dict, key: Any) -> Any:
+    """`mapping[key]` (None when absent): the drill-down link of a funnel stage or a rep, keyed by id."""
+    return mapping.get(key) if mapping else None

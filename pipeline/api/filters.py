@@ -5,9 +5,12 @@ table would tell a client whether a record they cannot see exists.
 """
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
+from zoneinfo import ZoneInfo
 
 from django import forms
+from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
@@ -15,7 +18,19 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions
 
 from pipeline import selectors
-from pipeline.models import Activity, ActivityKind, Contact, Deal, DealStatus, Lead, LeadStatus, Organization, Stage
+from pipeline.models import (
+    Activity,
+    ActivityKind,
+    Contact,
+    Deal,
+    DealStatus,
+    ForecastCategory,
+    Lead,
+    LeadStatus,
+    Organization,
+    Stage,
+    StageKind,
+)
 
 
 @extend_schema_field(OpenApiTypes.INT)
@@ -96,6 +111,25 @@ class AsOfDateFilter(AsOfAware, filters.DateFilter):
     pass
 
 
+def _local_midnight(day):
+    """The instant `day` begins in the configured time zone: periods are half-open in TIME_ZONE (SPEC §3). In UTC,
+    so the database is never sent a year 0 or 10000 (1 January of year 1 east of UTC begins in year 0)."""
+    try:
+        return datetime.combine(day, time.min, ZoneInfo(settings.TIME_ZONE)).astimezone(UTC)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC) if day.year == 1 else datetime.max.replace(tzinfo=UTC)
+
+
+class LocalDayFilter(filters.DateFilter):
+    """A date bound on an instant column: `_after` keeps instants from the day's local midnight on, `_before` those
+    strictly before it, so `closed_after=2026-11-01&closed_before=2026-12-01` is the month [start, end) of SPEC §3."""
+
+    def filter(self, qs, value):
+        if value in (None, ""):
+            return qs
+        return qs.filter(**{f"{self.field_name}__{self.lookup_expr}": _local_midnight(value)})
+
+
 class DealFilter(filters.FilterSet):
     pipeline = AsOfIdFilter(field_name="pipeline_id")
     stage = AsOfIdFilter(field_name="stage_id")
@@ -111,10 +145,48 @@ class DealFilter(filters.FilterSet):
     expected_close_after = AsOfDateFilter(field_name="expected_close_date", lookup_expr="gte")
     expected_close_before = AsOfDateFilter(field_name="expected_close_date", lookup_expr="lte")
     updated_since = DateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    # The drill-down of the forecast dashboard: each metric's deals are these filters' combination (SPEC §3).
+    closed_after = LocalDayFilter(field_name="closed_at", lookup_expr="gte", help_text="Closed on or after this day.")
+    closed_before = LocalDayFilter(field_name="closed_at", lookup_expr="lt", help_text="Closed before this day.")
+    created_after = LocalDayFilter(
+        field_name="created_at", lookup_expr="gte", help_text="Created on or after this day."
+    )
+    created_before = LocalDayFilter(field_name="created_at", lookup_expr="lt", help_text="Created before this day.")
+    forecast_category = filters.MultipleChoiceFilter(
+        choices=ForecastCategory.choices, help_text="Any of these forecast categories (repeat the parameter)."
+    )
+    reached_stage = IdFilter(
+        method="filter_reached_stage",
+        help_text="Deals that reached this open stage (SPEC §3 funnel): their furthest open stage is this one or a "
+        "later one, or they were won.",
+    )
+    # A choice rather than a BooleanFilter, which reads "perhaps" as absent: a misspelt value is a 400, not every deal.
+    stale = filters.ChoiceFilter(
+        choices=[("true", "true"), ("false", "false")],
+        method="filter_stale",
+        help_text="true: open deals in their stage longer than its rotting days, or with no planned activity due "
+        "later (the dashboard's stale deals); false: the other deals.",
+    )
 
     class Meta:
         model = Deal
         fields = []
+
+    def filter_reached_stage(self, qs, name, value):
+        if value is None:
+            return qs
+        stage = Stage.objects.filter(pk=value, kind=StageKind.OPEN).values("pipeline_id", "order").first()
+        if stage is None:
+            return qs.none()
+        return qs.filter(pipeline_id=stage["pipeline_id"]).filter(
+            Q(status=DealStatus.WON) | Q(furthest_open_order__gte=stage["order"])
+        )
+
+    def filter_stale(self, qs, name, value):
+        if not value:
+            return qs
+        stale = selectors.stale_condition()
+        return qs.filter(stale) if value == "true" else qs.exclude(stale)
 
 
 class LeadFilter(filters.FilterSet):

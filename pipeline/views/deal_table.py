@@ -36,10 +36,30 @@ TABLE_PARAMETERS = (
     "organization",
     "contact",
     "source",
+    "closed_after",
+    "closed_before",
+    "created_after",
+    "created_before",
+    "forecast_category",
+    "reached_stage",
+    "stale",
     "sort",
     "col",
     "page_size",
 )
+
+
+# The filters the dashboard's drill-down links set and the filter bar has no control for: kept as hidden fields (so
+# changing another filter keeps them) and named above the table, so a reader sees why it holds what it holds.
+DRILL_DOWN_PARAMETERS = {
+    "closed_after": "closed from",
+    "closed_before": "closed before",
+    "created_after": "created from",
+    "created_before": "created before",
+    "forecast_category": "forecast category",
+    "reached_stage": "reached stage",
+    "stale": "stale",
+}
 
 
 def view_query(params: QueryDict) -> str:
@@ -114,6 +134,12 @@ def _table_context(request: HttpRequest, params: QueryDict) -> dict:
         "bulk_form": BulkDealForm(user=request.user),
         "sees_others": sees_others(request),
         "ordering": ordering,
+        "drill_down": [
+            (name, label, value)
+            for name, label in DRILL_DOWN_PARAMETERS.items()
+            for value in params.getlist(name)
+            if value != ""
+        ],
     }
 
 

@@ -26,6 +26,17 @@
     return Object.assign(options, extra || {});
   }
 
+  // A bar with a link (d.links, by bar) opens the deal table of exactly the deals behind it.
+  function drillDown(options, links) {
+    if (!links) return;
+    options.onClick = function (_event, elements) {
+      if (elements.length && links[elements[0].index]) window.location.assign(links[elements[0].index]);
+    };
+    options.onHover = function (event, elements) {
+      event.native.target.style.cursor = elements.length && links[elements[0].index] ? "pointer" : "default";
+    };
+  }
+
   function forecastChart(canvas, d) {
     var colors = [OK, ACCENT, "#818cf8", ACCENT_SOFT, "#0ea5e9", "#7dd3fc"];
     var datasets = [{ type: "bar", data: d.values, backgroundColor: colors, borderRadius: 6, maxBarThickness: 56 }];
@@ -39,6 +50,7 @@
     options.scales.x.ticks.maxRotation = 0;
     options.scales.y.ticks.callback = function (value) { return money.format(value); };
     options.plugins.tooltip.callbacks = { label: function (item) { return " " + money.format(item.raw); } };
+    drillDown(options, d.links);
     return new Chart(canvas, { data: { labels: d.labels, datasets: datasets }, options: options });
   }
 
@@ -52,6 +64,7 @@
         return rate === null ? "" : "converts " + Math.round(rate * 100) + "% onward";
       }
     };
+    drillDown(options, d.links);
     var max = Math.max.apply(null, d.reached.concat([1]));
     var shades = d.reached.map(function (value) { return "rgba(79, 70, 229, " + (0.35 + 0.65 * value / max).toFixed(2) + ")"; });
     return new Chart(canvas, {
