@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db.backends.utils import CursorWrapper
 
+from forecasting import backtest as history_sql
 from forecasting.models import GroupKind, Metric
 from forecasting.periods import Window
 from forecasting.selectors import learning_settings
@@ -302,6 +303,22 @@ class ForecastAccuracyValues(TypedDict):
     snapshotted_at: str
 
 
+class BacktestValues(TypedDict):
+    at: str  # the instant T the forecast stood at
+    week: int  # 0: the period's start; n: the n-th Monday inside it
+    open_count: int
+    pipeline: str
+    weighted_configured: str
+    weighted_learned: str
+    commit: str
+    best_case: str
+    actual_won: str
+    ape_configured: float | None
+    ape_learned: float | None
+    ape_commit: float | None
+    ape_best_case: float | None
+
+
 # Each metric's declaration of its `values`: the SQL below writes exactly these keys, the API serializers read them.
 VALUES: dict[Metric, type] = {
     Metric.DEAL_OUTCOMES: DealOutcomesValues,
@@ -314,6 +331,7 @@ VALUES: dict[Metric, type] = {
     Metric.LEADS: LeadsValues,
     Metric.QUOTA: QuotaValues,
     Metric.FORECAST_ACCURACY: ForecastAccuracyValues,
+    Metric.BACKTEST: BacktestValues,
 }
 
 
@@ -1106,6 +1124,96 @@ def forecast_accuracy(cursor: CursorWrapper, params: MetricParams) -> int:
     return _execute(cursor, sql, params)
 
 
+def _ratio(numerator: str, actual: str = "actual_won") -> str:
+    return f"({numerator})::float8 / nullif({actual}, 0)::float8"
+
+
+def backtest(cursor: CursorWrapper, params: MetricParams) -> int:
+    """The backtest of every ended month and quarter inside the recorded history, for the company and per group:
+    one row per period, instant T (its start, and each Monday inside it) and group.
+
+    weighted_configured / weighted_learned = Σ amount × the stage's configured / learned probability at T over
+    open(P, T); commit and best case (commit + best_case) of open(P, T) by the forecast category at T; actual_won =
+    Σ amount of the deals won in P, as known now; ape_* = |actual − forecast| / actual (a fraction; null when
+    nothing was won). WAPE and bias over sets of these rows are the reader's (`selectors.backtest_summary`).
+    The company row exists for every period and instant; a group's where it had deals open at T or won in P.
+    """
+    kinds = [kind for kind in params.period_kinds if kind in history_sql.BACKTEST_KINDS]
+    if not kinds:
+        return 0
+    groups = ALL_GROUPS
+    values = _values(
+        Metric.BACKTEST,
+        at="at",
+        week="week",
+        open_count="open_count",
+        pipeline="pipeline::text",
+        weighted_configured="weighted_configured::text",
+        weighted_learned="weighted_learned::text",
+        commit="commit::text",
+        best_case="best_case::text",
+        actual_won="actual_won::text",
+        ape_configured=_ratio("abs(actual_won - weighted_configured)"),
+        ape_learned=_ratio("abs(actual_won - weighted_learned)"),
+        ape_commit=_ratio("abs(actual_won - commit)"),
+        ape_best_case=_ratio("abs(actual_won - best_case)"),
+    )
+    sql = f"""
+    {INSERT}
+    WITH {history_sql.INSTANTS}, {history_sql.LEARNED_AT.format(instants="instants")}, facts AS (
+        -- The open pipeline of each period at each of its instants, from the interval of the history holding it.
+        SELECT 'open' AS fact, i.kind, i.period_start, i.period_end, i.at, i.week, ds.amount, ds.forecast_category,
+               st.probability::numeric / 100 AS configured_p, coalesce(l.p, st.probability::numeric / 100) AS learned_p,
+               ds.owner_id, u.team_id, st.pipeline_id, coalesce(d.source, '') AS source
+          FROM instants i
+          JOIN pipeline_dealstate ds
+            ON ds.expected_close_date >= i.period_start AND ds.expected_close_date < i.period_end
+           AND ds.valid_from <= i.at AND (ds.valid_to > i.at OR ds.valid_to IS NULL)
+          JOIN pipeline_stage st ON st.id = ds.stage_id AND st.kind = 'open'
+          JOIN accounts_user u ON u.id = ds.owner_id
+          LEFT JOIN pipeline_deal d ON d.id = ds.deal_id
+          LEFT JOIN learned l ON l.at = i.at AND l.stage_id = ds.stage_id
+        UNION ALL
+        -- What was won in each period, as known now: at every instant of the period, for its APE there.
+        SELECT 'won', i.kind, i.period_start, i.period_end, i.at, i.week, d.amount, d.forecast_category, 1, 1,
+               d.owner_id, u.team_id, d.pipeline_id, d.source
+          FROM pipeline_deal d
+          JOIN accounts_user u ON u.id = d.owner_id
+          JOIN instants i
+            ON i.period_start = date_trunc(i.kind, d.closed_at AT TIME ZONE %(tz)s)::date
+         WHERE d.status = 'won'
+           AND d.closed_at >= (SELECT min(period_start) FROM periods)::timestamp AT TIME ZONE %(tz)s
+        UNION ALL
+        -- Nothing, so that the company has a row at every instant.
+        SELECT 'none', i.kind, i.period_start, i.period_end, i.at, i.week, NULL, NULL, NULL, NULL,
+               NULL, NULL, NULL, NULL
+          FROM instants i
+    ), grouped AS (
+        SELECT kind, period_start, period_end, at, week, {_group_kind(groups)} AS group_kind,
+               {_group_columns(groups)},
+               count(*) FILTER (WHERE fact = 'open') AS open_count,
+               coalesce(sum(amount) FILTER (WHERE fact = 'open'), 0) AS pipeline,
+               round(coalesce(sum(amount * configured_p) FILTER (WHERE fact = 'open'), 0), 2) AS weighted_configured,
+               round(coalesce(sum(amount * learned_p) FILTER (WHERE fact = 'open'), 0), 2) AS weighted_learned,
+               coalesce(sum(amount) FILTER (WHERE fact = 'open' AND forecast_category = 'commit'), 0) AS commit,
+               coalesce(sum(amount) FILTER (WHERE fact = 'open' AND forecast_category IN ('commit', 'best_case')), 0)
+                   AS best_case,
+               coalesce(sum(amount) FILTER (WHERE fact = 'won'), 0) AS actual_won
+          FROM facts
+         GROUP BY {_grouping_sets(["kind", "period_start", "period_end", "at", "week"], groups)}
+        HAVING count(*) FILTER (WHERE fact <> 'none') > 0
+            OR GROUPING(owner_id) + GROUPING(team_id) + GROUPING(pipeline_id) + GROUPING(source) = 4
+    )
+    SELECT %(run_id)s, '{Metric.BACKTEST.value}', kind, period_start, period_end, group_kind,
+           owner_id, team_id, pipeline_id, source, NULL, NULL,
+           {values},
+           %(computed_at)s
+      FROM grouped
+    """
+    cursor.execute(sql, params.sql() | {"backtest_kinds": kinds, "won_reached_everything": WON_REACHED_EVERYTHING})
+    return cursor.rowcount
+
+
 # The quotas a refresh recomputes: those of the changed deals' owners and of their teams.
 QUOTAS_IN_SCOPE = (
     "(NOT %(scoped)s OR {user} = ANY(%(owners)s) "
@@ -1129,6 +1237,7 @@ FAMILIES: list[Family] = [
     quota_attainment,
     forecast_snapshots,
     forecast_accuracy,
+    backtest,
 ]
 # The families a read of a custom range or all time runs when asked (forecasting.selectors.metric_rows), by metric.
 LIVE: dict[Metric, Family] = {
