@@ -19,7 +19,9 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Count, DecimalField, F, IntegerField, Q, QuerySet, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Abs, Cast
 from django.utils import timezone
 
 from accounts.models import Role, Team, User
@@ -369,6 +371,48 @@ def _with_every_group(
             if tuple(getattr(row, column) for column in key_columns) not in present and _keeps(query, row):
                 filled.append(row)
     return sorted(filled, key=lambda row: [(value is None, value) for value in map(row.__getattribute__, READ_ORDER)])
+
+
+# --- Backtest (SPEC §3a) ---------------------------------------------------------------------------------------------
+
+# The forecasts a backtest row holds, by the name the summary gives them.
+BACKTEST_FORECASTS = {
+    "configured": "weighted_configured",
+    "learned": "weighted_learned",
+    "commit": "commit",
+    "best_case": "best_case",
+}
+
+
+def backtest_summary(rows: QuerySet[MetricSnapshot]) -> list[dict[str, Any]]:
+    """WAPE and bias (SPEC §3a) of each forecast over a set of backtest rows, per instant of their periods (`week`):
+    WAPE = Σ |actual − forecast| / Σ actual, bias = Σ (forecast − actual) / Σ actual; null when nothing was won.
+    One aggregate query over the rows, whatever their number."""
+
+    def amount(key: str) -> Cast:
+        return Cast(KT(f"values__{key}"), DecimalField(max_digits=20, decimal_places=2))
+
+    forecasts = {f"f_{name}": amount(key) for name, key in BACKTEST_FORECASTS.items()}
+    sums: dict[str, Any] = {"rows": Count("id"), "actual_won": Sum("actual")}
+    for name in BACKTEST_FORECASTS:
+        sums[f"error_{name}"] = Sum(Abs(F(f"f_{name}") - F("actual")))
+        sums[f"over_{name}"] = Sum(F(f"f_{name}") - F("actual"))
+    found = (
+        rows.order_by()
+        .annotate(week=Cast(KT("values__week"), IntegerField()), actual=amount("actual_won"), **forecasts)
+        .values("week")
+        .annotate(**sums)
+        .order_by("week")
+    )
+    summary = []
+    for entry in found:
+        actual = entry["actual_won"]
+        row = {"week": entry["week"], "rows": entry["rows"], "actual_won": actual}
+        for name in BACKTEST_FORECASTS:
+            row[f"wape_{name}"] = float(entry[f"error_{name}"] / actual) if actual else None
+            row[f"bias_{name}"] = float(entry[f"over_{name}"] / actual) if actual else None
+        summary.append(row)
+    return summary
 
 
 def visible_quotas(*, user: User) -> QuerySet[Quota]:

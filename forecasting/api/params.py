@@ -6,7 +6,7 @@ answer 400 with a message per parameter.
 from django.utils import timezone
 from rest_framework import serializers
 
-from forecasting.models import GroupKind
+from forecasting.models import GroupKind, PeriodKind
 from forecasting.periods import ALL_TIME, FIRST_DAY, KINDS, LAST_DAY, Period, PeriodError, Window
 from pipeline.selectors import history_starts_at
 
@@ -14,6 +14,7 @@ from pipeline.selectors import history_starts_at
 PERIOD_SCHEMA_PATTERN = r"^(all|\d{4}(-(\d{2}|Q[1-4]))?)$"
 # The largest id a row can have (bigint): a larger one would fail in SQL rather than find nothing.
 ID_MAX = 2**63 - 1
+BACKTEST_KINDS = (PeriodKind.MONTH, PeriodKind.QUARTER)
 STAGE_GROUPS = [GroupKind.COMPANY, GroupKind.OWNER, GroupKind.TEAM, GroupKind.SOURCE]
 
 
@@ -115,6 +116,23 @@ class CalendarPeriodMetricQuerySerializer(PeriodMetricQuerySerializer):
     forecast accuracy, which is kept per month, quarter and year."""
 
     windows = False
+
+
+class BacktestQuerySerializer(CalendarPeriodMetricQuerySerializer):
+    """Filters, a group and a month or a quarter (one, or those of `period_kind`, default month, within a range):
+    the backtest covers ended months and quarters."""
+
+    period_kind = serializers.ChoiceField(
+        choices=BACKTEST_KINDS,
+        required=False,
+        help_text="With `start` and `end`: the periods of this kind (month or quarter) lying within [start, end).",
+    )
+
+    def validate_period(self, value: str) -> Period | Window:
+        period = super().validate_period(value)
+        if period.kind not in BACKTEST_KINDS:
+            raise serializers.ValidationError("The backtest is per month or quarter, not per year.")
+        return period
 
 
 class StagePeriodMetricQuerySerializer(PeriodMetricQuerySerializer):

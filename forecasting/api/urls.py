@@ -27,6 +27,7 @@ urlpatterns = [
     path("forecast/pacing/", views.PacingView.as_view(), name="forecast-pacing"),
     path("forecast/", views.ForecastViewSet.as_view(LIST), name="forecast"),
     path("forecast/accuracy/", views.ForecastAccuracyViewSet.as_view(LIST), name="forecast-accuracy"),
+    path("forecast/backtest/", views.BacktestViewSet.as_view(LIST), name="forecast-backtest"),
     path("forecast/rollup/", views.ForecastRollupView.as_view(), name="forecast-rollup"),
     path("forecast/trend/", views.ForecastTrendView.as_view(), name="forecast-trend"),
     path("forecast/commit-reliability/", views.CommitReliabilityView.as_view(), name="forecast-commit-reliability"),

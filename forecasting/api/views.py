@@ -36,6 +36,7 @@ from config.rest import ApiPagination, OrderingFilter
 from forecasting import selectors, services
 from forecasting.api.filters import ForecastAdjustmentFilter, ForecastSubmissionFilter, QuotaFilter
 from forecasting.api.params import (
+    BacktestQuerySerializer,
     CalendarPeriodMetricQuerySerializer,
     CommitReliabilityQuerySerializer,
     MetricFilterSerializer,
@@ -50,6 +51,8 @@ from forecasting.api.params import (
     WaterfallQuerySerializer,
 )
 from forecasting.api.serializers import (
+    BacktestRowSerializer,
+    BacktestSummarySerializer,
     ForecastAccuracyRowSerializer,
     ForecastAdjustmentInputSerializer,
     ForecastAdjustmentSerializer,
@@ -298,6 +301,36 @@ class ForecastAccuracyViewSet(MetricViewSet):
     metric = Metric.FORECAST_ACCURACY
     serializer_class = ForecastAccuracyRowSerializer
     query_serializer = CalendarPeriodMetricQuerySerializer
+
+
+@_documented(
+    page_of(
+        "BacktestPage",
+        BacktestRowSerializer,
+        summary=BacktestSummarySerializer(many=True, help_text="WAPE and bias per instant over every row answered."),
+    ),
+    "The backtest (SPEC §3a) of every ended month and quarter inside the recorded history: the forecast as it stood "
+    "at the period's start (`week` 0) and at each Monday inside it (`week` n), reconstructed from the deal history "
+    "with the configured probabilities and with those the CRM would have learned from what was known then, against "
+    "what was won in the period; the APE of each row and, in `summary`, WAPE and bias per instant over all the rows "
+    "the query answers (every page). Without a period: every month (`period_kind` with `start` and `end` for "
+    "quarters). A snapshot of the latest full recompute.",
+)
+class BacktestViewSet(MetricViewSet):
+    metric = Metric.BACKTEST
+    serializer_class = BacktestRowSerializer
+    query_serializer = BacktestQuerySerializer
+    default_period_kind = PeriodKind.MONTH
+    rows = None
+
+    def visible_queryset(self):
+        self.rows = super().visible_queryset()
+        return self.rows
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)
+        response.data["summary"] = BacktestSummarySerializer(selectors.backtest_summary(self.rows), many=True).data
+        return response
 
 
 # --- Recompute ----------------------------------------------------------------------------------------------------
