@@ -20,7 +20,7 @@ from django.utils import timezone
 from accounts.models import Team, User
 from forecasting.models import GroupKind, Metric, MetricsRun, PeriodKind
 from forecasting.periods import Period
-from forecasting.selectors import SnapshotQuery, latest_run, visible_snapshot_rows, waterfall
+from forecasting.selectors import SnapshotQuery, backtest_summary, latest_run, visible_snapshot_rows, waterfall
 from pipeline.models import DealStatus, ForecastCategory, StageKind
 from pipeline.selectors import history_starts_at, visible_deals, visible_pipelines, visible_stages
 
@@ -79,6 +79,10 @@ class Dashboard:
     stale: list[dict] = field(default_factory=list)
     leads: dict = field(default_factory=dict)
     accuracy: list[dict] = field(default_factory=list)
+    # The backtest of the last ended months (quarters for a quarter or a year): per period, its rows at the start
+    # and at the last Monday inside it; and WAPE and bias at the periods' starts over every backtested period.
+    backtest: list[dict] = field(default_factory=list)
+    backtest_summary: dict | None = None
     # What the learned probabilities of the run were learned with: lookback_days (0 = all history) and k.
     learning: dict | None = None
     funnel_of_period: bool = False
@@ -185,6 +189,25 @@ def _money(value: Any) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
+def _backtest(rows, period: Period) -> tuple[list[dict], dict | None]:
+    """The backtest panel: the last ended periods of the dashboard's kind (a year's: quarters), each with its row at
+    the start and at its last Monday, and WAPE and bias at the periods' starts over every one backtested. Two
+    queries."""
+    kind = period.kind if period.kind in (PeriodKind.MONTH, PeriodKind.QUARTER) else PeriodKind.QUARTER
+    backtest = rows(Metric.BACKTEST, period_kind=kind)
+    recent: dict[date, list] = {}
+    # At most 14 instants a quarter (its start and 13 Mondays): enough rows for the periods shown.
+    for row in backtest.order_by("-period_start")[: ACCURACY_PERIODS_SHOWN * 14]:
+        if row.period_start in recent or len(recent) < ACCURACY_PERIODS_SHOWN:
+            recent.setdefault(row.period_start, []).append(row.values)
+    shown = []
+    for start, instants in recent.items():
+        instants.sort(key=lambda values: values["week"])
+        shown.append({"period": Period.of(kind, start), "start": instants[0], "last": instants[-1]})
+    at_start = next((entry for entry in backtest_summary(backtest) if entry["week"] == 0), None)
+    return shown, at_start and {**at_start, "kind": kind}
+
+
 def build_dashboard(
     *, user: User, period: Period, scope: Scope, pipeline_id: int | None = None, funnel_of_period: bool = False
 ) -> Dashboard:
@@ -220,6 +243,7 @@ def build_dashboard(
     board.accuracy = [
         {"period": Period.of(period.kind, row.period_start), **row.values} for row in accuracy[:ACCURACY_PERIODS_SHOWN]
     ]
+    board.backtest, board.backtest_summary = _backtest(rows, period)
     if pipeline is not None:
         stages = {stage.pk: stage for stage in visible_stages(user).filter(pipeline=pipeline, kind=StageKind.OPEN)}
         cohort = in_period if funnel_of_period else {"period_kind": PeriodKind.ALL}
