@@ -20,6 +20,9 @@ close time), with its groups read now; the forecast's groups are read from the s
 team now, the source the deal's now, "" for a deal deleted since).
 """
 
+# The period kinds of the calibration's windows of close dates (a month holds too few closes per stage to say much).
+CALIBRATION_KINDS = ("quarter", "year", "all")
+
 # The period kinds backtested (SPEC §3a: months and quarters), those of a recompute's part only.
 BACKTEST_KINDS = ("month", "quarter")
 

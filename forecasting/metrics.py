@@ -319,6 +319,19 @@ class BacktestValues(TypedDict):
     ape_best_case: float | None
 
 
+class CalibrationValues(TypedDict):
+    predictions: int  # one per closed deal and open stage it entered (its first entry)
+    won: int  # of those predictions, the deal's that were won
+    win_rate: float | None
+    mean_configured: float | None
+    mean_learned: float | None
+    brier_configured: float | None
+    brier_learned: float | None
+    # The non-empty bins [b/10, (b+1)/10) (the last one closed), each {bin, count, mean_p, win_rate}.
+    bins_configured: list
+    bins_learned: list
+
+
 # Each metric's declaration of its `values`: the SQL below writes exactly these keys, the API serializers read them.
 VALUES: dict[Metric, type] = {
     Metric.DEAL_OUTCOMES: DealOutcomesValues,
@@ -332,6 +345,7 @@ VALUES: dict[Metric, type] = {
     Metric.QUOTA: QuotaValues,
     Metric.FORECAST_ACCURACY: ForecastAccuracyValues,
     Metric.BACKTEST: BacktestValues,
+    Metric.CALIBRATION: CalibrationValues,
 }
 
 
@@ -1214,6 +1228,113 @@ def backtest(cursor: CursorWrapper, params: MetricParams) -> int:
     return cursor.rowcount
 
 
+def calibration(cursor: CursorWrapper, params: MetricParams) -> int:
+    """How well the stage probabilities predicted (SPEC §3a, "Calibration"), over the deals closed in each quarter,
+    year and all time, per pipeline and stage (and per pipeline, `stage_id` null), for the company, owner, team and
+    source (the deal's now, as for win rates).
+
+    Every closed deal contributes, for each open stage it entered, one prediction: the stage's configured
+    probability, and its learned probability as of the start of the (local) day of its first entry (the same
+    formula as the backtest's, over the closes known then; p0 when nothing had closed), against y = 1 if the deal
+    was won. brier_* = mean (p − y)²; bins_* = the predictions in 10 bins [0, 0.1), …, [0.9, 1.0] with their count,
+    mean p and observed win rate (only the non-empty bins). The configured probability is the stage's now (stages
+    keep no history of it yet).
+    """
+    kinds = [kind for kind in params.period_kinds if kind in history_sql.CALIBRATION_KINDS]
+    if not kinds:
+        return 0
+    groups = STAGE_GROUPS
+    base = ["kind", "period_start", "period_end", "pipeline_id", "which", "bin"]
+    sets = [[*base, "stage_id"], base]
+    sets += [[*columns, GROUP_COLUMNS[group]] for group in groups for columns in ([*base, "stage_id"], base)]
+    grouping_sets = "GROUPING SETS (" + ", ".join("(" + ", ".join(columns) + ")" for columns in sets) + ")"
+    keys = "kind, period_start, period_end, pipeline_id, stage_id, group_kind, owner_id, team_id, source"
+
+    def of(which: str, expression: str) -> str:
+        return f"(array_agg({expression}) FILTER (WHERE which = '{which}'))[1]"
+
+    values = _values(
+        Metric.CALIBRATION,
+        predictions=of("configured", "n"),
+        won=of("configured", "wins"),
+        win_rate=of("configured", "win_rate"),
+        mean_configured=of("configured", "mean_p"),
+        mean_learned=of("learned", "mean_p"),
+        brier_configured=of("configured", "brier"),
+        brier_learned=of("learned", "brier"),
+        bins_configured=of("configured", "bins"),
+        bins_learned=of("learned", "bins"),
+    )
+    sql = f"""
+    {INSERT}
+    WITH closed AS (
+        SELECT d.id, d.status = 'won' AS deal_won, d.owner_id, u.team_id, d.source, d.pipeline_id,
+               d.closed_at AT TIME ZONE %(tz)s AS local_closed_at
+          FROM pipeline_deal d
+          JOIN accounts_user u ON u.id = d.owner_id
+         WHERE d.status IN ('won', 'lost') AND d.closed_at <= %(computed_at)s
+    ), entries AS (
+        -- The first entry of each open stage each closed deal entered.
+        SELECT c.deal_id, c.to_stage_id AS stage_id, min(c.changed_at) AS entered_at
+          FROM pipeline_stagechange c
+          JOIN pipeline_stage s ON s.id = c.to_stage_id AND s.kind = 'open'
+          JOIN closed ON closed.id = c.deal_id
+         GROUP BY c.deal_id, c.to_stage_id
+    ), predictions AS (
+        SELECT closed.*, e.stage_id, s.probability::numeric / 100 AS p_configured,
+               date_trunc('day', e.entered_at AT TIME ZONE %(tz)s) AT TIME ZONE %(tz)s AS day_at
+          FROM entries e
+          JOIN closed ON closed.id = e.deal_id
+          JOIN pipeline_stage s ON s.id = e.stage_id
+    ), entry_days AS (
+        SELECT DISTINCT day_at AS at FROM predictions
+    ), {history_sql.LEARNED_AT.format(instants="entry_days")}, scored AS (
+        SELECT predictions.*, coalesce(l.p, predictions.p_configured) AS p_learned
+          FROM predictions
+          LEFT JOIN learned l ON l.at = predictions.day_at AND l.stage_id = predictions.stage_id
+    ), periods AS (
+        SELECT scored.*, k.kind, date_trunc(k.kind, local_closed_at)::date AS period_start,
+               (date_trunc(k.kind, local_closed_at) + k.step)::date AS period_end
+          FROM scored
+          CROSS JOIN (VALUES ('quarter', interval '3 months'), ('year', interval '1 year')) AS k(kind, step)
+         WHERE k.kind = ANY(%(calibration_kinds)s)
+        UNION ALL
+        SELECT scored.*, 'all', NULL::date, NULL::date FROM scored WHERE 'all' = ANY(%(calibration_kinds)s)
+    ), unpivoted AS (
+        SELECT periods.*, w.which, w.p, least(floor(w.p * 10), 9)::int AS bin,
+               CASE WHEN deal_won THEN 1 ELSE 0 END AS y
+          FROM periods
+          CROSS JOIN LATERAL (VALUES ('configured', p_configured), ('learned', p_learned)) AS w(which, p)
+    ), by_bin AS (
+        SELECT kind, period_start, period_end, stage_id, which, bin,
+               {_group_kind(groups)} AS group_kind, {_group_columns(groups, intrinsic=("pipeline_id",))},
+               count(*) AS n, sum(p) AS sum_p, sum(y) AS wins, sum((p - y) * (p - y)) AS sum_squares
+          FROM unpivoted
+         GROUP BY {grouping_sets}
+    ), by_which AS (
+        SELECT {keys}, which, sum(n) AS n, sum(wins) AS wins,
+               (sum(wins)::float8 / sum(n)) AS win_rate, (sum(sum_p) / sum(n))::float8 AS mean_p,
+               (sum(sum_squares) / sum(n))::float8 AS brier,
+               jsonb_agg(jsonb_build_object(
+                   'bin', bin, 'count', n, 'mean_p', (sum_p / n)::float8, 'win_rate', wins::float8 / n
+               ) ORDER BY bin) AS bins
+          FROM by_bin
+         GROUP BY {keys}, which
+    )
+    SELECT %(run_id)s, '{Metric.CALIBRATION.value}', kind, period_start, period_end, group_kind,
+           owner_id, team_id, pipeline_id, source, stage_id, NULL,
+           {values},
+           %(computed_at)s
+      FROM by_which
+     GROUP BY {keys}
+    """
+    cursor.execute(
+        sql,
+        params.sql() | {"calibration_kinds": kinds, "won_reached_everything": WON_REACHED_EVERYTHING},
+    )
+    return cursor.rowcount
+
+
 # The quotas a refresh recomputes: those of the changed deals' owners and of their teams.
 QUOTAS_IN_SCOPE = (
     "(NOT %(scoped)s OR {user} = ANY(%(owners)s) "
@@ -1238,6 +1359,7 @@ FAMILIES: list[Family] = [
     forecast_snapshots,
     forecast_accuracy,
     backtest,
+    calibration,
 ]
 # The families a read of a custom range or all time runs when asked (forecasting.selectors.metric_rows), by metric.
 LIVE: dict[Metric, Family] = {

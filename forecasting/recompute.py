@@ -72,6 +72,7 @@ UNITS: list[tuple[Family, ...]] = [
     (metrics.stale_deals,),
     (metrics.past_due,),
     (metrics.backtest,),
+    (metrics.calibration,),
 ]
 
 
