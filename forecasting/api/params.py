@@ -135,6 +135,40 @@ class BacktestQuerySerializer(CalendarPeriodMetricQuerySerializer):
         return period
 
 
+class CalibrationQuerySerializer(MetricFilterSerializer):
+    """Filters, a group (not pipeline: every row is a pipeline's) and the window of close dates: a quarter, a year
+    or all time (the default). Validated, `period` is a `Period`, or None for all time."""
+
+    refused = ("start", "end", "period_kind")
+    group = serializers.ChoiceField(
+        choices=STAGE_GROUPS, default=GroupKind.COMPANY, help_text="Which rows: the whole company or per group."
+    )
+    period = serializers.RegexField(
+        PERIOD_SCHEMA_PATTERN,
+        required=False,
+        help_text="The deals closed in a quarter `2026-Q4`, a year `2026`, or `all` (all time, the default).",
+    )
+
+    def validate_period(self, value: str) -> Period | None:
+        if value == ALL_TIME:
+            return None
+        try:
+            period = Period.parse(value)
+        except PeriodError as error:
+            raise serializers.ValidationError(str(error)) from error
+        if period.kind == PeriodKind.MONTH:
+            raise serializers.ValidationError("Calibration is per quarter, year or all time, not per month.")
+        return period
+
+    def validate(self, attrs: dict) -> dict:
+        refused = sorted(name for name in self.refused if name in self.initial_data)
+        if refused:
+            raise serializers.ValidationError(
+                {name: ["Calibration is per quarter, year or all time: give period."] for name in refused}
+            )
+        return attrs
+
+
 class StagePeriodMetricQuerySerializer(PeriodMetricQuerySerializer):
     """Filters, a group (not pipeline: every row of a per-stage metric is a pipeline's) and a period."""
 

@@ -245,6 +245,37 @@ class BacktestSummarySerializer(serializers.Serializer):
     bias_best_case = serializers.FloatField(allow_null=True)
 
 
+class ReliabilityBinSerializer(serializers.Serializer):
+    bin = serializers.IntegerField(help_text="b of [b/10, (b+1)/10); the last bin, 9, holds 1.0 too.")
+    count = serializers.IntegerField(help_text="Predictions in the bin.")
+    mean_p = serializers.FloatField(allow_null=True, help_text="Their mean probability; null when empty.")
+    win_rate = serializers.FloatField(allow_null=True, help_text="The share of them whose deal was won.")
+
+
+class ReliabilityField(serializers.ListField):
+    """The 10 bins of a reliability table, the empty ones too (the snapshot keeps the non-empty ones)."""
+
+    child = ReliabilityBinSerializer()
+
+    def to_representation(self, data):
+        by_bin = {entry["bin"]: entry for entry in data or []}
+        return [by_bin.get(b, {"bin": b, "count": 0, "mean_p": None, "win_rate": None}) for b in range(10)]
+
+
+@reads(Metric.CALIBRATION)
+class CalibrationRowSerializer(SnapshotRowSerializer):
+    stage_id = serializers.IntegerField(allow_null=True, help_text="The open stage; null for the whole pipeline.")
+    predictions = _count("predictions", "One per closed deal and open stage it entered.")
+    won = _count("won", "Predictions whose deal was won.")
+    win_rate = _number("win_rate", "won / predictions.")
+    mean_configured = _number("mean_configured", "The mean configured probability predicted, 0 to 1.")
+    mean_learned = _number("mean_learned", "The mean learned probability at entry, 0 to 1.")
+    brier_configured = _number("brier_configured", "mean (p − y)² of the configured probabilities: 0 is perfect.")
+    brier_learned = _number("brier_learned", "The same for the learned probabilities at entry.")
+    bins_configured = ReliabilityField(source="values.bins_configured", help_text="The 10 bins, configured.")
+    bins_learned = ReliabilityField(source="values.bins_learned", help_text="The 10 bins, learned at entry.")
+
+
 def page_of(name: str, row: type[serializers.Serializer], **extra: serializers.Field) -> type[serializers.Serializer]:
     """The response of a metric read: the API's page envelope, the run's `computed_at`, the metric and group."""
     fields = {

@@ -21,6 +21,7 @@ urlpatterns = [
     path("metrics/stale-deals/", views.StaleDealsViewSet.as_view(LIST), name="metrics-stale-deals"),
     path("metrics/recompute/", views.RecomputeView.as_view(), name="metrics-recompute"),
     path("metrics/recompute/<uuid:task_id>/", views.RecomputeStatusView.as_view(), name="metrics-recompute-status"),
+    path("metrics/calibration/", views.CalibrationViewSet.as_view(LIST), name="metrics-calibration"),
     path("metrics/slippage/", views.SlippageView.as_view(), name="metrics-slippage"),
     path("forecast/waterfall/", views.WaterfallView.as_view(), name="forecast-waterfall"),
     path("forecast/waterfall/deals/", views.WaterfallDealsView.as_view(), name="forecast-waterfall-deals"),

@@ -38,6 +38,7 @@ from forecasting.api.filters import ForecastAdjustmentFilter, ForecastSubmission
 from forecasting.api.params import (
     BacktestQuerySerializer,
     CalendarPeriodMetricQuerySerializer,
+    CalibrationQuerySerializer,
     CommitReliabilityQuerySerializer,
     MetricFilterSerializer,
     PacingQuerySerializer,
@@ -53,6 +54,7 @@ from forecasting.api.params import (
 from forecasting.api.serializers import (
     BacktestRowSerializer,
     BacktestSummarySerializer,
+    CalibrationRowSerializer,
     ForecastAccuracyRowSerializer,
     ForecastAdjustmentInputSerializer,
     ForecastAdjustmentSerializer,
@@ -331,6 +333,36 @@ class BacktestViewSet(MetricViewSet):
         response = super().list(request, *args, **kwargs)
         response.data["summary"] = BacktestSummarySerializer(selectors.backtest_summary(self.rows), many=True).data
         return response
+
+
+@_documented(
+    page_of("CalibrationPage", CalibrationRowSerializer),
+    "How well the stage probabilities predicted (SPEC §3a): over the deals closed in the window (a quarter, a year "
+    "or all time, the default), per pipeline and open stage (and per pipeline, `stage_id` null), each deal counting "
+    "once per open stage it entered with that stage's configured probability and its learned probability at the "
+    "start of the day it entered, against whether it was won: the Brier score and a 10-bin reliability table of "
+    "each. A snapshot of the latest full recompute.",
+)
+class CalibrationViewSet(MetricViewSet):
+    metric = Metric.CALIBRATION
+    serializer_class = CalibrationRowSerializer
+    query_serializer = CalibrationQuerySerializer
+
+    def snapshot_query(self) -> SnapshotQuery:
+        params = self.query_serializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        period = data.get("period")
+        return SnapshotQuery(
+            metric=self.metric,
+            group_kind=data["group"],
+            period_kind=period.kind if period else PeriodKind.ALL,
+            period_start=period.start if period else None,
+            pipeline_id=data.get("pipeline"),
+            team_id=data.get("team"),
+            owner_id=data.get("owner"),
+            source=data.get("source"),
+        )
 
 
 # --- Recompute ----------------------------------------------------------------------------------------------------

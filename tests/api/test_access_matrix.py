@@ -347,6 +347,8 @@ METRIC_ROWS = [
     ("backtest per owner", "/api/v1/forecast/backtest/?group=owner", "owner_id", "rep", sees),
     ("backtest of the team", "/api/v1/forecast/backtest/?group=team&team={team}", "team_id", "team", sees_team),
     ("backtest of the company", "/api/v1/forecast/backtest/?period=2026-10", "group_kind", "company", admin_only),
+    ("calibration per owner", "/api/v1/metrics/calibration/?group=owner", "owner_id", "rep", sees),
+    ("calibration of the company", "/api/v1/metrics/calibration/", "group_kind", "company", admin_only),
     ("quotas", "/api/v1/quotas/", "id", "rep_quota", sees),
     ("quotas of the rep", "/api/v1/quotas/?user={rep}", "id", "rep_quota", sees),
     ("team quotas", "/api/v1/quotas/?team={team}", "id", "team_quota", sees_team),

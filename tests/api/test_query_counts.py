@@ -108,6 +108,7 @@ METRIC_QUERIES = {
     "/api/v1/forecast/accuracy/?group=owner": 3,
     # The backtest adds its summary over every row answered (one aggregate).
     "/api/v1/forecast/backtest/?group=owner": 4,
+    "/api/v1/metrics/calibration/?group=owner": 3,
     "/api/v1/quotas/": 4,
 }
 
