@@ -20,48 +20,65 @@ close time), with its groups read now; the forecast's groups are read from the s
 team now, the source the deal's now, "" for a deal deleted since).
 """
 
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from django.db.backends.utils import CursorWrapper
+
+from forecasting.periods import Period
+
 # The period kinds of the calibration's windows of close dates (a month holds too few closes per stage to say much).
 CALIBRATION_KINDS = ("quarter", "year", "all")
 
 # The period kinds backtested (SPEC §3a: months and quarters), those of a recompute's part only.
 BACKTEST_KINDS = ("month", "quarter")
 
-# The instants: every ended month and quarter whose start lies inside the recorded history (the first stage change
-# of any deal, one index probe per stage), at its local midnight and at every Monday's inside it. `week` is 0 for the
-# period's start, then 1, 2, …
+# When the recorded history begins: the first stage change of any deal, one index probe per stage.
+HISTORY_STARTS = """
+SELECT min(first.changed_at)
+  FROM pipeline_stage s
+  CROSS JOIN LATERAL (
+      SELECT c.changed_at FROM pipeline_stagechange c WHERE c.to_stage_id = s.id ORDER BY c.changed_at LIMIT 1
+  ) first
+"""
+
+# The instants as a relation (kind, period_start, period_end, week, at) from the arrays of `instants()`: a literal
+# array gives the planner their true number, where generate_series would have it guess thousands.
 INSTANTS = """
-history AS (
-    SELECT min(first.changed_at) AS first_at
-      FROM pipeline_stage s
-      CROSS JOIN LATERAL (
-          SELECT c.changed_at FROM pipeline_stagechange c WHERE c.to_stage_id = s.id ORDER BY c.changed_at LIMIT 1
-      ) first
-), periods AS (
-    SELECT k.kind, p.start::date AS period_start, (p.start + k.step)::date AS period_end
-      FROM (SELECT * FROM (VALUES ('month', interval '1 month'), ('quarter', interval '3 months'))
-                   AS kinds(kind, step) WHERE kind = ANY(%(backtest_kinds)s)) AS k(kind, step)
-      CROSS JOIN history h
-      CROSS JOIN LATERAL generate_series(
-          date_trunc(k.kind, h.first_at AT TIME ZONE %(tz)s),
-          date_trunc(k.kind, %(computed_at)s AT TIME ZONE %(tz)s) - k.step,
-          k.step
-      ) AS p(start)
-     WHERE (p.start AT TIME ZONE %(tz)s) >= h.first_at
-), instants AS (
-    SELECT periods.*, w.local_at, w.local_at AT TIME ZONE %(tz)s AS at,
-           (row_number() OVER (PARTITION BY periods.kind, periods.period_start ORDER BY w.local_at) - 1)::int AS week
-      FROM periods
-      CROSS JOIN LATERAL (
-          SELECT periods.period_start::timestamp AS local_at
-          UNION ALL
-          SELECT generate_series(
-              date_trunc('week', periods.period_start::timestamp) + interval '1 week',
-              periods.period_end::timestamp - interval '1 day',
-              interval '1 week'
-          )
-      ) AS w(local_at)
+instants AS (
+    SELECT * FROM unnest(
+        %(i_kinds)s::text[], %(i_starts)s::date[], %(i_ends)s::date[], %(i_weeks)s::int[], %(i_ats)s::timestamptz[]
+    ) AS i(kind, period_start, period_end, week, at)
 )
 """
+
+
+def instants(cursor: CursorWrapper, *, computed_at: datetime, tz: str, kinds: list[str]) -> dict[str, list]:
+    """The backtest's instants as the arrays `INSTANTS` reads: every month and quarter of `kinds` that ended before
+    `computed_at` and began (at its local midnight) inside the recorded history, at its start (`week` 0) and at
+    every Monday's local midnight inside it (`week` 1, 2, …)."""
+    cursor.execute(HISTORY_STARTS)
+    first = cursor.fetchone()[0]
+    found: dict[str, list] = {"i_kinds": [], "i_starts": [], "i_ends": [], "i_weeks": [], "i_ats": []}
+    if first is None:
+        return found
+    zone = ZoneInfo(tz)
+    today = computed_at.astimezone(zone).date()
+    for kind in kinds:
+        period = Period.containing(first.astimezone(zone).date(), kind)
+        while period.end <= Period.containing(today, kind).start:
+            if datetime.combine(period.start, time.min, zone) >= first:
+                mondays = (period.start + timedelta(days=n) for n in range(1, (period.end - period.start).days))
+                days = [period.start, *(day for day in mondays if day.weekday() == 0)]
+                for week, day in enumerate(days):
+                    found["i_kinds"].append(kind)
+                    found["i_starts"].append(period.start)
+                    found["i_ends"].append(period.end)
+                    found["i_weeks"].append(week)
+                    found["i_ats"].append(datetime.combine(day, time.min, zone))
+            period = period.next()
+    return found
+
 
 # Every close of a deal (a stage change into a won or lost stage) with the time it stopped being the deal's state
 # (its next stage change: reopened, or won after lost) and the furthest open stage the deal had reached by then (a

@@ -1160,7 +1160,7 @@ def backtest(cursor: CursorWrapper, params: MetricParams) -> int:
         Metric.BACKTEST,
         at="at",
         week="week",
-        open_count="open_count",
+        open_count="open_count::int",
         pipeline="pipeline::text",
         weighted_configured="weighted_configured::text",
         weighted_learned="weighted_learned::text",
@@ -1174,48 +1174,59 @@ def backtest(cursor: CursorWrapper, params: MetricParams) -> int:
     )
     sql = f"""
     {INSERT}
-    WITH {history_sql.INSTANTS}, {history_sql.LEARNED_AT.format(instants="instants")}, facts AS (
-        -- The open pipeline of each period at each of its instants, from the interval of the history holding it.
-        SELECT 'open' AS fact, i.kind, i.period_start, i.period_end, i.at, i.week, ds.amount, ds.forecast_category,
-               st.probability::numeric / 100 AS configured_p, coalesce(l.p, st.probability::numeric / 100) AS learned_p,
-               ds.owner_id, u.team_id, st.pipeline_id, coalesce(d.source, '') AS source
+    WITH {history_sql.INSTANTS}, {history_sql.LEARNED_AT.format(instants="instants")}, open_at AS (
+        -- The open pipeline of each period at each of its instants, from the interval of the history holding it,
+        -- summed per owner, pipeline and source (narrow rows for the grouping sets below).
+        SELECT i.kind, i.period_start, i.period_end, i.at, i.week, ds.owner_id, st.pipeline_id,
+               coalesce(d.source, '') AS source, count(*) AS open_count, sum(ds.amount) AS pipeline,
+               sum(ds.amount * st.probability::numeric / 100) AS weighted_configured,
+               sum(ds.amount * coalesce(l.p, st.probability::numeric / 100)) AS weighted_learned,
+               sum(ds.amount) FILTER (WHERE ds.forecast_category = 'commit') AS commit,
+               sum(ds.amount) FILTER (WHERE ds.forecast_category IN ('commit', 'best_case')) AS best_case,
+               NULL::numeric AS actual_won
           FROM instants i
           JOIN pipeline_dealstate ds
             ON ds.expected_close_date >= i.period_start AND ds.expected_close_date < i.period_end
            AND ds.valid_from <= i.at AND (ds.valid_to > i.at OR ds.valid_to IS NULL)
           JOIN pipeline_stage st ON st.id = ds.stage_id AND st.kind = 'open'
-          JOIN accounts_user u ON u.id = ds.owner_id
           LEFT JOIN pipeline_deal d ON d.id = ds.deal_id
           LEFT JOIN learned l ON l.at = i.at AND l.stage_id = ds.stage_id
-        UNION ALL
-        -- What was won in each period, as known now: at every instant of the period, for its APE there.
-        SELECT 'won', i.kind, i.period_start, i.period_end, i.at, i.week, d.amount, d.forecast_category, 1, 1,
-               d.owner_id, u.team_id, d.pipeline_id, d.source
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+    ), won_in AS (
+        -- What was won in each period, as known now, per owner, pipeline and source.
+        SELECT k.kind, date_trunc(k.kind, d.closed_at AT TIME ZONE %(tz)s)::date AS period_start, d.owner_id,
+               d.pipeline_id, d.source, sum(d.amount) AS actual_won
           FROM pipeline_deal d
-          JOIN accounts_user u ON u.id = d.owner_id
-          JOIN instants i
-            ON i.period_start = date_trunc(i.kind, d.closed_at AT TIME ZONE %(tz)s)::date
-         WHERE d.status = 'won'
-           AND d.closed_at >= (SELECT min(period_start) FROM periods)::timestamp AT TIME ZONE %(tz)s
+          CROSS JOIN unnest(%(backtest_kinds)s::text[]) AS k(kind)
+         WHERE d.status = 'won' AND d.closed_at >= (SELECT min(at) FROM instants)
+         GROUP BY 1, 2, 3, 4, 5
+    ), facts AS (
+        SELECT open_at.*, u.team_id FROM open_at JOIN accounts_user u ON u.id = open_at.owner_id
+        UNION ALL
+        -- The won amount at every instant of its period, for the APE there.
+        SELECT i.kind, i.period_start, i.period_end, i.at, i.week, w.owner_id, w.pipeline_id, w.source,
+               0, NULL, NULL, NULL, NULL, NULL, w.actual_won, u.team_id
+          FROM won_in w
+          JOIN instants i ON i.kind = w.kind AND i.period_start = w.period_start
+          JOIN accounts_user u ON u.id = w.owner_id
         UNION ALL
         -- Nothing, so that the company has a row at every instant.
-        SELECT 'none', i.kind, i.period_start, i.period_end, i.at, i.week, NULL, NULL, NULL, NULL,
-               NULL, NULL, NULL, NULL
+        SELECT i.kind, i.period_start, i.period_end, i.at, i.week, NULL, NULL, NULL,
+               0, NULL, NULL, NULL, NULL, NULL, NULL, NULL
           FROM instants i
     ), grouped AS (
         SELECT kind, period_start, period_end, at, week, {_group_kind(groups)} AS group_kind,
                {_group_columns(groups)},
-               count(*) FILTER (WHERE fact = 'open') AS open_count,
-               coalesce(sum(amount) FILTER (WHERE fact = 'open'), 0) AS pipeline,
-               round(coalesce(sum(amount * configured_p) FILTER (WHERE fact = 'open'), 0), 2) AS weighted_configured,
-               round(coalesce(sum(amount * learned_p) FILTER (WHERE fact = 'open'), 0), 2) AS weighted_learned,
-               coalesce(sum(amount) FILTER (WHERE fact = 'open' AND forecast_category = 'commit'), 0) AS commit,
-               coalesce(sum(amount) FILTER (WHERE fact = 'open' AND forecast_category IN ('commit', 'best_case')), 0)
-                   AS best_case,
-               coalesce(sum(amount) FILTER (WHERE fact = 'won'), 0) AS actual_won
+               sum(open_count) AS open_count,
+               coalesce(sum(pipeline), 0) AS pipeline,
+               round(coalesce(sum(weighted_configured), 0), 2) AS weighted_configured,
+               round(coalesce(sum(weighted_learned), 0), 2) AS weighted_learned,
+               coalesce(sum(commit), 0) AS commit,
+               coalesce(sum(best_case), 0) AS best_case,
+               coalesce(sum(actual_won), 0) AS actual_won
           FROM facts
          GROUP BY {_grouping_sets(["kind", "period_start", "period_end", "at", "week"], groups)}
-        HAVING count(*) FILTER (WHERE fact <> 'none') > 0
+        HAVING count(owner_id) > 0
             OR GROUPING(owner_id) + GROUPING(team_id) + GROUPING(pipeline_id) + GROUPING(source) = 4
     )
     SELECT %(run_id)s, '{Metric.BACKTEST.value}', kind, period_start, period_end, group_kind,
@@ -1224,7 +1235,11 @@ def backtest(cursor: CursorWrapper, params: MetricParams) -> int:
            %(computed_at)s
       FROM grouped
     """
-    cursor.execute(sql, params.sql() | {"backtest_kinds": kinds, "won_reached_everything": WON_REACHED_EVERYTHING})
+    moments = history_sql.instants(cursor, computed_at=params.computed_at, tz=params.tz, kinds=kinds)
+    if not moments["i_ats"]:
+        return 0
+    extra = {"backtest_kinds": kinds, "won_reached_everything": WON_REACHED_EVERYTHING}
+    cursor.execute(sql, params.sql() | extra | moments)
     return cursor.rowcount
 
 
@@ -1300,16 +1315,20 @@ def calibration(cursor: CursorWrapper, params: MetricParams) -> int:
          WHERE k.kind = ANY(%(calibration_kinds)s)
         UNION ALL
         SELECT scored.*, 'all', NULL::date, NULL::date FROM scored WHERE 'all' = ANY(%(calibration_kinds)s)
-    ), unpivoted AS (
-        SELECT periods.*, w.which, w.p, least(floor(w.p * 10), 9)::int AS bin,
-               CASE WHEN deal_won THEN 1 ELSE 0 END AS y
-          FROM periods
+    ), fine AS (
+        -- Counted per period, stage, owner, source, probability kind and bin (narrow rows): the grouping sets
+        -- below add these up instead of sorting every prediction once per set.
+        SELECT kind, period_start, period_end, pipeline_id, stage_id, owner_id, team_id, source, w.which,
+               least(floor(w.p * 10), 9)::int AS bin, count(*) AS n, sum(w.p) AS sum_p, sum(y) AS wins,
+               sum((w.p - y) * (w.p - y)) AS sum_squares
+          FROM (SELECT periods.*, CASE WHEN deal_won THEN 1 ELSE 0 END AS y FROM periods) AS scored_periods
           CROSS JOIN LATERAL (VALUES ('configured', p_configured), ('learned', p_learned)) AS w(which, p)
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
     ), by_bin AS (
         SELECT kind, period_start, period_end, stage_id, which, bin,
                {_group_kind(groups)} AS group_kind, {_group_columns(groups, intrinsic=("pipeline_id",))},
-               count(*) AS n, sum(p) AS sum_p, sum(y) AS wins, sum((p - y) * (p - y)) AS sum_squares
-          FROM unpivoted
+               sum(n) AS n, sum(sum_p) AS sum_p, sum(wins) AS wins, sum(sum_squares) AS sum_squares
+          FROM fine
          GROUP BY {grouping_sets}
     ), by_which AS (
         SELECT {keys}, which, sum(n) AS n, sum(wins) AS wins,
