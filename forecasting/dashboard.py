@@ -83,6 +83,11 @@ class Dashboard:
     # and at the last Monday inside it; and WAPE and bias at the periods' starts over every backtested period.
     backtest: list[dict] = field(default_factory=list)
     backtest_summary: dict | None = None
+    # The calibration of the pipeline's stage probabilities over all closed deals: the pipeline's row, each stage's
+    # (with its Stage), and the stage whose configured probability is furthest from how often its deals won.
+    calibration: dict | None = None
+    calibration_stages: list[dict] = field(default_factory=list)
+    calibration_worst: dict | None = None
     # What the learned probabilities of the run were learned with: lookback_days (0 = all history) and k.
     learning: dict | None = None
     funnel_of_period: bool = False
@@ -168,6 +173,13 @@ class Dashboard:
                 "median": [round(row["days_median"] or 0, 1) for row in self.stage_times],
                 "bottleneck": next((i for i, row in enumerate(self.stage_times) if row["is_bottleneck"]), None),
             },
+            "reliability": {
+                name: [
+                    {"x": round(entry["mean_p"], 4), "y": round(entry["win_rate"], 4), "count": entry["count"]}
+                    for entry in (self.calibration or {}).get(f"bins_{name}", [])
+                ]
+                for name in ("configured", "learned")
+            },
             "reps": {
                 "labels": [row["name"] for row in self.reps],
                 "win_rate": [None if row["win_rate"] is None else round(row["win_rate"] * 100, 1) for row in self.reps],
@@ -206,6 +218,22 @@ def _backtest(rows, period: Period) -> tuple[list[dict], dict | None]:
         shown.append({"period": Period.of(kind, start), "start": instants[0], "last": instants[-1]})
     at_start = next((entry for entry in backtest_summary(backtest) if entry["week"] == 0), None)
     return shown, at_start and {**at_start, "kind": kind}
+
+
+def _calibration(board: Dashboard, found, stages: dict) -> None:
+    """The calibration panel from the pipeline's all-time calibration rows (one query): the pipeline's reliability,
+    each open stage's, and the stage whose deals won least like its configured probability said."""
+    for row in found:
+        if row.stage_id is None:
+            board.calibration = row.values
+        elif row.stage_id in stages:
+            board.calibration_stages.append({"stage": stages[row.stage_id], **row.values})
+    board.calibration_stages.sort(key=lambda row: row["stage"].order)
+    board.calibration_worst = max(
+        board.calibration_stages,
+        key=lambda row: abs(row["mean_configured"] - row["win_rate"]),
+        default=None,
+    )
 
 
 def build_dashboard(
@@ -260,6 +288,7 @@ def build_dashboard(
             ),
             key=lambda row: row["stage"].order,
         )
+        _calibration(board, rows(Metric.CALIBRATION, period_kind=PeriodKind.ALL, pipeline_id=pipeline.pk), stages)
         times = rows(Metric.STAGE_TIME, pipeline_id=pipeline.pk)
         board.stage_times = sorted(
             ({"stage": stages[row.stage_id], **row.values} for row in times if row.stage_id in stages),

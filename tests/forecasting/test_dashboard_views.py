@@ -175,7 +175,7 @@ def test_the_page_makes_the_same_number_of_queries_however_much_data_there_is(cl
     recompute_metrics(as_of=AS_OF)
     many = dashboard_queries(client, user)
 
-    assert_query_count(few, many, at_most=22)  # the backtest panel reads its rows and their summary
+    assert_query_count(few, many, at_most=23)  # backtest: its rows and their summary; calibration: its rows
 
 
 def test_the_page_never_computes_metrics(client, org, history):
@@ -442,3 +442,15 @@ def test_a_rep_s_backtest_panel_holds_their_own_numbers_only(client, org, pipeli
     # The rep won 1,000 in October; in September they had nothing won nor expected to close (an owner's row exists
     # where they had something), so no row.
     assert [(entry["period"].key, entry["start"]["actual_won"]) for entry in board.backtest] == [("2026-10", "1000.00")]
+
+
+def test_the_calibration_panel_names_the_stage_furthest_from_its_probability(client, org, pipeline, history):
+    """Every closed deal entered Prospecting (10 %) only: 3 of 4 won, so 'Prospecting deals we call 10% win 75% of
+    the time'; Brier = (3 × 0.9² + 0.1²) / 4 with the configured probability."""
+    response = dashboard_for(client, org.admin, period="2026-11")
+    board = response.context["board"]
+    assert board.calibration["predictions"] == 4 and board.calibration["won"] == 3
+    assert board.calibration["brier_configured"] == pytest.approx((3 * 0.9**2 + 0.1**2) / 4)
+    assert board.calibration_worst["stage"].name == "Prospecting"
+    assert "Prospecting deals we call 10% win 75% of the time." in response.content.decode()
+    assert response.context["chart_data"]["reliability"]["configured"] == [{"x": 0.1, "y": 0.75, "count": 4}]
