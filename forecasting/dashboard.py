@@ -201,7 +201,7 @@ def _money(value: Any) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
-def _backtest(rows, period: Period) -> tuple[list[dict], dict | None]:
+def _backtest(rows, period: Period, *, user: User, scope: Scope, run: MetricsRun) -> tuple[list[dict], dict | None]:
     """The backtest panel: the last ended periods of the dashboard's kind (a year's: quarters), each with its row at
     the start and at its last Monday, and WAPE and bias at the periods' starts over every one backtested. Two
     queries."""
@@ -216,7 +216,9 @@ def _backtest(rows, period: Period) -> tuple[list[dict], dict | None]:
     for start, instants in recent.items():
         instants.sort(key=lambda values: values["week"])
         shown.append({"period": Period.of(kind, start), "start": instants[0], "last": instants[-1]})
-    at_start = next((entry for entry in backtest_summary(backtest) if entry["week"] == 0), None)
+    every_period = SnapshotQuery(metric=Metric.BACKTEST, group_kind=scope.group_kind, period_kind=kind, **scope.filters)
+    summary = backtest_summary(user=user, query=every_period, run=run)
+    at_start = next((entry for entry in summary if entry["week"] == 0), None)
     return shown, at_start and {**at_start, "kind": kind}
 
 
@@ -271,7 +273,7 @@ def build_dashboard(
     board.accuracy = [
         {"period": Period.of(period.kind, row.period_start), **row.values} for row in accuracy[:ACCURACY_PERIODS_SHOWN]
     ]
-    board.backtest, board.backtest_summary = _backtest(rows, period)
+    board.backtest, board.backtest_summary = _backtest(rows, period, user=user, scope=scope, run=run)
     if pipeline is not None:
         stages = {stage.pk: stage for stage in visible_stages(user).filter(pipeline=pipeline, kind=StageKind.OPEN)}
         cohort = in_period if funnel_of_period else {"period_kind": PeriodKind.ALL}

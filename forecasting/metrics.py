@@ -319,6 +319,20 @@ class BacktestValues(TypedDict):
     ape_best_case: float | None
 
 
+class BacktestSummaryValues(TypedDict):
+    week: int
+    rows: int  # the periods summed
+    actual_won: str
+    error_configured: str  # Σ |actual − forecast|
+    over_configured: str  # Σ (forecast − actual)
+    error_learned: str
+    over_learned: str
+    error_commit: str
+    over_commit: str
+    error_best_case: str
+    over_best_case: str
+
+
 class CalibrationValues(TypedDict):
     predictions: int  # one per closed deal and open stage it entered (its first entry)
     won: int  # of those predictions, the deal's that were won
@@ -345,6 +359,7 @@ VALUES: dict[Metric, type] = {
     Metric.QUOTA: QuotaValues,
     Metric.FORECAST_ACCURACY: ForecastAccuracyValues,
     Metric.BACKTEST: BacktestValues,
+    Metric.BACKTEST_SUMMARY: BacktestSummaryValues,
     Metric.CALIBRATION: CalibrationValues,
 }
 
@@ -1243,6 +1258,37 @@ def backtest(cursor: CursorWrapper, params: MetricParams) -> int:
     return cursor.rowcount
 
 
+def backtest_summary(cursor: CursorWrapper, params: MetricParams) -> int:
+    """The backtest's sums over every period of a kind, per group and instant (`week`), for WAPE and bias over all
+    periods (`forecasting.selectors.backtest_summary`) without reading every period's row. Must run after
+    `backtest`."""
+    errors = {}
+    forecasts = {"configured": "weighted_configured", "learned": "weighted_learned"}
+    for name, key in {**forecasts, "commit": "commit", "best_case": "best_case"}.items():
+        forecast = f"(\"values\"->>'{key}')::numeric"
+        errors[f"error_{name}"] = f"sum(abs({forecast} - actual))::text"
+        errors[f"over_{name}"] = f"sum({forecast} - actual)::text"
+    values = _values(
+        Metric.BACKTEST_SUMMARY,
+        week="week",
+        rows="count(*)",
+        actual_won="sum(actual)::text",
+        **{key: errors[key] for key in result_keys(Metric.BACKTEST_SUMMARY)[3:]},
+    )
+    sql = f"""
+    {INSERT}
+    SELECT %(run_id)s, '{Metric.BACKTEST_SUMMARY.value}', period_kind, NULL, NULL, group_kind,
+           owner_id, team_id, pipeline_id, source, NULL, NULL,
+           {values},
+           %(computed_at)s
+      FROM (SELECT b.*, (b."values"->>'week')::int AS week, (b."values"->>'actual_won')::numeric AS actual
+              FROM forecasting_metricsnapshot b
+             WHERE b.run_id = %(run_id)s AND b.metric = '{Metric.BACKTEST.value}') AS rows
+     GROUP BY period_kind, group_kind, owner_id, team_id, pipeline_id, source, week
+    """
+    return _execute(cursor, sql, params)
+
+
 def calibration(cursor: CursorWrapper, params: MetricParams) -> int:
     """How well the stage probabilities predicted (SPEC §3a, "Calibration"), over the deals closed in each quarter,
     year and all time, per pipeline and stage (and per pipeline, `stage_id` null), for the company, owner, team and
@@ -1378,6 +1424,7 @@ FAMILIES: list[Family] = [
     forecast_snapshots,
     forecast_accuracy,
     backtest,
+    backtest_summary,
     calibration,
 ]
 # The families a read of a custom range or all time runs when asked (forecasting.selectors.metric_rows), by metric.

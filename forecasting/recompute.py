@@ -71,7 +71,7 @@ UNITS: list[tuple[Family, ...]] = [
     (metrics.quota_attainment,),
     (metrics.stale_deals,),
     (metrics.past_due,),
-    (metrics.backtest,),
+    (metrics.backtest, metrics.backtest_summary),
     (metrics.calibration,),
 ]
 

@@ -384,35 +384,53 @@ BACKTEST_FORECASTS = {
 }
 
 
-def backtest_summary(rows: QuerySet[MetricSnapshot]) -> list[dict[str, Any]]:
-    """WAPE and bias (SPEC §3a) of each forecast over a set of backtest rows, per instant of their periods (`week`):
-    WAPE = Σ |actual − forecast| / Σ actual, bias = Σ (forecast − actual) / Σ actual; null when nothing was won.
-    One aggregate query over the rows, whatever their number."""
-
-    def amount(key: str) -> Cast:
-        return Cast(KT(f"values__{key}"), DecimalField(max_digits=20, decimal_places=2))
-
-    forecasts = {f"f_{name}": amount(key) for name, key in BACKTEST_FORECASTS.items()}
-    sums: dict[str, Any] = {"rows": Count("id"), "actual_won": Sum("actual")}
-    for name in BACKTEST_FORECASTS:
-        sums[f"error_{name}"] = Sum(Abs(F(f"f_{name}") - F("actual")))
-        sums[f"over_{name}"] = Sum(F(f"f_{name}") - F("actual"))
-    found = (
-        rows.order_by()
-        .annotate(week=Cast(KT("values__week"), IntegerField()), actual=amount("actual_won"), **forecasts)
-        .values("week")
-        .annotate(**sums)
-        .order_by("week")
-    )
+def backtest_summary(*, user: User, query: SnapshotQuery, run: MetricsRun | None) -> list[dict[str, Any]]:
+    """WAPE and bias (SPEC §3a) of each forecast over the backtest rows answering `query` that `user` may see, per
+    instant of their periods (`week`): WAPE = Σ |actual − forecast| / Σ actual, bias = Σ (forecast − actual) /
+    Σ actual; null when nothing was won. One aggregate query: over every period, of the run's per-group sums over
+    all periods (`metric backtest_summary`, a row per group and week), else of the rows themselves (one period or a
+    range: a few instants per group)."""
+    if query.period_start is None and query.range_start is None:
+        _, sums_of = visible_snapshot_rows(
+            user=user, query=dataclasses.replace(query, metric=Metric.BACKTEST_SUMMARY), run=run
+        )
+        stored = {"rows": "rows", "actual_won": "actual_won"}
+        stored |= {f"{kind}_{name}": f"{kind}_{name}" for name in BACKTEST_FORECASTS for kind in ("error", "over")}
+        sums = {name: Sum(_amount(key)) for name, key in stored.items()}
+        found = (
+            sums_of.order_by()
+            .annotate(week=Cast(KT("values__week"), IntegerField()))
+            .values("week")
+            .annotate(**sums)
+            .order_by("week")
+        )
+    else:
+        _, rows = visible_snapshot_rows(user=user, query=query, run=run)
+        forecasts = {f"f_{name}": _amount(key) for name, key in BACKTEST_FORECASTS.items()}
+        sums = {"rows": Count("id"), "actual_won": Sum("actual")}
+        for name in BACKTEST_FORECASTS:
+            sums[f"error_{name}"] = Sum(Abs(F(f"f_{name}") - F("actual")))
+            sums[f"over_{name}"] = Sum(F(f"f_{name}") - F("actual"))
+        found = (
+            rows.order_by()
+            .annotate(week=Cast(KT("values__week"), IntegerField()), actual=_amount("actual_won"), **forecasts)
+            .values("week")
+            .annotate(**sums)
+            .order_by("week")
+        )
     summary = []
     for entry in found:
         actual = entry["actual_won"]
-        row = {"week": entry["week"], "rows": entry["rows"], "actual_won": actual}
+        row = {"week": entry["week"], "rows": int(entry["rows"]), "actual_won": actual}
         for name in BACKTEST_FORECASTS:
             row[f"wape_{name}"] = float(entry[f"error_{name}"] / actual) if actual else None
             row[f"bias_{name}"] = float(entry[f"over_{name}"] / actual) if actual else None
         summary.append(row)
     return summary
+
+
+def _amount(key: str) -> Cast:
+    return Cast(KT(f"values__{key}"), DecimalField(max_digits=20, decimal_places=2))
 
 
 def visible_quotas(*, user: User) -> QuerySet[Quota]:

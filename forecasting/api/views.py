@@ -323,15 +323,11 @@ class BacktestViewSet(MetricViewSet):
     serializer_class = BacktestRowSerializer
     query_serializer = BacktestQuerySerializer
     default_period_kind = PeriodKind.MONTH
-    rows = None
-
-    def visible_queryset(self):
-        self.rows = super().visible_queryset()
-        return self.rows
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().list(request, *args, **kwargs)
-        response.data["summary"] = BacktestSummarySerializer(selectors.backtest_summary(self.rows), many=True).data
+        summary = selectors.backtest_summary(user=request.user, query=self.query, run=self.run) if self.run else []
+        response.data["summary"] = BacktestSummarySerializer(summary, many=True).data
         return response
 
 
