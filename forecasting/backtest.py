@@ -14,8 +14,8 @@ all of them at once:
 - **The open pipeline at T** comes from the deal history (`pipeline_dealstate`): the interval of each deal holding
   T whose stage is open and whose close date is in the period, found through the index on the close date.
 
-The configured probability at T is the stage's now: stages keep no history of their probability yet (README, "the
-deal history over time"). The actual is the amount won in the period as known now (the deals won now, by their
+The configured probability at T is the stage's then, from its history (`pipeline.StageState`; the stage's now for
+a stage without one). The actual is the amount won in the period as known now (the deals won now, by their
 close time), with its groups read now; the forecast's groups are read from the state at T (the team is the owner's
 team now, the source the deal's now, "" for a deal deleted since).
 """
@@ -80,6 +80,14 @@ def instants(cursor: CursorWrapper, *, computed_at: datetime, tz: str, kinds: li
     return found
 
 
+# The probability configured for stage `{stage}` at instant `{at}`, as a fraction: joined as `{alias}`.
+STAGE_AT = """
+LEFT JOIN pipeline_stagestate {alias}
+       ON {alias}.stage_id = {stage} AND {alias}.valid_from <= {at}
+      AND ({alias}.valid_to > {at} OR {alias}.valid_to IS NULL)
+"""
+
+
 # Every close of a deal (a stage change into a won or lost stage) with the time it stopped being the deal's state
 # (its next stage change: reopened, or won after lost) and the furthest open stage the deal had reached by then (a
 # won deal reached every open stage).
@@ -98,7 +106,8 @@ closes AS (
 """
 
 # The learned probability of every open stage at every instant `at` of `{instants}` (SPEC §3a: closed in the
-# lookback window ending at T, known at T). A close counts at T when closed_at ≤ T, T < left_at (not left by then)
+# lookback window ending at T, known at T; p0 the probability configured at T). A close counts at T when
+# closed_at ≤ T, T < left_at (not left by then)
 # and, with a lookback, closed_at ≥ T − lookback: +1 at closed_at and −1 at its end, where an end at left_at applies
 # at that very instant (tie 0, before the reading at tie 1) and an end of the window just after it (tie 2).
 LEARNED_AT = f"""
@@ -127,14 +136,16 @@ LEARNED_AT = f"""
                AS closed_then
       FROM stream
 ), learned_at AS (
-    SELECT i.at, s.id AS stage_id, s.probability::numeric / 100 AS p0,
+    SELECT i.at, s.id AS stage_id, coalesce(ss.probability, s.probability)::numeric / 100 AS p0,
            coalesce(sum(r.closed_then) FILTER (WHERE r.won), 0) AS w,
            coalesce(sum(r.closed_then) FILTER (WHERE NOT r.won), 0) AS l
       FROM (SELECT DISTINCT at FROM {{instants}}) i
       CROSS JOIN pipeline_stage s
+      LEFT JOIN pipeline_stagestate ss
+             ON ss.stage_id = s.id AND ss.valid_from <= i.at AND (ss.valid_to > i.at OR ss.valid_to IS NULL)
       LEFT JOIN running r ON r.reading AND r.at = i.at AND r.pipeline_id = s.pipeline_id AND r.reached >= s."order"
      WHERE s.kind = 'open'
-     GROUP BY i.at, s.id, s.probability
+     GROUP BY i.at, s.id, s.probability, ss.probability
 ), learned AS (
     SELECT at, stage_id, p0, w, l,
            (w + %(prior_strength)s::numeric * p0) / nullif(w + l + %(prior_strength)s::numeric, 0) AS p

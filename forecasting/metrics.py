@@ -1194,8 +1194,9 @@ def backtest(cursor: CursorWrapper, params: MetricParams) -> int:
         -- summed per owner, pipeline and source (narrow rows for the grouping sets below).
         SELECT i.kind, i.period_start, i.period_end, i.at, i.week, ds.owner_id, st.pipeline_id,
                coalesce(d.source, '') AS source, count(*) AS open_count, sum(ds.amount) AS pipeline,
-               sum(ds.amount * st.probability::numeric / 100) AS weighted_configured,
-               sum(ds.amount * coalesce(l.p, st.probability::numeric / 100)) AS weighted_learned,
+               sum(ds.amount * coalesce(sa.probability, st.probability)::numeric / 100) AS weighted_configured,
+               sum(ds.amount * coalesce(l.p, coalesce(sa.probability, st.probability)::numeric / 100))
+                   AS weighted_learned,
                sum(ds.amount) FILTER (WHERE ds.forecast_category = 'commit') AS commit,
                sum(ds.amount) FILTER (WHERE ds.forecast_category IN ('commit', 'best_case')) AS best_case,
                NULL::numeric AS actual_won
@@ -1204,6 +1205,7 @@ def backtest(cursor: CursorWrapper, params: MetricParams) -> int:
             ON ds.expected_close_date >= i.period_start AND ds.expected_close_date < i.period_end
            AND ds.valid_from <= i.at AND (ds.valid_to > i.at OR ds.valid_to IS NULL)
           JOIN pipeline_stage st ON st.id = ds.stage_id AND st.kind = 'open'
+          {history_sql.STAGE_AT.format(alias="sa", stage="ds.stage_id", at="i.at")}
           LEFT JOIN pipeline_deal d ON d.id = ds.deal_id
           LEFT JOIN learned l ON l.at = i.at AND l.stage_id = ds.stage_id
          GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
@@ -1298,8 +1300,8 @@ def calibration(cursor: CursorWrapper, params: MetricParams) -> int:
     probability, and its learned probability as of the start of the (local) day of its first entry (the same
     formula as the backtest's, over the closes known then; p0 when nothing had closed), against y = 1 if the deal
     was won. brier_* = mean (p − y)²; bins_* = the predictions in 10 bins [0, 0.1), …, [0.9, 1.0] with their count,
-    mean p and observed win rate (only the non-empty bins). The configured probability is the stage's now (stages
-    keep no history of it yet).
+    mean p and observed win rate (only the non-empty bins). The configured probability is the one of the moment of
+    entry, from the stage's history (`pipeline.StageState`).
     """
     kinds = [kind for kind in params.period_kinds if kind in history_sql.CALIBRATION_KINDS]
     if not kinds:
@@ -1342,11 +1344,12 @@ def calibration(cursor: CursorWrapper, params: MetricParams) -> int:
           JOIN closed ON closed.id = c.deal_id
          GROUP BY c.deal_id, c.to_stage_id
     ), predictions AS (
-        SELECT closed.*, e.stage_id, s.probability::numeric / 100 AS p_configured,
+        SELECT closed.*, e.stage_id, coalesce(sa.probability, s.probability)::numeric / 100 AS p_configured,
                date_trunc('day', e.entered_at AT TIME ZONE %(tz)s) AT TIME ZONE %(tz)s AS day_at
           FROM entries e
           JOIN closed ON closed.id = e.deal_id
           JOIN pipeline_stage s ON s.id = e.stage_id
+          {history_sql.STAGE_AT.format(alias="sa", stage="e.stage_id", at="e.entered_at")}
     ), entry_days AS (
         SELECT DISTINCT day_at AS at FROM predictions
     ), {history_sql.LEARNED_AT.format(instants="entry_days")}, scored AS (

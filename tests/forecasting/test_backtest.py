@@ -14,7 +14,7 @@ from forecasting.models import Metric
 from forecasting.periods import Period
 from forecasting.selectors import learning_settings
 from forecasting.services import recompute_metrics
-from pipeline.models import Deal, DealState, Stage, StageChange
+from pipeline.models import Deal, DealState, Stage, StageChange, StageState
 from tests.forecasting.helpers import at, deal_with_history, latest_rows
 
 pytestmark = pytest.mark.django_db
@@ -117,6 +117,14 @@ def expected_instants(tz: str) -> list[tuple[str, Period, int, datetime]]:
     return found
 
 
+def configured_at(stage_id: int, moment: datetime) -> Decimal:
+    """The stage's configured probability at `moment`, as a fraction, from its history."""
+    for state in StageState.objects.filter(stage_id=stage_id):
+        if state.valid_from <= moment and (state.valid_to is None or state.valid_to > moment):
+            return Decimal(state.probability) / 100
+    raise AssertionError(f"stage {stage_id} has no state at {moment}")
+
+
 def learned_at(moment: datetime) -> dict[int, Decimal]:
     """SPEC §3a: the learned probability of every open stage at `moment`, from the closes known then."""
     learning = learning_settings()
@@ -147,7 +155,7 @@ def learned_at(moment: datetime) -> dict[int, Decimal]:
             continue
         w = sum(1 for p, r, won in counts if p == s.pipeline_id and r >= s.order and won)
         lost = sum(1 for p, r, won in counts if p == s.pipeline_id and r >= s.order and not won)
-        p0 = Decimal(s.probability) / 100
+        p0 = configured_at(s.pk, moment)
         learned[s.pk] = (w + k * p0) / (w + lost + k)
     return learned
 
@@ -176,7 +184,7 @@ def expected_rows(tz: str, group_of, *, company: bool = False) -> dict:
                 if amount is None:
                     continue
                 entry["pipeline"] += amount
-                entry["conf"] += amount * Decimal(stage.probability) / 100
+                entry["conf"] += amount * configured_at(stage.pk, moment)
                 entry["learned"] += amount * learned[stage.pk]
                 entry["commit"] += amount if state.forecast_category == "commit" else 0
                 entry["best"] += amount if state.forecast_category in ("commit", "best_case") else 0
@@ -277,3 +285,27 @@ def test_backtest_counts_a_deal_won_later_as_open_at_the_earlier_instants(org, p
     assert sorted(august) == [0, 1, 2, 3, 4, 5]
     assert all(v["weighted_configured"] == "60.00" and v["weighted_learned"] == "60.00" for v in august.values())
     assert all(v["actual_won"] == "100.00" and v["ape_configured"] == pytest.approx(0.4) for v in august.values())
+
+
+def test_the_configured_probability_is_the_one_of_each_instant(org, pipeline, history, settings):
+    """Proposal was at 30 % until 15 August 2026, then 60 %: August's first instants weigh its deals at 30 %."""
+    proposal = Stage.objects.get(pipeline=pipeline, name="Proposal")
+    StageState.objects.filter(stage_id=proposal.pk).delete()
+    StageState.objects.bulk_create(
+        [
+            StageState(
+                stage_id=proposal.pk,
+                valid_from=datetime.min.replace(tzinfo=AS_OF.tzinfo),
+                valid_to=at("2026-08-15"),
+                probability=30,
+                forecast_category="best_case",
+            ),
+            StageState(
+                stage_id=proposal.pk, valid_from=at("2026-08-15"), probability=60, forecast_category="best_case"
+            ),
+        ]
+    )
+    recompute_metrics(as_of=AS_OF)
+
+    assert configured_at(proposal.pk, at("2026-08-10")) == Decimal("0.3")
+    assert_same(expected_rows("UTC", lambda owner, deal: None, company=True), computed_rows("company", None))

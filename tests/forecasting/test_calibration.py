@@ -3,7 +3,6 @@ plain Python from the same stage changes and deals, with the learned probability
 from what was known then only."""
 
 from datetime import datetime, time
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,7 +12,7 @@ from forecasting.periods import Period
 from forecasting.services import recompute_metrics
 from pipeline.models import Deal, Stage, StageChange
 from tests.forecasting.helpers import latest_rows
-from tests.forecasting.test_backtest import AS_OF, history, learned_at  # noqa: F401 - the fixture
+from tests.forecasting.test_backtest import AS_OF, configured_at, history, learned_at  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +39,7 @@ def expected_rows(tz: str, org) -> dict:
             day = datetime.combine(entered.astimezone(zone).date(), time.min, zone)
             if day not in learned_cache:
                 learned_cache[day] = learned_at(day)
-            p_configured = Decimal(stages[stage_id].probability) / 100
+            p_configured = configured_at(stage_id, entered)
             prediction = (p_configured, learned_cache[day][stage_id], 1 if deal.status == "won" else 0)
             for group_kind, group in (
                 ("company", None),
