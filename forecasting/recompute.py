@@ -87,7 +87,7 @@ def recompute_in_one_transaction(*, as_of: datetime | None) -> MetricsRun | None
             logger.info("metrics recompute skipped: another one is running")
             return None
         run, params = _start_run(as_of or now)
-        consumed = _pending_change_ids(cursor)
+        consumed = _pending_change_runs(cursor)
         _tune_session(cursor)
         rows = _run_families(cursor, metrics.FAMILIES, params)
         _complete_run(cursor, run, rows=rows, started=started, consumed=consumed)
@@ -112,7 +112,7 @@ def recompute_on_connections(*, as_of: datetime | None, workers: int) -> Metrics
         # Committed before the units start: their rows reference it from other connections.
         run, params = _start_run(as_of or now)
         with connection.cursor() as cursor:
-            consumed = _pending_change_ids(cursor)
+            consumed = _pending_change_runs(cursor)
         rows = _run_units_on_connections(UNITS, params, workers)
         with transaction.atomic(), connection.cursor() as cursor:
             _complete_run(cursor, run, rows=rows, started=started, consumed=consumed)
@@ -182,10 +182,22 @@ def _refuse_another_configuration(cursor: CursorWrapper, run: MetricsRun) -> Non
         raise ConfigurationChanged(f"the configuration changed since metrics run {run.pk} started")
 
 
-def _pending_change_ids(cursor: CursorWrapper) -> list[int]:
-    """The changes a full recompute starting now includes: those committed before it reads anything."""
-    cursor.execute("SELECT id FROM forecasting_pendingchange")
-    return [row[0] for row in cursor.fetchall()]
+def _pending_change_runs(cursor: CursorWrapper) -> list[tuple[int, int]]:
+    """The changes a full recompute starting now includes (those committed before it reads anything), as the runs of
+    consecutive ids `(first, last)`.
+
+    The ids come from one sequence, so a queue of a million changes is a handful of runs (a gap is a rolled-back or
+    still uncommitted writer's id): the recompute's memory does not grow with the queue, and a change committed
+    later inside a gap is not taken.
+    """
+    cursor.execute(
+        """
+        SELECT min(id), max(id)
+        FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS run FROM forecasting_pendingchange) AS ids
+        GROUP BY run ORDER BY 1
+        """
+    )
+    return [(first, last) for first, last in cursor.fetchall()]
 
 
 def _tune_session(cursor: CursorWrapper) -> None:
@@ -208,11 +220,17 @@ def _run_families(cursor: CursorWrapper, families: Iterable[Family], params: Met
     return rows
 
 
-def _complete_run(cursor: CursorWrapper, run: MetricsRun, *, rows: int, started: float, consumed: list[int]) -> None:
+def _complete_run(
+    cursor: CursorWrapper, run: MetricsRun, *, rows: int, started: float, consumed: list[tuple[int, int]]
+) -> None:
     _refuse_another_configuration(cursor, run)
     _prune_old_runs(cursor, keep_after=run)
     # Changes committed after the run started stay pending: the next refresh takes them.
-    cursor.execute("DELETE FROM forecasting_pendingchange WHERE id = ANY(%s)", [consumed])
+    cursor.execute(
+        "DELETE FROM forecasting_pendingchange USING unnest(%s::bigint[], %s::bigint[]) AS taken (first, last)"
+        " WHERE id BETWEEN taken.first AND taken.last",
+        [[first for first, _ in consumed], [last for _, last in consumed]],
+    )
     run.status = RunStatus.COMPLETE
     run.row_count = rows
     run.duration_seconds = time.monotonic() - started
