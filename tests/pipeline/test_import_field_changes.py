@@ -1,0 +1,175 @@
+"""The `field_changes` import (pipeline.importing.field_changes): past changes of a deal's forecast fields.
+
+The rules tested: every refused row is reported and nothing is written; a change is applied to the history from
+its instant until the field's next recorded change, so the current value changes only when it is the latest; a
+Salesforce OpportunityFieldHistory export imports as it is; importing a file twice changes nothing.
+"""
+
+import io
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import AuditEntry
+from pipeline import selectors, services
+from pipeline.importing import import_csv
+from pipeline.models import Deal, DealState, StageChange
+from tests.factories import stage
+
+pytestmark = pytest.mark.django_db
+
+CREATED = datetime(2026, 1, 1, 10, tzinfo=UTC)
+
+
+def at(day: int, hour: int = 12) -> datetime:
+    return CREATED + timedelta(days=day, hours=hour - 10)
+
+
+def run(csv: str, actor, **kwargs):
+    return import_csv(kind="field_changes", stream=io.BytesIO(csv.encode()), actor=actor, **kwargs)
+
+
+def intervals(deal):
+    return list(
+        DealState.objects.filter(deal_id=deal.pk)
+        .order_by("valid_from")
+        .values_list("valid_from", "valid_to", "stage__name", "owner__username", "amount", "expected_close_date")
+    )
+
+
+def history_rows():
+    return (
+        DealState.objects.count(),
+        StageChange.objects.count(),
+        AuditEntry.objects.count(),
+        list(Deal.objects.order_by("pk").values_list("pk", "version", "amount", "stage_id", "owner_id")),
+    )
+
+
+@pytest.fixture
+def deal(org, pipeline):
+    return services.create_deal(
+        actor=org.rep,
+        title="Acme",
+        pipeline=pipeline,
+        amount=Decimal("100"),
+        expected_close_date=date(2026, 3, 31),
+        external_id="OPP-1",
+        created_at=CREATED,
+    )
+
+
+HEADER = "deal,field,old_value,new_value,changed_at,changed_by\n"
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "message"),
+    [
+        ("OPP-404,amount,100,200,{t},rep", "deal", "No deal you may change"),
+        ("OPP-1,probability,10,20,{t},rep", "field", "is not a field the history keeps"),
+        ("OPP-1,amount,100,lots,{t},rep", "new_value", ""),
+        ("OPP-1,expected_close_date,2026-03-31,soon,{t},rep", "new_value", ""),
+        ("OPP-1,stage,Prospecting,Nowhere,{t},rep", "new_value", "has no stage “Nowhere”"),
+        ("OPP-1,owner,rep,nobody,{t},rep", "new_value", "No user"),
+        ("OPP-1,forecast_category,pipeline,maybe,{t},rep", "new_value", "is not a forecast category"),
+        ("OPP-1,amount,150,200,{t},rep", "old_value", "was “100.00”"),
+        ("OPP-1,stage,Qualification,Proposal,{t},rep", "old_value", "was “Prospecting”"),
+        ("OPP-1,amount,100,100,{t},rep", "new_value", "that is no change"),
+        ("OPP-1,amount,100,200,2099-01-01T00:00:00Z,rep", "changed_at", "in the past"),
+        ("OPP-1,amount,100,200,2025-12-31T00:00:00Z,rep", "changed_at", "created later"),
+        ("OPP-1,pipeline,New Business,Renewals,{t},rep", "field", "needs a change of stage"),
+    ],
+)
+def test_a_refused_row_is_reported_and_nothing_is_written(org, deal, other_pipeline, row, column, message):
+    good = f"OPP-1,expected_close_date,2026-03-31,2026-04-30,{at(1).isoformat()},rep\n"
+    before = history_rows()
+    result = run(HEADER + good + row.format(t=at(2).isoformat()) + "\n", org.rep)
+    assert not result.ok
+    assert [(e.row, e.column) for e in result.errors] == [(3, column)], result.errors
+    assert message in result.errors[0].message
+    assert history_rows() == before
+
+
+def test_a_past_change_splits_the_history_and_the_current_value_stays(org, deal):
+    services.update_deal(deal=Deal.objects.get(pk=deal.pk), actor=org.rep, amount=Decimal("300"))
+    changed = DealState.objects.filter(deal_id=deal.pk).order_by("valid_from").last().valid_from
+    result = run(HEADER + f"OPP-1,amount,100,200,{at(3).isoformat()},manager\n", org.rep)
+    assert result.ok, result.errors
+    assert (result.created, result.updated) == (1, 1)
+    assert intervals(deal) == [
+        (CREATED, at(3), "Prospecting", "rep", Decimal("100"), date(2026, 3, 31)),
+        (at(3), changed, "Prospecting", "rep", Decimal("200"), date(2026, 3, 31)),
+        (changed, None, "Prospecting", "rep", Decimal("300"), date(2026, 3, 31)),
+    ]
+    assert Deal.objects.get(pk=deal.pk).amount == Decimal("300")
+    assert selectors.deals_as_of(user=org.admin, at=at(4)).get(pk=deal.pk).state_amount == Decimal("200")
+    change = [c for c in selectors.deal_changes(deal=deal) if c.at == at(3)]
+    assert [(c.field, c.old, c.new, c.changed_by.username) for c in change] == [
+        ("amount", Decimal("100"), Decimal("200"), "manager")
+    ]
+
+
+def test_the_latest_change_becomes_the_current_value(org, deal, pipeline):
+    csv = HEADER + "".join(
+        [
+            f"OPP-1,owner,rep,teammate,{at(2).isoformat()},manager\n",
+            f"OPP-1,stage,Prospecting,Won,{at(5).isoformat()},teammate\n",
+            f"OPP-1,stage,Qualification,Prospecting,{at(4).isoformat()},rep\n",
+            f"OPP-1,stage,Prospecting,Qualification,{at(3).isoformat()},rep\n",
+        ]
+    )
+    result = run(csv, org.manager)
+    assert result.ok, result.errors
+    fresh = Deal.objects.get(pk=deal.pk)
+    assert (fresh.stage.name, fresh.status, fresh.owner, fresh.closed_at) == ("Won", "won", org.teammate, at(5))
+    assert fresh.stage_entered_at == at(5) and fresh.version == deal.version + 1
+    assert [(c.from_stage_id, c.to_stage.name, c.changed_at) for c in fresh.stage_changes.order_by("changed_at")] == [
+        (None, "Prospecting", CREATED),
+        (stage(pipeline, "Prospecting").pk, "Qualification", at(3)),
+        (stage(pipeline, "Qualification").pk, "Prospecting", at(4)),
+        (stage(pipeline, "Prospecting").pk, "Won", at(5)),
+    ]
+    assert [row[2:4] for row in intervals(deal)] == [
+        ("Prospecting", "rep"),
+        ("Prospecting", "teammate"),
+        ("Qualification", "teammate"),
+        ("Prospecting", "teammate"),
+        ("Won", "teammate"),
+    ]
+    # The same file again: every change is already recorded.
+    before = history_rows()
+    again = run(csv, org.manager)
+    assert again.ok and (again.updated, again.unchanged) == (0, 1)
+    assert history_rows() == before
+
+
+def test_a_salesforce_opportunity_field_history_export_imports_as_it_is(org, deal, pipeline):
+    csv = (
+        "OpportunityId,CreatedById,CreatedDate,Field,OldValue,NewValue\n"
+        "OPP-1,rep,2026-01-03T10:00:00.000+0000,Amount,100,250\n"
+        "OPP-1,rep,2026-01-04T10:00:00.000+0000,CloseDate,2026-03-31,2026-06-30\n"
+        "OPP-1,rep,2026-01-05T10:00:00.000+0000,StageName,Prospecting,Qualification\n"
+        "OPP-1,rep,2026-01-05T10:00:00.000+0000,ForecastCategoryName,Pipeline,Best Case\n"
+        "OPP-1,rep,2026-01-06T10:00:00.000+0000,OwnerId,rep,teammate\n"
+    )
+    result = run(csv, org.manager)
+    assert result.ok, result.errors
+    assert result.ignored_columns == []
+    fresh = Deal.objects.get(pk=deal.pk)
+    assert (fresh.amount, fresh.expected_close_date, fresh.stage.name, fresh.owner) == (
+        Decimal("250"),
+        date(2026, 6, 30),
+        "Qualification",
+        org.teammate,
+    )
+    assert fresh.forecast_category == "best_case"
+    assert selectors.deal_pushes([deal.pk])[deal.pk].count == 1
+    as_of = selectors.deals_as_of(user=org.admin, at=datetime(2026, 1, 4, 12, tzinfo=UTC)).get(pk=deal.pk)
+    assert (as_of.state_amount, as_of.state_expected_close_date, as_of.state_stage_id) == (
+        Decimal("250"),
+        date(2026, 6, 30),
+        stage(pipeline, "Prospecting").pk,
+    )
+    assert timezone.now() > fresh.updated_at
