@@ -173,3 +173,65 @@ def test_a_salesforce_opportunity_field_history_export_imports_as_it_is(org, dea
         stage(pipeline, "Prospecting").pk,
     )
     assert timezone.now() > fresh.updated_at
+
+
+def test_a_change_of_pipeline_names_the_stage_in_the_new_pipeline(org, deal, other_pipeline):
+    t = at(2).isoformat()
+    csv = HEADER + f"OPP-1,stage,Prospecting,Qualification,{t},rep\nOPP-1,pipeline,New Business,Renewals,{t},rep\n"
+    result = run(csv, org.rep)
+    assert result.ok, result.errors
+    fresh = Deal.objects.get(pk=deal.pk)
+    assert (fresh.pipeline, fresh.stage) == (other_pipeline, stage(other_pipeline, "Qualification"))
+    assert selectors.deals_as_of(user=org.admin, at=at(1)).get(pk=deal.pk).state_pipeline_id == deal.pipeline_id
+
+
+SALESFORCE = "OpportunityId,Field,OldValue,NewValue,CreatedDate\nOPP-1,Amount,100,175,2026-01-03T10:00:00Z\n"
+
+
+def test_every_door_imports_field_changes(org, deal, tmp_path, settings, client, django_capture_on_commit_callbacks):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.core.management import call_command
+    from django.urls import reverse
+    from rest_framework.test import APIClient
+
+    from pipeline.models import ImportJob
+    from pipeline.tasks import run_import_job
+
+    settings.MEDIA_ROOT = tmp_path
+
+    def amount_at_day_4():
+        return selectors.deals_as_of(user=org.admin, at=at(4)).get(pk=deal.pk).state_amount
+
+    # The command, as a dry run first.
+    path = tmp_path / "history.csv"
+    path.write_text(SALESFORCE)
+    call_command("import_csv", "field_changes", str(path), "--dry-run", "--user", "rep", stdout=io.StringIO())
+    assert amount_at_day_4() == Decimal("100")
+    call_command("import_csv", "field_changes", str(path), "--user", "rep", stdout=io.StringIO())
+    assert amount_at_day_4() == Decimal("175")
+
+    # The API.
+    api = APIClient()
+    api.force_authenticate(org.rep)
+    file = SimpleUploadedFile(
+        "h.csv", SALESFORCE.replace("175", "180").replace("100", "175").replace("T10", "T11").encode()
+    )
+    response = api.post("/api/v1/imports/", {"file": file, "kind": "field_changes"}, format="multipart")
+    assert response.status_code == 201 and response.json()["status"] == "succeeded", response.json()
+    assert amount_at_day_4() == Decimal("180")
+
+    # The upload page: upload, map, check, then import on a worker.
+    client.force_login(org.rep)
+    text = SALESFORCE.replace("175", "190").replace("100", "180").replace("T10", "T12")
+    file = SimpleUploadedFile("h.csv", text.encode(), content_type="text/csv")
+    url = client.post(reverse("pipeline:imports"), {"file": file, "kind": "field_changes"})["Location"]
+    form = client.get(url).context["form"]
+    data = {name: form[name].value() or "" for name in form.fields if name != "create_missing"}
+    check = client.post(url, {**data, "action": "dry_run"})
+    job = ImportJob.objects.get(pk=check["Location"].rstrip("/").split("/")[-1])
+    assert job.status == "succeeded" and job.dry_run
+    with django_capture_on_commit_callbacks():
+        run = client.post(reverse("pipeline:import_job_run", args=[job.pk]))
+    assert run.status_code == 302
+    run_import_job(ImportJob.objects.get(pk=run["Location"].rstrip("/").split("/")[-1]).pk)
+    assert amount_at_day_4() == Decimal("190")
