@@ -235,3 +235,39 @@ def test_every_door_imports_field_changes(org, deal, tmp_path, settings, client,
     assert run.status_code == 302
     run_import_job(ImportJob.objects.get(pk=run["Location"].rstrip("/").split("/")[-1]).pk)
     assert amount_at_day_4() == Decimal("190")
+
+
+def test_a_rebuild_after_the_import_keeps_the_imported_changes(org, deal):
+    from django.db import connection
+
+    from pipeline import field_history
+
+    services.update_deal(deal=Deal.objects.get(pk=deal.pk), actor=org.rep, amount=Decimal("300"))
+    csv = HEADER + "".join(
+        [
+            f"OPP-1,amount,100,200,{at(3).isoformat()},manager\n",
+            f"OPP-1,expected_close_date,2026-03-31,2026-05-31,{at(4).isoformat()},rep\n",
+            f"OPP-1,owner,rep,teammate,{at(5).isoformat()},manager\n",
+            f"OPP-1,forecast_category,Pipeline,Commit,{at(6).isoformat()},\n",
+        ]
+    )
+    assert run(csv, org.manager).ok
+
+    def recorded():
+        return list(
+            DealState.objects.filter(deal_id=deal.pk)
+            .order_by("valid_from")
+            .values_list("valid_from", "valid_to", "changed_by_id", "owner_id", "amount", "expected_close_date")
+        )
+
+    imported = recorded()
+    assert len(imported) == 6
+    with connection.cursor() as cursor:
+        field_history.rebuild(cursor, [deal.pk])
+    rebuilt = recorded()
+    # The same intervals; the app's change is dated by its audit entry (written a moment after the statement).
+    assert [row[2:] for row in rebuilt] == [row[2:] for row in imported]
+    assert [row[0] for row in rebuilt[:5]] == [row[0] for row in imported[:5]]
+    fresh = Deal.objects.get(pk=deal.pk)
+    assert (fresh.owner, fresh.forecast_category) == (org.teammate, "commit")
+    assert fresh.forecast_category_override == "commit"  # not the stage's default: pinned
