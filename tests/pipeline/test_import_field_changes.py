@@ -271,3 +271,42 @@ def test_a_rebuild_after_the_import_keeps_the_imported_changes(org, deal):
     fresh = Deal.objects.get(pk=deal.pk)
     assert (fresh.owner, fresh.forecast_category) == (org.teammate, "commit")
     assert fresh.forecast_category_override == "commit"  # not the stage's default: pinned
+
+
+def test_imported_changes_count_in_the_waterfall_and_slippage(org, pipeline):
+    from forecasting import selectors as forecast
+    from forecasting.periods import Period
+
+    deals = [
+        services.create_deal(
+            actor=org.rep,
+            title=f"D{i}",
+            pipeline=pipeline,
+            amount=Decimal(amount),
+            expected_close_date=date(2026, 2, 20),
+            external_id=f"W-{i}",
+            created_at=CREATED,
+        )
+        for i, amount in enumerate(("100", "40", "25"))
+    ]
+    csv = HEADER + "".join(
+        [
+            "W-0,expected_close_date,2026-02-20,2026-03-15,2026-02-10T09:00:00Z,rep\n",  # pushed out of February
+            "W-1,amount,40,70,2026-02-11T09:00:00Z,rep\n",  # up 30, and stays in February
+            "W-2,stage,Prospecting,Lost,2026-02-12T09:00:00Z,rep\n",  # lost in February
+        ]
+    )
+    assert run(csv, org.rep).ok
+    february, a, b = Period.parse("2026-02"), datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 28, tzinfo=UTC)
+    [row] = forecast.waterfall(user=org.admin, period=february, at_from=a, at_to=b, group="company")
+    buckets = {bucket.name: (bucket.count, bucket.amount) for bucket in row.buckets if bucket.count}
+    # Recomputed by hand from the three rows: all three open in February at A; at B only W-1, at 70.
+    assert (row.open_from_count, row.open_from_amount) == (3, Decimal("165"))
+    assert (row.open_to_count, row.open_to_amount) == (1, Decimal("70"))
+    assert buckets["pushed_out"] == (1, Decimal("100")) and buckets["amount_up"] == (1, Decimal("30"))
+    assert buckets["lost"] == (1, Decimal("25"))
+    [slipped] = forecast.slippage(user=org.admin, period=february, group="company")
+    # Open in February at its start: the three; open at its end with a later close date: W-0 only.
+    assert (slipped.open_count, slipped.open_amount) == (3, Decimal("165"))
+    assert (slipped.slipped_count, slipped.slipped_amount) == (1, Decimal("100"))
+    assert Deal.objects.get(pk=deals[2].pk).lost_reason.name == "Unspecified"
