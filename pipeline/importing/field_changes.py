@@ -27,6 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
@@ -78,6 +79,7 @@ NULLABLE = {"amount", "expected_close_date"}
 CATEGORIES = {normalize_header(label): value for value, label in ForecastCategory.choices} | {
     value: value for value in ForecastCategory.values
 }
+READ_BATCH = 10_000  # deals whose history is read per query
 # Applied first among the changes of one instant: the stage of that instant is named in the new pipeline.
 FIELD_ORDER = {"pipeline": 0}
 DEAL_COLUMNS = ("stage_id", "pipeline_id", "status", *field_history.STATE_COLUMNS[1:])
@@ -202,14 +204,18 @@ class FieldChangeImporter(KindImporter):
 
     def finish(self) -> list[Problem]:
         problems: list[Problem] = []
-        deals_by_id = {deal["id"]: deal for deal in self.deals.values()}
         recorded: dict[int, list[Segment]] = defaultdict(list)
-        for row in DealState.objects.filter(deal_id__in=list(self.changes)).order_by("deal_id", "valid_from", "id"):
-            state = tuple(getattr(row, column) for column in field_history.STATE_COLUMNS)
-            recorded[row.deal_id].append(Segment(row.valid_from, row.valid_to, row.changed_by_id, state, list(state)))
+        deal_ids = list(self.changes)
+        for start in range(0, len(deal_ids), READ_BATCH):
+            for deal_id, valid_from, valid_to, by, *state in (
+                DealState.objects.filter(deal_id__in=deal_ids[start : start + READ_BATCH])
+                .order_by("deal_id", "valid_from", "id")
+                .values_list("deal_id", "valid_from", "valid_to", "changed_by_id", *field_history.STATE_COLUMNS)
+            ):
+                recorded[deal_id].append(Segment(valid_from, valid_to, by, tuple(state), list(state)))
         for deal_id, changes in self.changes.items():
             changes.sort(key=lambda change: (change.at, FIELD_ORDER.get(change.field, 1), change.row))
-            plan, refused = self._plan(deals_by_id[deal_id], recorded[deal_id], changes)
+            plan, refused = self._plan(recorded[deal_id], changes)
             problems += refused
             if refused:
                 continue
@@ -221,7 +227,7 @@ class FieldChangeImporter(KindImporter):
                 self.updated += 1
         return problems
 
-    def _plan(self, deal: dict, segments: list[Segment], changes: list[Change]) -> tuple[Plan, list[Problem]]:
+    def _plan(self, segments: list[Segment], changes: list[Change]) -> tuple[Plan, list[Problem]]:
         """The deal's history with `changes` applied in order, or the problems of the rows that cannot apply."""
         segments = [Segment(s.start, s.end, s.by, s.recorded, list(s.state)) for s in segments]
         plan, problems = Plan(segments), []
@@ -238,10 +244,8 @@ class FieldChangeImporter(KindImporter):
             position, label = FIELDS[change.field]
             if change.field == "pipeline":
                 current = self.stages.pipeline_by_pk[self.stages.by_pk[before.state[STAGE]].pipeline_id]
-                try:
-                    old, new = self.stages.pipeline(change.old), self.stages.pipeline(change.new)
-                except CellError as error:
-                    problems.append(_problem(change, "new_value", str(error)))
+                old, new = _lookup(change, problems, self.stages.pipeline, self.stages.pipeline)
+                if old is None or new is None:
                     continue
                 if old.pk != current.pk:
                     problems.append(_mismatch(change, label, current.name))
@@ -252,11 +256,13 @@ class FieldChangeImporter(KindImporter):
             if change.field == "stage":
                 stage = self.stages.by_pk[before.state[STAGE]]
                 target_pipeline = new_pipeline.get(change.at, (None, stage.pipeline_id))[1]
-                try:
-                    old = self.stages.stage(change.old, self.stages.pipeline_by_pk[stage.pipeline_id]).pk
-                    new = self.stages.stage(change.new, self.stages.pipeline_by_pk[target_pipeline]).pk
-                except CellError as error:
-                    problems.append(_problem(change, "new_value", str(error)))
+                old, new = _lookup(
+                    change,
+                    problems,
+                    partial(self._stage_pk, pipeline_id=stage.pipeline_id),
+                    partial(self._stage_pk, pipeline_id=target_pipeline),
+                )
+                if old is None or new is None:
                     continue
                 stage_at.add(change.at)
             else:
@@ -297,6 +303,9 @@ class FieldChangeImporter(KindImporter):
                 merged.append(segment)
         plan.intervals = merged
         return plan, problems
+
+    def _stage_pk(self, name: str, *, pipeline_id: int) -> int:
+        return self.stages.stage(name, self.stages.pipeline_by_pk[pipeline_id]).pk
 
     def _shown(self, name: str, value: Any) -> str:
         if value is None:
@@ -442,6 +451,18 @@ def _containing(segments: list[Segment], at: datetime) -> int | None:
         if segment.start <= at and (segment.end is None or at < segment.end):
             return index
     return None
+
+
+def _lookup(change: Change, problems: list[Problem], old_of, new_of) -> tuple[Any, Any]:
+    """The old and the new name of a row looked up (None for one that names nothing, with its problem)."""
+    found = []
+    for cell, name, lookup in (("old_value", change.old, old_of), ("new_value", change.new, new_of)):
+        try:
+            found.append(lookup(name))
+        except CellError as error:
+            problems.append(_problem(change, cell, str(error)))
+            found.append(None)
+    return found[0], found[1]
 
 
 def _problem(change: Change, field_name: str, message: str) -> Problem:

@@ -76,6 +76,7 @@ HEADER = "deal,field,old_value,new_value,changed_at,changed_by\n"
         ("OPP-1,forecast_category,pipeline,maybe,{t},rep", "new_value", "is not a forecast category"),
         ("OPP-1,amount,150,200,{t},rep", "old_value", "was “100.00”"),
         ("OPP-1,stage,Qualification,Proposal,{t},rep", "old_value", "was “Prospecting”"),
+        ("OPP-1,stage,Nowhere,Proposal,{t},rep", "old_value", "has no stage “Nowhere”"),
         ("OPP-1,amount,100,100,{t},rep", "new_value", "that is no change"),
         ("OPP-1,amount,100,200,2099-01-01T00:00:00Z,rep", "changed_at", "in the past"),
         ("OPP-1,amount,100,200,2025-12-31T00:00:00Z,rep", "changed_at", "created later"),
