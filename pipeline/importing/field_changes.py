@@ -34,7 +34,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 
-from accounts.models import AuditAction, AuditEntry
+from accounts.models import AuditAction, AuditEntry, User
 from pipeline import field_history, stage_history
 from pipeline.importing import audit, values
 from pipeline.importing.base import KindImporter, Problem, Row
@@ -312,6 +312,8 @@ class FieldChangeImporter(KindImporter):
             return "empty"
         if name == "stage":
             return self.stages.by_pk[value].name
+        if name == "owner":  # only for a refused row: one query each is fine
+            return User.objects.filter(pk=pk_of_value(value)).values_list("username", flat=True).first() or "?"
         return str(value)
 
     def write(self) -> None:

@@ -73,6 +73,7 @@ HEADER = "deal,field,old_value,new_value,changed_at,changed_by\n"
         ("OPP-1,expected_close_date,2026-03-31,soon,{t},rep", "new_value", ""),
         ("OPP-1,stage,Prospecting,Nowhere,{t},rep", "new_value", "has no stage “Nowhere”"),
         ("OPP-1,owner,rep,nobody,{t},rep", "new_value", "No user"),
+        ("OPP-1,owner,teammate,rep,{t},rep", "old_value", "was “rep”"),
         ("OPP-1,forecast_category,pipeline,maybe,{t},rep", "new_value", "is not a forecast category"),
         ("OPP-1,amount,150,200,{t},rep", "old_value", "was “100.00”"),
         ("OPP-1,stage,Qualification,Proposal,{t},rep", "old_value", "was “Prospecting”"),
