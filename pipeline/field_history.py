@@ -248,6 +248,10 @@ def _intervals(deal: tuple, moves: list[tuple], entries: list[tuple]) -> Iterabl
                 points[at] = actor_id if points.get(at) is None else points[at]
     for _deal_id, at, _to_stage, changed_by in moves:
         points[at] = changed_by if points.get(at) is None else points[at]
+    # In time order: a creation's entry counts at the creation, so it may come after changes dated earlier than
+    # its writing (a back-dated deal, and the changes a `field_changes` import dates between).
+    for column_events in events.values():
+        column_events.sort(key=lambda event: event[0])
 
     def value_at(column: str, at: datetime):
         before = [event for event in events[column] if event[0] <= at]

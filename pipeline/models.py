@@ -555,6 +555,7 @@ class Activity(models.Model):
 class ImportKind(models.TextChoices):
     DEALS = "deals", "Deals"
     STAGE_CHANGES = "stage_changes", "Stage changes"
+    FIELD_CHANGES = "field_changes", "Field changes"
     LEADS = "leads", "Leads"
     ORGANIZATIONS = "organizations", "Organizations"
     CONTACTS = "contacts", "Contacts"
