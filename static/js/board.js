@@ -92,6 +92,48 @@
     });
   }
 
+  // The board's one Move control and "Move to" dialog (a card carries no form: SPEC §6 keeps 150 cards under 100 KB).
+  // The button is moved into the card under the pointer or holding the focus, after its links in the tab order; the
+  // dialog is filled from that card's data attributes and its choice goes the way a drop does (move()).
+  var opener = null; // the Move button, kept even while a card it sat in is swapped out
+  var choosing = null; // the id of the card whose Move is being chosen
+
+  function movable(target) {
+    var card = target && target.closest ? target.closest("#board .cards .deal-card") : null;
+    return card && card.dataset.moveUrl ? card : null;
+  }
+
+  function offer(event) {
+    var card = movable(event.target);
+    if (!card || opener.parentElement === card) return;
+    if (event.type === "mouseover" && document.activeElement === opener) return; // a keyboard user keeps it
+    opener.hidden = false;
+    card.appendChild(opener);
+  }
+
+  function chooseStage() {
+    var card = movable(opener);
+    var box = document.getElementById("move-to-dialog");
+    if (!card || !box) return;
+    choosing = card.id;
+    box.querySelector("h2").textContent = "Move “" + card.querySelector("h3 a").textContent + "” to";
+    var select = box.querySelector("select");
+    select.value = card.dataset.stageId;
+    box.showModal();
+    select.focus();
+  }
+
+  function chosen(event) {
+    event.preventDefault();
+    var box = document.getElementById("move-to-dialog");
+    var card = choosing && document.getElementById(choosing); // the card as it is now, if swapped meanwhile
+    var stageId = box.querySelector("select").value;
+    box.close();
+    if (!card || !card.dataset.moveUrl) return;
+    var list = card.parentElement;
+    move(card, list, Array.prototype.indexOf.call(list.children, card), stageId);
+  }
+
   document.addEventListener("crm:moved", function (event) {
     pending = null;
     var box = dialog();
@@ -99,7 +141,7 @@
     var id = event.detail && event.detail.deal;
     setTimeout(function () {
       reconcile();
-      var link = document.querySelector("#deal-" + id + " .card-title");
+      var link = document.querySelector("#deal-" + id + " h3 a");
       if (link && (document.activeElement === document.body || !document.activeElement)) link.focus();
     }, 0);
   });
@@ -122,6 +164,14 @@
   function start() {
     var box = dialog();
     if (box) box.addEventListener("close", revert);
+    opener = document.querySelector("[data-move-open]");
+    var form = document.querySelector("form[data-move-to]");
+    if (opener && form) {
+      document.addEventListener("mouseover", offer);
+      document.addEventListener("focusin", offer);
+      opener.addEventListener("click", chooseStage);
+      form.addEventListener("submit", chosen);
+    }
     htmx.onLoad(init);
     init();
   }
