@@ -134,6 +134,34 @@
     move(card, list, Array.prototype.indexOf.call(list.children, card), stageId);
   }
 
+  // A column's quick add (its "+" fetches the form into the column's .quick-add): the title takes the focus when it
+  // opens (a refused field takes it instead, app.js); Cancel or Escape closes it, and so does an added deal, giving
+  // the focus back to the "+".
+  function focusPlus(box) {
+    var plus = document.querySelector("#col-head-" + box.id.replace("quick-add-", "") + " .add");
+    if (plus) plus.focus();
+  }
+  function closeQuickAdd(form) {
+    var box = form.closest(".quick-add");
+    form.remove();
+    if (box) focusPlus(box);
+  }
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var box = event.detail.elt;
+    if (!box || !box.classList || !box.classList.contains("quick-add")) return;
+    if (!box.querySelector("form")) return focusPlus(box);
+    var title = box.querySelector("input[name=title]");
+    if (title && !box.querySelector(".has-error")) title.focus();
+  });
+  document.addEventListener("click", function (event) {
+    var cancel = event.target.closest && event.target.closest("[data-quick-add-cancel]");
+    if (cancel) closeQuickAdd(cancel.closest("form"));
+  });
+  document.addEventListener("keydown", function (event) {
+    var form = event.key === "Escape" && event.target.closest && event.target.closest(".quick-add-form");
+    if (form) closeQuickAdd(form);
+  });
+
   document.addEventListener("crm:moved", function (event) {
     pending = null;
     var box = dialog();
