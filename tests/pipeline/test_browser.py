@@ -242,6 +242,24 @@ def test_the_move_to_dialog_asks_for_a_stages_missing_fields_like_a_drop(page, o
     assert (deal.stage, deal.amount) == (discovery, Decimal("4200"))
 
 
+def test_a_move_from_the_dialog_over_someone_elses_change_is_refused_and_the_card_refreshed(page, org, board_pipeline):
+    deal = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout")
+    prospecting = stage(board_pipeline, "Prospecting")
+    open_board(page, "rep")
+    services.update_deal(deal=deal, actor=org.manager, amount=Decimal("777"))
+
+    page.hover(f"#deal-{deal.pk} h3 a")
+    page.click(f"#deal-{deal.pk} .move-to")
+    page.select_option("#move-to-stage", str(stage(board_pipeline, "Qualification").pk))
+    page.click("#move-to-dialog button[type=submit]")
+
+    page.locator("#toasts .toast.error", has_text="changed by someone else").wait_for()
+    page.locator(f"{column(prospecting)} #deal-{deal.pk}", has_text="$777").wait_for()
+    assert page.locator(f"#deal-{deal.pk}").get_attribute("data-version") == "2"  # the fresh card's version
+    deal.refresh_from_db()
+    assert (deal.stage, deal.amount) == (prospecting, Decimal("777"))
+
+
 def test_a_move_over_someone_elses_change_shows_a_message_and_keeps_their_change(page, org, board_pipeline):
     deal = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout")
     prospecting = stage(board_pipeline, "Prospecting")
