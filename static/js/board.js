@@ -153,6 +153,15 @@
     var title = box.querySelector("input[name=title]");
     if (title && !box.querySelector(".has-error")) title.focus();
   });
+  // "+" again while its form is open keeps what was typed: the form takes the focus instead of being fetched anew.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var plus = event.detail.elt;
+    if (!plus || !plus.matches || !plus.matches(".column-title .add")) return;
+    var title = document.querySelector(plus.getAttribute("hx-target") + " input[name=title]");
+    if (!title) return;
+    event.preventDefault();
+    title.focus();
+  });
   document.addEventListener("click", function (event) {
     var cancel = event.target.closest && event.target.closest("[data-quick-add-cancel]");
     if (cancel) closeQuickAdd(cancel.closest("form"));

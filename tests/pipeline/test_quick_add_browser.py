@@ -34,9 +34,11 @@ def test_a_quick_add_in_qualification_shows_the_card_on_top_and_the_new_total(pa
 
     page.click(f"#col-head-{qualification.pk} .add")
     form = page.locator(f"#quick-add-{qualification.pk} form")
-    form.locator("input[name=title]").wait_for()
-    assert page.evaluate("document.activeElement.name") == "title"
+    page.wait_for_function("() => document.activeElement.name === 'title'")  # htmx settles 20 ms after the swap
     page.keyboard.type("Acme expansion")
+    page.click(f"#col-head-{qualification.pk} .add")  # again: the open form keeps what was typed
+    assert form.locator("input[name=title]").input_value() == "Acme expansion"
+    assert page.evaluate("document.activeElement.name") == "title"
     form.locator("input[name=amount]").fill("2500")
     form.locator("button[type=submit]").click()
 
@@ -49,7 +51,7 @@ def test_a_quick_add_in_qualification_shows_the_card_on_top_and_the_new_total(pa
     assert header.locator(".count").inner_text() == str(rows.count()) == "2"
     assert header.locator(".total").inner_text() == money_short(sum(row.amount for row in rows)) == "$3.5k"
     assert page.locator(f"#quick-add-{qualification.pk} form").count() == 0  # the form closed
-    assert page.evaluate("document.activeElement.classList.contains('add')")  # ready for the next one
+    page.wait_for_function("() => document.activeElement.classList.contains('add')")  # ready for the next one
     assert violations == []
 
 
@@ -65,7 +67,7 @@ def test_a_quick_add_in_a_stage_that_requires_an_amount_is_refused_at_the_field(
     error = form.locator(".field.has-error .field-error")
     error.wait_for()
     assert error.inner_text() == "Amount is required to enter the stage “Discovery”."
-    assert page.evaluate("document.activeElement.name") == "amount"  # the refused field has the focus
+    page.wait_for_function("() => document.activeElement.name === 'amount'")  # the refused field has the focus
     assert form.locator("input[name=title]").input_value() == "No amount yet"  # what was typed is kept
     assert not Deal.objects.exists()
     assert page.locator(f"#col-head-{discovery.pk} .count").inner_text() == "0"
