@@ -25,7 +25,9 @@ from pipeline.views.responses import STALE_MESSAGE, is_htmx, toast, trigger
 def deal_create(request: HttpRequest, pipeline_id: int) -> HttpResponse:
     """A new deal in a pipeline, through `services.create_deal`; then its page."""
     pipeline = get_object_or_404(selectors.visible_pipelines(request.user), pk=pipeline_id)
-    form = DealCreateForm(request.POST or None, user=request.user, pipeline=pipeline)
+    # ?stage= comes from a board column's "+" followed without JS: that stage is chosen already.
+    initial = {"stage": request.GET["stage"]} if request.GET.get("stage", "").isdigit() else {}
+    form = DealCreateForm(request.POST or None, user=request.user, pipeline=pipeline, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             deal = services.create_deal(actor=request.user, pipeline=pipeline, **form.service_arguments())

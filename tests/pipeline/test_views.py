@@ -774,7 +774,8 @@ def test_with_team_visibility_a_rep_sees_teammates_cards_but_cannot_move_them(re
 
     start = board.rindex("<article", 0, board.index(f'id="deal-{theirs.pk}"'))
     card = board[start : board.index("</article>", start)]
-    assert "locked" in card and "move-to" not in card
+    assert "locked" in card and "data-move-url" not in card  # the board's Move control is never offered on it
+    assert board.count("data-move-url") == 1  # only "Mine" may be moved
     assert moved.status_code == 404
     assert page.status_code == 200 and not page.context["can_edit"]
 
