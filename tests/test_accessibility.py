@@ -1,0 +1,100 @@
+"""Every page a rep, a manager and the admin reach, and the login page, checked by axe-core (pinned in
+package-lock.json as a devDependency, installed into build/test-vendor/ by `python -m config.assets`, never served)
+for WCAG 2 A and AA: no serious or critical violation anywhere. The pages are found by tests/test_phone_layout.py's
+route sweep, so a new page is checked without anyone listing it here."""
+
+import json
+import os
+
+import pytest
+
+from config.assets import TEST_VENDOR_DIR
+from tests.factories import make_deal, make_lost_reason
+from tests.pipeline.test_browser import (  # noqa: F401 (fixtures)
+    CHROMIUM,
+    board_pipeline,
+    browser,
+    drag,
+    log_in,
+    open_board,
+    page,
+)
+from tests.test_phone_layout import every_kind_of_row, pages  # noqa: F401 (fixture)
+
+AXE = TEST_VENDOR_DIR / "axe.min.js"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)"),
+]
+
+# The impacts the issue's target counts; "moderate" and "minor" findings are advice, not failures.
+BLOCKING = ("serious", "critical")
+
+# axe.run over the whole document for the WCAG 2.0/2.1 A and AA rules: the blocking violations come back, each with
+# the CSS selectors of the elements it found (and why), so a failure says where to look. A table header with no text
+# (axe's best-practice rule "empty-table-header", of minor impact) fails too: a screen reader announces nothing there.
+RUN_AXE = """async (blocking) => {
+  const shape = (v) => ({ rule: v.id, impact: v.impact, help: v.help, targets: v.nodes.map((n) =>
+    n.target.join(" ") + (n.failureSummary ? "  — " + n.failureSummary.split("\\n").slice(1).join(" ") : "")) });
+  const wcag = await axe.run(document, {
+    runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] },
+    resultTypes: ["violations"],
+  });
+  const headers = await axe.run(document, {
+    runOnly: { type: "rule", values: ["empty-table-header"] }, resultTypes: ["violations"],
+  });
+  return wcag.violations.filter((v) => blocking.includes(v.impact)).concat(headers.violations).map(shape);
+}"""
+
+
+def with_axe(tab) -> None:
+    """axe-core in every document the tab loads from now on. An init script is not an inline <script>, so the app's
+    strict Content-Security-Policy stays as users get it."""
+    assert AXE.exists(), f"{AXE} is missing: run `python -m config.assets` (make test does)"
+    tab.context.add_init_script(path=str(AXE))
+
+
+def violations(tab) -> list[dict]:
+    """The serious and critical WCAG A/AA violations of the page as it is shown now (htmx panels loaded)."""
+    tab.wait_for_load_state("networkidle")
+    return tab.evaluate(RUN_AXE, list(BLOCKING))
+
+
+def report(found: dict[str, list[dict]]) -> str:
+    return json.dumps(found, indent=2, ensure_ascii=False)
+
+
+def test_the_login_page_has_no_serious_accessibility_violations(page, org):  # noqa: F811
+    with_axe(page)
+    page.goto("/login/")
+    found = violations(page)
+    assert found == [], report({"/login/": found})
+
+
+@pytest.mark.parametrize("username", ["rep", "manager", "admin"])
+def test_every_page_has_no_serious_accessibility_violations(page, org, every_kind_of_row, username):  # noqa: F811
+    urls = pages(getattr(org, username), every_kind_of_row)
+    assert len(urls) >= 15, urls  # the sweep found the pages, not a handful
+    with_axe(page)
+    log_in(page, username)
+
+    found = {}
+    for url in urls:
+        page.goto(url)
+        if problems := violations(page):
+            found[url] = problems
+    assert found == {}, report(found)
+
+
+def test_the_move_dialog_has_no_serious_accessibility_violations(page, org, board_pipeline):  # noqa: F811
+    make_lost_reason("Price")
+    deal = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout")
+    with_axe(page)
+    open_board(page, "rep")
+
+    drag(page, f"#deal-{deal.pk}", ".dropzone.lost")
+    page.locator("#move-dialog select[name=lost_reason]").wait_for()
+
+    found = violations(page)
+    assert found == [], report({"/board/ with the move dialog": found})
