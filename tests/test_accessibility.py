@@ -1,7 +1,8 @@
 """Every page a rep, a manager and the admin reach, and the login page, checked by axe-core (pinned in
 package-lock.json as a devDependency, installed into build/test-vendor/ by `python -m config.assets`, never served)
 for WCAG 2 A and AA: no serious or critical violation anywhere. The pages are found by tests/test_phone_layout.py's
-route sweep, so a new page is checked without anyone listing it here."""
+route sweep, so a new page is checked without anyone listing it here. Also: a dialog gives the focus back to what
+opened it."""
 
 import json
 import os
@@ -9,11 +10,12 @@ import os
 import pytest
 
 from config.assets import TEST_VENDOR_DIR
-from tests.factories import make_deal, make_lost_reason
+from tests.factories import make_deal, make_lost_reason, stage
 from tests.pipeline.test_browser import (  # noqa: F401 (fixtures)
     CHROMIUM,
     board_pipeline,
     browser,
+    column,
     drag,
     log_in,
     open_board,
@@ -98,3 +100,49 @@ def test_the_move_dialog_has_no_serious_accessibility_violations(page, org, boar
 
     found = violations(page)
     assert found == [], report({"/board/ with the move dialog": found})
+
+
+def focused_card(tab) -> str | None:
+    """The id of the card holding the focus, or None when the focus is elsewhere (the body, once lost)."""
+    return tab.evaluate("() => document.activeElement.closest('.deal-card')?.id ?? null")
+
+
+def test_escape_closes_the_move_dialog_and_gives_the_focus_back_to_the_dragged_card(page, org, board_pipeline):  # noqa: F811
+    deal = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout")
+    prospecting = stage(board_pipeline, "Prospecting")
+    open_board(page, "rep")
+
+    drag(page, f"#deal-{deal.pk}", column(stage(board_pipeline, "Discovery")))
+    amount = page.locator("#move-dialog input[name=amount]")
+    amount.wait_for()
+    assert page.evaluate("() => document.activeElement.name") == "amount"  # the dialog took the focus
+
+    page.keyboard.press("Escape")
+
+    page.locator(f"{column(prospecting)} #deal-{deal.pk}").wait_for()
+    assert not page.locator("#move-dialog").evaluate("d => d.open")
+    page.wait_for_function(f"() => document.activeElement.closest('#deal-{deal.pk}') !== null")
+    assert focused_card(page) == f"deal-{deal.pk}"
+
+
+def test_the_keyboard_move_to_control_gets_the_focus_back_after_escape_and_after_cancel(page, org, board_pipeline):  # noqa: F811
+    deal = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout")
+    open_board(page, "rep")
+    select = f"#deal-{deal.pk} select[name=stage]"
+
+    for close in ("Escape", "Cancel"):
+        page.focus(f"#deal-{deal.pk} .card-title")
+        page.keyboard.press("Tab")  # into the "Move to" control, which shows under a focused card
+        page.locator(select).select_option(str(stage(board_pipeline, "Discovery").pk))  # which needs an amount
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")
+        page.locator("#move-dialog input[name=amount]").wait_for()
+        if close == "Escape":
+            page.keyboard.press("Escape")
+        else:
+            page.locator("#move-dialog button[data-close-dialog]").click()
+
+        page.wait_for_function("() => !document.getElementById('move-dialog').open")
+        # Back on the control that opened it, so Enter again retries the move.
+        page.wait_for_function(f"() => document.activeElement.matches('#deal-{deal.pk} .move-to button')")
+        assert focused_card(page) == f"deal-{deal.pk}", close
