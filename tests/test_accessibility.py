@@ -146,3 +146,20 @@ def test_the_keyboard_move_to_control_gets_the_focus_back_after_escape_and_after
         # Back on the control that opened it, so Enter again retries the move.
         page.wait_for_function(f"() => document.activeElement.matches('#deal-{deal.pk} .move-to button')")
         assert focused_card(page) == f"deal-{deal.pk}", close
+
+
+def test_escape_on_the_deal_pages_lost_dialog_gives_the_focus_back_to_the_lost_button(page, org, board_pipeline):  # noqa: F811
+    make_lost_reason("Price")
+    deal = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout")
+    log_in(page, "rep")
+    page.goto(f"/deals/{deal.pk}/")
+
+    page.focus(".record-head button[data-close-as=lost]")
+    page.keyboard.press("Enter")
+    page.locator("#move-dialog select[name=lost_reason]").wait_for()
+    page.keyboard.press("Escape")
+
+    page.wait_for_function("() => !document.getElementById('move-dialog').open")
+    page.wait_for_function("() => document.activeElement.matches('.record-head button[data-close-as=lost]')")
+    deal.refresh_from_db()
+    assert deal.status == "open"
