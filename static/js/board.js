@@ -119,7 +119,8 @@
     box.querySelector("h2").textContent = "Move “" + card.querySelector("h3 a").textContent + "” to";
     var select = box.querySelector("select");
     select.value = card.dataset.stageId;
-    box.showModal();
+    // Escape or Cancel gives the focus back to the Move button, still in this card.
+    window.crm.openDialog(box, opener);
     select.focus();
   }
 
