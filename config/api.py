@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -659,6 +659,17 @@ class BatchSchema(AutoSchema):
         return self._bodies[item_serializer]
 
 
+class _PlainBatch:
+    """The scope of a batch whose items share nothing: each item is its own write."""
+
+    @contextmanager
+    def item(self) -> Iterator[None]:
+        yield
+
+
+_PLAIN_BATCH = _PlainBatch()
+
+
 class _ItemRefused(Exception):
     def __init__(self, status_code: int, errors: dict):
         self.status_code = status_code
@@ -725,6 +736,16 @@ class BatchUpsertMixin:
             .select_for_update(of=("self",))
             .order_by("pk")
         }
+        with self.batch_scope([key for key in keys if key]) as scope:
+            return self._upsert_each(items, keys, editable, scope)
+
+    def batch_scope(self, external_ids: list[str]) -> AbstractContextManager:
+        """A context around the items' writes, given the external ids they name, yielding a scope whose `item()`
+        wraps each item's savepoint; a viewset whose service shares work across a batch returns its own (deals:
+        `pipeline.services.deal_batch`). It is left before the batch's transaction ends."""
+        return nullcontext(_PLAIN_BATCH)
+
+    def _upsert_each(self, items: list[dict], keys: list, editable: dict, scope: Any) -> list[dict]:
         first_index: dict[str, int] = {}
         context = self.get_serializer_context()
         serializers_by_creating = {
@@ -741,7 +762,7 @@ class BatchUpsertMixin:
                         status.HTTP_400_BAD_REQUEST,
                         {"external_id": [f"Item {first_index[key]} has the same external id."]},
                     )
-                with transaction.atomic():
+                with scope.item(), transaction.atomic():
                     record = self._upsert_one(item, instance, serializers_by_creating)
                 result.update(status=status.HTTP_200_OK if instance else status.HTTP_201_CREATED, id=record.pk)
             except _ItemRefused as refused:

@@ -8,6 +8,7 @@ Services do not check permissions: callers fetch the records through the `visibl
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -20,7 +21,7 @@ from django.utils import timezone
 
 from accounts.models import AuditAction, User
 from accounts.selectors import owners_editable_by
-from accounts.services import audited_values, record_audit
+from accounts.services import audited_values, deferring_audit, record_audit
 from config.exceptions import StaleVersion
 from config.services import apply_fields, set_fields
 from pipeline import field_history, signals
@@ -112,15 +113,16 @@ def _send_on_commit(signal: Signal, **kwargs: Any) -> None:
     transaction.on_commit(send)
 
 
-def _validate(instance: models.Model, *, exclude: Iterable[str] = ()) -> None:
+def _validate(instance: models.Model, *, exclude: Iterable[str] = (), unique_external_id: bool = True) -> None:
     """Field validation (lengths, ranges, formats) and unique external ids, as per-field ValidationErrors.
 
     Foreign keys are excluded: callers pass model instances they already fetched, and a query per key would be
-    wasted; the database's own constraints stay the last line of defence.
+    wasted; the database's own constraints stay the last line of defence. Without `unique_external_id` the
+    external id is not looked up (the caller knows it is unchanged, or checked it against a batch's prefetch).
     """
     foreign_keys = [field.name for field in instance._meta.concrete_fields if field.is_relation]
     instance.clean_fields(exclude=[*foreign_keys, *exclude])
-    if getattr(instance, "external_id", None):
+    if unique_external_id and getattr(instance, "external_id", None):
         try:
             instance.validate_unique(
                 exclude=[field.name for field in instance._meta.fields if field.name != "external_id"]
@@ -167,8 +169,13 @@ def _lost_reason_for(stage: Stage, lost_reason: LostReason | None) -> LostReason
 
 
 def _current_stage(stage: Stage | None, pipeline: Pipeline) -> Stage:
-    """Re-read the target stage so that a stage deleted or moved since the caller fetched it is refused."""
-    current = Stage.objects.filter(pk=getattr(stage, "pk", None)).first()
+    """Re-read the target stage so that a stage deleted or moved since the caller fetched it is refused (in a
+    `deal_batch`, as the batch read it when it began: the composite foreign key refuses one deleted since)."""
+    batch = _deal_batch.get()
+    if batch is not None:
+        current = batch.stages.get(getattr(stage, "pk", None))
+    else:
+        current = Stage.objects.filter(pk=getattr(stage, "pk", None)).first()
     if current is None:
         raise ValidationError({"stage": "This stage does not exist (it may have been deleted)."})
     if current.pipeline_id != pipeline.pk:
@@ -184,6 +191,70 @@ def _actor_id(actor: User | None) -> int | None:
 
 def _effective_forecast_category(deal: Deal, stage: Stage) -> str:
     return deal.forecast_category_override or stage.forecast_category
+
+
+# --- Batches of deal writes ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class DealBatch:
+    """What the deal writes of one batch share, read once when it begins, and the rows they defer to its end."""
+
+    stages: dict[int, Stage]  # every stage, with its pipeline
+    default_pipeline: Pipeline | None
+    taken_external_ids: set[str]  # of the batch's items, held by some deal (the caller's or not)
+    stage_changes: list[StageChange]
+    audit_entries: list
+
+    def first_open_stage(self, pipeline: Pipeline) -> Stage | None:
+        open_stages = [s for s in self.stages.values() if s.pipeline_id == pipeline.pk and s.kind == StageKind.OPEN]
+        return min(open_stages, key=lambda s: s.order, default=None)
+
+    @contextmanager
+    def item(self) -> Iterator[None]:
+        """One write of the batch (around its savepoint): if it fails, the rows it deferred are dropped with it."""
+        marks = (len(self.stage_changes), len(self.audit_entries))
+        try:
+            yield
+        except BaseException:
+            del self.stage_changes[marks[0] :]
+            del self.audit_entries[marks[1] :]
+            raise
+
+
+_deal_batch: ContextVar[DealBatch | None] = ContextVar("deal_batch", default=None)
+
+
+@contextmanager
+def deal_batch(*, actor: User | None, external_ids: Iterable[str]) -> Iterator[DealBatch]:
+    """Inside a transaction: the `create_deal` / `update_deal` calls of the block (a batch upsert's items, each in
+    its own savepoint within `DealBatch.item()`) follow the rules of single writes at a cost constant in their number
+    where it can be: the pipelines and stages are read once, the `external_ids` the items name are looked up once,
+    the field history's author is set once, and the first stage changes and audit entries are inserted together
+    at the end. Each write still saves its deal itself, so a conflict is that item's alone.
+
+    A stage deleted or moved during the batch is refused by the database (the composite foreign key), in the item.
+    """
+    stages = {stage.pk: stage for stage in Stage.objects.select_related("pipeline")}
+    pipelines = {stage.pipeline_id: stage.pipeline for stage in stages.values()}
+    default = next((p for p in pipelines.values() if p.is_default), None)
+    batch = DealBatch(
+        stages=stages,
+        default_pipeline=default or default_pipeline(),
+        taken_external_ids=set(
+            Deal.objects.filter(external_id__in=set(external_ids)).values_list("external_id", flat=True)
+        ),
+        stage_changes=[],
+        audit_entries=[],
+    )
+    token = _deal_batch.set(batch)
+    try:
+        with field_history.acting_as(_actor_id(actor)), deferring_audit() as audit_entries:
+            batch.audit_entries = audit_entries
+            yield batch
+            StageChange.objects.bulk_create(batch.stage_changes)
+    finally:
+        _deal_batch.reset(token)
 
 
 # --- Deals --------------------------------------------------------------------------------------------------------
@@ -206,10 +277,14 @@ def create_deal(
     Entering the first stage follows the rules of any stage: its required fields must be filled, and a deal
     created lost needs a lost reason. The first StageChange (from nothing) is recorded at `created_at`.
     """
-    pipeline = pipeline or (stage.pipeline if stage else default_pipeline())
+    batch = _deal_batch.get()
+    if batch is not None:
+        pipeline = pipeline or (stage.pipeline if stage else batch.default_pipeline)
+    else:
+        pipeline = pipeline or (stage.pipeline if stage else default_pipeline())
     if pipeline is None:
         raise ValidationError({"pipeline": "There is no pipeline yet: an admin must create one first."})
-    stage = stage or first_open_stage(pipeline=pipeline)
+    stage = stage or (batch.first_open_stage(pipeline) if batch is not None else first_open_stage(pipeline=pipeline))
     if stage is None:
         raise ValidationError({"stage": f"The pipeline “{pipeline.name}” has no open stage."})
     stage = _current_stage(stage, pipeline)
@@ -227,10 +302,18 @@ def create_deal(
     deal.updated_at = timezone.now()
     deal.forecast_category = _effective_forecast_category(deal, stage)
     _refuse_missing_fields(deal, stage)
-    _validate(deal)
+    _validate(deal, unique_external_id=batch is None)
+    if batch is not None and deal.external_id in batch.taken_external_ids:
+        raise ValidationError({"external_id": EXTERNAL_ID_TAKEN})
     with field_history.acting_as(_actor_id(actor)):
         deal.save()
-    StageChange.objects.create(deal=deal, from_stage=None, to_stage=stage, changed_by=actor, changed_at=at)
+    stage_change = StageChange(deal=deal, from_stage=None, to_stage=stage, changed_by=actor, changed_at=at)
+    if batch is None:
+        stage_change.save(force_insert=True)
+    else:
+        batch.stage_changes.append(stage_change)
+        if deal.external_id:
+            batch.taken_external_ids.add(deal.external_id)
     record_audit(actor=actor, instance=deal, action=AuditAction.CREATED)
     _send_on_commit(signals.deal_created, actor=actor, deal=deal)
     return deal
@@ -242,14 +325,21 @@ def update_deal(*, deal: Deal, actor: User | None, expected_version: int | None 
 
     A field the current stage requires cannot be emptied. `expected_version` guards against lost updates.
     """
-    deal = Deal.objects.select_for_update().select_related("stage").get(pk=deal.pk)
+    batch = _deal_batch.get()
+    if batch is None:
+        deal = Deal.objects.select_for_update().select_related("stage").get(pk=deal.pk)
+    else:
+        # A batch locked and read its deals in this transaction already (`BatchUpsertMixin`): read again, they
+        # would be the same rows.
+        deal.stage = batch.stages.get(deal.stage_id) or Stage.objects.get(pk=deal.stage_id)
     _check_version(deal, expected_version)
     before = audited_values(deal)
 
     def check_and_derive(changed: list[str]) -> None:
         _refuse_missing_fields(deal, deal.stage, verb="stay in")
         deal.forecast_category = _effective_forecast_category(deal, deal.stage)
-        _validate(deal)
+        # An external id that did not change was unique, and the database keeps it so.
+        _validate(deal, unique_external_id="external_id" in changed)
         deal.version += 1
         deal.updated_at = timezone.now()
 
