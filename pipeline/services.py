@@ -5,8 +5,9 @@ writes inside one transaction, and sends its domain signal (`pipeline.signals`) 
 Services do not check permissions: callers fetch the records through the `visible_*`/`editable_*` selectors.
 """
 
+import functools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
@@ -197,13 +198,27 @@ def _effective_forecast_category(deal: Deal, stage: Stage) -> str:
 
 
 @dataclass
+class _PendingWrite:
+    """A deal write a batch holds until its end: a creation (`update_fields` None) or the columns of an update,
+    with the rows and the signal that go with it."""
+
+    deal: Deal
+    update_fields: list[str] | None
+    audit_entry: Any
+    signal: Signal
+    signal_kwargs: dict[str, Any]
+    stage_change: StageChange | None = None
+    refused: bool = False
+
+
+@dataclass
 class DealBatch:
-    """What the deal writes of one batch share, read once when it begins, and the rows they defer to its end."""
+    """What the deal writes of one batch share, read once when it begins, and the writes it holds to its end."""
 
     stages: dict[int, Stage]  # every stage, with its pipeline
     default_pipeline: Pipeline | None
     taken_external_ids: set[str]  # of the batch's items, held by some deal (the caller's or not)
-    stage_changes: list[StageChange]
+    writes: list[_PendingWrite]
     audit_entries: list
 
     def first_open_stage(self, pipeline: Pipeline) -> Stage | None:
@@ -212,14 +227,77 @@ class DealBatch:
 
     @contextmanager
     def item(self) -> Iterator[None]:
-        """One write of the batch (around its savepoint): if it fails, the rows it deferred are dropped with it."""
-        marks = (len(self.stage_changes), len(self.audit_entries))
+        """One item of the batch. It writes nothing to the database (its write is held), so it needs no savepoint;
+        if it fails, what it held is dropped."""
+        marks = (len(self.writes), len(self.audit_entries))
         try:
             yield
         except BaseException:
-            del self.stage_changes[marks[0] :]
+            del self.writes[marks[0] :]
             del self.audit_entries[marks[1] :]
             raise
+
+    def refused(self, deal: Deal) -> bool:
+        """Whether the database refused the held write of `deal` at the end (an external id or a related record
+        taken or deleted by a concurrent writer meanwhile): its item is then a conflict."""
+        return any(write.refused for write in self.writes if write.deal is deal)
+
+    def _write_all(self) -> None:
+        creates = [write for write in self.writes if write.update_fields is None]
+        updates: dict[tuple[str, ...], list[_PendingWrite]] = {}
+        for write in self.writes:
+            if write.update_fields is not None:
+                updates.setdefault(tuple(write.update_fields), []).append(write)
+        # In one statement each, in a savepoint: a row the database refuses (a concurrent writer took an external id
+        # or deleted an owner meanwhile) sends the group through one savepoint per write, to refuse only that one.
+        _in_bulk(creates, lambda writes: Deal.objects.bulk_create([write.deal for write in writes]))
+        for fields, group in updates.items():
+            _in_bulk(group, lambda writes, fields=fields: _update_deals([write.deal for write in writes], fields))
+        written = [write for write in self.writes if not write.refused]
+        refused_entries = {id(write.audit_entry) for write in self.writes if write.refused}
+        self.audit_entries[:] = [entry for entry in self.audit_entries if id(entry) not in refused_entries]
+        for write in written:
+            write.audit_entry.object_id = write.deal.pk
+        StageChange.objects.bulk_create([write.stage_change for write in written if write.stage_change is not None])
+        for write in written:
+            _send_on_commit(write.signal, **write.signal_kwargs)
+
+
+def _update_deals(deals: list[Deal], field_names: Iterable[str]) -> None:
+    """Save `field_names` of `deals` in one UPDATE joining a VALUES list (the row triggers fire per row, as for
+    single saves). Django's `bulk_update` builds a CASE per column of 200 branches: 0.6 s of Python for 200 deals."""
+    fields = [Deal._meta.get_field(name) for name in field_names]
+    quote = connection.ops.quote_name
+    # Each value cast to its column's type: VALUES infers a type from the first row otherwise (NULL is text).
+    row = "(%s::bigint, " + ", ".join(f"%s::{field.db_type(connection)}" for field in fields) + ")"
+    params: list[Any] = []
+    for deal in deals:
+        params.append(deal.pk)
+        params.extend(field.get_db_prep_save(getattr(deal, field.attname), connection) for field in fields)
+    assignments = ", ".join(f"{quote(field.column)} = v.{quote(field.column)}" for field in fields)
+    names = ", ".join(quote(field.column) for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(Deal._meta.db_table)} AS d SET {assignments} "
+            f"FROM (VALUES {', '.join([row] * len(deals))}) AS v(id, {names}) WHERE d.id = v.id",
+            params,
+        )
+
+
+def _in_bulk(writes: list[_PendingWrite], write_all: Callable[[list[_PendingWrite]], Any]) -> None:
+    if not writes:
+        return
+    try:
+        with transaction.atomic():
+            write_all(writes)
+    except IntegrityError:
+        for write in writes:
+            try:
+                with transaction.atomic():
+                    write_all([write])
+            except IntegrityError:
+                write.refused = True
+                write.deal.pk = None if write.update_fields is None else write.deal.pk
 
 
 _deal_batch: ContextVar[DealBatch | None] = ContextVar("deal_batch", default=None)
@@ -227,13 +305,14 @@ _deal_batch: ContextVar[DealBatch | None] = ContextVar("deal_batch", default=Non
 
 @contextmanager
 def deal_batch(*, actor: User | None, external_ids: Iterable[str]) -> Iterator[DealBatch]:
-    """Inside a transaction: the `create_deal` / `update_deal` calls of the block (a batch upsert's items, each in
-    its own savepoint within `DealBatch.item()`) follow the rules of single writes at a cost constant in their number
-    where it can be: the pipelines and stages are read once, the `external_ids` the items name are looked up once,
-    the field history's author is set once, and the first stage changes and audit entries are inserted together
-    at the end. Each write still saves its deal itself, so a conflict is that item's alone.
+    """Inside a transaction: the `create_deal` / `update_deal` calls of the block (a batch upsert's items, each
+    within `DealBatch.item()`) follow the rules of single writes at a cost constant in their number: the pipelines
+    and stages are read once, the `external_ids` the items name are looked up once, the field history's author is
+    set once, and each call validates and holds its write; at the end the deals are inserted in one statement, the
+    updates in one per set of changed columns, then the first stage changes and audit entries, and each write's
+    signal is sent after commit as a single write's is. No other deal write may run inside the block.
 
-    A stage deleted or moved during the batch is refused by the database (the composite foreign key), in the item.
+    A deal the database refuses at the end (`DealBatch.refused`) writes nothing, and its signal is not sent.
     """
     stages = {stage.pk: stage for stage in Stage.objects.select_related("pipeline")}
     pipelines = {stage.pipeline_id: stage.pipeline for stage in stages.values()}
@@ -244,7 +323,7 @@ def deal_batch(*, actor: User | None, external_ids: Iterable[str]) -> Iterator[D
         taken_external_ids=set(
             Deal.objects.filter(external_id__in=set(external_ids)).values_list("external_id", flat=True)
         ),
-        stage_changes=[],
+        writes=[],
         audit_entries=[],
     )
     token = _deal_batch.set(batch)
@@ -252,15 +331,32 @@ def deal_batch(*, actor: User | None, external_ids: Iterable[str]) -> Iterator[D
         with field_history.acting_as(_actor_id(actor)), deferring_audit() as audit_entries:
             batch.audit_entries = audit_entries
             yield batch
-            StageChange.objects.bulk_create(batch.stage_changes)
+            _deal_batch.reset(token)
+            token = None
+            batch._write_all()
     finally:
-        _deal_batch.reset(token)
+        if token is not None:
+            _deal_batch.reset(token)
+
+
+def _atomic_unless_batched(write: Callable) -> Callable:
+    """`transaction.atomic` around a deal write, but inside a `deal_batch`, whose writes write nothing until its
+    end: their savepoints would cost two statements each for nothing."""
+
+    @functools.wraps(write)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _deal_batch.get() is not None:
+            return write(*args, **kwargs)
+        with transaction.atomic():
+            return write(*args, **kwargs)
+
+    return wrapper
 
 
 # --- Deals --------------------------------------------------------------------------------------------------------
 
 
-@transaction.atomic
+@_atomic_unless_batched
 def create_deal(
     *,
     actor: User | None,
@@ -305,21 +401,29 @@ def create_deal(
     _validate(deal, unique_external_id=batch is None)
     if batch is not None and deal.external_id in batch.taken_external_ids:
         raise ValidationError({"external_id": EXTERNAL_ID_TAKEN})
-    with field_history.acting_as(_actor_id(actor)):
-        deal.save()
-    stage_change = StageChange(deal=deal, from_stage=None, to_stage=stage, changed_by=actor, changed_at=at)
-    if batch is None:
-        stage_change.save(force_insert=True)
-    else:
-        batch.stage_changes.append(stage_change)
+    if batch is not None:
         if deal.external_id:
             batch.taken_external_ids.add(deal.external_id)
+        batch.writes.append(
+            _PendingWrite(
+                deal=deal,
+                update_fields=None,
+                stage_change=StageChange(deal=deal, from_stage=None, to_stage=stage, changed_by=actor, changed_at=at),
+                audit_entry=record_audit(actor=actor, instance=deal, action=AuditAction.CREATED),
+                signal=signals.deal_created,
+                signal_kwargs={"actor": actor, "deal": deal},
+            )
+        )
+        return deal
+    with field_history.acting_as(_actor_id(actor)):
+        deal.save()
+    StageChange.objects.create(deal=deal, from_stage=None, to_stage=stage, changed_by=actor, changed_at=at)
     record_audit(actor=actor, instance=deal, action=AuditAction.CREATED)
     _send_on_commit(signals.deal_created, actor=actor, deal=deal)
     return deal
 
 
-@transaction.atomic
+@_atomic_unless_batched
 def update_deal(*, deal: Deal, actor: User | None, expected_version: int | None = None, **fields: Any) -> Deal:
     """Change a deal's fields (not its stage: see `move_deal`); bumps the version when anything changed.
 
@@ -343,6 +447,22 @@ def update_deal(*, deal: Deal, actor: User | None, expected_version: int | None 
         deal.version += 1
         deal.updated_at = timezone.now()
 
+    if batch is not None:
+        saved: list[list[str]] = []
+        changed = apply_fields(
+            deal, fields, DEAL_EDITABLE_FIELDS, before_save=check_and_derive, save=lambda columns: saved.append(columns)
+        )
+        if changed:
+            batch.writes.append(
+                _PendingWrite(
+                    deal=deal,
+                    update_fields=saved[0],
+                    audit_entry=record_audit(actor=actor, instance=deal, action=AuditAction.UPDATED, before=before),
+                    signal=signals.deal_updated,
+                    signal_kwargs={"actor": actor, "deal": deal, "changed_fields": changed},
+                )
+            )
+        return deal
     with field_history.acting_as(_actor_id(actor)):
         changed = apply_fields(deal, fields, DEAL_EDITABLE_FIELDS, before_save=check_and_derive)
     if not changed:
