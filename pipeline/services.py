@@ -45,6 +45,7 @@ from pipeline.models import (
     StageKind,
 )
 from pipeline.selectors import default_pipeline, first_open_stage, visible_organizations
+from pipeline.stage_history import BULK_LOAD_SETTING
 
 logger = logging.getLogger(__name__)
 
@@ -258,9 +259,28 @@ class DealBatch:
         self.audit_entries[:] = [entry for entry in self.audit_entries if id(entry) not in refused_entries]
         for write in written:
             write.audit_entry.object_id = write.deal.pk
-        StageChange.objects.bulk_create([write.stage_change for write in written if write.stage_change is not None])
+        _insert_first_stage_changes([write.stage_change for write in written if write.stage_change is not None])
         for write in written:
             _send_on_commit(write.signal, **write.signal_kwargs)
+
+
+def _insert_first_stage_changes(stage_changes: list[StageChange]) -> None:
+    """Insert the first stage changes of new deals in one statement, without the per-row stamping trigger.
+
+    `pipeline.stage_history`'s trigger would stamp what is already known: a deal's only change has no next one
+    (`left_at` null) and no previous one, and its furthest open stage is the one it was created in, which
+    `create_deal` gave the deal as it was inserted. Row by row, each stamp was an UPDATE of its deal with the
+    deal table's statement triggers: 400 ms of the 700 ms of SQL of 200 creates on L.
+    """
+    if not stage_changes:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting(%s, true), set_config(%s, 'on', true)", [BULK_LOAD_SETTING, BULK_LOAD_SETTING]
+        )
+        previous = cursor.fetchone()[0] or "off"
+        StageChange.objects.bulk_create(stage_changes)
+        cursor.execute("SELECT set_config(%s, %s, true)", [BULK_LOAD_SETTING, previous])
 
 
 def _update_deals(deals: list[Deal], field_names: Iterable[str]) -> None:
@@ -402,6 +422,10 @@ def create_deal(
     if batch is not None and deal.external_id in batch.taken_external_ids:
         raise ValidationError({"external_id": EXTERNAL_ID_TAKEN})
     if batch is not None:
+        audit_entry = record_audit(actor=actor, instance=deal, action=AuditAction.CREATED)
+        # What the stage history's trigger would stamp after the first stage change (`_insert_first_stage_changes`);
+        # after the audit entry, which a single create records before the stamp.
+        deal.furthest_open_order = stage.order if stage.kind == StageKind.OPEN else None
         if deal.external_id:
             batch.taken_external_ids.add(deal.external_id)
         batch.writes.append(
@@ -409,7 +433,7 @@ def create_deal(
                 deal=deal,
                 update_fields=None,
                 stage_change=StageChange(deal=deal, from_stage=None, to_stage=stage, changed_by=actor, changed_at=at),
-                audit_entry=record_audit(actor=actor, instance=deal, action=AuditAction.CREATED),
+                audit_entry=audit_entry,
                 signal=signals.deal_created,
                 signal_kwargs={"actor": actor, "deal": deal},
             )

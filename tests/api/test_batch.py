@@ -290,9 +290,10 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(org, pipeline):
             listings[step, size] = captured.listing()
     # What the items share is read and written once (`services.deal_batch`): the token, the batch's savepoint
     # (2), the locking read of the records it updates, the stages, the external ids named, the field history's
-    # author (set, restored), then the deals in one statement in a savepoint (3), the first stage changes and the
-    # audit entries. An update batch writes no stage change, and one UPDATE per set of changed columns.
-    assert counts == {("create", 5): 13, ("create", 10): 13, ("update", 5): 12, ("update", 10): 12}, listings
+    # author (set, restored), then the deals in one statement in a savepoint (3), the first stage changes with the
+    # stage history's per-row stamping off (3) and the audit entries. An update batch writes no stage change, and
+    # one UPDATE per set of changed columns.
+    assert counts == {("create", 5): 15, ("create", 10): 15, ("update", 5): 12, ("update", 10): 12}, listings
     assert Deal.objects.filter(external_id__startswith="q10-", amount=Decimal("20.00")).count() == 10
 
 
@@ -499,7 +500,13 @@ def test_mixed_items_answer_each_and_write_what_single_writes_write(
         (plain.pk, "created"),
     ]
     assert entries[0].changes == {"amount": ["5.00", "7.50"], "expected_close_date": [None, "2027-03-31"]}
-    assert StageChange.objects.filter(deal__in=[new, plain], from_stage=None).count() == 2
+    # The stage history's stamps are those of a single create (`kept`): the furthest open stage, no exit yet.
+    stamps = {
+        deal.pk: (deal.furthest_open_order, *StageChange.objects.filter(deal=deal).values_list("to_stage", "left_at"))
+        for deal in Deal.objects.filter(pk__in=[kept.pk, new.pk, plain.pk])
+    }
+    first = stage(pipeline, "Prospecting")
+    assert stamps[new.pk] == stamps[plain.pk] == stamps[kept.pk] == (first.order, (first.pk, None))
     history = list(DealState.objects.filter(deal=kept).order_by("valid_from").values_list("amount", "changed_by"))
     assert history == [(Decimal("5.00"), org.rep.pk), (Decimal("7.50"), org.rep.pk)]
     events = _events_by_deal()
