@@ -221,6 +221,7 @@ class DealBatch:
     taken_external_ids: set[str]  # of the batch's items, held by some deal (the caller's or not)
     writes: list[_PendingWrite]
     audit_entries: list
+    refused_deals: set[int]  # `id()` of the deals whose held write the database refused
 
     def first_open_stage(self, pipeline: Pipeline) -> Stage | None:
         open_stages = [s for s in self.stages.values() if s.pipeline_id == pipeline.pk and s.kind == StageKind.OPEN]
@@ -241,7 +242,7 @@ class DealBatch:
     def refused(self, deal: Deal) -> bool:
         """Whether the database refused the held write of `deal` at the end (an external id or a related record
         taken or deleted by a concurrent writer meanwhile): its item is then a conflict."""
-        return any(write.refused for write in self.writes if write.deal is deal)
+        return id(deal) in self.refused_deals
 
     def _write_all(self) -> None:
         creates = [write for write in self.writes if write.update_fields is None]
@@ -255,6 +256,7 @@ class DealBatch:
         for fields, group in updates.items():
             _in_bulk(group, lambda writes, fields=fields: _update_deals([write.deal for write in writes], fields))
         written = [write for write in self.writes if not write.refused]
+        self.refused_deals = {id(write.deal) for write in self.writes if write.refused}
         refused_entries = {id(write.audit_entry) for write in self.writes if write.refused}
         self.audit_entries[:] = [entry for entry in self.audit_entries if id(entry) not in refused_entries]
         for write in written:
@@ -345,6 +347,7 @@ def deal_batch(*, actor: User | None, external_ids: Iterable[str]) -> Iterator[D
         ),
         writes=[],
         audit_entries=[],
+        refused_deals=set(),
     )
     token = _deal_batch.set(batch)
     try:
