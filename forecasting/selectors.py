@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -1346,35 +1345,33 @@ SELECT coalesce(o.i, n.i), coalesce(o.owner_id, n.owner_id),
 
 # Per user, category and week: the latest row stated before that week's lock and not before the previous one.
 # width_bucket counts the locks at or before the row's instant, so bucket b holds the rows made in [lock b, lock b+1)
-# (0: before the first lock), which count from week b + 1 on; each row is read once, not once per later week.
+# (0: before the first lock), which count from week b + 1 on; each row is read once, not once per later week. Each
+# is carried forward to the week before the next one stated (`until`), and the categories are pivoted into columns.
 _ENTRIES_BY_WEEK_SQL = """
-SELECT DISTINCT ON (r.user_id, r.category, week)
-       r.user_id, r.category, width_bucket(r.{when}, %(weeks)s::timestamptz[]) + 1 AS week, r.amount
-  FROM {table} r
- WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.user_id = ANY(%(keys)s)
-   AND r.{when} < %(last)s
- ORDER BY r.user_id, r.category, week, r.{when} DESC, r.id DESC
+SELECT w.i, b.user_id, {pivot}
+  FROM (
+    SELECT latest.*, lead(latest.week, 1, %(n)s::int + 1) OVER (
+               PARTITION BY latest.user_id, latest.category ORDER BY latest.week) AS until
+      FROM (
+        SELECT DISTINCT ON (r.user_id, r.category, week)
+               r.user_id, r.category, width_bucket(r.{when}, %(weeks)s::timestamptz[]) + 1 AS week, r.amount
+          FROM {table} r
+         WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.user_id = ANY(%(members)s::bigint[])
+           AND r.{when} < %(last)s
+         ORDER BY r.user_id, r.category, week, r.{when} DESC, r.id DESC
+      ) latest
+  ) b
+  JOIN weeks w ON w.i >= b.week AND w.i < b.until
+ GROUP BY w.i, b.user_id
 """
 
 
-def _entries_by_week(model, *, period: Period, weeks: list[datetime], keys: list[int]) -> dict:
-    """Per (week number from 1, user id, category): the amount of the latest row of `model` stated before that
-    week's lock, carried forward from earlier weeks when none was stated in between."""
+def _entries_by_week_sql(model) -> str:
+    """The statement of `_ENTRIES_BY_WEEK_SQL` for `model`: per week number (from 1) and user, the amount in effect
+    in each category (NULL when none was stated before that week's lock)."""
     when = "submitted_at" if model is ForecastSubmission else "adjusted_at"
-    sql = _ENTRIES_BY_WEEK_SQL.format(table=model._meta.db_table, when=when)
-    params = {"weeks": weeks, "last": weeks[-1], "kind": period.kind, "p_start": period.start, "keys": keys}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        first_weeks: dict[tuple, list] = {}
-        for user_id, category, week, amount in cursor.fetchall():
-            first_weeks.setdefault((user_id, category), []).append((week, amount))
-    found = {}
-    for (user_id, category), stated in first_weeks.items():
-        stated.append((len(weeks) + 1, None))
-        for (week, amount), (next_week, _) in pairwise(stated):
-            for i in range(week, next_week):
-                found[(i, user_id, category)] = amount
-    return found
+    pivot = ", ".join(f"max(b.amount) FILTER (WHERE b.category = '{each}') AS {each}" for each in CALL_CATEGORIES)
+    return _ENTRIES_BY_WEEK_SQL.format(table=model._meta.db_table, when=when, pivot=pivot)
 
 
 # The advisory lock between the trend's cache fills and the history's writers (forecasting 0007): "trend" in ASCII.
@@ -1390,48 +1387,114 @@ ON CONFLICT DO NOTHING
 """
 
 
-def _trend_computed(period: Period, weeks: list[datetime], *, now: datetime, owner_ids: list[int]) -> dict:
-    """Per (week number from 1, owner of `owner_ids`): the computed values of the trend at each lock of `weeks`
-    (at `now` for the week still open), as the deal history held them.
+# The computed columns of past weeks: the points kept of the history, numbered by their lock's place in `weeks`.
+_TREND_POINTS_SQL = """
+SELECT array_position(%(weeks)s::timestamptz[], p.lock), p.owner_id, p.won, p.commit_open, p.best_open
+  FROM forecasting_calltrendpoint p
+ WHERE p.period_kind = %(kind)s AND p.period_start = %(p_start)s AND p.lock = ANY(%(past)s::timestamptz[])
+   AND p.owner_id = ANY(%(members)s::bigint[])
+"""
+
+# The computed columns of the week still open from the latest recompute's forecast rows (the roll-up's numbers).
+_TREND_OPEN_WEEK_FROM_RUN_SQL = """
+SELECT %(n)s::int, f.owner_id, (f."values"->>'won_amount')::numeric, (f."values"->>'commit')::numeric,
+       (f."values"->>'best_case')::numeric
+  FROM forecasting_metricsnapshot f
+ WHERE f.run_id = %(run)s AND f.metric = %(forecast)s AND f.group_kind = %(owner_kind)s
+   AND f.period_kind = %(kind)s AND f.period_start = %(p_start)s AND f.owner_id = ANY(%(members)s::bigint[])
+"""
+
+# The computed columns of the week still open walked from the history at `open_at` (no recompute inside the week).
+_TREND_OPEN_WEEK_FROM_HISTORY_SQL = f"""
+SELECT %(n)s::int, h.owner_id, h.won, h.commit_open, h.best_open
+  FROM ({_TREND_COMPUTED_SQL.replace("%(weeks)s", "%(open_at)s")}) h (i, owner_id, won, commit_open, best_open)
+"""
+
+# A member's value of the trend's category under cumulative semantics (`cumulative`), from the columns prefixed
+# `{p}` of `_TREND_WEEKS_SQL`'s `valued`: commit ≥ won, best case ≥ commit, most likely ≥ won.
+_CUMULATIVE_SQL = {
+    "commit": "greatest({p}commit, won)",
+    "best_case": "greatest({p}best_case, {p}commit, won)",
+    "most_likely": "greatest({p}most_likely, won)",
+}
+
+# Per week of the trend, over the members: the computed columns (`computed`: per week number and owner, won and
+# the open commit and best case), the amounts stated and adjusted in effect at its lock, and the sums of what
+# `forecast_trend` describes. Every member × week is one row of `grid`, so a member with nothing computed or stated
+# counts as zeros, as in the roll-up.
+_TREND_WEEKS_SQL = """
+WITH members (user_id) AS (SELECT unnest(%(members)s::bigint[])),
+weeks (i) AS (SELECT generate_series(1, %(n)s::int)),
+computed (i, owner_id, won, commit_open, best_open) AS ({computed}),
+stated AS ({stated}),
+called AS ({called}),
+grid AS (
+    SELECT w.i, coalesce(c.won, 0) AS won, coalesce(c.won, 0) + coalesce(c.commit_open, 0) AS commit,
+           coalesce(c.won, 0) + coalesce(c.best_open, 0) AS best_case,
+           s.commit AS s_commit, s.best_case AS s_best_case, s.most_likely AS s_most_likely,
+           a.commit AS a_commit, a.best_case AS a_best_case, a.most_likely AS a_most_likely
+      FROM weeks w
+     CROSS JOIN members m
+      LEFT JOIN computed c ON c.i = w.i AND c.owner_id = m.user_id
+      LEFT JOIN stated s ON s.i = w.i AND s.user_id = m.user_id
+      LEFT JOIN called a ON a.i = w.i AND a.user_id = m.user_id
+), valued AS (
+    -- Submitted, else computed (the computed most likely has no history: the won amount); adjusted, else that.
+    SELECT i, won, commit AS computed_commit, best_case AS computed_best_case,
+           coalesce(s_commit, commit) AS s_commit, coalesce(s_best_case, best_case) AS s_best_case,
+           coalesce(s_most_likely, won) AS s_most_likely,
+           coalesce(a_commit, s_commit, commit) AS a_commit,
+           coalesce(a_best_case, s_best_case, best_case) AS a_best_case,
+           coalesce(a_most_likely, s_most_likely, won) AS a_most_likely
+      FROM grid
+)
+SELECT i, sum({submitted}), sum({adjusted}), sum(computed_commit), sum(computed_best_case), sum(won)
+  FROM valued
+ GROUP BY i
+ ORDER BY i
+"""
+
+
+def _trend_computed(
+    period: Period, weeks: list[datetime], *, now: datetime, owner_ids: list[int]
+) -> tuple[list[str], dict, bool]:
+    """The statements giving the computed columns of the trend at each lock of `weeks` (at `now` for the week
+    still open), as the deal history held them: per week number from 1 and owner of `owner_ids`, won and the open
+    commit and best case. Returns them (to be joined by UNION ALL), their parameters, and whether they walk the
+    history (then run through `_history_rows`).
 
     A lock already past is read from `CallTrendPoint`, computed company-wide from the history the first time it is
     asked for (the history of a period's deals on a million-deal company takes seconds to walk; its points, a few
-    milliseconds to read). The week still open reads the latest recompute when it ran inside that week, by `now`:
+    milliseconds to read; `forecasting.tasks.warm_forecast_trend` computes them after each recompute, so that no
+    reader waits for it). The week still open reads the latest recompute when it ran inside that week, by `now`:
     the same forecast rows the roll-up reads, which are the history at the recompute's instant. Otherwise (no such
     recompute, or `now` in the past) the history is walked at `now` for these owners.
     """
     real_now = timezone.now()
     past = [lock for lock in weeks if lock <= now and lock < real_now]
-    found: dict = {}
+    parts: list[str] = []
+    params: dict = {"past": past}
     if past:
         _fill_trend_points(period, past)
-        number = {lock: i for i, lock in enumerate(weeks, start=1)}
-        rows = CallTrendPoint.objects.filter(
-            period_kind=period.kind, period_start=period.start, lock__in=past, owner_id__in=owner_ids
-        ).values_list("lock", "owner_id", "won", "commit_open", "best_open")
-        for lock, owner_id, won, commit_open, best_open in rows:
-            found[(number[lock], owner_id)] = CallValues(won, won + commit_open, won + best_open, won)
+        parts.append(_TREND_POINTS_SQL)
     if len(past) == len(weeks):
-        return found
-    open_week = len(weeks)
+        return parts, params, False
     since = weeks[-2] if len(weeks) > 1 else period_instants(period)[0]
     run = latest_run()
     if run is not None and since < run.as_of <= now and _run_has_forecast_of(run, period):
-        _, values = computed_call_values(period=period, owner_ids=owner_ids)
-        for owner_id, value in values.items():
-            found[(open_week, owner_id)] = CallValues(value.won, value.commit, value.best_case, value.won)
-        return found
+        parts.append(_TREND_OPEN_WEEK_FROM_RUN_SQL)
+        params |= {"run": run.pk, "forecast": Metric.FORECAST, "owner_kind": GroupKind.OWNER}
+        return parts, params, False
     starts, ends = period_instants(period)
-    params = {
-        "weeks": [min(weeks[-1], now)],
-        "p_start": period.start,
+    parts.append(_TREND_OPEN_WEEK_FROM_HISTORY_SQL)
+    params |= {
+        "open_at": [min(weeks[-1], now)],
         "p_end": period.end,
         "starts": starts,
         "ends": ends,
+        "owners": owner_ids,
     }
-    for _, owner_id, won, commit_open, best_open in _history_rows(_TREND_COMPUTED_SQL, params | {"owners": owner_ids}):
-        found[(open_week, owner_id)] = CallValues(won, won + commit_open, won + best_open, won)
-    return found
+    return parts, params, True
 
 
 def _fill_trend_points(period: Period, locks: list[datetime]) -> None:
@@ -1509,37 +1572,34 @@ def forecast_trend(
             team_quotas[team_id] if team_id in team_quotas and team_id in seen else _sum(per_team.get(team_id, []))
             for team_id in {team_id for _, _, team_id in members}
         )
-    computed: dict = {}
-    submissions: dict = {}
-    adjustments: dict = {}
-    if member_ids:
-        computed = _trend_computed(period, weeks, now=now, owner_ids=member_ids)
-        submissions = _entries_by_week(ForecastSubmission, period=period, weeks=weeks, keys=member_ids)
-        adjustments = _entries_by_week(ForecastAdjustment, period=period, weeks=weeks, keys=member_ids)
-    rows = []
-    for i, lock in enumerate(weeks, start=1):
-        totals = dict.fromkeys(("submitted", "adjusted", "commit", "best_case", "won"), ZERO)
-        for pk in member_ids:
-            values = computed.get((i, pk), NOTHING_COMPUTED)
-            stated = {each: submissions.get((i, pk, each), values.of(each)) for each in CALL_CATEGORIES}
-            called = {each: adjustments.get((i, pk, each), stated[each]) for each in CALL_CATEGORIES}
-            totals["submitted"] += cumulative(category, stated, values.won)
-            totals["adjusted"] += cumulative(category, called, values.won)
-            totals["commit"] += values.commit
-            totals["best_case"] += values.best_case
-            totals["won"] += values.won
-        rows.append(
-            TrendWeek(
-                lock=lock,
-                submitted=totals["submitted"],
-                adjusted=totals["adjusted"],
-                computed_commit=totals["commit"],
-                computed_best_case=totals["best_case"],
-                won=totals["won"],
-                quota=quota,
-            )
-        )
-    return rows
+    if not member_ids:
+        return [TrendWeek(lock, ZERO, ZERO, ZERO, ZERO, ZERO, quota) for lock in weeks]
+    parts, params, walks_history = _trend_computed(period, weeks, now=now, owner_ids=member_ids)
+    sql = _TREND_WEEKS_SQL.format(
+        computed=" UNION ALL ".join(parts),
+        stated=_entries_by_week_sql(ForecastSubmission),
+        called=_entries_by_week_sql(ForecastAdjustment),
+        submitted=_CUMULATIVE_SQL[category].format(p="s_"),
+        adjusted=_CUMULATIVE_SQL[category].format(p="a_"),
+    )
+    params |= {
+        "members": member_ids,
+        "n": len(weeks),
+        "weeks": weeks,
+        "last": weeks[-1],
+        "kind": period.kind,
+        "p_start": period.start,
+    }
+    if walks_history:
+        totals = _history_rows(sql, params)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            totals = cursor.fetchall()
+    return [
+        TrendWeek(weeks[i - 1], submitted, adjusted, commit, best_case, won, quota)
+        for i, submitted, adjusted, commit, best_case, won in totals
+    ]
 
 
 @dataclass(frozen=True)
