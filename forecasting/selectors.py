@@ -1179,6 +1179,54 @@ def _latest_entries(model, *, column: str, keys: Sequence[int], period: Period, 
     return {(key, category): CallEntry(amount, made, note, by_id) for key, category, amount, made, note, by_id in rows}
 
 
+# The latest submission and adjustment by `at`, per member or team and category, in one statement (each table by
+# its `(period, category, user or team, instant)` indexes). `source` 0 is a submission, 1 an adjustment.
+_LATEST_CALL_ENTRIES_SQL = """
+SELECT 0 AS source, * FROM (
+    SELECT DISTINCT ON (r.user_id, r.team_id, r.category)
+           r.user_id, r.team_id, r.category, r.amount, r.submitted_at, r.note, r.submitted_by_id
+      FROM forecasting_forecastsubmission r
+     WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.submitted_at <= %(at)s
+       AND (r.user_id = ANY(%(users)s::bigint[]) OR r.team_id = ANY(%(teams)s::bigint[]))
+     ORDER BY r.user_id, r.team_id, r.category, r.submitted_at DESC, r.id DESC
+) submitted
+UNION ALL
+SELECT 1, * FROM (
+    SELECT DISTINCT ON (r.user_id, r.team_id, r.category)
+           r.user_id, r.team_id, r.category, r.amount, r.adjusted_at, r.note, r.adjusted_by_id
+      FROM forecasting_forecastadjustment r
+     WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.adjusted_at <= %(at)s
+       AND (r.user_id = ANY(%(users)s::bigint[]) OR r.team_id = ANY(%(teams)s::bigint[]))
+     ORDER BY r.user_id, r.team_id, r.category, r.adjusted_at DESC, r.id DESC
+) adjusted
+"""
+
+
+def _latest_call_entries(
+    period: Period, *, at: datetime, user_ids: Sequence[int], team_ids: Sequence[int]
+) -> tuple[dict, dict, dict, dict]:
+    """The entries in effect at `at` (made at or before it): per (user, category) the latest submission and
+    adjustment of `user_ids`, and per (team, category) those of `team_ids`, as CallEntry."""
+    found: tuple[dict, dict, dict, dict] = ({}, {}, {}, {})
+    if not user_ids and not team_ids:
+        return found
+    params = {
+        "kind": period.kind,
+        "p_start": period.start,
+        "at": at,
+        "users": list(user_ids),
+        "teams": list(team_ids),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_LATEST_CALL_ENTRIES_SQL, params)
+        for source, user_id, team_id, category, amount, made, note, by_id in cursor.fetchall():
+            if user_id is not None:
+                found[source][(user_id, category)] = CallEntry(amount, made, note, by_id)
+            else:
+                found[2 + source][(team_id, category)] = CallEntry(amount, made, note, by_id)
+    return found
+
+
 def _quotas(period: Period, *, user_ids: Sequence[int], team_ids: Sequence[int]) -> tuple[dict, dict]:
     """Σ quota amount for exactly `period`, per user and per team."""
     rows = Quota.objects.filter(period_start=period.start, period_end=period.end).filter(
@@ -1216,22 +1264,13 @@ def forecast_rollup(*, user: User, period: Period, category: str, at: datetime |
     member_ids = [pk for pk, _, _ in members]
     seen_teams = Team.objects.all() if user.is_admin else Team.objects.filter(pk__in=_teams_seen_by(user))
     team_names = dict(seen_teams.values_list("pk", "name")) if user.is_active else {}
+    seen_team_ids = set(team_names)
     member_teams = {team_id for _, _, team_id in members if team_id is not None}
-    team_names |= dict(Team.objects.filter(pk__in=member_teams - set(team_names)).values_list("pk", "name"))
-    seen_team_ids = set(seen_teams.values_list("pk", flat=True)) if user.is_active else set()
+    team_names |= dict(Team.objects.filter(pk__in=member_teams - seen_team_ids).values_list("pk", "name"))
     run, computed = computed_call_values(period=period, owner_ids=member_ids)
-    submissions = _latest_entries(
-        ForecastSubmission, column="user_id", keys=member_ids, period=period, at=at, strict=False
-    )
-    adjustments = _latest_entries(
-        ForecastAdjustment, column="user_id", keys=member_ids, period=period, at=at, strict=False
-    )
     team_keys = sorted(seen_team_ids)
-    team_submissions = _latest_entries(
-        ForecastSubmission, column="team_id", keys=team_keys, period=period, at=at, strict=False
-    )
-    team_adjustments = _latest_entries(
-        ForecastAdjustment, column="team_id", keys=team_keys, period=period, at=at, strict=False
+    submissions, adjustments, team_submissions, team_adjustments = _latest_call_entries(
+        period, at=at, user_ids=member_ids, team_ids=team_keys
     )
     user_quotas, team_quotas = _quotas(period, user_ids=member_ids, team_ids=team_keys)
 
