@@ -1536,6 +1536,17 @@ def _trend_computed(
     return parts, params, True
 
 
+def fill_past_trend_points(period: Period, *, now: datetime | None = None) -> int:
+    """Keep the trend points of every lock of `period` already past at `now` (default now) not kept yet, so that
+    no reader of the trend walks the history (`forecasting.services.warm_forecast_trend`). Returns how many locks
+    are past."""
+    now = now or timezone.now()
+    past = [lock for lock in lock_instants(period) if lock < now]
+    if past:
+        _fill_trend_points(period, past)
+    return len(past)
+
+
 def _fill_trend_points(period: Period, locks: list[datetime]) -> None:
     """Compute and keep the trend points of the `locks` of `period` not kept yet (every owner's at once)."""
     marked = CallTrendPoint.objects.filter(

@@ -388,6 +388,43 @@ def test_a_write_reaching_into_the_past_forgets_the_points_from_then_on(org, q4_
     assert (after != before) == (change in ("dated move", "reopen", "delete"))
 
 
+def test_a_recompute_queues_the_warm_up_that_keeps_the_forgotten_points_before_anyone_reads(org, q4_deals, pipeline):
+    from unittest import mock
+
+    from forecasting import tasks
+    from tests.factories import stage
+    from tests.queries import capture_queries
+
+    _trend_now(org.admin)
+    commit = pipeline_services.move_deal(
+        deal=selectors_deal(org.teammate), stage=stage(pipeline, "Won"), actor=org.manager, at=at("2026-10-14 10:00")
+    )
+    assert commit.status == "won"
+    marks = CallTrendPoint.objects.filter(owner_id__isnull=True)
+    assert marks.count() == 2  # 5 and 12 October: the move on the 14th made the database forget the rest
+    services.clear_pending_trend_warm()
+    with mock.patch("forecasting.tasks.warm_forecast_trend_task.apply_async") as queued:
+        assert tasks.recompute_metrics_task() is not None
+        assert tasks.refresh_metrics_task() is not None
+    assert queued.call_count == 1  # once while pending: the refresh found it queued
+    with mock.patch.object(services, "warm_forecast_trend", return_value={}) as warmed:
+        tasks.warm_forecast_trend_task()
+    warmed.assert_called_once_with()
+    # What the task does, on 25 November: Q4's eight past locks kept again (November's four too).
+    assert services.warm_forecast_trend(now=at("2026-11-25 12:00")) == {"2026-Q4": 8, "2026-11": 4}
+    assert marks.filter(period_start=Q4.start).count() == 8
+    with capture_queries() as reading:
+        warm = _trend_now(org.admin)
+    assert not any(sql.startswith("INSERT") for sql in reading.sql)
+    assert warm == _trend_from_scratch(org.admin)
+
+
+def selectors_deal(owner):
+    from pipeline.models import Deal
+
+    return Deal.objects.get(owner=owner, forecast_category="commit")
+
+
 def test_the_open_week_reads_the_recompute_as_the_history_would_say_it(org, q4_deals):
     """The week still open takes the latest recompute's forecast rows (made on 25 November, inside that week): the
     same numbers the history gives at that instant, which the trend walks when there is no such recompute."""
