@@ -1026,6 +1026,29 @@ CALL_CATEGORIES = tuple(CallCategory.values)
 NOTHING_COMPUTED = CallValues(ZERO, ZERO, ZERO, ZERO)
 
 
+# The four numbers of the forecast call out of each owner's forecast snapshot, read as numeric in SQL: decoding
+# every row's whole JSON document in Python cost more than the query. Owners as one array parameter, so the
+# statement's text (and psycopg's parse of it) is the same for any number of members.
+_CALL_VALUES_SQL = """
+SELECT f.owner_id, (f."values"->>'won_amount')::numeric, (f."values"->>'commit')::numeric,
+       (f."values"->>'best_case')::numeric, (f."values"->>'weighted_learned')::numeric
+  FROM forecasting_metricsnapshot f
+ WHERE f.run_id = %(run)s AND f.metric = %(forecast)s AND f.group_kind = %(owner_kind)s
+   AND f.period_kind = %(kind)s AND f.period_start = %(p_start)s AND f.owner_id = ANY(%(owners)s::bigint[])
+"""
+
+
+def _forecast_rows_of(run: MetricsRun, period: Period) -> dict:
+    """The parameters naming the owners' forecast rows of `period` in `run`."""
+    return {
+        "run": run.pk,
+        "forecast": Metric.FORECAST,
+        "owner_kind": GroupKind.OWNER,
+        "kind": period.kind,
+        "p_start": period.start,
+    }
+
+
 def computed_call_values(
     *, period: Period, owner_ids: Sequence[int]
 ) -> tuple[MetricsRun | None, dict[int, CallValues]]:
@@ -1036,23 +1059,12 @@ def computed_call_values(
     run = latest_run()
     if run is None or not owner_ids:
         return run, {}
-    rows = MetricSnapshot.objects.filter(
-        run=run,
-        metric=Metric.FORECAST,
-        group_kind=GroupKind.OWNER,
-        period_kind=period.kind,
-        period_start=period.start,
-        owner_id__in=list(owner_ids),
-    ).values_list("owner_id", "values")
+    with connection.cursor() as cursor:
+        cursor.execute(_CALL_VALUES_SQL, {**_forecast_rows_of(run, period), "owners": list(owner_ids)})
+        rows = cursor.fetchall()
     found = {}
-    for owner_id, values in rows:
-        won = Decimal(values["won_amount"])
-        found[owner_id] = CallValues(
-            won=won,
-            commit=won + Decimal(values["commit"]),
-            best_case=won + Decimal(values["best_case"]),
-            most_likely=won + Decimal(values["weighted_learned"]),
-        )
+    for owner_id, won, commit, best_case, weighted in rows:
+        found[owner_id] = CallValues(won, won + commit, won + best_case, won + weighted)
     return run, found
 
 
@@ -1227,18 +1239,32 @@ def _latest_call_entries(
     return found
 
 
+# Σ quota amount for exactly a period, per user and per team (one of the two is set), ids as array parameters.
+_QUOTAS_SQL = """
+SELECT q.user_id, q.team_id, sum(q.amount)
+  FROM forecasting_quota q
+ WHERE q.period_start = %(start)s AND q.period_end = %(end)s
+   AND (q.user_id = ANY(%(users)s::bigint[]) OR q.team_id = ANY(%(teams)s::bigint[]))
+ GROUP BY q.user_id, q.team_id
+"""
+
+
 def _quotas(period: Period, *, user_ids: Sequence[int], team_ids: Sequence[int]) -> tuple[dict, dict]:
     """Σ quota amount for exactly `period`, per user and per team."""
-    rows = Quota.objects.filter(period_start=period.start, period_end=period.end).filter(
-        Q(user_id__in=list(user_ids)) | Q(team_id__in=list(team_ids))
-    )
     users: dict[int, Decimal] = {}
     teams: dict[int, Decimal] = {}
-    for user_id, team_id, amount in rows.values_list("user_id", "team_id", "amount"):
-        if user_id is not None:
-            users[user_id] = users.get(user_id, ZERO) + amount
-        else:
-            teams[team_id] = teams.get(team_id, ZERO) + amount
+    if not user_ids and not team_ids:
+        return users, teams
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _QUOTAS_SQL,
+            {"start": period.start, "end": period.end, "users": list(user_ids), "teams": list(team_ids)},
+        )
+        for user_id, team_id, amount in cursor.fetchall():
+            if user_id is not None:
+                users[user_id] = amount
+            else:
+                teams[team_id] = amount
     return users, teams
 
 
@@ -1522,7 +1548,7 @@ def _trend_computed(
     run = latest_run()
     if run is not None and since < run.as_of <= now and _run_has_forecast_of(run, period):
         parts.append(_TREND_OPEN_WEEK_FROM_RUN_SQL)
-        params |= {"run": run.pk, "forecast": Metric.FORECAST, "owner_kind": GroupKind.OWNER}
+        params |= _forecast_rows_of(run, period)
         return parts, params, False
     starts, ends = period_instants(period)
     parts.append(_TREND_OPEN_WEEK_FROM_HISTORY_SQL)
