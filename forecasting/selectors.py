@@ -8,7 +8,10 @@ up everyone's deals, to admins only.
 """
 
 import dataclasses
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -1489,7 +1492,7 @@ _CUMULATIVE_SQL = {
 # counts as zeros, as in the roll-up.
 _TREND_WEEKS_SQL = """
 WITH members (user_id) AS (SELECT unnest(%(members)s::bigint[])),
-weeks (i) AS (SELECT generate_series(1, %(n)s::int)),
+weeks (i) AS (SELECT generate_series(%(first)s::int, %(n)s::int)),
 computed (i, owner_id, won, commit_open, best_open) AS ({computed}),
 stated AS ({stated}),
 called AS ({called}),
@@ -1521,7 +1524,7 @@ SELECT i, sum({submitted}), sum({adjusted}), sum(computed_commit), sum(computed_
 
 
 def _trend_computed(
-    period: Period, weeks: list[datetime], *, now: datetime, owner_ids: list[int]
+    period: Period, weeks: list[datetime], *, past: list[datetime], now: datetime, owner_ids: list[int]
 ) -> tuple[list[str], dict, bool]:
     """The statements giving the computed columns of the trend at each lock of `weeks` (at `now` for the week
     still open), as the deal history held them: per week number from 1 and owner of `owner_ids`, won and the open
@@ -1533,16 +1536,14 @@ def _trend_computed(
     milliseconds to read; `forecasting.tasks.warm_forecast_trend` computes them after each recompute, so that no
     reader waits for it). The week still open reads the latest recompute when it ran inside that week, by `now`:
     the same forecast rows the roll-up reads, which are the history at the recompute's instant. Otherwise (no such
-    recompute, or `now` in the past) the history is walked at `now` for these owners.
+    recompute, or `now` in the past) the history is walked at `now` for these owners. `past`: the past locks to
+    read (their points kept already, by `_fill_trend_points`); none when the cache holds those weeks.
     """
-    real_now = timezone.now()
-    past = [lock for lock in weeks if lock <= now and lock < real_now]
     parts: list[str] = []
     params: dict = {"past": past}
     if past:
-        _fill_trend_points(period, past)
         parts.append(_TREND_POINTS_SQL)
-    if len(past) == len(weeks):
+    if weeks[-1] in past:
         return parts, params, False
     since = weeks[-2] if len(weeks) > 1 else period_instants(period)[0]
     run = latest_run()
@@ -1573,34 +1574,59 @@ def fill_past_trend_points(period: Period, *, now: datetime | None = None) -> in
     return len(past)
 
 
-def _fill_trend_points(period: Period, locks: list[datetime]) -> None:
-    """Compute and keep the trend points of the `locks` of `period` not kept yet (every owner's at once)."""
-    marked = CallTrendPoint.objects.filter(
-        period_kind=period.kind, period_start=period.start, lock__in=locks, owner_id__isnull=True
-    )
-    if marked.count() == len(locks):
-        return
+# What the kept past weeks of a period's trend are made of, as one tuple: the marks of `locks` (how many and the
+# newest id: a forgotten lock computed again has new ids) and how many submissions and adjustments of the period
+# there are (append-only, so the same count is the same rows). `forecast_trend` keys its cache on it.
+_TREND_VERSION_SQL = """
+SELECT (SELECT count(*) FROM forecasting_calltrendpoint p
+         WHERE p.period_kind = %(kind)s AND p.period_start = %(p_start)s AND p.lock = ANY(%(locks)s::timestamptz[])
+           AND p.owner_id IS NULL),
+       (SELECT max(p.id) FROM forecasting_calltrendpoint p
+         WHERE p.period_kind = %(kind)s AND p.period_start = %(p_start)s AND p.lock = ANY(%(locks)s::timestamptz[])
+           AND p.owner_id IS NULL),
+       (SELECT count(*) FROM forecasting_forecastsubmission r
+         WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s),
+       (SELECT count(*) FROM forecasting_forecastadjustment r
+         WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s)
+"""
+
+
+def _trend_version(period: Period, locks: list[datetime]) -> tuple:
+    with connection.cursor() as cursor:
+        cursor.execute(_TREND_VERSION_SQL, {"kind": period.kind, "p_start": period.start, "locks": locks})
+        return cursor.fetchone()
+
+
+def _fill_trend_points(period: Period, locks: list[datetime]) -> tuple:
+    """Compute and keep the trend points of the `locks` of `period` not kept yet (every owner's at once); returns
+    the version of what is kept then (`_TREND_VERSION_SQL`)."""
+    version = _trend_version(period, locks)
+    if version[0] == len(locks):
+        return version
     starts, ends = period_instants(period)
     with transaction.atomic(), connection.cursor() as cursor:
         # Exclusive against the history's writers (shared): a write committed before this statement's snapshot is
         # in the points, and one after it deletes them.
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CALL_TREND_LOCK])
-        missing = sorted(set(locks) - set(marked.values_list("lock", flat=True)))
-        if not missing:
-            return
-        cursor.execute("SET LOCAL jit = off")
-        cursor.execute(
-            _FILL_TREND_POINTS_SQL,
-            {
-                "kind": period.kind,
-                "weeks": missing,
-                "p_start": period.start,
-                "p_end": period.end,
-                "starts": starts,
-                "ends": ends,
-                "owners": None,
-            },
+        marked = CallTrendPoint.objects.filter(
+            period_kind=period.kind, period_start=period.start, lock__in=locks, owner_id__isnull=True
         )
+        missing = sorted(set(locks) - set(marked.values_list("lock", flat=True)))
+        if missing:
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute(
+                _FILL_TREND_POINTS_SQL,
+                {
+                    "kind": period.kind,
+                    "weeks": missing,
+                    "p_start": period.start,
+                    "p_end": period.end,
+                    "starts": starts,
+                    "ends": ends,
+                    "owners": None,
+                },
+            )
+    return _trend_version(period, locks)
 
 
 def _run_has_forecast_of(run: MetricsRun, period: Period) -> bool:
@@ -1650,7 +1676,40 @@ def forecast_trend(
         )
     if not member_ids:
         return [TrendWeek(lock, ZERO, ZERO, ZERO, ZERO, ZERO, quota) for lock in weeks]
-    parts, params, walks_history = _trend_computed(period, weeks, now=now, owner_ids=member_ids)
+    real_now = timezone.now()
+    past = [lock for lock in weeks if lock <= now and lock < real_now]
+    key = None
+    kept = None
+    if past:
+        version = _fill_trend_points(period, past)
+        key = _past_trend_key(period, category, member_ids, past, version)
+        kept = _cache_get(key)
+    totals = list(kept or [])
+    if len(totals) < len(weeks):
+        computed = _trend_weeks(
+            period, category, weeks, first=len(totals) + 1, past=[] if totals else past, now=now, members=member_ids
+        )
+        if key is not None and kept is None:
+            _cache_set(key, computed[: len(past)])
+        totals += computed
+    return [
+        TrendWeek(weeks[i - 1], submitted, adjusted, commit, best_case, won, quota)
+        for i, submitted, adjusted, commit, best_case, won in totals
+    ]
+
+
+def _trend_weeks(
+    period: Period,
+    category: str,
+    weeks: list[datetime],
+    *,
+    first: int,
+    past: list[datetime],
+    now: datetime,
+    members: list[int],
+) -> list[tuple]:
+    """The rows of `_TREND_WEEKS_SQL` for the weeks numbered `first` to the last, over `members`."""
+    parts, params, walks_history = _trend_computed(period, weeks, past=past, now=now, owner_ids=members)
     sql = _TREND_WEEKS_SQL.format(
         computed=" UNION ALL ".join(parts),
         stated=_entries_by_week_sql(ForecastSubmission),
@@ -1659,7 +1718,8 @@ def forecast_trend(
         adjusted=_CUMULATIVE_SQL[category].format(p="a_"),
     )
     params |= {
-        "members": member_ids,
+        "members": members,
+        "first": first,
         "n": len(weeks),
         "weeks": weeks,
         "last": weeks[-1],
@@ -1667,15 +1727,43 @@ def forecast_trend(
         "p_start": period.start,
     }
     if walks_history:
-        totals = _history_rows(sql, params)
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            totals = cursor.fetchall()
-    return [
-        TrendWeek(weeks[i - 1], submitted, adjusted, commit, best_case, won, quota)
-        for i, submitted, adjusted, commit, best_case, won in totals
-    ]
+        return _history_rows(sql, params)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+# The past weeks' totals of the trends read lately, in this process (a few hundred bytes each). In memory rather than
+# in Redis: no round trip, and nothing outlives the process, so a database restored from a backup, or the tests'
+# databases created anew, which give the same ids and counts to other rows, never meet an older entry.
+PAST_TREND_CACHE_SIZE = 256
+_past_trend_cache: OrderedDict[str, list[tuple]] = OrderedDict()
+_past_trend_cache_lock = threading.Lock()
+
+
+def _past_trend_key(period: Period, category: str, members: list[int], past: list[datetime], version: tuple) -> str:
+    """The cache key of the trend's past weeks: everything their totals are made of. The members (who they are,
+    as `user` sees them), the category, the locks, and the version of the points and of the submissions and
+    adjustments (`_TREND_VERSION_SQL`). A past week's computed columns are its points, and what was stated before
+    its lock is among the period's rows, which only grow; so a new submission or adjustment, a lock forgotten and
+    computed again, a member more or less, each makes another key. The quota is read apart, every time."""
+    made_of = repr((period.key, category, members, [lock.isoformat() for lock in past], version))
+    return hashlib.sha256(made_of.encode()).hexdigest()
+
+
+def _cache_get(key: str) -> list[tuple] | None:
+    with _past_trend_cache_lock:
+        found = _past_trend_cache.get(key)
+        if found is not None:
+            _past_trend_cache.move_to_end(key)
+        return found
+
+
+def _cache_set(key: str, value: list[tuple]) -> None:
+    with _past_trend_cache_lock:
+        _past_trend_cache[key] = value
+        while len(_past_trend_cache) > PAST_TREND_CACHE_SIZE:
+            _past_trend_cache.popitem(last=False)
 
 
 @dataclass(frozen=True)

@@ -388,6 +388,42 @@ def test_a_write_reaching_into_the_past_forgets_the_points_from_then_on(org, q4_
     assert (after != before) == (change in ("dated move", "reopen", "delete"))
 
 
+def test_the_past_weeks_come_from_the_cache_until_a_submission_an_adjustment_or_a_member_changes_them(org, q4_deals):
+    from unittest import mock
+
+    from accounts.models import User
+
+    first, mine = _trend_now(org.manager), _trend_now(org.rep)
+    with mock.patch.object(selectors, "_trend_weeks", wraps=selectors._trend_weeks) as computing:
+        assert _trend_now(org.manager) == first
+    # Eight past weeks from the cache: only the week still open was computed.
+    assert computing.call_args.kwargs["first"] == len(first) == 9
+
+    # A submission made (dated) before the second lock, after the first read: weeks 2 on take it.
+    submit(org.rep, "7777", when=at("2026-10-06 10:00"))
+    after = _trend_now(org.manager)
+    assert [week.submitted for week in _trend_now(org.rep)][1:3] == [D("7777.00")] * 2
+    for i in (1, 2):
+        assert after[i].submitted - first[i].submitted == D("7777") - mine[i].submitted
+    assert after[0] == first[0]
+
+    # An adjustment before the third lock: from week 3 on, the rep's adjusted value is it, raised to what they had
+    # won by then (their won deal closed on 11 October).
+    adjust(org.manager, org.rep, "100", when=at("2026-10-13 10:00"))
+    adjusted = _trend_now(org.manager)
+    won_then = computed(q4_deals, org.rep, "won")
+    assert adjusted[2].adjusted - after[2].adjusted == max(D("100"), won_then) - D("7777")
+    assert adjusted[1] == after[1]
+
+    # Another team's rep moved into the East team: their won deal (11 October) counts from the second lock on.
+    User.objects.filter(pk=org.other_rep.pk).update(team=org.team)
+    moved = _trend_now(org.manager)
+    assert moved[0].won == adjusted[0].won and moved[1].won - adjusted[1].won == q4_deals[org.other_rep][0]
+    # And every answer is the one computed without the cache.
+    selectors._past_trend_cache.clear()
+    assert _trend_now(org.manager) == moved
+
+
 def test_a_recompute_queues_the_warm_up_that_keeps_the_forgotten_points_before_anyone_reads(org, q4_deals, pipeline):
     from unittest import mock
 
