@@ -1434,12 +1434,29 @@ SELECT w.i, b.user_id, {pivot}
 """
 
 
-def _entries_by_week_sql(model) -> str:
-    """The statement of `_ENTRIES_BY_WEEK_SQL` for `model`: per week number (from 1) and user, the amount in effect
-    in each category (NULL when none was stated before that week's lock)."""
+# The same for one week only, the last (the past weeks in the cache): the latest row before its lock, per user and
+# category, without numbering and carrying forward every row of the period.
+_ENTRIES_OF_LAST_WEEK_SQL = """
+SELECT %(n)s::int AS i, b.user_id, {pivot}
+  FROM (
+    SELECT DISTINCT ON (r.user_id, r.category) r.user_id, r.category, r.amount
+      FROM {table} r
+     WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.user_id = ANY(%(members)s::bigint[])
+       AND r.{when} < %(last)s
+     ORDER BY r.user_id, r.category, r.{when} DESC, r.id DESC
+  ) b
+ GROUP BY b.user_id
+"""
+
+
+def _entries_by_week_sql(model, *, last_only: bool = False) -> str:
+    """The statement of `_ENTRIES_BY_WEEK_SQL` for `model` (of `_ENTRIES_OF_LAST_WEEK_SQL` when `last_only`): per
+    week number (from 1) and user, the amount in effect in each category (NULL when none was stated before that
+    week's lock)."""
     when = "submitted_at" if model is ForecastSubmission else "adjusted_at"
     pivot = ", ".join(f"max(b.amount) FILTER (WHERE b.category = '{each}') AS {each}" for each in CALL_CATEGORIES)
-    return _ENTRIES_BY_WEEK_SQL.format(table=model._meta.db_table, when=when, pivot=pivot)
+    template = _ENTRIES_OF_LAST_WEEK_SQL if last_only else _ENTRIES_BY_WEEK_SQL
+    return template.format(table=model._meta.db_table, when=when, pivot=pivot)
 
 
 # The advisory lock between the trend's cache fills and the history's writers (forecasting 0007): "trend" in ASCII.
@@ -1712,8 +1729,8 @@ def _trend_weeks(
     parts, params, walks_history = _trend_computed(period, weeks, past=past, now=now, owner_ids=members)
     sql = _TREND_WEEKS_SQL.format(
         computed=" UNION ALL ".join(parts),
-        stated=_entries_by_week_sql(ForecastSubmission),
-        called=_entries_by_week_sql(ForecastAdjustment),
+        stated=_entries_by_week_sql(ForecastSubmission, last_only=first == len(weeks)),
+        called=_entries_by_week_sql(ForecastAdjustment, last_only=first == len(weeks)),
         submitted=_CUMULATIVE_SQL[category].format(p="s_"),
         adjusted=_CUMULATIVE_SQL[category].format(p="a_"),
     )
