@@ -1195,50 +1195,73 @@ def _latest_entries(model, *, column: str, keys: Sequence[int], period: Period, 
 
 
 # The latest submission and adjustment by `at`, per member or team and category, in one statement (each table by
-# its `(period, category, user or team, instant)` indexes). `source` 0 is a submission, 1 an adjustment.
+# its `(period, category, user or team, instant)` indexes). `source` 0 is a submission, 1 an adjustment. Only the
+# roll-up's category needs the instant, note and author; the others count by their amount alone.
 _LATEST_CALL_ENTRIES_SQL = """
 SELECT 0 AS source, * FROM (
     SELECT DISTINCT ON (r.user_id, r.team_id, r.category)
-           r.user_id, r.team_id, r.category, r.amount, r.submitted_at, r.note, r.submitted_by_id
+           r.user_id, r.team_id, r.category, r.amount,
+           CASE WHEN r.category = %(category)s THEN r.submitted_at END,
+           CASE WHEN r.category = %(category)s THEN r.note END,
+           CASE WHEN r.category = %(category)s THEN r.submitted_by_id END
       FROM forecasting_forecastsubmission r
      WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.submitted_at <= %(at)s
-       AND (r.user_id = ANY(%(users)s::bigint[]) OR r.team_id = ANY(%(teams)s::bigint[]))
+       AND (r.user_id = ANY(%(users)s::bigint[]) OR r.team_id = ANY(%(teams)s::bigint[]) AND r.category = %(category)s)
      ORDER BY r.user_id, r.team_id, r.category, r.submitted_at DESC, r.id DESC
 ) submitted
 UNION ALL
 SELECT 1, * FROM (
     SELECT DISTINCT ON (r.user_id, r.team_id, r.category)
-           r.user_id, r.team_id, r.category, r.amount, r.adjusted_at, r.note, r.adjusted_by_id
+           r.user_id, r.team_id, r.category, r.amount,
+           CASE WHEN r.category = %(category)s THEN r.adjusted_at END,
+           CASE WHEN r.category = %(category)s THEN r.note END,
+           CASE WHEN r.category = %(category)s THEN r.adjusted_by_id END
       FROM forecasting_forecastadjustment r
      WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.adjusted_at <= %(at)s
-       AND (r.user_id = ANY(%(users)s::bigint[]) OR r.team_id = ANY(%(teams)s::bigint[]))
+       AND (r.user_id = ANY(%(users)s::bigint[]) OR r.team_id = ANY(%(teams)s::bigint[]) AND r.category = %(category)s)
      ORDER BY r.user_id, r.team_id, r.category, r.adjusted_at DESC, r.id DESC
 ) adjusted
 """
 
 
+@dataclass(frozen=True)
+class _CallEntries:
+    """The statements in effect at an instant: `amounts` per (source, user, category), 0 submitted and 1 adjusted,
+    for every category; and the entries of the roll-up's category, per user and per team."""
+
+    amounts: dict
+    submitted: dict
+    adjusted: dict
+    team_submitted: dict
+    team_adjusted: dict
+
+
 def _latest_call_entries(
-    period: Period, *, at: datetime, user_ids: Sequence[int], team_ids: Sequence[int]
-) -> tuple[dict, dict, dict, dict]:
-    """The entries in effect at `at` (made at or before it): per (user, category) the latest submission and
-    adjustment of `user_ids`, and per (team, category) those of `team_ids`, as CallEntry."""
-    found: tuple[dict, dict, dict, dict] = ({}, {}, {}, {})
+    period: Period, *, category: str, at: datetime, user_ids: Sequence[int], team_ids: Sequence[int]
+) -> _CallEntries:
+    """The entries in effect at `at` (made at or before it): of `user_ids` the latest submission and adjustment
+    per category (their amounts; for `category`, as CallEntry), and of `team_ids` those of `category`."""
+    found = _CallEntries({}, {}, {}, {}, {})
     if not user_ids and not team_ids:
         return found
     params = {
         "kind": period.kind,
         "p_start": period.start,
+        "category": category,
         "at": at,
         "users": list(user_ids),
         "teams": list(team_ids),
     }
+    entries = (found.submitted, found.adjusted, found.team_submitted, found.team_adjusted)
     with connection.cursor() as cursor:
         cursor.execute(_LATEST_CALL_ENTRIES_SQL, params)
-        for source, user_id, team_id, category, amount, made, note, by_id in cursor.fetchall():
+        for source, user_id, team_id, kind, amount, made, note, by_id in cursor.fetchall():
             if user_id is not None:
-                found[source][(user_id, category)] = CallEntry(amount, made, note, by_id)
+                found.amounts[(source, user_id, kind)] = amount
+                if kind == category:
+                    entries[source][user_id] = CallEntry(amount, made, note, by_id)
             else:
-                found[2 + source][(team_id, category)] = CallEntry(amount, made, note, by_id)
+                entries[2 + source][team_id] = CallEntry(amount, made, note, by_id)
     return found
 
 
@@ -1298,9 +1321,8 @@ def forecast_rollup(*, user: User, period: Period, category: str, at: datetime |
     team_names |= dict(Team.objects.filter(pk__in=member_teams - seen_team_ids).values_list("pk", "name"))
     run, computed = computed_call_values(period=period, owner_ids=member_ids)
     team_keys = sorted(seen_team_ids)
-    submissions, adjustments, team_submissions, team_adjustments = _latest_call_entries(
-        period, at=at, user_ids=member_ids, team_ids=team_keys
-    )
+    stated = _latest_call_entries(period, category=category, at=at, user_ids=member_ids, team_ids=team_keys)
+    amounts = stated.amounts
     user_quotas, team_quotas = _quotas(period, user_ids=member_ids, team_ids=team_keys)
 
     by_team: dict[int | None, list[MemberCall]] = {team_id: [] for team_id in team_names}
@@ -1308,8 +1330,10 @@ def forecast_rollup(*, user: User, period: Period, category: str, at: datetime |
         values = computed.get(pk, NOTHING_COMPUTED)
         raw = {}
         for each in CALL_CATEGORIES:
-            entry = adjustments.get((pk, each)) or submissions.get((pk, each))
-            raw[each] = entry.amount if entry else values.of(each)
+            amount = amounts.get((1, pk, each))
+            if amount is None:
+                amount = amounts.get((0, pk, each))
+            raw[each] = values.of(each) if amount is None else amount
         value = cumulative(category, raw, values.won)
         quota = user_quotas.get(pk)
         by_team.setdefault(team_id, []).append(
@@ -1317,8 +1341,8 @@ def forecast_rollup(*, user: User, period: Period, category: str, at: datetime |
                 user_id=pk,
                 name=name,
                 computed=values.of(category),
-                submitted=submissions.get((pk, category)),
-                adjusted=adjustments.get((pk, category)),
+                submitted=stated.submitted.get(pk),
+                adjusted=stated.adjusted.get(pk),
                 value=value,
                 won=values.won,
                 quota=quota,
@@ -1329,8 +1353,8 @@ def forecast_rollup(*, user: User, period: Period, category: str, at: datetime |
     for team_id in sorted(by_team, key=lambda key: (key is None, team_names.get(key, "").lower(), key or 0)):
         rows = by_team[team_id]
         value = sum((row.value for row in rows), ZERO)
-        submitted = team_submissions.get((team_id, category))
-        adjusted = team_adjustments.get((team_id, category))
+        submitted = stated.team_submitted.get(team_id)
+        adjusted = stated.team_adjusted.get(team_id)
         quota = team_quotas.get(team_id) if team_id in team_quotas else _sum(row.quota for row in rows)
         teams.append(
             TeamCall(

@@ -202,9 +202,14 @@ def test_rollup_takes_adjusted_else_submitted_else_computed(org, q4_deals):
     assert east.call == east.value  # no team number stated
     submit(org.manager, "4500", team=org.team, when=at("2026-10-09 10:00"))
     adjust(org.admin, org.team, "4100", when=at("2026-10-10 10:00"))
+    submit(org.manager, "9999", team=org.team, category="best_case", when=at("2026-10-11 10:00"))
     (east,) = selectors.forecast_rollup(user=org.manager, period=Q4, category="commit").teams
     assert east.submitted.amount == D("4500.00") and east.adjusted.amount == D("4100.00")
     assert east.call == D("4100.00") and east.value == D("4800.00")
+    # The team's best case is its own number, in that category only.
+    (east,) = selectors.forecast_rollup(user=org.manager, period=Q4, category="best_case").teams
+    assert east.submitted.amount == D("9999.00") and east.adjusted is None and east.call == D("9999.00")
+    assert east.submitted.at == at("2026-10-11 10:00") and east.submitted.by_id == org.manager.pk
 
 
 def test_rollup_is_cumulative_best_case_over_commit_over_won(org, q4_deals):
