@@ -251,8 +251,9 @@ PROTECTED_METHODS = {
 def plain_representation(serializer_class: type[serializers.Serializer]) -> Callable[[Any], dict]:
     """A function giving what `serializer_class(instance).data` gives, compiled once from the serializer's fields.
 
-    For computed reads (the forecast call's roll-up and trend) that serialize hundreds of nested rows per answer,
-    DRF's per-field `get_attribute` and timezone machinery cost more than the SQL. The serializer stays the schema
+    For computed reads that serialize hundreds of nested rows per answer, DRF's per-field `get_attribute` and
+    timezone machinery cost more than the SQL (the forecast call's roll-up and trend, the hottest, are now shaped by
+    hand in `forecasting.api.serializers`, cheaper still). The serializer stays the schema
     (drf-spectacular documents it); this walks its fields once and keeps, per field, the attribute path and a
     converter. Decimal, date-time, nested and many=True fields are converted here; every other field by its own
     `to_representation`. tests/api/test_plumbing.py checks both give the same JSON.
@@ -268,7 +269,7 @@ def plain_representation(serializer_class: type[serializers.Serializer]) -> Call
         elif isinstance(child, serializers.DecimalField) and _fixed_point_string(child):
             convert = f"{{:.{child.decimal_places}f}}".format
         elif isinstance(child, serializers.DateTimeField) and _iso_in_current_zone(child):
-            convert = _iso_datetime
+            convert = iso_datetime
         else:
             convert = child.to_representation
         fields.append((name, field.source_attrs, convert, many))
@@ -335,7 +336,7 @@ def list_representation(serializer_class: type[serializers.Serializer]) -> Calla
         elif isinstance(field, serializers.DecimalField) and _fixed_point_string(field):
             convert = f"{{:.{field.decimal_places}f}}".format
         elif isinstance(field, serializers.DateTimeField) and _iso_in_current_zone(field):
-            convert = _iso_datetime
+            convert = iso_datetime
         elif isinstance(field, _CONTEXT_FREE_FIELDS) and not column.is_relation:
             convert = field.to_representation
         else:
@@ -363,8 +364,8 @@ def _iso_in_current_zone(field: serializers.DateTimeField) -> bool:
     return isinstance(output, str) and output.lower() == ISO_8601 and not hasattr(field, "timezone")
 
 
-def _iso_datetime(value) -> str:
-    # As DRF's DateTimeField: aware, in the current time zone, ISO 8601, UTC written "Z".
+def iso_datetime(value) -> str:
+    """An aware date-time as DRF's DateTimeField writes it: in the current time zone, ISO 8601, UTC as "Z"."""
     text = value.astimezone(timezone.get_current_timezone()).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 

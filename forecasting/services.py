@@ -35,12 +35,13 @@ from forecasting.models import (
     Quota,
 )
 from forecasting.periods import Period
-from forecasting.selectors import latest_run, learning_settings, period_is_locked
+from forecasting.selectors import fill_past_trend_points, latest_run, learning_settings, period_is_locked
 
 logger = logging.getLogger(__name__)
 
 PENDING_RECOMPUTE_CACHE_KEY = "metrics-recompute-pending"
 PENDING_REFRESH_CACHE_KEY = "metrics-refresh-pending"
+PENDING_TREND_WARM_CACHE_KEY = "forecast-trend-warm-pending"
 
 
 def recompute_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
@@ -132,6 +133,41 @@ def request_refresh() -> bool:
         lifetime=settings.METRICS_REFRESH_SECONDS * 1.5,
         what="metrics refresh",
     )
+
+
+def request_trend_warm() -> bool:
+    """Queue one `warm_forecast_trend` unless one is already pending; True if this call queued it.
+
+    Called after each recompute and refresh: a write reaching into the past made the database forget the trend's
+    points from then on (forecasting 0007), and walking a million-deal history again takes seconds, which the
+    worker pays rather than the next reader of the forecast call.
+    """
+    from forecasting.tasks import warm_forecast_trend_task
+
+    return _queue_once(
+        warm_forecast_trend_task,
+        mark=PENDING_TREND_WARM_CACHE_KEY,
+        countdown=0,
+        lifetime=settings.METRICS_RECOMPUTE_SECONDS,
+        what="forecast trend warm-up",
+    )
+
+
+def clear_pending_trend_warm() -> None:
+    """Forget the pending mark, so that the next recompute or refresh queues a new warm-up."""
+    _clear_mark(PENDING_TREND_WARM_CACHE_KEY, "forecast trend warm-up")
+
+
+def warm_forecast_trend(*, now: datetime | None = None) -> dict[str, int]:
+    """Keep the trend points of the past weeks of the current month and quarter (`CALL_PERIOD_KINDS`) that the
+    history's writers made the database forget, or that were never computed; returns, per period key, how many of
+    its locks are past. Idempotent: a point kept is never computed again until forgotten."""
+    now = now or timezone.now()
+    warmed = {}
+    for kind in CALL_PERIOD_KINDS:
+        period = Period.containing(timezone.localdate(now), kind)
+        warmed[period.key] = fill_past_trend_points(period, now=now)
+    return warmed
 
 
 def _queue_once(task, *, mark: str, countdown: float, lifetime: float, what: str) -> bool:

@@ -34,6 +34,7 @@ def recompute_metrics_task(reason: str = "schedule") -> int | None:
         if reason == "change" or not services.configuration_is_current():
             services.request_recompute()
         return None
+    services.request_trend_warm()
     return run.pk
 
 
@@ -63,4 +64,21 @@ def refresh_metrics_task(reason: str = "schedule") -> int | None:
         else:
             services.request_refresh()
         return None
+    services.request_trend_warm()
     return run.pk
+
+
+@shared_task(
+    name="forecasting.warm_forecast_trend",
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=5,
+    ignore_result=False,
+)
+def warm_forecast_trend_task(reason: str = "change") -> dict[str, int]:
+    """Keep the forecast trend's past points of the current month and quarter (`services.warm_forecast_trend`),
+    so that the first reader after a recompute does not walk the deal history. Idempotent."""
+    services.clear_pending_trend_warm()
+    return services.warm_forecast_trend()

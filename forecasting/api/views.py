@@ -31,7 +31,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Team
 from accounts.selectors import visible_users
-from config.api import DestroyMixin, UpdateMixin, VisibleViewSet, plain_representation, representation_etag
+from config.api import DestroyMixin, UpdateMixin, VisibleViewSet, representation_etag
 from config.rest import ApiPagination, OrderingFilter
 from forecasting import selectors, services
 from forecasting.api.filters import ForecastAdjustmentFilter, ForecastSubmissionFilter, QuotaFilter
@@ -77,6 +77,8 @@ from forecasting.api.serializers import (
     WinRateRowSerializer,
     history_page_of,
     page_of,
+    rollup_representation,
+    trend_representation,
 )
 from forecasting.models import (
     ForecastAdjustment,
@@ -654,11 +656,6 @@ class ForecastAdjustmentViewSet(VisibleViewSet):
         return self.detail_response(adjustment, status_code=status.HTTP_201_CREATED)
 
 
-# A roll-up answer holds some 3,000 fields for a 20-team company: DRF's per-field machinery cost more than its SQL.
-ROLLUP_REPRESENTATION = plain_representation(RollupSerializer)
-TREND_REPRESENTATION = plain_representation(TrendSerializer)
-
-
 @extend_schema(
     parameters=[RollupQuerySerializer],
     responses={200: RollupSerializer},
@@ -672,7 +669,7 @@ class ForecastRollupView(ComputedReadView):
         query = RollupQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         rollup = selectors.forecast_rollup(user=request.user, **query.validated_data)
-        return Response(ROLLUP_REPRESENTATION(rollup))
+        return Response(rollup_representation(rollup))
 
 
 @extend_schema(
@@ -696,8 +693,7 @@ class ForecastTrendView(ComputedReadView):
         weeks = selectors.forecast_trend(
             user=request.user, period=params["period"], category=params["category"], team=team
         )
-        data = {"period": params["period"].key, "category": params["category"], "weeks": weeks}
-        return Response(TREND_REPRESENTATION(data))
+        return Response(trend_representation(params["period"].key, params["category"], weeks))
 
 
 @extend_schema(
