@@ -1,7 +1,7 @@
 """Plain factory functions for tests. Deals, leads and activities are made through the services, as in the app."""
 
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -78,10 +78,10 @@ def make_qualified_deal(*, owner: User, pipeline: Pipeline, **fields: Any) -> De
     return make_deal(owner=owner, pipeline=pipeline, **fields)
 
 
-def leave_untouched(deal: Deal, *, days: float) -> Deal:
-    """Date the deal's last touch `days` ago, as if nothing had happened to it since (the triggers of
-    pipeline.touches never move the stamp back, so this writes it as a bulk load would)."""
-    at = timezone.now() - timedelta(days=days)
+def leave_untouched(deal: Deal, *, days: float | None = None, since: datetime | None = None) -> Deal:
+    """Date the deal's last touch `days` ago (or at `since`), as if nothing had happened to it since (the triggers
+    of pipeline.touches never move the stamp back, so this writes it as a bulk load would)."""
+    at = since if since is not None else timezone.now() - timedelta(days=days or 0)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT set_config(%s, 'on', true)", [BULK_LOAD_SETTING])
         cursor.execute("UPDATE pipeline_deal SET last_touched_at = %s WHERE id = %s", [at, deal.pk])

@@ -99,7 +99,7 @@ def _deal_context(request: HttpRequest, deal: Deal) -> dict:
         "activities": list(selectors.deal_activities(deal=deal)),
         "activity_form": ActivityForm(),
         "can_edit": can_edit,
-        "is_stale": selectors.is_stale(deal),
+        "staleness": selectors.staleness(deal),
         "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
         "now": timezone.now(),
     }
@@ -167,11 +167,12 @@ def _fields_saved(request: HttpRequest, deal: Deal) -> HttpResponse:
     """The saved fields, and the page's header drawn again out of band: its Move form carries the new version and
     its figures the new values, so the next move is not refused as someone else's change."""
     response = render(request, "pipeline/partials/deal_fields.html", {"deal": deal, "can_edit": True})
+    deal.refresh_from_db(fields=["last_touched_at"])  # the save touched it, in the database (pipeline.touches)
     head = {
         "deal": deal,
         "can_edit": True,
         "stages": list(deal.pipeline.stages.order_by("order")),
-        "is_stale": selectors.is_stale(deal),
+        "staleness": selectors.staleness(deal),
         "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
         "oob": True,
     }
@@ -284,7 +285,7 @@ def deal_field(request: HttpRequest, pk: int, name: str) -> HttpResponse:
         "deal": deal,
         "can_edit": True,
         "stages": list(deal.pipeline.stages.order_by("order")),
-        "is_stale": selectors.is_stale(deal),
+        "staleness": selectors.staleness(deal),
         "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
         "oob": True,
     }
