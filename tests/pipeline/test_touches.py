@@ -164,3 +164,23 @@ def test_the_back_fill_takes_the_latest_of_entry_update_done_activities_and_note
         assert touches.restamp_last_touched(cursor, [deal.pk, other.pk]) == 2
     assert touched_at(deal) == note_added
     assert touched_at(other) == now - timedelta(days=45)
+
+
+def test_every_column_of_a_deal_is_either_edited_or_kept_by_the_system():
+    # A new field must be named in one of the two (and the trigger re-created), or its edits would touch nothing.
+    columns = [field.column for field in Deal._meta.concrete_fields if not field.primary_key]
+    assert sorted(columns) == sorted(touches.EDITED_COLUMNS + touches.SYSTEM_COLUMNS)
+
+
+def test_activities_inserted_in_one_statement_touch_each_deal_at_its_latest(rep, old_deal, pipeline):
+    other = leave_untouched(make_deal(owner=rep, pipeline=pipeline), days=LONG_AGO)
+    now = timezone.now()
+    Activity.objects.bulk_create(
+        [
+            Activity(kind="call", subject="a", deal=old_deal, owner=rep, done_at=now - timedelta(days=3)),
+            Activity(kind="call", subject="b", deal=old_deal, owner=rep, done_at=now - timedelta(days=2)),
+            Activity(kind="call", subject="c", deal=other, owner=rep, due_at=now + timedelta(days=1)),  # planned
+        ]
+    )
+    assert touched_at(old_deal) == now - timedelta(days=2)
+    assert touched_at(other) == other.last_touched_at
