@@ -38,13 +38,13 @@ from forecasting.api.filters import ForecastAdjustmentFilter, ForecastSubmission
 from forecasting.api.params import (
     CalendarPeriodMetricQuerySerializer,
     CommitReliabilityQuerySerializer,
-    MetricFilterSerializer,
     PacingQuerySerializer,
     PeriodMetricQuerySerializer,
     RollupQuerySerializer,
     SlippageQuerySerializer,
     StagePeriodMetricQuerySerializer,
     StageTimeQuerySerializer,
+    StaleDealsQuerySerializer,
     TrendQuerySerializer,
     WaterfallDealsQuerySerializer,
     WaterfallQuerySerializer,
@@ -246,23 +246,28 @@ class LeadMetricsViewSet(MetricViewSet):
         "StaleDealPage",
         StaleDealRowSerializer,
         reasons=StaleReasonsSerializer(
-            help_text="Count and amount of the stale deals of every page by reason; `total` counts each deal once."
+            allow_null=True,
+            help_text="With `reasons=true`: count and amount of the stale deals of every page by reason; `total` "
+            "counts each deal once. Else null.",
         ),
     ),
     "One row per stale open deal the user may see, with each reason it is stale for: in its stage longer than the "
     "stage's rotting days (`in_stage_too_long`), with no next step (no planned activity ahead), or with no activity "
     "for longer than the rotting days (`no_activity`: its last touch, a creation, edit, move, done activity or note, "
-    "is older); as of the recompute. `reasons` adds them up over the whole list. `group` is always `owner`.",
+    "is older); as of the recompute. `reasons=true` adds them up over the whole list. `group` is always `owner`.",
 )
 class StaleDealsViewSet(MetricViewSet):
     metric = Metric.STALE
     serializer_class = StaleDealRowSerializer
-    query_serializer = MetricFilterSerializer
+    query_serializer = StaleDealsQuerySerializer
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().list(request, *args, **kwargs)
+        params = self.query_serializer(data=request.query_params)
+        params.is_valid(raise_exception=True)  # already checked by the read: this only reads `reasons` back
         results = response.data.pop("results")  # still last
-        response.data["reasons"] = StaleReasonsSerializer(stale_reasons(self.rows)).data
+        asked = params.validated_data["reasons"] and self.rows is not None
+        response.data["reasons"] = StaleReasonsSerializer(stale_reasons(self.rows)).data if asked else None
         response.data["results"] = results
         return response
 

@@ -183,7 +183,9 @@ def test_stale_deals_add_up_each_reason_and_count_a_deal_once_in_the_total(admin
         stale_deal("2026-11-20", 7, next_step=True),  # not stale
     ]
     recompute_metrics(as_of=AS_OF)
-    body = admin.get("/api/v1/metrics/stale-deals/", {"page_size": 1}).json()
+    assert admin.get("/api/v1/metrics/stale-deals/").json()["reasons"] is None  # only when asked: it reads every row
+    assert admin.get("/api/v1/metrics/stale-deals/", {"reasons": "perhaps"}).status_code == 400
+    body = admin.get("/api/v1/metrics/stale-deals/", {"page_size": 1, "reasons": "true"}).json()
     assert len(body["results"]) == 1  # the reasons are of every page
 
     # Plain Python over the same rows.
@@ -207,7 +209,7 @@ def test_stale_deals_add_up_each_reason_and_count_a_deal_once_in_the_total(admin
     first = body["results"][0]
     assert {"in_stage_too_long", "no_next_step", "no_activity", "days_since_touch", "last_touched_at"} <= set(first)
     # Filters narrow the reasons too: another owner has none.
-    other = admin.get("/api/v1/metrics/stale-deals/", {"owner": org.other_rep.pk}).json()["reasons"]
+    other = admin.get("/api/v1/metrics/stale-deals/", {"owner": org.other_rep.pk, "reasons": "true"}).json()["reasons"]
     assert other["total"] == {"count": 0, "amount": "0.00"}
 
 
