@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from pipeline import selectors, services, touches
@@ -184,3 +185,28 @@ def test_activities_inserted_in_one_statement_touch_each_deal_at_its_latest(rep,
     )
     assert touched_at(old_deal) == now - timedelta(days=2)
     assert touched_at(other) == other.last_touched_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_back_fills_the_latest_of_entry_update_done_activities_and_notes(pipeline):
+    rep = make_user()
+    idle, called, noted = (make_deal(owner=rep, pipeline=pipeline) for _ in range(3))
+    now = timezone.now()
+    days = lambda n: now - timedelta(days=n)  # noqa: E731
+    executor = MigrationExecutor(connection)
+    executor.migrate([("forecasting", "0007_call_trend_points"), ("pipeline", "0019_saved_deal_view")])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pipeline_deal SET created_at = %s, stage_entered_at = %s, updated_at = %s WHERE id = ANY(%s)",
+            [days(90), days(80), days(70), [idle.pk, called.pk, noted.pk]],
+        )
+        activity = "INSERT INTO pipeline_activity (kind, subject, note, deal_id, owner_id, due_at, done_at, created_at,"
+        activity += " updated_at) VALUES (%s, 's', '', %s, %s, %s, %s, %s, now())"
+        cursor.execute(activity, ["call", called.pk, rep.pk, None, days(20), days(25)])  # done
+        cursor.execute(activity, ["call", called.pk, rep.pk, days(-5), None, days(1)])  # planned: no touch
+        cursor.execute(activity, ["note", noted.pk, rep.pk, days(-5), None, days(10)])  # a note, added
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    stamps = dict(Deal.objects.values_list("pk", "last_touched_at"))
+    assert (stamps[idle.pk], stamps[called.pk], stamps[noted.pk]) == (days(70), days(20), days(10))
