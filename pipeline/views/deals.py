@@ -167,7 +167,6 @@ def _fields_saved(request: HttpRequest, deal: Deal) -> HttpResponse:
     """The saved fields, and the page's header drawn again out of band: its Move form carries the new version and
     its figures the new values, so the next move is not refused as someone else's change."""
     response = render(request, "pipeline/partials/deal_fields.html", {"deal": deal, "can_edit": True})
-    deal.refresh_from_db(fields=["last_touched_at"])  # the save touched it, in the database (pipeline.touches)
     head = {
         "deal": deal,
         "can_edit": True,
