@@ -36,7 +36,8 @@ TOKEN_PREFIX = re.compile(r"[0-9a-f]{12}")
 # --- The audit trail (every app's services write it, inside their own transaction) -----------------------------------
 
 # Bookkeeping that changes with every write and says nothing about who changed what.
-_NOT_AUDITED = frozenset({"id", "updated_at", "version"})
+# last_touched_at: stamped by the database (pipeline.touches), not a change anyone made.
+_NOT_AUDITED = frozenset({"id", "updated_at", "version", "last_touched_at"})
 
 
 def audited_values(instance: models.Model) -> dict[str, Any]:

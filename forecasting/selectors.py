@@ -21,7 +21,9 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Count, DecimalField, Q, QuerySet, Sum, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from accounts.models import Role, Team, User
@@ -42,6 +44,7 @@ from forecasting.models import (
 )
 from forecasting.periods import ALL_TIME, Period, Window
 from pipeline.models import Pipeline, Stage, StageKind
+from pipeline.selectors import STALE_REASONS
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,22 @@ def metric_rows(*, user: User, query: SnapshotQuery) -> MetricRows:
     groups = _groups_of(user, query)
     rows = [] if groups.none else _live(query, groups, run=run, at=now)
     return MetricRows(run, _with_every_group(query, rows, groups, run=run, at=now), live_at=now)
+
+
+def stale_reasons(rows: QuerySet[MetricSnapshot]) -> dict[str, dict[str, Any]]:
+    """Count and amount of the stale-deal rows `rows` (visible, filtered) by reason, and in `total` each deal once
+    (a deal stale for several reasons is one row): one aggregate query, whatever the number of rows."""
+    amount = Coalesce(Cast(KT("values__amount"), DecimalField(max_digits=20, decimal_places=2)), Value(Decimal(0)))
+    aggregates: dict[str, Any] = {"total_count": Count("pk"), "total_amount": Sum(amount)}
+    for reason in STALE_REASONS:
+        only = Q(**{f"values__{reason}": True})
+        aggregates[f"{reason}_count"] = Count("pk", filter=only)
+        aggregates[f"{reason}_amount"] = Sum(amount, filter=only)
+    sums = rows.order_by().aggregate(**aggregates)
+    return {
+        key: {"count": sums[f"{key}_count"], "amount": sums[f"{key}_amount"] or Decimal(0)}
+        for key in ("total", *STALE_REASONS)
+    }
 
 
 def _intrinsic(metric: str) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.functions import Lower, Upper
+from django.db.models.functions import Lower, Now, Upper
 from django.utils import timezone
 
 
@@ -356,6 +356,9 @@ class Deal(BantFields):
     # the open stages the deal ever entered, null before it entered one. The funnel and the learned probabilities
     # read it instead of aggregating all of the stage history on every recompute.
     furthest_open_order = models.SmallIntegerField(null=True, blank=True, editable=False)
+    # Stamped by the database (pipeline.touches): its creation, an edit of a field, a done activity or a note.
+    # Rotting by inactivity reads it. The default only makes Django leave it to the trigger and read it back.
+    last_touched_at = models.DateTimeField(db_default=Now(), editable=False)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
@@ -390,6 +393,8 @@ class Deal(BantFields):
                 name="deal_cohort_idx",
             ),
             models.Index(fields=["updated_at"], name="deal_updated_idx"),
+            # The stale-deals metric and the `stale=` filter: open deals untouched since before a cut-off.
+            models.Index(fields=["status", "last_touched_at"], name="deal_last_touch_idx"),
             trigram_index("title", "deal_title_trgm_idx"),
             trigram_index("external_id", "deal_extid_trgm_idx"),
         ]

@@ -158,9 +158,38 @@ class StaleDealRowSerializer(serializers.Serializer):
     source = serializers.CharField(allow_null=True)
     days_in_stage = _number("days_in_stage", "Days since the deal entered its stage.", null=False)
     rotting_days = _count("rotting_days", "The stage's rotting days.")
-    rotting = serializers.BooleanField(source="values.rotting", help_text="days_in_stage > rotting_days.")
+    rotting = serializers.BooleanField(
+        source="values.rotting", help_text="The former name of in_stage_too_long, with the same value."
+    )
+    in_stage_too_long = serializers.BooleanField(
+        source="values.in_stage_too_long", help_text="days_in_stage > rotting_days."
+    )
     no_next_step = serializers.BooleanField(source="values.no_next_step", help_text="No planned activity ahead.")
+    no_activity = serializers.BooleanField(
+        source="values.no_activity",
+        help_text="Rotting by inactivity: days_since_touch > rotting_days (a touch: its creation, an edit of a "
+        "field, a move, a done activity or a note).",
+    )
+    days_since_touch = _number("days_since_touch", "Days since the deal's last touch.", null=False)
     stage_entered_at = serializers.DateTimeField(source="values.stage_entered_at")
+    last_touched_at = serializers.DateTimeField(source="values.last_touched_at")
+    amount = _amount("amount", "The deal's amount (null when it has none).", null=True)
+    currency = serializers.CharField(source="values.currency")
+
+
+class StaleReasonSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    amount = serializers.DecimalField(max_digits=20, decimal_places=2, help_text="Σ amount (a missing one: 0).")
+
+
+class StaleReasonsSerializer(serializers.Serializer):
+    """The stale deals of the whole list (every page, with its filters) by reason; `total` counts a deal stale for
+    several reasons once, so it may be less than the sum of the reasons."""
+
+    total = StaleReasonSerializer()
+    in_stage_too_long = StaleReasonSerializer()
+    no_next_step = StaleReasonSerializer()
+    no_activity = StaleReasonSerializer()
 
 
 @reads(Metric.FORECAST)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("pipeline", "0019_saved_deal_view"),
+        ("pipeline", "0020_deal_last_touched"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -101,7 +101,7 @@ def _deal_context(request: HttpRequest, deal: Deal) -> dict:
         "activities": list(selectors.deal_activities(deal=deal)),
         "activity_form": ActivityForm(),
         "can_edit": can_edit,
-        "is_stale": selectors.is_stale(deal),
+        "staleness": selectors.staleness(deal),
         "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
         "now": timezone.now(),
     }
@@ -173,7 +173,7 @@ def _fields_saved(request: HttpRequest, deal: Deal) -> HttpResponse:
         "deal": deal,
         "can_edit": True,
         "stages": list(deal.pipeline.stages.order_by("order")),
-        "is_stale": selectors.is_stale(deal),
+        "staleness": selectors.staleness(deal),
         "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
         "oob": True,
     }
@@ -286,7 +286,7 @@ def deal_field(request: HttpRequest, pk: int, name: str) -> HttpResponse:
         "deal": deal,
         "can_edit": True,
         "stages": list(deal.pipeline.stages.order_by("order")),
-        "is_stale": selectors.is_stale(deal),
+        "staleness": selectors.staleness(deal),
         "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
         "oob": True,
     }

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from pipeline import services
 from pipeline.models import Activity, Deal, Lead
-from tests.factories import make_deal, make_lost_reason, make_pipeline, stage
+from tests.factories import leave_untouched, make_deal, make_lost_reason, make_pipeline, stage
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -294,6 +294,27 @@ def test_a_deal_past_its_rotting_days_is_marked_stale(page, org, board_pipeline)
 
     assert page.locator(".deal-card", has_text="Old").locator(".badge.stale").inner_text() == "Stale 40d"
     assert page.locator(".deal-card", has_text="Fresh").locator(".badge.stale").count() == 0
+
+
+def test_a_deal_untouched_longer_than_its_rotting_days_is_red_and_a_touched_one_is_not(page, org, board_pipeline):
+    # Both left alone for 40 days (the stages rot after 30); then a call on one of them, logged as done today.
+    untouched = leave_untouched(make_deal(owner=org.rep, pipeline=board_pipeline, title="Forgotten"), days=40)
+    touched = leave_untouched(make_deal(owner=org.rep, pipeline=board_pipeline, title="Called"), days=40)
+    services.log_activity(actor=org.rep, kind="call", subject="Checked in", deal=touched)
+    open_board(page, "rep")
+
+    red = page.locator(f"#deal-{untouched.pk}")
+    assert "is-inactive" in red.get_attribute("class")
+    assert red.locator(".badge.rotting").inner_text() == "No activity for 40 days"
+    assert red.evaluate("card => getComputedStyle(card).borderLeftColor") == "rgb(220, 38, 38)"
+    calm = page.locator(f"#deal-{touched.pk}")
+    assert "is-inactive" not in calm.get_attribute("class")
+    assert calm.locator(".badge.rotting").count() == 0
+    assert calm.evaluate("card => getComputedStyle(card).borderLeftColor") != "rgb(220, 38, 38)"
+
+    # The deal page says it too.
+    page.goto(f"/deals/{untouched.pk}/")
+    assert page.locator("#deal-inactive").inner_text() == "No activity for 40 days"
 
 
 def test_logging_an_activity_on_the_deal_page(page, org, board_pipeline):
