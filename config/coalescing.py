@@ -3,8 +3,10 @@
 The domain signals are sent after commit, one per change (`pipeline.services`), and each deal signal asks for a
 metrics refresh. A batch of 200 writes in one transaction would ask 200 times: 200 round trips to Redis, and as
 many refresh tasks as a worker manages to start meanwhile. Inside `coalescing_commit_hooks()` those asks are
-gathered by `once` and run once, after the last on-commit callback of the block. Nothing here knows what the work
-is: receivers name it (`forecasting.receivers`), so this module imports no app.
+gathered by `once` and run once, after the last on-commit callback of the block; `gather` collects the items of
+work done for each change (the webhook events of 200 deals) and hands them over in one list, so that they are
+written set-based. Nothing here knows what the work is: receivers name it (`forecasting.receivers`,
+`pipeline.webhooks.receivers`), so this module imports no app.
 """
 
 import logging
@@ -29,6 +31,30 @@ def once(key: str, work: Callable[[], Any]) -> None:
         work()
     else:
         gathered.setdefault(key, work)
+
+
+class _Gathering:
+    """The items `gather` collected for one key, and the work that takes them all."""
+
+    def __init__(self, work: Callable[[list], Any]):
+        self.work = work
+        self.items: list = []
+
+    def __call__(self) -> Any:
+        return self.work(self.items)
+
+
+def gather(key: str, item: Any, work: Callable[[list], Any]) -> None:
+    """Run `work([item])` now; or, while the on-commit callbacks of a `coalescing_commit_hooks()` block run, once
+    after the last of them with every item given for `key`, in the order given (the first `work` is run)."""
+    gathered = _gathered.get()
+    if gathered is None:
+        work([item])
+        return
+    gathering = gathered.get(key)
+    if not isinstance(gathering, _Gathering):
+        gathering = gathered.setdefault(key, _Gathering(work))
+    gathering.items.append(item)
 
 
 @contextmanager

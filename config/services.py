@@ -54,12 +54,14 @@ def apply_fields(
     fields: Iterable[str],
     *,
     before_save: Callable[[list[str]], None] | None = None,
+    save: Callable[[list[str]], None] | None = None,
 ) -> list[str]:
     """Set `data` on the saved `instance` as `set_fields` does and, when a value changed, save only the columns
     that changed (with the `auto_now` timestamps); return the names of `data` whose value changed.
 
     `before_save(changed)` runs between the two when something changed: validation (raising leaves the row as it
-    was) and derived values, whose columns are saved too. Nothing is written when nothing changed.
+    was) and derived values, whose columns are saved too. Nothing is written when nothing changed. `save(columns)`,
+    when given, is called with the names of the columns to save instead of saving them (a batch writes them later).
     """
     before = _column_values(instance)
     changed = set_fields(instance, data, fields)
@@ -73,5 +75,8 @@ def apply_fields(
         for field in instance._meta.concrete_fields
         if not field.primary_key and (_changed(field, before, after) or getattr(field, "auto_now", False))
     ]
-    instance.save(update_fields=update_fields)
+    if save is not None:
+        save(update_fields)
+    else:
+        instance.save(update_fields=update_fields)
     return changed

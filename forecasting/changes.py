@@ -24,7 +24,7 @@ from forecasting.models import Metric
 from forecasting.periods import KINDS, key_of, start_of
 from pipeline.stage_history import BULK_LOAD_SETTING
 
-# Columns of pipeline_deal that some metric reads (a change to a title or a note does not concern them).
+# Columns of pipeline_deal that some metric dates or groups by (a change to a title or a note does not concern them).
 DEAL_COLUMNS_READ = (
     "pipeline_id, stage_id, status, owner_id, source, amount, created_at, closed_at, expected_close_date, "
     "forecast_category, stage_entered_at, furthest_open_order"
@@ -44,8 +44,19 @@ def _same_row(a: str, b: str, columns: str) -> str:
     )
 
 
-TRIGGERS_SQL = f"""
-CREATE FUNCTION forecasting_record_deal_changes() RETURNS trigger AS $$
+def deal_changes_function(*, with_touch: bool) -> str:
+    """The deal trigger's function: the old and new images of a deal when a column of DEAL_COLUMNS_READ changed,
+    and `with_touch`, only its id when its last touch moved (a touch makes or ends `no_activity`, which concerns
+    that deal's stale row alone, like an activity's change). Migration 0002 installed it without the touch, before
+    the column existed; 0008 adds it, once pipeline 0020 has made the column."""
+    touch = """
+        -- as an activity's change: the deal alone
+        INSERT INTO forecasting_pendingchange (deal_id)
+        SELECT n.id FROM new_deals n JOIN old_deals o ON o.id = n.id
+         WHERE n.last_touched_at IS DISTINCT FROM o.last_touched_at;"""
+    touch = touch if with_touch else ""
+    return f"""
+CREATE OR REPLACE FUNCTION forecasting_record_deal_changes() RETURNS trigger AS $$
 BEGIN
     IF current_setting('{BULK_LOAD_SETTING}', true) = 'on' THEN
         RETURN NULL;
@@ -60,12 +71,18 @@ BEGIN
          WHERE NOT EXISTS (SELECT 1 FROM new_deals n WHERE {_same_row("n", "o", DEAL_COLUMNS_READ)})
         UNION ALL
         SELECT {IMAGE}, 1 FROM new_deals n
-         WHERE NOT EXISTS (SELECT 1 FROM old_deals o WHERE {_same_row("o", "n", DEAL_COLUMNS_READ)});
+         WHERE NOT EXISTS (SELECT 1 FROM old_deals o WHERE {_same_row("o", "n", DEAL_COLUMNS_READ)});{touch}
     END IF;
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;
 
+"""
+
+
+TRIGGERS_SQL = (
+    deal_changes_function(with_touch=False)
+    + f"""
 CREATE TRIGGER deal_inserted_for_metrics AFTER INSERT ON pipeline_deal
     REFERENCING NEW TABLE AS new_deals FOR EACH STATEMENT EXECUTE FUNCTION forecasting_record_deal_changes();
 CREATE TRIGGER deal_updated_for_metrics AFTER UPDATE ON pipeline_deal
@@ -101,6 +118,7 @@ CREATE TRIGGER activity_deleted_for_metrics AFTER DELETE ON pipeline_activity
     REFERENCING OLD TABLE AS old_activities
     FOR EACH STATEMENT EXECUTE FUNCTION forecasting_record_activity_changes();
 """
+)
 
 DROP_TRIGGERS_SQL = """
 DROP TRIGGER deal_inserted_for_metrics ON pipeline_deal;

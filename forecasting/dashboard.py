@@ -20,9 +20,16 @@ from django.utils import timezone
 from accounts.models import Team, User
 from forecasting.models import GroupKind, Metric, MetricsRun, PeriodKind
 from forecasting.periods import Period
-from forecasting.selectors import SnapshotQuery, backtest_summary, latest_run, visible_snapshot_rows, waterfall
+from forecasting.selectors import (
+    SnapshotQuery,
+    backtest_summary,
+    latest_run,
+    stale_reasons,
+    visible_snapshot_rows,
+    waterfall,
+)
 from pipeline.models import DealStatus, ForecastCategory, StageKind
-from pipeline.selectors import history_starts_at, visible_deals, visible_pipelines, visible_stages
+from pipeline.selectors import STALE_REASONS, history_starts_at, visible_deals, visible_pipelines, visible_stages
 
 STALE_DEALS_SHOWN = 12
 ACCURACY_PERIODS_SHOWN = 6
@@ -76,6 +83,7 @@ class Dashboard:
     stage_times: list[dict] = field(default_factory=list)
     bottleneck: dict | None = None
     stale_count: int = 0
+    stale_reasons: dict = field(default_factory=dict)  # forecasting.selectors.stale_reasons
     stale: list[dict] = field(default_factory=list)
     leads: dict = field(default_factory=dict)
     accuracy: list[dict] = field(default_factory=list)
@@ -121,6 +129,7 @@ class Dashboard:
                 **expected, forecast_category=[ForecastCategory.COMMIT, ForecastCategory.BEST_CASE]
             ),
             "stale": deal_table_url(**group, stale="true"),
+            "stale_reasons": {reason: deal_table_url(**group, stale=reason) for reason in STALE_REASONS},
             "past_due": past_due,
             "funnel": {
                 row["stage"].pk: deal_table_url(**group, **cohort, reached_stage=row["stage"].pk) for row in self.funnel
@@ -362,9 +371,11 @@ def _reps(*, user: User, run: MetricsRun, scope: Scope, in_period: dict) -> list
 
 
 def _stale(board: Dashboard, *, user: User, rows) -> None:
-    """The stalest deals of the scope (longest in their stage first) and how many there are."""
+    """The stalest deals of the scope (longest in their stage first), how many there are (each once) and how many
+    are stale for each reason."""
     stale = rows(Metric.STALE, group_kind=GroupKind.OWNER)
-    board.stale_count = stale.count()
+    board.stale_reasons = stale_reasons(stale)
+    board.stale_count = board.stale_reasons["total"]["count"]
     top = list(stale.order_by(F("values__days_in_stage").desc(nulls_last=True), "deal_id")[:STALE_DEALS_SHOWN])
     deals = visible_deals(user).filter(pk__in=[row.deal_id for row in top]).select_related("stage", "owner")
     deals = {deal.pk: deal for deal in deals}

@@ -262,9 +262,15 @@ class StageTimeValues(TypedDict):
 class StaleValues(TypedDict):
     days_in_stage: float
     rotting_days: int
-    rotting: bool
+    rotting: bool  # the name in_stage_too_long had before there was a second way to rot; kept for readers of it
+    in_stage_too_long: bool
     no_next_step: bool
+    no_activity: bool
+    days_since_touch: float
     stage_entered_at: str
+    last_touched_at: str
+    amount: str | None
+    currency: str
 
 
 class LeadsValues(TypedDict):
@@ -834,26 +840,35 @@ def stage_time(
 
 
 def stale_deals(cursor: CursorWrapper, params: MetricParams) -> int:
-    """One row per open deal that is stale or has no next step, as of computed_at.
+    """One row per open deal that is stale for one reason or more, as of computed_at, each reason a flag:
 
-    rotting: its time in the current stage (computed_at − stage_entered_at) exceeds the stage's rotting_days.
-    no_next_step: none of its activities is planned (not done) with due_at after computed_at.
+    in_stage_too_long (also `rotting`): its time in the current stage (computed_at − stage_entered_at) exceeds the
+    stage's rotting_days. no_next_step: none of its activities is planned (not done) with due_at after computed_at.
+    no_activity (SPEC §3a, rotting by inactivity): its last touch (pipeline.touches) is older than rotting_days.
+    A deal stale for several reasons is one row, so it counts once in a total.
     Rows carry the deal's owner, team, pipeline, source and stage, so every group and filter applies.
     """
     values = _values(
         Metric.STALE,
         days_in_stage="days_in_stage",
         rotting_days="rotting_days",
-        rotting="days_in_stage > rotting_days",
+        rotting="in_stage_too_long",
+        in_stage_too_long="in_stage_too_long",
         no_next_step="no_next_step",
+        no_activity="no_activity",
+        days_since_touch="days_since_touch",
         stage_entered_at="stage_entered_at",
+        last_touched_at="last_touched_at",
+        amount="amount::text",
+        currency="currency",
     )
     sql = f"""
     {INSERT}
     WITH open_deals AS (
         SELECT d.id, d.owner_id, u.team_id, d.pipeline_id, d.source, d.stage_id, d.stage_entered_at,
-               s.rotting_days,
+               d.last_touched_at, d.amount, d.currency, s.rotting_days,
                extract(epoch FROM %(computed_at)s - d.stage_entered_at)::float8 / 86400 AS days_in_stage,
+               extract(epoch FROM %(computed_at)s - d.last_touched_at)::float8 / 86400 AS days_since_touch,
                NOT EXISTS (
                    SELECT 1 FROM pipeline_activity a
                     WHERE a.deal_id = d.id AND a.done_at IS NULL AND a.due_at > %(computed_at)s
@@ -862,13 +877,16 @@ def stale_deals(cursor: CursorWrapper, params: MetricParams) -> int:
           JOIN accounts_user u ON u.id = d.owner_id
           JOIN pipeline_stage s ON s.id = d.stage_id
          WHERE d.status = 'open' AND {_any("d.id", "deals")}
+    ), reasons AS (
+        SELECT o.*, days_in_stage > rotting_days AS in_stage_too_long, days_since_touch > rotting_days AS no_activity
+          FROM open_deals o
     )
     SELECT %(run_id)s, '{Metric.STALE.value}', 'now', NULL, NULL, 'owner',
            owner_id, team_id, pipeline_id, source, stage_id, id,
            {values},
            %(computed_at)s
-      FROM open_deals
-     WHERE days_in_stage > rotting_days OR no_next_step
+      FROM reasons
+     WHERE in_stage_too_long OR no_next_step OR no_activity
     """
     return _execute(cursor, sql, params)
 
@@ -1426,10 +1444,13 @@ FAMILIES: list[Family] = [
     quota_attainment,
     forecast_snapshots,
     forecast_accuracy,
-    backtest,
-    backtest_summary,
-    calibration,
 ]
+# The families over the whole deal history (ended periods reconstructed at hundreds of past instants): minutes on a
+# million deals, and their rows change only when the history of an ended period does. So they are not part of a
+# full recompute, which copies the previous run's rows of theirs (`forecasting.recompute`), but of their own, rarer
+# task (`recompute_history_metrics`, daily and whenever a run has none).
+HISTORY_FAMILIES: list[Family] = [backtest, backtest_summary, calibration]
+HISTORY_METRICS = (Metric.BACKTEST, Metric.BACKTEST_SUMMARY, Metric.CALIBRATION)
 # The families a read of a custom range or all time runs when asked (forecasting.selectors.metric_rows), by metric.
 LIVE: dict[Metric, Family] = {
     Metric.DEAL_OUTCOMES: deal_outcomes,

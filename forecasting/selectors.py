@@ -8,20 +8,22 @@ up everyone's deals, to admins only.
 """
 
 import dataclasses
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, DecimalField, F, IntegerField, Q, QuerySet, Sum
+from django.db.models import Count, DecimalField, F, IntegerField, Q, QuerySet, Sum, Value
 from django.db.models.fields.json import KT
-from django.db.models.functions import Abs, Cast
+from django.db.models.functions import Abs, Cast, Coalesce
 from django.utils import timezone
 
 from accounts.models import Role, Team, User
@@ -42,6 +44,7 @@ from forecasting.models import (
 )
 from forecasting.periods import ALL_TIME, Period, Window
 from pipeline.models import Pipeline, Stage, StageKind
+from pipeline.selectors import STALE_REASONS
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,22 @@ def metric_rows(*, user: User, query: SnapshotQuery) -> MetricRows:
     groups = _groups_of(user, query)
     rows = [] if groups.none else _live(query, groups, run=run, at=now)
     return MetricRows(run, _with_every_group(query, rows, groups, run=run, at=now), live_at=now)
+
+
+def stale_reasons(rows: QuerySet[MetricSnapshot]) -> dict[str, dict[str, Any]]:
+    """Count and amount of the stale-deal rows `rows` (visible, filtered) by reason, and in `total` each deal once
+    (a deal stale for several reasons is one row): one aggregate query, whatever the number of rows."""
+    amount = Coalesce(Cast(KT("values__amount"), DecimalField(max_digits=20, decimal_places=2)), Value(Decimal(0)))
+    aggregates: dict[str, Any] = {"total_count": Count("pk"), "total_amount": Sum(amount)}
+    for reason in STALE_REASONS:
+        only = Q(**{f"values__{reason}": True})
+        aggregates[f"{reason}_count"] = Count("pk", filter=only)
+        aggregates[f"{reason}_amount"] = Sum(amount, filter=only)
+    sums = rows.order_by().aggregate(**aggregates)
+    return {
+        key: {"count": sums[f"{key}_count"], "amount": sums[f"{key}_amount"] or Decimal(0)}
+        for key in ("total", *STALE_REASONS)
+    }
 
 
 def _intrinsic(metric: str) -> tuple[str, ...]:
@@ -1089,6 +1108,29 @@ CALL_CATEGORIES = tuple(CallCategory.values)
 NOTHING_COMPUTED = CallValues(ZERO, ZERO, ZERO, ZERO)
 
 
+# The four numbers of the forecast call out of each owner's forecast snapshot, read as numeric in SQL: decoding
+# every row's whole JSON document in Python cost more than the query. Owners as one array parameter, so the
+# statement's text (and psycopg's parse of it) is the same for any number of members.
+_CALL_VALUES_SQL = """
+SELECT f.owner_id, (f."values"->>'won_amount')::numeric, (f."values"->>'commit')::numeric,
+       (f."values"->>'best_case')::numeric, (f."values"->>'weighted_learned')::numeric
+  FROM forecasting_metricsnapshot f
+ WHERE f.run_id = %(run)s AND f.metric = %(forecast)s AND f.group_kind = %(owner_kind)s
+   AND f.period_kind = %(kind)s AND f.period_start = %(p_start)s AND f.owner_id = ANY(%(owners)s::bigint[])
+"""
+
+
+def _forecast_rows_of(run: MetricsRun, period: Period) -> dict:
+    """The parameters naming the owners' forecast rows of `period` in `run`."""
+    return {
+        "run": run.pk,
+        "forecast": Metric.FORECAST,
+        "owner_kind": GroupKind.OWNER,
+        "kind": period.kind,
+        "p_start": period.start,
+    }
+
+
 def computed_call_values(
     *, period: Period, owner_ids: Sequence[int]
 ) -> tuple[MetricsRun | None, dict[int, CallValues]]:
@@ -1099,23 +1141,12 @@ def computed_call_values(
     run = latest_run()
     if run is None or not owner_ids:
         return run, {}
-    rows = MetricSnapshot.objects.filter(
-        run=run,
-        metric=Metric.FORECAST,
-        group_kind=GroupKind.OWNER,
-        period_kind=period.kind,
-        period_start=period.start,
-        owner_id__in=list(owner_ids),
-    ).values_list("owner_id", "values")
+    with connection.cursor() as cursor:
+        cursor.execute(_CALL_VALUES_SQL, {**_forecast_rows_of(run, period), "owners": list(owner_ids)})
+        rows = cursor.fetchall()
     found = {}
-    for owner_id, values in rows:
-        won = Decimal(values["won_amount"])
-        found[owner_id] = CallValues(
-            won=won,
-            commit=won + Decimal(values["commit"]),
-            best_case=won + Decimal(values["best_case"]),
-            most_likely=won + Decimal(values["weighted_learned"]),
-        )
+    for owner_id, won, commit, best_case, weighted in rows:
+        found[owner_id] = CallValues(won, won + commit, won + best_case, won + weighted)
     return run, found
 
 
@@ -1242,18 +1273,103 @@ def _latest_entries(model, *, column: str, keys: Sequence[int], period: Period, 
     return {(key, category): CallEntry(amount, made, note, by_id) for key, category, amount, made, note, by_id in rows}
 
 
+# The latest submission and adjustment by `at`, per member or team and category, in one statement (each table by
+# its `(period, category, user or team, instant)` indexes). `source` 0 is a submission, 1 an adjustment. Only the
+# roll-up's category needs the instant, note and author; the others count by their amount alone.
+_LATEST_CALL_ENTRIES_SQL = """
+SELECT 0 AS source, * FROM (
+    SELECT DISTINCT ON (r.user_id, r.team_id, r.category)
+           r.user_id, r.team_id, r.category, r.amount,
+           CASE WHEN r.category = %(category)s THEN r.submitted_at END,
+           CASE WHEN r.category = %(category)s THEN r.note END,
+           CASE WHEN r.category = %(category)s THEN r.submitted_by_id END
+      FROM forecasting_forecastsubmission r
+     WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.submitted_at <= %(at)s
+       AND (r.user_id = ANY(%(users)s::bigint[]) OR r.team_id = ANY(%(teams)s::bigint[]) AND r.category = %(category)s)
+     ORDER BY r.user_id, r.team_id, r.category, r.submitted_at DESC, r.id DESC
+) submitted
+UNION ALL
+SELECT 1, * FROM (
+    SELECT DISTINCT ON (r.user_id, r.team_id, r.category)
+           r.user_id, r.team_id, r.category, r.amount,
+           CASE WHEN r.category = %(category)s THEN r.adjusted_at END,
+           CASE WHEN r.category = %(category)s THEN r.note END,
+           CASE WHEN r.category = %(category)s THEN r.adjusted_by_id END
+      FROM forecasting_forecastadjustment r
+     WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.adjusted_at <= %(at)s
+       AND (r.user_id = ANY(%(users)s::bigint[]) OR r.team_id = ANY(%(teams)s::bigint[]) AND r.category = %(category)s)
+     ORDER BY r.user_id, r.team_id, r.category, r.adjusted_at DESC, r.id DESC
+) adjusted
+"""
+
+
+@dataclass(frozen=True)
+class _CallEntries:
+    """The statements in effect at an instant: `amounts` per (source, user, category), 0 submitted and 1 adjusted,
+    for every category; and the entries of the roll-up's category, per user and per team."""
+
+    amounts: dict
+    submitted: dict
+    adjusted: dict
+    team_submitted: dict
+    team_adjusted: dict
+
+
+def _latest_call_entries(
+    period: Period, *, category: str, at: datetime, user_ids: Sequence[int], team_ids: Sequence[int]
+) -> _CallEntries:
+    """The entries in effect at `at` (made at or before it): of `user_ids` the latest submission and adjustment
+    per category (their amounts; for `category`, as CallEntry), and of `team_ids` those of `category`."""
+    found = _CallEntries({}, {}, {}, {}, {})
+    if not user_ids and not team_ids:
+        return found
+    params = {
+        "kind": period.kind,
+        "p_start": period.start,
+        "category": category,
+        "at": at,
+        "users": list(user_ids),
+        "teams": list(team_ids),
+    }
+    entries = (found.submitted, found.adjusted, found.team_submitted, found.team_adjusted)
+    with connection.cursor() as cursor:
+        cursor.execute(_LATEST_CALL_ENTRIES_SQL, params)
+        for source, user_id, team_id, kind, amount, made, note, by_id in cursor.fetchall():
+            if user_id is not None:
+                found.amounts[(source, user_id, kind)] = amount
+                if kind == category:
+                    entries[source][user_id] = CallEntry(amount, made, note, by_id)
+            else:
+                entries[2 + source][team_id] = CallEntry(amount, made, note, by_id)
+    return found
+
+
+# Σ quota amount for exactly a period, per user and per team (one of the two is set), ids as array parameters.
+_QUOTAS_SQL = """
+SELECT q.user_id, q.team_id, sum(q.amount)
+  FROM forecasting_quota q
+ WHERE q.period_start = %(start)s AND q.period_end = %(end)s
+   AND (q.user_id = ANY(%(users)s::bigint[]) OR q.team_id = ANY(%(teams)s::bigint[]))
+ GROUP BY q.user_id, q.team_id
+"""
+
+
 def _quotas(period: Period, *, user_ids: Sequence[int], team_ids: Sequence[int]) -> tuple[dict, dict]:
     """Σ quota amount for exactly `period`, per user and per team."""
-    rows = Quota.objects.filter(period_start=period.start, period_end=period.end).filter(
-        Q(user_id__in=list(user_ids)) | Q(team_id__in=list(team_ids))
-    )
     users: dict[int, Decimal] = {}
     teams: dict[int, Decimal] = {}
-    for user_id, team_id, amount in rows.values_list("user_id", "team_id", "amount"):
-        if user_id is not None:
-            users[user_id] = users.get(user_id, ZERO) + amount
-        else:
-            teams[team_id] = teams.get(team_id, ZERO) + amount
+    if not user_ids and not team_ids:
+        return users, teams
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _QUOTAS_SQL,
+            {"start": period.start, "end": period.end, "users": list(user_ids), "teams": list(team_ids)},
+        )
+        for user_id, team_id, amount in cursor.fetchall():
+            if user_id is not None:
+                users[user_id] = amount
+            else:
+                teams[team_id] = amount
     return users, teams
 
 
@@ -1279,23 +1395,13 @@ def forecast_rollup(*, user: User, period: Period, category: str, at: datetime |
     member_ids = [pk for pk, _, _ in members]
     seen_teams = Team.objects.all() if user.is_admin else Team.objects.filter(pk__in=_teams_seen_by(user))
     team_names = dict(seen_teams.values_list("pk", "name")) if user.is_active else {}
+    seen_team_ids = set(team_names)
     member_teams = {team_id for _, _, team_id in members if team_id is not None}
-    team_names |= dict(Team.objects.filter(pk__in=member_teams - set(team_names)).values_list("pk", "name"))
-    seen_team_ids = set(seen_teams.values_list("pk", flat=True)) if user.is_active else set()
+    team_names |= dict(Team.objects.filter(pk__in=member_teams - seen_team_ids).values_list("pk", "name"))
     run, computed = computed_call_values(period=period, owner_ids=member_ids)
-    submissions = _latest_entries(
-        ForecastSubmission, column="user_id", keys=member_ids, period=period, at=at, strict=False
-    )
-    adjustments = _latest_entries(
-        ForecastAdjustment, column="user_id", keys=member_ids, period=period, at=at, strict=False
-    )
     team_keys = sorted(seen_team_ids)
-    team_submissions = _latest_entries(
-        ForecastSubmission, column="team_id", keys=team_keys, period=period, at=at, strict=False
-    )
-    team_adjustments = _latest_entries(
-        ForecastAdjustment, column="team_id", keys=team_keys, period=period, at=at, strict=False
-    )
+    stated = _latest_call_entries(period, category=category, at=at, user_ids=member_ids, team_ids=team_keys)
+    amounts = stated.amounts
     user_quotas, team_quotas = _quotas(period, user_ids=member_ids, team_ids=team_keys)
 
     by_team: dict[int | None, list[MemberCall]] = {team_id: [] for team_id in team_names}
@@ -1303,8 +1409,10 @@ def forecast_rollup(*, user: User, period: Period, category: str, at: datetime |
         values = computed.get(pk, NOTHING_COMPUTED)
         raw = {}
         for each in CALL_CATEGORIES:
-            entry = adjustments.get((pk, each)) or submissions.get((pk, each))
-            raw[each] = entry.amount if entry else values.of(each)
+            amount = amounts.get((1, pk, each))
+            if amount is None:
+                amount = amounts.get((0, pk, each))
+            raw[each] = values.of(each) if amount is None else amount
         value = cumulative(category, raw, values.won)
         quota = user_quotas.get(pk)
         by_team.setdefault(team_id, []).append(
@@ -1312,8 +1420,8 @@ def forecast_rollup(*, user: User, period: Period, category: str, at: datetime |
                 user_id=pk,
                 name=name,
                 computed=values.of(category),
-                submitted=submissions.get((pk, category)),
-                adjusted=adjustments.get((pk, category)),
+                submitted=stated.submitted.get(pk),
+                adjusted=stated.adjusted.get(pk),
                 value=value,
                 won=values.won,
                 quota=quota,
@@ -1324,8 +1432,8 @@ def forecast_rollup(*, user: User, period: Period, category: str, at: datetime |
     for team_id in sorted(by_team, key=lambda key: (key is None, team_names.get(key, "").lower(), key or 0)):
         rows = by_team[team_id]
         value = sum((row.value for row in rows), ZERO)
-        submitted = team_submissions.get((team_id, category))
-        adjusted = team_adjustments.get((team_id, category))
+        submitted = stated.team_submitted.get(team_id)
+        adjusted = stated.team_adjusted.get(team_id)
         quota = team_quotas.get(team_id) if team_id in team_quotas else _sum(row.quota for row in rows)
         teams.append(
             TeamCall(
@@ -1408,35 +1516,50 @@ SELECT coalesce(o.i, n.i), coalesce(o.owner_id, n.owner_id),
 
 # Per user, category and week: the latest row stated before that week's lock and not before the previous one.
 # width_bucket counts the locks at or before the row's instant, so bucket b holds the rows made in [lock b, lock b+1)
-# (0: before the first lock), which count from week b + 1 on; each row is read once, not once per later week.
+# (0: before the first lock), which count from week b + 1 on; each row is read once, not once per later week. Each
+# is carried forward to the week before the next one stated (`until`), and the categories are pivoted into columns.
 _ENTRIES_BY_WEEK_SQL = """
-SELECT DISTINCT ON (r.user_id, r.category, week)
-       r.user_id, r.category, width_bucket(r.{when}, %(weeks)s::timestamptz[]) + 1 AS week, r.amount
-  FROM {table} r
- WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.user_id = ANY(%(keys)s)
-   AND r.{when} < %(last)s
- ORDER BY r.user_id, r.category, week, r.{when} DESC, r.id DESC
+SELECT w.i, b.user_id, {pivot}
+  FROM (
+    SELECT latest.*, lead(latest.week, 1, %(n)s::int + 1) OVER (
+               PARTITION BY latest.user_id, latest.category ORDER BY latest.week) AS until
+      FROM (
+        SELECT DISTINCT ON (r.user_id, r.category, week)
+               r.user_id, r.category, width_bucket(r.{when}, %(weeks)s::timestamptz[]) + 1 AS week, r.amount
+          FROM {table} r
+         WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.user_id = ANY(%(members)s::bigint[])
+           AND r.{when} < %(last)s
+         ORDER BY r.user_id, r.category, week, r.{when} DESC, r.id DESC
+      ) latest
+  ) b
+  JOIN weeks w ON w.i >= b.week AND w.i < b.until
+ GROUP BY w.i, b.user_id
 """
 
 
-def _entries_by_week(model, *, period: Period, weeks: list[datetime], keys: list[int]) -> dict:
-    """Per (week number from 1, user id, category): the amount of the latest row of `model` stated before that
-    week's lock, carried forward from earlier weeks when none was stated in between."""
+# The same for one week only, the last (the past weeks in the cache): the latest row before its lock, per user and
+# category, without numbering and carrying forward every row of the period.
+_ENTRIES_OF_LAST_WEEK_SQL = """
+SELECT %(n)s::int AS i, b.user_id, {pivot}
+  FROM (
+    SELECT DISTINCT ON (r.user_id, r.category) r.user_id, r.category, r.amount
+      FROM {table} r
+     WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.user_id = ANY(%(members)s::bigint[])
+       AND r.{when} < %(last)s
+     ORDER BY r.user_id, r.category, r.{when} DESC, r.id DESC
+  ) b
+ GROUP BY b.user_id
+"""
+
+
+def _entries_by_week_sql(model, *, last_only: bool = False) -> str:
+    """The statement of `_ENTRIES_BY_WEEK_SQL` for `model` (of `_ENTRIES_OF_LAST_WEEK_SQL` when `last_only`): per
+    week number (from 1) and user, the amount in effect in each category (NULL when none was stated before that
+    week's lock)."""
     when = "submitted_at" if model is ForecastSubmission else "adjusted_at"
-    sql = _ENTRIES_BY_WEEK_SQL.format(table=model._meta.db_table, when=when)
-    params = {"weeks": weeks, "last": weeks[-1], "kind": period.kind, "p_start": period.start, "keys": keys}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        first_weeks: dict[tuple, list] = {}
-        for user_id, category, week, amount in cursor.fetchall():
-            first_weeks.setdefault((user_id, category), []).append((week, amount))
-    found = {}
-    for (user_id, category), stated in first_weeks.items():
-        stated.append((len(weeks) + 1, None))
-        for (week, amount), (next_week, _) in pairwise(stated):
-            for i in range(week, next_week):
-                found[(i, user_id, category)] = amount
-    return found
+    pivot = ", ".join(f"max(b.amount) FILTER (WHERE b.category = '{each}') AS {each}" for each in CALL_CATEGORIES)
+    template = _ENTRIES_OF_LAST_WEEK_SQL if last_only else _ENTRIES_BY_WEEK_SQL
+    return template.format(table=model._meta.db_table, when=when, pivot=pivot)
 
 
 # The advisory lock between the trend's cache fills and the history's writers (forecasting 0007): "trend" in ASCII.
@@ -1452,78 +1575,178 @@ ON CONFLICT DO NOTHING
 """
 
 
-def _trend_computed(period: Period, weeks: list[datetime], *, now: datetime, owner_ids: list[int]) -> dict:
-    """Per (week number from 1, owner of `owner_ids`): the computed values of the trend at each lock of `weeks`
-    (at `now` for the week still open), as the deal history held them.
+# The computed columns of past weeks: the points kept of the history, numbered by their lock's place in `weeks`.
+_TREND_POINTS_SQL = """
+SELECT array_position(%(weeks)s::timestamptz[], p.lock), p.owner_id, p.won, p.commit_open, p.best_open
+  FROM forecasting_calltrendpoint p
+ WHERE p.period_kind = %(kind)s AND p.period_start = %(p_start)s AND p.lock = ANY(%(past)s::timestamptz[])
+   AND p.owner_id = ANY(%(members)s::bigint[])
+"""
+
+# The computed columns of the week still open from the latest recompute's forecast rows (the roll-up's numbers).
+_TREND_OPEN_WEEK_FROM_RUN_SQL = """
+SELECT %(n)s::int, f.owner_id, (f."values"->>'won_amount')::numeric, (f."values"->>'commit')::numeric,
+       (f."values"->>'best_case')::numeric
+  FROM forecasting_metricsnapshot f
+ WHERE f.run_id = %(run)s AND f.metric = %(forecast)s AND f.group_kind = %(owner_kind)s
+   AND f.period_kind = %(kind)s AND f.period_start = %(p_start)s AND f.owner_id = ANY(%(members)s::bigint[])
+"""
+
+# The computed columns of the week still open walked from the history at `open_at` (no recompute inside the week).
+_TREND_OPEN_WEEK_FROM_HISTORY_SQL = f"""
+SELECT %(n)s::int, h.owner_id, h.won, h.commit_open, h.best_open
+  FROM ({_TREND_COMPUTED_SQL.replace("%(weeks)s", "%(open_at)s")}) h (i, owner_id, won, commit_open, best_open)
+"""
+
+# A member's value of the trend's category under cumulative semantics (`cumulative`), from the columns prefixed
+# `{p}` of `_TREND_WEEKS_SQL`'s `valued`: commit ≥ won, best case ≥ commit, most likely ≥ won.
+_CUMULATIVE_SQL = {
+    "commit": "greatest({p}commit, won)",
+    "best_case": "greatest({p}best_case, {p}commit, won)",
+    "most_likely": "greatest({p}most_likely, won)",
+}
+
+# Per week of the trend, over the members: the computed columns (`computed`: per week number and owner, won and
+# the open commit and best case), the amounts stated and adjusted in effect at its lock, and the sums of what
+# `forecast_trend` describes. Every member × week is one row of `grid`, so a member with nothing computed or stated
+# counts as zeros, as in the roll-up.
+_TREND_WEEKS_SQL = """
+WITH members (user_id) AS (SELECT unnest(%(members)s::bigint[])),
+weeks (i) AS (SELECT generate_series(%(first)s::int, %(n)s::int)),
+computed (i, owner_id, won, commit_open, best_open) AS ({computed}),
+stated AS ({stated}),
+called AS ({called}),
+grid AS (
+    SELECT w.i, coalesce(c.won, 0) AS won, coalesce(c.won, 0) + coalesce(c.commit_open, 0) AS commit,
+           coalesce(c.won, 0) + coalesce(c.best_open, 0) AS best_case,
+           s.commit AS s_commit, s.best_case AS s_best_case, s.most_likely AS s_most_likely,
+           a.commit AS a_commit, a.best_case AS a_best_case, a.most_likely AS a_most_likely
+      FROM weeks w
+     CROSS JOIN members m
+      LEFT JOIN computed c ON c.i = w.i AND c.owner_id = m.user_id
+      LEFT JOIN stated s ON s.i = w.i AND s.user_id = m.user_id
+      LEFT JOIN called a ON a.i = w.i AND a.user_id = m.user_id
+), valued AS (
+    -- Submitted, else computed (the computed most likely has no history: the won amount); adjusted, else that.
+    SELECT i, won, commit AS computed_commit, best_case AS computed_best_case,
+           coalesce(s_commit, commit) AS s_commit, coalesce(s_best_case, best_case) AS s_best_case,
+           coalesce(s_most_likely, won) AS s_most_likely,
+           coalesce(a_commit, s_commit, commit) AS a_commit,
+           coalesce(a_best_case, s_best_case, best_case) AS a_best_case,
+           coalesce(a_most_likely, s_most_likely, won) AS a_most_likely
+      FROM grid
+)
+SELECT i, sum({submitted}), sum({adjusted}), sum(computed_commit), sum(computed_best_case), sum(won)
+  FROM valued
+ GROUP BY i
+ ORDER BY i
+"""
+
+
+def _trend_computed(
+    period: Period, weeks: list[datetime], *, past: list[datetime], now: datetime, owner_ids: list[int]
+) -> tuple[list[str], dict, bool]:
+    """The statements giving the computed columns of the trend at each lock of `weeks` (at `now` for the week
+    still open), as the deal history held them: per week number from 1 and owner of `owner_ids`, won and the open
+    commit and best case. Returns them (to be joined by UNION ALL), their parameters, and whether they walk the
+    history (then run through `_history_rows`).
 
     A lock already past is read from `CallTrendPoint`, computed company-wide from the history the first time it is
     asked for (the history of a period's deals on a million-deal company takes seconds to walk; its points, a few
-    milliseconds to read). The week still open reads the latest recompute when it ran inside that week, by `now`:
+    milliseconds to read; `forecasting.tasks.warm_forecast_trend` computes them after each recompute, so that no
+    reader waits for it). The week still open reads the latest recompute when it ran inside that week, by `now`:
     the same forecast rows the roll-up reads, which are the history at the recompute's instant. Otherwise (no such
-    recompute, or `now` in the past) the history is walked at `now` for these owners.
+    recompute, or `now` in the past) the history is walked at `now` for these owners. `past`: the past locks to
+    read (their points kept already, by `_fill_trend_points`); none when the cache holds those weeks.
     """
-    real_now = timezone.now()
-    past = [lock for lock in weeks if lock <= now and lock < real_now]
-    found: dict = {}
+    parts: list[str] = []
+    params: dict = {"past": past}
     if past:
-        _fill_trend_points(period, past)
-        number = {lock: i for i, lock in enumerate(weeks, start=1)}
-        rows = CallTrendPoint.objects.filter(
-            period_kind=period.kind, period_start=period.start, lock__in=past, owner_id__in=owner_ids
-        ).values_list("lock", "owner_id", "won", "commit_open", "best_open")
-        for lock, owner_id, won, commit_open, best_open in rows:
-            found[(number[lock], owner_id)] = CallValues(won, won + commit_open, won + best_open, won)
-    if len(past) == len(weeks):
-        return found
-    open_week = len(weeks)
+        parts.append(_TREND_POINTS_SQL)
+    if weeks[-1] in past:
+        return parts, params, False
     since = weeks[-2] if len(weeks) > 1 else period_instants(period)[0]
     run = latest_run()
     if run is not None and since < run.as_of <= now and _run_has_forecast_of(run, period):
-        _, values = computed_call_values(period=period, owner_ids=owner_ids)
-        for owner_id, value in values.items():
-            found[(open_week, owner_id)] = CallValues(value.won, value.commit, value.best_case, value.won)
-        return found
+        parts.append(_TREND_OPEN_WEEK_FROM_RUN_SQL)
+        params |= _forecast_rows_of(run, period)
+        return parts, params, False
     starts, ends = period_instants(period)
-    params = {
-        "weeks": [min(weeks[-1], now)],
-        "p_start": period.start,
+    parts.append(_TREND_OPEN_WEEK_FROM_HISTORY_SQL)
+    params |= {
+        "open_at": [min(weeks[-1], now)],
         "p_end": period.end,
         "starts": starts,
         "ends": ends,
+        "owners": owner_ids,
     }
-    for _, owner_id, won, commit_open, best_open in _history_rows(_TREND_COMPUTED_SQL, params | {"owners": owner_ids}):
-        found[(open_week, owner_id)] = CallValues(won, won + commit_open, won + best_open, won)
-    return found
+    return parts, params, True
 
 
-def _fill_trend_points(period: Period, locks: list[datetime]) -> None:
-    """Compute and keep the trend points of the `locks` of `period` not kept yet (every owner's at once)."""
-    marked = CallTrendPoint.objects.filter(
-        period_kind=period.kind, period_start=period.start, lock__in=locks, owner_id__isnull=True
-    )
-    if marked.count() == len(locks):
-        return
+def fill_past_trend_points(period: Period, *, now: datetime | None = None) -> int:
+    """Keep the trend points of every lock of `period` already past at `now` (default now) not kept yet, so that
+    no reader of the trend walks the history (`forecasting.services.warm_forecast_trend`). Returns how many locks
+    are past."""
+    now = now or timezone.now()
+    past = [lock for lock in lock_instants(period) if lock < now]
+    if past:
+        _fill_trend_points(period, past)
+    return len(past)
+
+
+# What the kept past weeks of a period's trend are made of, as one tuple: the marks of `locks` (how many and the
+# newest id: a forgotten lock computed again has new ids) and how many submissions and adjustments of the period
+# there are (append-only, so the same count is the same rows). `forecast_trend` keys its cache on it.
+_TREND_VERSION_SQL = """
+SELECT (SELECT count(*) FROM forecasting_calltrendpoint p
+         WHERE p.period_kind = %(kind)s AND p.period_start = %(p_start)s AND p.lock = ANY(%(locks)s::timestamptz[])
+           AND p.owner_id IS NULL),
+       (SELECT max(p.id) FROM forecasting_calltrendpoint p
+         WHERE p.period_kind = %(kind)s AND p.period_start = %(p_start)s AND p.lock = ANY(%(locks)s::timestamptz[])
+           AND p.owner_id IS NULL),
+       (SELECT count(*) FROM forecasting_forecastsubmission r
+         WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s),
+       (SELECT count(*) FROM forecasting_forecastadjustment r
+         WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s)
+"""
+
+
+def _trend_version(period: Period, locks: list[datetime]) -> tuple:
+    with connection.cursor() as cursor:
+        cursor.execute(_TREND_VERSION_SQL, {"kind": period.kind, "p_start": period.start, "locks": locks})
+        return cursor.fetchone()
+
+
+def _fill_trend_points(period: Period, locks: list[datetime]) -> tuple:
+    """Compute and keep the trend points of the `locks` of `period` not kept yet (every owner's at once); returns
+    the version of what is kept then (`_TREND_VERSION_SQL`)."""
+    version = _trend_version(period, locks)
+    if version[0] == len(locks):
+        return version
     starts, ends = period_instants(period)
     with transaction.atomic(), connection.cursor() as cursor:
         # Exclusive against the history's writers (shared): a write committed before this statement's snapshot is
         # in the points, and one after it deletes them.
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CALL_TREND_LOCK])
-        missing = sorted(set(locks) - set(marked.values_list("lock", flat=True)))
-        if not missing:
-            return
-        cursor.execute("SET LOCAL jit = off")
-        cursor.execute(
-            _FILL_TREND_POINTS_SQL,
-            {
-                "kind": period.kind,
-                "weeks": missing,
-                "p_start": period.start,
-                "p_end": period.end,
-                "starts": starts,
-                "ends": ends,
-                "owners": None,
-            },
+        marked = CallTrendPoint.objects.filter(
+            period_kind=period.kind, period_start=period.start, lock__in=locks, owner_id__isnull=True
         )
+        missing = sorted(set(locks) - set(marked.values_list("lock", flat=True)))
+        if missing:
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute(
+                _FILL_TREND_POINTS_SQL,
+                {
+                    "kind": period.kind,
+                    "weeks": missing,
+                    "p_start": period.start,
+                    "p_end": period.end,
+                    "starts": starts,
+                    "ends": ends,
+                    "owners": None,
+                },
+            )
+    return _trend_version(period, locks)
 
 
 def _run_has_forecast_of(run: MetricsRun, period: Period) -> bool:
@@ -1571,37 +1794,96 @@ def forecast_trend(
             team_quotas[team_id] if team_id in team_quotas and team_id in seen else _sum(per_team.get(team_id, []))
             for team_id in {team_id for _, _, team_id in members}
         )
-    computed: dict = {}
-    submissions: dict = {}
-    adjustments: dict = {}
-    if member_ids:
-        computed = _trend_computed(period, weeks, now=now, owner_ids=member_ids)
-        submissions = _entries_by_week(ForecastSubmission, period=period, weeks=weeks, keys=member_ids)
-        adjustments = _entries_by_week(ForecastAdjustment, period=period, weeks=weeks, keys=member_ids)
-    rows = []
-    for i, lock in enumerate(weeks, start=1):
-        totals = dict.fromkeys(("submitted", "adjusted", "commit", "best_case", "won"), ZERO)
-        for pk in member_ids:
-            values = computed.get((i, pk), NOTHING_COMPUTED)
-            stated = {each: submissions.get((i, pk, each), values.of(each)) for each in CALL_CATEGORIES}
-            called = {each: adjustments.get((i, pk, each), stated[each]) for each in CALL_CATEGORIES}
-            totals["submitted"] += cumulative(category, stated, values.won)
-            totals["adjusted"] += cumulative(category, called, values.won)
-            totals["commit"] += values.commit
-            totals["best_case"] += values.best_case
-            totals["won"] += values.won
-        rows.append(
-            TrendWeek(
-                lock=lock,
-                submitted=totals["submitted"],
-                adjusted=totals["adjusted"],
-                computed_commit=totals["commit"],
-                computed_best_case=totals["best_case"],
-                won=totals["won"],
-                quota=quota,
-            )
+    if not member_ids:
+        return [TrendWeek(lock, ZERO, ZERO, ZERO, ZERO, ZERO, quota) for lock in weeks]
+    real_now = timezone.now()
+    past = [lock for lock in weeks if lock <= now and lock < real_now]
+    key = None
+    kept = None
+    if past:
+        version = _fill_trend_points(period, past)
+        key = _past_trend_key(period, category, member_ids, past, version)
+        kept = _cache_get(key)
+    totals = list(kept or [])
+    if len(totals) < len(weeks):
+        computed = _trend_weeks(
+            period, category, weeks, first=len(totals) + 1, past=[] if totals else past, now=now, members=member_ids
         )
-    return rows
+        if key is not None and kept is None:
+            _cache_set(key, computed[: len(past)])
+        totals += computed
+    return [
+        TrendWeek(weeks[i - 1], submitted, adjusted, commit, best_case, won, quota)
+        for i, submitted, adjusted, commit, best_case, won in totals
+    ]
+
+
+def _trend_weeks(
+    period: Period,
+    category: str,
+    weeks: list[datetime],
+    *,
+    first: int,
+    past: list[datetime],
+    now: datetime,
+    members: list[int],
+) -> list[tuple]:
+    """The rows of `_TREND_WEEKS_SQL` for the weeks numbered `first` to the last, over `members`."""
+    parts, params, walks_history = _trend_computed(period, weeks, past=past, now=now, owner_ids=members)
+    sql = _TREND_WEEKS_SQL.format(
+        computed=" UNION ALL ".join(parts),
+        stated=_entries_by_week_sql(ForecastSubmission, last_only=first == len(weeks)),
+        called=_entries_by_week_sql(ForecastAdjustment, last_only=first == len(weeks)),
+        submitted=_CUMULATIVE_SQL[category].format(p="s_"),
+        adjusted=_CUMULATIVE_SQL[category].format(p="a_"),
+    )
+    params |= {
+        "members": members,
+        "first": first,
+        "n": len(weeks),
+        "weeks": weeks,
+        "last": weeks[-1],
+        "kind": period.kind,
+        "p_start": period.start,
+    }
+    if walks_history:
+        return _history_rows(sql, params)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+# The past weeks' totals of the trends read lately, in this process (a few hundred bytes each). In memory rather than
+# in Redis: no round trip, and nothing outlives the process, so a database restored from a backup, or the tests'
+# databases created anew, which give the same ids and counts to other rows, never meet an older entry.
+PAST_TREND_CACHE_SIZE = 256
+_past_trend_cache: OrderedDict[str, list[tuple]] = OrderedDict()
+_past_trend_cache_lock = threading.Lock()
+
+
+def _past_trend_key(period: Period, category: str, members: list[int], past: list[datetime], version: tuple) -> str:
+    """The cache key of the trend's past weeks: everything their totals are made of. The members (who they are,
+    as `user` sees them), the category, the locks, and the version of the points and of the submissions and
+    adjustments (`_TREND_VERSION_SQL`). A past week's computed columns are its points, and what was stated before
+    its lock is among the period's rows, which only grow; so a new submission or adjustment, a lock forgotten and
+    computed again, a member more or less, each makes another key. The quota is read apart, every time."""
+    made_of = repr((period.key, category, members, [lock.isoformat() for lock in past], version))
+    return hashlib.sha256(made_of.encode()).hexdigest()
+
+
+def _cache_get(key: str) -> list[tuple] | None:
+    with _past_trend_cache_lock:
+        found = _past_trend_cache.get(key)
+        if found is not None:
+            _past_trend_cache.move_to_end(key)
+        return found
+
+
+def _cache_set(key: str, value: list[tuple]) -> None:
+    with _past_trend_cache_lock:
+        _past_trend_cache[key] = value
+        while len(_past_trend_cache) > PAST_TREND_CACHE_SIZE:
+            _past_trend_cache.popitem(last=False)
 
 
 @dataclass(frozen=True)

@@ -356,6 +356,26 @@ class DealCreateForm(forms.Form):
         return {name: value for name, value in self.cleaned_data.items() if value not in (None, "")}
 
 
+QUICK_DEAL_FIELDS = ["title", "amount", "organization"]
+
+
+class QuickDealForm(forms.Form):
+    """The board's quick add at the top of a column: a title, an amount and, if any, an organization. The deal is the
+    user's, in the column's stage and the default currency; a field the stage requires that this form lacks (a close
+    date, a contact) is refused above the form by the service, and the full form asks for it."""
+
+    def __init__(self, *args, user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields.update(_model_fields(Deal, QUICK_DEAL_FIELDS))
+        self.fields["title"].widget.attrs.update(placeholder="Deal title")
+        self.fields["amount"].widget.attrs.update(placeholder="Amount", inputmode="decimal")
+        _limit_people_and_companies(self, user)
+
+    def service_arguments(self) -> dict:
+        """Keyword arguments of `services.create_deal`; fields left empty keep the model's defaults."""
+        return {name: value for name, value in self.cleaned_data.items() if value not in (None, "")}
+
+
 NEW_LEAD_FIELDS = ["first_name", "last_name", "email", "phone", "company", "job_title", "source", "owner"]
 
 

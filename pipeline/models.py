@@ -10,7 +10,7 @@ from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.functions import Lower, Upper
+from django.db.models.functions import Lower, Now, Upper
 from django.utils import timezone
 
 
@@ -356,6 +356,9 @@ class Deal(BantFields):
     # the open stages the deal ever entered, null before it entered one. The funnel and the learned probabilities
     # read it instead of aggregating all of the stage history on every recompute.
     furthest_open_order = models.SmallIntegerField(null=True, blank=True, editable=False)
+    # Stamped by the database (pipeline.touches): its creation, an edit of a field, a done activity or a note.
+    # Rotting by inactivity reads it. The default only makes Django leave it to the trigger and read it back.
+    last_touched_at = models.DateTimeField(db_default=Now(), editable=False)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
@@ -390,6 +393,8 @@ class Deal(BantFields):
                 name="deal_cohort_idx",
             ),
             models.Index(fields=["updated_at"], name="deal_updated_idx"),
+            # The stale-deals metric and the `stale=` filter: open deals untouched since before a cut-off.
+            models.Index(fields=["status", "last_touched_at"], name="deal_last_touch_idx"),
             trigram_index("title", "deal_title_trgm_idx"),
             trigram_index("external_id", "deal_extid_trgm_idx"),
         ]
@@ -465,7 +470,7 @@ class StageState(models.Model):
     §3a: "for every stage the intervals of its probability and default category"), so that the backtest and the
     calibration weigh a past instant with the probability configured then.
 
-    Written by triggers on pipeline_stage (migration 0020) on every path: a new stage opens its first interval at
+    Written by triggers on pipeline_stage (migration 0022) on every path: a new stage opens its first interval at
     0001-01-01 UTC, the first instant a Python datetime holds (deals may be imported with history from before the
     stage existed: its first values are taken for then); a change of either column closes the open interval and
     opens the next at the statement's clock; a deletion closes it. The stage is a plain integer, not a foreign key:
@@ -590,6 +595,7 @@ class Activity(models.Model):
 class ImportKind(models.TextChoices):
     DEALS = "deals", "Deals"
     STAGE_CHANGES = "stage_changes", "Stage changes"
+    FIELD_CHANGES = "field_changes", "Field changes"
     LEADS = "leads", "Leads"
     ORGANIZATIONS = "organizations", "Organizations"
     CONTACTS = "contacts", "Contacts"

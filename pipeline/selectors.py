@@ -407,6 +407,7 @@ CARD_FIELDS = (
     "currency",
     "expected_close_date",
     "stage_entered_at",
+    "last_touched_at",
     "version",
     "organization__name",
     "owner__username",
@@ -445,7 +446,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int] | None:
 
 def _attach_next_activities(cards: list[Deal]) -> None:
     """Set `next_activity` on each card (its earliest planned, not done activity with a due time, or None),
-    and `days_in_stage` and `is_stale`.
+    and `staleness` (with `days_in_stage` and `is_stale`).
 
     One query for all cards; the cards come from a `visible_*` selector, so their activities are visible too.
     """
@@ -459,8 +460,9 @@ def _attach_next_activities(cards: list[Deal]) -> None:
     for card in cards:
         card.next_activity = by_deal.get(card.pk)
         card.next_is_overdue = card.next_activity is not None and card.next_activity.due_at < now
-        card.days_in_stage = max((now - card.stage_entered_at).days, 0)
-        card.is_stale = is_stale(card, now=now)
+        card.staleness = staleness(card, now=now)
+        card.days_in_stage = card.staleness.days_in_stage
+        card.is_stale = card.staleness.is_stale
         card.owner_name = card.owner.first_name or card.owner.username
     pushes = deal_pushes([card.pk for card in cards])
     for card in cards:
@@ -538,19 +540,65 @@ def stage_totals(*, deals: QuerySet[Deal], stages: list[Stage]) -> list[BoardCol
     return list(columns.values())
 
 
+@dataclass(frozen=True)
+class Staleness:
+    """Why an open deal is stale on the board and its page, with the days that make it so (whole days)."""
+
+    in_stage_too_long: bool  # SPEC §3: longer in its stage than the stage's rotting days
+    no_activity: bool  # SPEC §3a, rotting by inactivity: its last touch older than the stage's rotting days
+    days_in_stage: int
+    days_untouched: int
+
+    @property
+    def is_stale(self) -> bool:
+        return self.in_stage_too_long or self.no_activity
+
+
+def staleness(deal: Deal, *, now: datetime | None = None) -> Staleness:
+    """How stale `deal` is at `now` (its stage and `last_touched_at` loaded): a closed deal is never stale."""
+    now = now or timezone.now()
+    rotting = timedelta(days=deal.stage.rotting_days)
+    is_open = deal.status == StageKind.OPEN
+    return Staleness(
+        in_stage_too_long=is_open and now - deal.stage_entered_at > rotting,
+        no_activity=is_open and now - deal.last_touched_at > rotting,
+        days_in_stage=max((now - deal.stage_entered_at).days, 0),
+        days_untouched=max((now - deal.last_touched_at).days, 0),
+    )
+
+
 def is_stale(deal: Deal, *, now: datetime | None = None) -> bool:
-    """An open deal is stale when it has been in its stage longer than the stage's rotting days."""
-    now = now or timezone.now()
-    return deal.status == StageKind.OPEN and now - deal.stage_entered_at > timedelta(days=deal.stage.rotting_days)
+    """An open deal is stale when it has been in its stage longer than the stage's rotting days, or when its last
+    touch (pipeline.touches) is older than them; "no next step" is shown on its own, beside."""
+    return staleness(deal, now=now).is_stale
 
 
-def stale_condition(*, now: datetime | None = None) -> Q:
-    """The stale-deals metric's definition as a deal filter (SPEC §3, `forecasting.metrics.stale_deals`): open,
-    and in the current stage longer than its rotting days, or with no planned activity due after `now`."""
+# The reasons of the stale-deals metric (`forecasting.metrics.stale_deals`), each as a deal filter at `now`.
+STALE_REASONS = ("in_stage_too_long", "no_next_step", "no_activity")
+
+
+def stale_reason_conditions(*, now: datetime | None = None) -> dict[str, Any]:
+    """Each reason an open deal is stale for, as a filter (not including "open"): in its stage longer than the
+    stage's rotting days, no planned activity due after `now`, last touched longer ago than the rotting days."""
     now = now or timezone.now()
-    rotting = Q(stage_entered_at__lt=now - timedelta(days=1) * F("stage__rotting_days"))
+    rotting_cutoff = now - timedelta(days=1) * F("stage__rotting_days")
     next_step = Exists(Activity.objects.filter(deal_id=OuterRef("pk"), done_at__isnull=True, due_at__gt=now))
-    return Q(status=StageKind.OPEN) & (rotting | ~next_step)
+    return {
+        "in_stage_too_long": Q(stage_entered_at__lt=rotting_cutoff),
+        "no_next_step": ~next_step,
+        "no_activity": Q(last_touched_at__lt=rotting_cutoff),
+    }
+
+
+def stale_condition(*, now: datetime | None = None, reason: str | None = None) -> Q:
+    """The stale-deals metric's definition as a deal filter (SPEC §3 and §3a, `forecasting.metrics.stale_deals`):
+    open, and stale for any reason of `STALE_REASONS` (or for `reason` only)."""
+    reasons = stale_reason_conditions(now=now)
+    chosen = [reasons[reason]] if reason else list(reasons.values())
+    condition = chosen[0]
+    for other in chosen[1:]:
+        condition |= other
+    return Q(status=StageKind.OPEN) & condition
 
 
 # --- The deal page ---------------------------------------------------------------------------------------------

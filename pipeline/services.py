@@ -5,22 +5,24 @@ writes inside one transaction, and sends its domain signal (`pipeline.signals`) 
 Services do not check permissions: callers fetch the records through the `visible_*`/`editable_*` selectors.
 """
 
+import functools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
 
 from accounts.models import AuditAction, User
 from accounts.selectors import owners_editable_by
-from accounts.services import audited_values, record_audit
+from accounts.services import audited_values, deferring_audit, record_audit
 from config.exceptions import StaleVersion
 from config.services import apply_fields, set_fields
 from pipeline import field_history, signals
@@ -43,6 +45,7 @@ from pipeline.models import (
     StageKind,
 )
 from pipeline.selectors import default_pipeline, first_open_stage, visible_organizations
+from pipeline.stage_history import BULK_LOAD_SETTING
 
 logger = logging.getLogger(__name__)
 
@@ -112,15 +115,16 @@ def _send_on_commit(signal: Signal, **kwargs: Any) -> None:
     transaction.on_commit(send)
 
 
-def _validate(instance: models.Model, *, exclude: Iterable[str] = ()) -> None:
+def _validate(instance: models.Model, *, exclude: Iterable[str] = (), unique_external_id: bool = True) -> None:
     """Field validation (lengths, ranges, formats) and unique external ids, as per-field ValidationErrors.
 
     Foreign keys are excluded: callers pass model instances they already fetched, and a query per key would be
-    wasted; the database's own constraints stay the last line of defence.
+    wasted; the database's own constraints stay the last line of defence. Without `unique_external_id` the
+    external id is not looked up (the caller knows it is unchanged, or checked it against a batch's prefetch).
     """
     foreign_keys = [field.name for field in instance._meta.concrete_fields if field.is_relation]
     instance.clean_fields(exclude=[*foreign_keys, *exclude])
-    if getattr(instance, "external_id", None):
+    if unique_external_id and getattr(instance, "external_id", None):
         try:
             instance.validate_unique(
                 exclude=[field.name for field in instance._meta.fields if field.name != "external_id"]
@@ -167,8 +171,13 @@ def _lost_reason_for(stage: Stage, lost_reason: LostReason | None) -> LostReason
 
 
 def _current_stage(stage: Stage | None, pipeline: Pipeline) -> Stage:
-    """Re-read the target stage so that a stage deleted or moved since the caller fetched it is refused."""
-    current = Stage.objects.filter(pk=getattr(stage, "pk", None)).first()
+    """Re-read the target stage so that a stage deleted or moved since the caller fetched it is refused (in a
+    `deal_batch`, as the batch read it when it began: the composite foreign key refuses one deleted since)."""
+    batch = _deal_batch.get()
+    if batch is not None:
+        current = batch.stages.get(getattr(stage, "pk", None))
+    else:
+        current = Stage.objects.filter(pk=getattr(stage, "pk", None)).first()
     if current is None:
         raise ValidationError({"stage": "This stage does not exist (it may have been deleted)."})
     if current.pipeline_id != pipeline.pk:
@@ -186,10 +195,191 @@ def _effective_forecast_category(deal: Deal, stage: Stage) -> str:
     return deal.forecast_category_override or stage.forecast_category
 
 
+# --- Batches of deal writes ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _PendingWrite:
+    """A deal write a batch holds until its end: a creation (`update_fields` None) or the columns of an update,
+    with the rows and the signal that go with it."""
+
+    deal: Deal
+    update_fields: list[str] | None
+    audit_entry: Any
+    signal: Signal
+    signal_kwargs: dict[str, Any]
+    stage_change: StageChange | None = None
+    refused: bool = False
+
+
+@dataclass
+class DealBatch:
+    """What the deal writes of one batch share, read once when it begins, and the writes it holds to its end."""
+
+    stages: dict[int, Stage]  # every stage, with its pipeline
+    default_pipeline: Pipeline | None
+    taken_external_ids: set[str]  # of the batch's items, held by some deal (the caller's or not)
+    writes: list[_PendingWrite]
+    audit_entries: list
+    refused_deals: set[int]  # `id()` of the deals whose held write the database refused
+
+    def first_open_stage(self, pipeline: Pipeline) -> Stage | None:
+        open_stages = [s for s in self.stages.values() if s.pipeline_id == pipeline.pk and s.kind == StageKind.OPEN]
+        return min(open_stages, key=lambda s: s.order, default=None)
+
+    @contextmanager
+    def item(self) -> Iterator[None]:
+        """One item of the batch. It writes nothing to the database (its write is held), so it needs no savepoint;
+        if it fails, what it held is dropped."""
+        marks = (len(self.writes), len(self.audit_entries))
+        try:
+            yield
+        except BaseException:
+            del self.writes[marks[0] :]
+            del self.audit_entries[marks[1] :]
+            raise
+
+    def refused(self, deal: Deal) -> bool:
+        """Whether the database refused the held write of `deal` at the end (an external id or a related record
+        taken or deleted by a concurrent writer meanwhile): its item is then a conflict."""
+        return id(deal) in self.refused_deals
+
+    def _write_all(self) -> None:
+        creates = [write for write in self.writes if write.update_fields is None]
+        updates: dict[tuple[str, ...], list[_PendingWrite]] = {}
+        for write in self.writes:
+            if write.update_fields is not None:
+                updates.setdefault(tuple(write.update_fields), []).append(write)
+        # In one statement each, in a savepoint: a row the database refuses (a concurrent writer took an external id
+        # or deleted an owner meanwhile) sends the group through one savepoint per write, to refuse only that one.
+        _in_bulk(creates, lambda writes: Deal.objects.bulk_create([write.deal for write in writes]))
+        for fields, group in updates.items():
+            _in_bulk(group, lambda writes, fields=fields: _update_deals([write.deal for write in writes], fields))
+        written = [write for write in self.writes if not write.refused]
+        self.refused_deals = {id(write.deal) for write in self.writes if write.refused}
+        refused_entries = {id(write.audit_entry) for write in self.writes if write.refused}
+        self.audit_entries[:] = [entry for entry in self.audit_entries if id(entry) not in refused_entries]
+        for write in written:
+            write.audit_entry.object_id = write.deal.pk
+        _insert_first_stage_changes([write.stage_change for write in written if write.stage_change is not None])
+        for write in written:
+            _send_on_commit(write.signal, **write.signal_kwargs)
+
+
+def _insert_first_stage_changes(stage_changes: list[StageChange]) -> None:
+    """Insert the first stage changes of new deals in one statement, without the per-row stamping trigger.
+
+    `pipeline.stage_history`'s trigger would stamp what is already known: a deal's only change has no next one
+    (`left_at` null) and no previous one, and its furthest open stage is the one it was created in, which
+    `create_deal` gave the deal as it was inserted. Row by row, each stamp was an UPDATE of its deal with the
+    deal table's statement triggers: 400 ms of the 700 ms of SQL of 200 creates on L.
+    """
+    if not stage_changes:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting(%s, true), set_config(%s, 'on', true)", [BULK_LOAD_SETTING, BULK_LOAD_SETTING]
+        )
+        previous = cursor.fetchone()[0] or "off"
+        StageChange.objects.bulk_create(stage_changes)
+        cursor.execute("SELECT set_config(%s, %s, true)", [BULK_LOAD_SETTING, previous])
+
+
+def _update_deals(deals: list[Deal], field_names: Iterable[str]) -> None:
+    """Save `field_names` of `deals` in one UPDATE joining a VALUES list (the row triggers fire per row, as for
+    single saves). Django's `bulk_update` builds a CASE per column of 200 branches: 1.3 s under cProfile for 200."""
+    fields = [Deal._meta.get_field(name) for name in field_names]
+    quote = connection.ops.quote_name
+    # Each value cast to its column's type: VALUES infers a type from the first row otherwise (NULL is text).
+    row = "(%s::bigint, " + ", ".join(f"%s::{field.db_type(connection)}" for field in fields) + ")"
+    params: list[Any] = []
+    for deal in deals:
+        params.append(deal.pk)
+        params.extend(field.get_db_prep_save(getattr(deal, field.attname), connection) for field in fields)
+    assignments = ", ".join(f"{quote(field.column)} = v.{quote(field.column)}" for field in fields)
+    names = ", ".join(quote(field.column) for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(Deal._meta.db_table)} AS d SET {assignments} "
+            f"FROM (VALUES {', '.join([row] * len(deals))}) AS v(id, {names}) WHERE d.id = v.id",
+            params,
+        )
+
+
+def _in_bulk(writes: list[_PendingWrite], write_all: Callable[[list[_PendingWrite]], Any]) -> None:
+    if not writes:
+        return
+    try:
+        with transaction.atomic():
+            write_all(writes)
+    except IntegrityError:
+        for write in writes:
+            try:
+                with transaction.atomic():
+                    write_all([write])
+            except IntegrityError:
+                write.refused = True
+                write.deal.pk = None if write.update_fields is None else write.deal.pk
+
+
+_deal_batch: ContextVar[DealBatch | None] = ContextVar("deal_batch", default=None)
+
+
+@contextmanager
+def deal_batch(*, actor: User | None, external_ids: Iterable[str]) -> Iterator[DealBatch]:
+    """Inside a transaction: the `create_deal` / `update_deal` calls of the block (a batch upsert's items, each
+    within `DealBatch.item()`) follow the rules of single writes at a cost constant in their number: the pipelines
+    and stages are read once, the `external_ids` the items name are looked up once, the field history's author is
+    set once, and each call validates and holds its write; at the end the deals are inserted in one statement, the
+    updates in one per set of changed columns, then the first stage changes and audit entries, and each write's
+    signal is sent after commit as a single write's is. No other deal write may run inside the block.
+
+    A deal the database refuses at the end (`DealBatch.refused`) writes nothing, and its signal is not sent.
+    """
+    stages = {stage.pk: stage for stage in Stage.objects.select_related("pipeline")}
+    pipelines = {stage.pipeline_id: stage.pipeline for stage in stages.values()}
+    default = next((p for p in pipelines.values() if p.is_default), None)
+    batch = DealBatch(
+        stages=stages,
+        default_pipeline=default or default_pipeline(),
+        taken_external_ids=set(
+            Deal.objects.filter(external_id__in=set(external_ids)).values_list("external_id", flat=True)
+        ),
+        writes=[],
+        audit_entries=[],
+        refused_deals=set(),
+    )
+    token = _deal_batch.set(batch)
+    try:
+        with field_history.acting_as(_actor_id(actor)), deferring_audit() as audit_entries:
+            batch.audit_entries = audit_entries
+            yield batch
+            _deal_batch.reset(token)
+            token = None
+            batch._write_all()
+    finally:
+        if token is not None:
+            _deal_batch.reset(token)
+
+
+def _atomic_unless_batched(write: Callable) -> Callable:
+    """`transaction.atomic` around a deal write, but inside a `deal_batch`, whose writes write nothing until its
+    end: their savepoints would cost two statements each for nothing."""
+
+    @functools.wraps(write)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _deal_batch.get() is not None:
+            return write(*args, **kwargs)
+        with transaction.atomic():
+            return write(*args, **kwargs)
+
+    return wrapper
+
+
 # --- Deals --------------------------------------------------------------------------------------------------------
 
 
-@transaction.atomic
+@_atomic_unless_batched
 def create_deal(
     *,
     actor: User | None,
@@ -206,10 +396,14 @@ def create_deal(
     Entering the first stage follows the rules of any stage: its required fields must be filled, and a deal
     created lost needs a lost reason. The first StageChange (from nothing) is recorded at `created_at`.
     """
-    pipeline = pipeline or (stage.pipeline if stage else default_pipeline())
+    batch = _deal_batch.get()
+    if batch is not None:
+        pipeline = pipeline or (stage.pipeline if stage else batch.default_pipeline)
+    else:
+        pipeline = pipeline or (stage.pipeline if stage else default_pipeline())
     if pipeline is None:
         raise ValidationError({"pipeline": "There is no pipeline yet: an admin must create one first."})
-    stage = stage or first_open_stage(pipeline=pipeline)
+    stage = stage or (batch.first_open_stage(pipeline) if batch is not None else first_open_stage(pipeline=pipeline))
     if stage is None:
         raise ValidationError({"stage": f"The pipeline “{pipeline.name}” has no open stage."})
     stage = _current_stage(stage, pipeline)
@@ -227,7 +421,27 @@ def create_deal(
     deal.updated_at = timezone.now()
     deal.forecast_category = _effective_forecast_category(deal, stage)
     _refuse_missing_fields(deal, stage)
-    _validate(deal)
+    _validate(deal, unique_external_id=batch is None)
+    if batch is not None and deal.external_id in batch.taken_external_ids:
+        raise ValidationError({"external_id": EXTERNAL_ID_TAKEN})
+    if batch is not None:
+        audit_entry = record_audit(actor=actor, instance=deal, action=AuditAction.CREATED)
+        # What the stage history's trigger would stamp after the first stage change (`_insert_first_stage_changes`);
+        # after the audit entry, which a single create records before the stamp.
+        deal.furthest_open_order = stage.order if stage.kind == StageKind.OPEN else None
+        if deal.external_id:
+            batch.taken_external_ids.add(deal.external_id)
+        batch.writes.append(
+            _PendingWrite(
+                deal=deal,
+                update_fields=None,
+                stage_change=StageChange(deal=deal, from_stage=None, to_stage=stage, changed_by=actor, changed_at=at),
+                audit_entry=audit_entry,
+                signal=signals.deal_created,
+                signal_kwargs={"actor": actor, "deal": deal},
+            )
+        )
+        return deal
     with field_history.acting_as(_actor_id(actor)):
         deal.save()
     StageChange.objects.create(deal=deal, from_stage=None, to_stage=stage, changed_by=actor, changed_at=at)
@@ -236,23 +450,46 @@ def create_deal(
     return deal
 
 
-@transaction.atomic
+@_atomic_unless_batched
 def update_deal(*, deal: Deal, actor: User | None, expected_version: int | None = None, **fields: Any) -> Deal:
     """Change a deal's fields (not its stage: see `move_deal`); bumps the version when anything changed.
 
     A field the current stage requires cannot be emptied. `expected_version` guards against lost updates.
     """
-    deal = Deal.objects.select_for_update().select_related("stage").get(pk=deal.pk)
+    batch = _deal_batch.get()
+    if batch is None:
+        deal = Deal.objects.select_for_update().select_related("stage").get(pk=deal.pk)
+    else:
+        # A batch locked and read its deals in this transaction already (`BatchUpsertMixin`): read again, they
+        # would be the same rows.
+        deal.stage = batch.stages.get(deal.stage_id) or Stage.objects.get(pk=deal.stage_id)
     _check_version(deal, expected_version)
     before = audited_values(deal)
 
     def check_and_derive(changed: list[str]) -> None:
         _refuse_missing_fields(deal, deal.stage, verb="stay in")
         deal.forecast_category = _effective_forecast_category(deal, deal.stage)
-        _validate(deal)
+        # An external id that did not change was unique, and the database keeps it so.
+        _validate(deal, unique_external_id="external_id" in changed)
         deal.version += 1
         deal.updated_at = timezone.now()
 
+    if batch is not None:
+        saved: list[list[str]] = []
+        changed = apply_fields(
+            deal, fields, DEAL_EDITABLE_FIELDS, before_save=check_and_derive, save=lambda columns: saved.append(columns)
+        )
+        if changed:
+            batch.writes.append(
+                _PendingWrite(
+                    deal=deal,
+                    update_fields=saved[0],
+                    audit_entry=record_audit(actor=actor, instance=deal, action=AuditAction.UPDATED, before=before),
+                    signal=signals.deal_updated,
+                    signal_kwargs={"actor": actor, "deal": deal, "changed_fields": changed},
+                )
+            )
+        return deal
     with field_history.acting_as(_actor_id(actor)):
         changed = apply_fields(deal, fields, DEAL_EDITABLE_FIELDS, before_save=check_and_derive)
     if not changed:

@@ -164,4 +164,7 @@ def bulk_load(cursor: CursorWrapper, deal_ids: Sequence[int] | None = None) -> I
     yield
     # Still inside the load: the restamp is part of it, not a million changes for other triggers to record.
     restamp_stage_history(cursor, deal_ids)
+    from pipeline.touches import restamp_last_touched  # it reads this module's setting
+
+    restamp_last_touched(cursor, deal_ids)
     cursor.execute("SELECT set_config(%s, 'off', true)", [BULK_LOAD_SETTING])

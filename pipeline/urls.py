@@ -10,6 +10,7 @@ urlpatterns = [
     path("board/", board.board, name="board"),
     path("board/<int:pipeline_id>/", board.board, name="board_pipeline"),
     path("board/<int:pipeline_id>/stages/<int:stage_id>/cards/", board.board_column_more, name="board_column_more"),
+    path("board/<int:pipeline_id>/stages/<int:stage_id>/deals/new/", board.board_quick_add, name="board_quick_add"),
     path("board/<int:pipeline_id>/deals/new/", deals.deal_create, name="deal_create"),
     path("deals/", deal_table.deal_table, name="deal_table"),
     path("deals/export.csv", deal_table.deal_table_export, name="deal_table_export"),

@@ -1,14 +1,17 @@
 """Plain factory functions for tests. Deals, leads and activities are made through the services, as in the app."""
 
 import itertools
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from accounts.models import Role, Team, User
 from pipeline import services
 from pipeline.models import Deal, LostReason, Pipeline, Stage
+from pipeline.stage_history import BULK_LOAD_SETTING
 
 _sequence = itertools.count(1)
 
@@ -73,3 +76,15 @@ def make_qualified_deal(*, owner: User, pipeline: Pipeline, **fields: Any) -> De
     fields.setdefault("expected_close_date", "2026-12-31")
     fields.setdefault("contact", contact)
     return make_deal(owner=owner, pipeline=pipeline, **fields)
+
+
+def leave_untouched(deal: Deal, *, days: float | None = None, since: datetime | None = None) -> Deal:
+    """Date the deal's last touch `days` ago (or at `since`), as if nothing had happened to it since (the triggers
+    of pipeline.touches never move the stamp back, so this writes it as a bulk load would)."""
+    at = since if since is not None else timezone.now() - timedelta(days=days or 0)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT set_config(%s, 'on', true)", [BULK_LOAD_SETTING])
+        cursor.execute("UPDATE pipeline_deal SET last_touched_at = %s WHERE id = %s", [at, deal.pk])
+        cursor.execute("SELECT set_config(%s, 'off', true)", [BULK_LOAD_SETTING])
+    deal.last_touched_at = at
+    return deal

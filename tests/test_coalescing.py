@@ -4,7 +4,7 @@ rollback."""
 import pytest
 from django.db import transaction
 
-from config.coalescing import coalescing_commit_hooks, once
+from config.coalescing import coalescing_commit_hooks, gather, once
 
 pytestmark = pytest.mark.django_db
 
@@ -19,6 +19,19 @@ def test_asks_made_by_the_callbacks_of_a_block_run_once_after_the_last_of_them(d
     assert done == [0, 1, 2, "work"]
     once("work", lambda: done.append("now"))  # outside a block: at once
     assert done[-1] == "now"
+
+
+def test_items_gathered_by_the_callbacks_of_a_block_are_handed_over_in_one_list_in_order(
+    django_capture_on_commit_callbacks,
+):
+    handed: list[list] = []
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic(), coalescing_commit_hooks():
+        for number in range(4):
+            key = "odd" if number % 2 else "even"
+            transaction.on_commit(lambda number=number, key=key: gather(key, number, handed.append))
+    assert handed == [[0, 2], [1, 3]]
+    gather("even", 9, handed.append)  # outside a block: at once, alone
+    assert handed[-1] == [9]
 
 
 def test_a_rolled_back_savepoint_drops_its_callbacks_and_a_rolled_back_block_leaves_no_gathering(

@@ -50,6 +50,17 @@ class MetricFilterSerializer(serializers.Serializer):
         return value
 
 
+class StaleDealsQuerySerializer(MetricFilterSerializer):
+    """The stale deals' filters, and whether to add up the reasons."""
+
+    reasons = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="true: add `reasons`, the count and amount per reason over every page (one more query, over all "
+        "the rows: the page alone reads only its own).",
+    )
+
+
 class PeriodMetricQuerySerializer(MetricFilterSerializer):
     """Filters, a group and a period: one calendar period, all time, a custom range (one row per group), or with
     `period_kind` the periods of a kind within a range. Validated, `period` is a `Period` or a `Window`."""

@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from accounts.models import Team, User
+from config.api import iso_datetime
 from forecasting import selectors
 from forecasting.api.params import ID_MAX, CallPeriodField
 from forecasting.metrics import result_keys
@@ -157,9 +158,38 @@ class StaleDealRowSerializer(serializers.Serializer):
     source = serializers.CharField(allow_null=True)
     days_in_stage = _number("days_in_stage", "Days since the deal entered its stage.", null=False)
     rotting_days = _count("rotting_days", "The stage's rotting days.")
-    rotting = serializers.BooleanField(source="values.rotting", help_text="days_in_stage > rotting_days.")
+    rotting = serializers.BooleanField(
+        source="values.rotting", help_text="The former name of in_stage_too_long, with the same value."
+    )
+    in_stage_too_long = serializers.BooleanField(
+        source="values.in_stage_too_long", help_text="days_in_stage > rotting_days."
+    )
     no_next_step = serializers.BooleanField(source="values.no_next_step", help_text="No planned activity ahead.")
+    no_activity = serializers.BooleanField(
+        source="values.no_activity",
+        help_text="Rotting by inactivity: days_since_touch > rotting_days (a touch: its creation, an edit of a "
+        "field, a move, a done activity or a note).",
+    )
+    days_since_touch = _number("days_since_touch", "Days since the deal's last touch.", null=False)
     stage_entered_at = serializers.DateTimeField(source="values.stage_entered_at")
+    last_touched_at = serializers.DateTimeField(source="values.last_touched_at")
+    amount = _amount("amount", "The deal's amount (null when it has none).", null=True)
+    currency = serializers.CharField(source="values.currency")
+
+
+class StaleReasonSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    amount = serializers.DecimalField(max_digits=20, decimal_places=2, help_text="Σ amount (a missing one: 0).")
+
+
+class StaleReasonsSerializer(serializers.Serializer):
+    """The stale deals of the whole list (every page, with its filters) by reason; `total` counts a deal stale for
+    several reasons once, so it may be less than the sum of the reasons."""
+
+    total = StaleReasonSerializer()
+    in_stage_too_long = StaleReasonSerializer()
+    no_next_step = StaleReasonSerializer()
+    no_activity = StaleReasonSerializer()
 
 
 @reads(Metric.FORECAST)
@@ -684,3 +714,94 @@ class RepReliabilitySerializer(serializers.Serializer):
     periods = ReliabilityPeriodSerializer(many=True)
     ape = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
     bias = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+
+
+# --- The roll-up and trend answers, shaped by hand ------------------------------------------------------------------
+# A roll-up for a 20-team company holds some 3,000 fields; even `plain_representation`'s generic walk (an attribute
+# path and a converter per field) cost more than the SQL. These give exactly what `RollupSerializer` and
+# `TrendSerializer` give (tests/forecasting/api/test_forecast_call_api.py compares the JSON in two time zones);
+# the serializers stay the schema.
+
+
+def _money(value) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def _entry(entry) -> dict | None:
+    if entry is None:
+        return None
+    return {"amount": f"{entry.amount:.2f}", "at": iso_datetime(entry.at), "note": entry.note, "by": entry.by_id}
+
+
+def rollup_representation(rollup) -> dict:
+    """What `RollupSerializer(rollup).data` gives, for a `forecasting.selectors.Rollup`."""
+    teams = []
+    for team in rollup.teams:
+        members = []
+        for member in team.members:
+            submitted = _entry(member.submitted)
+            members.append(
+                {
+                    "user": member.user_id,
+                    "name": member.name,
+                    "computed": f"{member.computed:.2f}",
+                    "submitted": submitted,
+                    "adjusted": _entry(member.adjusted),
+                    "submitted_at": submitted and submitted["at"],
+                    "value": f"{member.value:.2f}",
+                    "won": f"{member.won:.2f}",
+                    "quota": _money(member.quota),
+                    "gap": _money(member.gap),
+                }
+            )
+        submitted = _entry(team.submitted)
+        teams.append(
+            {
+                "team": team.team_id,
+                "name": team.name,
+                "members": members,
+                "computed": f"{team.computed:.2f}",
+                "submitted": submitted,
+                "adjusted": _entry(team.adjusted),
+                "submitted_at": submitted and submitted["at"],
+                "value": f"{team.value:.2f}",
+                "call": f"{team.call:.2f}",
+                "won": f"{team.won:.2f}",
+                "quota": _money(team.quota),
+                "gap": _money(team.gap),
+            }
+        )
+    return {
+        "period": rollup.period.key,
+        "category": rollup.category,
+        "at": iso_datetime(rollup.at),
+        "computed_at": None if rollup.computed_at is None else iso_datetime(rollup.computed_at),
+        "company": rollup.company,
+        "teams": teams,
+        "computed": f"{rollup.computed:.2f}",
+        "value": f"{rollup.value:.2f}",
+        "call": f"{rollup.call:.2f}",
+        "won": f"{rollup.won:.2f}",
+        "quota": _money(rollup.quota),
+        "gap": _money(rollup.gap),
+    }
+
+
+def trend_representation(period: str, category: str, weeks) -> dict:
+    """What `TrendSerializer({"period": …, "category": …, "weeks": weeks}).data` gives, for the `TrendWeek`s."""
+    return {
+        "period": period,
+        "category": category,
+        "weeks": [
+            {
+                "lock": iso_datetime(week.lock),
+                "submitted": f"{week.submitted:.2f}",
+                "adjusted": f"{week.adjusted:.2f}",
+                "computed_commit": f"{week.computed_commit:.2f}",
+                "computed_best_case": f"{week.computed_best_case:.2f}",
+                "won": f"{week.won:.2f}",
+                "quota": _money(week.quota),
+            }
+            for week in weeks
+        ],
+    }

@@ -31,7 +31,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Team
 from accounts.selectors import visible_users
-from config.api import DestroyMixin, UpdateMixin, VisibleViewSet, plain_representation, representation_etag
+from config.api import DestroyMixin, UpdateMixin, VisibleViewSet, representation_etag
 from config.rest import ApiPagination, OrderingFilter
 from forecasting import selectors, services
 from forecasting.api.filters import ForecastAdjustmentFilter, ForecastSubmissionFilter, QuotaFilter
@@ -40,13 +40,13 @@ from forecasting.api.params import (
     CalendarPeriodMetricQuerySerializer,
     CalibrationQuerySerializer,
     CommitReliabilityQuerySerializer,
-    MetricFilterSerializer,
     PacingQuerySerializer,
     PeriodMetricQuerySerializer,
     RollupQuerySerializer,
     SlippageQuerySerializer,
     StagePeriodMetricQuerySerializer,
     StageTimeQuerySerializer,
+    StaleDealsQuerySerializer,
     TrendQuerySerializer,
     WaterfallDealsQuerySerializer,
     WaterfallQuerySerializer,
@@ -76,12 +76,15 @@ from forecasting.api.serializers import (
     SlippageRowSerializer,
     StageTimeRowSerializer,
     StaleDealRowSerializer,
+    StaleReasonsSerializer,
     TrendSerializer,
     WaterfallDealSerializer,
     WaterfallRowSerializer,
     WinRateRowSerializer,
     history_page_of,
     page_of,
+    rollup_representation,
+    trend_representation,
 )
 from forecasting.models import (
     ForecastAdjustment,
@@ -94,7 +97,14 @@ from forecasting.models import (
     Quota,
 )
 from forecasting.periods import Window
-from forecasting.selectors import Freshness, SnapshotQuery, freshness, metric_rows, visible_snapshot_rows
+from forecasting.selectors import (
+    Freshness,
+    SnapshotQuery,
+    freshness,
+    metric_rows,
+    stale_reasons,
+    visible_snapshot_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +124,7 @@ class MetricViewSet(VisibleViewSet):
     query: SnapshotQuery | None = None
     run: MetricsRun | None = None
     live_at = None  # when the rows were computed, for rows computed when asked
+    rows = None  # what visible_queryset() answered, before paging
 
     def snapshot_query(self) -> SnapshotQuery:
         params = self.query_serializer(data=self.request.query_params)
@@ -141,7 +152,7 @@ class MetricViewSet(VisibleViewSet):
     def visible_queryset(self):
         self.query = self.snapshot_query()
         read = metric_rows(user=self.request.user, query=self.query)
-        self.run, self.live_at = read.run, read.live_at
+        self.run, self.live_at, self.rows = read.run, read.live_at, read.rows
         return read.rows
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -238,14 +249,34 @@ class LeadMetricsViewSet(MetricViewSet):
 
 
 @_documented(
-    page_of("StaleDealPage", StaleDealRowSerializer),
-    "One row per stale open deal the user may see: rotting (longer in its stage than the stage's rotting days), "
-    "with no next step (no planned activity ahead), or both; as of the recompute. `group` is always `owner`.",
+    page_of(
+        "StaleDealPage",
+        StaleDealRowSerializer,
+        reasons=StaleReasonsSerializer(
+            allow_null=True,
+            help_text="With `reasons=true`: count and amount of the stale deals of every page by reason; `total` "
+            "counts each deal once. Else null.",
+        ),
+    ),
+    "One row per stale open deal the user may see, with each reason it is stale for: in its stage longer than the "
+    "stage's rotting days (`in_stage_too_long`), with no next step (no planned activity ahead), or with no activity "
+    "for longer than the rotting days (`no_activity`: its last touch, a creation, edit, move, done activity or note, "
+    "is older); as of the recompute. `reasons=true` adds them up over the whole list. `group` is always `owner`.",
 )
 class StaleDealsViewSet(MetricViewSet):
     metric = Metric.STALE
     serializer_class = StaleDealRowSerializer
-    query_serializer = MetricFilterSerializer
+    query_serializer = StaleDealsQuerySerializer
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)
+        params = self.query_serializer(data=request.query_params)
+        params.is_valid(raise_exception=True)  # already checked by the read: this only reads `reasons` back
+        results = response.data.pop("results")  # still last
+        asked = params.validated_data["reasons"] and self.rows is not None
+        response.data["reasons"] = StaleReasonsSerializer(stale_reasons(self.rows)).data if asked else None
+        response.data["results"] = results
+        return response
 
 
 @_documented(
@@ -715,11 +746,6 @@ class ForecastAdjustmentViewSet(VisibleViewSet):
         return self.detail_response(adjustment, status_code=status.HTTP_201_CREATED)
 
 
-# A roll-up answer holds some 3,000 fields for a 20-team company: DRF's per-field machinery cost more than its SQL.
-ROLLUP_REPRESENTATION = plain_representation(RollupSerializer)
-TREND_REPRESENTATION = plain_representation(TrendSerializer)
-
-
 @extend_schema(
     parameters=[RollupQuerySerializer],
     responses={200: RollupSerializer},
@@ -733,7 +759,7 @@ class ForecastRollupView(ComputedReadView):
         query = RollupQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         rollup = selectors.forecast_rollup(user=request.user, **query.validated_data)
-        return Response(ROLLUP_REPRESENTATION(rollup))
+        return Response(rollup_representation(rollup))
 
 
 @extend_schema(
@@ -757,8 +783,7 @@ class ForecastTrendView(ComputedReadView):
         weeks = selectors.forecast_trend(
             user=request.user, period=params["period"], category=params["category"], team=team
         )
-        data = {"period": params["period"].key, "category": params["category"], "weeks": weeks}
-        return Response(TREND_REPRESENTATION(data))
+        return Response(trend_representation(params["period"].key, params["category"], weeks))
 
 
 @extend_schema(

@@ -162,10 +162,12 @@ class DealFilter(filters.FilterSet):
     )
     # A choice rather than a BooleanFilter, which reads "perhaps" as absent: a misspelt value is a 400, not every deal.
     stale = filters.ChoiceFilter(
-        choices=[("true", "true"), ("false", "false")],
+        choices=[("true", "true"), ("false", "false"), *((reason, reason) for reason in selectors.STALE_REASONS)],
         method="filter_stale",
-        help_text="true: open deals in their stage longer than its rotting days, or with no planned activity due "
-        "later (the dashboard's stale deals); false: the other deals.",
+        help_text="true: the dashboard's stale deals, open deals in their stage longer than its rotting days "
+        "(`in_stage_too_long`), with no planned activity due later (`no_next_step`), or last touched (created, edited, "
+        "moved, a done activity or a note) longer ago than the stage's rotting days (`no_activity`); one of those "
+        "three names: the open deals stale for that reason (whatever others); false: the deals that are not stale.",
     )
 
     class Meta:
@@ -185,6 +187,8 @@ class DealFilter(filters.FilterSet):
     def filter_stale(self, qs, name, value):
         if not value:
             return qs
+        if value in selectors.STALE_REASONS:
+            return qs.filter(selectors.stale_condition(reason=value))
         stale = selectors.stale_condition()
         return qs.filter(stale) if value == "true" else qs.exclude(stale)
 

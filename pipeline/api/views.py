@@ -261,6 +261,9 @@ class DealViewSet(AuditTrailActions, BatchUpsertMixin, UpdateMixin, VisibleViewS
     def perform_create(self, data):
         return services.create_deal(actor=self.request.user, **data)
 
+    def batch_scope(self, external_ids):
+        return services.deal_batch(actor=self.request.user, external_ids=external_ids)
+
     def perform_update(self, deal, data):
         return services.update_deal(
             deal=deal, actor=self.request.user, expected_version=data.pop("version", None), **data

@@ -54,8 +54,10 @@ from pipeline.models import Contact, Deal, ForecastCategory, Organization, Pipel
 from pipeline.selectors import visible_contacts, visible_organizations
 
 # The deal columns an import writes, in COPY order (every concrete column but the id), and their field names.
-DEAL_COLUMNS = [f.column for f in Deal._meta.concrete_fields if not f.primary_key]
-DEAL_FIELD_NAMES = [f.name for f in Deal._meta.concrete_fields if not f.primary_key]
+# The columns a new deal is written with: not those the database fills (`last_touched_at`, pipeline.touches).
+_WRITTEN_FIELDS = [f for f in Deal._meta.concrete_fields if not f.primary_key and not f.has_db_default()]
+DEAL_COLUMNS = [f.column for f in _WRITTEN_FIELDS]
+DEAL_FIELD_NAMES = [f.name for f in _WRITTEN_FIELDS]
 TITLE = DEAL_FIELD_NAMES.index("title")
 STAGE_CHANGE_COLUMNS = ["deal_id", "from_stage_id", "to_stage_id", "changed_by_id", "changed_at"]
 TEXT_FIELDS = {
@@ -467,6 +469,4 @@ def _same(existing: dict, name: str, value) -> bool:
 
 
 def _column_values(deal: dict) -> tuple:
-    return tuple(
-        deal[f.name] if f.name in deal else f.get_default() for f in Deal._meta.concrete_fields if not f.primary_key
-    )
+    return tuple(deal[f.name] if f.name in deal else f.get_default() for f in _WRITTEN_FIELDS)

@@ -47,6 +47,15 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("changed_at", ("date", "timestamp", "moved_at", "entered_at", "change_date", "changed_on")),
         Field("changed_by", ("moved_by", "user", "changed_by_user")),
     ),
+    # Salesforce's OpportunityFieldHistory export: OpportunityId, Field, OldValue, NewValue, CreatedDate, CreatedById.
+    ImportKind.FIELD_CHANGES: (
+        Field("deal", ("deal_id", "deal_external_id", "opportunity_id", "opportunityid", "external_id")),
+        Field("field", ("field_name", "changed_field")),
+        Field("old_value", ("old", "oldvalue", "from", "from_value", "previous_value")),
+        Field("new_value", ("new", "newvalue", "to", "to_value", "value")),
+        Field("changed_at", ("date", "timestamp", "createddate", "created_date", "change_date", "changed_on")),
+        Field("changed_by", ("createdbyid", "created_by_id", "created_by", "user", "changed_by_user")),
+    ),
     ImportKind.LEADS: (
         Field("external_id", ("id", "lead_id")),
         Field("first_name", ("firstname", "given_name", "forename")),
@@ -102,6 +111,7 @@ FIELDS: dict[str, tuple[Field, ...]] = {
 REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     ImportKind.DEALS: (("title", "organization", "external_id"),),
     ImportKind.STAGE_CHANGES: (("deal",), ("stage",), ("changed_at",)),
+    ImportKind.FIELD_CHANGES: (("deal",), ("field",), ("old_value",), ("new_value",), ("changed_at",)),
     ImportKind.LEADS: (("last_name", "name", "external_id"),),
     ImportKind.ORGANIZATIONS: (("name", "external_id"),),
     ImportKind.CONTACTS: (("last_name", "name", "external_id"),),

@@ -19,6 +19,7 @@ from pipeline.importing import reading
 from pipeline.importing.base import Problem
 from pipeline.importing.customers import ContactImporter, OrganizationImporter
 from pipeline.importing.deals import DealImporter
+from pipeline.importing.field_changes import FieldChangeImporter
 from pipeline.importing.fields import REQUIRED, is_known_field, suggest_mapping
 from pipeline.importing.history import StageChangeImporter
 from pipeline.importing.leads import LeadImporter
@@ -36,6 +37,7 @@ STORED_ERRORS = 1000
 IMPORTERS = {
     ImportKind.DEALS: DealImporter,
     ImportKind.STAGE_CHANGES: StageChangeImporter,
+    ImportKind.FIELD_CHANGES: FieldChangeImporter,
     ImportKind.LEADS: LeadImporter,
     ImportKind.ORGANIZATIONS: OrganizationImporter,
     ImportKind.CONTACTS: ContactImporter,

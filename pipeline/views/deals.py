@@ -25,7 +25,9 @@ from pipeline.views.responses import STALE_MESSAGE, is_htmx, toast, trigger
 def deal_create(request: HttpRequest, pipeline_id: int) -> HttpResponse:
     """A new deal in a pipeline, through `services.create_deal`; then its page."""
     pipeline = get_object_or_404(selectors.visible_pipelines(request.user), pk=pipeline_id)
-    form = DealCreateForm(request.POST or None, user=request.user, pipeline=pipeline)
+    # ?stage= comes from a board column's "+" followed without JS: that stage is chosen already.
+    initial = {"stage": request.GET["stage"]} if request.GET.get("stage", "").isdigit() else {}
+    form = DealCreateForm(request.POST or None, user=request.user, pipeline=pipeline, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             deal = services.create_deal(actor=request.user, pipeline=pipeline, **form.service_arguments())
@@ -99,7 +101,7 @@ def _deal_context(request: HttpRequest, deal: Deal) -> dict:
         "activities": list(selectors.deal_activities(deal=deal)),
         "activity_form": ActivityForm(),
         "can_edit": can_edit,
-        "is_stale": selectors.is_stale(deal),
+        "staleness": selectors.staleness(deal),
         "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
         "now": timezone.now(),
     }
@@ -171,7 +173,7 @@ def _fields_saved(request: HttpRequest, deal: Deal) -> HttpResponse:
         "deal": deal,
         "can_edit": True,
         "stages": list(deal.pipeline.stages.order_by("order")),
-        "is_stale": selectors.is_stale(deal),
+        "staleness": selectors.staleness(deal),
         "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
         "oob": True,
     }
@@ -284,7 +286,7 @@ def deal_field(request: HttpRequest, pk: int, name: str) -> HttpResponse:
         "deal": deal,
         "can_edit": True,
         "stages": list(deal.pipeline.stages.order_by("order")),
-        "is_stale": selectors.is_stale(deal),
+        "staleness": selectors.staleness(deal),
         "from_lead": selectors.converted_lead_of(user=request.user, deal=deal),
         "oob": True,
     }

@@ -8,7 +8,7 @@ fails (Redis away), the deliveries stay due and the periodic sweep sends them.
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -195,6 +195,59 @@ def emit_event(
         subscriptions = [subscription for subscription in subscriptions if subscription.owner_id in seeing]
     owners = None if record_owners is None else sorted({owner for owner in record_owners if owner is not None})
     return _create_event(type=type, data=data(), subscriptions=subscriptions, record_owners=owners)
+
+
+def emit_record_events(
+    events: Sequence[tuple[str, models.Model]],
+    *,
+    represent: Callable[[list[models.Model]], list[Any]],
+    visible_to: Callable[[User], QuerySet],
+    record_owners: Callable[[models.Model], Iterable[int | None]],
+) -> list[WebhookEvent]:
+    """Write the events `(type, record)` of many records of one kind, in order, as `emit_event` writes one each:
+    the same rows, with a delivery per active subscription to the type whose (active) owner may see the record.
+
+    Set-based, so that a batch of 200 deals costs a constant number of statements, not three per event: the
+    subscriptions are read once, what each subscriber may see once per subscriber, the records are represented
+    by `represent` (one serializer for the list) and the events and deliveries inserted in bulk.
+    """
+    if not events:
+        return []
+    types = sorted({type for type, _record in events})
+    subscriptions = list(
+        WebhookSubscription.objects.filter(is_active=True, owner__is_active=True, events__overlap=types).select_related(
+            "owner"
+        )
+    )
+    record_ids = {record.pk for _type, record in events}
+    seeing = {
+        owner.pk: set(visible_to(owner).filter(pk__in=record_ids).values_list("pk", flat=True))
+        for owner in {subscription.owner for subscription in subscriptions}
+    }
+    data = _json_ready(represent([record for _type, record in events]))
+    rows = [
+        WebhookEvent(
+            type=type,
+            data=datum,
+            record_owners=sorted({owner for owner in record_owners(record) if owner is not None}),
+        )
+        for (type, record), datum in zip(events, data, strict=True)
+    ]
+    if not subscriptions:  # one INSERT, which needs no transaction of its own
+        return WebhookEvent.objects.bulk_create(rows)
+    with transaction.atomic():
+        created = WebhookEvent.objects.bulk_create(rows)
+        now = timezone.now()
+        deliveries = WebhookDelivery.objects.bulk_create(
+            WebhookDelivery(subscription=subscription, event=event, next_attempt_at=now)
+            for event, (type, record) in zip(created, events, strict=True)
+            for subscription in subscriptions
+            if type in subscription.events and record.pk in seeing[subscription.owner_id]
+        )
+        delivery_ids = [delivery.pk for delivery in deliveries]
+        if delivery_ids:
+            transaction.on_commit(lambda: _queue_deliveries(delivery_ids))
+    return created
 
 
 def emit_metrics_recomputed(*, computed_at: datetime, periods: Iterable[str] = (), full: bool = False) -> WebhookEvent:

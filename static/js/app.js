@@ -23,6 +23,45 @@
     });
   }
 
+  var FOCUSABLE = "a[href], button:not([disabled]), input:not([type=hidden]):not([disabled]), "
+    + "select:not([disabled]), textarea:not([disabled]), summary, [tabindex]:not([tabindex='-1'])";
+
+  // What takes the focus for `element`: itself when it can, else the first control inside it. An element that htmx
+  // has swapped out meanwhile (a card drawn again) is looked up again by its id.
+  function focusable(element) {
+    if (element && !element.isConnected && element.id) element = document.getElementById(element.id);
+    if (!element || !element.isConnected) return null;
+    return element.matches(FOCUSABLE) ? element : element.querySelector(FOCUSABLE);
+  }
+
+  // Open `dialog` as a modal, its first field focused, and when it closes (Escape, Cancel, or the work it asked for
+  // done) give the focus back to `source`, what opened it: a keyboard user carries on where they were instead of at
+  // the top of the page. The focus moves after the close listeners have run (the board puts a card back then).
+  function openDialog(dialog, source) {
+    if (!dialog.open) {
+      dialog.crmReturnFocus = source || document.activeElement;
+      // Marked so that a control shown only on hover or focus (a card's "Move to") stays shown, and so focusable.
+      if (dialog.crmReturnFocus) dialog.crmReturnFocus.setAttribute("data-dialog-source", "");
+      dialog.showModal();
+    }
+    if (!dialog.crmFocusReturns) {
+      dialog.crmFocusReturns = true;
+      dialog.addEventListener("close", function () {
+        var source = dialog.crmReturnFocus;
+        dialog.crmReturnFocus = null;
+        setTimeout(function () {
+          var active = document.activeElement;
+          // Unless the user went on elsewhere meanwhile (a click on another card).
+          var target = !active || active === document.body || dialog.contains(active) ? focusable(source) : null;
+          if (target) target.focus();
+          if (source) source.removeAttribute("data-dialog-source");
+        }, 0);
+      });
+    }
+    var first = dialog.querySelector("input:not([type=hidden]), select, textarea");
+    if (first) first.focus();
+  }
+
   function start() {
     var body = document.body;
     var active = 0;
@@ -111,10 +150,12 @@
     // The move dialog (board and deal page): opened when the server asks for a stage's missing fields.
     var dialog = document.getElementById("move-dialog");
     if (dialog) {
-      document.addEventListener("crm:needs-input", function () {
-        if (!dialog.open) dialog.showModal();
-        var first = dialog.querySelector("input:not([type=hidden]), select, textarea");
-        if (first) first.focus();
+      // Triggered on the element that asked for the move: a dragged card, or the form of its "Move to" control,
+      // whose button (when it had the focus) is where the focus goes back to.
+      document.addEventListener("crm:needs-input", function (event) {
+        var asker = event.target instanceof Element ? event.target : null;
+        var active = document.activeElement;
+        openDialog(dialog, asker && asker.contains(active) ? active : asker);
       });
       // The deal page drawn again after a move from its header: the dialog that asked for a lost reason is done.
       document.addEventListener("crm:deal-redrawn", function () {
@@ -126,7 +167,7 @@
     }
   }
 
-  window.crm = { toast: toast };
+  window.crm = { toast: toast, openDialog: openDialog };
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
 })();

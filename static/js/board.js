@@ -92,6 +92,86 @@
     });
   }
 
+  // The board's one Move control and "Move to" dialog (a card carries no form: SPEC §6 keeps 150 cards under 100 KB).
+  // The button is moved into the card under the pointer or holding the focus, after its links in the tab order; the
+  // dialog is filled from that card's data attributes and its choice goes the way a drop does (move()).
+  var opener = null; // the Move button, kept even while a card it sat in is swapped out
+  var choosing = null; // the id of the card whose Move is being chosen
+
+  function movable(target) {
+    var card = target && target.closest ? target.closest("#board .cards .deal-card") : null;
+    return card && card.dataset.moveUrl ? card : null;
+  }
+
+  function offer(event) {
+    var card = movable(event.target);
+    if (!card || opener.parentElement === card) return;
+    if (event.type === "mouseover" && document.activeElement === opener) return; // a keyboard user keeps it
+    opener.hidden = false;
+    card.appendChild(opener);
+  }
+
+  function chooseStage() {
+    var card = movable(opener);
+    var box = document.getElementById("move-to-dialog");
+    if (!card || !box) return;
+    choosing = card.id;
+    box.querySelector("h2").textContent = "Move “" + card.querySelector("h3 a").textContent + "” to";
+    var select = box.querySelector("select");
+    select.value = card.dataset.stageId;
+    // Escape or Cancel gives the focus back to the Move button, still in this card.
+    window.crm.openDialog(box, opener);
+    select.focus();
+  }
+
+  function chosen(event) {
+    event.preventDefault();
+    var box = document.getElementById("move-to-dialog");
+    var card = choosing && document.getElementById(choosing); // the card as it is now, if swapped meanwhile
+    var stageId = box.querySelector("select").value;
+    box.close();
+    if (!card || !card.dataset.moveUrl) return;
+    var list = card.parentElement;
+    move(card, list, Array.prototype.indexOf.call(list.children, card), stageId);
+  }
+
+  // A column's quick add (its "+" fetches the form into the column's .quick-add): the title takes the focus when it
+  // opens (a refused field takes it instead, app.js); Cancel or Escape closes it, and so does an added deal, giving
+  // the focus back to the "+".
+  function focusPlus(box) {
+    var plus = document.querySelector("#col-head-" + box.id.replace("quick-add-", "") + " .add");
+    if (plus) plus.focus();
+  }
+  function closeQuickAdd(form) {
+    var box = form.closest(".quick-add");
+    form.remove();
+    if (box) focusPlus(box);
+  }
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var box = event.detail.elt;
+    if (!box || !box.classList || !box.classList.contains("quick-add")) return;
+    if (!box.querySelector("form")) return focusPlus(box);
+    var title = box.querySelector("input[name=title]");
+    if (title && !box.querySelector(".has-error")) title.focus();
+  });
+  // "+" again while its form is open keeps what was typed: the form takes the focus instead of being fetched anew.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var plus = event.detail.elt;
+    if (!plus || !plus.matches || !plus.matches(".column-title .add")) return;
+    var title = document.querySelector(plus.getAttribute("hx-target") + " input[name=title]");
+    if (!title) return;
+    event.preventDefault();
+    title.focus();
+  });
+  document.addEventListener("click", function (event) {
+    var cancel = event.target.closest && event.target.closest("[data-quick-add-cancel]");
+    if (cancel) closeQuickAdd(cancel.closest("form"));
+  });
+  document.addEventListener("keydown", function (event) {
+    var form = event.key === "Escape" && event.target.closest && event.target.closest(".quick-add-form");
+    if (form) closeQuickAdd(form);
+  });
+
   document.addEventListener("crm:moved", function (event) {
     pending = null;
     var box = dialog();
@@ -99,7 +179,7 @@
     var id = event.detail && event.detail.deal;
     setTimeout(function () {
       reconcile();
-      var link = document.querySelector("#deal-" + id + " .card-title");
+      var link = document.querySelector("#deal-" + id + " h3 a");
       if (link && (document.activeElement === document.body || !document.activeElement)) link.focus();
     }, 0);
   });
@@ -122,6 +202,14 @@
   function start() {
     var box = dialog();
     if (box) box.addEventListener("close", revert);
+    opener = document.querySelector("[data-move-open]");
+    var form = document.querySelector("form[data-move-to]");
+    if (opener && form) {
+      document.addEventListener("mouseover", offer);
+      document.addEventListener("focusin", offer);
+      opener.addEventListener("click", chooseStage);
+      form.addEventListener("submit", chosen);
+    }
     htmx.onLoad(init);
     init();
   }

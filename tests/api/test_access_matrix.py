@@ -378,7 +378,7 @@ def metric_ids(org, pipeline, quota_ids):
     recomputes that snapshot it: one at the start of October (which keeps October's forecast), one now."""
     from decimal import Decimal
 
-    from forecasting.services import recompute_metrics
+    from forecasting.services import recompute_history_metrics, recompute_metrics
     from tests.forecasting.helpers import at, deal_with_history
 
     won = [("Prospecting", "2026-10-01"), ("Won", "2026-10-11")]
@@ -386,6 +386,7 @@ def metric_ids(org, pipeline, quota_ids):
     stale = deal_with_history(owner=org.rep, pipeline=pipeline, source="Web", path=[("Prospecting", "2026-09-01")])
     recompute_metrics(as_of=at("2026-10-01 00:30"))
     recompute_metrics(as_of=at("2026-11-25 12:00"))
+    recompute_history_metrics(as_of=at("2026-11-25 12:00"))
     return quota_ids | {"stale_deal": stale.pk, "source": "Web", "company": "company"}
 
 

@@ -9,6 +9,7 @@ import pytest
 from accounts.models import AuditEntry
 from config.api import BATCH_MAX_ITEMS, BATCH_NOT_APPLIED
 from pipeline import services
+from pipeline.api.serializers import DealSerializer
 from pipeline.models import Contact, Deal, DealState, Lead, Organization, StageChange
 from pipeline.services import EXTERNAL_ID_TAKEN
 from pipeline.webhooks.models import WebhookEvent, WebhookSubscription
@@ -270,27 +271,35 @@ def test_a_batch_asks_for_one_metrics_refresh_where_single_writes_ask_once_each(
     assert refreshes == []  # rolled back: nothing changed, nothing to refresh
 
 
-def test_query_count_is_the_single_writes_per_item_and_200_deals_take_well_under_a_second(org, pipeline):
+def test_a_batch_costs_the_same_statements_whatever_its_size(org, pipeline):
     client = client_for(org.rep)
     # Warm: the token's first use is stamped, and the audit trail's content type cached, once per process.
     assert client.post("/api/v1/deals/", {"title": "Warm"}, format="json").status_code == 201
-    with capture_queries() as single:
-        response = client.post(
-            "/api/v1/deals/", {"title": "One", "amount": "10.00", "external_id": "one"}, format="json"
-        )
-    assert response.status_code == 201
-    counts = {}
+    counts, listings = {}, {}
     for size in (5, 10):
-        items = [{"external_id": f"q{size}-{i}", "title": f"Q {i}", "amount": "10.00"} for i in range(size)]
-        with capture_queries() as captured:
-            assert statuses(batch(client, "deals", items)) == [201] * size
-        counts[size] = len(captured)
-    # Each item costs what a single create costs without its token lookup, plus its savepoint (SAVEPOINT, RELEASE);
-    # the batch's own cost is paid once: the token, the batch's savepoint and the one locking read of the records
-    # it updates.
-    per_item = len(single) - 1 + 2
-    assert counts == {5: 4 + 5 * per_item, 10: 4 + 10 * per_item}, single.listing()
+        for step, expected in (("create", 201), ("update", 200)):
+            items = [
+                {"external_id": f"q{size}-{i}", "title": f"Q {i}", "amount": "10.00"}
+                if step == "create"
+                else {"external_id": f"q{size}-{i}", "amount": "20.00", "expected_close_date": "2027-01-31"}
+                for i in range(size)
+            ]
+            with capture_queries() as captured:
+                assert statuses(batch(client, "deals", items)) == [expected] * size
+            counts[step, size] = len(captured)
+            listings[step, size] = captured.listing()
+    # What the items share is read and written once (`services.deal_batch`): the token, the batch's savepoint
+    # (2), the locking read of the records it updates, the stages, the external ids named, the field history's
+    # author (set, restored), then the deals in one statement in a savepoint (3), the first stage changes with the
+    # stage history's per-row stamping off (3) and the audit entries. An update batch writes no stage change, and
+    # one UPDATE per set of changed columns.
+    assert counts == {("create", 5): 15, ("create", 10): 15, ("update", 5): 12, ("update", 10): 12}, listings
+    assert Deal.objects.filter(external_id__startswith="q10-", amount=Decimal("20.00")).count() == 10
 
+
+def test_200_deals_take_well_under_a_second(org, pipeline):
+    client = client_for(org.rep)
+    assert client.post("/api/v1/deals/", {"title": "Warm"}, format="json").status_code == 201
     items = [{"external_id": f"t-{i}", "title": f"Timed {i}", "amount": "10.00"} for i in range(BATCH_MAX_ITEMS)]
     started = time.perf_counter()
     assert statuses(batch(client, "deals", items)) == [201] * BATCH_MAX_ITEMS
@@ -404,3 +413,106 @@ def test_an_external_id_with_a_nul_character_is_refused_at_its_item(org, pipelin
     assert answer.status_code == 200
     [item] = answer.json()["items"]
     assert item["status"] == 400 and "external_id" in item["errors"]
+
+
+# --- Writes held to the end of the batch ---------------------------------------------------------------------------
+
+
+def _events_by_deal() -> dict[int, list[tuple[str, dict]]]:
+    events: dict[int, list[tuple[str, dict]]] = {}
+    for event in WebhookEvent.objects.order_by("sequence"):
+        events.setdefault(event.data["id"], []).append((event.type, event.data))
+    return events
+
+
+def test_an_external_id_taken_meanwhile_refuses_its_item_alone_with_a_409(
+    org, pipeline, subscribed, monkeypatch, django_capture_on_commit_callbacks
+):
+    # A concurrent writer takes "race-2" after the batch looked its external ids up, before it inserts its deals.
+    racer: list[Deal] = []
+    held_writes = services._in_bulk
+
+    def taken_meanwhile(writes, write_all):
+        if not racer:
+            racer.append(make_deal(owner=org.other_rep, pipeline=pipeline, title="Racer", external_id="race-2"))
+        held_writes(writes, write_all)
+
+    monkeypatch.setattr(services, "_in_bulk", taken_meanwhile)
+    items = [{"external_id": "race-1", "title": "A"}, {"external_id": "race-2", "title": "B"}, {"title": "C"}]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = batch(client_for(org.rep), "deals", items)
+    assert statuses(response) == [201, 409, 201]
+    results = response.json()["items"]
+    assert results[1] == {
+        "index": 1,
+        "status": 409,
+        "id": None,
+        "errors": {"detail": ["A concurrent write conflicted with this item: send it again."]},
+    }
+    written = {deal.title: deal for deal in Deal.objects.filter(owner=org.rep)}
+    assert sorted(written) == ["A", "C"] and [results[0]["id"], results[2]["id"]] == [written["A"].pk, written["C"].pk]
+    assert Deal.objects.get(external_id="race-2").title == "Racer"
+    # Every row of a single create, for the written deals and none for the refused one.
+    ids = {written["A"].pk, written["C"].pk}
+    created = AuditEntry.objects.filter(action="created", actor=org.rep)
+    assert sorted(created.values_list("object_id", flat=True)) == sorted(ids)
+    assert sorted(StageChange.objects.filter(changed_by=org.rep).values_list("deal_id", flat=True)) == sorted(ids)
+    assert sorted(DealState.objects.filter(changed_by=org.rep).values_list("deal_id", flat=True)) == sorted(ids)
+    events = _events_by_deal()
+    assert set(events) == ids | {racer[0].pk}
+    assert events[written["A"].pk] == [("deal.created", DealSerializer(written["A"]).data)]
+
+
+def test_mixed_items_answer_each_and_write_what_single_writes_write(
+    org, pipeline, subscribed, django_capture_on_commit_callbacks
+):
+    kept = make_deal(owner=org.rep, pipeline=pipeline, title="Kept", external_id="m-1", amount=Decimal("5.00"))
+    moved = make_deal(owner=org.rep, pipeline=pipeline, title="Moved on", external_id="m-2")
+    services.update_deal(deal=moved, actor=org.rep, title="Moved on again")  # version 2
+    WebhookEvent.objects.all().delete()
+    start = AuditEntry.objects.order_by("-pk").values_list("pk", flat=True).first()
+    items = [
+        {"external_id": "m-1", "amount": "7.50", "expected_close_date": "2027-03-31"},  # 200
+        {"external_id": "m-new", "title": "New", "amount": "3.00"},  # 201
+        {"external_id": "m-2", "title": "Stale", "version": 1},  # 409: stale version
+        {"external_id": "m-bad", "title": "", "amount": "-1"},  # 400, two fields
+        {"title": "Overflowing owner", "owner": 10**30},  # 404, and the batch goes on
+        {"external_id": "m-1", "title": "Twice"},  # 400: item 0 has it
+        {"title": "Plain"},  # 201
+        {"external_id": "m-1"},  # 400 too, nothing else said
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = batch(client_for(org.rep), "deals", items)
+    assert statuses(response) == [200, 201, 409, 400, 404, 400, 201, 400]
+    results = response.json()["items"]
+    assert set(results[3]["errors"]) == {"title", "amount"}
+    assert results[2]["id"] == moved.pk and "version" in results[2]["errors"]
+    kept.refresh_from_db()
+    moved.refresh_from_db()
+    assert (kept.amount, str(kept.expected_close_date), kept.version) == (Decimal("7.50"), "2027-03-31", 2)
+    assert (moved.title, moved.version) == ("Moved on again", 2)
+    new, plain = Deal.objects.get(external_id="m-new"), Deal.objects.get(title="Plain")
+    assert [results[1]["id"], results[6]["id"]] == [new.pk, plain.pk]
+    entries = list(AuditEntry.objects.filter(pk__gt=start).order_by("pk"))
+    assert [(e.object_id, e.action) for e in entries] == [
+        (kept.pk, "updated"),
+        (new.pk, "created"),
+        (plain.pk, "created"),
+    ]
+    assert entries[0].changes == {"amount": ["5.00", "7.50"], "expected_close_date": [None, "2027-03-31"]}
+    # The stage history's stamps are those of a single create (`kept`): the furthest open stage, no exit yet.
+    stamps = {
+        deal.pk: (deal.furthest_open_order, *StageChange.objects.filter(deal=deal).values_list("to_stage", "left_at"))
+        for deal in Deal.objects.filter(pk__in=[kept.pk, new.pk, plain.pk])
+    }
+    first = stage(pipeline, "Prospecting")
+    assert stamps[new.pk] == stamps[plain.pk] == stamps[kept.pk] == (first.order, (first.pk, None))
+    history = list(DealState.objects.filter(deal=kept).order_by("valid_from").values_list("amount", "changed_by"))
+    assert history == [(Decimal("5.00"), org.rep.pk), (Decimal("7.50"), org.rep.pk)]
+    events = _events_by_deal()
+    assert events == {
+        kept.pk: [("deal.updated", DealSerializer(kept).data)],
+        new.pk: [("deal.created", DealSerializer(new).data)],
+        plain.pk: [("deal.created", DealSerializer(plain).data)],
+    }
+    assert {d.event.data["id"] for d in subscribed.deliveries.select_related("event")} == {kept.pk, new.pk, plain.pk}

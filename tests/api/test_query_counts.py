@@ -104,6 +104,7 @@ METRIC_QUERIES = {
     "/api/v1/metrics/stage-times/?group=team": 3,
     "/api/v1/metrics/leads/?group=owner": 3,
     "/api/v1/metrics/stale-deals/": 3,
+    "/api/v1/metrics/stale-deals/?reasons=true": 4,  # and the reasons' sums over every page
     "/api/v1/forecast/?group=owner": 5,
     "/api/v1/forecast/accuracy/?group=owner": 3,
     # The backtest adds its summary over every row answered (one aggregate).

@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 from forecasting.models import Metric
 from forecasting.periods import Period
 from forecasting.selectors import learning_settings
-from forecasting.services import recompute_metrics
+from forecasting.services import recompute_history_metrics, recompute_metrics
 from pipeline.models import Deal, DealState, Stage, StageChange, StageState
 from tests.forecasting.helpers import at, deal_with_history, latest_rows
 
@@ -250,6 +250,7 @@ def test_backtest_rows_are_the_forecast_at_each_instant_against_the_won_amount(h
     settings.TIME_ZONE = tz
     settings.METRICS_LOOKBACK_DAYS = lookback
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
 
     assert_same(expected_rows(tz, lambda owner, deal: None, company=True), computed_rows("company", None))
     assert_same(expected_rows(tz, lambda owner, deal: owner), computed_rows("owner", "owner_id"))
@@ -257,6 +258,7 @@ def test_backtest_rows_are_the_forecast_at_each_instant_against_the_won_amount(h
 
 def test_backtest_groups_by_team_pipeline_and_source(history, org):
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
     teams = {org.rep.pk: org.rep.team_id, org.teammate.pk: org.teammate.team_id}
     teams[org.other_rep.pk] = org.other_rep.team_id
     tz = django_settings.TIME_ZONE
@@ -276,6 +278,7 @@ def test_backtest_counts_a_deal_won_later_as_open_at_the_earlier_instants(org, p
         path=[("Proposal", "2026-06-01"), ("Won", "2026-08-31 10:00")],
     )
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
     august = {
         r.values["week"]: r.values
         for r in latest_rows(Metric.BACKTEST, group_kind="company", period_kind="month", period_start=date(2026, 8, 1))
@@ -306,6 +309,7 @@ def test_the_configured_probability_is_the_one_of_each_instant(org, pipeline, hi
         ]
     )
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
 
     assert configured_at(proposal.pk, at("2026-08-10")) == Decimal("0.3")
     assert_same(expected_rows("UTC", lambda owner, deal: None, company=True), computed_rows("company", None))

@@ -9,7 +9,7 @@ import pytest
 
 from forecasting.models import Metric
 from forecasting.periods import Period
-from forecasting.services import recompute_metrics
+from forecasting.services import recompute_history_metrics, recompute_metrics
 from pipeline.models import Deal, Stage, StageChange
 from tests.forecasting.helpers import latest_rows
 from tests.forecasting.test_backtest import AS_OF, configured_at, history, learned_at  # noqa: F401 - the fixture
@@ -115,6 +115,7 @@ def test_calibration_rows_are_the_brier_score_and_reliability_of_each_stage(hist
     settings.TIME_ZONE = tz
     settings.METRICS_LOOKBACK_DAYS = lookback
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
 
     expected, computed = expected_rows(tz, org), computed_rows()
     assert set(computed) == set(expected)

@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from accounts.models import Role
 from forecasting.models import MetricsRun, Quota
-from forecasting.services import recompute_metrics
+from forecasting.services import recompute_history_metrics, recompute_metrics
 from tests.factories import make_user
 from tests.forecasting.helpers import at, deal_with_history
 from tests.queries import CapturedQueries, assert_query_count, capture_queries
@@ -53,6 +53,7 @@ def history(org, pipeline, lost_reason):
     stale_deal(org.rep, pipeline, "Rep stale deal")
     stale_deal(org.other_rep, pipeline, "West stale deal")
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
 
 
 def dashboard_for(client, user, **params):
@@ -173,6 +174,7 @@ def test_the_page_makes_the_same_number_of_queries_however_much_data_there_is(cl
         won_in_october(org.rep, pipeline, "700", f"Another rep win {n}")
         stale_deal(org.rep, pipeline, f"Another rep stale {n}")
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
     many = dashboard_queries(client, user)
 
     assert_query_count(few, many, at_most=23)  # backtest: its rows and their summary; calibration: its rows

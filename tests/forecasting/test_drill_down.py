@@ -15,7 +15,7 @@ from django.utils import timezone
 from forecasting.services import recompute_metrics
 from pipeline import services
 from pipeline.models import Activity, Deal, StageChange, StageKind
-from tests.factories import make_qualified_deal, stage
+from tests.factories import leave_untouched, make_qualified_deal, stage
 from tests.forecasting.helpers import at, deal_with_history
 
 pytestmark = pytest.mark.django_db
@@ -51,7 +51,8 @@ def dataset(org, pipeline, other_pipeline, lost_reason):
         expected_close_date="2026-10-20",
     )
     deal(org.rep, [("Discovery", "2026-10-02"), ("Proposal", "2026-10-06")], "2500", expected_close_date="2026-10-31")
-    deal(org.rep, [("Prospecting", "2026-09-01")], "600", expected_close_date="2026-11-10")  # expected after it
+    # Expected after it; and nothing has happened to it for 40 days: it rots by inactivity too.
+    leave_untouched(deal(org.rep, [("Prospecting", "2026-09-01")], "600", expected_close_date="2026-11-10"), days=40)
     # East, teammate
     deal(org.teammate, [("Prospecting", "2026-10-01"), ("Won", "2026-10-31 23:59")], "5000")
     deal(org.teammate, [("Discovery", "2026-10-03")], "800", expected_close_date="2026-10-01")
@@ -125,12 +126,25 @@ def reached(deal: Deal, target) -> bool:
     return max(orders, default=0) >= target.order
 
 
-def stale(deal: Deal, now) -> bool:
+def stale_reasons(deal: Deal, now) -> set[str]:
+    """SPEC §3 and §3a: the reasons an open deal is stale for (none when closed)."""
     if deal.status != StageKind.OPEN:
-        return False
-    rotting = now - deal.stage_entered_at > timedelta(days=deal.stage.rotting_days)
+        return set()
+    rotting = timedelta(days=deal.stage.rotting_days)
     next_step = Activity.objects.filter(deal=deal, done_at__isnull=True, due_at__gt=now).exists()
-    return rotting or not next_step
+    return {
+        reason
+        for reason, holds in (
+            ("in_stage_too_long", now - deal.stage_entered_at > rotting),
+            ("no_next_step", not next_step),
+            ("no_activity", now - deal.last_touched_at > rotting),
+        )
+        if holds
+    }
+
+
+def stale(deal: Deal, now) -> bool:
+    return bool(stale_reasons(deal, now))
 
 
 def expected(name: str, user, org, pipeline, **extra) -> set[int]:
@@ -145,6 +159,9 @@ def expected(name: str, user, org, pipeline, **extra) -> set[int]:
         "commit": lambda d: expected_in_period(d) and d.forecast_category == "commit",
         "best_case": lambda d: expected_in_period(d) and d.forecast_category in ("commit", "best_case"),
         "stale": lambda d: stale(d, now),
+        "stale-in_stage_too_long": lambda d: "in_stage_too_long" in stale_reasons(d, now),
+        "stale-no_next_step": lambda d: "no_next_step" in stale_reasons(d, now),
+        "stale-no_activity": lambda d: "no_activity" in stale_reasons(d, now),
         "past_due": lambda d: (
             d.status == StageKind.OPEN
             and d.expected_close_date is not None
@@ -229,6 +246,7 @@ def test_every_kpi_opens_exactly_its_deals_and_the_totals_equal_the_number(clien
     links = {link["data-drill"]: link for link in drill_links(html) if link["data-drill"] not in ("funnel", "rep")}
     assert set(links) == {
         "won", "outcomes_won", "lost", "win_rate", "commit", "best_case", "pipeline", "stale", "past_due",
+        "stale-in_stage_too_long", "stale-no_next_step", "stale-no_activity",
     }  # fmt: skip
     for name, link in links.items():
         ids, count, amount = table(client, link["href"])
@@ -241,6 +259,8 @@ def test_every_kpi_opens_exactly_its_deals_and_the_totals_equal_the_number(clien
             assert int(link["text"]) == count, name
         elif name == "stale":
             assert link["text"].startswith(f"{count} in all"), name
+        elif name.startswith("stale-"):
+            assert int(link["text"].split()[0]) == count, name
         elif name == "win_rate":
             won = expected("won", user, org, pipeline)
             assert link["text"].strip() == f"{round(100 * len(won) / len(want))}%"

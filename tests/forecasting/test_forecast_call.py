@@ -202,9 +202,14 @@ def test_rollup_takes_adjusted_else_submitted_else_computed(org, q4_deals):
     assert east.call == east.value  # no team number stated
     submit(org.manager, "4500", team=org.team, when=at("2026-10-09 10:00"))
     adjust(org.admin, org.team, "4100", when=at("2026-10-10 10:00"))
+    submit(org.manager, "9999", team=org.team, category="best_case", when=at("2026-10-11 10:00"))
     (east,) = selectors.forecast_rollup(user=org.manager, period=Q4, category="commit").teams
     assert east.submitted.amount == D("4500.00") and east.adjusted.amount == D("4100.00")
     assert east.call == D("4100.00") and east.value == D("4800.00")
+    # The team's best case is its own number, in that category only.
+    (east,) = selectors.forecast_rollup(user=org.manager, period=Q4, category="best_case").teams
+    assert east.submitted.amount == D("9999.00") and east.adjusted is None and east.call == D("9999.00")
+    assert east.submitted.at == at("2026-10-11 10:00") and east.submitted.by_id == org.manager.pk
 
 
 def test_rollup_is_cumulative_best_case_over_commit_over_won(org, q4_deals):
@@ -386,6 +391,79 @@ def test_a_write_reaching_into_the_past_forgets_the_points_from_then_on(org, q4_
     after = _trend_now(org.admin)
     assert after == _trend_from_scratch(org.admin)
     assert (after != before) == (change in ("dated move", "reopen", "delete"))
+
+
+def test_the_past_weeks_come_from_the_cache_until_a_submission_an_adjustment_or_a_member_changes_them(org, q4_deals):
+    from unittest import mock
+
+    from accounts.models import User
+
+    first, mine = _trend_now(org.manager), _trend_now(org.rep)
+    with mock.patch.object(selectors, "_trend_weeks", wraps=selectors._trend_weeks) as computing:
+        assert _trend_now(org.manager) == first
+    # Eight past weeks from the cache: only the week still open was computed.
+    assert computing.call_args.kwargs["first"] == len(first) == 9
+
+    # A submission made (dated) before the second lock, after the first read: weeks 2 on take it.
+    submit(org.rep, "7777", when=at("2026-10-06 10:00"))
+    after = _trend_now(org.manager)
+    assert [week.submitted for week in _trend_now(org.rep)][1:3] == [D("7777.00")] * 2
+    for i in (1, 2):
+        assert after[i].submitted - first[i].submitted == D("7777") - mine[i].submitted
+    assert after[0] == first[0]
+
+    # An adjustment before the third lock: from week 3 on, the rep's adjusted value is it, raised to what they had
+    # won by then (their won deal closed on 11 October).
+    adjust(org.manager, org.rep, "100", when=at("2026-10-13 10:00"))
+    adjusted = _trend_now(org.manager)
+    won_then = computed(q4_deals, org.rep, "won")
+    assert adjusted[2].adjusted - after[2].adjusted == max(D("100"), won_then) - D("7777")
+    assert adjusted[1] == after[1]
+
+    # Another team's rep moved into the East team: their won deal (11 October) counts from the second lock on.
+    User.objects.filter(pk=org.other_rep.pk).update(team=org.team)
+    moved = _trend_now(org.manager)
+    assert moved[0].won == adjusted[0].won and moved[1].won - adjusted[1].won == q4_deals[org.other_rep][0]
+    # And every answer is the one computed without the cache.
+    selectors._past_trend_cache.clear()
+    assert _trend_now(org.manager) == moved
+
+
+def test_a_recompute_queues_the_warm_up_that_keeps_the_forgotten_points_before_anyone_reads(org, q4_deals, pipeline):
+    from unittest import mock
+
+    from forecasting import tasks
+    from tests.factories import stage
+    from tests.queries import capture_queries
+
+    _trend_now(org.admin)
+    commit = pipeline_services.move_deal(
+        deal=selectors_deal(org.teammate), stage=stage(pipeline, "Won"), actor=org.manager, at=at("2026-10-14 10:00")
+    )
+    assert commit.status == "won"
+    marks = CallTrendPoint.objects.filter(owner_id__isnull=True)
+    assert marks.count() == 2  # 5 and 12 October: the move on the 14th made the database forget the rest
+    services.clear_pending_trend_warm()
+    with mock.patch("forecasting.tasks.warm_forecast_trend_task.apply_async") as queued:
+        assert tasks.recompute_metrics_task() is not None
+        assert tasks.refresh_metrics_task() is not None
+    assert queued.call_count == 1  # once while pending: the refresh found it queued
+    with mock.patch.object(services, "warm_forecast_trend", return_value={}) as warmed:
+        tasks.warm_forecast_trend_task()
+    warmed.assert_called_once_with()
+    # What the task does, on 25 November: Q4's eight past locks kept again (November's four too).
+    assert services.warm_forecast_trend(now=at("2026-11-25 12:00")) == {"2026-Q4": 8, "2026-11": 4}
+    assert marks.filter(period_start=Q4.start).count() == 8
+    with capture_queries() as reading:
+        warm = _trend_now(org.admin)
+    assert not any(sql.startswith("INSERT") for sql in reading.sql)
+    assert warm == _trend_from_scratch(org.admin)
+
+
+def selectors_deal(owner):
+    from pipeline.models import Deal
+
+    return Deal.objects.get(owner=owner, forecast_category="commit")
 
 
 def test_the_open_week_reads_the_recompute_as_the_history_would_say_it(org, q4_deals):

@@ -168,7 +168,7 @@ def test_the_page_makes_the_same_queries_for_two_reps_or_six(client, call, quart
     with capture_queries() as many:
         html = client.get(f"/forecast/?period={quarter.key}").content.decode()
     assert len(rows_of(html)) == 7
-    assert_query_count(few, many, exactly=33)  # session, user, roll-up, trend, pacing (company or teams), forms
+    assert_query_count(few, many, exactly=25)  # session, user, roll-up, trend, pacing (company or teams), forms
 
 
 def test_an_admin_adjusts_a_teams_number_and_a_manager_may_not(client, call, quarter):

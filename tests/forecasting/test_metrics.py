@@ -10,9 +10,9 @@ import pytest
 from forecasting import metrics
 from forecasting.metrics import MetricParams, Scope, result_keys
 from forecasting.models import ForecastSnapshot, Metric, MetricSnapshot, Quota
-from forecasting.services import recompute_metrics
+from forecasting.services import recompute_history_metrics, recompute_metrics
 from pipeline import services
-from tests.factories import stage
+from tests.factories import leave_untouched, stage
 from tests.forecasting.helpers import at, deal_with_history, latest_rows, money, one
 
 pytestmark = pytest.mark.django_db
@@ -371,6 +371,38 @@ def test_stale_deals_are_rotting_or_without_a_next_step(org, pipeline):
     assert rows[done_only.pk]["no_next_step"] is True
 
 
+def test_a_deal_untouched_longer_than_its_rotting_days_has_no_activity(org, pipeline):
+    """SPEC §3a: rotting by inactivity, beside the stay in the stage and the next step."""
+    # Entered 36 days before AS_OF and left alone since (its entry was its last touch).
+    idle = deal_with_history(owner=org.rep, pipeline=pipeline, path=[("Prospecting", "2026-10-20")], amount=700)
+    leave_untouched(idle, since=at("2026-10-20"))
+    # As long in its stage, but worked on: a call done five days before AS_OF.
+    worked = deal_with_history(owner=org.rep, pipeline=pipeline, path=[("Prospecting", "2026-10-20")], amount=300)
+    leave_untouched(worked, since=at("2026-10-20"))
+    services.log_activity(actor=org.rep, kind="call", subject="Called", deal=worked, done_at=at("2026-11-20 12:00"))
+    # No deal can be idle longer than it has been in its stage (entering it touched it): a deal that rots by
+    # inactivity is always in its stage too long as well, and the reason tells idle deals from slow, worked ones.
+    for deal in (idle, worked):
+        services.log_activity(actor=org.rep, kind="call", subject="Next", deal=deal, due_at=at("2026-12-01"))
+    recompute_metrics(as_of=AS_OF)
+    rows = {row.deal_id: row.values for row in latest_rows("stale")}
+    assert set(rows) == {idle.pk, worked.pk}
+    reasons = lambda row: {r for r in ("in_stage_too_long", "no_next_step", "no_activity") if row[r]}  # noqa: E731
+    assert reasons(rows[idle.pk]) == {"in_stage_too_long", "no_activity"}
+    assert reasons(rows[worked.pk]) == {"in_stage_too_long"}
+    assert rows[idle.pk]["days_since_touch"] == pytest.approx(36.5)
+    assert rows[worked.pk]["days_since_touch"] == pytest.approx(5)
+    assert rows[idle.pk]["rotting"] is True and rows[idle.pk]["amount"] == "700.00"
+
+
+def test_a_deal_last_touched_exactly_its_rotting_days_ago_is_not_idle(org, pipeline):
+    deal = deal_with_history(owner=org.rep, pipeline=pipeline, path=[("Prospecting", "2026-10-20")])
+    leave_untouched(deal, since=at("2026-10-26 12:00"))  # 30 days before AS_OF
+    recompute_metrics(as_of=AS_OF)
+    [row] = latest_rows("stale")
+    assert (row.values["in_stage_too_long"], row.values["no_activity"]) == (True, False)
+
+
 def test_a_deal_exactly_at_its_rotting_days_is_not_stale(org, pipeline):
     deal = deal_with_history(owner=org.rep, pipeline=pipeline, path=[("Prospecting", "2026-10-26 12:00")])  # 30 days
     services.log_activity(actor=org.rep, kind="call", subject="Next", deal=deal, due_at=at("2026-12-01"))
@@ -564,6 +596,7 @@ def test_every_row_of_a_run_has_exactly_the_keys_its_metric_declares(org, pipeli
     Quota.objects.create(user=org.rep, period_start=dt.date(2026, 10, 1), period_end=dt.date(2027, 1, 1), amount=1)
     recompute_metrics(as_of=at("2026-10-01 12:00"))  # keeps October's forecast, which November's run then judges
     run = recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)  # the backtest and calibration, apart from the recompute
 
     rows = MetricSnapshot.objects.filter(run=run)
     assert set(rows.values_list("metric", flat=True)) == set(Metric.values)

@@ -23,8 +23,8 @@ from accounts.models import User
 from forecasting.models import Quota
 from forecasting.services import recompute_metrics
 from pipeline import services
-from pipeline.models import Deal, Lead, Stage, StageChange
-from tests.factories import make_lost_reason, make_pipeline, make_team, make_user
+from pipeline.models import Activity, Deal, Lead, Stage, StageChange
+from tests.factories import leave_untouched, make_lost_reason, make_pipeline, make_team, make_user
 from tests.forecasting.helpers import latest_rows
 
 pytestmark = pytest.mark.django_db
@@ -40,8 +40,8 @@ CATEGORIES = ["pipeline", "best_case", "commit"]
 
 hours = st.integers(min_value=0, max_value=24 * 420)
 stages_strategy = st.lists(
-    st.tuples(st.integers(0, 100), st.sampled_from(CATEGORIES)), min_size=1, max_size=4
-)  # the open stages: probability, forecast category
+    st.tuples(st.integers(0, 100), st.sampled_from(CATEGORIES), st.integers(1, 150)), min_size=1, max_size=4
+)  # the open stages: probability, forecast category, rotting days
 deal_strategy = st.fixed_dictionaries(
     {
         "owner": st.integers(0, 2),
@@ -55,6 +55,11 @@ deal_strategy = st.fixed_dictionaries(
             max_size=4,
         ),
         "first": st.one_of(st.integers(0, 3), st.just("lost")),
+        # Rotting by inactivity: nothing has happened to it for this many days (its stamp written so: a write's
+        # own touch is at the database's clock, which plain Python cannot know to the millisecond; tests/pipeline/
+        # test_touches.py checks those), then perhaps a call logged as done this many hours after BASE.
+        "untouched_days": st.integers(0, 400),
+        "call_done": st.one_of(st.none(), st.integers(0, 24 * 300)),
     }
 )
 quota_strategy = st.fixed_dictionaries(
@@ -85,11 +90,14 @@ def _build(open_stages, deals, leads, quotas=()):
     pipeline = make_pipeline(
         stages=[
             (f"S{index}", "open", probability, [], category)
-            for index, (probability, category) in enumerate(open_stages)
+            for index, (probability, category, _rotting) in enumerate(open_stages)
         ]
         + [("Won", "won", 100, [], "commit"), ("Lost", "lost", 0, [], "pipeline")]
     )
+    for index, (_probability, _category, rotting_days) in enumerate(open_stages):
+        pipeline.stages.filter(name=f"S{index}").update(rotting_days=rotting_days)
     by_name = {stage.name: stage for stage in pipeline.stages.all()}
+    untouched = {}  # deal id → the last touch written over its stamp (the reference starts from it)
 
     def stage_for(choice):
         if choice in ("won", "lost"):
@@ -119,6 +127,10 @@ def _build(open_stages, deals, leads, quotas=()):
             deal = services.move_deal(
                 deal=deal, stage=target, actor=None, at=when, lost_reason=reason if target.kind == "lost" else None
             )
+        untouched[deal.pk] = leave_untouched(deal, days=spec["untouched_days"]).last_touched_at
+        if spec["call_done"] is not None:
+            done = BASE + timedelta(hours=spec["call_done"])
+            services.log_activity(actor=None, owner=deal.owner, kind="call", subject="Call", deal=deal, done_at=done)
     for spec in quotas:
         start = _add_months(date(2026, 1, 1), spec["start_month"])
         holder = {"user0": {"user": owners[0]}, "user1": {"user": owners[1]}, "user2": {"user": owners[2]}}
@@ -137,6 +149,7 @@ def _build(open_stages, deals, leads, quotas=()):
         for status, gap in spec["steps"]:
             when += timedelta(hours=gap)
             lead = services.advance_lead(lead=lead, actor=None, status=status, at=when)
+    return untouched
 
 
 # --- The reference -----------------------------------------------------------------------------------------------
@@ -190,8 +203,9 @@ def _ratio(numerator, denominator):
     return numerator / denominator if denominator else None
 
 
-def reference(tz: ZoneInfo) -> dict:
-    """Every shipped metric, keyed (metric, period_kind, period_start, group_kind, group key, stage or deal)."""
+def reference(tz: ZoneInfo, untouched: dict | None = None) -> dict:
+    """Every shipped metric, keyed (metric, period_kind, period_start, group_kind, group key, stage or deal);
+    `untouched`: the last touches written over the stamps of some deals (as they were left)."""
     teams = dict(User.objects.values_list("id", "team_id"))
     deals = list(Deal.objects.all())
     stages = {stage.id: stage for stage in Stage.objects.all()}
@@ -326,13 +340,24 @@ def reference(tz: ZoneInfo) -> dict:
             "now_age_days_max": max(facts["now"], default=None),
         }
 
-    # Stale deals (the random data has no activities: every open deal lacks a next step).
+    # Stale deals (the random data plans no activity: every open deal lacks a next step). The last touch, by SPEC
+    # §3a and pipeline.touches: the one written over its stamp, or a done activity after it.
+    done = defaultdict(list)
+    for activity in Activity.objects.filter(done_at__isnull=False):
+        done[activity.deal_id].append(activity.done_at)
     for deal in deals:
         if deal.status == "open":
             days = _days(AS_OF - deal.stage_entered_at)
+            # The touch left over its stamp, or its done calls after it (all before the tests' clock).
+            touched = max([(untouched or {}).get(deal.id, deal.last_touched_at), *done[deal.id]])
+            rotting_days = stages[deal.stage_id].rotting_days
             result[("stale", "now", None, "owner", deal.owner_id, deal.id)] = {
-                "rotting": days > stages[deal.stage_id].rotting_days,
+                "rotting": days > rotting_days,
+                "in_stage_too_long": days > rotting_days,
                 "no_next_step": True,
+                "no_activity": _days(AS_OF - touched) > rotting_days,
+                "days_since_touch": _days(AS_OF - touched),
+                "amount": None if deal.amount is None else str(deal.amount),
             }
 
     # Leads.
@@ -463,9 +488,9 @@ def test_sql_metrics_equal_the_python_reference(open_stages, deals, leads, quota
         override_settings(TIME_ZONE=tz, METRICS_PRIOR_STRENGTH=K, METRICS_LOOKBACK_DAYS=LOOKBACK_DAYS),
         transaction.atomic(),
     ):
-        _build(open_stages, deals, leads, quotas)
+        untouched = _build(open_stages, deals, leads, quotas)
         recompute_metrics(as_of=AS_OF)
-        expected, actual = reference(ZoneInfo(tz)), _computed()
+        expected, actual = reference(ZoneInfo(tz), untouched), _computed()
         assert sorted(expected, key=str) == sorted(actual, key=str)
         for key, values in expected.items():
             for name, value in values.items():

@@ -152,12 +152,15 @@ def test_changes_to_what_metrics_read_are_recorded_and_nothing_else(org, pipelin
     assert set(PendingChange.objects.values_list("deal_id", flat=True)) == {deal.pk}
     PendingChange.objects.all().delete()
 
+    # A rename is no change of what metrics date or group by, but a touch (pipeline.touches), which may end the
+    # deal's "no activity": the deal alone is recorded, as for an activity, without images (sign 0).
     pipeline_services.update_deal(deal=deal, actor=None, title="Renamed")
-    assert not PendingChange.objects.exists()
+    assert list(PendingChange.objects.values_list("deal_id", "pipeline_id", "sign")) == [(deal.pk, None, 0)]
+    PendingChange.objects.all().delete()
 
     before = deal.expected_close_date
     deal = pipeline_services.update_deal(deal=deal, actor=None, expected_close_date=AS_OF.date())
-    images = set(PendingChange.objects.values_list("deal_id", "expected_close_date"))
+    images = set(PendingChange.objects.exclude(sign=0).values_list("deal_id", "expected_close_date"))
     assert images == {(deal.pk, before), (deal.pk, AS_OF.date())}  # the old and the new values
     PendingChange.objects.all().delete()
 
@@ -188,6 +191,26 @@ def test_changes_made_while_a_recompute_runs_stay_pending_for_the_refresh(org, p
         recompute_metrics()
     assert set(PendingChange.objects.values_list("deal_id", flat=True)) == {late[0].pk}
     assert first.pk not in PendingChange.objects.values_list("deal_id", flat=True)
+
+
+def test_a_change_committed_inside_a_gap_of_the_queue_stays_pending(org, pipeline):
+    """A writer that took its id before others but commits after the recompute read the queue leaves a gap there:
+    the recompute takes the runs of ids around it and not the late change."""
+    for deal in (make_deal(owner=org.rep, pipeline=pipeline), make_deal(owner=org.rep, pipeline=pipeline)):
+        PendingChange.objects.create(deal_id=deal.pk)
+    ids = sorted(PendingChange.objects.values_list("id", flat=True))
+    late_id = ids[-1] + 1
+    after_gap = PendingChange.objects.create(id=late_id + 1, deal_id=ids[0])
+    with connection.cursor() as cursor:
+        taken = recompute._pending_change_runs(cursor)
+    assert taken[-1] == (after_gap.pk, after_gap.pk)
+    assert all(first <= last for first, last in taken)
+    assert sum(last - first + 1 for first, last in taken) == PendingChange.objects.count()
+    # The late writer commits now, inside the gap.
+    PendingChange.objects.create(id=late_id, deal_id=ids[0])
+    with connection.cursor() as cursor:
+        recompute._complete_run(cursor, recompute._start_run(AS_OF)[0], rows=0, started=0.0, consumed=taken)
+    assert list(PendingChange.objects.values_list("id", flat=True)) == [late_id]
 
 
 def test_a_refresh_before_any_recompute_does_nothing_and_the_task_asks_for_a_full_one(org, pipeline, monkeypatch):

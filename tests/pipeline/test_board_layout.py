@@ -46,9 +46,10 @@ def test_a_hovered_card_keeps_its_size_and_its_column_does_not_shift(page, org, 
     cards = {deal.pk: page.locator(f"#deal-{deal.pk}").bounding_box() for deal in (first, second)}
     top, below = sorted(cards, key=lambda pk: cards[pk]["y"])
 
-    page.hover(f"#deal-{top} .card-title")
+    page.hover(f"#deal-{top} h3 a")
 
-    assert page.locator(f"#deal-{top} .move-to select").is_visible()  # the Move control is offered on hover
+    assert page.locator(f"#deal-{top} .move-to").is_visible()  # the board's one Move control is offered on hover
+    assert page.locator(".move-to").count() == 1
     assert page.locator(f"#deal-{top}").bounding_box()["height"] == cards[top]["height"]
     assert page.locator(f"#deal-{below}").bounding_box()["y"] == cards[below]["y"]
 

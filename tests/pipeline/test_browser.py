@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from pipeline import services
 from pipeline.models import Activity, Deal, Lead
-from tests.factories import make_deal, make_lost_reason, make_pipeline, stage
+from tests.factories import leave_untouched, make_deal, make_lost_reason, make_pipeline, stage
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -196,16 +196,68 @@ def test_the_move_to_control_works_with_the_keyboard_alone(page, org, board_pipe
     qualification = stage(board_pipeline, "Qualification")
     open_board(page, "rep")
 
-    page.focus(f"#deal-{deal.pk} .card-title")
-    page.keyboard.press("Tab")
-    assert page.evaluate("document.activeElement.name") == "stage"
+    page.focus(f"#deal-{deal.pk} h3 a")
+    page.keyboard.press("Tab")  # the board's one Move button, now in this card
+    assert page.evaluate("document.activeElement.closest('.deal-card').id") == f"deal-{deal.pk}"
+    page.keyboard.press("Enter")
+    dialog = page.locator("#move-to-dialog")
+    assert dialog.locator("h2").inner_text() == "Move “Acme rollout” to"
+    assert page.evaluate("document.activeElement.id") == "move-to-stage"
+    assert page.evaluate("document.activeElement.value") == str(deal.stage_id)  # filled from the card
     page.keyboard.press("ArrowDown")  # Prospecting -> Qualification
-    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")  # Cancel
+    page.keyboard.press("Tab")  # Move
     page.keyboard.press("Enter")
 
     page.locator(f"{column(qualification)} #deal-{deal.pk}").wait_for()
+    page.locator(f"#col-head-{qualification.pk} .count", has_text="1").wait_for()
+    assert not dialog.evaluate("d => d.open")
     deal.refresh_from_db()
     assert deal.stage == qualification
+    # The new card carries the new version: a second move from the same dialog is not refused as a conflict.
+    page.locator(f"#deal-{deal.pk} h3 a").focus()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.select_option("#move-to-stage", str(stage(board_pipeline, "Prospecting").pk))
+    dialog.locator("button[type=submit]").click()
+    page.locator("#toasts .toast", has_text="moved to Prospecting").wait_for()
+    deal.refresh_from_db()
+    assert deal.stage.name == "Prospecting"
+
+
+def test_the_move_to_dialog_asks_for_a_stages_missing_fields_like_a_drop(page, org, board_pipeline):
+    deal = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout")
+    discovery = stage(board_pipeline, "Discovery")
+    open_board(page, "rep")
+
+    page.hover(f"#deal-{deal.pk} h3 a")
+    page.click(f"#deal-{deal.pk} .move-to")
+    page.select_option("#move-to-stage", str(discovery.pk))
+    page.click("#move-to-dialog button[type=submit]")
+    page.locator("#move-dialog input[name=amount]").fill("4200")
+    page.locator("#move-dialog button[type=submit]").click()
+
+    page.locator(f"{column(discovery)} #deal-{deal.pk}").wait_for()
+    deal.refresh_from_db()
+    assert (deal.stage, deal.amount) == (discovery, Decimal("4200"))
+
+
+def test_a_move_from_the_dialog_over_someone_elses_change_is_refused_and_the_card_refreshed(page, org, board_pipeline):
+    deal = make_deal(owner=org.rep, pipeline=board_pipeline, title="Acme rollout")
+    prospecting = stage(board_pipeline, "Prospecting")
+    open_board(page, "rep")
+    services.update_deal(deal=deal, actor=org.manager, amount=Decimal("777"))
+
+    page.hover(f"#deal-{deal.pk} h3 a")
+    page.click(f"#deal-{deal.pk} .move-to")
+    page.select_option("#move-to-stage", str(stage(board_pipeline, "Qualification").pk))
+    page.click("#move-to-dialog button[type=submit]")
+
+    page.locator("#toasts .toast.error", has_text="changed by someone else").wait_for()
+    page.locator(f"{column(prospecting)} #deal-{deal.pk}", has_text="$777").wait_for()
+    assert page.locator(f"#deal-{deal.pk}").get_attribute("data-version") == "2"  # the fresh card's version
+    deal.refresh_from_db()
+    assert (deal.stage, deal.amount) == (prospecting, Decimal("777"))
 
 
 def test_a_move_over_someone_elses_change_shows_a_message_and_keeps_their_change(page, org, board_pipeline):
@@ -242,6 +294,27 @@ def test_a_deal_past_its_rotting_days_is_marked_stale(page, org, board_pipeline)
 
     assert page.locator(".deal-card", has_text="Old").locator(".badge.stale").inner_text() == "Stale 40d"
     assert page.locator(".deal-card", has_text="Fresh").locator(".badge.stale").count() == 0
+
+
+def test_a_deal_untouched_longer_than_its_rotting_days_is_red_and_a_touched_one_is_not(page, org, board_pipeline):
+    # Both left alone for 40 days (the stages rot after 30); then a call on one of them, logged as done today.
+    untouched = leave_untouched(make_deal(owner=org.rep, pipeline=board_pipeline, title="Forgotten"), days=40)
+    touched = leave_untouched(make_deal(owner=org.rep, pipeline=board_pipeline, title="Called"), days=40)
+    services.log_activity(actor=org.rep, kind="call", subject="Checked in", deal=touched)
+    open_board(page, "rep")
+
+    red = page.locator(f"#deal-{untouched.pk}")
+    assert "is-inactive" in red.get_attribute("class")
+    assert red.locator(".badge.rotting").inner_text() == "No activity for 40 days"
+    assert red.evaluate("card => getComputedStyle(card).borderLeftColor") == "rgb(220, 38, 38)"
+    calm = page.locator(f"#deal-{touched.pk}")
+    assert "is-inactive" not in calm.get_attribute("class")
+    assert calm.locator(".badge.rotting").count() == 0
+    assert calm.evaluate("card => getComputedStyle(card).borderLeftColor") != "rgb(220, 38, 38)"
+
+    # The deal page says it too.
+    page.goto(f"/deals/{untouched.pk}/")
+    assert page.locator("#deal-inactive").inner_text() == "No activity for 40 days"
 
 
 def test_logging_an_activity_on_the_deal_page(page, org, board_pipeline):

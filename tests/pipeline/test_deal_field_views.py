@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from pipeline import services
 from pipeline.models import Deal
-from tests.factories import make_deal, make_lost_reason, stage
+from tests.factories import leave_untouched, make_deal, make_lost_reason, stage
 from tests.queries import assert_query_count, capture_queries
 
 pytestmark = pytest.mark.django_db
@@ -39,6 +39,17 @@ def test_a_field_saves_alone_and_answers_its_display_and_the_header_with_the_new
     assert 'hx-swap-oob="true"' in body and 'name="version" value="2"' in body
     deal.refresh_from_db()
     assert (deal.amount, deal.title, deal.source, deal.version) == (Decimal("12500"), "Acme", "Web", 2)
+
+
+def test_an_idle_deal_says_so_on_its_page_until_a_save_touches_it(rep_client, org, pipeline):
+    deal = leave_untouched(make_deal(owner=org.rep, pipeline=pipeline, title="Acme"), days=45)
+    page = rep_client.get(reverse("pipeline:deal", args=[deal.pk])).content.decode()
+    assert "No activity for 45 days" in page
+
+    response = rep_client.post(field_url(deal, "title"), {"title": "Acme EU", "version": deal.version}, **HTMX)
+
+    assert response.status_code == 200 and 'hx-swap-oob="true"' in response.content.decode()
+    assert "No activity" not in response.content.decode()  # the header drawn again from the touched deal
 
 
 def test_a_bad_value_is_refused_readably_and_nothing_is_written(rep_client, org, pipeline):

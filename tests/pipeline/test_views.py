@@ -12,7 +12,7 @@ from django.utils.formats import date_format
 from pipeline import services
 from pipeline.models import Activity, Deal, Lead, LeadStatus
 from pipeline.selectors import BOARD_PAGE_SIZE
-from tests.factories import make_deal, make_qualified_deal, stage
+from tests.factories import leave_untouched, make_deal, make_qualified_deal, stage
 from tests.queries import CapturedQueries, assert_query_count, capture_queries
 
 pytestmark = pytest.mark.django_db
@@ -166,8 +166,22 @@ def test_a_card_shows_the_stale_marker_and_the_next_activity(rep_client, org, pi
     old_card = page[page.index(f'id="deal-{old.pk}"') :]
     old_card = old_card[: old_card.index("</article>")]
     assert "Stale 45d" in old_card and "No next step" in old_card
+    assert "No activity" not in old_card  # created long ago, but written today: touched
     fresh_card = page[page.index(f'id="deal-{fresh.pk}"') :]
     assert "Stale" not in fresh_card[: fresh_card.index("</article>")]
+
+
+def test_a_card_untouched_longer_than_its_rotting_days_says_so_and_a_touch_ends_it(rep_client, org, pipeline):
+    deal = leave_untouched(make_deal(owner=org.rep, pipeline=pipeline, title="Forgotten"), days=31)
+
+    def card() -> str:
+        page = rep_client.get(reverse("pipeline:board")).content.decode()
+        start = page.rindex("<article", 0, page.index(f'id="deal-{deal.pk}"'))
+        return page[start : page.index("</article>", start)]
+
+    assert "is-inactive" in card() and "No activity for 31 days" in card()
+    services.log_activity(actor=org.rep, kind="note", subject="Asked for the budget", deal=deal)
+    assert "is-inactive" not in card() and "No activity" not in card()
 
 
 def _board_queries(client) -> CapturedQueries:
@@ -774,7 +788,8 @@ def test_with_team_visibility_a_rep_sees_teammates_cards_but_cannot_move_them(re
 
     start = board.rindex("<article", 0, board.index(f'id="deal-{theirs.pk}"'))
     card = board[start : board.index("</article>", start)]
-    assert "locked" in card and "move-to" not in card
+    assert "locked" in card and "data-move-url" not in card  # the board's Move control is never offered on it
+    assert board.count("data-move-url") == 1  # only "Mine" may be moved
     assert moved.status_code == 404
     assert page.status_code == 200 and not page.context["can_edit"]
 

@@ -39,7 +39,7 @@ from django.db import connection, transaction
 
 from accounts.models import Team, User
 from forecasting.models import Quota
-from pipeline import field_history, stage_history
+from pipeline import field_history, stage_history, touches
 from pipeline.models import (
     Activity,
     Contact,
@@ -251,6 +251,8 @@ def after_bulk_load(cursor) -> None:
     """
     # The deal field history, which the triggers skip during a bulk load: from the stage history just loaded.
     field_history.rebuild(cursor)
+    # Each deal's last touch, which the activity trigger skips during a bulk load: from its activities just loaded.
+    touches.restamp_last_touched(cursor)
     for model in (*LOADED_MODELS, DealState):
         cursor.execute(f"ANALYZE {model._meta.db_table}")
 

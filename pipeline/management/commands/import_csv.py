@@ -20,7 +20,8 @@ def _pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
 
 class Command(BaseCommand):
     help = (
-        "Import a CSV file of deals, stage_changes, leads, organizations or contacts. Columns are mapped from the "
+        "Import a CSV file of deals, stage_changes, field_changes, leads, organizations or contacts. Columns are "
+        "mapped from the "
         "header (synonyms such as 'Deal Stage' or 'Sales Agent' are recognised); --map adds or overrides. "
         "All or nothing: when any row is refused, nothing is written and the per-row report is printed."
     )

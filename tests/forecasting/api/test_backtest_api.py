@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from forecasting.models import Metric
-from forecasting.services import recompute_metrics
+from forecasting.services import recompute_history_metrics, recompute_metrics
 from tests.forecasting.api.conftest import session_client
 from tests.forecasting.helpers import deal_with_history, latest_rows
 from tests.forecasting.test_backtest import AS_OF, history  # noqa: F401 - the fixture
@@ -73,6 +73,7 @@ def summary_of(body: dict) -> dict:
 
 def test_the_admin_reads_every_month_and_its_summary_over_all_pages(org, history):  # noqa: F811
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
     rows, body = walk(session_client(org.admin), {})
     snapshot = latest_rows(Metric.BACKTEST, group_kind="company", period_kind="month")
     assert len(rows) == len(snapshot) > 7  # more than a page
@@ -87,6 +88,7 @@ def test_the_admin_reads_every_month_and_its_summary_over_all_pages(org, history
 
 def test_a_quarter_per_owner_and_its_summary(org, history):  # noqa: F811
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
     rows, body = walk(session_client(org.admin), {"period": "2026-Q3", "group": "owner"})
     assert {r["period_start"] for r in rows} == {"2026-07-01"} and {r["period_kind"] for r in rows} == {"quarter"}
     assert {r["owner_id"] for r in rows} <= {org.rep.pk, org.teammate.pk, org.other_rep.pk}
@@ -95,6 +97,7 @@ def test_a_quarter_per_owner_and_its_summary(org, history):  # noqa: F811
 
 def test_quarters_within_a_range(org, history):  # noqa: F811
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
     rows, _ = walk(session_client(org.admin), {"start": "2026-01-01", "end": "2027-01-01", "period_kind": "quarter"})
     assert {r["period_start"] for r in rows} == {"2026-07-01"}  # Q4 has not ended; Q3 is the first in the history
 
@@ -115,6 +118,7 @@ def test_a_rep_sees_their_own_rows_and_a_manager_their_team(org, pipeline):
         path=[("Proposal", "2026-09-01")],
     )
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
     rep = session_client(org.rep)
     assert rep.get(URL, {"period": "2026-10"}).json()["results"] == []  # no company row for a rep
     owners = rep.get(URL, {"period": "2026-10", "group": "owner"}).json()

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from forecasting.models import Metric
-from forecasting.services import recompute_metrics
+from forecasting.services import recompute_history_metrics, recompute_metrics
 from tests.factories import stage
 from tests.forecasting.api.conftest import session_client
 from tests.forecasting.helpers import at, deal_with_history, latest_rows
@@ -36,6 +36,7 @@ def closed(org, pipeline, lost_reason):
         path=[("Negotiation", "2026-10-02"), ("Lost", "2026-10-09")],
     )
     recompute_metrics(as_of=at(AS_OF_TEXT))
+    recompute_history_metrics(as_of=at(AS_OF_TEXT))
 
 
 def test_the_admin_reads_every_stage_of_all_time_with_ten_bins(org, pipeline, closed):

@@ -152,8 +152,9 @@ def test_bad_read_parameters_answer_400_naming_them(org, query):
 
 @pytest.mark.parametrize("zone", ["UTC", "America/New_York"])
 def test_the_rollup_and_trend_answer_what_their_serializers_would(org, settings, zone):
-    """The two answers are shaped by `plain_representation` for speed; the DRF serializers stay their schema, and
-    both must give the same JSON: amounts with two decimals, times in TIME_ZONE, entries nested or null."""
+    """The two answers are shaped by hand for speed (`rollup_representation`, `trend_representation`); the DRF
+    serializers stay their schema, and both must give the same JSON: amounts with two decimals, times in TIME_ZONE,
+    entries nested or null."""
     from rest_framework.renderers import JSONRenderer
 
     from forecasting import selectors

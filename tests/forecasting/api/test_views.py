@@ -13,7 +13,10 @@ from accounts.models import AuditEntry, User
 from config.rest import UserRateThrottle
 from forecasting.models import Quota
 from forecasting.services import recompute_metrics
+from pipeline import services
+from pipeline.models import Deal
 from tests.api.conftest import client_for
+from tests.factories import leave_untouched
 from tests.forecasting.api.conftest import Q4, session_client
 from tests.forecasting.conftest import AS_OF
 from tests.forecasting.helpers import at, deal_with_history
@@ -150,6 +153,7 @@ def test_metric_pages_are_the_api_envelope_with_computed_at_and_at_most_200_rows
         "out_of_date",
         "metric",
         "group",
+        "reasons",
         "results",
     ]
     assert (first["count"], len(first["results"]), first["metric"], first["group"]) == (3, 2, "stale", "owner")
@@ -160,6 +164,53 @@ def test_metric_pages_are_the_api_envelope_with_computed_at_and_at_most_200_rows
     assert admin.get("/api/v1/metrics/stale-deals/", {"page": 9}).status_code == 400
     assert len(admin.get("/api/v1/metrics/stale-deals/", {"page_size": 200}).json()["results"]) == 3
     assert admin.get("/api/v1/metrics/stale-deals/", {"page_size": 201}).status_code == 400
+
+
+def test_stale_deals_add_up_each_reason_and_count_a_deal_once_in_the_total(admin, org, pipeline):
+    def stale_deal(entered, amount, *, touched=None, next_step=False):
+        deal = deal_with_history(owner=org.rep, pipeline=pipeline, path=[("Prospecting", entered)], amount=amount)
+        leave_untouched(deal, since=at(touched or entered))
+        if next_step:
+            services.log_activity(actor=org.rep, kind="call", subject="Next", deal=deal, due_at=at("2026-12-01"))
+        return deal
+
+    deals = [
+        stale_deal("2026-10-01", 1000),  # all three reasons
+        stale_deal("2026-10-01", 200, next_step=True),  # in stage too long and idle
+        stale_deal("2026-10-01", 40, touched="2026-11-20", next_step=True),  # in stage too long only
+        stale_deal("2026-11-20", 5),  # no next step only
+        stale_deal("2026-11-20", None),  # no next step, and no amount
+        stale_deal("2026-11-20", 7, next_step=True),  # not stale
+    ]
+    recompute_metrics(as_of=AS_OF)
+    assert admin.get("/api/v1/metrics/stale-deals/").json()["reasons"] is None  # only when asked: it reads every row
+    assert admin.get("/api/v1/metrics/stale-deals/", {"reasons": "perhaps"}).status_code == 400
+    body = admin.get("/api/v1/metrics/stale-deals/", {"page_size": 1, "reasons": "true"}).json()
+    assert len(body["results"]) == 1  # the reasons are of every page
+
+    # Plain Python over the same rows.
+    rows = deals[:5]  # the stale ones
+    why = {
+        "in_stage_too_long": lambda d: d.stage_entered_at < AS_OF - dt.timedelta(days=30),
+        "no_next_step": lambda d: not d.activities.filter(done_at__isnull=True, due_at__gt=AS_OF).exists(),
+        "no_activity": lambda d: Deal.objects.get(pk=d.pk).last_touched_at < AS_OF - dt.timedelta(days=30),
+    }
+    want = {
+        reason: {
+            "count": sum(1 for d in rows if test(d)),
+            "amount": f"{sum((d.amount or Decimal(0) for d in rows if test(d)), Decimal(0)):.2f}",
+        }
+        for reason, test in why.items()
+    }
+    want["total"] = {"count": 5, "amount": "1245.00"}
+    assert body["reasons"] == want
+    assert want["in_stage_too_long"] == {"count": 3, "amount": "1240.00"}  # so the test tests something
+    assert want["no_activity"]["count"] == 2 and want["no_next_step"]["count"] == 3
+    first = body["results"][0]
+    assert {"in_stage_too_long", "no_next_step", "no_activity", "days_since_touch", "last_touched_at"} <= set(first)
+    # Filters narrow the reasons too: another owner has none.
+    other = admin.get("/api/v1/metrics/stale-deals/", {"owner": org.other_rep.pk, "reasons": "true"}).json()["reasons"]
+    assert other["total"] == {"count": 0, "amount": "0.00"}
 
 
 def test_snapshot_lists_are_paginated(org, closings):

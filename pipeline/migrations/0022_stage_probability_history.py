@@ -52,7 +52,7 @@ DELETE FROM pipeline_stagestate;
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("pipeline", "0019_saved_deal_view"),
+        ("pipeline", "0021_field_changes_import_kind"),
     ]
 
     operations = [

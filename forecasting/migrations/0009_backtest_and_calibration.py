@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("forecasting", "0007_call_trend_points"),
+        ("forecasting", "0008_stale_deals_read_the_last_touch"),
     ]
 
     operations = [
