@@ -25,6 +25,8 @@ SCHEDULE_EXPIRY_INTERVALS = 1.5
 DEFAULT_QUEUE = "celery"
 TASK_ROUTES = {
     "forecasting.recompute_metrics": {"queue": "recompute"},
+    # Minutes on a million deals, daily: one of the long workers' slots (LONG_WORKER_CONCURRENCY, 2 by default).
+    "forecasting.recompute_history_metrics": {"queue": "recompute"},
     "forecasting.refresh_metrics": {"queue": "refresh"},
     "pipeline.webhooks.*": {"queue": "webhooks"},
     "pipeline.run_import_job": {"queue": "imports"},

@@ -20,7 +20,14 @@ from django.utils import timezone
 from accounts.models import Team, User
 from forecasting.models import GroupKind, Metric, MetricsRun, PeriodKind
 from forecasting.periods import Period
-from forecasting.selectors import SnapshotQuery, latest_run, stale_reasons, visible_snapshot_rows, waterfall
+from forecasting.selectors import (
+    SnapshotQuery,
+    backtest_summary,
+    latest_run,
+    stale_reasons,
+    visible_snapshot_rows,
+    waterfall,
+)
 from pipeline.models import DealStatus, ForecastCategory, StageKind
 from pipeline.selectors import STALE_REASONS, history_starts_at, visible_deals, visible_pipelines, visible_stages
 
@@ -80,6 +87,15 @@ class Dashboard:
     stale: list[dict] = field(default_factory=list)
     leads: dict = field(default_factory=dict)
     accuracy: list[dict] = field(default_factory=list)
+    # The backtest of the last ended months (quarters for a quarter or a year): per period, its rows at the start
+    # and at the last Monday inside it; and WAPE and bias at the periods' starts over every backtested period.
+    backtest: list[dict] = field(default_factory=list)
+    backtest_summary: dict | None = None
+    # The calibration of the pipeline's stage probabilities over all closed deals: the pipeline's row, each stage's
+    # (with its Stage), and the stage whose configured probability is furthest from how often its deals won.
+    calibration: dict | None = None
+    calibration_stages: list[dict] = field(default_factory=list)
+    calibration_worst: dict | None = None
     # What the learned probabilities of the run were learned with: lookback_days (0 = all history) and k.
     learning: dict | None = None
     funnel_of_period: bool = False
@@ -166,6 +182,13 @@ class Dashboard:
                 "median": [round(row["days_median"] or 0, 1) for row in self.stage_times],
                 "bottleneck": next((i for i, row in enumerate(self.stage_times) if row["is_bottleneck"]), None),
             },
+            "reliability": {
+                name: [
+                    {"x": round(entry["mean_p"], 4), "y": round(entry["win_rate"], 4), "count": entry["count"]}
+                    for entry in (self.calibration or {}).get(f"bins_{name}", [])
+                ]
+                for name in ("configured", "learned")
+            },
             "reps": {
                 "labels": [row["name"] for row in self.reps],
                 "win_rate": [None if row["win_rate"] is None else round(row["win_rate"] * 100, 1) for row in self.reps],
@@ -185,6 +208,43 @@ def _float(value: Any) -> float | None:
 
 def _money(value: Any) -> Decimal | None:
     return None if value is None else Decimal(value)
+
+
+def _backtest(rows, period: Period, *, user: User, scope: Scope, run: MetricsRun) -> tuple[list[dict], dict | None]:
+    """The backtest panel: the last ended periods of the dashboard's kind (a year's: quarters), each with its row at
+    the start and at its last Monday, and WAPE and bias at the periods' starts over every one backtested. Two
+    queries."""
+    kind = period.kind if period.kind in (PeriodKind.MONTH, PeriodKind.QUARTER) else PeriodKind.QUARTER
+    backtest = rows(Metric.BACKTEST, period_kind=kind)
+    recent: dict[date, list] = {}
+    # At most 14 instants a quarter (its start and 13 Mondays): enough rows for the periods shown.
+    for row in backtest.order_by("-period_start")[: ACCURACY_PERIODS_SHOWN * 14]:
+        if row.period_start in recent or len(recent) < ACCURACY_PERIODS_SHOWN:
+            recent.setdefault(row.period_start, []).append(row.values)
+    shown = []
+    for start, instants in recent.items():
+        instants.sort(key=lambda values: values["week"])
+        shown.append({"period": Period.of(kind, start), "start": instants[0], "last": instants[-1]})
+    every_period = SnapshotQuery(metric=Metric.BACKTEST, group_kind=scope.group_kind, period_kind=kind, **scope.filters)
+    summary = backtest_summary(user=user, query=every_period, run=run)
+    at_start = next((entry for entry in summary if entry["week"] == 0), None)
+    return shown, at_start and {**at_start, "kind": kind}
+
+
+def _calibration(board: Dashboard, found, stages: dict) -> None:
+    """The calibration panel from the pipeline's all-time calibration rows (one query): the pipeline's reliability,
+    each open stage's, and the stage whose deals won least like its configured probability said."""
+    for row in found:
+        if row.stage_id is None:
+            board.calibration = row.values
+        elif row.stage_id in stages:
+            board.calibration_stages.append({"stage": stages[row.stage_id], **row.values})
+    board.calibration_stages.sort(key=lambda row: row["stage"].order)
+    board.calibration_worst = max(
+        board.calibration_stages,
+        key=lambda row: abs(row["mean_configured"] - row["win_rate"]),
+        default=None,
+    )
 
 
 def build_dashboard(
@@ -222,6 +282,7 @@ def build_dashboard(
     board.accuracy = [
         {"period": Period.of(period.kind, row.period_start), **row.values} for row in accuracy[:ACCURACY_PERIODS_SHOWN]
     ]
+    board.backtest, board.backtest_summary = _backtest(rows, period, user=user, scope=scope, run=run)
     if pipeline is not None:
         stages = {stage.pk: stage for stage in visible_stages(user).filter(pipeline=pipeline, kind=StageKind.OPEN)}
         cohort = in_period if funnel_of_period else {"period_kind": PeriodKind.ALL}
@@ -238,6 +299,7 @@ def build_dashboard(
             ),
             key=lambda row: row["stage"].order,
         )
+        _calibration(board, rows(Metric.CALIBRATION, period_kind=PeriodKind.ALL, pipeline_id=pipeline.pk), stages)
         times = rows(Metric.STAGE_TIME, pipeline_id=pipeline.pk)
         board.stage_times = sorted(
             ({"stage": stages[row.stage_id], **row.values} for row in times if row.stage_id in stages),

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db.backends.utils import CursorWrapper
 
+from forecasting import backtest as history_sql
 from forecasting.models import GroupKind, Metric
 from forecasting.periods import Window
 from forecasting.selectors import learning_settings
@@ -308,6 +309,49 @@ class ForecastAccuracyValues(TypedDict):
     snapshotted_at: str
 
 
+class BacktestValues(TypedDict):
+    at: str  # the instant T the forecast stood at
+    week: int  # 0: the period's start; n: the n-th Monday inside it
+    open_count: int
+    pipeline: str
+    weighted_configured: str
+    weighted_learned: str
+    commit: str
+    best_case: str
+    actual_won: str
+    ape_configured: float | None
+    ape_learned: float | None
+    ape_commit: float | None
+    ape_best_case: float | None
+
+
+class BacktestSummaryValues(TypedDict):
+    week: int
+    rows: int  # the periods summed
+    actual_won: str
+    error_configured: str  # Σ |actual − forecast|
+    over_configured: str  # Σ (forecast − actual)
+    error_learned: str
+    over_learned: str
+    error_commit: str
+    over_commit: str
+    error_best_case: str
+    over_best_case: str
+
+
+class CalibrationValues(TypedDict):
+    predictions: int  # one per closed deal and open stage it entered (its first entry)
+    won: int  # of those predictions, the deal's that were won
+    win_rate: float | None
+    mean_configured: float | None
+    mean_learned: float | None
+    brier_configured: float | None
+    brier_learned: float | None
+    # The non-empty bins [b/10, (b+1)/10) (the last one closed), each {bin, count, mean_p, win_rate}.
+    bins_configured: list
+    bins_learned: list
+
+
 # Each metric's declaration of its `values`: the SQL below writes exactly these keys, the API serializers read them.
 VALUES: dict[Metric, type] = {
     Metric.DEAL_OUTCOMES: DealOutcomesValues,
@@ -320,6 +364,9 @@ VALUES: dict[Metric, type] = {
     Metric.LEADS: LeadsValues,
     Metric.QUOTA: QuotaValues,
     Metric.FORECAST_ACCURACY: ForecastAccuracyValues,
+    Metric.BACKTEST: BacktestValues,
+    Metric.BACKTEST_SUMMARY: BacktestSummaryValues,
+    Metric.CALIBRATION: CalibrationValues,
 }
 
 
@@ -1124,6 +1171,256 @@ def forecast_accuracy(cursor: CursorWrapper, params: MetricParams) -> int:
     return _execute(cursor, sql, params)
 
 
+def _ratio(numerator: str, actual: str = "actual_won") -> str:
+    return f"({numerator})::float8 / nullif({actual}, 0)::float8"
+
+
+def backtest(cursor: CursorWrapper, params: MetricParams) -> int:
+    """The backtest of every ended month and quarter inside the recorded history, for the company and per group:
+    one row per period, instant T (its start, and each Monday inside it) and group.
+
+    weighted_configured / weighted_learned = Σ amount × the stage's configured / learned probability at T over
+    open(P, T); commit and best case (commit + best_case) of open(P, T) by the forecast category at T; actual_won =
+    Σ amount of the deals won in P, as known now; ape_* = |actual − forecast| / actual (a fraction; null when
+    nothing was won). WAPE and bias over sets of these rows are the reader's (`selectors.backtest_summary`).
+    The company row exists for every period and instant; a group's where it had deals open at T or won in P.
+    """
+    kinds = [kind for kind in params.period_kinds if kind in history_sql.BACKTEST_KINDS]
+    if not kinds:
+        return 0
+    groups = ALL_GROUPS
+    values = _values(
+        Metric.BACKTEST,
+        at="at",
+        week="week",
+        open_count="open_count::int",
+        pipeline="pipeline::text",
+        weighted_configured="weighted_configured::text",
+        weighted_learned="weighted_learned::text",
+        commit="commit::text",
+        best_case="best_case::text",
+        actual_won="actual_won::text",
+        ape_configured=_ratio("abs(actual_won - weighted_configured)"),
+        ape_learned=_ratio("abs(actual_won - weighted_learned)"),
+        ape_commit=_ratio("abs(actual_won - commit)"),
+        ape_best_case=_ratio("abs(actual_won - best_case)"),
+    )
+    sql = f"""
+    {INSERT}
+    WITH {history_sql.INSTANTS}, {history_sql.LEARNED_AT.format(instants="instants")}, open_at AS (
+        -- The open pipeline of each period at each of its instants, from the interval of the history holding it,
+        -- summed per owner, pipeline and source (narrow rows for the grouping sets below).
+        SELECT i.kind, i.period_start, i.period_end, i.at, i.week, ds.owner_id, st.pipeline_id,
+               coalesce(d.source, '') AS source, count(*) AS open_count, sum(ds.amount) AS pipeline,
+               sum(ds.amount * coalesce(sa.probability, st.probability)::numeric / 100) AS weighted_configured,
+               sum(ds.amount * coalesce(l.p, coalesce(sa.probability, st.probability)::numeric / 100))
+                   AS weighted_learned,
+               sum(ds.amount) FILTER (WHERE ds.forecast_category = 'commit') AS commit,
+               sum(ds.amount) FILTER (WHERE ds.forecast_category IN ('commit', 'best_case')) AS best_case,
+               NULL::numeric AS actual_won
+          FROM instants i
+          JOIN pipeline_dealstate ds
+            ON ds.expected_close_date >= i.period_start AND ds.expected_close_date < i.period_end
+           AND ds.valid_from <= i.at AND (ds.valid_to > i.at OR ds.valid_to IS NULL)
+          JOIN pipeline_stage st ON st.id = ds.stage_id AND st.kind = 'open'
+          {history_sql.STAGE_AT.format(alias="sa", stage="ds.stage_id", at="i.at")}
+          LEFT JOIN pipeline_deal d ON d.id = ds.deal_id
+          LEFT JOIN learned l ON l.at = i.at AND l.stage_id = ds.stage_id
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+    ), won_in AS (
+        -- What was won in each period, as known now, per owner, pipeline and source.
+        SELECT k.kind, date_trunc(k.kind, d.closed_at AT TIME ZONE %(tz)s)::date AS period_start, d.owner_id,
+               d.pipeline_id, d.source, sum(d.amount) AS actual_won
+          FROM pipeline_deal d
+          CROSS JOIN unnest(%(backtest_kinds)s::text[]) AS k(kind)
+         WHERE d.status = 'won' AND d.closed_at >= (SELECT min(at) FROM instants)
+         GROUP BY 1, 2, 3, 4, 5
+    ), facts AS (
+        SELECT open_at.*, u.team_id FROM open_at JOIN accounts_user u ON u.id = open_at.owner_id
+        UNION ALL
+        -- The won amount at every instant of its period, for the APE there.
+        SELECT i.kind, i.period_start, i.period_end, i.at, i.week, w.owner_id, w.pipeline_id, w.source,
+               0, NULL, NULL, NULL, NULL, NULL, w.actual_won, u.team_id
+          FROM won_in w
+          JOIN instants i ON i.kind = w.kind AND i.period_start = w.period_start
+          JOIN accounts_user u ON u.id = w.owner_id
+        UNION ALL
+        -- Nothing, so that the company has a row at every instant.
+        SELECT i.kind, i.period_start, i.period_end, i.at, i.week, NULL, NULL, NULL,
+               0, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+          FROM instants i
+    ), grouped AS (
+        SELECT kind, period_start, period_end, at, week, {_group_kind(groups)} AS group_kind,
+               {_group_columns(groups)},
+               sum(open_count) AS open_count,
+               coalesce(sum(pipeline), 0) AS pipeline,
+               round(coalesce(sum(weighted_configured), 0), 2) AS weighted_configured,
+               round(coalesce(sum(weighted_learned), 0), 2) AS weighted_learned,
+               coalesce(sum(commit), 0) AS commit,
+               coalesce(sum(best_case), 0) AS best_case,
+               coalesce(sum(actual_won), 0) AS actual_won
+          FROM facts
+         GROUP BY {_grouping_sets(["kind", "period_start", "period_end", "at", "week"], groups)}
+        HAVING count(owner_id) > 0
+            OR GROUPING(owner_id) + GROUPING(team_id) + GROUPING(pipeline_id) + GROUPING(source) = 4
+    )
+    SELECT %(run_id)s, '{Metric.BACKTEST.value}', kind, period_start, period_end, group_kind,
+           owner_id, team_id, pipeline_id, source, NULL, NULL,
+           {values},
+           %(computed_at)s
+      FROM grouped
+    """
+    moments = history_sql.instants(cursor, computed_at=params.computed_at, tz=params.tz, kinds=kinds)
+    if not moments["i_ats"]:
+        return 0
+    extra = {"backtest_kinds": kinds, "won_reached_everything": WON_REACHED_EVERYTHING}
+    cursor.execute(sql, params.sql() | extra | moments)
+    return cursor.rowcount
+
+
+def backtest_summary(cursor: CursorWrapper, params: MetricParams) -> int:
+    """The backtest's sums over every period of a kind, per group and instant (`week`), for WAPE and bias over all
+    periods (`forecasting.selectors.backtest_summary`) without reading every period's row. Must run after
+    `backtest`."""
+    errors = {}
+    forecasts = {"configured": "weighted_configured", "learned": "weighted_learned"}
+    for name, key in {**forecasts, "commit": "commit", "best_case": "best_case"}.items():
+        forecast = f"(\"values\"->>'{key}')::numeric"
+        errors[f"error_{name}"] = f"sum(abs({forecast} - actual))::text"
+        errors[f"over_{name}"] = f"sum({forecast} - actual)::text"
+    values = _values(
+        Metric.BACKTEST_SUMMARY,
+        week="week",
+        rows="count(*)",
+        actual_won="sum(actual)::text",
+        **{key: errors[key] for key in result_keys(Metric.BACKTEST_SUMMARY)[3:]},
+    )
+    sql = f"""
+    {INSERT}
+    SELECT %(run_id)s, '{Metric.BACKTEST_SUMMARY.value}', period_kind, NULL, NULL, group_kind,
+           owner_id, team_id, pipeline_id, source, NULL, NULL,
+           {values},
+           %(computed_at)s
+      FROM (SELECT b.*, (b."values"->>'week')::int AS week, (b."values"->>'actual_won')::numeric AS actual
+              FROM forecasting_metricsnapshot b
+             WHERE b.run_id = %(run_id)s AND b.metric = '{Metric.BACKTEST.value}') AS rows
+     GROUP BY period_kind, group_kind, owner_id, team_id, pipeline_id, source, week
+    """
+    return _execute(cursor, sql, params)
+
+
+def calibration(cursor: CursorWrapper, params: MetricParams) -> int:
+    """How well the stage probabilities predicted (SPEC §3a, "Calibration"), over the deals closed in each quarter,
+    year and all time, per pipeline and stage (and per pipeline, `stage_id` null), for the company, owner, team and
+    source (the deal's now, as for win rates).
+
+    Every closed deal contributes, for each open stage it entered, one prediction: the stage's configured
+    probability, and its learned probability as of the start of the (local) day of its first entry (the same
+    formula as the backtest's, over the closes known then; p0 when nothing had closed), against y = 1 if the deal
+    was won. brier_* = mean (p − y)²; bins_* = the predictions in 10 bins [0, 0.1), …, [0.9, 1.0] with their count,
+    mean p and observed win rate (only the non-empty bins). The configured probability is the one of the moment of
+    entry, from the stage's history (`pipeline.StageState`).
+    """
+    kinds = [kind for kind in params.period_kinds if kind in history_sql.CALIBRATION_KINDS]
+    if not kinds:
+        return 0
+    groups = STAGE_GROUPS
+    base = ["kind", "period_start", "period_end", "pipeline_id", "which", "bin"]
+    sets = [[*base, "stage_id"], base]
+    sets += [[*columns, GROUP_COLUMNS[group]] for group in groups for columns in ([*base, "stage_id"], base)]
+    grouping_sets = "GROUPING SETS (" + ", ".join("(" + ", ".join(columns) + ")" for columns in sets) + ")"
+    keys = "kind, period_start, period_end, pipeline_id, stage_id, group_kind, owner_id, team_id, source"
+
+    def of(which: str, expression: str) -> str:
+        return f"(array_agg({expression}) FILTER (WHERE which = '{which}'))[1]"
+
+    values = _values(
+        Metric.CALIBRATION,
+        predictions=of("configured", "n"),
+        won=of("configured", "wins"),
+        win_rate=of("configured", "win_rate"),
+        mean_configured=of("configured", "mean_p"),
+        mean_learned=of("learned", "mean_p"),
+        brier_configured=of("configured", "brier"),
+        brier_learned=of("learned", "brier"),
+        bins_configured=of("configured", "bins"),
+        bins_learned=of("learned", "bins"),
+    )
+    sql = f"""
+    {INSERT}
+    WITH closed AS (
+        SELECT d.id, d.status = 'won' AS deal_won, d.owner_id, u.team_id, d.source, d.pipeline_id,
+               d.closed_at AT TIME ZONE %(tz)s AS local_closed_at
+          FROM pipeline_deal d
+          JOIN accounts_user u ON u.id = d.owner_id
+         WHERE d.status IN ('won', 'lost') AND d.closed_at <= %(computed_at)s
+    ), entries AS (
+        -- The first entry of each open stage each closed deal entered.
+        SELECT c.deal_id, c.to_stage_id AS stage_id, min(c.changed_at) AS entered_at
+          FROM pipeline_stagechange c
+          JOIN pipeline_stage s ON s.id = c.to_stage_id AND s.kind = 'open'
+          JOIN closed ON closed.id = c.deal_id
+         GROUP BY c.deal_id, c.to_stage_id
+    ), predictions AS (
+        SELECT closed.*, e.stage_id, coalesce(sa.probability, s.probability)::numeric / 100 AS p_configured,
+               date_trunc('day', e.entered_at AT TIME ZONE %(tz)s) AT TIME ZONE %(tz)s AS day_at
+          FROM entries e
+          JOIN closed ON closed.id = e.deal_id
+          JOIN pipeline_stage s ON s.id = e.stage_id
+          {history_sql.STAGE_AT.format(alias="sa", stage="e.stage_id", at="e.entered_at")}
+    ), entry_days AS (
+        SELECT DISTINCT day_at AS at FROM predictions
+    ), {history_sql.LEARNED_AT.format(instants="entry_days")}, scored AS (
+        SELECT predictions.*, coalesce(l.p, predictions.p_configured) AS p_learned
+          FROM predictions
+          LEFT JOIN learned l ON l.at = predictions.day_at AND l.stage_id = predictions.stage_id
+    ), periods AS (
+        SELECT scored.*, k.kind, date_trunc(k.kind, local_closed_at)::date AS period_start,
+               (date_trunc(k.kind, local_closed_at) + k.step)::date AS period_end
+          FROM scored
+          CROSS JOIN (VALUES ('quarter', interval '3 months'), ('year', interval '1 year')) AS k(kind, step)
+         WHERE k.kind = ANY(%(calibration_kinds)s)
+        UNION ALL
+        SELECT scored.*, 'all', NULL::date, NULL::date FROM scored WHERE 'all' = ANY(%(calibration_kinds)s)
+    ), fine AS (
+        -- Counted per period, stage, owner, source, probability kind and bin (narrow rows): the grouping sets
+        -- below add these up instead of sorting every prediction once per set.
+        SELECT kind, period_start, period_end, pipeline_id, stage_id, owner_id, team_id, source, w.which,
+               least(floor(w.p * 10), 9)::int AS bin, count(*) AS n, sum(w.p) AS sum_p, sum(y) AS wins,
+               sum((w.p - y) * (w.p - y)) AS sum_squares
+          FROM (SELECT periods.*, CASE WHEN deal_won THEN 1 ELSE 0 END AS y FROM periods) AS scored_periods
+          CROSS JOIN LATERAL (VALUES ('configured', p_configured), ('learned', p_learned)) AS w(which, p)
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+    ), by_bin AS (
+        SELECT kind, period_start, period_end, stage_id, which, bin,
+               {_group_kind(groups)} AS group_kind, {_group_columns(groups, intrinsic=("pipeline_id",))},
+               sum(n) AS n, sum(sum_p) AS sum_p, sum(wins) AS wins, sum(sum_squares) AS sum_squares
+          FROM fine
+         GROUP BY {grouping_sets}
+    ), by_which AS (
+        SELECT {keys}, which, sum(n) AS n, sum(wins) AS wins,
+               (sum(wins)::float8 / sum(n)) AS win_rate, (sum(sum_p) / sum(n))::float8 AS mean_p,
+               (sum(sum_squares) / sum(n))::float8 AS brier,
+               jsonb_agg(jsonb_build_object(
+                   'bin', bin, 'count', n, 'mean_p', (sum_p / n)::float8, 'win_rate', wins::float8 / n
+               ) ORDER BY bin) AS bins
+          FROM by_bin
+         GROUP BY {keys}, which
+    )
+    SELECT %(run_id)s, '{Metric.CALIBRATION.value}', kind, period_start, period_end, group_kind,
+           owner_id, team_id, pipeline_id, source, stage_id, NULL,
+           {values},
+           %(computed_at)s
+      FROM by_which
+     GROUP BY {keys}
+    """
+    cursor.execute(
+        sql,
+        params.sql() | {"calibration_kinds": kinds, "won_reached_everything": WON_REACHED_EVERYTHING},
+    )
+    return cursor.rowcount
+
+
 # The quotas a refresh recomputes: those of the changed deals' owners and of their teams.
 QUOTAS_IN_SCOPE = (
     "(NOT %(scoped)s OR {user} = ANY(%(owners)s) "
@@ -1148,6 +1445,12 @@ FAMILIES: list[Family] = [
     forecast_snapshots,
     forecast_accuracy,
 ]
+# The families over the whole deal history (ended periods reconstructed at hundreds of past instants): minutes on a
+# million deals, and their rows change only when the history of an ended period does. So they are not part of a
+# full recompute, which copies the previous run's rows of theirs (`forecasting.recompute`), but of their own, rarer
+# task (`recompute_history_metrics`, daily and whenever a run has none).
+HISTORY_FAMILIES: list[Family] = [backtest, backtest_summary, calibration]
+HISTORY_METRICS = (Metric.BACKTEST, Metric.BACKTEST_SUMMARY, Metric.CALIBRATION)
 # The families a read of a custom range or all time runs when asked (forecasting.selectors.metric_rows), by metric.
 LIVE: dict[Metric, Family] = {
     Metric.DEAL_OUTCOMES: deal_outcomes,

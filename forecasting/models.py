@@ -50,6 +50,9 @@ class Metric(models.TextChoices):
     LEADS = "leads", "Qualified leads, lead velocity, MQL→SQL and lead→deal conversion"
     QUOTA = "quota", "Quota attainment, coverage and deals needed"
     FORECAST_ACCURACY = "forecast_accuracy", "Forecast at period start against the won amount"
+    BACKTEST = "backtest", "Forecast as it stood at past instants against the won amount"
+    BACKTEST_SUMMARY = "backtest_summary", "The backtest's sums over every period, per group and instant"
+    CALIBRATION = "calibration", "Brier score and reliability of the stage probabilities"
 
 
 class MetricsRun(models.Model):

@@ -224,6 +224,8 @@ def _complete_run(
     cursor: CursorWrapper, run: MetricsRun, *, rows: int, started: float, consumed: list[tuple[int, int]]
 ) -> None:
     _refuse_another_configuration(cursor, run)
+    # Before the pruning, which may take the previous run: its history families' rows go on in this one.
+    rows += _carry_history_rows(cursor, run)
     _prune_old_runs(cursor, keep_after=run)
     # Changes committed after the run started stay pending: the next refresh takes them.
     cursor.execute(
@@ -262,10 +264,100 @@ def _prune_old_runs(cursor: CursorWrapper, *, keep_after: MetricsRun) -> None:
         .order_by("-computed_at", "-id")
         .values_list("pk", flat=True)[: max(settings.METRICS_KEEP_RUNS - 1, 0)]
     )
+    # A run whose history families are being computed (`recompute_history_of_latest_run` holds it) waits for the
+    # next pruning: its rows are locked by that transaction.
     cursor.execute(
-        "DELETE FROM forecasting_metricsnapshot WHERE run_id <> %s AND NOT (run_id = ANY(%s))", [keep_after.pk, keep]
+        "SELECT id FROM forecasting_metricsrun WHERE id <> %s AND NOT (id = ANY(%s)) FOR UPDATE SKIP LOCKED",
+        [keep_after.pk, keep],
     )
-    cursor.execute("DELETE FROM forecasting_metricsrun WHERE id <> %s AND NOT (id = ANY(%s))", [keep_after.pk, keep])
+    doomed = [run_id for (run_id,) in cursor.fetchall()]
+    cursor.execute("DELETE FROM forecasting_metricsnapshot WHERE run_id = ANY(%s)", [doomed])
+    cursor.execute("DELETE FROM forecasting_metricsrun WHERE id = ANY(%s)", [doomed])
+
+
+def _carry_history_rows(cursor: CursorWrapper, run: MetricsRun, *, source: int | None = None) -> int:
+    """Copy the history families' rows (`metrics.HISTORY_METRICS`) of run `source` (default: the newest other
+    complete run) into `run`, with the instant they were computed at; how many."""
+    cursor.execute(
+        """
+        INSERT INTO forecasting_metricsnapshot (run_id, metric, period_kind, period_start, period_end, group_kind,
+            owner_id, team_id, pipeline_id, source, stage_id, deal_id, values, computed_at)
+        SELECT %(run)s, metric, period_kind, period_start, period_end, group_kind,
+            owner_id, team_id, pipeline_id, source, stage_id, deal_id, values, computed_at
+        FROM forecasting_metricsnapshot
+        WHERE metric = ANY(%(metrics)s) AND run_id = coalesce(%(source)s, (
+            SELECT id FROM forecasting_metricsrun WHERE status = %(complete)s AND id <> %(run)s
+            ORDER BY computed_at DESC, id DESC LIMIT 1
+        ))
+        """,
+        {"run": run.pk, "source": source, "metrics": HISTORY_METRIC_NAMES, "complete": RunStatus.COMPLETE},
+    )
+    return cursor.rowcount
+
+
+# --- The history families -----------------------------------------------------------------------------------------
+
+HISTORY_METRIC_NAMES = [metric.value for metric in metrics.HISTORY_METRICS]
+# pg_try_advisory_xact_lock key of the history families: one computation at a time.
+HISTORY_LOCK_KEY = 4_242_002
+
+
+def recompute_history_of_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
+    """Rewrite, in one transaction, the history families' rows (`metrics.HISTORY_FAMILIES`: backtest, calibration)
+    of the latest complete run, and of any run completed meanwhile (which carried the rows replaced here). None
+    when another computation of them is running, or before any run.
+
+    The families take minutes on a million deals, so they do not hold the recompute lock while they run: moves'
+    refreshes and the scheduled recompute go on. The run is held FOR KEY SHARE, which a finishing recompute's
+    pruning skips (and a refresh's update of it does not wait for); the recompute lock is taken only at the end,
+    for the copy into newer runs and the row counts.
+    Raises `ConfigurationChanged`, leaving every run as it was, when the configuration is not the run's.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [HISTORY_LOCK_KEY])
+        if not cursor.fetchone()[0]:
+            logger.info("metrics history families skipped: another computation of them is running")
+            return None
+        run = latest_run()
+        if run is None:
+            return None
+        cursor.execute("SELECT 1 FROM forecasting_metricsrun WHERE id = %s FOR KEY SHARE", [run.pk])
+        if cursor.fetchone() is None:  # pruned since it was read
+            return None
+        _refuse_another_configuration(cursor, run)
+        started = time.monotonic()
+        params = MetricParams.of_run(run_id=run.pk, computed_at=as_of or run.as_of)
+        cursor.execute(
+            "DELETE FROM forecasting_metricsnapshot WHERE run_id = %s AND metric = ANY(%s)",
+            [run.pk, HISTORY_METRIC_NAMES],
+        )
+        deleted = cursor.rowcount
+        _tune_session(cursor)
+        # Minutes on a million deals, once a day, off the readers' path: a longer bound than a recompute's.
+        cursor.execute("SET LOCAL statement_timeout = %s", [settings.METRICS_HISTORY_STATEMENT_TIMEOUT])
+        written = _run_families(cursor, metrics.HISTORY_FAMILIES, params)
+        # Waits for a recompute or refresh running now; neither waits for this transaction.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RECOMPUTE_LOCK_KEY])
+        _refuse_another_configuration(cursor, run)
+        changed = {run.pk: written - deleted}
+        cursor.execute(
+            "SELECT id FROM forecasting_metricsrun WHERE status = %s AND id <> %s AND (computed_at, id) > (%s, %s)",
+            [RunStatus.COMPLETE, run.pk, run.computed_at, run.pk],
+        )
+        for (newer,) in cursor.fetchall():
+            cursor.execute(
+                "DELETE FROM forecasting_metricsnapshot WHERE run_id = %s AND metric = ANY(%s)",
+                [newer, HISTORY_METRIC_NAMES],
+            )
+            replaced = cursor.rowcount
+            changed[newer] = _carry_history_rows(cursor, MetricsRun(pk=newer), source=run.pk) - replaced
+        for run_id, delta in changed.items():
+            cursor.execute(
+                "UPDATE forecasting_metricsrun SET row_count = row_count + %s WHERE id = %s", [delta, run_id]
+            )
+    logger.info("metrics run %s: history families rewritten in %.2f s", run.pk, time.monotonic() - started)
+    run.refresh_from_db()
+    return run
 
 
 # --- An incremental refresh ---------------------------------------------------------------------------------------

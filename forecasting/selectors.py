@@ -21,9 +21,9 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, DecimalField, Q, QuerySet, Sum, Value
+from django.db.models import Count, DecimalField, F, IntegerField, Q, QuerySet, Sum, Value
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Abs, Cast, Coalesce
 from django.utils import timezone
 
 from accounts.models import Role, Team, User
@@ -390,6 +390,66 @@ def _with_every_group(
             if tuple(getattr(row, column) for column in key_columns) not in present and _keeps(query, row):
                 filled.append(row)
     return sorted(filled, key=lambda row: [(value is None, value) for value in map(row.__getattribute__, READ_ORDER)])
+
+
+# --- Backtest (SPEC §3a) ---------------------------------------------------------------------------------------------
+
+# The forecasts a backtest row holds, by the name the summary gives them.
+BACKTEST_FORECASTS = {
+    "configured": "weighted_configured",
+    "learned": "weighted_learned",
+    "commit": "commit",
+    "best_case": "best_case",
+}
+
+
+def backtest_summary(*, user: User, query: SnapshotQuery, run: MetricsRun | None) -> list[dict[str, Any]]:
+    """WAPE and bias (SPEC §3a) of each forecast over the backtest rows answering `query` that `user` may see, per
+    instant of their periods (`week`): WAPE = Σ |actual − forecast| / Σ actual, bias = Σ (forecast − actual) /
+    Σ actual; null when nothing was won. One aggregate query: over every period, of the run's per-group sums over
+    all periods (`metric backtest_summary`, a row per group and week), else of the rows themselves (one period or a
+    range: a few instants per group)."""
+    if query.period_start is None and query.range_start is None:
+        _, sums_of = visible_snapshot_rows(
+            user=user, query=dataclasses.replace(query, metric=Metric.BACKTEST_SUMMARY), run=run
+        )
+        stored = {"rows": "rows", "actual_won": "actual_won"}
+        stored |= {f"{kind}_{name}": f"{kind}_{name}" for name in BACKTEST_FORECASTS for kind in ("error", "over")}
+        sums = {name: Sum(_amount(key)) for name, key in stored.items()}
+        found = (
+            sums_of.order_by()
+            .annotate(week=Cast(KT("values__week"), IntegerField()))
+            .values("week")
+            .annotate(**sums)
+            .order_by("week")
+        )
+    else:
+        _, rows = visible_snapshot_rows(user=user, query=query, run=run)
+        forecasts = {f"f_{name}": _amount(key) for name, key in BACKTEST_FORECASTS.items()}
+        sums = {"rows": Count("id"), "actual_won": Sum("actual")}
+        for name in BACKTEST_FORECASTS:
+            sums[f"error_{name}"] = Sum(Abs(F(f"f_{name}") - F("actual")))
+            sums[f"over_{name}"] = Sum(F(f"f_{name}") - F("actual"))
+        found = (
+            rows.order_by()
+            .annotate(week=Cast(KT("values__week"), IntegerField()), actual=_amount("actual_won"), **forecasts)
+            .values("week")
+            .annotate(**sums)
+            .order_by("week")
+        )
+    summary = []
+    for entry in found:
+        actual = entry["actual_won"]
+        row = {"week": entry["week"], "rows": int(entry["rows"]), "actual_won": actual}
+        for name in BACKTEST_FORECASTS:
+            row[f"wape_{name}"] = float(entry[f"error_{name}"] / actual) if actual else None
+            row[f"bias_{name}"] = float(entry[f"over_{name}"] / actual) if actual else None
+        summary.append(row)
+    return summary
+
+
+def _amount(key: str) -> Cast:
+    return Cast(KT(f"values__{key}"), DecimalField(max_digits=20, decimal_places=2))
 
 
 def visible_quotas(*, user: User) -> QuerySet[Quota]:

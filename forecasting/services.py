@@ -21,7 +21,7 @@ from accounts.models import AuditAction, Team, User
 from accounts.selectors import owners_visible_to
 from accounts.services import audited_values, record_audit
 from config.services import apply_fields
-from forecasting import configuration, recompute
+from forecasting import configuration, metrics, recompute
 from forecasting.configuration import ConfigurationChanged
 from forecasting.models import (
     CALL_PERIOD_KINDS,
@@ -30,6 +30,7 @@ from forecasting.models import (
     CallCategory,
     ForecastAdjustment,
     ForecastSubmission,
+    MetricSnapshot,
     MetricsRun,
     MetricsSettings,
     Quota,
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 PENDING_RECOMPUTE_CACHE_KEY = "metrics-recompute-pending"
 PENDING_REFRESH_CACHE_KEY = "metrics-refresh-pending"
 PENDING_TREND_WARM_CACHE_KEY = "forecast-trend-warm-pending"
+PENDING_HISTORY_CACHE_KEY = "metrics-history-pending"
 
 
 def recompute_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
@@ -85,6 +87,25 @@ def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
     except ConfigurationChanged as change:
         logger.info("metrics refresh given up for a full recompute: %s", change)
         return None
+
+
+def recompute_history_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
+    """Compute the backtest and calibration (`metrics.HISTORY_FAMILIES`) into the latest complete run, replacing its
+    rows of theirs; returns the run. A full recompute does not run them (minutes on a million deals, and only a
+    change to an ended period's history changes them): it carries the previous run's rows over, and this runs daily
+    (`METRICS_HISTORY_SECONDS`) and when a run has none. None when a recompute or refresh holds the lock, before any
+    run, or when the configuration changed since the run (the next recompute's run is the one to fill).
+    """
+    try:
+        return recompute.recompute_history_of_latest_run(as_of=as_of)
+    except ConfigurationChanged as change:
+        logger.info("metrics history families given up: %s", change)
+        return None
+
+
+def has_history_metrics(run: MetricsRun) -> bool:
+    """Whether `run` holds any row of the history families (a new installation's first run does not)."""
+    return MetricSnapshot.objects.filter(run=run, metric__in=metrics.HISTORY_METRICS).exists()
 
 
 def configuration_is_current() -> bool:
@@ -151,6 +172,24 @@ def request_trend_warm() -> bool:
         lifetime=settings.METRICS_RECOMPUTE_SECONDS,
         what="forecast trend warm-up",
     )
+
+
+def request_history_metrics() -> bool:
+    """Queue one `recompute_history_metrics` unless one is already pending; True if this call queued it."""
+    from forecasting.tasks import recompute_history_metrics_task
+
+    return _queue_once(
+        recompute_history_metrics_task,
+        mark=PENDING_HISTORY_CACHE_KEY,
+        countdown=0,
+        lifetime=settings.METRICS_HISTORY_SECONDS,
+        what="metrics history families",
+    )
+
+
+def clear_pending_history_metrics() -> None:
+    """Forget the pending mark, so that the next run without history rows queues the task again."""
+    _clear_mark(PENDING_HISTORY_CACHE_KEY, "metrics history families")
 
 
 def clear_pending_trend_warm() -> None:

@@ -35,6 +35,32 @@ def recompute_metrics_task(reason: str = "schedule") -> int | None:
             services.request_recompute()
         return None
     services.request_trend_warm()
+    if not services.has_history_metrics(run):
+        services.request_history_metrics()
+    return run.pk
+
+
+@shared_task(
+    name="forecasting.recompute_history_metrics",
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=5,
+    ignore_result=False,
+)
+def recompute_history_metrics_task(reason: str = "schedule") -> int | None:
+    """The backtest and calibration of the latest run; returns its id, or None when it could not run now.
+
+    Idempotent: it rewrites the run's rows of those families. Put off by a running recompute or refresh (the lock),
+    it asks for itself again.
+    """
+    services.clear_pending_history_metrics()
+    run = services.recompute_history_metrics()
+    if run is None:
+        if latest_run() is not None and services.configuration_is_current():
+            services.request_history_metrics()
+        return None
     return run.pk
 
 

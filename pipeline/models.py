@@ -465,6 +465,41 @@ class StageChange(models.Model):
         return f"{self.deal_id}: {self.from_stage_id} → {self.to_stage_id} at {self.changed_at:%Y-%m-%d %H:%M}"
 
 
+class StageState(models.Model):
+    """An interval `[valid_from, valid_to)` of a stage's configured probability and default forecast category (SPEC
+    §3a: "for every stage the intervals of its probability and default category"), so that the backtest and the
+    calibration weigh a past instant with the probability configured then.
+
+    Written by triggers on pipeline_stage (migration 0022) on every path: a new stage opens its first interval at
+    0001-01-01 UTC, the first instant a Python datetime holds (deals may be imported with history from before the
+    stage existed: its first values are taken for then); a change of either column closes the open interval and
+    opens the next at the statement's clock; a deletion closes it. The stage is a plain integer, not a foreign key:
+    a deleted stage's history does not block its deletion. Stages that existed before the migration start at
+    0001-01-01 too, with their values of that day.
+    """
+
+    stage_id = models.BigIntegerField()
+    valid_from = models.DateTimeField()
+    valid_to = models.DateTimeField(null=True, blank=True)
+    probability = models.PositiveSmallIntegerField()
+    forecast_category = models.CharField(max_length=16, choices=ForecastCategory.choices)
+
+    class Meta:
+        ordering = ["stage_id", "valid_from", "id"]
+        indexes = [models.Index(fields=["stage_id", "valid_from"], name="stagestate_stage_from_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(valid_to__isnull=True) | Q(valid_to__gte=F("valid_from")), name="stagestate_interval"
+            ),
+            models.UniqueConstraint(
+                fields=["stage_id"], condition=Q(valid_to__isnull=True), name="stagestate_one_open"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Stage {self.stage_id}: {self.probability}% from {self.valid_from}"
+
+
 class DealState(models.Model):
     """An interval `[valid_from, valid_to)` of a deal's forecast-relevant state (pipeline.field_history).
 

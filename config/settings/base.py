@@ -248,6 +248,9 @@ CELERY_TIMEZONE = os.environ.get("TIME_ZONE", "UTC")
 WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 30)
 # The full metrics recompute (forecasting); changes also queue a debounced one (METRICS_DEBOUNCE_SECONDS).
 METRICS_RECOMPUTE_SECONDS = env_int("METRICS_RECOMPUTE_SECONDS", 300)
+# The backtest and calibration have their own task (forecasting.recompute_history_metrics): daily, and whenever the
+# latest run has none of their rows.
+METRICS_HISTORY_SECONDS = env_int("METRICS_HISTORY_SECONDS", 24 * 3600)
 # Between full recomputes, deal and activity changes are brought in incrementally: right after each change (after
 # METRICS_REFRESH_DELAY_SECONDS), and on this schedule for any whose refresh could not be queued.
 METRICS_REFRESH_SECONDS = env_int("METRICS_REFRESH_SECONDS", 60)
@@ -262,6 +265,9 @@ CELERY_BEAT_SCHEDULE = {
     ),
     "metrics-recompute": scheduled(
         "forecasting.recompute_metrics", every_seconds=METRICS_RECOMPUTE_SECONDS, kwargs={"reason": "schedule"}
+    ),
+    "metrics-history": scheduled(
+        "forecasting.recompute_history_metrics", every_seconds=METRICS_HISTORY_SECONDS, kwargs={"reason": "schedule"}
     ),
     # Deliveries whose queued task was lost (Redis down, a worker killed mid-attempt) are sent again from here.
     "webhooks-send-due": scheduled("pipeline.webhooks.send_due_deliveries", every_seconds=60),
@@ -429,6 +435,9 @@ METRICS_RECOMPUTE_ON_CHANGE = env_bool("METRICS_RECOMPUTE_ON_CHANGE", True)
 METRICS_KEEP_RUNS = env_int("METRICS_KEEP_RUNS", 2)
 METRICS_WORK_MEM = os.environ.get("METRICS_WORK_MEM", "64MB")
 METRICS_STATEMENT_TIMEOUT = os.environ.get("METRICS_STATEMENT_TIMEOUT", "10min")
+# The backtest and calibration (forecasting.metrics.HISTORY_FAMILIES), whose task runs every METRICS_HISTORY_SECONDS:
+# minutes on a million deals.
+METRICS_HISTORY_STATEMENT_TIMEOUT = os.environ.get("METRICS_HISTORY_STATEMENT_TIMEOUT", "1h")
 # Connections a full recompute runs its metric families on, side by side (PostgreSQL gives each query one core);
 # 1 runs the whole recompute in one transaction.
 METRICS_CONNECTIONS = env_int("METRICS_CONNECTIONS", 2)

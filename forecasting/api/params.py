@@ -6,7 +6,7 @@ answer 400 with a message per parameter.
 from django.utils import timezone
 from rest_framework import serializers
 
-from forecasting.models import GroupKind
+from forecasting.models import GroupKind, PeriodKind
 from forecasting.periods import ALL_TIME, FIRST_DAY, KINDS, LAST_DAY, Period, PeriodError, Window
 from pipeline.selectors import history_starts_at
 
@@ -14,6 +14,7 @@ from pipeline.selectors import history_starts_at
 PERIOD_SCHEMA_PATTERN = r"^(all|\d{4}(-(\d{2}|Q[1-4]))?)$"
 # The largest id a row can have (bigint): a larger one would fail in SQL rather than find nothing.
 ID_MAX = 2**63 - 1
+BACKTEST_KINDS = (PeriodKind.MONTH, PeriodKind.QUARTER)
 STAGE_GROUPS = [GroupKind.COMPANY, GroupKind.OWNER, GroupKind.TEAM, GroupKind.SOURCE]
 
 
@@ -126,6 +127,57 @@ class CalendarPeriodMetricQuerySerializer(PeriodMetricQuerySerializer):
     forecast accuracy, which is kept per month, quarter and year."""
 
     windows = False
+
+
+class BacktestQuerySerializer(CalendarPeriodMetricQuerySerializer):
+    """Filters, a group and a month or a quarter (one, or those of `period_kind`, default month, within a range):
+    the backtest covers ended months and quarters."""
+
+    period_kind = serializers.ChoiceField(
+        choices=BACKTEST_KINDS,
+        required=False,
+        help_text="With `start` and `end`: the periods of this kind (month or quarter) lying within [start, end).",
+    )
+
+    def validate_period(self, value: str) -> Period | Window:
+        period = super().validate_period(value)
+        if period.kind not in BACKTEST_KINDS:
+            raise serializers.ValidationError("The backtest is per month or quarter, not per year.")
+        return period
+
+
+class CalibrationQuerySerializer(MetricFilterSerializer):
+    """Filters, a group (not pipeline: every row is a pipeline's) and the window of close dates: a quarter, a year
+    or all time (the default). Validated, `period` is a `Period`, or None for all time."""
+
+    refused = ("start", "end", "period_kind")
+    group = serializers.ChoiceField(
+        choices=STAGE_GROUPS, default=GroupKind.COMPANY, help_text="Which rows: the whole company or per group."
+    )
+    period = serializers.RegexField(
+        PERIOD_SCHEMA_PATTERN,
+        required=False,
+        help_text="The deals closed in a quarter `2026-Q4`, a year `2026`, or `all` (all time, the default).",
+    )
+
+    def validate_period(self, value: str) -> Period | None:
+        if value == ALL_TIME:
+            return None
+        try:
+            period = Period.parse(value)
+        except PeriodError as error:
+            raise serializers.ValidationError(str(error)) from error
+        if period.kind == PeriodKind.MONTH:
+            raise serializers.ValidationError("Calibration is per quarter, year or all time, not per month.")
+        return period
+
+    def validate(self, attrs: dict) -> dict:
+        refused = sorted(name for name in self.refused if name in self.initial_data)
+        if refused:
+            raise serializers.ValidationError(
+                {name: ["Calibration is per quarter, year or all time: give period."] for name in refused}
+            )
+        return attrs
 
 
 class StagePeriodMetricQuerySerializer(PeriodMetricQuerySerializer):

@@ -236,6 +236,76 @@ class ForecastAccuracyRowSerializer(SnapshotRowSerializer):
     snapshotted_at = serializers.DateTimeField(source="values.snapshotted_at", help_text="When it was kept.")
 
 
+@reads(Metric.BACKTEST)
+class BacktestRowSerializer(SnapshotRowSerializer):
+    at = serializers.DateTimeField(source="values.at", help_text="The instant T the forecast stood at.")
+    week = _count("week", "0 at the period's start (local midnight), n at its n-th Monday.")
+    open_count = _count("open_count", "Deals in open(P, T): open at T with a close date at T inside the period.")
+    pipeline = _amount("pipeline", "Σ amount of open(P, T).")
+    weighted_configured = _amount("weighted_configured", "Σ amount × the stage's configured probability.")
+    weighted_learned = _amount(
+        "weighted_learned", "Σ amount × the stage's learned probability at T (from the closes known at T)."
+    )
+    commit = _amount("commit", "Σ amount of open(P, T) whose forecast category at T was commit.")
+    best_case = _amount("best_case", "commit + Σ amount of those whose category was best_case.")
+    actual_won = _amount("actual_won", "Σ amount won in the period, as known now.")
+    ape_configured = _number("ape_configured", "|actual − forecast| / actual, a fraction; null when nothing was won.")
+    ape_learned = _number("ape_learned", "The same for the learned forecast.")
+    ape_commit = _number("ape_commit", "The same for commit.")
+    ape_best_case = _number("ape_best_case", "The same for best case.")
+
+
+class BacktestSummarySerializer(serializers.Serializer):
+    """WAPE and bias over every row of the answer (all its pages) at one instant of their periods."""
+
+    week = serializers.IntegerField(help_text="0: at the periods' starts; n: at their n-th Monday.")
+    rows = serializers.IntegerField(help_text="The rows (periods × groups) summed.")
+    actual_won = serializers.DecimalField(max_digits=20, decimal_places=2, help_text="Σ actual.")
+    wape_configured = serializers.FloatField(
+        allow_null=True, help_text="Σ |actual − forecast| / Σ actual; null when nothing was won."
+    )
+    bias_configured = serializers.FloatField(
+        allow_null=True, help_text="Σ (forecast − actual) / Σ actual: above 0, the forecast was too high."
+    )
+    wape_learned = serializers.FloatField(allow_null=True)
+    bias_learned = serializers.FloatField(allow_null=True)
+    wape_commit = serializers.FloatField(allow_null=True)
+    bias_commit = serializers.FloatField(allow_null=True)
+    wape_best_case = serializers.FloatField(allow_null=True)
+    bias_best_case = serializers.FloatField(allow_null=True)
+
+
+class ReliabilityBinSerializer(serializers.Serializer):
+    bin = serializers.IntegerField(help_text="b of [b/10, (b+1)/10); the last bin, 9, holds 1.0 too.")
+    count = serializers.IntegerField(help_text="Predictions in the bin.")
+    mean_p = serializers.FloatField(allow_null=True, help_text="Their mean probability; null when empty.")
+    win_rate = serializers.FloatField(allow_null=True, help_text="The share of them whose deal was won.")
+
+
+class ReliabilityField(serializers.ListField):
+    """The 10 bins of a reliability table, the empty ones too (the snapshot keeps the non-empty ones)."""
+
+    child = ReliabilityBinSerializer()
+
+    def to_representation(self, data):
+        by_bin = {entry["bin"]: entry for entry in data or []}
+        return [by_bin.get(b, {"bin": b, "count": 0, "mean_p": None, "win_rate": None}) for b in range(10)]
+
+
+@reads(Metric.CALIBRATION)
+class CalibrationRowSerializer(SnapshotRowSerializer):
+    stage_id = serializers.IntegerField(allow_null=True, help_text="The open stage; null for the whole pipeline.")
+    predictions = _count("predictions", "One per closed deal and open stage it entered.")
+    won = _count("won", "Predictions whose deal was won.")
+    win_rate = _number("win_rate", "won / predictions.")
+    mean_configured = _number("mean_configured", "The mean configured probability predicted, 0 to 1.")
+    mean_learned = _number("mean_learned", "The mean learned probability at entry, 0 to 1.")
+    brier_configured = _number("brier_configured", "mean (p − y)² of the configured probabilities: 0 is perfect.")
+    brier_learned = _number("brier_learned", "The same for the learned probabilities at entry.")
+    bins_configured = ReliabilityField(source="values.bins_configured", help_text="The 10 bins, configured.")
+    bins_learned = ReliabilityField(source="values.bins_learned", help_text="The 10 bins, learned at entry.")
+
+
 def page_of(name: str, row: type[serializers.Serializer], **extra: serializers.Field) -> type[serializers.Serializer]:
     """The response of a metric read: the API's page envelope, the run's `computed_at`, the metric and group."""
     fields = {

@@ -36,7 +36,9 @@ from config.rest import ApiPagination, OrderingFilter
 from forecasting import selectors, services
 from forecasting.api.filters import ForecastAdjustmentFilter, ForecastSubmissionFilter, QuotaFilter
 from forecasting.api.params import (
+    BacktestQuerySerializer,
     CalendarPeriodMetricQuerySerializer,
+    CalibrationQuerySerializer,
     CommitReliabilityQuerySerializer,
     PacingQuerySerializer,
     PeriodMetricQuerySerializer,
@@ -50,6 +52,9 @@ from forecasting.api.params import (
     WaterfallQuerySerializer,
 )
 from forecasting.api.serializers import (
+    BacktestRowSerializer,
+    BacktestSummarySerializer,
+    CalibrationRowSerializer,
     ForecastAccuracyRowSerializer,
     ForecastAdjustmentInputSerializer,
     ForecastAdjustmentSerializer,
@@ -329,6 +334,62 @@ class ForecastAccuracyViewSet(MetricViewSet):
     metric = Metric.FORECAST_ACCURACY
     serializer_class = ForecastAccuracyRowSerializer
     query_serializer = CalendarPeriodMetricQuerySerializer
+
+
+@_documented(
+    page_of(
+        "BacktestPage",
+        BacktestRowSerializer,
+        summary=BacktestSummarySerializer(many=True, help_text="WAPE and bias per instant over every row answered."),
+    ),
+    "The backtest (SPEC §3a) of every ended month and quarter inside the recorded history: the forecast as it stood "
+    "at the period's start (`week` 0) and at each Monday inside it (`week` n), reconstructed from the deal history "
+    "with the configured probabilities and with those the CRM would have learned from what was known then, against "
+    "what was won in the period; the APE of each row and, in `summary`, WAPE and bias per instant over all the rows "
+    "the query answers (every page). Without a period: every month (`period_kind` with `start` and `end` for "
+    "quarters). A snapshot of the latest full recompute.",
+)
+class BacktestViewSet(MetricViewSet):
+    metric = Metric.BACKTEST
+    serializer_class = BacktestRowSerializer
+    query_serializer = BacktestQuerySerializer
+    default_period_kind = PeriodKind.MONTH
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)
+        summary = selectors.backtest_summary(user=request.user, query=self.query, run=self.run) if self.run else []
+        response.data["summary"] = BacktestSummarySerializer(summary, many=True).data
+        return response
+
+
+@_documented(
+    page_of("CalibrationPage", CalibrationRowSerializer),
+    "How well the stage probabilities predicted (SPEC §3a): over the deals closed in the window (a quarter, a year "
+    "or all time, the default), per pipeline and open stage (and per pipeline, `stage_id` null), each deal counting "
+    "once per open stage it entered with that stage's configured probability and its learned probability at the "
+    "start of the day it entered, against whether it was won: the Brier score and a 10-bin reliability table of "
+    "each. A snapshot of the latest full recompute.",
+)
+class CalibrationViewSet(MetricViewSet):
+    metric = Metric.CALIBRATION
+    serializer_class = CalibrationRowSerializer
+    query_serializer = CalibrationQuerySerializer
+
+    def snapshot_query(self) -> SnapshotQuery:
+        params = self.query_serializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        period = data.get("period")
+        return SnapshotQuery(
+            metric=self.metric,
+            group_kind=data["group"],
+            period_kind=period.kind if period else PeriodKind.ALL,
+            period_start=period.start if period else None,
+            pipeline_id=data.get("pipeline"),
+            team_id=data.get("team"),
+            owner_id=data.get("owner"),
+            source=data.get("source"),
+        )
 
 
 # --- Recompute ----------------------------------------------------------------------------------------------------

@@ -89,6 +89,26 @@
 
   // The pipeline waterfall: floating bars from the open pipeline at the start to the one at the end (the canvas's
   // data-bars, spans computed by the server); a bar, or its button below, opens the list of its deals from the API.
+  function reliabilityChart(canvas, d) {
+    var options = base({ plugins: { legend: { display: true } } });
+    var axis = { min: 0, max: 1, ticks: { callback: function (value) { return Math.round(value * 100) + "%"; } } };
+    options.scales = { x: Object.assign({ type: "linear", title: { display: true, text: "Probability we called" } }, axis),
+                       y: Object.assign({ title: { display: true, text: "Share won" } }, axis) };
+    options.plugins.tooltip = { callbacks: { label: function (item) {
+      var point = item.raw;
+      return point.count === undefined ? "" : " called " + Math.round(point.x * 100) + "%, won " + Math.round(point.y * 100) + "% of " + point.count;
+    } } };
+    return new Chart(canvas, {
+      type: "scatter",
+      data: { datasets: [
+        { label: "Configured", data: d.configured, showLine: true, borderColor: ACCENT, backgroundColor: ACCENT },
+        { label: "Learned", data: d.learned, showLine: true, borderColor: OK, backgroundColor: OK },
+        { label: "Perfect", data: [{ x: 0, y: 0 }, { x: 1, y: 1 }], showLine: true, pointRadius: 0, borderDash: [4, 4], borderColor: "#9ca3af" }
+      ] },
+      options: options
+    });
+  }
+
   function waterfallChart(canvas, bars) {
     var colors = bars.map(function (bar) { return !bar.bucket ? ACCENT : bar.side === "out" ? "#dc2626" : OK; });
     var options = base();
@@ -191,7 +211,8 @@
     var charts = [
       ["chart-forecast", forecastChart, d.forecast],
       ["chart-funnel", funnelChart, d.funnel],
-      ["chart-stage-time", stageTimeChart, d.stage_time]
+      ["chart-stage-time", stageTimeChart, d.stage_time],
+      ["chart-reliability", reliabilityChart, d.reliability]
     ];
     charts.forEach(function (entry) {
       var canvas = document.getElementById(entry[0]);

@@ -344,6 +344,11 @@ METRIC_ROWS = [
     ("forecast per owner", "/api/v1/forecast/?group=owner&period=2026-10", "owner_id", "rep", sees),
     ("forecast of the company", "/api/v1/forecast/?period=2026-10", "group_kind", "company", admin_only),
     ("forecast accuracy per owner", "/api/v1/forecast/accuracy/?group=owner", "owner_id", "rep", sees),
+    ("backtest per owner", "/api/v1/forecast/backtest/?group=owner", "owner_id", "rep", sees),
+    ("backtest of the team", "/api/v1/forecast/backtest/?group=team&team={team}", "team_id", "team", sees_team),
+    ("backtest of the company", "/api/v1/forecast/backtest/?period=2026-10", "group_kind", "company", admin_only),
+    ("calibration per owner", "/api/v1/metrics/calibration/?group=owner", "owner_id", "rep", sees),
+    ("calibration of the company", "/api/v1/metrics/calibration/", "group_kind", "company", admin_only),
     ("quotas", "/api/v1/quotas/", "id", "rep_quota", sees),
     ("quotas of the rep", "/api/v1/quotas/?user={rep}", "id", "rep_quota", sees),
     ("team quotas", "/api/v1/quotas/?team={team}", "id", "team_quota", sees_team),
@@ -373,7 +378,7 @@ def metric_ids(org, pipeline, quota_ids):
     recomputes that snapshot it: one at the start of October (which keeps October's forecast), one now."""
     from decimal import Decimal
 
-    from forecasting.services import recompute_metrics
+    from forecasting.services import recompute_history_metrics, recompute_metrics
     from tests.forecasting.helpers import at, deal_with_history
 
     won = [("Prospecting", "2026-10-01"), ("Won", "2026-10-11")]
@@ -381,6 +386,7 @@ def metric_ids(org, pipeline, quota_ids):
     stale = deal_with_history(owner=org.rep, pipeline=pipeline, source="Web", path=[("Prospecting", "2026-09-01")])
     recompute_metrics(as_of=at("2026-10-01 00:30"))
     recompute_metrics(as_of=at("2026-11-25 12:00"))
+    recompute_history_metrics(as_of=at("2026-11-25 12:00"))
     return quota_ids | {"stale_deal": stale.pk, "source": "Web", "company": "company"}
 
 

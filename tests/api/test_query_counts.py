@@ -107,6 +107,9 @@ METRIC_QUERIES = {
     "/api/v1/metrics/stale-deals/?reasons=true": 4,  # and the reasons' sums over every page
     "/api/v1/forecast/?group=owner": 5,
     "/api/v1/forecast/accuracy/?group=owner": 3,
+    # The backtest adds its summary over every row answered (one aggregate).
+    "/api/v1/forecast/backtest/?group=owner": 4,
+    "/api/v1/metrics/calibration/?group=owner": 3,
     "/api/v1/quotas/": 4,
 }
 

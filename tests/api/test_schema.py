@@ -58,6 +58,13 @@ def test_metric_reads_document_their_rows_parameters_and_answers(schema):
     }
     assert win_rate["won_amount"]["type"] == "string" and "nullable" not in win_rate["won_amount"]
     assert components["WinRatePage"]["properties"]["computed_at"]["nullable"] is True
+    backtest = components["BacktestRow"]["properties"]
+    assert backtest["ape_learned"]["nullable"] is True and backtest["weighted_learned"]["type"] == "string"
+    summary = components["BacktestPage"]["properties"]["summary"]
+    assert summary["items"] == {"$ref": "#/components/schemas/BacktestSummary"}
+    assert components["BacktestSummary"]["properties"]["wape_configured"]["nullable"] is True
+    calibration = components["CalibrationRow"]["properties"]
+    assert calibration["bins_learned"]["items"] == {"$ref": "#/components/schemas/ReliabilityBin"}
     funnel = schema["paths"]["/api/v1/metrics/funnel/"]["get"]
     parameters = {parameter["name"]: parameter["schema"] for parameter in funnel["parameters"]}
     assert parameters["group"]["enum"] == ["company", "owner", "team", "source"]

@@ -11,6 +11,7 @@ from forecasting.models import MetricsRun, Quota
 from forecasting.recompute import RECOMPUTE_LOCK_KEY
 from forecasting.services import create_quota
 from tests.factories import make_user
+from tests.forecasting.test_backtest import history  # noqa: F401 (fixture)
 from tests.forecasting.test_services import _other_connection
 
 
@@ -19,6 +20,21 @@ def test_the_command_recomputes_and_reports_the_run(capsys):
     call_command("recompute_metrics")
     run = MetricsRun.objects.get()
     assert f"Run {run.pk}: {run.row_count} rows" in capsys.readouterr().out
+
+
+@pytest.mark.django_db
+def test_the_command_computes_the_backtest_and_calibration_too_unless_told_not_to(org, pipeline, history):  # noqa: F811
+    from forecasting import metrics
+    from forecasting.models import MetricSnapshot
+
+    history_metrics = [metric.value for metric in metrics.HISTORY_METRICS]
+    call_command("recompute_metrics", "--without-history")
+    assert not MetricSnapshot.objects.filter(metric__in=history_metrics).exists()
+    call_command("recompute_metrics")
+    run = MetricsRun.objects.filter(status="complete").order_by("-id").first()
+    assert set(MetricSnapshot.objects.filter(run=run, metric__in=history_metrics).values_list("metric", flat=True)) == (
+        set(history_metrics)
+    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -60,7 +60,7 @@ def test_a_manager_sees_the_charts_and_recomputes_through_a_worker(page, org, te
     page.goto("/dashboard/")
 
     assert "East" in page.locator("h1").inner_text()
-    for chart in ("chart-forecast", "chart-funnel", "chart-stage-time"):
+    for chart in ("chart-forecast", "chart-funnel", "chart-stage-time", "chart-reliability"):
         page.wait_for_function(CHART_HAS_PIXELS, arg=chart)
     freshness = page.locator("#freshness time")
     before = freshness.get_attribute("datetime")

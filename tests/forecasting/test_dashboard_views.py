@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from accounts.models import Role
 from forecasting.models import MetricsRun, Quota
-from forecasting.services import recompute_metrics
+from forecasting.services import recompute_history_metrics, recompute_metrics
 from tests.factories import make_user
 from tests.forecasting.helpers import at, deal_with_history
 from tests.queries import CapturedQueries, assert_query_count, capture_queries
@@ -53,6 +53,7 @@ def history(org, pipeline, lost_reason):
     stale_deal(org.rep, pipeline, "Rep stale deal")
     stale_deal(org.other_rep, pipeline, "West stale deal")
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
 
 
 def dashboard_for(client, user, **params):
@@ -173,9 +174,10 @@ def test_the_page_makes_the_same_number_of_queries_however_much_data_there_is(cl
         won_in_october(org.rep, pipeline, "700", f"Another rep win {n}")
         stale_deal(org.rep, pipeline, f"Another rep stale {n}")
     recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)
     many = dashboard_queries(client, user)
 
-    assert_query_count(few, many, at_most=20)
+    assert_query_count(few, many, at_most=23)  # backtest: its rows and their summary; calibration: its rows
 
 
 def test_the_page_never_computes_metrics(client, org, history):
@@ -405,3 +407,52 @@ def test_the_funnel_is_of_all_deals_or_of_those_created_in_the_period(client, or
     assert everything.funnel[0]["reached"] == 6
     assert october.funnel[0]["reached"] == 4  # the two stale deals were created in September
     assert august.context["board"].funnel == [] and b"were created in August 2026" in august.content
+
+
+# --- The backtest panel ---------------------------------------------------------------------------------------------
+
+
+def test_the_backtest_panel_shows_each_months_error_and_the_wape_at_their_starts(client, org, pipeline, history):
+    """September (in the history from its first day: the stale deals' creation) and October; the numbers are those
+    plain Python gets from the backtest rows."""
+    from forecasting.models import Metric
+    from tests.forecasting.helpers import latest_rows
+
+    board = dashboard_for(client, org.admin, period="2026-11").context["board"]
+    rows = latest_rows(Metric.BACKTEST, group_kind="company", period_kind="month")
+    by_period: dict = {}
+    for row in rows:
+        by_period.setdefault(row.period_start, []).append(row.values)
+    assert [entry["period"].start for entry in board.backtest] == sorted(by_period, reverse=True)
+    for entry in board.backtest:
+        instants = sorted(by_period[entry["period"].start], key=lambda values: values["week"])
+        assert entry["start"] == instants[0] and entry["last"] == instants[-1]
+    starts = [values for instants in by_period.values() for values in instants if values["week"] == 0]
+    actual = sum(Decimal(v["actual_won"]) for v in starts)
+    error = sum(abs(Decimal(v["actual_won"]) - Decimal(v["weighted_configured"])) for v in starts)
+    over = sum(Decimal(v["weighted_learned"]) - Decimal(v["actual_won"]) for v in starts)
+    summary = board.backtest_summary
+    assert summary["rows"] == len(starts) == 2
+    assert summary["wape_configured"] == pytest.approx(float(error / actual))
+    assert summary["bias_learned"] == pytest.approx(float(over / actual))
+    content = dashboard_for(client, org.admin, period="2026-11").content.decode()
+    assert 'id="backtest"' in content and f"off by {summary['wape_configured'] * 100:.0f}%" in content
+
+
+def test_a_rep_s_backtest_panel_holds_their_own_numbers_only(client, org, pipeline, history):
+    board = dashboard_for(client, org.rep, period="2026-11").context["board"]
+    # The rep won 1,000 in October; in September they had nothing won nor expected to close (an owner's row exists
+    # where they had something), so no row.
+    assert [(entry["period"].key, entry["start"]["actual_won"]) for entry in board.backtest] == [("2026-10", "1000.00")]
+
+
+def test_the_calibration_panel_names_the_stage_furthest_from_its_probability(client, org, pipeline, history):
+    """Every closed deal entered Prospecting (10 %) only: 3 of 4 won, so 'Prospecting deals we call 10% win 75% of
+    the time'; Brier = (3 × 0.9² + 0.1²) / 4 with the configured probability."""
+    response = dashboard_for(client, org.admin, period="2026-11")
+    board = response.context["board"]
+    assert board.calibration["predictions"] == 4 and board.calibration["won"] == 3
+    assert board.calibration["brier_configured"] == pytest.approx((3 * 0.9**2 + 0.1**2) / 4)
+    assert board.calibration_worst["stage"].name == "Prospecting"
+    assert "Prospecting deals we call 10% win 75% of the time." in response.content.decode()
+    assert response.context["chart_data"]["reliability"]["configured"] == [{"x": 0.1, "y": 0.75, "count": 4}]

@@ -10,7 +10,7 @@ import pytest
 from forecasting import metrics
 from forecasting.metrics import MetricParams, Scope, result_keys
 from forecasting.models import ForecastSnapshot, Metric, MetricSnapshot, Quota
-from forecasting.services import recompute_metrics
+from forecasting.services import recompute_history_metrics, recompute_metrics
 from pipeline import services
 from tests.factories import leave_untouched, stage
 from tests.forecasting.helpers import at, deal_with_history, latest_rows, money, one
@@ -596,6 +596,7 @@ def test_every_row_of_a_run_has_exactly_the_keys_its_metric_declares(org, pipeli
     Quota.objects.create(user=org.rep, period_start=dt.date(2026, 10, 1), period_end=dt.date(2027, 1, 1), amount=1)
     recompute_metrics(as_of=at("2026-10-01 12:00"))  # keeps October's forecast, which November's run then judges
     run = recompute_metrics(as_of=AS_OF)
+    recompute_history_metrics(as_of=AS_OF)  # the backtest and calibration, apart from the recompute
 
     rows = MetricSnapshot.objects.filter(run=run)
     assert set(rows.values_list("metric", flat=True)) == set(Metric.values)

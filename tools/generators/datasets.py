@@ -51,6 +51,7 @@ from pipeline.models import (
     Pipeline,
     Stage,
     StageChange,
+    StageState,
 )
 from tools.generators import simulation
 from tools.generators.vocabulary import (
@@ -298,7 +299,8 @@ def _empty_database(cursor, *, replace: bool) -> None:
     if replace:
         # TRUNCATE refuses a table with deferred checks still pending (rows written earlier in this transaction).
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        tables = ", ".join(model._meta.db_table for model in (*LOADED_MODELS, DealState, Quota))
+        # The stages' history too: TRUNCATE fires no trigger to close it, and the new stages reuse the ids.
+        tables = ", ".join(model._meta.db_table for model in (*LOADED_MODELS, DealState, StageState, Quota))
         cursor.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
         return
     if User.objects.exists() or Pipeline.objects.exists() or Deal.objects.exists() or Lead.objects.exists():
