@@ -22,7 +22,7 @@ from django.utils import timezone
 from accounts.models import User
 from forecasting.periods import Period
 from forecasting.selectors import forecast_rollup, period_instants, week_lock
-from forecasting.services import adjust_forecast, recompute_metrics, submit_forecast
+from forecasting.services import adjust_forecast, recompute_history_metrics, recompute_metrics, submit_forecast
 from pipeline.selectors import visible_deals, visible_organizations
 from tests.pipeline.test_browser import CHROMIUM, browser, page  # noqa: F401 (fixtures)
 
@@ -35,6 +35,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debi
 def test_take_the_readme_screenshots(page, live_server, transactional_db):  # noqa: F811
     call_command("seed_demo", deals=int(os.environ.get("SCREENSHOT_DEALS", "2000")), verbosity=0)
     recompute_metrics()
+    recompute_history_metrics()
     page.goto("/login/")
     page.fill("#id_username", "grace")
     page.fill("#id_password", "pipeline-demo")
