@@ -904,9 +904,6 @@ DEFAULT_DEAL_TABLE_SORT = "-updated_at"
 # Up to this many matching deals the table counts them exactly; beyond, it says "about N" from the planner's estimate
 # instead of counting a million rows on every page.
 DEAL_TABLE_EXACT_COUNT_LIMIT = 10_000
-# How far above that limit the planner's estimate may be and the deals still be counted: its estimates of a filtered
-# list are rough, and a drill-down's total is exact only when counted.
-DEAL_TABLE_COUNT_MARGIN = 4
 
 
 def deal_table_ordering(sort: str) -> list[str]:
@@ -942,22 +939,15 @@ class RowCount:
 
 
 def deal_count(deals: QuerySet[Deal], *, limit: int = DEAL_TABLE_EXACT_COUNT_LIMIT) -> RowCount:
-    """The number of `deals`: counted (with their summed amount) when at most `limit`, else PostgreSQL's estimate of
-    the query's rows, which costs a plan, not a scan.
-
-    The estimate comes first: a count that stops after `limit` + 1 rows still reads them, 120–160 ms for a manager's
-    64,000 deals on dataset L, so it runs only when the estimate is within `DEAL_TABLE_COUNT_MARGIN` times `limit`.
-    """
-    plan = json.loads(deals.order_by().explain(format="json"))
-    estimate = int(plan[0]["Plan"]["Plan Rows"])
-    if estimate > limit * DEAL_TABLE_COUNT_MARGIN:
-        return RowCount(estimate, False)
+    """The number of `deals`: counted when at most `limit` (a count that stops after `limit` + 1 rows), else
+    PostgreSQL's estimate of the query's rows, which costs a plan, not a scan."""
     # One query for both: the count and the sum over at most `limit` + 1 rows.
     totals = deals.order_by()[: limit + 1].aggregate(counted=Count("pk"), amount=Sum("amount"))
     counted = totals["counted"]
     if counted <= limit:
         return RowCount(counted, True, totals["amount"] or Decimal(0))
-    return RowCount(max(estimate, counted), False)
+    plan = json.loads(deals.order_by().explain(format="json"))
+    return RowCount(max(int(plan[0]["Plan"]["Plan Rows"]), counted), False)
 
 
 def saved_deal_views(*, user: User) -> QuerySet[SavedDealView]:

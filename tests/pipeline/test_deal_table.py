@@ -9,7 +9,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, connection
+from django.db import IntegrityError
 from django.urls import reverse
 
 from pipeline import selectors, services
@@ -171,20 +171,6 @@ def test_an_estimate_stands_for_the_count_above_the_limit(org, pipeline):
     assert not estimate.exact and estimate.count >= 4 and estimate.amount is None
 
 
-def test_far_above_the_limit_by_the_planners_estimate_the_deals_are_not_counted_at_all(org, pipeline):
-    for _ in range(5):
-        make_deal(owner=org.rep, pipeline=pipeline)
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE pipeline_deal")  # the estimate: exactly 5
-    deals = selectors.visible_deals(org.admin)
-    with capture_queries() as far:
-        assert selectors.deal_count(deals, limit=1) == selectors.RowCount(5, False)  # 5 > 4 × 1
-    assert not any("COUNT(" in query["sql"] for query in far.captured_queries)
-    with capture_queries() as near:
-        assert selectors.deal_count(deals, limit=2) == selectors.RowCount(5, False)  # 5 ≤ 4 × 2: counted, 3 > 2
-    assert any("COUNT(" in query["sql"] for query in near.captured_queries)
-
-
 # --- Columns, export and saved views -------------------------------------------------------------------------------
 
 
@@ -290,9 +276,9 @@ def test_a_bulk_change_without_its_value_says_so_and_changes_nothing(client, org
 # --- Query counts --------------------------------------------------------------------------------------------------
 
 
-# Session and user, two of the search, the page, the estimate and the count, the saved views, and the choices of the
-# filter and bulk forms (a manager and an admin also get the owner and team filters).
-@pytest.mark.parametrize(("username", "queries"), [("rep", 16), ("manager", 18), ("admin", 18)])
+# Session and user, two of the search, the page, the count, the saved views, and the choices of the filter and bulk
+# forms (a manager and an admin also get the owner and team filters).
+@pytest.mark.parametrize(("username", "queries"), [("rep", 15), ("manager", 17), ("admin", 17)])
 def test_the_table_costs_the_same_queries_for_two_rows_and_for_twenty(client, org, pipeline, username, queries):
     user = getattr(org, username)
     client = logged_in(client, user)
