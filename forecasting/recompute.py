@@ -225,7 +225,7 @@ def _complete_run(
 ) -> None:
     _refuse_another_configuration(cursor, run)
     # Before the pruning, which may take the previous run: its history families' rows go on in this one.
-    rows += _carry_history_rows(cursor, run)
+    rows += _carry_history_rows(cursor, run.pk)
     _prune_old_runs(cursor, keep_after=run)
     # Changes committed after the run started stay pending: the next refresh takes them.
     cursor.execute(
@@ -275,9 +275,9 @@ def _prune_old_runs(cursor: CursorWrapper, *, keep_after: MetricsRun) -> None:
     cursor.execute("DELETE FROM forecasting_metricsrun WHERE id = ANY(%s)", [doomed])
 
 
-def _carry_history_rows(cursor: CursorWrapper, run: MetricsRun, *, source: int | None = None) -> int:
+def _carry_history_rows(cursor: CursorWrapper, run_id: int, *, source: int | None = None) -> int:
     """Copy the history families' rows (`metrics.HISTORY_METRICS`) of run `source` (default: the newest other
-    complete run) into `run`, with the instant they were computed at; how many."""
+    complete run) into run `run_id`, with the instant they were computed at; how many."""
     cursor.execute(
         """
         INSERT INTO forecasting_metricsnapshot (run_id, metric, period_kind, period_start, period_end, group_kind,
@@ -290,7 +290,7 @@ def _carry_history_rows(cursor: CursorWrapper, run: MetricsRun, *, source: int |
             ORDER BY computed_at DESC, id DESC LIMIT 1
         ))
         """,
-        {"run": run.pk, "source": source, "metrics": HISTORY_METRIC_NAMES, "complete": RunStatus.COMPLETE},
+        {"run": run_id, "source": source, "metrics": HISTORY_METRIC_NAMES, "complete": RunStatus.COMPLETE},
     )
     return cursor.rowcount
 
@@ -350,7 +350,7 @@ def recompute_history_of_latest_run(*, as_of: datetime | None) -> MetricsRun | N
                 [newer, HISTORY_METRIC_NAMES],
             )
             replaced = cursor.rowcount
-            changed[newer] = _carry_history_rows(cursor, MetricsRun(pk=newer), source=run.pk) - replaced
+            changed[newer] = _carry_history_rows(cursor, newer, source=run.pk) - replaced
         for run_id, delta in changed.items():
             cursor.execute(
                 "UPDATE forecasting_metricsrun SET row_count = row_count + %s WHERE id = %s", [delta, run_id]

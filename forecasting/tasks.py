@@ -52,16 +52,14 @@ def recompute_metrics_task(reason: str = "schedule") -> int | None:
 def recompute_history_metrics_task(reason: str = "schedule") -> int | None:
     """The backtest and calibration of the latest run; returns its id, or None when it could not run now.
 
-    Idempotent: it rewrites the run's rows of those families. Put off by a running recompute or refresh (the lock),
-    it asks for itself again.
+    Idempotent: it rewrites the run's rows of those families. It does not ask for itself again when it could not
+    run: another computation of them is then running (and gives its rows to newer runs), or there is no run yet, or
+    the configuration changed (the recompute that follows asks for it when its run has none; the schedule anyway).
+    Asking again at once would queue it over and over for the minutes the other one runs.
     """
     services.clear_pending_history_metrics()
     run = services.recompute_history_metrics()
-    if run is None:
-        if latest_run() is not None and services.configuration_is_current():
-            services.request_history_metrics()
-        return None
-    return run.pk
+    return None if run is None else run.pk
 
 
 @shared_task(

@@ -118,3 +118,17 @@ def test_recompute_and_refresh_go_on_while_they_are_computed_and_a_newer_run_get
     assert history_rows(new_run) == fresh
     assert_row_count_true(old_run)
     assert_row_count_true(new_run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_task_put_off_by_another_computation_of_them_does_not_queue_itself_again(org, pipeline, history):  # noqa: F811
+    from tests.forecasting.test_services import _other_connection
+
+    run = recompute_metrics(as_of=AS_OF)
+    with _other_connection() as other, mock.patch.object(tasks.services, "request_history_metrics") as asked:
+        other.execute("SELECT pg_advisory_lock(%s)", [recompute.HISTORY_LOCK_KEY])
+        assert tasks.recompute_history_metrics_task.run(reason="change") is None
+        assert asked.call_count == 0  # the running one finishes the work; asking again would spin for its minutes
+    assert history_rows(run) == []
+    assert tasks.recompute_history_metrics_task.run(reason="schedule") == run.pk
+    assert history_rows(run) != []
