@@ -39,7 +39,15 @@ from pipeline import field_history, stage_history
 from pipeline.importing import audit, values
 from pipeline.importing.base import KindImporter, Problem, Row
 from pipeline.importing.fields import normalize_header
-from pipeline.importing.references import LostReasons, New, Ref, Stages, deals_by_reference, pk_of
+from pipeline.importing.references import (
+    LostReasons,
+    New,
+    Ref,
+    Stages,
+    deals_by_reference,
+    pk_of,
+    referenced_deal,
+)
 from pipeline.importing.values import CellError
 from pipeline.importing.writing import copy_rows, lock_unchanged, update_rows
 from pipeline.models import Deal, DealState, ForecastCategory, StageChange, StageKind
@@ -150,12 +158,7 @@ class FieldChangeImporter(KindImporter):
         return problems
 
     def _check_row(self, row: Row) -> None:
-        external_id = row.raw("deal").strip()
-        deal = self.deals.get(external_id)
-        if not external_id:
-            row.fail("deal", "The deal's external id is required.")
-        elif deal is None:
-            row.fail("deal", f"No deal you may change has the external id “{external_id}” (import the deals first?).")
+        deal = referenced_deal(row, self.deals)
         name = FIELD_NAMES.get(normalize_header(row.mapped("field")))
         if name is None:
             known = ", ".join(FIELDS)

@@ -19,7 +19,7 @@ from accounts.models import AuditAction
 from pipeline import field_history, stage_history
 from pipeline.importing import audit
 from pipeline.importing.base import KindImporter, Problem, Row
-from pipeline.importing.references import New, Ref, StageRow, Stages, deals_by_reference, pk_of
+from pipeline.importing.references import New, Ref, StageRow, Stages, deals_by_reference, pk_of, referenced_deal
 from pipeline.importing.writing import copy_rows, lock_unchanged, update_rows
 from pipeline.models import Deal, StageChange, StageKind
 from pipeline.selectors import editable_deals
@@ -63,12 +63,7 @@ class StageChangeImporter(KindImporter):
         return problems
 
     def _check_row(self, row: Row) -> None:
-        external_id = row.raw("deal").strip()
-        deal = self.deals.get(external_id)
-        if not external_id:
-            row.fail("deal", "The deal's external id is required.")
-        elif deal is None:
-            row.fail("deal", f"No deal you may change has the external id “{external_id}” (import the deals first?).")
+        deal = referenced_deal(row, self.deals)
         changed_at = row.datetime("changed_at")
         if changed_at is None and not row.problems:
             row.fail("changed_at", "The time of the change is required.")

@@ -10,7 +10,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.hashers import make_password
 from django.db.models import Q, QuerySet, Value
@@ -20,6 +20,9 @@ from accounts.models import Role, User
 from pipeline.exporting import exported_deal_id
 from pipeline.importing.values import CellError
 from pipeline.models import Contact, Deal, LostReason, Organization, Pipeline, Stage, StageKind
+
+if TYPE_CHECKING:  # base imports this module
+    from pipeline.importing.base import Row
 
 # The lost reason given to a lost deal whose file names none (created on first use).
 UNSPECIFIED_LOST_REASON = "Unspecified"
@@ -58,6 +61,18 @@ def deals_by_reference(queryset: QuerySet[Deal], references: Iterable[str], *fie
         for deal in queryset.filter(pk__in=by_id, external_id__isnull=True).values(*fields):
             found[by_id[deal["id"]]] = deal
     return found
+
+
+def referenced_deal(row: "Row", deals: dict[str, dict]) -> dict | None:
+    """The deal a history row (stage changes, field changes) names by external id in its `deal` cell, among `deals`
+    (those the importer may change, by `deals_by_reference`); None with the row failed at that cell."""
+    external_id = row.raw("deal").strip()
+    deal = deals.get(external_id)
+    if not external_id:
+        row.fail("deal", "The deal's external id is required.")
+    elif deal is None:
+        row.fail("deal", f"No deal you may change has the external id “{external_id}” (import the deals first?).")
+    return deal
 
 
 def _key(value: str) -> str:
