@@ -1276,31 +1276,24 @@ def _latest_entries(model, *, column: str, keys: Sequence[int], period: Period, 
 # The latest submission and adjustment by `at`, per member or team and category, in one statement (each table by
 # its `(period, category, user or team, instant)` indexes). `source` 0 is a submission, 1 an adjustment. Only the
 # roll-up's category needs the instant, note and author; the others count by their amount alone.
-_LATEST_CALL_ENTRIES_SQL = """
-SELECT 0 AS source, * FROM (
+_LATEST_CALL_ENTRY_OF = """
+SELECT {source} AS source, * FROM (
     SELECT DISTINCT ON (r.user_id, r.team_id, r.category)
            r.user_id, r.team_id, r.category, r.amount,
-           CASE WHEN r.category = %(category)s THEN r.submitted_at END,
+           CASE WHEN r.category = %(category)s THEN r.{at} END,
            CASE WHEN r.category = %(category)s THEN r.note END,
-           CASE WHEN r.category = %(category)s THEN r.submitted_by_id END
-      FROM forecasting_forecastsubmission r
-     WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.submitted_at <= %(at)s
+           CASE WHEN r.category = %(category)s THEN r.{by} END
+      FROM forecasting_{table} r
+     WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.{at} <= %(at)s
        AND (r.user_id = ANY(%(users)s::bigint[]) OR r.team_id = ANY(%(teams)s::bigint[]) AND r.category = %(category)s)
-     ORDER BY r.user_id, r.team_id, r.category, r.submitted_at DESC, r.id DESC
-) submitted
-UNION ALL
-SELECT 1, * FROM (
-    SELECT DISTINCT ON (r.user_id, r.team_id, r.category)
-           r.user_id, r.team_id, r.category, r.amount,
-           CASE WHEN r.category = %(category)s THEN r.adjusted_at END,
-           CASE WHEN r.category = %(category)s THEN r.note END,
-           CASE WHEN r.category = %(category)s THEN r.adjusted_by_id END
-      FROM forecasting_forecastadjustment r
-     WHERE r.period_kind = %(kind)s AND r.period_start = %(p_start)s AND r.adjusted_at <= %(at)s
-       AND (r.user_id = ANY(%(users)s::bigint[]) OR r.team_id = ANY(%(teams)s::bigint[]) AND r.category = %(category)s)
-     ORDER BY r.user_id, r.team_id, r.category, r.adjusted_at DESC, r.id DESC
-) adjusted
+     ORDER BY r.user_id, r.team_id, r.category, r.{at} DESC, r.id DESC
+) {table}
 """
+_LATEST_CALL_ENTRIES_SQL = (
+    _LATEST_CALL_ENTRY_OF.format(source=0, table="forecastsubmission", at="submitted_at", by="submitted_by_id")
+    + "UNION ALL"
+    + _LATEST_CALL_ENTRY_OF.format(source=1, table="forecastadjustment", at="adjusted_at", by="adjusted_by_id")
+)
 
 
 @dataclass(frozen=True)
