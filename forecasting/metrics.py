@@ -641,6 +641,121 @@ def funnel(cursor: CursorWrapper, params: MetricParams) -> int:
     return _execute(cursor, sql, params)
 
 
+def funnel_differences(
+    cursor: CursorWrapper, params: MetricParams, images: list[dict[str, Any]]
+) -> tuple[int, int, int] | None:
+    """Apply changed deals to the run's funnel rows as differences: each image (sign −1 old, +1 new) counted out of
+    or into `reached` of every open stage up to its furthest, `won` and `cohort_deals`, in the cohorts of its
+    creation (month, quarter, year, all deals) and its groups; `next_reached` follows the next stage's `reached`,
+    the conversion is derived again from the counts. A group's rows are made when it gets its first deal and removed
+    with its last, as `funnel` writes them.
+
+    `images` as for `forecast_differences`. Returns the rows (updated, inserted, removed), or None, having changed
+    nothing, when an image's owner is gone (only a recompute knows the rows of a team it left).
+    """
+    groups = STAGE_GROUPS
+    columns = {
+        "deal_id": "bigint", "pipeline_id": "bigint", "owner_id": "bigint", "source": "text", "status": "text",
+        "furthest_open_order": "int", "created_at": "timestamptz", "sign": "int",
+    }  # fmt: skip
+    arrays = {f"image_{name}": [image[name] for image in images] for name in columns}
+    unnest = ", ".join(f"%(image_{name})s::{kind}[]" for name, kind in columns.items())
+    group_match = " AND ".join(
+        f"r.{column} IS NOT DISTINCT FROM d.{column}" for column in ("owner_id", "team_id", "pipeline_id", "source")
+    )
+    row_of = f"""
+        SELECT r.id, r."values" FROM forecasting_metricsnapshot r
+         WHERE r.run_id = %(run_id)s AND r.metric = '{Metric.FUNNEL.value}' AND r.group_kind = d.group_kind
+           AND r.period_kind = d.kind AND r.stage_id = d.stage_id AND {group_match}
+    """
+    new_values = _values(
+        Metric.FUNNEL,
+        order='c."order"',
+        reached="c.reached",
+        next_reached="c.next_reached",
+        won="c.won",
+        cohort_deals="c.cohort_deals",
+        conversion="coalesce(c.next_reached, c.won)::float8 / nullif(c.reached, 0)",
+    )
+
+    def old(key: str) -> str:
+        return f"coalesce((r.\"values\"->>'{key}')::bigint, 0)"
+
+    sql = f"""
+    WITH images ({", ".join(columns)}) AS (
+        SELECT * FROM unnest({unnest})
+    ), facts AS (
+        SELECT i.sign, i.pipeline_id, i.owner_id, u.team_id, i.source, i.status = 'won' AS won,
+               CASE WHEN i.status = 'won' THEN {WON_REACHED_EVERYTHING} ELSE i.furthest_open_order END
+                   AS furthest_order,
+               date_trunc('month', i.created_at AT TIME ZONE %(tz)s) AS month
+          FROM images i
+          JOIN accounts_user u ON u.id = i.owner_id
+    ), cohorts AS (
+        SELECT facts.*, k.kind, date_trunc(k.kind, month)::date AS period_start,
+               (date_trunc(k.kind, month) + k.step)::date AS period_end
+          FROM facts CROSS JOIN {PERIOD_KINDS}
+        UNION ALL
+        SELECT facts.*, 'all', NULL::date, NULL::date FROM facts
+    ), by_stage AS (
+        SELECT kind, period_start, period_end, {_group_kind(groups)} AS group_kind,
+               {_group_columns(groups, intrinsic=("pipeline_id",))}, stage_id, "order",
+               coalesce(sum(sign) FILTER (WHERE furthest_order >= "order"), 0) AS reached,
+               sum(sign) FILTER (WHERE won) AS won, sum(sign) AS cohort_deals
+          FROM cohorts
+          JOIN (SELECT id AS stage_id, pipeline_id AS of_pipeline, "order" FROM pipeline_stage WHERE kind = 'open') s
+            ON s.of_pipeline = cohorts.pipeline_id
+         GROUP BY {_grouping_sets(["kind", "period_start", "period_end", "pipeline_id", "stage_id", '"order"'], groups)}
+    ), differences AS (
+        SELECT by_stage.*, coalesce(won, 0) AS won_difference,
+               lead(reached) OVER w AS next_reached, lead(stage_id) OVER w IS NULL AS last
+          FROM by_stage
+        WINDOW w AS (PARTITION BY kind, period_start, group_kind, owner_id, team_id, pipeline_id, source
+                     ORDER BY "order")
+    ), changed AS (
+        SELECT d.kind, d.period_start, d.period_end, d.group_kind, d.owner_id, d.team_id, d.pipeline_id, d.source,
+               d.stage_id, d."order", r.id AS row_id,
+               d.reached + {old("reached")} AS reached,
+               CASE WHEN NOT d.last THEN d.next_reached + {old("next_reached")} END AS next_reached,
+               d.won_difference + {old("won")} AS won,
+               d.cohort_deals + {old("cohort_deals")} AS cohort_deals
+          FROM differences d
+          LEFT JOIN LATERAL (
+              {row_of} AND r.period_start = d.period_start
+              UNION ALL
+              {row_of} AND r.period_start IS NULL AND d.period_start IS NULL
+          ) r ON TRUE
+         WHERE d.reached <> 0 OR d.won_difference <> 0 OR d.cohort_deals <> 0 OR coalesce(d.next_reached, 0) <> 0
+    ), exact AS (
+        SELECT (SELECT count(*) FROM images) = (SELECT count(*) FROM facts) AS ok
+    ), merged AS (
+        SELECT c.*, {new_values} AS "values", c.cohort_deals > 0 AS kept
+          FROM changed c
+         WHERE (SELECT ok FROM exact)
+    ), updated AS (
+        UPDATE forecasting_metricsnapshot r SET "values" = m."values", computed_at = %(computed_at)s
+          FROM merged m
+         WHERE r.id = m.row_id AND m.kept
+        RETURNING 1
+    ), removed AS (
+        DELETE FROM forecasting_metricsnapshot r USING merged m WHERE r.id = m.row_id AND NOT m.kept
+        RETURNING 1
+    ), inserted AS (
+        {INSERT}
+        SELECT %(run_id)s, '{Metric.FUNNEL.value}', kind, period_start, period_end, group_kind,
+               owner_id, team_id, pipeline_id, source, stage_id, NULL, "values", %(computed_at)s
+          FROM merged m
+         WHERE m.row_id IS NULL AND m.kept
+        RETURNING 1
+    )
+    SELECT (SELECT ok FROM exact), (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted),
+           (SELECT count(*) FROM removed)
+    """
+    cursor.execute(sql, params.sql() | arrays)
+    ok, *counts = cursor.fetchone()
+    return tuple(counts) if ok else None
+
+
 def learned_probability(cursor: CursorWrapper, params: MetricParams) -> int:
     """The learned win probability of each open stage: p = (w + k·p0) / (w + l + k).
 

@@ -439,7 +439,7 @@ def refresh_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
             if not slices.touches(metric):
                 continue
             family_started = time.monotonic()
-            if family is metrics.forecast and _apply_forecast_differences(cursor, run, params, pending, family_started):
+            if family in DIFFERENCES and _apply_differences(cursor, run, params, family, pending, family_started):
                 continue
             cursor.execute(
                 f"DELETE FROM forecasting_metricsnapshot WHERE run_id = %(run_id)s AND metric = %(metric)s"
@@ -464,23 +464,29 @@ def refresh_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
     return run
 
 
-def _apply_forecast_differences(
-    cursor: CursorWrapper, run: MetricsRun, params: MetricParams, pending: list[tuple], started: float
+# The families a refresh patches with the changes' differences rather than recomputing their slices: their numbers
+# are sums and counts over deals (or follow from them), so a deal's old image can be taken out and its new one added.
+DIFFERENCES = {metrics.forecast: metrics.forecast_differences, metrics.funnel: metrics.funnel_differences}
+
+
+def _apply_differences(
+    cursor: CursorWrapper, run: MetricsRun, params: MetricParams, family: Family, pending: list[tuple], started: float
 ) -> bool:
-    """Patch the run's forecast rows with the changes' differences (`metrics.forecast_differences`); False when they
-    cannot be exact and the periods are to be recomputed instead.
+    """Patch the run's rows of `family` with the changes' differences (`DIFFERENCES`); False when they cannot be
+    exact and its slices are to be recomputed instead.
 
     Exact only if the run's rows hold every change committed before it and none after (they are added here): a full
     recompute reads the queue and the deals in one snapshot (`_consistent_snapshot`)."""
     names = [name.strip() for name in changes.COLUMNS.split(",")]
     images = [image for image in (dict(zip(names, row, strict=True)) for row in pending) if image["sign"]]
-    counts = metrics.forecast_differences(cursor, params, images)
+    counts = DIFFERENCES[family](cursor, params, images)
     if counts is None:
         return False
     updated, inserted, removed = counts
     run.row_count += inserted - removed
     logger.info(
-        "metrics refresh forecast: %d rows in %.3f s (%d differences, %d removed)",
+        "metrics refresh %s: %d rows in %.3f s (%d differences, %d removed)",
+        family.__name__,
         updated + inserted,
         time.monotonic() - started,
         len(images),

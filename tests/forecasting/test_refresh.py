@@ -332,13 +332,14 @@ def book(org, pipeline):
     return deals
 
 
-def _refreshed_as_recomputed(caplog, *, differences: bool = True) -> None:
+def _refreshed_as_recomputed(caplog, *, differences: bool = True, family: str = "forecast") -> None:
+    """Refresh, check whether `family` was patched with differences, and compare every row with a recompute's."""
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="forecasting.recompute"):
         run = refresh_metrics(as_of=AS_OF)
     assert run is not None
-    assert bool(re.search(r"metrics refresh forecast: \d+ rows in [\d.]+ s \(\d+ differences", caplog.text)) is (
-        differences
-    )
+    patched = re.search(rf"metrics refresh {family}: \d+ rows in [\d.]+ s \(\d+ differences", caplog.text)
+    assert bool(patched) is differences
     refreshed = _rows(run)
     reference = _rows(recompute_metrics(as_of=AS_OF))
     assert sorted(refreshed, key=str) == sorted(reference, key=str)
@@ -394,3 +395,20 @@ def test_a_stage_probability_changed_with_a_move_pending_is_left_to_a_full_recom
     assert not services.configuration_is_current()
     assert {row.pk: row.values for row in MetricSnapshot.objects.filter(run=run, metric="forecast")} == before
     assert PendingChange.objects.filter(deal_id=book[1].pk).exists()
+
+
+def test_a_deal_reaching_a_further_stage_and_a_win_are_applied_to_the_funnel_as_differences(book, pipeline, caplog):
+    pipeline_services.move_deal(deal=book[1], stage=stage(pipeline, "Negotiation"), actor=None)
+    pipeline_services.move_deal(deal=book[2], stage=stage(pipeline, "Won"), actor=None, at=AS_OF - timedelta(hours=1))
+    _refreshed_as_recomputed(caplog, family="funnel")
+
+
+def test_a_new_deal_of_a_new_cohort_and_group_makes_its_funnel_rows_and_its_delete_removes_them(
+    book, org, pipeline, caplog
+):
+    lone = make_qualified_deal(owner=org.admin, pipeline=pipeline, source="referral", created_at=AS_OF - timedelta(400))
+    _refreshed_as_recomputed(caplog, family="funnel")
+    assert MetricSnapshot.objects.filter(metric="funnel", owner_id=org.admin.pk).exists()
+    lone.delete()
+    _refreshed_as_recomputed(caplog, family="funnel")
+    assert not MetricSnapshot.objects.filter(metric="funnel", owner_id=org.admin.pk).exists()
