@@ -8,7 +8,8 @@ metrics.
 
 `Slices` turns pending changes into what an incremental refresh recomputes: the periods (month, quarter, year in
 TIME_ZONE) containing each old and new close date, expected close date and creation date, the pipelines, the
-owners (for their quotas and their teams') and the deals.
+owners (for their quotas and their teams') and the deals. The forecast and the funnel are not recomputed but
+patched with the images themselves (`forecasting.recompute.DIFFERENCES`).
 """
 
 from collections import Counter, defaultdict
@@ -32,8 +33,8 @@ DEAL_COLUMNS_READ = (
 IMAGE = (
     "id, pipeline_id, owner_id, source, status, amount, furthest_open_order, created_at, closed_at, expected_close_date"
 )
-# Migration 0011 adds the stage and the forecast category to the image: what a deal adds to its forecast rows (the
-# refresh applies a change as the difference of its images, `forecasting.forecast_delta`).
+# Migration 0011 adds the stage and the forecast category to the image: what a deal adds to its forecast rows (a
+# refresh applies a change as the difference of its images, `forecasting.metrics.forecast_differences`).
 WITH_STAGE = ", stage_id, forecast_category"
 
 

@@ -2,9 +2,10 @@
 
 A full recompute writes a new run, either in ONE transaction (readers, who pick the latest complete run, see the
 previous run until it commits, and a recompute that is killed or fails leaves no trace) or on several connections
-(the families side by side in units, the run marked complete last, a failed run discarded). An incremental refresh
-rewrites, in one transaction, the slices of the latest complete run that pending changes touch. An advisory lock
-makes a second concurrent recompute or refresh return at once instead of running twice.
+(the families side by side in units, the run marked complete last, a failed run discarded); either way it reads the
+deals and the queue of pending changes in one snapshot. An incremental refresh rewrites, in one transaction, the
+slices of the latest complete run that pending changes touch, or patches them with the changes' differences. An
+advisory lock makes a second concurrent recompute or refresh return at once instead of running twice.
 
 No run mixes two configurations (`forecasting.configuration`): a run records the fingerprint of the configuration it
 starts with, and a recompute or refresh that finds another one at its end (a stage's probability, a team, a quota
