@@ -7,6 +7,7 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
 from django.db import connection, transaction
 from django.test import override_settings
@@ -412,3 +413,35 @@ def test_a_new_deal_of_a_new_cohort_and_group_makes_its_funnel_rows_and_its_dele
     lone.delete()
     _refreshed_as_recomputed(caplog, family="funnel")
     assert not MetricSnapshot.objects.filter(metric="funnel", owner_id=org.admin.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("connections", [1, 2])
+def test_a_change_committed_while_a_recompute_runs_is_counted_once(org, pipeline, settings, connections, caplog):
+    """Committed after the recompute read the queue but before its forecast and funnel statements: the run reads the
+    deals in the queue's snapshot, so the change is the refresh's to add, and only the refresh's."""
+    settings.METRICS_CONNECTIONS = connections
+    deal = make_qualified_deal(owner=org.rep, pipeline=pipeline, amount=Decimal("100.00"))
+    real = recompute._run_families
+    done = []
+
+    def with_a_change_meanwhile(cursor, families, params):
+        if not done:
+            done.append(True)
+            negotiation = stage(pipeline, "Negotiation")
+            db = connection.get_connection_params()
+            with psycopg.connect(**{k: v for k, v in db.items() if k not in {"cursor_factory", "context"}}) as other:
+                other.execute(
+                    "UPDATE pipeline_deal SET amount = 250.55, stage_id = %s, furthest_open_order = %s,"
+                    " forecast_category = 'commit' WHERE id = %s",
+                    [negotiation.pk, negotiation.order, deal.pk],
+                )
+        return real(cursor, families, params)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recompute, "_run_families", with_a_change_meanwhile)
+        run = recompute_metrics(as_of=AS_OF)
+    assert run is not None and done
+    assert PendingChange.objects.filter(deal_id=deal.pk, sign=1, amount=Decimal("250.55")).exists()
+    _refreshed_as_recomputed(caplog)
+    assert re.search(r"metrics refresh funnel: \d+ rows in [\d.]+ s \(\d+ differences", caplog.text)
