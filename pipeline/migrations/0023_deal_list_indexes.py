@@ -1,0 +1,27 @@
+"""The deal table's and the API deal list's indexes (issues 17 and 21): the visibility filter of a manager or a rep
+with pipeline, stage and status, and the admin's filters, each holding the amount so that the table's bounded count
+and total are read from the index alone. Built CONCURRENTLY, as the trigram indexes of 0015, so that the deal table
+keeps taking writes while they are built."""
+
+from django.contrib.postgres.operations import AddIndexConcurrently
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    # CREATE INDEX CONCURRENTLY cannot run inside a transaction.
+    atomic = False
+
+    dependencies = [("pipeline", "0022_stage_probability_history")]
+
+    operations = [
+        AddIndexConcurrently(
+            model_name="deal",
+            index=models.Index(
+                fields=["owner", "pipeline", "stage", "status"], include=["amount"], name="deal_owner_stage_idx"
+            ),
+        ),
+        AddIndexConcurrently(
+            model_name="deal",
+            index=models.Index(fields=["pipeline", "stage", "status"], include=["amount"], name="deal_stage_idx"),
+        ),
+    ]
