@@ -486,7 +486,11 @@ def board_columns(*, user: User, deals: QuerySet[Deal], stages: list[Stage], pag
         if columns[stage.pk].count
     ]
     ids = list(pages[0].union(*pages[1:], all=True)) if pages else []
-    cards = list(_with_card_data(deals.filter(pk__in=ids), user).order_by("-stage_entered_at", "-id")) if ids else []
+    # By id alone: the ids are of `deals`, just read. Its filters again made PostgreSQL estimate one card where there
+    # are 186 and join each to every user in turn (16 ms of a manager's board on L; docs/performance.md, "Board").
+    cards = (
+        list(_with_card_data(Deal.objects.filter(pk__in=ids), user).order_by("-stage_entered_at", "-id")) if ids else []
+    )
     by_stage: dict[int, list[Deal]] = defaultdict(list)
     for card in cards:
         by_stage[card.stage_id].append(card)

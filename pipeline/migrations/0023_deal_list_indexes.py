@@ -1,6 +1,7 @@
 """The deal table's and the API deal list's indexes (issues 17 and 21): the visibility filter of a manager or a rep
 with pipeline, stage and status, and the admin's filters, each holding the amount so that the table's bounded count
-and total are read from the index alone. Built CONCURRENTLY, as the trigram indexes of 0015, so that the deal table
+and total are read from the index alone; and the open deals of an owner by pipeline and stage, for the board's
+column totals of a manager or a rep. Built CONCURRENTLY, as the trigram indexes of 0015, so that the deal table
 keeps taking writes while they are built."""
 
 from django.contrib.postgres.operations import AddIndexConcurrently
@@ -23,5 +24,14 @@ class Migration(migrations.Migration):
         AddIndexConcurrently(
             model_name="deal",
             index=models.Index(fields=["pipeline", "stage", "status"], include=["amount"], name="deal_stage_idx"),
+        ),
+        AddIndexConcurrently(
+            model_name="deal",
+            index=models.Index(
+                fields=["owner", "pipeline", "stage", "-stage_entered_at", "-id"],
+                include=["amount"],
+                condition=models.Q(status="open"),
+                name="deal_open_owner_column_idx",
+            ),
         ),
     ]
