@@ -487,7 +487,7 @@ def board_columns(*, user: User, deals: QuerySet[Deal], stages: list[Stage], pag
     ]
     ids = list(pages[0].union(*pages[1:], all=True)) if pages else []
     # By id alone: the ids are of `deals`, just read. Its filters again made PostgreSQL estimate one card where there
-    # are 186 and join each to every user in turn (16 ms of a manager's board on L; docs/performance.md, "Board").
+    # are 186 and join each to every user in turn (18 ms of a manager's board on L; docs/performance.md, "Board").
     cards = (
         list(_with_card_data(Deal.objects.filter(pk__in=ids), user).order_by("-stage_entered_at", "-id")) if ids else []
     )
