@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import IntegrityError, connection, models, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
@@ -209,7 +209,7 @@ class _PendingWrite:
     signal: Signal
     signal_kwargs: dict[str, Any]
     stage_change: StageChange | None = None
-    refused: bool = False
+    refusal: DatabaseError | None = None  # what the database answered when it refused the write
 
 
 @dataclass
@@ -221,7 +221,7 @@ class DealBatch:
     taken_external_ids: set[str]  # of the batch's items, held by some deal (the caller's or not)
     writes: list[_PendingWrite]
     audit_entries: list
-    refused_deals: set[int]  # `id()` of the deals whose held write the database refused
+    refusals: dict[int, DatabaseError]  # by `id()` of the deal: the error of a held write the database refused
 
     def first_open_stage(self, pipeline: Pipeline) -> Stage | None:
         open_stages = [s for s in self.stages.values() if s.pipeline_id == pipeline.pk and s.kind == StageKind.OPEN]
@@ -239,10 +239,11 @@ class DealBatch:
             del self.audit_entries[marks[1] :]
             raise
 
-    def refused(self, deal: Deal) -> bool:
-        """Whether the database refused the held write of `deal` at the end (an external id or a related record
-        taken or deleted by a concurrent writer meanwhile): its item is then a conflict."""
-        return id(deal) in self.refused_deals
+    def refused(self, deal: Deal) -> DatabaseError | None:
+        """The error with which the database refused the held write of `deal` at the end, or None: an
+        IntegrityError (an external id or a related record taken or deleted by a concurrent writer meanwhile: a
+        conflict) or a DataError (a value it cannot hold that validation let through: bad input)."""
+        return self.refusals.get(id(deal))
 
     def _write_all(self) -> None:
         creates = [write for write in self.writes if write.update_fields is None]
@@ -255,9 +256,9 @@ class DealBatch:
         _in_bulk(creates, lambda writes: Deal.objects.bulk_create([write.deal for write in writes]))
         for fields, group in updates.items():
             _in_bulk(group, lambda writes, fields=fields: _update_deals([write.deal for write in writes], fields))
-        written = [write for write in self.writes if not write.refused]
-        self.refused_deals = {id(write.deal) for write in self.writes if write.refused}
-        refused_entries = {id(write.audit_entry) for write in self.writes if write.refused}
+        written = [write for write in self.writes if write.refusal is None]
+        self.refusals = {id(write.deal): write.refusal for write in self.writes if write.refusal is not None}
+        refused_entries = {id(write.audit_entry) for write in self.writes if write.refusal is not None}
         self.audit_entries[:] = [entry for entry in self.audit_entries if id(entry) not in refused_entries]
         for write in written:
             write.audit_entry.object_id = write.deal.pk
@@ -312,13 +313,13 @@ def _in_bulk(writes: list[_PendingWrite], write_all: Callable[[list[_PendingWrit
     try:
         with transaction.atomic():
             write_all(writes)
-    except IntegrityError:
+    except (IntegrityError, DataError):
         for write in writes:
             try:
                 with transaction.atomic():
                     write_all([write])
-            except IntegrityError:
-                write.refused = True
+            except (IntegrityError, DataError) as error:
+                write.refusal = error
                 write.deal.pk = None if write.update_fields is None else write.deal.pk
 
 
@@ -347,7 +348,7 @@ def deal_batch(*, actor: User | None, external_ids: Iterable[str]) -> Iterator[D
         ),
         writes=[],
         audit_entries=[],
-        refused_deals=set(),
+        refusals={},
     )
     token = _deal_batch.set(batch)
     try:
