@@ -524,6 +524,20 @@ def test_the_activity_form_shows_its_errors(rep_client, org, pipeline):
     assert not Activity.objects.exists()
 
 
+def test_a_due_time_outside_the_years_1_to_9999_in_utc_is_a_form_error(rep_client, org, pipeline):
+    # PostgreSQL stores such an instant (year 10000 in UTC), and every later read of the activity failed.
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+
+    response = rep_client.post(
+        reverse("pipeline:deal_activity_create", args=[deal.pk]),
+        {"kind": "call", "subject": "Far", "due_at": "9999-12-31T23:00:00-05:00"},
+        **HTMX,
+    )
+
+    assert response.context["activity_form"].errors["due_at"] == ["The time is out of range."]
+    assert not Activity.objects.exists()
+
+
 def test_marking_a_planned_activity_done_on_the_timeline(rep_client, org, pipeline):
     deal = make_deal(owner=org.rep, pipeline=pipeline)
     activity = services.log_activity(actor=org.rep, kind="call", subject="Call", deal=deal, due_at=timezone.now())
