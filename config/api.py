@@ -260,52 +260,6 @@ PROTECTED_METHODS = {
 
 # --- Read-only representations at the speed of plain Python -------------------------------------------------------
 
-
-def plain_representation(serializer_class: type[serializers.Serializer]) -> Callable[[Any], dict]:
-    """A function giving what `serializer_class(instance).data` gives, compiled once from the serializer's fields.
-
-    For computed reads that serialize hundreds of nested rows per answer, DRF's per-field `get_attribute` and
-    timezone machinery cost more than the SQL (the forecast call's roll-up and trend, the hottest, are now shaped by
-    hand in `forecasting.api.serializers`, cheaper still). The serializer stays the schema
-    (drf-spectacular documents it); this walks its fields once and keeps, per field, the attribute path and a
-    converter. Decimal, date-time, nested and many=True fields are converted here; every other field by its own
-    `to_representation`. tests/api/test_plumbing.py checks both give the same JSON.
-    """
-    fields = []
-    for name, field in serializer_class().fields.items():
-        if field.write_only:
-            continue
-        many = isinstance(field, serializers.ListSerializer)
-        child = field.child if many else field
-        if isinstance(child, serializers.Serializer):
-            convert = plain_representation(type(child))
-        elif isinstance(child, serializers.DecimalField) and _fixed_point_string(child):
-            convert = f"{{:.{child.decimal_places}f}}".format
-        elif isinstance(child, serializers.DateTimeField) and _iso_in_current_zone(child):
-            convert = iso_datetime
-        else:
-            convert = child.to_representation
-        fields.append((name, field.source_attrs, convert, many))
-
-    def represent(instance: Any) -> dict:
-        data = {}
-        for name, attrs, convert, many in fields:
-            value = instance
-            for attr in attrs:
-                value = value[attr] if isinstance(value, dict) else getattr(value, attr)
-                if value is None:
-                    break
-            if value is None:
-                data[name] = None
-            elif many:
-                data[name] = [convert(item) for item in value]
-            else:
-                data[name] = convert(value)
-        return data
-
-    return represent
-
-
 # The fields whose `to_representation` needs nothing but the value (no request, no parent serializer), so that a
 # compiled list representation may call it directly.
 _CONTEXT_FREE_FIELDS = (
