@@ -8,7 +8,7 @@ transaction (`VisibleViewSet.editing()`), so that two writers holding the same E
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import exceptions, permissions, status
+from rest_framework import exceptions, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -236,12 +236,6 @@ class DealViewSet(AuditTrailActions, BatchUpsertMixin, UpdateMixin, VisibleViewS
             return changes.filter(deal__in=self.filter_queryset(self.visible_queryset()).values("pk"))
 
         return csv_download(kind="stage_changes", user=request.user, narrow=narrow, filename="stage_changes.csv")
-
-    def detail_response(self, deal, *, status_code=status.HTTP_200_OK):
-        if self.request.method not in permissions.SAFE_METHODS:
-            # The database stamped the touch as it wrote (pipeline.touches), after the deal was read: answer that.
-            deal.refresh_from_db(fields=["last_touched_at"])
-        return super().detail_response(deal, status_code=status_code)
 
     def visible_queryset(self):
         return selectors.visible_deals(self.request.user)
