@@ -84,7 +84,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
 def refused_value_messages(error: DataError) -> dict[str, list[str]]:
     """A value the database refused although validation let it through (SQLSTATE class 22: a number out of range,
     a text too long, a date it cannot hold), as per-field messages: under the column the database names (they are
-    the API's field names), else under `detail`. The statement was rolled back with its transaction or savepoint."""
+    the API's field names), else under `detail`. The statement was rolled back with its transaction or savepoint.
+    Logged as a warning: it is bad input, but one a check should have refused before the database did."""
+    logger.warning("A value was refused by the database: %s", error, exc_info=error)
     diagnosis = getattr(error.__cause__, "diag", None)
     reason = getattr(diagnosis, "message_primary", None) or str(error).strip()
     field = getattr(diagnosis, "column_name", None) or "detail"
