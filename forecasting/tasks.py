@@ -1,6 +1,7 @@
 """Celery entry points of the metrics engine: thin, idempotent, calling `forecasting.services`."""
 
 import logging
+from collections.abc import Callable
 
 from celery import shared_task
 from django.db import OperationalError
@@ -11,15 +12,22 @@ from forecasting.selectors import latest_run
 logger = logging.getLogger(__name__)
 
 
-@shared_task(
-    name="forecasting.recompute_metrics",
-    acks_late=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=5,
-    ignore_result=False,
-)
+def metrics_task(name: str, *, retry_backoff_max: int) -> Callable:
+    """The decorator of a metrics task named `name`: acknowledged when done, so that a task whose worker died
+    mid-run is redelivered; retried with backoff (at most `retry_backoff_max` seconds apart, five times) while the
+    database is unreachable; its result kept, since the dashboard follows a queued recompute to its end."""
+    return shared_task(
+        name=name,
+        acks_late=True,
+        autoretry_for=(OperationalError,),
+        retry_backoff=True,
+        retry_backoff_max=retry_backoff_max,
+        max_retries=5,
+        ignore_result=False,
+    )
+
+
+@metrics_task("forecasting.recompute_metrics", retry_backoff_max=300)
 def recompute_metrics_task(reason: str = "schedule") -> int | None:
     """Recompute every metric; returns the new run's id, or None when another recompute was running.
 
@@ -40,15 +48,7 @@ def recompute_metrics_task(reason: str = "schedule") -> int | None:
     return run.pk
 
 
-@shared_task(
-    name="forecasting.recompute_history_metrics",
-    acks_late=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=5,
-    ignore_result=False,
-)
+@metrics_task("forecasting.recompute_history_metrics", retry_backoff_max=300)
 def recompute_history_metrics_task(reason: str = "schedule") -> int | None:
     """The backtest and calibration of the latest run; returns its id, or None when it could not run now.
 
@@ -62,15 +62,7 @@ def recompute_history_metrics_task(reason: str = "schedule") -> int | None:
     return None if run is None else run.pk
 
 
-@shared_task(
-    name="forecasting.refresh_metrics",
-    acks_late=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=5,
-    ignore_result=False,
-)
+@metrics_task("forecasting.refresh_metrics", retry_backoff_max=60)
 def refresh_metrics_task(reason: str = "schedule") -> int | None:
     """Bring the latest run up to date with the changed deals; returns its id, or None when it could not yet.
 
@@ -92,15 +84,7 @@ def refresh_metrics_task(reason: str = "schedule") -> int | None:
     return run.pk
 
 
-@shared_task(
-    name="forecasting.warm_forecast_trend",
-    acks_late=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=5,
-    ignore_result=False,
-)
+@metrics_task("forecasting.warm_forecast_trend", retry_backoff_max=60)
 def warm_forecast_trend_task(reason: str = "change") -> dict[str, int]:
     """Keep the forecast trend's past points of the current month and quarter (`services.warm_forecast_trend`),
     so that the first reader after a recompute does not walk the deal history. Idempotent."""

@@ -28,6 +28,7 @@ from itertools import groupby
 
 from django.db import connection
 from django.db.backends.utils import CursorWrapper
+from psycopg import pq
 
 from pipeline.stage_history import BULK_LOAD_SETTING
 
@@ -154,8 +155,19 @@ def acting_as(actor_id: int | None) -> Iterator[None]:
         yield
     finally:
         _acting.reset(token)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config(%s, %s, true)", [ACTOR_SETTING, previous])
+        # After a database error inside the block, the rollback that must follow returns to a point before the
+        # setting was made and so undoes it; a statement now would fail and hide the error (a 500 for a 400).
+        if not _transaction_failed():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config(%s, %s, true)", [ACTOR_SETTING, previous])
+
+
+def _transaction_failed() -> bool:
+    """Whether the transaction can run no statement until it is rolled back (to a savepoint or whole)."""
+    if connection.needs_rollback:
+        return True
+    raw = connection.connection
+    return raw is not None and raw.info.transaction_status == pq.TransactionStatus.INERROR
 
 
 # --- Rebuilding from the stage history and the audit trail ----------------------------------------------------------

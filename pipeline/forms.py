@@ -4,6 +4,8 @@ None of them is a ModelForm: a ModelForm would validate and change the model ins
 own every rule about deals and leads; `config.forms.add_service_errors` puts their per-field errors on a form.
 """
 
+from datetime import UTC, datetime
+
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -452,6 +454,17 @@ class ActivityForm(forms.Form):
     due_at = forms.DateTimeField(
         required=False, widget=DATETIME_LOCAL, label="Due", help_text="Leave empty to log it as done now."
     )
+
+    def clean_due_at(self) -> datetime | None:
+        due_at = self.cleaned_data["due_at"]
+        if due_at is not None:
+            try:
+                # A time sent with an offset is kept as sent; in UTC it may fall in year 10000, which PostgreSQL
+                # would store and no read of the row could then return.
+                due_at.astimezone(UTC)
+            except OverflowError:
+                raise ValidationError("The time is out of range.") from None
+        return due_at
 
 
 class InboxFilterForm(forms.Form):

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import IntegrityError, connection, models, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
@@ -195,6 +195,12 @@ def _effective_forecast_category(deal: Deal, stage: Stage) -> str:
     return deal.forecast_category_override or stage.forecast_category
 
 
+def _read_back_touch(deal: Deal) -> None:
+    # The database stamped the last touch as it wrote (pipeline.touches), after the deal was read: the API's answer
+    # and the webhook event, both built from this instance, show the write's own touch.
+    deal.last_touched_at = Deal.objects.values_list("last_touched_at", flat=True).get(pk=deal.pk)
+
+
 # --- Batches of deal writes ---------------------------------------------------------------------------------------
 
 
@@ -209,7 +215,7 @@ class _PendingWrite:
     signal: Signal
     signal_kwargs: dict[str, Any]
     stage_change: StageChange | None = None
-    refused: bool = False
+    refusal: DatabaseError | None = None  # what the database answered when it refused the write
 
 
 @dataclass
@@ -221,7 +227,7 @@ class DealBatch:
     taken_external_ids: set[str]  # of the batch's items, held by some deal (the caller's or not)
     writes: list[_PendingWrite]
     audit_entries: list
-    refused_deals: set[int]  # `id()` of the deals whose held write the database refused
+    refusals: dict[int, DatabaseError]  # by `id()` of the deal: the error of a held write the database refused
 
     def first_open_stage(self, pipeline: Pipeline) -> Stage | None:
         open_stages = [s for s in self.stages.values() if s.pipeline_id == pipeline.pk and s.kind == StageKind.OPEN]
@@ -239,10 +245,11 @@ class DealBatch:
             del self.audit_entries[marks[1] :]
             raise
 
-    def refused(self, deal: Deal) -> bool:
-        """Whether the database refused the held write of `deal` at the end (an external id or a related record
-        taken or deleted by a concurrent writer meanwhile): its item is then a conflict."""
-        return id(deal) in self.refused_deals
+    def refused(self, deal: Deal) -> DatabaseError | None:
+        """The error with which the database refused the held write of `deal` at the end, or None: an
+        IntegrityError (an external id or a related record taken or deleted by a concurrent writer meanwhile: a
+        conflict) or a DataError (a value it cannot hold that validation let through: bad input)."""
+        return self.refusals.get(id(deal))
 
     def _write_all(self) -> None:
         creates = [write for write in self.writes if write.update_fields is None]
@@ -255,9 +262,9 @@ class DealBatch:
         _in_bulk(creates, lambda writes: Deal.objects.bulk_create([write.deal for write in writes]))
         for fields, group in updates.items():
             _in_bulk(group, lambda writes, fields=fields: _update_deals([write.deal for write in writes], fields))
-        written = [write for write in self.writes if not write.refused]
-        self.refused_deals = {id(write.deal) for write in self.writes if write.refused}
-        refused_entries = {id(write.audit_entry) for write in self.writes if write.refused}
+        written = [write for write in self.writes if write.refusal is None]
+        self.refusals = {id(write.deal): write.refusal for write in self.writes if write.refusal is not None}
+        refused_entries = {id(write.audit_entry) for write in self.writes if write.refusal is not None}
         self.audit_entries[:] = [entry for entry in self.audit_entries if id(entry) not in refused_entries]
         for write in written:
             write.audit_entry.object_id = write.deal.pk
@@ -287,7 +294,8 @@ def _insert_first_stage_changes(stage_changes: list[StageChange]) -> None:
 
 def _update_deals(deals: list[Deal], field_names: Iterable[str]) -> None:
     """Save `field_names` of `deals` in one UPDATE joining a VALUES list (the row triggers fire per row, as for
-    single saves). Django's `bulk_update` builds a CASE per column of 200 branches: 1.3 s under cProfile for 200."""
+    single saves), reading back the last touch the triggers stamped (`_read_back_touch`). Django's `bulk_update`
+    builds a CASE per column of 200 branches: 1.3 s under cProfile for 200."""
     fields = [Deal._meta.get_field(name) for name in field_names]
     quote = connection.ops.quote_name
     # Each value cast to its column's type: VALUES infers a type from the first row otherwise (NULL is text).
@@ -301,9 +309,13 @@ def _update_deals(deals: list[Deal], field_names: Iterable[str]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {quote(Deal._meta.db_table)} AS d SET {assignments} "
-            f"FROM (VALUES {', '.join([row] * len(deals))}) AS v(id, {names}) WHERE d.id = v.id",
+            f"FROM (VALUES {', '.join([row] * len(deals))}) AS v(id, {names}) WHERE d.id = v.id "
+            "RETURNING d.id, d.last_touched_at",
             params,
         )
+        touched = dict(cursor.fetchall())
+    for deal in deals:
+        deal.last_touched_at = touched.get(deal.pk, deal.last_touched_at)
 
 
 def _in_bulk(writes: list[_PendingWrite], write_all: Callable[[list[_PendingWrite]], Any]) -> None:
@@ -312,13 +324,13 @@ def _in_bulk(writes: list[_PendingWrite], write_all: Callable[[list[_PendingWrit
     try:
         with transaction.atomic():
             write_all(writes)
-    except IntegrityError:
+    except (IntegrityError, DataError):
         for write in writes:
             try:
                 with transaction.atomic():
                     write_all([write])
-            except IntegrityError:
-                write.refused = True
+            except (IntegrityError, DataError) as error:
+                write.refusal = error
                 write.deal.pk = None if write.update_fields is None else write.deal.pk
 
 
@@ -347,7 +359,7 @@ def deal_batch(*, actor: User | None, external_ids: Iterable[str]) -> Iterator[D
         ),
         writes=[],
         audit_entries=[],
-        refused_deals=set(),
+        refusals={},
     )
     token = _deal_batch.set(batch)
     try:
@@ -494,6 +506,7 @@ def update_deal(*, deal: Deal, actor: User | None, expected_version: int | None 
         changed = apply_fields(deal, fields, DEAL_EDITABLE_FIELDS, before_save=check_and_derive)
     if not changed:
         return deal
+    _read_back_touch(deal)
     record_audit(actor=actor, instance=deal, action=AuditAction.UPDATED, before=before)
     _send_on_commit(signals.deal_updated, actor=actor, deal=deal, changed_fields=changed)
     return deal
@@ -545,6 +558,7 @@ def move_deal(
     deal.updated_at = timezone.now()
     with field_history.acting_as(_actor_id(actor)):
         deal.save()
+    _read_back_touch(deal)
     moved = stage.pk != from_stage.pk
     record_audit(
         actor=actor, instance=deal, action=AuditAction.STAGE_CHANGED if moved else AuditAction.UPDATED, before=before

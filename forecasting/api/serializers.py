@@ -717,8 +717,8 @@ class RepReliabilitySerializer(serializers.Serializer):
 
 
 # --- The roll-up and trend answers, shaped by hand ------------------------------------------------------------------
-# A roll-up for a 20-team company holds some 3,000 fields; even `plain_representation`'s generic walk (an attribute
-# path and a converter per field) cost more than the SQL. These give exactly what `RollupSerializer` and
+# A roll-up for a 20-team company holds some 3,000 fields; even a generic walk compiled from the serializer (an
+# attribute path and a converter per field) cost more than the SQL. These give exactly what `RollupSerializer` and
 # `TrendSerializer` give (tests/forecasting/api/test_forecast_call_api.py compares the JSON in two time zones);
 # the serializers stay the schema.
 

@@ -246,6 +246,7 @@ class DealSerializer(serializers.ModelSerializer):
             "updated_at",
             "stage_entered_at",
             "closed_at",
+            "last_touched_at",
             "version",
         ]
         read_only_fields = [
@@ -259,7 +260,14 @@ class DealSerializer(serializers.ModelSerializer):
             "updated_at",
             "stage_entered_at",
             "closed_at",
+            "last_touched_at",
         ]
+        extra_kwargs = {
+            "last_touched_at": {
+                "help_text": "The deal's last touch (stamped by the server): its creation, an edit of its fields or "
+                "stage, a done activity or a note. Rotting by inactivity counts from it."
+            }
+        }
 
 
 class DealCreateSerializer(DealSerializer):

@@ -7,8 +7,9 @@ pipeline (by name; only together with a change of stage at the same instant, whi
 pipeline). Salesforce's field names (StageName, Amount, CloseDate, ForecastCategoryName, OwnerId, CurrencyIsoCode)
 are read as synonyms.
 
-The rows of a deal are applied in time order (ties: pipeline before stage, then file order), each to the deal's
-history as the rows before it left it:
+The rows of a deal are applied in time order (ties: pipeline before stage), each to the deal's history as the rows
+before it left it; two rows changing the same field of a deal at the same instant are refused (the second one in
+the file is reported):
 - a change must be after the deal's creation and before now;
 - its old value must be the field's value just before that instant (else the row is reported);
 - from that instant, the field takes the new value until the next recorded change of the same field (a change
@@ -236,7 +237,18 @@ class FieldChangeImporter(KindImporter):
         plan, problems = Plan(segments), []
         new_pipeline: dict[datetime, tuple[Change, int]] = {}  # instant → the pipeline row, the new pipeline's pk
         stage_at: set[datetime] = set()
+        first_of: dict[tuple[str, datetime], Change] = {}
         for change in changes:
+            first = first_of.setdefault((change.field, change.at), change)
+            if first is not change:
+                # The history holds one value of a field from an instant on: applied in file order, the first
+                # change's value would hold for no time at all, and from the same old value one would be lost.
+                message = (
+                    f"Row {first.row} changes the {FIELDS[change.field][1]} of this deal at the same instant: "
+                    "give each change its own time."
+                )
+                problems.append(_problem(change, "changed_at", message))
+                continue
             index = _containing(segments, change.at)
             if index is None:
                 problems.append(

@@ -4,7 +4,7 @@ An empty cell (or one holding only spaces) is always "no value": callers check `
 """
 
 import re
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 
 from django.utils import timezone
@@ -84,6 +84,11 @@ def parse_datetime(cell: str, *, date_order: str | None) -> datetime:
         parsed = datetime.combine(day, clock)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.get_default_timezone())
+    try:
+        # PostgreSQL would store an instant in year 10000 or 1 BC in UTC, and then every read of its row would fail.
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise CellError(f"“{text}” is out of range (in UTC it falls outside the years 1 to 9999).") from None
     return parsed
 
 

@@ -5,8 +5,10 @@ from decimal import Decimal
 
 import pytest
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from pipeline import services
+from pipeline.models import Deal
 from tests.api.conftest import client_for
 from tests.factories import make_deal, make_lost_reason, make_qualified_deal, stage
 
@@ -16,7 +18,7 @@ DEAL_KEYS = {
     "id", "title", "pipeline", "stage", "status", "owner", "organization", "contact", "amount", "currency",
     "expected_close_date", "budget", "authority", "need", "timeline", "lost_note", "forecast_category",
     "forecast_category_override", "lost_reason", "source", "external_id", "created_at", "updated_at",
-    "stage_entered_at", "closed_at", "version",
+    "stage_entered_at", "closed_at", "last_touched_at", "version",
 }  # fmt: skip
 
 
@@ -143,6 +145,32 @@ def test_ordering_and_tie_breaking(rep, filterable):
     # An unknown ordering field is refused, naming the ones allowed, rather than quietly ignored.
     refused = rep.get("/api/v1/deals/?ordering=password")
     assert refused.status_code == 400 and "expected_close_date" in refused.json()["ordering"][0]
+
+
+def test_last_touched_at_is_read_only_and_answers_what_the_database_stamped(rep, org, pipeline):
+    deal = make_deal(owner=org.rep, pipeline=pipeline, title="Touched")
+
+    def stamped():
+        return Deal.objects.values_list("last_touched_at", flat=True).get(pk=deal.pk)
+
+    read = rep.get(f"/api/v1/deals/{deal.pk}/").json()
+    assert parse_datetime(read["last_touched_at"]) == stamped()
+    assert [row["last_touched_at"] for row in rep.get("/api/v1/deals/").json()["results"]] == [read["last_touched_at"]]
+
+    # A write answers the touch it made (the database stamps it as it writes, after the deal was read), and a
+    # value sent for it is ignored.
+    patched = rep.patch(
+        f"/api/v1/deals/{deal.pk}/", {"source": "web", "last_touched_at": "2001-01-01T00:00:00Z"}, format="json"
+    )
+    assert patched.status_code == 200, patched.content
+    assert parse_datetime(patched.json()["last_touched_at"]) == stamped() > parse_datetime(read["last_touched_at"])
+    moved = rep.post(f"/api/v1/deals/{deal.pk}/move/", {"stage": stage(pipeline, "Qualification").pk}, format="json")
+    assert moved.status_code == 200, moved.content
+    assert (
+        parse_datetime(moved.json()["last_touched_at"]) == stamped() > parse_datetime(patched.json()["last_touched_at"])
+    )
+    # Not an ordering: no index serves it whatever the filters (the one there leads with the status).
+    assert rep.get("/api/v1/deals/?ordering=last_touched_at").status_code == 400
 
 
 # --- Writing ------------------------------------------------------------------------------------------------------

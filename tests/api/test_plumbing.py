@@ -93,50 +93,6 @@ def test_every_api_viewset_reads_through_the_visibility_base():
         assert issubclass(view, VisibleViewSet), view
 
 
-def test_a_plain_representation_gives_what_the_serializer_gives(settings):
-    """`plain_representation` compiles a serializer's fields once; every kind of field it converts itself (decimal,
-    date-time in the current zone, nested, many, dotted source, dict rows, None) must come out as DRF's would."""
-    from datetime import UTC, datetime
-    from decimal import Decimal
-    from types import SimpleNamespace
-
-    from rest_framework import serializers
-
-    from config.api import plain_representation
-
-    class Entry(serializers.Serializer):
-        amount = serializers.DecimalField(max_digits=12, decimal_places=2)
-        ratio = serializers.DecimalField(max_digits=8, decimal_places=4, coerce_to_string=False)
-        at = serializers.DateTimeField()
-        on = serializers.DateField()
-
-    class Row(serializers.Serializer):
-        name = serializers.CharField(source="owner.name", allow_null=True)
-        count = serializers.IntegerField()
-        flag = serializers.BooleanField()
-        entry = Entry(allow_null=True)
-        entries = Entry(many=True)
-        secret = serializers.CharField(write_only=True)
-
-    entry = {"amount": Decimal("12500.5"), "ratio": Decimal("0.33333"), "at": datetime(2026, 12, 3, 9, tzinfo=UTC)}
-    entry["on"] = datetime(2026, 12, 3).date()
-    rows = [
-        SimpleNamespace(owner=SimpleNamespace(name="Grace"), count=3, flag=True, entry=entry, entries=[entry, entry]),
-        SimpleNamespace(owner=None, count=0, flag=False, entry=None, entries=[]),
-    ]
-    for zone in ("UTC", "Europe/Berlin"):
-        settings.TIME_ZONE = zone
-        represent = plain_representation(Row)
-        for row in rows:
-            assert represent(row) == Row(row).data
-    assert represent(rows[0])["entry"] == {
-        "amount": "12500.50",
-        "ratio": Decimal("0.3333"),
-        "at": "2026-12-03T10:00:00+01:00",
-        "on": "2026-12-03",
-    }
-
-
 def compiled_lists() -> list[str]:
     """The list routes of the API whose serializer `list_representation` compiles (the others stay with DRF)."""
     from django.urls import URLPattern, URLResolver, get_resolver

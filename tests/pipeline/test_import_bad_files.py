@@ -108,6 +108,16 @@ def test_bad_dates_negative_amounts_and_unknown_stage_or_owner_are_reported_per_
     assert_nothing_written()
 
 
+@pytest.mark.parametrize("created_at", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+05:00"])
+def test_a_time_outside_the_years_1_to_9999_in_utc_is_reported_on_its_row(rep, pipeline, created_at):
+    # PostgreSQL stores such an instant (year 10000, or 1 BC, in UTC), and every later read of the deal failed.
+    result = run(f"{HEADER}\n{GOOD_ROW}\nFar,Prospecting,rep,Acme,100,{created_at}\n")
+
+    assert [(error.row, error.column, error.value) for error in result.errors] == [(3, "created_at", created_at)]
+    assert "out of range" in result.errors[0].message
+    assert_nothing_written()
+
+
 def test_a_10_mb_line_is_reported_on_its_row_without_stopping_the_check(rep, pipeline):
     huge = "x" * (10 * 1024 * 1024)
     result = run(f"{HEADER}\n{GOOD_ROW}\n{huge},Prospecting,rep,,,\nNegative,Prospecting,rep,,-1,\n")

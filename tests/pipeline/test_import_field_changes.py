@@ -94,6 +94,27 @@ def test_a_refused_row_is_reported_and_nothing_is_written(org, deal, other_pipel
     assert history_rows() == before
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("amount,100,200", "amount,200,300"),  # chained: which one held at the instant?
+        ("amount,100,200", "amount,100,300"),  # both from the value before: one of them would be lost
+        ("stage,Prospecting,Qualification", "stage,Qualification,Discovery"),
+    ],
+)
+def test_two_changes_of_one_field_of_a_deal_at_the_same_instant_are_a_row_error(org, deal, first, second):
+    # The history holds one value of a field from an instant on: a second change at that instant has no interval.
+    t = at(2).isoformat()
+    before = history_rows()
+    result = run(HEADER + f"OPP-1,{first},{t},rep\nOPP-1,{second},{t},rep\n", org.rep)
+    assert [(e.row, e.column, e.value) for e in result.errors] == [(3, "changed_at", str(at(2)))], result.errors
+    field = first.split(",")[0]
+    assert result.errors[0].message == (
+        f"Row 2 changes the {field} of this deal at the same instant: give each change its own time."
+    )
+    assert history_rows() == before
+
+
 def test_a_past_change_splits_the_history_and_the_current_value_stays(org, deal):
     services.update_deal(deal=Deal.objects.get(pk=deal.pk), actor=org.rep, amount=Decimal("300"))
     changed = DealState.objects.filter(deal_id=deal.pk).order_by("valid_from").last().valid_from

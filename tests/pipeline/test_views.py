@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 
 from pipeline import services
-from pipeline.models import Activity, Deal, Lead, LeadStatus
+from pipeline.models import Activity, Deal, DealState, Lead, LeadStatus
 from pipeline.selectors import BOARD_PAGE_SIZE
 from tests.factories import leave_untouched, make_deal, make_qualified_deal, stage
 from tests.queries import CapturedQueries, assert_query_count, capture_queries
@@ -320,6 +320,27 @@ def test_moving_a_deal_to_its_own_stage_changes_nothing_and_says_so(rep_client, 
     assert deal.version == 1
 
 
+def test_a_card_moved_on_the_board_takes_its_stages_forecast_category_unless_one_was_set_by_hand(
+    rep_client, org, pipeline
+):
+    # SPEC §2: a deal's forecast category is its stage's default unless overridden.
+    followed = make_qualified_deal(owner=org.rep, pipeline=pipeline)
+    kept = services.update_deal(
+        deal=make_qualified_deal(owner=org.rep, pipeline=pipeline), actor=org.rep, forecast_category_override="commit"
+    )
+    for deal in (followed, kept):
+        assert move(rep_client, deal, stage(pipeline, "Proposal")).status_code == 200
+        deal.refresh_from_db()
+        assert move(rep_client, deal, stage(pipeline, "Qualification")).status_code == 200
+
+    followed.refresh_from_db()
+    kept.refresh_from_db()
+    assert (followed.forecast_category, followed.forecast_category_override) == ("pipeline", None)
+    assert (kept.forecast_category, kept.forecast_category_override) == ("commit", "commit")
+    history = DealState.objects.filter(deal_id=followed.pk).values_list("forecast_category", flat=True)
+    assert list(history) == ["pipeline", "best_case", "pipeline"]
+
+
 def test_winning_a_deal_removes_its_card(rep_client, org, pipeline):
     deal = make_deal(owner=org.rep, pipeline=pipeline)
 
@@ -521,6 +542,20 @@ def test_the_activity_form_shows_its_errors(rep_client, org, pipeline):
     )
 
     assert set(response.context["activity_form"].errors) == {"kind", "subject", "due_at"}
+    assert not Activity.objects.exists()
+
+
+def test_a_due_time_outside_the_years_1_to_9999_in_utc_is_a_form_error(rep_client, org, pipeline):
+    # PostgreSQL stores such an instant (year 10000 in UTC), and every later read of the activity failed.
+    deal = make_deal(owner=org.rep, pipeline=pipeline)
+
+    response = rep_client.post(
+        reverse("pipeline:deal_activity_create", args=[deal.pk]),
+        {"kind": "call", "subject": "Far", "due_at": "9999-12-31T23:00:00-05:00"},
+        **HTMX,
+    )
+
+    assert response.context["activity_form"].errors["due_at"] == ["The time is out of range."]
     assert not Activity.objects.exists()
 
 
