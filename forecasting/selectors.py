@@ -791,10 +791,9 @@ def _open_in_period_at(at: str) -> str:
      WHERE s.valid_to > {at} AND s.valid_from <= {at}{in_period}"""
 
 
-def _two_states_sql(group: str, *, titles: bool = False) -> str:
+def _two_states_sql(group: str) -> str:
     """Per deal that was in the open pipeline of [p_start, p_end) at `a` or at `b`: its state at each instant
-    (columns a_*, b_*, null where it did not exist), its group at each, and whether it was in that pipeline then;
-    with its title when `titles` (and always its deal row for the source group: null once deleted).
+    (columns a_*, b_*, null where it did not exist), its group at each, and whether it was in that pipeline then.
 
     Set-based, from the intervals that touch [a, b] only: open(P, a) and open(P, b) from the intervals holding
     each instant, joined by deal. A deal in one of the two and not the other has another interval at the other
@@ -804,7 +803,6 @@ def _two_states_sql(group: str, *, titles: bool = False) -> str:
     """
     group_a, group_b = _GROUP_SQL[GroupKind(group)]
     in_period = "{s}_kind = 'open' AND {s}_close >= %(p_start)s AND {s}_close < %(p_end)s"
-    deal = titles or group == GroupKind.SOURCE
     return f"""
     WITH open_a AS ({_open_in_period_at("%(a)s")}
     ), open_b AS ({_open_in_period_at("%(b)s")}
@@ -842,14 +840,13 @@ def _two_states_sql(group: str, *, titles: bool = False) -> str:
           LEFT JOIN began g ON NOT p.known_b AND g.deal_id = p.deal_id
     ), kinds AS (
         SELECT f.*, sa.kind AS a_kind, sb.kind AS b_kind, {group_a} AS a_group, {group_b} AS b_group
-               {", d.title" if deal else ", NULL::text AS title"}
           FROM filled f
           LEFT JOIN pipeline_stage sa ON sa.id = f.a_stage_id
           LEFT JOIN pipeline_stage sb ON sb.id = f.b_stage_id
           {_TEAM_JOINS if group == GroupKind.TEAM else ""}
-          {"LEFT JOIN pipeline_deal d ON d.id = f.deal_id" if deal else ""}
+          {"LEFT JOIN pipeline_deal d ON d.id = f.deal_id" if group == GroupKind.SOURCE else ""}
     ), states AS (
-        SELECT deal_id, title, a_stage_id, a_kind, a_owner_id, a_close, coalesce(a_amount, 0) AS a_amount,
+        SELECT deal_id, a_stage_id, a_kind, a_owner_id, a_close, coalesce(a_amount, 0) AS a_amount,
                b_stage_id, b_kind, b_owner_id, b_close, coalesce(b_amount, 0) AS b_amount, a_group, b_group,
                coalesce({in_period.format(s="a")}, false) AS in_a,
                coalesce({in_period.format(s="b")}, false) AS in_b
@@ -941,10 +938,14 @@ def _group_visible(user: User, group: str) -> tuple[bool, set | None]:
 
 def _history_rows(sql: str, params: dict) -> list[tuple]:
     """Run one history read: without JIT compilation or parallel workers, which cost more to start (about 100 ms
-    each, measured) than they save on a period's deals."""
+    each, measured) than they save on a period's deals; and by hash joins, with memory for them. The planner
+    cannot count the deals of a union of index ranges (it guessed 6M rows for 37,000 on 1M deals), and for so many
+    it merged sorted inputs, one of them a read of a whole index in deal order: 3.4 s instead of 0.3 s."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL jit = off")
         cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        cursor.execute("SET LOCAL enable_mergejoin = off")
+        cursor.execute("SET LOCAL work_mem = '32MB'")
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -1023,13 +1024,14 @@ def waterfall_deals(
     if keys is not None and key not in keys:
         return []
     sql = (
-        _two_states_sql(group, titles=True)
+        _two_states_sql(group)
         + _CLASSIFIED_SQL
         + """
-    SELECT deal_id, title, bucket, bucket_amount,
+    SELECT c.deal_id, d.title, bucket, bucket_amount,
            a_stage_id, a_owner_id, CASE WHEN a_kind IS NULL THEN NULL ELSE a_amount END, a_close,
            b_stage_id, b_owner_id, CASE WHEN b_kind IS NULL THEN NULL ELSE b_amount END, b_close
-      FROM classified WHERE grp IS NOT DISTINCT FROM %(key)s AND bucket = %(bucket)s ORDER BY deal_id"""
+      FROM classified c LEFT JOIN pipeline_deal d ON d.id = c.deal_id
+     WHERE grp IS NOT DISTINCT FROM %(key)s AND bucket = %(bucket)s ORDER BY c.deal_id"""
     )
     params = _params(period, at_from, at_to, group=group, keys=None if keys is None else {key})
     rows = _history_rows(sql, {**params, "key": key, "bucket": bucket})
