@@ -776,36 +776,74 @@ _TEAM_JOINS = """LEFT JOIN accounts_user ua ON ua.id = f.a_owner_id
           LEFT JOIN accounts_user ub ON ub.id = f.b_owner_id"""
 
 
-def _open_in_period_at(at: str) -> str:
-    """The intervals holding instant `at` with an open stage and a close date in [p_start, p_end), of `owners`
-    (null: everyone's): open(P, at) one row per deal. The interval still open is read from
-    `dealstate_current_idx`, a closed one from `dealstate_to_idx` (those ended after `at`): both index-only."""
+def _open_intervals(*holding: str) -> str:
+    """The intervals with an open stage and a close date in [p_start, p_end), of `owners` (null: everyone's), that
+    meet each condition of `holding` (one SELECT each, added up): those still open come from
+    `dealstate_current_idx`, the closed ones from `dealstate_to_idx`, both index-only."""
     in_period = f"""
        AND s.stage_id = ANY(ARRAY(SELECT id FROM pipeline_stage WHERE kind = 'open'))
        AND s.expected_close_date >= %(p_start)s AND s.expected_close_date < %(p_end)s AND {_OWNERS}"""
+    return "\n    UNION ALL".join(
+        f"""
+    SELECT {_STATE_COLUMNS} FROM pipeline_dealstate s
+     WHERE {condition}{in_period}"""
+        for condition in holding
+    )
+
+
+# Of the open pipeline of P at a and at b (a < b), the intervals holding both instants (the deal did not change in
+# between), the interval holding a that ended by b, and the interval holding b that began after a.
+_KEPT = _open_intervals("s.valid_to IS NULL AND s.valid_from <= %(a)s", "s.valid_to > %(b)s AND s.valid_from <= %(a)s")
+_LEFT_A = _open_intervals("s.valid_to > %(a)s AND s.valid_to <= %(b)s AND s.valid_from <= %(a)s")
+_REACHED_B = _open_intervals(
+    "s.valid_to IS NULL AND s.valid_from > %(a)s AND s.valid_from <= %(b)s",
+    "s.valid_to > %(b)s AND s.valid_from > %(a)s AND s.valid_from <= %(b)s",
+)
+
+# The group of a kept interval `k` (its stage `st`, its owner `u`, its deal `d`), as `_GROUP_SQL` reads a state's.
+_KEPT_GROUP_SQL = {
+    GroupKind.COMPANY: ("NULL::bigint", ""),
+    GroupKind.OWNER: ("k.owner_id", ""),
+    GroupKind.TEAM: ("u.team_id", "LEFT JOIN accounts_user u ON u.id = k.owner_id"),
+    GroupKind.PIPELINE: ("st.pipeline_id", "JOIN pipeline_stage st ON st.id = k.stage_id"),
+    GroupKind.SOURCE: ("coalesce(d.source, '')", "LEFT JOIN pipeline_deal d ON d.id = k.deal_id"),
+}
+
+
+def _kept_unchanged_sql(group: str) -> str:
+    """Per group, the count and amount of the deals whose one interval held both a and b in the open pipeline of
+    P: `unchanged`, each in its group at both instants, read from the index alone (columns as the waterfall's)."""
+    grp, join = _KEPT_GROUP_SQL[GroupKind(group)]
     return f"""
-    SELECT {_STATE_COLUMNS} FROM pipeline_dealstate s
-     WHERE s.valid_to IS NULL AND s.valid_from <= {at}{in_period}
-    UNION ALL
-    SELECT {_STATE_COLUMNS} FROM pipeline_dealstate s
-     WHERE s.valid_to > {at} AND s.valid_from <= {at}{in_period}"""
+    SELECT {grp}, 'unchanged', count(*), 0.00, count(*), coalesce(sum(k.amount), 0), count(*),
+           coalesce(sum(k.amount), 0)
+      FROM ({_KEPT}) k {join}
+     GROUP BY 1"""
 
 
-def _two_states_sql(group: str) -> str:
+# A kept interval's columns as a state's (the same at a and at b).
+_KEPT_AS = (("stage_id", "stage_id"), ("owner_id", "owner_id"), ("amount", "amount"), ("expected_close_date", "close"))
+
+
+def _two_states_sql(group: str, *, kept: bool = True) -> str:
     """Per deal that was in the open pipeline of [p_start, p_end) at `a` or at `b`: its state at each instant
     (columns a_*, b_*, null where it did not exist), its group at each, and whether it was in that pipeline then.
+    Without `kept`, only the deals that changed between a and b (the rest: `_kept_unchanged_sql`).
 
-    Set-based, from the intervals that touch [a, b] only: open(P, a) and open(P, b) from the intervals holding
-    each instant, joined by deal. A deal in one of the two and not the other has another interval at the other
-    instant, so it changed between them: its state at `a` is an interval that ended in (a, b], its state at `b` one
-    that began in (a, b] (none: deleted). The cost follows the period's deals and the changes between a and b, not
-    the history's size, and no deal is looked up one by one.
+    Set-based, from the intervals that touch [a, b] only, read index-only. A deal whose interval holding a also
+    holds b is the same at both. Any other has two intervals (or one: created, deleted): one of open(P, a) that
+    ended by b, or one of open(P, b) that began after a, or both, joined by deal; a deal that has only one of the
+    two has its state at the other instant in an interval that ended in (a, b] (at a), or began in (a, b] (at b;
+    none: deleted). The cost follows the period's deals and the changes between a and b, not the history's size,
+    and no deal is looked up one by one.
     """
     group_a, group_b = _GROUP_SQL[GroupKind(group)]
     in_period = "{s}_kind = 'open' AND {s}_close >= %(p_start)s AND {s}_close < %(p_end)s"
+    same = ", ".join(f"{column} AS {side}_{name}" for side in "ab" for column, name in _KEPT_AS)
+    kept_rows = f"UNION ALL SELECT deal_id, {same} FROM ({_KEPT}) k" if kept else ""
     return f"""
-    WITH open_a AS ({_open_in_period_at("%(a)s")}
-    ), open_b AS ({_open_in_period_at("%(b)s")}
+    WITH open_a AS ({_LEFT_A}
+    ), open_b AS ({_REACHED_B}
     ), ended AS (
         -- The state at a of the deals it changed before b: the intervals holding a that ended in (a, b].
         SELECT {_STATE_COLUMNS} FROM pipeline_dealstate s
@@ -838,6 +876,7 @@ def _two_states_sql(group: str) -> str:
           FROM pairs p
           LEFT JOIN ended e ON NOT p.known_a AND e.deal_id = p.deal_id
           LEFT JOIN began g ON NOT p.known_b AND g.deal_id = p.deal_id
+        {kept_rows}
     ), kinds AS (
         SELECT f.*, sa.kind AS a_kind, sb.kind AS b_kind, {group_a} AS a_group, {group_b} AS b_group
           FROM filled f
@@ -961,14 +1000,17 @@ def waterfall(*, user: User, period: Period, at_from: datetime, at_to: datetime,
     _, keys = _group_visible(user, group)
     if keys is not None and not keys:
         return []
+    # The deals that did not change between A and B (most, over a week) are added up straight from the index.
     sql = (
-        _two_states_sql(group)
+        _two_states_sql(group, kept=False)
         + _CLASSIFIED_SQL
         + """
     SELECT grp, bucket, count(*), sum(bucket_amount),
            count(*) FILTER (WHERE grp_in_a), coalesce(sum(a_amount) FILTER (WHERE grp_in_a), 0),
            count(*) FILTER (WHERE grp_in_b), coalesce(sum(b_amount) FILTER (WHERE grp_in_b), 0)
-      FROM classified GROUP BY grp, bucket"""
+      FROM classified GROUP BY grp, bucket
+    UNION ALL"""
+        + _kept_unchanged_sql(group)
     )
     found = _history_rows(sql, _params(period, at_from, at_to, group=group, keys=keys))
     by_group: dict = {}
@@ -976,7 +1018,9 @@ def waterfall(*, user: User, period: Period, at_from: datetime, at_to: datetime,
         if keys is not None and grp not in keys:
             continue
         entry = by_group.setdefault(grp, {"buckets": {}, "from": [0, Decimal(0)], "to": [0, Decimal(0)]})
-        entry["buckets"][bucket] = (count, amount)
+        # A deal that changed and kept its amount and group is unchanged too: both parts may hold the bucket.
+        counted, added = entry["buckets"].get(bucket, (0, Decimal("0.00")))
+        entry["buckets"][bucket] = (counted + count, added + amount)
         entry["from"][0] += from_count
         entry["from"][1] += from_amount
         entry["to"][0] += to_count
