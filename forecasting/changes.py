@@ -8,7 +8,8 @@ metrics.
 
 `Slices` turns pending changes into what an incremental refresh recomputes: the periods (month, quarter, year in
 TIME_ZONE) containing each old and new close date, expected close date and creation date, the pipelines, the
-owners (for their quotas and their teams') and the deals.
+owners (for their quotas and their teams') and the deals. The forecast and the funnel are not recomputed but
+patched with the images themselves (`forecasting.recompute.DIFFERENCES`).
 """
 
 from collections import Counter, defaultdict
@@ -32,10 +33,17 @@ DEAL_COLUMNS_READ = (
 IMAGE = (
     "id, pipeline_id, owner_id, source, status, amount, furthest_open_order, created_at, closed_at, expected_close_date"
 )
-PENDING = (
-    "forecasting_pendingchange (deal_id, pipeline_id, owner_id, source, status, amount, furthest_open_order, "
-    "created_at, closed_at, expected_close_date, sign)"
-)
+# Migration 0011 adds the stage and the forecast category to the image: what a deal adds to its forecast rows (a
+# refresh applies a change as the difference of its images, `forecasting.metrics.forecast_differences`).
+WITH_STAGE = ", stage_id, forecast_category"
+
+
+def _pending(*, with_stage: bool) -> str:
+    stage = WITH_STAGE if with_stage else ""
+    return (
+        "forecasting_pendingchange (deal_id, pipeline_id, owner_id, source, status, amount, furthest_open_order, "
+        f"created_at, closed_at, expected_close_date{stage}, sign)"
+    )
 
 
 def _same_row(a: str, b: str, columns: str) -> str:
@@ -44,11 +52,14 @@ def _same_row(a: str, b: str, columns: str) -> str:
     )
 
 
-def deal_changes_function(*, with_touch: bool) -> str:
+def deal_changes_function(*, with_touch: bool, with_stage: bool = False) -> str:
     """The deal trigger's function: the old and new images of a deal when a column of DEAL_COLUMNS_READ changed,
     and `with_touch`, only its id when its last touch moved (a touch makes or ends `no_activity`, which concerns
     that deal's stale row alone, like an activity's change). Migration 0002 installed it without the touch, before
-    the column existed; 0008 adds it, once pipeline 0020 has made the column."""
+    the column existed; 0008 adds it, once pipeline 0020 has made the column; 0011 adds `with_stage`, the deal's
+    stage and forecast category in each image."""
+    pending = _pending(with_stage=with_stage)
+    image = IMAGE + (WITH_STAGE if with_stage else "")
     touch = """
         -- as an activity's change: the deal alone
         INSERT INTO forecasting_pendingchange (deal_id)
@@ -62,15 +73,15 @@ BEGIN
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO {PENDING} SELECT {IMAGE}, 1 FROM new_deals;
+        INSERT INTO {pending} SELECT {image}, 1 FROM new_deals;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO {PENDING} SELECT {IMAGE}, -1 FROM old_deals;
+        INSERT INTO {pending} SELECT {image}, -1 FROM old_deals;
     ELSE
-        INSERT INTO {PENDING}
-        SELECT {IMAGE}, -1 FROM old_deals o
+        INSERT INTO {pending}
+        SELECT {image}, -1 FROM old_deals o
          WHERE NOT EXISTS (SELECT 1 FROM new_deals n WHERE {_same_row("n", "o", DEAL_COLUMNS_READ)})
         UNION ALL
-        SELECT {IMAGE}, 1 FROM new_deals n
+        SELECT {image}, 1 FROM new_deals n
          WHERE NOT EXISTS (SELECT 1 FROM old_deals o WHERE {_same_row("o", "n", DEAL_COLUMNS_READ)});{touch}
     END IF;
     RETURN NULL;
@@ -131,10 +142,11 @@ DROP TRIGGER activity_deleted_for_metrics ON pipeline_activity;
 DROP FUNCTION forecasting_record_activity_changes();
 """
 
-# What a refresh reads of each pending change (the arguments of `Slices.of`).
+# What a refresh reads of each pending change (the arguments of `Slices.of`), and then the deal's stage and forecast
+# category (of the forecast's differences).
 COLUMNS = (
     "deal_id, pipeline_id, owner_id, source, status, amount, furthest_open_order, created_at, closed_at, "
-    "expected_close_date, sign"
+    "expected_close_date, sign, stage_id, forecast_category"
 )
 
 
@@ -169,7 +181,7 @@ class Slices:
         past_due_places: dict[int, Counter] = defaultdict(Counter)
         for row in changes:
             deal_id, pipeline_id, owner_id, source, status, amount, furthest, created_at, closed_at, expected, sign = (
-                row
+                row[:11]
             )
             slices.deals.add(deal_id)
             if sign:

@@ -239,6 +239,10 @@ class ForecastValues(TypedDict):
     open_count: int
     won_amount: str
     won_count: int
+    # The weighted sums before rounding (trimmed of trailing zeros): a refresh adds a changed deal's difference to
+    # them and rounds again (`forecast_differences`), which the rounded values alone would not give to the cent.
+    weighted_configured_exact: str
+    weighted_learned_exact: str
 
 
 class PastDueValues(TypedDict):
@@ -382,6 +386,7 @@ _NOTHING = {
     Metric.FORECAST: {
         **dict.fromkeys(["weighted_configured", "weighted_learned", "commit", "best_case", "pipeline"], "0.00"),
         **{"open_count": 0, "won_amount": "0.00", "won_count": 0},
+        **dict.fromkeys(["weighted_configured_exact", "weighted_learned_exact"], "0"),
     },
     Metric.LEADS: dict.fromkeys(
         ["qualified", "qualified_previous", "created", "created_reached_mql", "created_reached_sql"], 0
@@ -636,6 +641,121 @@ def funnel(cursor: CursorWrapper, params: MetricParams) -> int:
     return _execute(cursor, sql, params)
 
 
+def funnel_differences(
+    cursor: CursorWrapper, params: MetricParams, images: list[dict[str, Any]]
+) -> tuple[int, int, int] | None:
+    """Apply changed deals to the run's funnel rows as differences: each image (sign −1 old, +1 new) counted out of
+    or into `reached` of every open stage up to its furthest, `won` and `cohort_deals`, in the cohorts of its
+    creation (month, quarter, year, all deals) and its groups; `next_reached` follows the next stage's `reached`,
+    the conversion is derived again from the counts. A group's rows are made when it gets its first deal and removed
+    with its last, as `funnel` writes them.
+
+    `images` as for `forecast_differences`. Returns the rows (updated, inserted, removed), or None, having changed
+    nothing, when an image's owner is gone (only a recompute knows the rows of a team it left).
+    """
+    groups = STAGE_GROUPS
+    columns = {
+        "deal_id": "bigint", "pipeline_id": "bigint", "owner_id": "bigint", "source": "text", "status": "text",
+        "furthest_open_order": "int", "created_at": "timestamptz", "sign": "int",
+    }  # fmt: skip
+    arrays = {f"image_{name}": [image[name] for image in images] for name in columns}
+    unnest = ", ".join(f"%(image_{name})s::{kind}[]" for name, kind in columns.items())
+    group_match = " AND ".join(
+        f"r.{column} IS NOT DISTINCT FROM d.{column}" for column in ("owner_id", "team_id", "pipeline_id", "source")
+    )
+    row_of = f"""
+        SELECT r.id, r."values" FROM forecasting_metricsnapshot r
+         WHERE r.run_id = %(run_id)s AND r.metric = '{Metric.FUNNEL.value}' AND r.group_kind = d.group_kind
+           AND r.period_kind = d.kind AND r.stage_id = d.stage_id AND {group_match}
+    """
+    new_values = _values(
+        Metric.FUNNEL,
+        order='c."order"',
+        reached="c.reached",
+        next_reached="c.next_reached",
+        won="c.won",
+        cohort_deals="c.cohort_deals",
+        conversion="coalesce(c.next_reached, c.won)::float8 / nullif(c.reached, 0)",
+    )
+
+    def old(key: str) -> str:
+        return f"coalesce((r.\"values\"->>'{key}')::bigint, 0)"
+
+    sql = f"""
+    WITH images ({", ".join(columns)}) AS (
+        SELECT * FROM unnest({unnest})
+    ), facts AS (
+        SELECT i.sign, i.pipeline_id, i.owner_id, u.team_id, i.source, i.status = 'won' AS won,
+               CASE WHEN i.status = 'won' THEN {WON_REACHED_EVERYTHING} ELSE i.furthest_open_order END
+                   AS furthest_order,
+               date_trunc('month', i.created_at AT TIME ZONE %(tz)s) AS month
+          FROM images i
+          JOIN accounts_user u ON u.id = i.owner_id
+    ), cohorts AS (
+        SELECT facts.*, k.kind, date_trunc(k.kind, month)::date AS period_start,
+               (date_trunc(k.kind, month) + k.step)::date AS period_end
+          FROM facts CROSS JOIN {PERIOD_KINDS}
+        UNION ALL
+        SELECT facts.*, 'all', NULL::date, NULL::date FROM facts
+    ), by_stage AS (
+        SELECT kind, period_start, period_end, {_group_kind(groups)} AS group_kind,
+               {_group_columns(groups, intrinsic=("pipeline_id",))}, stage_id, "order",
+               coalesce(sum(sign) FILTER (WHERE furthest_order >= "order"), 0) AS reached,
+               sum(sign) FILTER (WHERE won) AS won, sum(sign) AS cohort_deals
+          FROM cohorts
+          JOIN (SELECT id AS stage_id, pipeline_id AS of_pipeline, "order" FROM pipeline_stage WHERE kind = 'open') s
+            ON s.of_pipeline = cohorts.pipeline_id
+         GROUP BY {_grouping_sets(["kind", "period_start", "period_end", "pipeline_id", "stage_id", '"order"'], groups)}
+    ), differences AS (
+        SELECT by_stage.*, coalesce(won, 0) AS won_difference,
+               lead(reached) OVER w AS next_reached, lead(stage_id) OVER w IS NULL AS last
+          FROM by_stage
+        WINDOW w AS (PARTITION BY kind, period_start, group_kind, owner_id, team_id, pipeline_id, source
+                     ORDER BY "order")
+    ), changed AS (
+        SELECT d.kind, d.period_start, d.period_end, d.group_kind, d.owner_id, d.team_id, d.pipeline_id, d.source,
+               d.stage_id, d."order", r.id AS row_id,
+               d.reached + {old("reached")} AS reached,
+               CASE WHEN NOT d.last THEN d.next_reached + {old("next_reached")} END AS next_reached,
+               d.won_difference + {old("won")} AS won,
+               d.cohort_deals + {old("cohort_deals")} AS cohort_deals
+          FROM differences d
+          LEFT JOIN LATERAL (
+              {row_of} AND r.period_start = d.period_start
+              UNION ALL
+              {row_of} AND r.period_start IS NULL AND d.period_start IS NULL
+          ) r ON TRUE
+         WHERE d.reached <> 0 OR d.won_difference <> 0 OR d.cohort_deals <> 0 OR coalesce(d.next_reached, 0) <> 0
+    ), exact AS (
+        SELECT (SELECT count(*) FROM images) = (SELECT count(*) FROM facts) AS ok
+    ), merged AS (
+        SELECT c.*, {new_values} AS "values", c.cohort_deals > 0 AS kept
+          FROM changed c
+         WHERE (SELECT ok FROM exact)
+    ), updated AS (
+        UPDATE forecasting_metricsnapshot r SET "values" = m."values", computed_at = %(computed_at)s
+          FROM merged m
+         WHERE r.id = m.row_id AND m.kept
+        RETURNING 1
+    ), removed AS (
+        DELETE FROM forecasting_metricsnapshot r USING merged m WHERE r.id = m.row_id AND NOT m.kept
+        RETURNING 1
+    ), inserted AS (
+        {INSERT}
+        SELECT %(run_id)s, '{Metric.FUNNEL.value}', kind, period_start, period_end, group_kind,
+               owner_id, team_id, pipeline_id, source, stage_id, NULL, "values", %(computed_at)s
+          FROM merged m
+         WHERE m.row_id IS NULL AND m.kept
+        RETURNING 1
+    )
+    SELECT (SELECT ok FROM exact), (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted),
+           (SELECT count(*) FROM removed)
+    """
+    cursor.execute(sql, params.sql() | arrays)
+    ok, *counts = cursor.fetchone()
+    return tuple(counts) if ok else None
+
+
 def learned_probability(cursor: CursorWrapper, params: MetricParams) -> int:
     """The learned win probability of each open stage: p = (w + k·p0) / (w + l + k).
 
@@ -698,22 +818,13 @@ def forecast(cursor: CursorWrapper, params: MetricParams) -> int:
     weighted_configured = Σ amount × configured probability, weighted_learned = Σ amount × the company's learned
     probability of the deal's stage (from this run's learned_probability rows), over open deals expected to close
     in the period; commit = Σ amount of those whose forecast category is commit; best_case = commit + Σ best_case;
-    pipeline = Σ amount of all of them; won_amount = Σ amount of deals won in the period. Amounts round to cents.
-    Must run after `learned_probability`.
+    pipeline = Σ amount of all of them; won_amount = Σ amount of deals won in the period. Amounts round to cents
+    (and are written with two decimals, zeros too: a refresh's sums must read the same). Must run after
+    `learned_probability`.
     """
     values = _values(
         Metric.FORECAST,
-        weighted_configured="round(coalesce(sum(amount * configured_p) FILTER (WHERE fact = 'open'), 0), 2)::text",
-        weighted_learned="round(coalesce(sum(amount * learned_p) FILTER (WHERE fact = 'open'), 0), 2)::text",
-        commit="coalesce(sum(amount) FILTER (WHERE fact = 'open' AND forecast_category = 'commit'), 0)::text",
-        best_case=(
-            "coalesce(sum(amount) FILTER (WHERE fact = 'open' AND forecast_category IN ('commit', 'best_case')), 0)"
-            "::text"
-        ),
-        pipeline="coalesce(sum(amount) FILTER (WHERE fact = 'open'), 0)::text",
-        open_count="count(*) FILTER (WHERE fact = 'open')",
-        won_amount="coalesce(sum(amount) FILTER (WHERE fact = 'won'), 0)::text",
-        won_count="count(*) FILTER (WHERE fact = 'won')",
+        **_forecast_values(_forecast_sums(signed=False)),
     )
     groups, company = _live_groups(params, ALL_GROUPS)
     period_columns, period_join, in_periods = _periods_of(params, "local_at", "forecast")
@@ -755,6 +866,162 @@ def forecast(cursor: CursorWrapper, params: MetricParams) -> int:
      GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], groups, company=company)}
     """
     return _execute(cursor, sql, params)
+
+
+FORECAST_AMOUNTS = ("commit", "best_case", "pipeline", "won_amount")
+FORECAST_COUNTS = ("open_count", "won_count")
+FORECAST_WEIGHTED = ("weighted_configured", "weighted_learned")
+
+
+# What each sum or count of a forecast row adds up, over which of its facts (None: the facts themselves, counted).
+FORECAST_SUMS = {
+    "weighted_configured": ("amount * configured_p", "fact = 'open'"),
+    "weighted_learned": ("amount * learned_p", "fact = 'open'"),
+    "commit": ("amount", "fact = 'open' AND forecast_category = 'commit'"),
+    "best_case": ("amount", "fact = 'open' AND forecast_category IN ('commit', 'best_case')"),
+    "pipeline": ("amount", "fact = 'open'"),
+    "open_count": (None, "fact = 'open'"),
+    "won_amount": ("amount", "fact = 'won'"),
+    "won_count": (None, "fact = 'won'"),
+}
+
+
+def _forecast_sums(*, signed: bool) -> dict[str, str]:
+    """The SQL of each sum of `FORECAST_SUMS`; `signed`, over images whose `sign` says whether they add or take away."""
+    sums = {}
+    for key, (summed, facts) in FORECAST_SUMS.items():
+        if summed is None:
+            summed = "sign" if signed else "*"
+            aggregate = "sum" if signed else "count"
+        else:
+            summed, aggregate = (f"sign * {summed}" if signed else summed), "sum"
+        sums[key] = f"{aggregate}({summed}) FILTER (WHERE {facts})"
+    return sums
+
+
+def _forecast_values(sums: dict[str, str]) -> dict[str, str]:
+    """The SQL of each key of a forecast row from the SQL of its sums and counts (NULL when nothing was summed): the
+    one form of the numbers that both a recompute and a refresh's differences write."""
+    expressions = {}
+    for key in result_keys(Metric.FORECAST):
+        if key in FORECAST_WEIGHTED or key in FORECAST_AMOUNTS:
+            expressions[key] = f"round(coalesce({sums[key]}, 0), 2)::text"
+        elif key in FORECAST_COUNTS:
+            expressions[key] = f"coalesce({sums[key]}, 0)"
+        else:
+            expressions[key] = f"trim_scale(coalesce({sums[key.removesuffix('_exact')]}, 0))::text"
+    return expressions
+
+
+def forecast_differences(
+    cursor: CursorWrapper, params: MetricParams, images: list[dict[str, Any]]
+) -> tuple[int, int, int] | None:
+    """Apply changed deals to the run's forecast rows as differences: each deal's old image (sign −1) taken out of
+    the rows of its periods and groups, its new one (+1) added, rows made where a group had nothing, and rows left
+    with nothing (no open deal expected, no deal won) removed; the weighted sums rounded again from their exact
+    value. The same rows `forecast` would write for those periods, at the cost of the changes, not the periods.
+
+    `images` are pending changes with a sign, by the names of `forecasting.changes.COLUMNS`. Returns the rows
+    (updated, inserted, removed), or None, having changed nothing, when the differences cannot be exact: an image
+    without its stage (recorded before migration 0011), an owner or stage no longer there, or a touched row written
+    before the exact sums were (the periods are then recomputed instead).
+    """
+    groups = ALL_GROUPS
+    columns = {
+        "deal_id": "bigint", "pipeline_id": "bigint", "owner_id": "bigint", "source": "text", "status": "text",
+        "amount": "numeric", "closed_at": "timestamptz", "expected_close_date": "date", "sign": "int",
+        "stage_id": "bigint", "forecast_category": "text",
+    }  # fmt: skip
+    arrays = {f"image_{name}": [image[name] for image in images] for name in columns}
+    unnest = ", ".join(f"%(image_{name})s::{kind}[]" for name, kind in columns.items())
+    deltas = _forecast_sums(signed=True)
+
+    def old(key: str) -> str:
+        stored = f"{key}_exact" if key in FORECAST_WEIGHTED else key
+        kind = "bigint" if key in FORECAST_COUNTS else "numeric"
+        return f"coalesce((c.old->>'{stored}')::{kind}, 0)"
+
+    new_values = _values(Metric.FORECAST, **_forecast_values({key: f"(c.{key} + {old(key)})" for key in deltas}))
+    key_columns = "kind, period_start, period_end, group_kind, owner_id, team_id, pipeline_id, source"
+    sql = f"""
+    WITH images ({", ".join(columns)}) AS (
+        SELECT * FROM unnest({unnest})
+    ), learned AS (
+        SELECT stage_id, ("values"->>'p')::numeric AS p
+          FROM forecasting_metricsnapshot
+         WHERE run_id = %(run_id)s AND metric = '{Metric.LEARNED_PROBABILITY.value}' AND group_kind = 'company'
+    ), facts AS (
+        SELECT 'open' AS fact, i.expected_close_date::timestamp AS local_at, i.sign, i.amount, i.forecast_category,
+               s.probability::numeric / 100 AS configured_p, coalesce(l.p, s.probability::numeric / 100) AS learned_p,
+               i.owner_id, u.team_id, i.pipeline_id, i.source
+          FROM images i
+          JOIN accounts_user u ON u.id = i.owner_id
+          JOIN pipeline_stage s ON s.id = i.stage_id
+          LEFT JOIN learned l ON l.stage_id = i.stage_id
+         WHERE i.status = 'open' AND i.expected_close_date IS NOT NULL
+        UNION ALL
+        SELECT 'won', i.closed_at AT TIME ZONE %(tz)s, i.sign, i.amount, i.forecast_category, 1, 1,
+               i.owner_id, u.team_id, i.pipeline_id, i.source
+          FROM images i
+          JOIN accounts_user u ON u.id = i.owner_id
+         WHERE i.status = 'won'
+    ), counted AS (
+        -- Each image that some forecast row counts, and the facts made of them: fewer facts means an owner or a
+        -- stage that is gone, whose rows only a recompute knows.
+        SELECT (SELECT count(*) FROM images i
+                 WHERE (i.status = 'open' AND i.expected_close_date IS NOT NULL) OR i.status = 'won') AS images,
+               (SELECT count(*) FROM facts) AS facts
+    ), periods AS (
+        SELECT facts.*, k.kind, date_trunc(k.kind, local_at)::date AS period_start,
+               (date_trunc(k.kind, local_at) + k.step)::date AS period_end
+          FROM facts CROSS JOIN {PERIOD_KINDS}
+    ), differences AS (
+        SELECT kind, period_start, period_end, {_group_kind(groups)} AS group_kind, {_group_columns(groups)},
+               {", ".join(f"coalesce({sql}, 0) AS {key}" for key, sql in deltas.items())}
+          FROM periods
+         GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], groups)}
+    ), changed AS (
+        SELECT d.*, r.id AS row_id, r."values" AS old
+          FROM differences d
+          LEFT JOIN forecasting_metricsnapshot r
+                 ON r.run_id = %(run_id)s AND r.metric = '{Metric.FORECAST.value}' AND r.period_kind = d.kind
+                AND r.period_start = d.period_start AND r.group_kind = d.group_kind
+                AND r.owner_id IS NOT DISTINCT FROM d.owner_id AND r.team_id IS NOT DISTINCT FROM d.team_id
+                AND r.pipeline_id IS NOT DISTINCT FROM d.pipeline_id AND r.source IS NOT DISTINCT FROM d.source
+         WHERE ({" OR ".join(f"d.{key} <> 0" for key in deltas)})
+    ), exact AS (
+        SELECT (SELECT images = facts FROM counted)
+               AND NOT EXISTS (SELECT 1 FROM changed WHERE row_id IS NOT NULL AND NOT old ? 'weighted_configured_exact')
+               AS ok
+    ), merged AS (
+        SELECT c.row_id, {", ".join(f"c.{column}" for column in key_columns.split(", "))},
+               {new_values} AS "values",
+               (c.open_count + {old("open_count")}) + (c.won_count + {old("won_count")}) > 0 AS kept
+          FROM changed c
+         WHERE (SELECT ok FROM exact)
+    ), updated AS (
+        UPDATE forecasting_metricsnapshot r SET "values" = m."values", computed_at = %(computed_at)s
+          FROM merged m
+         WHERE r.id = m.row_id AND m.kept
+        RETURNING 1
+    ), removed AS (
+        DELETE FROM forecasting_metricsnapshot r USING merged m WHERE r.id = m.row_id AND NOT m.kept
+        RETURNING 1
+    ), inserted AS (
+        {INSERT}
+        SELECT %(run_id)s, '{Metric.FORECAST.value}', {key_columns}, NULL, NULL, "values", %(computed_at)s
+          FROM merged m
+         WHERE m.row_id IS NULL AND m.kept
+        RETURNING 1
+    )
+    SELECT (SELECT ok FROM exact), (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted),
+           (SELECT count(*) FROM removed)
+    """
+    if any(image["stage_id"] is None for image in images):
+        return None
+    cursor.execute(sql, params.sql() | arrays)
+    ok, *counts = cursor.fetchone()
+    return tuple(counts) if ok else None
 
 
 def past_due(cursor: CursorWrapper, params: MetricParams) -> int:

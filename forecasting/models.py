@@ -229,6 +229,9 @@ class PendingChange(models.Model):
     created_at = models.DateTimeField(null=True)
     closed_at = models.DateTimeField(null=True)
     expected_close_date = models.DateField(null=True)
+    # What the deal adds to its forecast rows (migration 0011; null in an image recorded before it).
+    stage_id = models.BigIntegerField(null=True)
+    forecast_category = models.CharField(max_length=16, null=True)
     # −1 for a deal's values before the change, +1 after it, 0 for an activity's deal.
     sign = models.SmallIntegerField(db_default=0)
     recorded_at = models.DateTimeField(db_default=Now())

@@ -2,9 +2,10 @@
 
 A full recompute writes a new run, either in ONE transaction (readers, who pick the latest complete run, see the
 previous run until it commits, and a recompute that is killed or fails leaves no trace) or on several connections
-(the families side by side in units, the run marked complete last, a failed run discarded). An incremental refresh
-rewrites, in one transaction, the slices of the latest complete run that pending changes touch. An advisory lock
-makes a second concurrent recompute or refresh return at once instead of running twice.
+(the families side by side in units, the run marked complete last, a failed run discarded); either way it reads the
+deals and the queue of pending changes in one snapshot. An incremental refresh rewrites, in one transaction, the
+slices of the latest complete run that pending changes touch, or patches them with the changes' differences. An
+advisory lock makes a second concurrent recompute or refresh return at once instead of running twice.
 
 No run mixes two configurations (`forecasting.configuration`): a run records the fingerprint of the configuration it
 starts with, and a recompute or refresh that finds another one at its end (a stage's probability, a team, a quota
@@ -17,6 +18,7 @@ reads the seconds of each family from the worker's log in that form.
 
 import dataclasses
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -24,7 +26,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.backends.utils import CursorWrapper
 
 from forecasting import changes, configuration, metrics
@@ -80,7 +82,10 @@ UNITS: list[tuple[Family, ...]] = [
 def recompute_in_one_transaction(*, as_of: datetime | None) -> MetricsRun | None:
     """Every family, in order, into a new run committed whole; None if another recompute holds the lock."""
     started = time.monotonic()
+    outermost = not connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
+        if outermost:
+            _consistent_snapshot(cursor)
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s), now()", [RECOMPUTE_LOCK_KEY])
         acquired, now = cursor.fetchone()
         if not acquired:
@@ -90,7 +95,7 @@ def recompute_in_one_transaction(*, as_of: datetime | None) -> MetricsRun | None
         consumed = _pending_change_runs(cursor)
         _tune_session(cursor)
         rows = _run_families(cursor, metrics.FAMILIES, params)
-        _complete_run(cursor, run, rows=rows, started=started, consumed=consumed)
+        _complete_run(cursor, run, rows=rows, started=started, consumed=consumed, elsewhere=outermost)
     logger.info("metrics recompute %s: %d rows in %.2f s", run.pk, rows, run.duration_seconds)
     return run
 
@@ -111,9 +116,11 @@ def recompute_on_connections(*, as_of: datetime | None, workers: int) -> Metrics
     try:
         # Committed before the units start: their rows reference it from other connections.
         run, params = _start_run(as_of or now)
-        with connection.cursor() as cursor:
+        # Held open while the units run: they read the deals in the snapshot this reads the queue in.
+        with transaction.atomic(), connection.cursor() as cursor:
+            snapshot = _consistent_snapshot(cursor, export=True)
             consumed = _pending_change_runs(cursor)
-        rows = _run_units_on_connections(UNITS, params, workers)
+            rows = _run_units_on_connections(UNITS, params, workers, snapshot=snapshot)
         with transaction.atomic(), connection.cursor() as cursor:
             _complete_run(cursor, run, rows=rows, started=started, consumed=consumed)
     except BaseException:
@@ -127,8 +134,11 @@ def recompute_on_connections(*, as_of: datetime | None, workers: int) -> Metrics
     return run
 
 
-def _run_units_on_connections(units: list[tuple[Family, ...]], params: MetricParams, workers: int) -> int:
-    """Run the units on `workers` threads, each with its own connection; the first failure stops the rest."""
+def _run_units_on_connections(
+    units: list[tuple[Family, ...]], params: MetricParams, workers: int, *, snapshot: str
+) -> int:
+    """Run the units on `workers` threads, each with its own connection and in the exported `snapshot`; the first
+    failure stops the rest."""
     pending = deque(units)
     lock = threading.Lock()
     written: list[int] = []
@@ -142,6 +152,7 @@ def _run_units_on_connections(units: list[tuple[Family, ...]], params: MetricPar
                         return
                     unit = pending.popleft()
                 with transaction.atomic(), connection.cursor() as cursor:
+                    _consistent_snapshot(cursor, imported=snapshot)
                     _tune_session(cursor)
                     rows = _run_families(cursor, unit, params)
                 with lock:
@@ -172,14 +183,46 @@ def _start_run(computed_at: datetime) -> tuple[MetricsRun, MetricParams]:
     return run, dataclasses.replace(params, run_id=run.pk)
 
 
-def _refuse_another_configuration(cursor: CursorWrapper, run: MetricsRun) -> None:
+def _refuse_another_configuration(cursor: CursorWrapper, run: MetricsRun, *, elsewhere: bool = False) -> None:
     """Raise `ConfigurationChanged` unless the configuration is still the one `run` was computed with.
 
     Called last, after every family ran: a family that read a newer configuration (each statement sees what was
-    committed when it started) implies that this later statement sees it too.
+    committed when it started) implies that this later statement sees it too. `elsewhere`: read on a connection of
+    its own, since `cursor`'s transaction reads one snapshot (`_consistent_snapshot`) and sees no later change.
     """
-    if configuration.current_fingerprint(cursor) != run.config_fingerprint:
+    if elsewhere:
+        other = connections.create_connection(DEFAULT_DB_ALIAS)
+        try:
+            with other.cursor() as other_cursor:
+                current = configuration.current_fingerprint(other_cursor)
+        finally:
+            other.close()
+    else:
+        current = configuration.current_fingerprint(cursor)
+    if current != run.config_fingerprint:
         raise ConfigurationChanged(f"the configuration changed since metrics run {run.pk} started")
+
+
+def _consistent_snapshot(cursor: CursorWrapper, *, export: bool = False, imported: str | None = None) -> str | None:
+    """Make the transaction of `cursor` (which must not have run a statement yet) read one snapshot throughout, the
+    one `imported` names if given; with `export`, return its name for other connections.
+
+    A full recompute reads the queue of pending changes and the deals in one snapshot, so that its run holds exactly
+    the changes it takes off the queue: a refresh adds the others to the forecast as differences
+    (`metrics.forecast_differences`), and a change counted by the run and left on the queue would count twice.
+    """
+    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    if imported is not None:
+        if not SNAPSHOT_NAME.fullmatch(imported):
+            raise ValueError(f"not a snapshot name: {imported!r}")
+        cursor.execute(f"SET TRANSACTION SNAPSHOT '{imported}'")
+    if not export:
+        return None
+    cursor.execute("SELECT pg_export_snapshot()")
+    return cursor.fetchone()[0]
+
+
+SNAPSHOT_NAME = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
 
 
 def _pending_change_runs(cursor: CursorWrapper) -> list[tuple[int, int]]:
@@ -221,9 +264,15 @@ def _run_families(cursor: CursorWrapper, families: Iterable[Family], params: Met
 
 
 def _complete_run(
-    cursor: CursorWrapper, run: MetricsRun, *, rows: int, started: float, consumed: list[tuple[int, int]]
+    cursor: CursorWrapper,
+    run: MetricsRun,
+    *,
+    rows: int,
+    started: float,
+    consumed: list[tuple[int, int]],
+    elsewhere: bool = False,
 ) -> None:
-    _refuse_another_configuration(cursor, run)
+    _refuse_another_configuration(cursor, run, elsewhere=elsewhere)
     # Before the pruning, which may take the previous run: its history families' rows go on in this one.
     rows += _carry_history_rows(cursor, run.pk)
     _prune_old_runs(cursor, keep_after=run)
@@ -391,6 +440,8 @@ def refresh_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
             if not slices.touches(metric):
                 continue
             family_started = time.monotonic()
+            if family in DIFFERENCES and _apply_differences(cursor, run, params, family, pending, family_started):
+                continue
             cursor.execute(
                 f"DELETE FROM forecasting_metricsnapshot WHERE run_id = %(run_id)s AND metric = %(metric)s"
                 f" AND {rows_in_scope}",
@@ -412,3 +463,34 @@ def refresh_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
         emit_metrics_recomputed(computed_at=refreshed_at, periods=slices.period_names(), full=False)
     logger.info("metrics run %s refreshed for %d changes in %.3f s", run.pk, len(pending), time.monotonic() - started)
     return run
+
+
+# The families a refresh patches with the changes' differences rather than recomputing their slices: their numbers
+# are sums and counts over deals (or follow from them), so a deal's old image can be taken out and its new one added.
+DIFFERENCES = {metrics.forecast: metrics.forecast_differences, metrics.funnel: metrics.funnel_differences}
+
+
+def _apply_differences(
+    cursor: CursorWrapper, run: MetricsRun, params: MetricParams, family: Family, pending: list[tuple], started: float
+) -> bool:
+    """Patch the run's rows of `family` with the changes' differences (`DIFFERENCES`); False when they cannot be
+    exact and its slices are to be recomputed instead.
+
+    Exact only if the run's rows hold every change committed before it and none after (they are added here): a full
+    recompute reads the queue and the deals in one snapshot (`_consistent_snapshot`)."""
+    names = [name.strip() for name in changes.COLUMNS.split(",")]
+    images = [image for image in (dict(zip(names, row, strict=True)) for row in pending) if image["sign"]]
+    counts = DIFFERENCES[family](cursor, params, images)
+    if counts is None:
+        return False
+    updated, inserted, removed = counts
+    run.row_count += inserted - removed
+    logger.info(
+        "metrics refresh %s: %d rows in %.3f s (%d differences, %d removed)",
+        family.__name__,
+        updated + inserted,
+        time.monotonic() - started,
+        len(images),
+        removed,
+    )
+    return True

@@ -75,8 +75,10 @@ def refresh_metrics(*, as_of: datetime | None = None) -> MetricsRun | None:
 
     Takes the pending changes (forecasting.changes) and recomputes only the slices they touch: the periods holding
     each old and new close, expected close and creation date, the pipelines' funnels, the stages' times, the deals'
-    staleness, plus past due, quotas and forecast accuracy whole (metrics.REFRESHED). One transaction, so readers
-    see the run before or after. Learned probabilities and lead metrics wait for the next full recompute.
+    staleness, plus past due, quotas and forecast accuracy whole (metrics.REFRESHED); the forecast and the funnels
+    it patches with each change's difference instead (recompute.DIFFERENCES), at the cost of the change. One
+    transaction, so readers see the run before or after. Learned probabilities and lead metrics wait for the next
+    full recompute.
     Returns the run; None when a recompute holds the lock, or before any complete run exists, or when the
     configuration is not the one the run was computed with (a stage's probability, a team, a quota, the learning
     settings changed): patching some periods with the new one would mix two configurations, so the run and the

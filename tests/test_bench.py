@@ -109,7 +109,7 @@ def test_plain_sql_agrees_with_the_apps_metrics(db):
         (s.period_kind, s.period_start, s.values["pipeline"]) for s in app.filter(metric="forecast", pipeline_id=None)
     }
     assert forecast == rows(
-        "SELECT kind, period::date, coalesce(pipeline, 0)::text FROM m_forecast "
+        "SELECT kind, period::date, round(coalesce(pipeline, 0), 2)::text FROM m_forecast "
         "WHERE owner_id IS NULL AND team_id IS NULL AND pipeline_id IS NULL AND source IS NULL"
     )
     quotas = MetricSnapshot.objects.filter(run=run, metric="quota")

@@ -7,6 +7,7 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
 from django.db import connection, transaction
 from django.test import override_settings
@@ -16,11 +17,12 @@ from hypothesis import strategies as st
 from accounts.models import User
 from forecasting import changes, recompute, services
 from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, RunStatus
+from forecasting.selectors import latest_run
 from forecasting.services import recompute_metrics, refresh_metrics
 from pipeline import services as pipeline_services
 from pipeline import stage_history
 from pipeline.models import Activity, Deal, LostReason, Stage
-from tests.factories import make_deal
+from tests.factories import make_deal, make_qualified_deal, stage
 from tests.forecasting.test_metrics_properties import (
     AS_OF,
     BASE,
@@ -39,7 +41,7 @@ pytestmark = pytest.mark.django_db
 # Left to the next full recompute (README, "How fresh the metrics are"), the backtest and calibration among them: over
 # ended periods and closed deals, their rows change only when the history of an ended period does.
 NOT_REFRESHED = {"learned_probability", "stage_time", "leads", "backtest", "backtest_summary", "calibration"}
-NOT_REFRESHED_VALUES = {"forecast": {"weighted_learned"}}
+NOT_REFRESHED_VALUES = {"forecast": {"weighted_learned", "weighted_learned_exact"}}
 
 change_strategy = st.one_of(
     st.tuples(st.just("move"), st.integers(0, 50), st.one_of(st.integers(0, 3), st.sampled_from(["won", "lost"]))),
@@ -49,6 +51,8 @@ change_strategy = st.one_of(
     st.tuples(st.just("plan"), st.integers(0, 50), st.integers(-30, 30)),
     st.tuples(st.just("complete"), st.integers(0, 50), st.just(0)),
     st.tuples(st.just("create"), st.integers(0, 3), st.integers(0, 24 * 400)),
+    st.tuples(st.just("category"), st.integers(0, 50), st.sampled_from([None, "pipeline", "best_case", "commit"])),
+    st.tuples(st.just("delete"), st.integers(0, 50), st.just(0)),
 )
 
 
@@ -77,6 +81,10 @@ def _apply(change) -> None:
         pipeline_services.log_activity(
             actor=None, kind="call", subject="Call", deal=deal, owner=deal.owner, due_at=AS_OF + timedelta(value)
         )
+    elif kind == "category":
+        pipeline_services.update_deal(deal=deal, actor=None, forecast_category_override=value)
+    elif kind == "delete":
+        deal.delete()
     elif kind == "complete":
         activity = Activity.objects.filter(deal=deal, done_at__isnull=True).first()
         if activity:
@@ -301,3 +309,139 @@ def test_a_move_that_leaves_a_deal_where_it_was_in_the_funnels_refreshes_no_funn
         ]
     )
     assert further.pipelines == {1} and ("month", date(2026, 2, 1)) in further.created
+
+
+# --- The forecast's differences (forecasting.metrics.forecast_differences) ----------------------------------------
+
+
+@pytest.fixture
+def book(org, pipeline):
+    """Open deals of both teams expected to close around a year's end, at amounts that weigh to fractions of a cent,
+    recomputed AS_OF."""
+    deals = [
+        make_qualified_deal(
+            owner=owner, pipeline=pipeline, stage=stage(pipeline, name), amount=Decimal(amount), expected_close_date=day
+        )
+        for owner, name, amount, day in [
+            (org.rep, "Proposal", "1000.05", "2027-12-30"),
+            (org.rep, "Qualification", "333.33", "2027-12-31"),
+            (org.other_rep, "Discovery", "10.01", "2028-01-02"),
+            (org.teammate, "Negotiation", "7.77", "2027-11-15"),
+        ]
+    ]
+    recompute_metrics(as_of=AS_OF)
+    return deals
+
+
+def _refreshed_as_recomputed(caplog, *, differences: bool = True, family: str = "forecast") -> None:
+    """Refresh, check whether `family` was patched with differences, and compare every row with a recompute's."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="forecasting.recompute"):
+        run = refresh_metrics(as_of=AS_OF)
+    assert run is not None
+    patched = re.search(rf"metrics refresh {family}: \d+ rows in [\d.]+ s \(\d+ differences", caplog.text)
+    assert bool(patched) is differences
+    refreshed = _rows(run)
+    reference = _rows(recompute_metrics(as_of=AS_OF))
+    assert sorted(refreshed, key=str) == sorted(reference, key=str)
+    for key, values in reference.items():
+        assert _same_values(refreshed[key], values), (key, refreshed[key], values)
+
+
+def test_a_move_and_a_close_date_across_a_year_end_are_applied_as_differences(book, pipeline, caplog):
+    pipeline_services.move_deal(deal=book[0], stage=stage(pipeline, "Negotiation"), actor=None)
+    pipeline_services.update_deal(deal=book[0], actor=None, expected_close_date=AS_OF.date().replace(year=2028))
+    _refreshed_as_recomputed(caplog)
+
+
+def test_an_owner_changed_across_teams_is_applied_as_differences(book, org, caplog):
+    pipeline_services.update_deal(deal=book[2], actor=None, owner=org.rep)
+    _refreshed_as_recomputed(caplog)
+
+
+def test_a_deleted_deal_is_taken_out_and_its_emptied_rows_removed(book, org, caplog):
+    book[2].delete()  # other_rep's only deal: its owner, and its team's, rows of 2028 go
+    _refreshed_as_recomputed(caplog)
+    assert not MetricSnapshot.objects.filter(metric="forecast", owner_id=org.other_rep.pk).exists()
+
+
+def test_an_amount_edit_and_a_win_are_applied_as_differences(book, pipeline, caplog):
+    pipeline_services.update_deal(deal=book[1], actor=None, amount=Decimal("0.03"))
+    pipeline_services.move_deal(deal=book[3], stage=stage(pipeline, "Won"), actor=None, at=AS_OF - timedelta(hours=1))
+    _refreshed_as_recomputed(caplog)
+
+
+def test_an_image_recorded_before_the_stage_was_in_it_has_its_periods_recomputed(book, pipeline, caplog):
+    pipeline_services.move_deal(deal=book[1], stage=stage(pipeline, "Proposal"), actor=None)
+    PendingChange.objects.update(stage_id=None, forecast_category=None)  # as the trigger before migration 0011
+    _refreshed_as_recomputed(caplog, differences=False)
+
+
+def test_rows_written_without_the_exact_sums_have_their_periods_recomputed(book, pipeline, caplog):
+    with connection.cursor() as cursor:  # as a run computed before the sums were kept, in book[1]'s periods
+        cursor.execute(
+            'UPDATE forecasting_metricsnapshot SET "values" = "values" - \'weighted_configured_exact\''
+            " WHERE metric = 'forecast' AND period_start IN ('2027-12-01', '2027-10-01', '2027-01-01')"
+        )
+    pipeline_services.move_deal(deal=book[1], stage=stage(pipeline, "Proposal"), actor=None)
+    _refreshed_as_recomputed(caplog, differences=False)
+
+
+def test_a_stage_probability_changed_with_a_move_pending_is_left_to_a_full_recompute(book, pipeline):
+    run = latest_run()
+    pipeline_services.move_deal(deal=book[1], stage=stage(pipeline, "Proposal"), actor=None)
+    pipeline_services.update_stage(stage=stage(pipeline, "Proposal"), actor=None, probability=65)
+    before = {row.pk: row.values for row in MetricSnapshot.objects.filter(run=run, metric="forecast")}
+    assert refresh_metrics(as_of=AS_OF) is None
+    assert not services.configuration_is_current()
+    assert {row.pk: row.values for row in MetricSnapshot.objects.filter(run=run, metric="forecast")} == before
+    assert PendingChange.objects.filter(deal_id=book[1].pk).exists()
+
+
+def test_a_deal_reaching_a_further_stage_and_a_win_are_applied_to_the_funnel_as_differences(book, pipeline, caplog):
+    pipeline_services.move_deal(deal=book[1], stage=stage(pipeline, "Negotiation"), actor=None)
+    pipeline_services.move_deal(deal=book[2], stage=stage(pipeline, "Won"), actor=None, at=AS_OF - timedelta(hours=1))
+    _refreshed_as_recomputed(caplog, family="funnel")
+
+
+def test_a_new_deal_of_a_new_cohort_and_group_makes_its_funnel_rows_and_its_delete_removes_them(
+    book, org, pipeline, caplog
+):
+    lone = make_qualified_deal(owner=org.admin, pipeline=pipeline, source="referral", created_at=AS_OF - timedelta(400))
+    _refreshed_as_recomputed(caplog, family="funnel")
+    assert MetricSnapshot.objects.filter(metric="funnel", owner_id=org.admin.pk).exists()
+    lone.delete()
+    _refreshed_as_recomputed(caplog, family="funnel")
+    assert not MetricSnapshot.objects.filter(metric="funnel", owner_id=org.admin.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("connections", [1, 2])
+def test_a_change_committed_while_a_recompute_runs_is_counted_once(org, pipeline, settings, connections, caplog):
+    """Committed after the recompute read the queue but before its forecast and funnel statements: the run reads the
+    deals in the queue's snapshot, so the change is the refresh's to add, and only the refresh's."""
+    settings.METRICS_CONNECTIONS = connections
+    deal = make_qualified_deal(owner=org.rep, pipeline=pipeline, amount=Decimal("100.00"))
+    real = recompute._run_families
+    done = []
+
+    def with_a_change_meanwhile(cursor, families, params):
+        if not done:
+            done.append(True)
+            negotiation = stage(pipeline, "Negotiation")
+            db = connection.get_connection_params()
+            with psycopg.connect(**{k: v for k, v in db.items() if k not in {"cursor_factory", "context"}}) as other:
+                other.execute(
+                    "UPDATE pipeline_deal SET amount = 250.55, stage_id = %s, furthest_open_order = %s,"
+                    " forecast_category = 'commit' WHERE id = %s",
+                    [negotiation.pk, negotiation.order, deal.pk],
+                )
+        return real(cursor, families, params)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recompute, "_run_families", with_a_change_meanwhile)
+        run = recompute_metrics(as_of=AS_OF)
+    assert run is not None and done
+    assert PendingChange.objects.filter(deal_id=deal.pk, sign=1, amount=Decimal("250.55")).exists()
+    _refreshed_as_recomputed(caplog)
+    assert re.search(r"metrics refresh funnel: \d+ rows in [\d.]+ s \(\d+ differences", caplog.text)

@@ -161,6 +161,40 @@ def test_every_sort_orders_like_python_and_pages_walk_every_deal_once(client, or
         assert walked == expected, (key, descending)
 
 
+@pytest.mark.parametrize("username", ["rep", "manager", "admin"])
+def test_a_filtered_walk_shows_each_visible_deal_once_and_totals_them_exactly(client, org, pipeline, username):
+    # The page's ids are picked before the relations are joined (config.rest.ApiPagination), and the total is read
+    # from the visibility indexes: both must still give exactly the visible deals of the filter, page after page.
+    prospecting, discovery, won = (stage(pipeline, name) for name in ("Prospecting", "Discovery", "Won"))
+    amounts = ["1200.50", None, "300", "999.99", "45000", "7", None, "2500"]
+    for index, amount in enumerate(amounts):
+        for owner in (org.rep, org.teammate, org.other_rep):
+            deal = make_qualified_deal(owner=owner, pipeline=pipeline, amount=amount and Decimal(amount))
+            if index % 3 == 2 or index == 7:
+                services.move_deal(deal=deal, actor=owner, stage=won if index == 7 else discovery)
+    user = getattr(org, username)
+    client = logged_in(client, user)
+    for chosen, status in ((prospecting, ""), (discovery, "open"), (won, "won"), (discovery, "won")):
+        deals = [
+            deal
+            for deal in selectors.visible_deals(user)
+            if deal.pipeline_id == pipeline.pk and deal.stage_id == chosen.pk and (not status or deal.status == status)
+        ]
+        expected = [deal.pk for deal in sorted(deals, key=lambda deal: (deal.updated_at, deal.pk), reverse=True)]
+        url = f"{URL}?pipeline={pipeline.pk}&stage={chosen.pk}&status={status}&page_size=2"
+        walked, totals = [], set()
+        while url:
+            response = client.get(url)
+            walked += shown_ids(response)
+            found = re.search(r'id="deal-total" data-count="(\d+)" data-amount="([^"]*)"', response.content.decode())
+            totals.add(found.groups() if found else None)
+            found = re.search(r'<a href="([^"]+)" rel="next">', response.content.decode())
+            url = found and found.group(1).replace("&amp;", "&")
+        assert walked == expected, (username, chosen.name, status)
+        amount = sum((deal.amount for deal in deals if deal.amount is not None), Decimal(0))
+        assert totals == {(str(len(deals)), str(amount))}, (username, chosen.name, status)
+
+
 def test_an_estimate_stands_for_the_count_above_the_limit(org, pipeline):
     for _ in range(5):
         make_deal(owner=org.rep, pipeline=pipeline)
