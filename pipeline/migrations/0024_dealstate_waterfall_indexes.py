@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     # CREATE INDEX CONCURRENTLY cannot run inside a transaction.
     atomic = False
 
-    dependencies = [("pipeline", "0022_stage_probability_history")]
+    dependencies = [("pipeline", "0023_deal_list_indexes")]
 
     operations = [
         AddIndexConcurrently(
