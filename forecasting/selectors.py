@@ -761,51 +761,135 @@ WATERFALL_BUCKETS = WATERFALL_IN + WATERFALL_OUT + WATERFALL_KEPT
 # keep it), "" for a deal deleted since.
 _GROUP_SQL = {
     GroupKind.COMPANY: ("NULL::bigint", "NULL::bigint"),
-    GroupKind.OWNER: ("a.owner_id", "b.owner_id"),
+    GroupKind.OWNER: ("a_owner_id", "b_owner_id"),
     GroupKind.TEAM: ("ua.team_id", "ub.team_id"),
-    GroupKind.PIPELINE: ("a.pipeline_id", "b.pipeline_id"),
+    GroupKind.PIPELINE: ("sa.pipeline_id", "sb.pipeline_id"),
     GroupKind.SOURCE: ("coalesce(d.source, '')", "coalesce(d.source, '')"),
 }
 
-_STATE_AT = """
-    SELECT s.stage_id, s.owner_id, s.amount, s.expected_close_date, st.kind, st.pipeline_id
-      FROM pipeline_dealstate s JOIN pipeline_stage st ON st.id = s.stage_id
-     WHERE s.deal_id = c.deal_id AND s.valid_from <= %(at)s AND (s.valid_to > %(at)s OR s.valid_to IS NULL)
-     ORDER BY s.valid_from DESC, s.id DESC LIMIT 1
-"""
+# The state columns a history read takes from an interval (all of them in the indexes of pipeline 0024).
+_STATE_COLUMNS = "s.deal_id, s.stage_id, s.owner_id, s.amount, s.expected_close_date"
+_OWNERS = "(%(owners)s::bigint[] IS NULL OR s.owner_id = ANY(%(owners)s::bigint[]))"
 
 
-def _two_states_sql(group: str) -> str:
+_TEAM_JOINS = """LEFT JOIN accounts_user ua ON ua.id = f.a_owner_id
+          LEFT JOIN accounts_user ub ON ub.id = f.b_owner_id"""
+
+
+def _open_intervals(*holding: str) -> str:
+    """The intervals with an open stage and a close date in [p_start, p_end), of `owners` (null: everyone's), that
+    meet each condition of `holding` (one SELECT each, added up): those still open come from
+    `dealstate_current_idx`, the closed ones from `dealstate_to_idx`, both index-only."""
+    in_period = f"""
+       AND s.stage_id = ANY(ARRAY(SELECT id FROM pipeline_stage WHERE kind = 'open'))
+       AND s.expected_close_date >= %(p_start)s AND s.expected_close_date < %(p_end)s AND {_OWNERS}"""
+    return "\n    UNION ALL".join(
+        f"""
+    SELECT {_STATE_COLUMNS} FROM pipeline_dealstate s
+     WHERE {condition}{in_period}"""
+        for condition in holding
+    )
+
+
+# Of the open pipeline of P at a and at b (a < b), the intervals holding both instants (the deal did not change in
+# between), the interval holding a that ended by b, and the interval holding b that began after a.
+_KEPT = _open_intervals("s.valid_to IS NULL AND s.valid_from <= %(a)s", "s.valid_to > %(b)s AND s.valid_from <= %(a)s")
+_LEFT_A = _open_intervals("s.valid_to > %(a)s AND s.valid_to <= %(b)s AND s.valid_from <= %(a)s")
+_REACHED_B = _open_intervals(
+    "s.valid_to IS NULL AND s.valid_from > %(a)s AND s.valid_from <= %(b)s",
+    "s.valid_to > %(b)s AND s.valid_from > %(a)s AND s.valid_from <= %(b)s",
+)
+
+# The group of a kept interval `k` (its stage `st`, its owner `u`, its deal `d`), as `_GROUP_SQL` reads a state's.
+_KEPT_GROUP_SQL = {
+    GroupKind.COMPANY: ("NULL::bigint", ""),
+    GroupKind.OWNER: ("k.owner_id", ""),
+    GroupKind.TEAM: ("u.team_id", "LEFT JOIN accounts_user u ON u.id = k.owner_id"),
+    GroupKind.PIPELINE: ("st.pipeline_id", "JOIN pipeline_stage st ON st.id = k.stage_id"),
+    GroupKind.SOURCE: ("coalesce(d.source, '')", "LEFT JOIN pipeline_deal d ON d.id = k.deal_id"),
+}
+
+
+def _kept_unchanged_sql(group: str) -> str:
+    """Per group, the count and amount of the deals whose one interval held both a and b in the open pipeline of
+    P: `unchanged`, each in its group at both instants, read from the index alone (columns as the waterfall's)."""
+    grp, join = _KEPT_GROUP_SQL[GroupKind(group)]
+    return f"""
+    SELECT {grp}, 'unchanged', count(*), 0.00, count(*), coalesce(sum(k.amount), 0), count(*),
+           coalesce(sum(k.amount), 0)
+      FROM ({_KEPT}) k {join}
+     GROUP BY 1"""
+
+
+# A kept interval's columns as a state's (the same at a and at b).
+_KEPT_AS = (("stage_id", "stage_id"), ("owner_id", "owner_id"), ("amount", "amount"), ("expected_close_date", "close"))
+
+
+def _two_states_sql(group: str, *, kept: bool = True) -> str:
     """Per deal that was in the open pipeline of [p_start, p_end) at `a` or at `b`: its state at each instant
     (columns a_*, b_*, null where it did not exist), its group at each, and whether it was in that pipeline then.
+    Without `kept`, only the deals that changed between a and b (the rest: `_kept_unchanged_sql`).
 
-    The deals are found through the intervals holding a close date in the period (index on the close date), and
-    their two states by (deal, valid_from): the cost follows the period's deals, not the history's size.
+    Set-based, from the intervals that touch [a, b] only, read index-only. A deal whose interval holding a also
+    holds b is the same at both. Any other has two intervals (or one: created, deleted): one of open(P, a) that
+    ended by b, or one of open(P, b) that began after a, or both, joined by deal; a deal that has only one of the
+    two has its state at the other instant in an interval that ended in (a, b] (at a), or began in (a, b] (at b;
+    none: deleted). The cost follows the period's deals and the changes between a and b, not the history's size,
+    and no deal is looked up one by one.
     """
     group_a, group_b = _GROUP_SQL[GroupKind(group)]
-    in_period = "{s}.kind = 'open' AND {s}.expected_close_date >= %(p_start)s AND {s}.expected_close_date < %(p_end)s"
+    in_period = "{s}_kind = 'open' AND {s}_close >= %(p_start)s AND {s}_close < %(p_end)s"
+    same = ", ".join(f"{column} AS {side}_{name}" for side in "ab" for column, name in _KEPT_AS)
+    kept_rows = f"UNION ALL SELECT deal_id, {same} FROM ({_KEPT}) k" if kept else ""
     return f"""
-    WITH candidates AS (
-        SELECT DISTINCT s.deal_id
-          FROM pipeline_dealstate s JOIN pipeline_stage st ON st.id = s.stage_id
-         WHERE s.expected_close_date >= %(p_start)s AND s.expected_close_date < %(p_end)s AND st.kind = 'open'
-           AND ((s.valid_from <= %(a)s AND (s.valid_to > %(a)s OR s.valid_to IS NULL))
-             OR (s.valid_from <= %(b)s AND (s.valid_to > %(b)s OR s.valid_to IS NULL)))
+    WITH open_a AS ({_LEFT_A}
+    ), open_b AS ({_REACHED_B}
+    ), ended AS (
+        -- The state at a of the deals it changed before b: the intervals holding a that ended in (a, b].
+        SELECT {_STATE_COLUMNS} FROM pipeline_dealstate s
+         WHERE s.valid_to > %(a)s AND s.valid_to <= %(b)s AND s.valid_from <= %(a)s
+    ), began AS (
+        -- The state at b of the deals it changed after a: the intervals holding b that began in (a, b].
+        SELECT {_STATE_COLUMNS} FROM pipeline_dealstate s
+         WHERE s.valid_to IS NULL AND s.valid_from > %(a)s AND s.valid_from <= %(b)s
+        UNION ALL
+        SELECT {_STATE_COLUMNS} FROM pipeline_dealstate s
+         WHERE s.valid_to > %(b)s AND s.valid_from > %(a)s AND s.valid_from <= %(b)s
+    ), pairs AS (
+        SELECT coalesce(oa.deal_id, ob.deal_id) AS deal_id, oa.deal_id IS NOT NULL AS known_a,
+               ob.deal_id IS NOT NULL AS known_b,
+               oa.stage_id AS a_stage_id, oa.owner_id AS a_owner_id, oa.amount AS a_amount,
+               oa.expected_close_date AS a_close,
+               ob.stage_id AS b_stage_id, ob.owner_id AS b_owner_id, ob.amount AS b_amount,
+               ob.expected_close_date AS b_close
+          FROM open_a oa FULL JOIN open_b ob ON ob.deal_id = oa.deal_id
+    ), filled AS (
+        SELECT p.deal_id,
+               CASE WHEN known_a THEN a_stage_id ELSE e.stage_id END AS a_stage_id,
+               CASE WHEN known_a THEN a_owner_id ELSE e.owner_id END AS a_owner_id,
+               CASE WHEN known_a THEN a_amount ELSE e.amount END AS a_amount,
+               CASE WHEN known_a THEN a_close ELSE e.expected_close_date END AS a_close,
+               CASE WHEN known_b THEN b_stage_id ELSE g.stage_id END AS b_stage_id,
+               CASE WHEN known_b THEN b_owner_id ELSE g.owner_id END AS b_owner_id,
+               CASE WHEN known_b THEN b_amount ELSE g.amount END AS b_amount,
+               CASE WHEN known_b THEN b_close ELSE g.expected_close_date END AS b_close
+          FROM pairs p
+          LEFT JOIN ended e ON NOT p.known_a AND e.deal_id = p.deal_id
+          LEFT JOIN began g ON NOT p.known_b AND g.deal_id = p.deal_id
+        {kept_rows}
+    ), kinds AS (
+        SELECT f.*, sa.kind AS a_kind, sb.kind AS b_kind, {group_a} AS a_group, {group_b} AS b_group
+          FROM filled f
+          LEFT JOIN pipeline_stage sa ON sa.id = f.a_stage_id
+          LEFT JOIN pipeline_stage sb ON sb.id = f.b_stage_id
+          {_TEAM_JOINS if group == GroupKind.TEAM else ""}
+          {"LEFT JOIN pipeline_deal d ON d.id = f.deal_id" if group == GroupKind.SOURCE else ""}
     ), states AS (
-        SELECT c.deal_id, d.title,
-               a.stage_id AS a_stage_id, a.kind AS a_kind, a.owner_id AS a_owner_id,
-               a.expected_close_date AS a_close, coalesce(a.amount, 0) AS a_amount,
-               b.stage_id AS b_stage_id, b.kind AS b_kind, b.owner_id AS b_owner_id,
-               b.expected_close_date AS b_close, coalesce(b.amount, 0) AS b_amount,
-               {group_a} AS a_group, {group_b} AS b_group,
+        SELECT deal_id, a_stage_id, a_kind, a_owner_id, a_close, coalesce(a_amount, 0) AS a_amount,
+               b_stage_id, b_kind, b_owner_id, b_close, coalesce(b_amount, 0) AS b_amount, a_group, b_group,
                coalesce({in_period.format(s="a")}, false) AS in_a,
                coalesce({in_period.format(s="b")}, false) AS in_b
-          FROM candidates c
-          LEFT JOIN LATERAL ({_STATE_AT.replace("%(at)s", "%(a)s")}) a ON true
-          LEFT JOIN LATERAL ({_STATE_AT.replace("%(at)s", "%(b)s")}) b ON true
-          LEFT JOIN accounts_user ua ON ua.id = a.owner_id
-          LEFT JOIN accounts_user ub ON ub.id = b.owner_id
-          LEFT JOIN pipeline_deal d ON d.id = c.deal_id
+          FROM kinds
     )"""
 
 
@@ -866,8 +950,17 @@ class WaterfallRow:
     open_to_amount: Decimal
 
 
-def _params(period: Period, at_from: datetime, at_to: datetime) -> dict:
-    return {"p_start": period.start, "p_end": period.end, "a": at_from, "b": at_to}
+def _params(period: Period, at_from: datetime, at_to: datetime, *, group: str, keys: set | None) -> dict:
+    """The parameters of a history read; `owners` limits it to the deals of the visible groups (`keys`, None: all):
+    a deal is in a group's row only through an owner of that group at `a` or at `b`."""
+    owners = None
+    if keys is not None:
+        owners = list(keys) if group == GroupKind.OWNER else list(_members_of(keys))
+    return {"p_start": period.start, "p_end": period.end, "a": at_from, "b": at_to, "owners": owners}
+
+
+def _members_of(team_ids: set) -> QuerySet:
+    return User.objects.filter(team_id__in=team_ids).values_list("pk", flat=True)
 
 
 def _group_visible(user: User, group: str) -> tuple[bool, set | None]:
@@ -884,10 +977,14 @@ def _group_visible(user: User, group: str) -> tuple[bool, set | None]:
 
 def _history_rows(sql: str, params: dict) -> list[tuple]:
     """Run one history read: without JIT compilation or parallel workers, which cost more to start (about 100 ms
-    each, measured) than they save on a period's deals."""
+    each, measured) than they save on a period's deals; and by hash joins, with memory for them. The planner
+    cannot count the deals of a union of index ranges (it guessed 6M rows for 37,000 on 1M deals), and for so many
+    it merged sorted inputs, one of them a read of a whole index in deal order: 3.4 s instead of 0.3 s."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL jit = off")
         cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        cursor.execute("SET LOCAL enable_mergejoin = off")
+        cursor.execute("SET LOCAL work_mem = '32MB'")
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -903,22 +1000,27 @@ def waterfall(*, user: User, period: Period, at_from: datetime, at_to: datetime,
     _, keys = _group_visible(user, group)
     if keys is not None and not keys:
         return []
+    # The deals that did not change between A and B (most, over a week) are added up straight from the index.
     sql = (
-        _two_states_sql(group)
+        _two_states_sql(group, kept=False)
         + _CLASSIFIED_SQL
         + """
     SELECT grp, bucket, count(*), sum(bucket_amount),
            count(*) FILTER (WHERE grp_in_a), coalesce(sum(a_amount) FILTER (WHERE grp_in_a), 0),
            count(*) FILTER (WHERE grp_in_b), coalesce(sum(b_amount) FILTER (WHERE grp_in_b), 0)
-      FROM classified GROUP BY grp, bucket"""
+      FROM classified GROUP BY grp, bucket
+    UNION ALL"""
+        + _kept_unchanged_sql(group)
     )
-    found = _history_rows(sql, _params(period, at_from, at_to))
+    found = _history_rows(sql, _params(period, at_from, at_to, group=group, keys=keys))
     by_group: dict = {}
     for grp, bucket, count, amount, from_count, from_amount, to_count, to_amount in found:
         if keys is not None and grp not in keys:
             continue
         entry = by_group.setdefault(grp, {"buckets": {}, "from": [0, Decimal(0)], "to": [0, Decimal(0)]})
-        entry["buckets"][bucket] = (count, amount)
+        # A deal that changed and kept its amount and group is unchanged too: both parts may hold the bucket.
+        counted, added = entry["buckets"].get(bucket, (0, Decimal("0.00")))
+        entry["buckets"][bucket] = (counted + count, added + amount)
         entry["from"][0] += from_count
         entry["from"][1] += from_amount
         entry["to"][0] += to_count
@@ -969,12 +1071,14 @@ def waterfall_deals(
         _two_states_sql(group)
         + _CLASSIFIED_SQL
         + """
-    SELECT deal_id, title, bucket, bucket_amount,
+    SELECT c.deal_id, d.title, bucket, bucket_amount,
            a_stage_id, a_owner_id, CASE WHEN a_kind IS NULL THEN NULL ELSE a_amount END, a_close,
            b_stage_id, b_owner_id, CASE WHEN b_kind IS NULL THEN NULL ELSE b_amount END, b_close
-      FROM classified WHERE grp IS NOT DISTINCT FROM %(key)s AND bucket = %(bucket)s ORDER BY deal_id"""
+      FROM classified c LEFT JOIN pipeline_deal d ON d.id = c.deal_id
+     WHERE grp IS NOT DISTINCT FROM %(key)s AND bucket = %(bucket)s ORDER BY c.deal_id"""
     )
-    rows = _history_rows(sql, {**_params(period, at_from, at_to), "key": key, "bucket": bucket})
+    params = _params(period, at_from, at_to, group=group, keys=None if keys is None else {key})
+    rows = _history_rows(sql, {**params, "key": key, "bucket": bucket})
     return [WaterfallDeal(*row) for row in rows]
 
 
@@ -1012,7 +1116,7 @@ def slippage(*, user: User, period: Period, group: str, now: datetime | None = N
            coalesce(sum(a_amount) FILTER (WHERE b_kind = 'open' AND b_close >= %(p_end)s), 0)
       FROM states WHERE in_a GROUP BY a_group"""
     )
-    found = _history_rows(sql, _params(period, starts, max(ends, starts)))
+    found = _history_rows(sql, _params(period, starts, max(ends, starts), group=group, keys=keys))
     rows = [SlippageRow(*row) for row in found if keys is None or row[0] in keys]
     return sorted(rows, key=lambda row: (row.key is None, row.key))
 

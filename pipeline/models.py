@@ -548,8 +548,28 @@ class DealState(models.Model):
         ordering = ["deal_id", "valid_from", "id"]
         indexes = [
             models.Index(fields=["deal", "valid_from"], name="dealstate_deal_from_idx"),
-            # The waterfall and slippage find a period's deals by the close date of their intervals.
+            # The backtest and the call trend find a period's deals by the close date of their intervals.
             models.Index(fields=["expected_close_date", "valid_from"], name="dealstate_close_from_idx"),
+            # The waterfall and slippage read the intervals holding an instant, index-only: those still open by
+            # stage and close date (open(P, T)) or by start (what began after A), the closed ones by their end.
+            models.Index(
+                fields=["stage", "expected_close_date"],
+                include=("valid_from", "deal", "owner", "amount"),
+                condition=Q(valid_to__isnull=True),
+                name="dealstate_current_idx",
+            ),
+            models.Index(
+                fields=["valid_from"],
+                include=("deal", "stage", "owner", "amount", "expected_close_date"),
+                condition=Q(valid_to__isnull=True),
+                name="dealstate_current_from_idx",
+            ),
+            models.Index(
+                fields=["valid_to"],
+                include=("valid_from", "deal", "stage", "owner", "amount", "expected_close_date"),
+                condition=Q(valid_to__isnull=False),
+                name="dealstate_to_idx",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

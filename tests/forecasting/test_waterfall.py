@@ -251,3 +251,54 @@ def test_pushes_per_deal_equal_a_plain_count_of_the_close_date_moves(org, free_p
         # Deleted deals keep their history: their pushes are counted too.
         assert pipeline_selectors.deal_pushes(replay.created) == expected, history
         transaction.set_rollback(True)
+
+
+def test_a_manager_reads_the_rows_of_their_team_and_its_members_as_the_admin_does(org, free_pipeline, lost_reason):
+    # SPEC §2 and the metric rows' rule: the company row adds up everyone's deals, so it is an admin's; a manager's
+    # level is their team's row and its members' rows. The manager's read is limited to their owners' deals: the
+    # deals that crossed the team's border between A and B must still land in their buckets.
+    stages = {s.name: s for s in free_pipeline.stages.all()}
+    stays, leaves, won = (deal_in(org, free_pipeline, amount=a) for a in ("100.00", "200.00", "300.00"))
+    joins = deal_in(org, free_pipeline, amount="50.00", owner=org.other_rep)
+    deal_in(org, free_pipeline, amount="70.00", owner=org.other_rep)  # the other team's throughout
+    at_a = clock()
+    services.update_deal(deal=leaves, actor=org.rep, owner=org.other_rep)
+    services.update_deal(deal=joins, actor=org.other_rep, owner=org.teammate)
+    services.update_deal(deal=stays, actor=org.rep, amount=Decimal("120.00"))
+    services.move_deal(deal=won, stage=stages["Won"], actor=org.rep)
+    deal_in(org, free_pipeline, amount="10.00", owner=org.teammate)  # created
+    at_b = clock()
+
+    def read(user, group):
+        rows = selectors.waterfall(user=user, period=JANUARY, at_from=at_a, at_to=at_b, group=group)
+        return {row.key: row for row in rows}
+
+    assert read(org.manager, "company") == {}
+    teams = read(org.manager, "team")
+    assert list(teams) == [org.team.pk]
+    assert teams[org.team.pk] == read(org.admin, "team")[org.team.pk]
+    buckets = {b.name: (b.count, b.amount) for b in teams[org.team.pk].buckets if b.count}
+    assert buckets == {
+        "created": (1, Decimal("10.00")),
+        "reassigned_in": (1, Decimal("50.00")),
+        "won": (1, Decimal("300.00")),
+        "reassigned_out": (1, Decimal("200.00")),
+        "amount_up": (1, Decimal("20.00")),
+    }
+    assert (teams[org.team.pk].open_from_amount, teams[org.team.pk].open_to_amount) == (600, 180)
+    owners = read(org.manager, "owner")
+    everyone = read(org.admin, "owner")
+    assert set(owners) == {org.rep.pk, org.teammate.pk}
+    assert all(owners[key] == everyone[key] for key in owners)
+    listed = selectors.waterfall_deals(
+        user=org.manager,
+        period=JANUARY,
+        at_from=at_a,
+        at_to=at_b,
+        group="team",
+        key=org.team.pk,
+        bucket="reassigned_in",
+    )
+    assert [(deal.deal_id, deal.from_owner_id, deal.to_owner_id) for deal in listed] == [
+        (joins.pk, org.other_rep.pk, org.teammate.pk)
+    ]

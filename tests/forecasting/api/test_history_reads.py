@@ -9,7 +9,9 @@ from django.utils import timezone
 
 from forecasting.periods import Period
 from pipeline import services
+from tests.api.conftest import client_for
 from tests.pipeline.test_field_history import clock
+from tests.queries import assert_query_count, capture_queries
 
 pytestmark = pytest.mark.django_db
 
@@ -120,3 +122,29 @@ def test_the_dashboard_panel_shows_the_scope_s_waterfall_and_survives_bad_days(c
     page = client.get(f"/dashboard/waterfall/?period={month.key}")
     assert page.context["waterfall"].row is None
     assert "No open deals expected to close" in page.content.decode()
+
+
+@pytest.mark.parametrize("role, group, expected", [("admin", "company", 9), ("manager", "team", 11)])
+def test_the_waterfall_makes_the_same_queries_whatever_the_number_of_deals(org, pipeline, role, group, expected):
+    # Token (1), when the history begins (1), the read in its transaction (savepoint, four settings, the statement,
+    # release: 7); a manager's read first finds their teams and their members (2).
+    month = Period.current("month")
+    client = client_for(getattr(org, role))
+    services.create_deal(actor=org.rep, title="First", owner=org.rep, pipeline=pipeline, amount=Decimal("5.00"))
+    at_from = clock()  # inside the recorded history, which begins with the first deal
+    captures, made = [], 0
+    for count in (1, 6):
+        for owner in [org.rep, org.teammate, org.other_rep] * count:
+            deal = services.create_deal(
+                actor=owner, title="D", owner=owner, pipeline=pipeline, amount=Decimal("10.00"),
+                expected_close_date=month.start,
+            )  # fmt: skip
+            services.update_deal(deal=deal, actor=owner, amount=Decimal("20.00"))
+        url = f"/api/v1/forecast/waterfall/?{when(month, at_from, clock())}&group={group}"
+        client.get(url)  # the token's first use stamps last_used_at; measure the steady state
+        with capture_queries() as captured:
+            (row,) = client.get(url).json()["results"]
+        made += count  # deals of each owner, all in the month at `to`
+        assert row["open_to"]["count"] == (3 if role == "admin" else 2) * made
+        captures.append(captured)
+    assert_query_count(*captures, exactly=expected)
