@@ -584,10 +584,10 @@ def funnel(cursor: CursorWrapper, params: MetricParams) -> int:
     all_deals = (
         ""
         if params.live
-        else "UNION ALL SELECT partials.*, 'all', NULL::date, NULL::date FROM partials "
+        else "UNION ALL SELECT by_month.*, 'all', NULL::date, NULL::date FROM by_month "
         "WHERE 'all' = ANY(%(period_kinds)s)"
     )
-    grouped = ["kind", "period_start", "period_end", "pipeline_id", "furthest_order"]
+    group_keys = "group_kind, owner_id, team_id, pipeline_id, source"
     sql = f"""
     {_insert(params)}
     WITH {DEALS_WITH_FURTHEST}, partials AS MATERIALIZED (
@@ -598,40 +598,54 @@ def funnel(cursor: CursorWrapper, params: MetricParams) -> int:
           FROM deals
          WHERE {_in_window("created_at")} AND {_live_rows_of("owner_id", "team_id", "pipeline_id")}
          GROUP BY 1, 2, 3, 4, 5, 6
+    ), by_month AS (
+        -- Every group of each creation month, once: the quarters, years and all time add up these rows (a group is
+        -- the same whatever the cohort) instead of grouping the partials again for each kind of cohort.
+        SELECT month, {_group_kind(groups)} AS group_kind,
+               {_group_columns(groups, intrinsic=("pipeline_id",))},
+               furthest_order, sum(deals)::bigint AS deals, sum(won)::bigint AS won
+          FROM partials
+         GROUP BY {_grouping_sets(["month", "pipeline_id", "furthest_order"], groups, company=company)}
     ), cohorts AS (
-        SELECT partials.*, {period_columns}
-          FROM partials {period_join}
+        SELECT by_month.*, {period_columns}
+          FROM by_month {period_join}
          WHERE {in_periods}
         {all_deals}
     ), by_furthest AS (
-        SELECT kind, period_start, period_end, {_group_kind(groups)} AS group_kind,
-               {_group_columns(groups, intrinsic=("pipeline_id",))},
-               furthest_order, sum(deals)::bigint AS deals, sum(won)::bigint AS won
+        SELECT kind, period_start, period_end, {group_keys}, furthest_order,
+               sum(deals)::bigint AS deals, sum(won)::bigint AS won
           FROM cohorts
-         GROUP BY {_grouping_sets(grouped, groups, company=company)}
+         GROUP BY kind, period_start, period_end, {group_keys}, furthest_order
+    ), by_group AS (
+        -- Each cohort and group with its deals by furthest stage reached (a handful of pairs), so that a stage's
+        -- row below adds them up without a join and a grouping of every (cohort, group, furthest stage) × stage.
+        SELECT kind, period_start, period_end, {group_keys},
+               array_agg(furthest_order) AS furthest_orders, array_agg(deals) AS deals,
+               sum(deals) AS cohort_deals, sum(won) AS won
+          FROM by_furthest
+         GROUP BY kind, period_start, period_end, {group_keys}
+    ), open_stages AS (
+        -- Each open stage with the order of the next one of its pipeline (orders are unique per pipeline).
+        SELECT s.id, s.pipeline_id, s."order",
+               lead(s."order") OVER (PARTITION BY s.pipeline_id ORDER BY s."order") AS next_order
+          FROM pipeline_stage s
+         WHERE s.kind = 'open'
     ), reached AS (
-        SELECT b.kind, b.period_start, b.period_end, b.group_kind, b.owner_id, b.team_id, b.pipeline_id, b.source,
-               s.id AS stage_id, s."order",
-               coalesce(sum(b.deals) FILTER (WHERE b.furthest_order >= s."order"), 0) AS reached,
-               sum(b.deals) AS cohort_deals,
-               sum(b.won) AS won
-          FROM by_furthest b
-          JOIN pipeline_stage s ON s.pipeline_id = b.pipeline_id AND s.kind = 'open'
-         GROUP BY b.kind, b.period_start, b.period_end, b.group_kind, b.owner_id, b.team_id, b.pipeline_id,
-                  b.source, s.id, s."order"
-    ), with_next AS (
-        SELECT reached.*,
-               lead(reached) OVER (
-                   PARTITION BY kind, period_start, group_kind, owner_id, team_id, pipeline_id, source
-                   ORDER BY "order"
-               ) AS next_reached
-          FROM reached
+        SELECT g.*, s.id AS stage_id, s."order", r.reached,
+               CASE WHEN s.next_order IS NOT NULL THEN r.next_reached END AS next_reached
+          FROM by_group g
+          JOIN open_stages s ON s.pipeline_id = g.pipeline_id
+         CROSS JOIN LATERAL (
+               SELECT coalesce(sum(f.deals) FILTER (WHERE f.furthest_order >= s."order"), 0) AS reached,
+                      coalesce(sum(f.deals) FILTER (WHERE f.furthest_order >= s.next_order), 0) AS next_reached
+                 FROM unnest(g.furthest_orders, g.deals) AS f(furthest_order, deals)
+         ) AS r
     )
     SELECT %(run_id)s, '{Metric.FUNNEL.value}', kind, period_start, period_end, group_kind,
            owner_id, team_id, pipeline_id, source, stage_id, NULL,
            {values},
            %(computed_at)s
-      FROM with_next
+      FROM reached
     """
     return _execute(cursor, sql, params)
 
