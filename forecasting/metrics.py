@@ -816,39 +816,53 @@ def stage_time(
     """
     values = _values(
         Metric.STAGE_TIME,
-        stays="count(*) FILTER (WHERE fact = 'stay')",
-        days_mean="avg(days) FILTER (WHERE fact = 'stay')",
-        days_median="percentile_cont(0.5) WITHIN GROUP (ORDER BY days) FILTER (WHERE fact = 'stay')",
-        in_stage_now="count(*) FILTER (WHERE fact = 'now')",
-        now_age_days_mean="avg(days) FILTER (WHERE fact = 'now')",
-        now_age_days_median="percentile_cont(0.5) WITHIN GROUP (ORDER BY days) FILTER (WHERE fact = 'now')",
-        now_age_days_max="max(days) FILTER (WHERE fact = 'now')",
+        stays="coalesce(sum(stays), 0)",
+        days_mean="max(days_mean)",
+        days_median="max(days_median)",
+        in_stage_now="coalesce(sum(in_stage_now), 0)",
+        now_age_days_mean="max(now_age_days_mean)",
+        now_age_days_median="max(now_age_days_median)",
+        now_age_days_max="max(now_age_days_max)",
     )
+    # Completed stays and deals in stage now are grouped apart (the stays, millions, with no FILTER on every
+    # aggregate) and each group's two halves put together below; at most one half has a value for a key, so max()
+    # takes it.
+    keys = f"{_group_kind(groups)} AS group_kind, {_group_columns(groups)}, stage_id"
     sql = f"""
     {INSERT}
-    WITH facts AS (
-        SELECT 'stay' AS fact, c.to_stage_id AS stage_id,
-               extract(epoch FROM c.left_at - c.changed_at)::float8 / 86400 AS days,
+    WITH stays AS (
+        SELECT c.to_stage_id AS stage_id, extract(epoch FROM c.left_at - c.changed_at)::float8 / 86400 AS days,
                d.owner_id, u.team_id, d.source
           FROM pipeline_stagechange c
           JOIN pipeline_deal d ON d.id = c.deal_id
           JOIN accounts_user u ON u.id = d.owner_id
          WHERE c.left_at IS NOT NULL
-        UNION ALL
-        SELECT 'now', d.stage_id, extract(epoch FROM %(computed_at)s - d.stage_entered_at)::float8 / 86400,
+    ), in_stage_now AS (
+        SELECT d.stage_id, extract(epoch FROM %(computed_at)s - d.stage_entered_at)::float8 / 86400 AS days,
                d.owner_id, u.team_id, d.source
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
          WHERE d.status = 'open'
-    ), with_pipeline AS (
-        SELECT facts.*, s.pipeline_id FROM facts JOIN pipeline_stage s ON s.id = facts.stage_id
+    ), halves AS (
+        SELECT {keys}, count(*) AS stays, avg(days) AS days_mean,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY days) AS days_median,
+               NULL::bigint AS in_stage_now, NULL::float8 AS now_age_days_mean, NULL::float8 AS now_age_days_median,
+               NULL::float8 AS now_age_days_max
+          FROM stays
+         GROUP BY {_grouping_sets(["stage_id"], groups, company=company)}
+        UNION ALL
+        SELECT {keys}, NULL, NULL, NULL, count(*), avg(days), percentile_cont(0.5) WITHIN GROUP (ORDER BY days),
+               max(days)
+          FROM in_stage_now
+         GROUP BY {_grouping_sets(["stage_id"], groups, company=company)}
     )
-    SELECT %(run_id)s, '{Metric.STAGE_TIME.value}', 'all', NULL, NULL, {_group_kind(groups)},
-           {_group_columns(groups, intrinsic=("pipeline_id",))}, stage_id, NULL,
+    SELECT %(run_id)s, '{Metric.STAGE_TIME.value}', 'all', NULL, NULL, h.group_kind,
+           h.owner_id, h.team_id, s.pipeline_id, h.source, h.stage_id, NULL,
            {values},
            %(computed_at)s
-      FROM with_pipeline
-     GROUP BY {_grouping_sets(["pipeline_id", "stage_id"], groups, company=company)}
+      FROM halves h
+      JOIN pipeline_stage s ON s.id = h.stage_id
+     GROUP BY h.group_kind, h.owner_id, h.team_id, h.source, h.stage_id, s.pipeline_id
     """
     return _execute(cursor, sql, params)
 
