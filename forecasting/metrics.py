@@ -410,27 +410,47 @@ def _values(metric: Metric, **expressions: str) -> str:
     return "jsonb_build_object(" + ", ".join(f"'{key}', {sql}" for key, sql in expressions.items()) + ")"
 
 
-def _grouping_sets(base: list[str], groups: list[str], *, company: bool = True) -> str:
-    sets = [base] * company + [[*base, GROUP_COLUMNS[group]] for group in groups]
+def _owner_in_team(groups: list[str], nested: bool) -> bool:
+    return nested and "owner" in groups and "team" in groups
+
+
+def _grouping_sets(base: list[str], groups: list[str], *, company: bool = True, owner_in_team: bool = False) -> str:
+    """GROUPING SETS of the company (`base`) and of each group kind (`base` + its column).
+
+    `owner_in_team`: the owner's set is (`base`, team_id, owner_id) instead, the same groups (a deal's team is its
+    owner's), so that company, team and owner are one rollup, one sort, where an aggregate needs sorted input (the
+    medians); `_group_columns` with the same flag writes such a row's team_id NULL.
+    """
+    nested = _owner_in_team(groups, owner_in_team)
+    sets = [base] * company + [
+        [*base, GROUP_COLUMNS["team"], GROUP_COLUMNS["owner"]] if nested and group == "owner" else [*base, col]
+        for group, col in ((group, GROUP_COLUMNS[group]) for group in groups)
+    ]
     return "GROUPING SETS (" + ", ".join("(" + ", ".join(columns) + ")" for columns in sets) + ")"
 
 
 def _group_kind(groups: list[str]) -> str:
-    """SQL naming the group of a row: GROUPING(col) is 0 when the row's grouping set includes col."""
+    """SQL naming the group of a row: GROUPING(col) is 0 when the row's grouping set includes col (the owner asked
+    first: its set may include team_id too, `_grouping_sets`)."""
     if not groups:
         return "'company'"
-    cases = " ".join(f"WHEN GROUPING({GROUP_COLUMNS[group]}) = 0 THEN '{group}'" for group in groups)
+    ordered = [group for group in GROUP_COLUMNS if group in groups]
+    cases = " ".join(f"WHEN GROUPING({GROUP_COLUMNS[group]}) = 0 THEN '{group}'" for group in ordered)
     return f"CASE {cases} ELSE 'company' END"
 
 
-def _group_columns(groups: list[str], intrinsic: tuple[str, ...] = ()) -> str:
+def _group_columns(groups: list[str], intrinsic: tuple[str, ...] = (), *, owner_in_team: bool = False) -> str:
     """owner_id, team_id, pipeline_id, source of a row: the grouped one (or an intrinsic key), NULL otherwise."""
-    return ", ".join(
-        f"{column} AS {column}"
-        if group in groups or column in intrinsic
-        else f"NULL::{'text' if group == 'source' else 'bigint'} AS {column}"
-        for group, column in GROUP_COLUMNS.items()
-    )
+    nested = _owner_in_team(groups, owner_in_team)
+
+    def column_of(group: str, column: str) -> str:
+        if nested and group == "team":
+            return f"CASE WHEN GROUPING(owner_id) = 0 THEN NULL ELSE team_id END AS {column}"
+        if group in groups or column in intrinsic:
+            return f"{column} AS {column}"
+        return f"NULL::{'text' if group == 'source' else 'bigint'} AS {column}"
+
+    return ", ".join(column_of(group, column) for group, column in GROUP_COLUMNS.items())
 
 
 # A live read (MetricParams.live): the same SQL as a recompute's, with one bucket (the window) instead of every month,
@@ -553,11 +573,11 @@ def deal_outcomes(cursor: CursorWrapper, params: MetricParams) -> int:
          WHERE {in_periods}
     )
     SELECT %(run_id)s, '{Metric.DEAL_OUTCOMES.value}', kind, period_start, period_end, {_group_kind(groups)},
-           {_group_columns(groups)}, NULL, NULL,
+           {_group_columns(groups, owner_in_team=True)}, NULL, NULL,
            {values},
            %(computed_at)s
       FROM facts
-     GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], groups, company=company)}
+     GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], groups, company=company, owner_in_team=True)}
     """
     return _execute(cursor, sql, params)
 
@@ -827,7 +847,8 @@ def stage_time(
     # Completed stays and deals in stage now are grouped apart (the stays, millions, with no FILTER on every
     # aggregate) and each group's two halves put together below; at most one half has a value for a key, so max()
     # takes it.
-    keys = f"{_group_kind(groups)} AS group_kind, {_group_columns(groups)}, stage_id"
+    keys = f"{_group_kind(groups)} AS group_kind, {_group_columns(groups, owner_in_team=True)}, stage_id"
+    grouping_sets = _grouping_sets(["stage_id"], groups, company=company, owner_in_team=True)
     sql = f"""
     {INSERT}
     WITH stays AS (
@@ -849,12 +870,12 @@ def stage_time(
                NULL::bigint AS in_stage_now, NULL::float8 AS now_age_days_mean, NULL::float8 AS now_age_days_median,
                NULL::float8 AS now_age_days_max
           FROM stays
-         GROUP BY {_grouping_sets(["stage_id"], groups, company=company)}
+         GROUP BY {grouping_sets}
         UNION ALL
         SELECT {keys}, NULL, NULL, NULL, count(*), avg(days), percentile_cont(0.5) WITHIN GROUP (ORDER BY days),
                max(days)
           FROM in_stage_now
-         GROUP BY {_grouping_sets(["stage_id"], groups, company=company)}
+         GROUP BY {grouping_sets}
     )
     SELECT %(run_id)s, '{Metric.STAGE_TIME.value}', 'all', NULL, NULL, h.group_kind,
            h.owner_id, h.team_id, s.pipeline_id, h.source, h.stage_id, NULL,

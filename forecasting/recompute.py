@@ -69,8 +69,8 @@ def carry_history_rows(cursor: CursorWrapper, params: MetricParams) -> int:
 # fill in at the end. (The funnel is one unit: its quarters, years and all time add up its months.)
 UNITS: list[tuple[Family, ...]] = [
     (metrics.funnel,),
-    (part(metrics.stage_time, "team, source", groups=["team", "source"], company=False),),
-    (part(metrics.stage_time, "company, owner", groups=["owner"]),),
+    (part(metrics.stage_time, "company, team, owner", groups=["owner", "team"]),),
+    (part(metrics.stage_time, "source", groups=["source"], company=False),),
     (metrics.learned_probability, metrics.forecast, metrics.forecast_snapshots, metrics.forecast_accuracy),
     (part(metrics.deal_outcomes, "month", period_kinds=("month",)),),
     (part(metrics.deal_outcomes, "quarter", period_kinds=("quarter",)),),
