@@ -415,27 +415,47 @@ def _values(metric: Metric, **expressions: str) -> str:
     return "jsonb_build_object(" + ", ".join(f"'{key}', {sql}" for key, sql in expressions.items()) + ")"
 
 
-def _grouping_sets(base: list[str], groups: list[str], *, company: bool = True) -> str:
-    sets = [base] * company + [[*base, GROUP_COLUMNS[group]] for group in groups]
+def _owner_in_team(groups: list[str], nested: bool) -> bool:
+    return nested and "owner" in groups and "team" in groups
+
+
+def _grouping_sets(base: list[str], groups: list[str], *, company: bool = True, owner_in_team: bool = False) -> str:
+    """GROUPING SETS of the company (`base`) and of each group kind (`base` + its column).
+
+    `owner_in_team`: the owner's set is (`base`, team_id, owner_id) instead, the same groups (a deal's team is its
+    owner's), so that company, team and owner are one rollup, one sort, where an aggregate needs sorted input (the
+    medians); `_group_columns` with the same flag writes such a row's team_id NULL.
+    """
+    nested = _owner_in_team(groups, owner_in_team)
+    sets = [base] * company + [
+        [*base, GROUP_COLUMNS["team"], GROUP_COLUMNS["owner"]] if nested and group == "owner" else [*base, col]
+        for group, col in ((group, GROUP_COLUMNS[group]) for group in groups)
+    ]
     return "GROUPING SETS (" + ", ".join("(" + ", ".join(columns) + ")" for columns in sets) + ")"
 
 
 def _group_kind(groups: list[str]) -> str:
-    """SQL naming the group of a row: GROUPING(col) is 0 when the row's grouping set includes col."""
+    """SQL naming the group of a row: GROUPING(col) is 0 when the row's grouping set includes col (the owner asked
+    first: its set may include team_id too, `_grouping_sets`)."""
     if not groups:
         return "'company'"
-    cases = " ".join(f"WHEN GROUPING({GROUP_COLUMNS[group]}) = 0 THEN '{group}'" for group in groups)
+    ordered = [group for group in GROUP_COLUMNS if group in groups]
+    cases = " ".join(f"WHEN GROUPING({GROUP_COLUMNS[group]}) = 0 THEN '{group}'" for group in ordered)
     return f"CASE {cases} ELSE 'company' END"
 
 
-def _group_columns(groups: list[str], intrinsic: tuple[str, ...] = ()) -> str:
+def _group_columns(groups: list[str], intrinsic: tuple[str, ...] = (), *, owner_in_team: bool = False) -> str:
     """owner_id, team_id, pipeline_id, source of a row: the grouped one (or an intrinsic key), NULL otherwise."""
-    return ", ".join(
-        f"{column} AS {column}"
-        if group in groups or column in intrinsic
-        else f"NULL::{'text' if group == 'source' else 'bigint'} AS {column}"
-        for group, column in GROUP_COLUMNS.items()
-    )
+    nested = _owner_in_team(groups, owner_in_team)
+
+    def column_of(group: str, column: str) -> str:
+        if nested and group == "team":
+            return f"CASE WHEN GROUPING(owner_id) = 0 THEN NULL ELSE team_id END AS {column}"
+        if group in groups or column in intrinsic:
+            return f"{column} AS {column}"
+        return f"NULL::{'text' if group == 'source' else 'bigint'} AS {column}"
+
+    return ", ".join(column_of(group, column) for group, column in GROUP_COLUMNS.items())
 
 
 # A live read (MetricParams.live): the same SQL as a recompute's, with one bucket (the window) instead of every month,
@@ -558,11 +578,11 @@ def deal_outcomes(cursor: CursorWrapper, params: MetricParams) -> int:
          WHERE {in_periods}
     )
     SELECT %(run_id)s, '{Metric.DEAL_OUTCOMES.value}', kind, period_start, period_end, {_group_kind(groups)},
-           {_group_columns(groups)}, NULL, NULL,
+           {_group_columns(groups, owner_in_team=True)}, NULL, NULL,
            {values},
            %(computed_at)s
       FROM facts
-     GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], groups, company=company)}
+     GROUP BY {_grouping_sets(["kind", "period_start", "period_end"], groups, company=company, owner_in_team=True)}
     """
     return _execute(cursor, sql, params)
 
@@ -589,10 +609,10 @@ def funnel(cursor: CursorWrapper, params: MetricParams) -> int:
     all_deals = (
         ""
         if params.live
-        else "UNION ALL SELECT partials.*, 'all', NULL::date, NULL::date FROM partials "
+        else "UNION ALL SELECT by_month.*, 'all', NULL::date, NULL::date FROM by_month "
         "WHERE 'all' = ANY(%(period_kinds)s)"
     )
-    grouped = ["kind", "period_start", "period_end", "pipeline_id", "furthest_order"]
+    group_keys = "group_kind, owner_id, team_id, pipeline_id, source"
     sql = f"""
     {_insert(params)}
     WITH {DEALS_WITH_FURTHEST}, partials AS MATERIALIZED (
@@ -603,40 +623,54 @@ def funnel(cursor: CursorWrapper, params: MetricParams) -> int:
           FROM deals
          WHERE {_in_window("created_at")} AND {_live_rows_of("owner_id", "team_id", "pipeline_id")}
          GROUP BY 1, 2, 3, 4, 5, 6
+    ), by_month AS (
+        -- Every group of each creation month, once: the quarters, years and all time add up these rows (a group is
+        -- the same whatever the cohort) instead of grouping the partials again for each kind of cohort.
+        SELECT month, {_group_kind(groups)} AS group_kind,
+               {_group_columns(groups, intrinsic=("pipeline_id",))},
+               furthest_order, sum(deals)::bigint AS deals, sum(won)::bigint AS won
+          FROM partials
+         GROUP BY {_grouping_sets(["month", "pipeline_id", "furthest_order"], groups, company=company)}
     ), cohorts AS (
-        SELECT partials.*, {period_columns}
-          FROM partials {period_join}
+        SELECT by_month.*, {period_columns}
+          FROM by_month {period_join}
          WHERE {in_periods}
         {all_deals}
     ), by_furthest AS (
-        SELECT kind, period_start, period_end, {_group_kind(groups)} AS group_kind,
-               {_group_columns(groups, intrinsic=("pipeline_id",))},
-               furthest_order, sum(deals)::bigint AS deals, sum(won)::bigint AS won
+        SELECT kind, period_start, period_end, {group_keys}, furthest_order,
+               sum(deals)::bigint AS deals, sum(won)::bigint AS won
           FROM cohorts
-         GROUP BY {_grouping_sets(grouped, groups, company=company)}
+         GROUP BY kind, period_start, period_end, {group_keys}, furthest_order
+    ), by_group AS (
+        -- Each cohort and group with its deals by furthest stage reached (a handful of pairs), so that a stage's
+        -- row below adds them up without a join and a grouping of every (cohort, group, furthest stage) × stage.
+        SELECT kind, period_start, period_end, {group_keys},
+               array_agg(furthest_order) AS furthest_orders, array_agg(deals) AS deals,
+               sum(deals) AS cohort_deals, sum(won) AS won
+          FROM by_furthest
+         GROUP BY kind, period_start, period_end, {group_keys}
+    ), open_stages AS (
+        -- Each open stage with the order of the next one of its pipeline (orders are unique per pipeline).
+        SELECT s.id, s.pipeline_id, s."order",
+               lead(s."order") OVER (PARTITION BY s.pipeline_id ORDER BY s."order") AS next_order
+          FROM pipeline_stage s
+         WHERE s.kind = 'open'
     ), reached AS (
-        SELECT b.kind, b.period_start, b.period_end, b.group_kind, b.owner_id, b.team_id, b.pipeline_id, b.source,
-               s.id AS stage_id, s."order",
-               coalesce(sum(b.deals) FILTER (WHERE b.furthest_order >= s."order"), 0) AS reached,
-               sum(b.deals) AS cohort_deals,
-               sum(b.won) AS won
-          FROM by_furthest b
-          JOIN pipeline_stage s ON s.pipeline_id = b.pipeline_id AND s.kind = 'open'
-         GROUP BY b.kind, b.period_start, b.period_end, b.group_kind, b.owner_id, b.team_id, b.pipeline_id,
-                  b.source, s.id, s."order"
-    ), with_next AS (
-        SELECT reached.*,
-               lead(reached) OVER (
-                   PARTITION BY kind, period_start, group_kind, owner_id, team_id, pipeline_id, source
-                   ORDER BY "order"
-               ) AS next_reached
-          FROM reached
+        SELECT g.*, s.id AS stage_id, s."order", r.reached,
+               CASE WHEN s.next_order IS NOT NULL THEN r.next_reached END AS next_reached
+          FROM by_group g
+          JOIN open_stages s ON s.pipeline_id = g.pipeline_id
+         CROSS JOIN LATERAL (
+               SELECT coalesce(sum(f.deals) FILTER (WHERE f.furthest_order >= s."order"), 0) AS reached,
+                      coalesce(sum(f.deals) FILTER (WHERE f.furthest_order >= s.next_order), 0) AS next_reached
+                 FROM unnest(g.furthest_orders, g.deals) AS f(furthest_order, deals)
+         ) AS r
     )
     SELECT %(run_id)s, '{Metric.FUNNEL.value}', kind, period_start, period_end, group_kind,
            owner_id, team_id, pipeline_id, source, stage_id, NULL,
            {values},
            %(computed_at)s
-      FROM with_next
+      FROM reached
     """
     return _execute(cursor, sql, params)
 
@@ -1069,39 +1103,54 @@ def stage_time(
     """
     values = _values(
         Metric.STAGE_TIME,
-        stays="count(*) FILTER (WHERE fact = 'stay')",
-        days_mean="avg(days) FILTER (WHERE fact = 'stay')",
-        days_median="percentile_cont(0.5) WITHIN GROUP (ORDER BY days) FILTER (WHERE fact = 'stay')",
-        in_stage_now="count(*) FILTER (WHERE fact = 'now')",
-        now_age_days_mean="avg(days) FILTER (WHERE fact = 'now')",
-        now_age_days_median="percentile_cont(0.5) WITHIN GROUP (ORDER BY days) FILTER (WHERE fact = 'now')",
-        now_age_days_max="max(days) FILTER (WHERE fact = 'now')",
+        stays="coalesce(sum(stays), 0)",
+        days_mean="max(days_mean)",
+        days_median="max(days_median)",
+        in_stage_now="coalesce(sum(in_stage_now), 0)",
+        now_age_days_mean="max(now_age_days_mean)",
+        now_age_days_median="max(now_age_days_median)",
+        now_age_days_max="max(now_age_days_max)",
     )
+    # Completed stays and deals in stage now are grouped apart (the stays, millions, with no FILTER on every
+    # aggregate) and each group's two halves put together below; at most one half has a value for a key, so max()
+    # takes it.
+    keys = f"{_group_kind(groups)} AS group_kind, {_group_columns(groups, owner_in_team=True)}, stage_id"
+    grouping_sets = _grouping_sets(["stage_id"], groups, company=company, owner_in_team=True)
     sql = f"""
     {INSERT}
-    WITH facts AS (
-        SELECT 'stay' AS fact, c.to_stage_id AS stage_id,
-               extract(epoch FROM c.left_at - c.changed_at)::float8 / 86400 AS days,
+    WITH stays AS (
+        SELECT c.to_stage_id AS stage_id, extract(epoch FROM c.left_at - c.changed_at)::float8 / 86400 AS days,
                d.owner_id, u.team_id, d.source
           FROM pipeline_stagechange c
           JOIN pipeline_deal d ON d.id = c.deal_id
           JOIN accounts_user u ON u.id = d.owner_id
          WHERE c.left_at IS NOT NULL
-        UNION ALL
-        SELECT 'now', d.stage_id, extract(epoch FROM %(computed_at)s - d.stage_entered_at)::float8 / 86400,
+    ), in_stage_now AS (
+        SELECT d.stage_id, extract(epoch FROM %(computed_at)s - d.stage_entered_at)::float8 / 86400 AS days,
                d.owner_id, u.team_id, d.source
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
          WHERE d.status = 'open'
-    ), with_pipeline AS (
-        SELECT facts.*, s.pipeline_id FROM facts JOIN pipeline_stage s ON s.id = facts.stage_id
+    ), halves AS (
+        SELECT {keys}, count(*) AS stays, avg(days) AS days_mean,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY days) AS days_median,
+               NULL::bigint AS in_stage_now, NULL::float8 AS now_age_days_mean, NULL::float8 AS now_age_days_median,
+               NULL::float8 AS now_age_days_max
+          FROM stays
+         GROUP BY {grouping_sets}
+        UNION ALL
+        SELECT {keys}, NULL, NULL, NULL, count(*), avg(days), percentile_cont(0.5) WITHIN GROUP (ORDER BY days),
+               max(days)
+          FROM in_stage_now
+         GROUP BY {grouping_sets}
     )
-    SELECT %(run_id)s, '{Metric.STAGE_TIME.value}', 'all', NULL, NULL, {_group_kind(groups)},
-           {_group_columns(groups, intrinsic=("pipeline_id",))}, stage_id, NULL,
+    SELECT %(run_id)s, '{Metric.STAGE_TIME.value}', 'all', NULL, NULL, h.group_kind,
+           h.owner_id, h.team_id, s.pipeline_id, h.source, h.stage_id, NULL,
            {values},
            %(computed_at)s
-      FROM with_pipeline
-     GROUP BY {_grouping_sets(["pipeline_id", "stage_id"], groups, company=company)}
+      FROM halves h
+      JOIN pipeline_stage s ON s.id = h.stage_id
+     GROUP BY h.group_kind, h.owner_id, h.team_id, h.source, h.stage_id, s.pipeline_id
     """
     return _execute(cursor, sql, params)
 

@@ -56,22 +56,31 @@ def part(family: Family, name: str, *, period_kinds: tuple[str, ...] | None = No
     return run_part
 
 
+def carry_history_rows(cursor: CursorWrapper, params: MetricParams) -> int:
+    """The history families' rows of the newest other complete run, copied into the run of `params`
+    (`_carry_history_rows`): on several connections a unit of its own, beside the families, rather than a serial
+    step at the run's end. A history computation that commits later waits for the recompute lock, then rewrites them
+    in this run too."""
+    return _carry_history_rows(cursor, params.run_id)
+
+
 # The families as units of work for a recompute on several connections (METRICS_CONNECTIONS): a unit runs in order
 # on one connection (forecast reads learned_probability's rows; the snapshots and accuracy read forecast's), and
-# units are independent of each other. The three longest families are cut in parts (by period kind, or by group),
-# so that the connections finish together; longest first, as measured on a million deals.
+# units are independent of each other. Two of the longest families are cut in parts (by period kind, or by group),
+# so that the connections finish together; longest first, as measured on a million deals, so that the short ones
+# fill in at the end. (The funnel is one unit: its quarters, years and all time add up its months.)
 UNITS: list[tuple[Family, ...]] = [
-    (part(metrics.stage_time, "company, owner", groups=["owner"]),),
-    (part(metrics.stage_time, "team, source", groups=["team", "source"], company=False),),
-    (part(metrics.funnel, "month", period_kinds=("month",)),),
-    (part(metrics.funnel, "quarter, year, all", period_kinds=("quarter", "year", "all")),),
+    (metrics.funnel,),
+    (part(metrics.stage_time, "company, team, owner", groups=["owner", "team"]),),
+    (part(metrics.stage_time, "source", groups=["source"], company=False),),
     (metrics.learned_probability, metrics.forecast, metrics.forecast_snapshots, metrics.forecast_accuracy),
     (part(metrics.deal_outcomes, "month", period_kinds=("month",)),),
     (part(metrics.deal_outcomes, "quarter", period_kinds=("quarter",)),),
     (part(metrics.deal_outcomes, "year", period_kinds=("year",)),),
     (metrics.leads,),
-    (metrics.quota_attainment,),
+    (carry_history_rows,),
     (metrics.stale_deals,),
+    (metrics.quota_attainment,),
     (metrics.past_due,),
 ]
 
@@ -122,7 +131,7 @@ def recompute_on_connections(*, as_of: datetime | None, workers: int) -> Metrics
             consumed = _pending_change_runs(cursor)
             rows = _run_units_on_connections(UNITS, params, workers, snapshot=snapshot)
         with transaction.atomic(), connection.cursor() as cursor:
-            _complete_run(cursor, run, rows=rows, started=started, consumed=consumed)
+            _complete_run(cursor, run, rows=rows, started=started, consumed=consumed, carried=True)
     except BaseException:
         if run is not None:
             _discard_run(run)
@@ -271,10 +280,14 @@ def _complete_run(
     started: float,
     consumed: list[tuple[int, int]],
     elsewhere: bool = False,
+    carried: bool = False,
 ) -> None:
+    """Mark `run` complete (after the configuration check), prune the older runs and take its pending changes;
+    `carried`: a unit copied the history families' rows already (`carry_history_rows`, counted in `rows`)."""
     _refuse_another_configuration(cursor, run, elsewhere=elsewhere)
-    # Before the pruning, which may take the previous run: its history families' rows go on in this one.
-    rows += _carry_history_rows(cursor, run.pk)
+    if not carried:
+        # Before the pruning, which may take the previous run: its history families' rows go on in this one.
+        rows += _carry_history_rows(cursor, run.pk)
     _prune_old_runs(cursor, keep_after=run)
     # Changes committed after the run started stay pending: the next refresh takes them.
     cursor.execute(

@@ -433,7 +433,9 @@ METRICS_DEBOUNCE_SECONDS = env_int("METRICS_DEBOUNCE_SECONDS", 5)
 METRICS_RECOMPUTE_ON_CHANGE = env_bool("METRICS_RECOMPUTE_ON_CHANGE", True)
 # Complete runs kept (the newest is read; the one before it serves readers still on it).
 METRICS_KEEP_RUNS = env_int("METRICS_KEEP_RUNS", 2)
-METRICS_WORK_MEM = os.environ.get("METRICS_WORK_MEM", "64MB")
+# Memory of each sort and hash of a recompute's statements (hashes up to twice it, PostgreSQL's hash_mem_multiplier):
+# at 64 MB the groupings of a million deals spilled to disk and were sorted where they could be hashed.
+METRICS_WORK_MEM = os.environ.get("METRICS_WORK_MEM", "256MB")
 METRICS_STATEMENT_TIMEOUT = os.environ.get("METRICS_STATEMENT_TIMEOUT", "10min")
 # The backtest and calibration (forecasting.metrics.HISTORY_FAMILIES), whose task runs every METRICS_HISTORY_SECONDS:
 # minutes on a million deals.

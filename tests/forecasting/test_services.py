@@ -182,9 +182,10 @@ def test_a_failing_unit_on_two_connections_leaves_no_trace_and_the_last_run_in_p
     assert recompute_metrics() is not None  # the lock was released
 
 
-def test_the_units_of_a_parallel_recompute_cover_every_family():
-    families = {getattr(family, "family", family) for unit in recompute.UNITS for family in unit}
-    assert families == set(recompute.metrics.FAMILIES)
+def test_the_units_of_a_parallel_recompute_cover_every_family_and_the_copy_of_the_history_rows():
+    families = [getattr(family, "family", family) for unit in recompute.UNITS for family in unit]
+    assert set(families) == {*recompute.metrics.FAMILIES, recompute.carry_history_rows}
+    assert families.count(recompute.carry_history_rows) == 1
 
 
 # The line config/bench/harness.py reads each family's seconds from, in the worker's log (its total line aside).
