@@ -155,6 +155,7 @@ class Slices:
     owners: set[int] = field(default_factory=set)
     past_due: bool = False
     deals: set[int] = field(default_factory=set)
+    stale_owners: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, changes: Iterable[tuple]) -> "Slices":
@@ -173,6 +174,7 @@ class Slices:
             )
             slices.deals.add(deal_id)
             if sign:
+                slices.stale_owners.add(owner_id)
                 funnel_places[deal_id][(pipeline_id, owner_id, source, created_at, furthest, status == "won")] += sign
                 quota_places[deal_id][(owner_id, status, amount, closed_at, expected)] += sign
                 past_due_places[deal_id][(pipeline_id, owner_id, source, status == "open", amount, expected)] += sign
@@ -201,6 +203,7 @@ class Slices:
                 Metric.FORECAST: self.closed | self.expected,
                 Metric.FUNNEL: self.pipelines,
                 Metric.STALE: self.deals,
+                Metric.STALE_TOTALS: self.deals,
                 Metric.PAST_DUE: self.past_due,
                 Metric.QUOTA: self.owners,
                 Metric.FORECAST_ACCURACY: self.closed,
@@ -221,4 +224,5 @@ class Slices:
             pipelines=frozenset(self.pipelines),
             owners=frozenset(self.owners),
             deals=frozenset(self.deals),
+            stale_owners=frozenset(self.stale_owners),
         )

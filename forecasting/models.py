@@ -47,6 +47,7 @@ class Metric(models.TextChoices):
     PAST_DUE = "past_due", "Open deals past their expected close date"
     STAGE_TIME = "stage_time", "Time in stage and in stage now"
     STALE = "stale", "Stale deals and deals with no next step"
+    STALE_TOTALS = "stale_totals", "Stale deals' count and amount by reason, per owner, team, pipeline and source"
     LEADS = "leads", "Qualified leads, lead velocity, MQL→SQL and lead→deal conversion"
     QUOTA = "quota", "Quota attainment, coverage and deals needed"
     FORECAST_ACCURACY = "forecast_accuracy", "Forecast at period start against the won amount"

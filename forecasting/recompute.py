@@ -55,9 +55,10 @@ def part(family: Family, name: str, *, period_kinds: tuple[str, ...] | None = No
 
 
 # The families as units of work for a recompute on several connections (METRICS_CONNECTIONS): a unit runs in order
-# on one connection (forecast reads learned_probability's rows; the snapshots and accuracy read forecast's), and
-# units are independent of each other. The three longest families are cut in parts (by period kind, or by group),
-# so that the connections finish together; longest first, as measured on a million deals.
+# on one connection (forecast reads learned_probability's rows; the snapshots and accuracy read forecast's; the
+# stale totals add up stale_deals' rows), and units are independent of each other. The three longest families are
+# cut in parts (by period kind, or by group), so that the connections finish together; longest first, as measured
+# on a million deals.
 UNITS: list[tuple[Family, ...]] = [
     (part(metrics.stage_time, "company, owner", groups=["owner"]),),
     (part(metrics.stage_time, "team, source", groups=["team", "source"], company=False),),
@@ -69,7 +70,7 @@ UNITS: list[tuple[Family, ...]] = [
     (part(metrics.deal_outcomes, "year", period_kinds=("year",)),),
     (metrics.leads,),
     (metrics.quota_attainment,),
-    (metrics.stale_deals,),
+    (metrics.stale_deals, metrics.stale_totals),
     (metrics.past_due,),
 ]
 
