@@ -119,8 +119,9 @@ class MetricSnapshot(models.Model):
 
     class Meta:
         indexes = [
-            # The order readers page in (forecasting.selectors.visible_snapshot_rows): a page of stale deals (one
-            # row per deal, 64,000 on a million deals) is read from the index, not sorted from the whole run.
+            # The order readers page in (forecasting.selectors.visible_snapshot_rows), to the primary key the cursor
+            # ends on: a page of stale deals (one row per deal, 64,000 on a million deals) is read from the index,
+            # not sorted from the whole run, whatever the statistics say of a run that is newer than they are.
             models.Index(
                 fields=[
                     "run",
@@ -133,8 +134,9 @@ class MetricSnapshot(models.Model):
                     "source",
                     "stage_id",
                     "deal_id",
+                    "id",
                 ],
-                name="metricsnapshot_read_order_idx",
+                name="metricsnapshot_page_order_idx",
             ),
         ]
         constraints = [

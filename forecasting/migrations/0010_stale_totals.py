@@ -53,6 +53,30 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # The page order to the primary key: a page of a run's rows is the index's first entries, with no sort.
+        migrations.RemoveIndex(
+            model_name="metricsnapshot",
+            name="metricsnapshot_read_order_idx",
+        ),
+        migrations.AddIndex(
+            model_name="metricsnapshot",
+            index=models.Index(
+                fields=[
+                    "run",
+                    "metric",
+                    "group_kind",
+                    "period_start",
+                    "owner_id",
+                    "team_id",
+                    "pipeline_id",
+                    "source",
+                    "stage_id",
+                    "deal_id",
+                    "id",
+                ],
+                name="metricsnapshot_page_order_idx",
+            ),
+        ),
         migrations.RemoveConstraint(
             model_name="metricsnapshot",
             name="metricsnapshot_metric_valid",
