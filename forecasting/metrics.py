@@ -77,17 +77,16 @@ PeriodSlice = tuple[str, date]  # (period kind, period start)
 @dataclass(frozen=True)
 class Scope:
     """What an incremental refresh recomputes (`forecasting.changes.Slices.scope`): the periods of closes, of the
-    forecast (closes and expected closes) and of creations it touched, and the pipelines, owners and deals."""
+    forecast (closes and expected closes) and of creations it touched, the pipelines and owners, and the pending
+    changes it takes (whose deals' stale rows it rewrites), as runs of consecutive ids that the SQL reads in place
+    (`CHANGES`): a queue of any length costs the refresh's process no memory."""
 
     closed: frozenset[PeriodSlice] = frozenset()
     forecast: frozenset[PeriodSlice] = frozenset()
     created: frozenset[PeriodSlice] = frozenset()
     pipelines: frozenset[int] = frozenset()
     owners: frozenset[int] = frozenset()
-    deals: frozenset[int] = frozenset()
-    # The owners a changed deal had before or after (its stale row's owner then and now; with the current owners of
-    # `deals`, those whose stale totals are recomputed).
-    stale_owners: frozenset[int] = frozenset()
+    changes: tuple[tuple[int, int], ...] = ()  # (first id, last id) of each run of the pending changes taken
 
 
 @dataclass(frozen=True)
@@ -152,8 +151,8 @@ class MetricParams:
             "scoped": scope is not None,
             "pipelines": sorted(scope.pipelines) if scope else [],
             "owners": sorted(scope.owners) if scope else [],
-            "deals": sorted(scope.deals) if scope else [],
-            "stale_owners": sorted(scope.stale_owners) if scope else [],
+            "changes_first": [first for first, _ in scope.changes] if scope else [],
+            "changes_last": [last for _, last in scope.changes] if scope else [],
         }
         for name in ("closed", "forecast", "created"):
             params |= self._period_arrays(name, getattr(scope, name) if scope else None)
@@ -530,6 +529,16 @@ def _any(column: str, values: str) -> str:
     return f"(NOT %(scoped)s OR {column} = ANY(%({values})s))"
 
 
+# The pending changes a refresh takes (`Scope.changes`), read where they are: the refresh deletes them last.
+CHANGES = """(
+    SELECT p.* FROM forecasting_pendingchange p
+      JOIN unnest(%(changes_first)s::bigint[], %(changes_last)s::bigint[]) AS taken (first, last)
+        ON p.id BETWEEN taken.first AND taken.last
+)"""
+# The deal `{deal}` is one a refresh's changes name.
+CHANGED_DEALS = f"(NOT %(scoped)s OR {{deal}} IN (SELECT deal_id FROM {CHANGES} AS changes))"
+
+
 def deal_outcomes(cursor: CursorWrapper, params: MetricParams) -> int:
     """Win rate, average won deal size and sales cycle length, over deals closed (won or lost) in each period.
 
@@ -892,7 +901,7 @@ def stale_deals(cursor: CursorWrapper, params: MetricParams) -> int:
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
           JOIN pipeline_stage s ON s.id = d.stage_id
-         WHERE d.status = 'open' AND {_any("d.id", "deals")}
+         WHERE d.status = 'open' AND {CHANGED_DEALS.format(deal="d.id")}
     ), reasons AS (
         SELECT o.*, days_in_stage > rotting_days AS in_stage_too_long, days_since_touch > rotting_days AS no_activity
           FROM open_deals o
@@ -907,12 +916,13 @@ def stale_deals(cursor: CursorWrapper, params: MetricParams) -> int:
     return _execute(cursor, sql, params)
 
 
-# The owners whose stale totals a refresh recomputes: every owner a changed deal had before or after the changes (a
-# deal's activity or touch records no owner, and cannot change it: its current owner is its stale row's).
-STALE_OWNERS_IN_SCOPE = (
-    "(NOT %(scoped)s OR owner_id = ANY(%(stale_owners)s) "
-    "OR owner_id IN (SELECT owner_id FROM pipeline_deal WHERE id = ANY(%(deals)s)))"
-)
+# The owners whose stale totals a refresh recomputes: every owner a changed deal had before or after the changes (its
+# images name them; a deal's activity or touch records no owner and cannot change it: its stale row's is its current).
+STALE_OWNERS_IN_SCOPE = f"""(NOT %(scoped)s OR owner_id IN (
+    SELECT owner_id FROM {CHANGES} AS images WHERE sign <> 0
+    UNION ALL
+    SELECT d.owner_id FROM pipeline_deal d WHERE d.id IN (SELECT deal_id FROM {CHANGES} AS touches WHERE sign = 0)
+))"""
 
 
 def stale_totals(cursor: CursorWrapper, params: MetricParams) -> int:
@@ -1539,7 +1549,7 @@ REFRESHED: list[tuple[Family, Metric, str]] = [
         f"{_any('pipeline_id', 'pipelines')} AND "
         f"(period_kind = 'all' OR {_in_slices('created', 'period_kind', 'period_start')})",
     ),
-    (stale_deals, Metric.STALE, _any("deal_id", "deals")),
+    (stale_deals, Metric.STALE, CHANGED_DEALS.format(deal="deal_id")),
     (stale_totals, Metric.STALE_TOTALS, STALE_OWNERS_IN_SCOPE),
     # Small: written whole on every refresh.
     (past_due, Metric.PAST_DUE, "TRUE"),

@@ -184,8 +184,8 @@ def _refuse_another_configuration(cursor: CursorWrapper, run: MetricsRun) -> Non
 
 
 def _pending_change_runs(cursor: CursorWrapper) -> list[tuple[int, int]]:
-    """The changes a full recompute starting now includes (those committed before it reads anything), as the runs of
-    consecutive ids `(first, last)`.
+    """The changes a full recompute or a refresh starting now includes (those committed before it reads anything), as
+    the runs of consecutive ids `(first, last)`.
 
     The ids come from one sequence, so a queue of a million changes is a handful of runs (a gap is a rolled-back or
     still uncommitted writer's id): the recompute's memory does not grow with the queue, and a change committed
@@ -199,6 +199,15 @@ def _pending_change_runs(cursor: CursorWrapper) -> list[tuple[int, int]]:
         """
     )
     return [(first, last) for first, last in cursor.fetchall()]
+
+
+def _delete_pending_changes(cursor: CursorWrapper, taken: list[tuple[int, int]]) -> None:
+    """Delete the pending changes of the runs of ids `taken` (`_pending_change_runs`), and no change committed since."""
+    cursor.execute(
+        "DELETE FROM forecasting_pendingchange USING unnest(%s::bigint[], %s::bigint[]) AS taken (first, last)"
+        " WHERE id BETWEEN taken.first AND taken.last",
+        [[first for first, _ in taken], [last for _, last in taken]],
+    )
 
 
 def _tune_session(cursor: CursorWrapper) -> None:
@@ -229,11 +238,7 @@ def _complete_run(
     rows += _carry_history_rows(cursor, run.pk)
     _prune_old_runs(cursor, keep_after=run)
     # Changes committed after the run started stay pending: the next refresh takes them.
-    cursor.execute(
-        "DELETE FROM forecasting_pendingchange USING unnest(%s::bigint[], %s::bigint[]) AS taken (first, last)"
-        " WHERE id BETWEEN taken.first AND taken.last",
-        [[first for first, _ in consumed], [last for _, last in consumed]],
-    )
+    _delete_pending_changes(cursor, consumed)
     run.status = RunStatus.COMPLETE
     run.row_count = rows
     run.duration_seconds = time.monotonic() - started
@@ -379,13 +384,13 @@ def refresh_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
         if run is None:
             return None
         _refuse_another_configuration(cursor, run)
-        cursor.execute(f"DELETE FROM forecasting_pendingchange RETURNING {changes.COLUMNS}")
-        pending = cursor.fetchall()
-        if not pending:
+        # Read where they are, by the families too, and deleted last (the lock keeps any other taker away).
+        taken = _pending_change_runs(cursor)
+        if not taken:
             return run
         started = time.monotonic()
         refreshed_at = as_of or now
-        slices = changes.Slices.of(pending)
+        slices = changes.Slices.of_changes(cursor, taken)
         params = MetricParams.of_run(run_id=run.pk, computed_at=refreshed_at, scope=slices.scope())
         _tune_session(cursor)
         for family, metric, rows_in_scope in metrics.REFRESHED:
@@ -408,8 +413,10 @@ def refresh_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
                 deleted,
             )
         _refuse_another_configuration(cursor, run)  # rolls the patch back, the pending changes with it
+        _delete_pending_changes(cursor, taken)
         run.refreshed_at = refreshed_at
         run.save(update_fields=["refreshed_at", "row_count"])
         emit_metrics_recomputed(computed_at=refreshed_at, periods=slices.period_names(), full=False)
-    logger.info("metrics run %s refreshed for %d changes in %.3f s", run.pk, len(pending), time.monotonic() - started)
+    count = sum(last - first + 1 for first, last in taken)
+    logger.info("metrics run %s refreshed for %d changes in %.3f s", run.pk, count, time.monotonic() - started)
     return run
