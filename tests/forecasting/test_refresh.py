@@ -193,6 +193,31 @@ def test_changes_made_while_a_recompute_runs_stay_pending_for_the_refresh(org, p
     assert first.pk not in PendingChange.objects.values_list("deal_id", flat=True)
 
 
+def test_changes_made_while_a_refresh_runs_stay_pending_for_the_next_one(org, pipeline):
+    recompute_metrics(as_of=AS_OF)
+    first = make_deal(owner=org.rep, pipeline=pipeline)
+    late = []
+    real = changes.Slices.of_changes
+
+    def with_a_change_meanwhile(cursor, taken):
+        slices = real(cursor, taken)
+        # Another writer commits once the refresh has read the queue: its change is not among those taken.
+        late.append(make_deal(owner=org.rep, pipeline=pipeline))
+        return slices
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(changes.Slices, "of_changes", with_a_change_meanwhile)
+        refresh_metrics(as_of=AS_OF)
+    assert set(PendingChange.objects.values_list("deal_id", flat=True)) == {late[0].pk}
+
+    def stale() -> set[int]:
+        return set(MetricSnapshot.objects.filter(metric="stale").values_list("deal_id", flat=True))
+
+    assert stale() == {first.pk}  # the next refresh brings the late deal in
+    refresh_metrics(as_of=AS_OF)
+    assert not PendingChange.objects.exists() and stale() == {first.pk, late[0].pk}
+
+
 def test_a_change_committed_inside_a_gap_of_the_queue_stays_pending(org, pipeline):
     """A writer that took its id before others but commits after the recompute read the queue leaves a gap there:
     the recompute takes the runs of ids around it and not the late change."""
