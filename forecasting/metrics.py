@@ -535,10 +535,15 @@ CHANGES = """(
       JOIN unnest(%(changes_first)s::bigint[], %(changes_last)s::bigint[]) AS taken (first, last)
         ON p.id BETWEEN taken.first AND taken.last
 )"""
-# The deal `{deal}` is one a refresh's changes name. As an array computed once (an init plan), which the planner
-# matches against an index once `NOT scoped` has folded away; `IN (SELECT …)` under that OR stays a filter on every
-# row (1.6 s over the open deals for one change on L).
-CHANGED_DEALS = f"(NOT %(scoped)s OR {{deal}} = ANY(ARRAY(SELECT deal_id FROM {CHANGES} AS changes)))"
+# The deal `{deal}` is one a refresh's changes name. Only in a refresh's SQL (`_scoped`), not under `NOT %(scoped)s
+# OR`: there `IN (SELECT …)` stays a filter on every row (1.6 s over the open deals for one change on L), and an
+# `= ANY(ARRAY(SELECT …))` compares each row with every id (minutes for 50,000); alone it is a semi-join.
+CHANGED_DEALS = f"{{deal}} IN (SELECT deal_id FROM {CHANGES} AS changes)"
+
+
+def _scoped(params: "MetricParams", condition: str) -> str:
+    """`condition` in a refresh, TRUE in a full recompute (for conditions a join serves better than a constant OR)."""
+    return condition if params.scope is not None else "TRUE"
 
 
 def deal_outcomes(cursor: CursorWrapper, params: MetricParams) -> int:
@@ -903,7 +908,7 @@ def stale_deals(cursor: CursorWrapper, params: MetricParams) -> int:
           FROM pipeline_deal d
           JOIN accounts_user u ON u.id = d.owner_id
           JOIN pipeline_stage s ON s.id = d.stage_id
-         WHERE d.status = 'open' AND {CHANGED_DEALS.format(deal="d.id")}
+         WHERE d.status = 'open' AND {_scoped(params, CHANGED_DEALS.format(deal="d.id"))}
     ), reasons AS (
         SELECT o.*, days_in_stage > rotting_days AS in_stage_too_long, days_since_touch > rotting_days AS no_activity
           FROM open_deals o
@@ -920,12 +925,11 @@ def stale_deals(cursor: CursorWrapper, params: MetricParams) -> int:
 
 # The owners whose stale totals a refresh recomputes: every owner a changed deal had before or after the changes (its
 # images name them; a deal's activity or touch records no owner and cannot change it: its stale row's is its current).
-STALE_OWNERS_IN_SCOPE = f"""(NOT %(scoped)s OR owner_id = ANY(ARRAY(
+STALE_OWNERS_IN_SCOPE = f"""owner_id IN (
     SELECT owner_id FROM {CHANGES} AS images WHERE sign <> 0
     UNION
-    SELECT d.owner_id FROM pipeline_deal d
-     WHERE d.id = ANY(ARRAY(SELECT deal_id FROM {CHANGES} AS touches WHERE sign = 0))
-)))"""
+    SELECT d.owner_id FROM pipeline_deal d WHERE d.id IN (SELECT deal_id FROM {CHANGES} AS touches WHERE sign = 0)
+)"""
 
 
 def stale_totals(cursor: CursorWrapper, params: MetricParams) -> int:
@@ -955,7 +959,7 @@ def stale_totals(cursor: CursorWrapper, params: MetricParams) -> int:
                ("values" ->> 'no_next_step')::boolean AS no_next_step,
                ("values" ->> 'no_activity')::boolean AS no_activity
           FROM forecasting_metricsnapshot
-         WHERE run_id = %(run_id)s AND metric = '{Metric.STALE.value}' AND {STALE_OWNERS_IN_SCOPE}
+         WHERE run_id = %(run_id)s AND metric = '{Metric.STALE.value}' AND {_scoped(params, STALE_OWNERS_IN_SCOPE)}
     )
     SELECT %(run_id)s, '{Metric.STALE_TOTALS.value}', 'now', NULL, NULL, 'owner',
            owner_id, team_id, pipeline_id, source, NULL, NULL,
