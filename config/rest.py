@@ -131,7 +131,7 @@ class ApiPagination(BasePagination):
     def paginate_queryset(self, queryset, request, view=None):
         self.request = request
         self.page_size = self._requested_page_size(request)
-        self.count = self._count_if_asked(request, queryset)
+        self.count = self._count_if_asked(request, queryset, view)
         if "page" in request.query_params:
             raise exceptions.ValidationError({"page": ["Lists are walked with `cursor`: follow the `next` link."]})
         cursor = self._decoded_cursor(request)
@@ -232,12 +232,16 @@ class ApiPagination(BasePagination):
             )
         return int(raw)
 
-    def _count_if_asked(self, request, rows) -> int | None:
+    def _count_if_asked(self, request, rows, view) -> int | None:
         raw = request.query_params.get(self.count_query_param, "false")
         if raw not in ("true", "false"):
             raise exceptions.ValidationError({self.count_query_param: ["`true` or `false`."]})
         if raw == "false":
             return None
+        # A list whose length is kept with its rows (stale deals: their run's totals) says so rather than be counted.
+        count_rows = getattr(view, "count_rows", None)
+        if count_rows is not None:
+            return count_rows(rows)
         return rows.count() if isinstance(rows, QuerySet) else len(rows)
 
     def get_paginated_response(self, data) -> Response:

@@ -8,18 +8,18 @@ metrics.
 
 `Slices` turns pending changes into what an incremental refresh recomputes: the periods (month, quarter, year in
 TIME_ZONE) containing each old and new close date, expected close date and creation date, the pipelines, the
-owners (for their quotas and their teams') and the deals. The forecast and the funnel are not recomputed but
-patched with the images themselves (`forecasting.recompute.DIFFERENCES`).
+owners (for their quotas and their teams') and the deals. It reads them in SQL where they are, and so does the
+refresh: the queue never comes into Python whole. The forecast and the funnel are not recomputed but patched with
+the images themselves (`forecasting.recompute.DIFFERENCES`), read as arrays up to a bound.
 """
 
-from collections import Counter, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db.backends.utils import CursorWrapper
 
+from forecasting import metrics
 from forecasting.metrics import Scope
 from forecasting.models import Metric
 from forecasting.periods import KINDS, key_of, start_of
@@ -142,12 +142,43 @@ DROP TRIGGER activity_deleted_for_metrics ON pipeline_activity;
 DROP FUNCTION forecasting_record_activity_changes();
 """
 
-# What a refresh reads of each pending change (the arguments of `Slices.of`), and then the deal's stage and forecast
-# category (of the forecast's differences).
+# What a refresh reads of each pending change's image for the forecast's and funnel's differences.
 COLUMNS = (
     "deal_id, pipeline_id, owner_id, source, status, amount, furthest_open_order, created_at, closed_at, "
     "expected_close_date, sign, stage_id, forecast_category"
 )
+
+
+# What the pending changes a refresh takes (`metrics.CHANGES`) touch, added up in SQL: the days of their closes,
+# expected closes and creations (each day once), the pipelines and owners; never a row per change. A deal's place in
+# what a metric reads of it: in the funnels (pipeline, owner, source, creation, furthest stage, won), in the quotas
+# (owner, status, amount, dates), among past-due deals. Only where a deal's old and new images (signs −1 and +1) do
+# not cancel out did it move: a move between open stages moves it in no funnel and no quota. An activity's or a
+# touch's change (sign 0) names its deal alone.
+SLICES_SQL = f"""
+WITH changes AS MATERIALIZED {metrics.CHANGES}, images AS (
+    SELECT * FROM changes WHERE sign <> 0
+), funnel_moves AS (
+    SELECT pipeline_id, created_at FROM images
+     GROUP BY deal_id, pipeline_id, owner_id, source, created_at, furthest_open_order, status = 'won'
+    HAVING sum(sign) <> 0
+), quota_moves AS (
+    SELECT owner_id FROM images
+     GROUP BY deal_id, owner_id, status, amount, closed_at, expected_close_date
+    HAVING sum(sign) <> 0
+), past_due_moves AS (
+    SELECT 1 FROM images
+     GROUP BY deal_id, pipeline_id, owner_id, source, status = 'open', amount, expected_close_date
+    HAVING sum(sign) <> 0
+     LIMIT 1
+)
+SELECT 'closed', (closed_at AT TIME ZONE %(tz)s)::date, NULL::bigint FROM changes WHERE closed_at IS NOT NULL
+UNION SELECT 'expected', expected_close_date, NULL FROM changes WHERE expected_close_date IS NOT NULL
+UNION SELECT 'created', (created_at AT TIME ZONE %(tz)s)::date, pipeline_id FROM funnel_moves
+UNION SELECT 'quota_owner', NULL, owner_id FROM quota_moves
+UNION SELECT 'past_due', NULL, NULL FROM past_due_moves
+UNION SELECT 'any', NULL, NULL FROM changes
+"""
 
 
 def periods_holding(day: date) -> set[tuple[str, date]]:
@@ -166,43 +197,34 @@ class Slices:
     pipelines: set[int] = field(default_factory=set)
     owners: set[int] = field(default_factory=set)
     past_due: bool = False
-    deals: set[int] = field(default_factory=set)
+    changes: tuple[tuple[int, int], ...] = ()  # the runs of consecutive ids of the changes taken
+    any_deal: bool = False  # whether they name a deal (every change does: its stale row is rewritten)
 
     @classmethod
-    def of(cls, changes: Iterable[tuple]) -> "Slices":
-        """From rows of `COLUMNS` (a deal's old image has sign −1, its new one +1, an activity's deal 0)."""
-        tz = ZoneInfo(settings.TIME_ZONE)
-        slices = cls()
-        # A deal's place in what a metric reads of it: in the funnels (pipeline, owner, source, creation, furthest
-        # stage, won), in the quotas (owner, status, amount, dates), among past-due deals. Only where a deal's old
-        # and new images do not cancel out did it move: a move between open stages moves it in no funnel and no quota.
-        funnel_places: dict[int, Counter] = defaultdict(Counter)
-        quota_places: dict[int, Counter] = defaultdict(Counter)
-        past_due_places: dict[int, Counter] = defaultdict(Counter)
-        for row in changes:
-            deal_id, pipeline_id, owner_id, source, status, amount, furthest, created_at, closed_at, expected, sign = (
-                row[:11]
-            )
-            slices.deals.add(deal_id)
-            if sign:
-                funnel_places[deal_id][(pipeline_id, owner_id, source, created_at, furthest, status == "won")] += sign
-                quota_places[deal_id][(owner_id, status, amount, closed_at, expected)] += sign
-                past_due_places[deal_id][(pipeline_id, owner_id, source, status == "open", amount, expected)] += sign
-            for periods, day in (
-                (slices.closed, closed_at and closed_at.astimezone(tz).date()),
-                (slices.expected, expected),
-            ):
-                if day is not None:
-                    periods.update(periods_holding(day))
-        for places in funnel_places.values():
-            for (pipeline_id, *_rest, created_at, _furthest, _won), net in places.items():
-                if net:
-                    slices.pipelines.add(pipeline_id)
-                    day = created_at.astimezone(tz).date()
-                    slices.created.update(periods_holding(day))
-        for places in quota_places.values():
-            slices.owners.update(owner_id for (owner_id, *_rest), net in places.items() if net)
-        slices.past_due = any(net for places in past_due_places.values() for net in places.values())
+    def of_changes(cls, cursor: CursorWrapper, changes: list[tuple[int, int]]) -> "Slices":
+        """What the pending changes with ids in the runs `changes` ((first, last) each) touch, read in SQL, so that
+        the memory it takes grows with the calendar days, pipelines and owners touched, not with the changes."""
+        slices = cls(changes=tuple(changes))
+        params = {
+            "tz": settings.TIME_ZONE,
+            "changes_first": [first for first, _ in changes],
+            "changes_last": [last for _, last in changes],
+        }
+        cursor.execute(SLICES_SQL, params)
+        for what, day, key in cursor.fetchall():
+            if what == "closed":
+                slices.closed.update(periods_holding(day))
+            elif what == "expected":
+                slices.expected.update(periods_holding(day))
+            elif what == "created":
+                slices.pipelines.add(key)
+                slices.created.update(periods_holding(day))
+            elif what == "quota_owner":
+                slices.owners.add(key)
+            elif what == "past_due":
+                slices.past_due = True
+            else:
+                slices.any_deal = True
         return slices
 
     def touches(self, metric: Metric) -> bool:
@@ -212,7 +234,8 @@ class Slices:
                 Metric.DEAL_OUTCOMES: self.closed,
                 Metric.FORECAST: self.closed | self.expected,
                 Metric.FUNNEL: self.pipelines,
-                Metric.STALE: self.deals,
+                Metric.STALE: self.any_deal,
+                Metric.STALE_TOTALS: self.any_deal,
                 Metric.PAST_DUE: self.past_due,
                 Metric.QUOTA: self.owners,
                 Metric.FORECAST_ACCURACY: self.closed,
@@ -232,5 +255,5 @@ class Slices:
             created=frozenset(self.created),
             pipelines=frozenset(self.pipelines),
             owners=frozenset(self.owners),
-            deals=frozenset(self.deals),
+            changes=self.changes,
         )

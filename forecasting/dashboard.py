@@ -374,7 +374,7 @@ def _stale(board: Dashboard, *, user: User, rows) -> None:
     """The stalest deals of the scope (longest in their stage first), how many there are (each once) and how many
     are stale for each reason."""
     stale = rows(Metric.STALE, group_kind=GroupKind.OWNER)
-    board.stale_reasons = stale_reasons(stale)
+    board.stale_reasons = stale_reasons(rows(Metric.STALE_TOTALS, group_kind=GroupKind.OWNER))
     board.stale_count = board.stale_reasons["total"]["count"]
     top = list(stale.order_by(F("values__days_in_stage").desc(nulls_last=True), "deal_id")[:STALE_DEALS_SHOWN])
     deals = visible_deals(user).filter(pk__in=[row.deal_id for row in top]).select_related("stage", "owner")

@@ -47,6 +47,7 @@ class Metric(models.TextChoices):
     PAST_DUE = "past_due", "Open deals past their expected close date"
     STAGE_TIME = "stage_time", "Time in stage and in stage now"
     STALE = "stale", "Stale deals and deals with no next step"
+    STALE_TOTALS = "stale_totals", "Stale deals' count and amount by reason, per owner, team, pipeline and source"
     LEADS = "leads", "Qualified leads, lead velocity, MQL→SQL and lead→deal conversion"
     QUOTA = "quota", "Quota attainment, coverage and deals needed"
     FORECAST_ACCURACY = "forecast_accuracy", "Forecast at period start against the won amount"
@@ -118,8 +119,9 @@ class MetricSnapshot(models.Model):
 
     class Meta:
         indexes = [
-            # The order readers page in (forecasting.selectors.visible_snapshot_rows): a page of stale deals (one
-            # row per deal, 64,000 on a million deals) is read from the index, not sorted from the whole run.
+            # The order readers page in (forecasting.selectors.visible_snapshot_rows), to the primary key the cursor
+            # ends on: a page of stale deals (one row per deal, 64,000 on a million deals) is read from the index,
+            # not sorted from the whole run, whatever the statistics say of a run that is newer than they are.
             models.Index(
                 fields=[
                     "run",
@@ -132,8 +134,9 @@ class MetricSnapshot(models.Model):
                     "source",
                     "stage_id",
                     "deal_id",
+                    "id",
                 ],
-                name="metricsnapshot_read_order_idx",
+                name="metricsnapshot_page_order_idx",
             ),
         ]
         constraints = [

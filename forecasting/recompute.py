@@ -65,10 +65,11 @@ def carry_history_rows(cursor: CursorWrapper, params: MetricParams) -> int:
 
 
 # The families as units of work for a recompute on several connections (METRICS_CONNECTIONS): a unit runs in order
-# on one connection (forecast reads learned_probability's rows; the snapshots and accuracy read forecast's), and
-# units are independent of each other. Two of the longest families are cut in parts (by period kind, or by group),
-# so that the connections finish together; longest first, as measured on a million deals, so that the short ones
-# fill in at the end. (The funnel is one unit: its quarters, years and all time add up its months.)
+# on one connection (forecast reads learned_probability's rows; the snapshots and accuracy read forecast's; the
+# stale totals add up stale_deals' rows), and units are independent of each other. Two of the longest families are
+# cut in parts (by period kind, or by group), so that the connections finish together; longest first, as measured on
+# a million deals, so that the short ones fill in at the end. (The funnel is one unit: its quarters, years and all
+# time add up its months.)
 UNITS: list[tuple[Family, ...]] = [
     (metrics.funnel,),
     (part(metrics.stage_time, "company, team, owner", groups=["owner", "team"]),),
@@ -79,7 +80,7 @@ UNITS: list[tuple[Family, ...]] = [
     (part(metrics.deal_outcomes, "year", period_kinds=("year",)),),
     (metrics.leads,),
     (carry_history_rows,),
-    (metrics.stale_deals,),
+    (metrics.stale_deals, metrics.stale_totals),
     (metrics.quota_attainment,),
     (metrics.past_due,),
 ]
@@ -235,8 +236,8 @@ SNAPSHOT_NAME = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
 
 
 def _pending_change_runs(cursor: CursorWrapper) -> list[tuple[int, int]]:
-    """The changes a full recompute starting now includes (those committed before it reads anything), as the runs of
-    consecutive ids `(first, last)`.
+    """The changes a full recompute or a refresh starting now includes (those committed before it reads anything), as
+    the runs of consecutive ids `(first, last)`.
 
     The ids come from one sequence, so a queue of a million changes is a handful of runs (a gap is a rolled-back or
     still uncommitted writer's id): the recompute's memory does not grow with the queue, and a change committed
@@ -250,6 +251,15 @@ def _pending_change_runs(cursor: CursorWrapper) -> list[tuple[int, int]]:
         """
     )
     return [(first, last) for first, last in cursor.fetchall()]
+
+
+def _delete_pending_changes(cursor: CursorWrapper, taken: list[tuple[int, int]]) -> None:
+    """Delete the pending changes of the runs of ids `taken` (`_pending_change_runs`), and no change committed since."""
+    cursor.execute(
+        "DELETE FROM forecasting_pendingchange USING unnest(%s::bigint[], %s::bigint[]) AS taken (first, last)"
+        " WHERE id BETWEEN taken.first AND taken.last",
+        [[first for first, _ in taken], [last for _, last in taken]],
+    )
 
 
 def _tune_session(cursor: CursorWrapper) -> None:
@@ -290,11 +300,7 @@ def _complete_run(
         rows += _carry_history_rows(cursor, run.pk)
     _prune_old_runs(cursor, keep_after=run)
     # Changes committed after the run started stay pending: the next refresh takes them.
-    cursor.execute(
-        "DELETE FROM forecasting_pendingchange USING unnest(%s::bigint[], %s::bigint[]) AS taken (first, last)"
-        " WHERE id BETWEEN taken.first AND taken.last",
-        [[first for first, _ in consumed], [last for _, last in consumed]],
-    )
+    _delete_pending_changes(cursor, consumed)
     run.status = RunStatus.COMPLETE
     run.row_count = rows
     run.duration_seconds = time.monotonic() - started
@@ -440,21 +446,24 @@ def refresh_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
         if run is None:
             return None
         _refuse_another_configuration(cursor, run)
-        cursor.execute(f"DELETE FROM forecasting_pendingchange RETURNING {changes.COLUMNS}")
-        pending = cursor.fetchall()
-        if not pending:
+        # Read where they are, by the families too, and deleted last (the lock keeps any other taker away).
+        taken = _pending_change_runs(cursor)
+        if not taken:
             return run
         started = time.monotonic()
         refreshed_at = as_of or now
-        slices = changes.Slices.of(pending)
+        slices = changes.Slices.of_changes(cursor, taken)
         params = MetricParams.of_run(run_id=run.pk, computed_at=refreshed_at, scope=slices.scope())
         _tune_session(cursor)
+        images: list[dict] | None = None  # read once, by the first family patched with differences
         for family, metric, rows_in_scope in metrics.REFRESHED:
             if not slices.touches(metric):
                 continue
             family_started = time.monotonic()
-            if family in DIFFERENCES and _apply_differences(cursor, run, params, family, pending, family_started):
-                continue
+            if family in DIFFERENCES:
+                images = _pending_images(cursor, params) if images is None else images
+                if images and _apply_differences(cursor, run, params, family, images, family_started):
+                    continue
             cursor.execute(
                 f"DELETE FROM forecasting_metricsnapshot WHERE run_id = %(run_id)s AND metric = %(metric)s"
                 f" AND {rows_in_scope}",
@@ -471,28 +480,45 @@ def refresh_latest_run(*, as_of: datetime | None) -> MetricsRun | None:
                 deleted,
             )
         _refuse_another_configuration(cursor, run)  # rolls the patch back, the pending changes with it
+        _delete_pending_changes(cursor, taken)
         run.refreshed_at = refreshed_at
         run.save(update_fields=["refreshed_at", "row_count"])
         emit_metrics_recomputed(computed_at=refreshed_at, periods=slices.period_names(), full=False)
-    logger.info("metrics run %s refreshed for %d changes in %.3f s", run.pk, len(pending), time.monotonic() - started)
+    count = sum(last - first + 1 for first, last in taken)
+    logger.info("metrics run %s refreshed for %d changes in %.3f s", run.pk, count, time.monotonic() - started)
     return run
 
 
 # The families a refresh patches with the changes' differences rather than recomputing their slices: their numbers
 # are sums and counts over deals (or follow from them), so a deal's old image can be taken out and its new one added.
 DIFFERENCES = {metrics.forecast: metrics.forecast_differences, metrics.funnel: metrics.funnel_differences}
+# Up to this many deal images (two per changed deal) come into Python as the differences' arrays; a bigger burst (an
+# import, a bulk edit) recomputes the two families' slices like the others.
+DIFFERENCES_LIMIT = 20_000
+
+
+def _pending_images(cursor: CursorWrapper, params: MetricParams) -> list[dict]:
+    """The deal images (sign ±1) of the changes the refresh takes, by the names of `changes.COLUMNS`; none (the
+    slices are recomputed instead) beyond `DIFFERENCES_LIMIT`, so that a refresh's memory stays bounded."""
+    cursor.execute(
+        f"SELECT {changes.COLUMNS} FROM {metrics.CHANGES} AS changes WHERE sign <> 0 LIMIT %(limit)s",
+        {**params.sql(), "limit": DIFFERENCES_LIMIT + 1},
+    )
+    rows = cursor.fetchall()
+    if len(rows) > DIFFERENCES_LIMIT:
+        return []
+    names = [name.strip() for name in changes.COLUMNS.split(",")]
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def _apply_differences(
-    cursor: CursorWrapper, run: MetricsRun, params: MetricParams, family: Family, pending: list[tuple], started: float
+    cursor: CursorWrapper, run: MetricsRun, params: MetricParams, family: Family, images: list[dict], started: float
 ) -> bool:
     """Patch the run's rows of `family` with the changes' differences (`DIFFERENCES`); False when they cannot be
     exact and its slices are to be recomputed instead.
 
     Exact only if the run's rows hold every change committed before it and none after (they are added here): a full
     recompute reads the queue and the deals in one snapshot (`_consistent_snapshot`)."""
-    names = [name.strip() for name in changes.COLUMNS.split(",")]
-    images = [image for image in (dict(zip(names, row, strict=True)) for row in pending) if image["sign"]]
     counts = DIFFERENCES[family](cursor, params, images)
     if counts is None:
         return False

@@ -231,20 +231,19 @@ def metric_rows(*, user: User, query: SnapshotQuery) -> MetricRows:
     return MetricRows(run, _with_every_group(query, rows, groups, run=run, at=now), live_at=now)
 
 
-def stale_reasons(rows: QuerySet[MetricSnapshot]) -> dict[str, dict[str, Any]]:
-    """Count and amount of the stale-deal rows `rows` (visible, filtered) by reason, and in `total` each deal once
-    (a deal stale for several reasons is one row): one aggregate query, whatever the number of rows."""
-    amount = Coalesce(Cast(KT("values__amount"), DecimalField(max_digits=20, decimal_places=2)), Value(Decimal(0)))
-    aggregates: dict[str, Any] = {"total_count": Count("pk"), "total_amount": Sum(amount)}
-    for reason in STALE_REASONS:
-        only = Q(**{f"values__{reason}": True})
-        aggregates[f"{reason}_count"] = Count("pk", filter=only)
-        aggregates[f"{reason}_amount"] = Sum(amount, filter=only)
-    sums = rows.order_by().aggregate(**aggregates)
-    return {
-        key: {"count": sums[f"{key}_count"], "amount": sums[f"{key}_amount"] or Decimal(0)}
-        for key in ("total", *STALE_REASONS)
-    }
+def stale_reasons(totals: QuerySet[MetricSnapshot]) -> dict[str, dict[str, Any]]:
+    """Count and amount of stale deals by reason, and in `total` each deal once (a deal stale for several reasons is
+    one row), added up from `totals`: a run's stale totals (`Metric.STALE_TOTALS`, one row per owner, team, pipeline
+    and source), visible and filtered as the stale deals' own rows would be. One aggregate over those few rows,
+    whatever the number of stale deals."""
+    aggregates: dict[str, Any] = {}
+    for key in ("total", *STALE_REASONS):
+        count = Cast(KT(f"values__{key}_count"), IntegerField())
+        amount = Cast(KT(f"values__{key}_amount"), DecimalField(max_digits=20, decimal_places=2))
+        aggregates[f"{key}_count"] = Coalesce(Sum(count), Value(0))
+        aggregates[f"{key}_amount"] = Coalesce(Sum(amount), Value(Decimal(0)))
+    sums = totals.order_by().aggregate(**aggregates)
+    return {key: {"count": sums[f"{key}_count"], "amount": sums[f"{key}_amount"]} for key in ("total", *STALE_REASONS)}
 
 
 def _intrinsic(metric: str) -> tuple[str, ...]:

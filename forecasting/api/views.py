@@ -268,13 +268,32 @@ class StaleDealsViewSet(MetricViewSet):
     serializer_class = StaleDealRowSerializer
     query_serializer = StaleDealsQuerySerializer
 
+    reasons: dict | None = None  # the run's stale totals for the read, once asked for
+
+    def stale_totals(self) -> dict:
+        """The read's count and amount by reason, added up from its run's stale totals (`Metric.STALE_TOTALS`), with
+        the same filters and visibility as its rows."""
+        if self.reasons is None:
+            query = dataclasses.replace(self.query, metric=Metric.STALE_TOTALS)
+            totals = (
+                visible_snapshot_rows(user=self.request.user, query=query, run=self.run)[1]
+                if self.run is not None
+                else MetricSnapshot.objects.none()
+            )
+            self.reasons = stale_reasons(totals)
+        return self.reasons
+
+    def count_rows(self, rows) -> int:
+        """The list's exact length (`?count=true`) is its stale totals' count: a row per stale deal, each once."""
+        return self.stale_totals()["total"]["count"]
+
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().list(request, *args, **kwargs)
         params = self.query_serializer(data=request.query_params)
         params.is_valid(raise_exception=True)  # already checked by the read: this only reads `reasons` back
         results = response.data.pop("results")  # still last
         asked = params.validated_data["reasons"] and self.rows is not None
-        response.data["reasons"] = StaleReasonsSerializer(stale_reasons(self.rows)).data if asked else None
+        response.data["reasons"] = StaleReasonsSerializer(self.stale_totals()).data if asked else None
         response.data["results"] = results
         return response
 

@@ -8,7 +8,7 @@ from forecasting import changes
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("forecasting", "0009_backtest_and_calibration"),
+        ("forecasting", "0010_stale_totals"),
     ]
 
     operations = [

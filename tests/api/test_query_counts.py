@@ -105,6 +105,9 @@ METRIC_QUERIES = {
     "/api/v1/metrics/leads/?group=owner": 3,
     "/api/v1/metrics/stale-deals/": 3,
     "/api/v1/metrics/stale-deals/?reasons=true": 4,  # and the reasons' sums over every page
+    # The exact count is the same sums' total: one aggregate of the run's stale totals for both.
+    "/api/v1/metrics/stale-deals/?reasons=true&count=true": 4,
+    "/api/v1/metrics/stale-deals/?count=true": 4,
     "/api/v1/forecast/?group=owner": 5,
     "/api/v1/forecast/accuracy/?group=owner": 3,
     # The backtest adds its summary over every row answered (one aggregate).

@@ -611,12 +611,11 @@ def test_a_family_refuses_to_build_values_other_than_the_declared_keys():
 
 def test_a_full_recompute_and_a_refresh_pass_the_same_sql_parameters():
     full = MetricParams(run_id=1, computed_at=AS_OF, tz="Europe/Paris", prior_strength=10, lookback_days=365)
-    scope = Scope(
-        closed=frozenset({("month", dt.date(2026, 11, 1)), ("year", dt.date(2026, 1, 1))}), deals=frozenset({7})
-    )
+    scope = Scope(closed=frozenset({("month", dt.date(2026, 11, 1)), ("year", dt.date(2026, 1, 1))}), changes=((7, 9),))
     refresh = dataclasses.replace(full, scope=scope)
     assert full.sql().keys() == refresh.sql().keys()
-    assert (full.sql()["scoped"], full.sql()["closed_since"], full.sql()["deals"]) == (False, None, [])
+    assert (full.sql()["scoped"], full.sql()["closed_since"], full.sql()["changes_first"]) == (False, None, [])
+    assert (refresh.sql()["changes_first"], refresh.sql()["changes_last"]) == ([7], [9])
     assert refresh.sql()["closed_kinds"] == ["month", "year"]
     assert refresh.sql()["closed_since"] == dt.datetime(2026, 1, 1, tzinfo=ZoneInfo("Europe/Paris"))
     assert refresh.sql()["forecast_since_date"] == dt.date.max  # nothing to read: an index skips everything

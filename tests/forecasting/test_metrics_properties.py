@@ -345,20 +345,35 @@ def reference(tz: ZoneInfo, untouched: dict | None = None) -> dict:
     done = defaultdict(list)
     for activity in Activity.objects.filter(done_at__isnull=False):
         done[activity.deal_id].append(activity.done_at)
+    # Their totals: per owner, team, pipeline and source, each stale deal once and per reason.
+    stale_totals = defaultdict(lambda: defaultdict(Decimal))
     for deal in deals:
         if deal.status == "open":
             days = _days(AS_OF - deal.stage_entered_at)
             # The touch left over its stamp, or its done calls after it (all before the tests' clock).
             touched = max([(untouched or {}).get(deal.id, deal.last_touched_at), *done[deal.id]])
             rotting_days = stages[deal.stage_id].rotting_days
-            result[("stale", "now", None, "owner", deal.owner_id, deal.id)] = {
-                "rotting": days > rotting_days,
+            reasons = {
                 "in_stage_too_long": days > rotting_days,
                 "no_next_step": True,
                 "no_activity": _days(AS_OF - touched) > rotting_days,
+            }
+            result[("stale", "now", None, "owner", deal.owner_id, deal.id)] = {
+                "rotting": days > rotting_days,
+                **reasons,
                 "days_since_touch": _days(AS_OF - touched),
                 "amount": None if deal.amount is None else str(deal.amount),
             }
+            totals = stale_totals[(deal.owner_id, (teams[deal.owner_id], deal.pipeline_id, deal.source))]
+            for reason in ["total", *(name for name, stale in reasons.items() if stale)]:
+                totals[f"{reason}_count"] += 1
+                totals[f"{reason}_amount"] += deal.amount or Decimal(0)
+    for (owner_id, group), totals in stale_totals.items():
+        result[("stale_totals", "now", None, "owner", owner_id, group)] = {
+            f"{reason}_{part}": int(totals[f"{reason}_count"]) if part == "count" else totals[f"{reason}_amount"]
+            for reason in ("total", "in_stage_too_long", "no_next_step", "no_activity")
+            for part in ("count", "amount")
+        }
 
     # Leads.
     lead_counts = defaultdict(lambda: defaultdict(int))
@@ -447,11 +462,16 @@ def _computed() -> dict:
         "past_due",
         "stage_time",
         "stale",
+        "stale_totals",
         "leads",
         "quota",
     ]:
         for row in latest_rows(metric):
-            detail = {"stale": row.deal_id, "quota": row.values.get("quota_id")}.get(metric, row.stage_id)
+            detail = {
+                "stale": row.deal_id,
+                "stale_totals": (row.team_id, row.pipeline_id, row.source),
+                "quota": row.values.get("quota_id"),
+            }.get(metric, row.stage_id)
             key = (metric, row.period_kind, row.period_start, row.group_kind, GROUP_KEY[row.group_kind](row), detail)
             assert key not in rows, f"duplicate row {key}"
             rows[key] = row.values

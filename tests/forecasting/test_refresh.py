@@ -201,6 +201,31 @@ def test_changes_made_while_a_recompute_runs_stay_pending_for_the_refresh(org, p
     assert first.pk not in PendingChange.objects.values_list("deal_id", flat=True)
 
 
+def test_changes_made_while_a_refresh_runs_stay_pending_for_the_next_one(org, pipeline):
+    recompute_metrics(as_of=AS_OF)
+    first = make_deal(owner=org.rep, pipeline=pipeline)
+    late = []
+    real = changes.Slices.of_changes
+
+    def with_a_change_meanwhile(cursor, taken):
+        slices = real(cursor, taken)
+        # Another writer commits once the refresh has read the queue: its change is not among those taken.
+        late.append(make_deal(owner=org.rep, pipeline=pipeline))
+        return slices
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(changes.Slices, "of_changes", with_a_change_meanwhile)
+        refresh_metrics(as_of=AS_OF)
+    assert set(PendingChange.objects.values_list("deal_id", flat=True)) == {late[0].pk}
+
+    def stale() -> set[int]:
+        return set(MetricSnapshot.objects.filter(metric="stale").values_list("deal_id", flat=True))
+
+    assert stale() == {first.pk}  # the next refresh brings the late deal in
+    refresh_metrics(as_of=AS_OF)
+    assert not PendingChange.objects.exists() and stale() == {first.pk, late[0].pk}
+
+
 def test_a_change_committed_inside_a_gap_of_the_queue_stays_pending(org, pipeline):
     """A writer that took its id before others but commits after the recompute read the queue leaves a gap there:
     the recompute takes the runs of ids around it and not the late change."""
@@ -253,10 +278,24 @@ def test_a_refresh_logs_the_rows_and_seconds_of_each_family_it_rewrites(org, pip
     assert re.search(r"metrics refresh stale_deals: 1 rows in [\d.]+ s", caplog.text)
 
 
+SLICE_COLUMNS = (
+    "deal_id", "pipeline_id", "owner_id", "source", "status", "amount", "furthest_open_order", "created_at",
+    "closed_at", "expected_close_date", "sign",
+)  # fmt: skip
+
+
+def _slices_of(rows: list[tuple]) -> changes.Slices:
+    """The slices of pending changes with these values (`SLICE_COLUMNS`), as a refresh reads them: in SQL."""
+    PendingChange.objects.all().delete()
+    PendingChange.objects.bulk_create([PendingChange(**dict(zip(SLICE_COLUMNS, row, strict=True))) for row in rows])
+    with connection.cursor() as cursor:
+        return changes.Slices.of_changes(cursor, recompute._pending_change_runs(cursor))
+
+
 def test_slices_cover_each_period_of_every_old_and_new_date():
     from datetime import UTC, date, datetime
 
-    slices = changes.Slices.of(
+    slices = _slices_of(
         [
             (7, 1, 5, "web", "open", 10, 2, datetime(2026, 2, 3, tzinfo=UTC), None, date(2026, 5, 30), -1),
             (
@@ -277,14 +316,14 @@ def test_slices_cover_each_period_of_every_old_and_new_date():
     assert slices.closed == {("month", date(2026, 11, 1)), ("quarter", date(2026, 10, 1)), ("year", date(2026, 1, 1))}
     assert ("quarter", date(2026, 4, 1)) in slices.expected
     assert ("month", date(2026, 2, 1)) in slices.created
-    assert (slices.deals, slices.pipelines, slices.owners) == ({7}, {1}, {5, 6})
+    assert (slices.any_deal, slices.pipelines, slices.owners) == (True, {1}, {5, 6})
     assert slices.period_names() == ["2026", "2026-02", "2026-05", "2026-11", "2026-Q1", "2026-Q2", "2026-Q4"]
 
 
 def test_a_deal_expected_to_close_in_the_last_month_a_date_can_hold_is_refreshed_like_any_other():
     from datetime import date
 
-    slices = changes.Slices.of([(7, 1, 5, "web", "open", 10, 2, None, None, date(9999, 12, 31), 0)])
+    slices = _slices_of([(7, 1, 5, "web", "open", 10, 2, None, None, date(9999, 12, 31), 0)])
     assert slices.expected == {("month", date(9999, 12, 1)), ("quarter", date(9999, 10, 1)), ("year", date(9999, 1, 1))}
     assert slices.period_names() == ["9999", "9999-12", "9999-Q4"]
 
@@ -293,7 +332,7 @@ def test_a_move_that_leaves_a_deal_where_it_was_in_the_funnels_refreshes_no_funn
     from datetime import UTC, date, datetime
 
     created = datetime(2026, 2, 3, tzinfo=UTC)
-    back_one_stage = changes.Slices.of(
+    back_one_stage = _slices_of(
         [
             (7, 1, 5, "web", "open", 10, 4, created, None, date(2026, 5, 30), -1),
             (7, 1, 5, "web", "open", 10, 4, created, None, date(2026, 5, 30), 1),
@@ -302,7 +341,7 @@ def test_a_move_that_leaves_a_deal_where_it_was_in_the_funnels_refreshes_no_funn
     assert (back_one_stage.pipelines, back_one_stage.created, back_one_stage.owners) == (set(), set(), set())
     assert not back_one_stage.touches("past_due") and not back_one_stage.touches("quota")
     assert back_one_stage.expected  # its forecast still is refreshed (the stage's probability changed)
-    further = changes.Slices.of(
+    further = _slices_of(
         [
             (7, 1, 5, "web", "open", 10, 4, created, None, date(2026, 5, 30), -1),
             (7, 1, 5, "web", "open", 10, 5, created, None, date(2026, 5, 30), 1),

@@ -12,11 +12,11 @@ from rest_framework.test import APIClient
 from accounts.models import AuditEntry, User
 from config.rest import UserRateThrottle
 from forecasting.models import Quota
-from forecasting.services import recompute_metrics
+from forecasting.services import recompute_metrics, refresh_metrics
 from pipeline import services
 from pipeline.models import Deal
 from tests.api.conftest import client_for
-from tests.factories import leave_untouched
+from tests.factories import leave_untouched, stage
 from tests.forecasting.api.conftest import Q4, session_client
 from tests.forecasting.conftest import AS_OF
 from tests.forecasting.helpers import at, deal_with_history
@@ -375,3 +375,89 @@ def test_a_serializer_reading_a_key_its_metric_does_not_write_is_refused_at_impo
 
     with pytest.raises(ImproperlyConfigured, match="win_rate"):
         reads(Metric.FORECAST)(Misread)
+
+
+def _stale_in_python(*, owners: set[int], pipeline_id: int | None = None) -> dict:
+    """The stale deals of `owners` (and of one pipeline) at AS_OF, from the deals' own rows and SPEC §3 / §3a: count
+    and amount per reason, and each deal once in `total`; amounts as the API writes them."""
+    sums = {key: [0, Decimal(0)] for key in ("total", "in_stage_too_long", "no_next_step", "no_activity")}
+    deals = Deal.objects.filter(status="open", owner_id__in=owners).select_related("stage")
+    for deal in deals.filter(pipeline_id=pipeline_id) if pipeline_id else deals:
+        rotting = dt.timedelta(days=deal.stage.rotting_days)
+        reasons = {
+            "in_stage_too_long": AS_OF - deal.stage_entered_at > rotting,
+            "no_next_step": not deal.activities.filter(done_at__isnull=True, due_at__gt=AS_OF).exists(),
+            "no_activity": AS_OF - deal.last_touched_at > rotting,
+        }
+        for key in ["total", *(reason for reason, stale in reasons.items() if stale)] if any(reasons.values()) else []:
+            sums[key][0] += 1
+            sums[key][1] += deal.amount or Decimal(0)
+    return {key: {"count": count, "amount": f"{amount:.2f}"} for key, (count, amount) in sums.items()}
+
+
+def test_stale_totals_stay_the_stale_deals_added_up_after_a_recompute_refreshes_and_a_stage_change(
+    admin, org, pipeline, other_pipeline
+):
+    """The count (`?count=true`) and the reasons come from the run's stored totals, not from the rows: they must
+    equal the deals added up in Python, for every reader and filter, after a recompute, after refreshes that move,
+    edit, reassign and delete deals and plan their next steps, and after a change of a stage's rotting days."""
+    manager = session_client(org.manager)
+    east = {org.rep.pk, org.teammate.pk, org.manager.pk}
+    everyone = east | {org.other_rep.pk}
+
+    def check() -> None:
+        for client, owners, params in [
+            (admin, everyone, {}),
+            (admin, everyone, {"pipeline": other_pipeline.pk}),
+            (admin, {org.other_rep.pk}, {"owner": org.other_rep.pk}),
+            (manager, east, {}),
+            (manager, east, {"pipeline": pipeline.pk}),
+        ]:
+            body = client.get("/api/v1/metrics/stale-deals/", {**params, "reasons": "true", "count": "true"}).json()
+            want = _stale_in_python(owners=owners, pipeline_id=params.get("pipeline"))
+            assert body["reasons"] == want, params
+            assert body["count"] == want["total"]["count"], params
+
+    deals = []
+    for index, (owner, where, entered, amount) in enumerate(
+        [
+            (org.rep, pipeline, "2026-09-01", Decimal("1000.00")),
+            (org.rep, other_pipeline, "2026-10-01", Decimal("250.50")),
+            (org.teammate, pipeline, "2026-11-20", None),
+            (org.teammate, other_pipeline, "2026-09-15", Decimal("75.25")),
+            (org.other_rep, pipeline, "2026-10-10", Decimal("300.00")),
+            (org.other_rep, other_pipeline, "2026-11-24", Decimal("12.00")),
+            (org.manager, pipeline, "2026-08-01", Decimal("4000.00")),
+        ]
+    ):
+        deal = deal_with_history(owner=owner, pipeline=where, path=[("Prospecting", entered)], amount=amount)
+        leave_untouched(deal, since=at(entered))
+        if index % 3 == 2:
+            services.log_activity(actor=owner, kind="call", subject="Next", deal=deal, due_at=at("2026-12-01"))
+        deals.append(deal)
+    recompute_metrics(as_of=AS_OF)
+    check()
+    assert _stale_in_python(owners=everyone)["in_stage_too_long"]["count"] == 5  # so the test tests something
+
+    # Moves (one out of being stale in its stage, one won), an amount, a reassignment to another team, a next step
+    # planned, a deal deleted, one created: each refresh patches the totals of the owners it touched only.
+    services.move_deal(deal=deals[0], stage=stage(pipeline, "Qualification"), actor=None, at=AS_OF)
+    services.move_deal(deal=deals[1], stage=stage(other_pipeline, "Won"), actor=None, at=AS_OF)
+    services.update_deal(deal=Deal.objects.get(pk=deals[3].pk), actor=None, amount=Decimal("80.00"))
+    refresh_metrics(as_of=AS_OF)
+    check()
+    # The reassigned deal was its owner's last in a pipeline: only its old image names that owner.
+    services.update_deal(deal=Deal.objects.get(pk=deals[4].pk), actor=None, owner=org.teammate)
+    Deal.objects.filter(pk=deals[2].pk).delete()
+    refresh_metrics(as_of=AS_OF)
+    check()
+    services.log_activity(actor=org.manager, kind="call", subject="Next", deal=deals[6], due_at=at("2026-12-02"))
+    deal_with_history(owner=org.other_rep, pipeline=other_pipeline, path=[("Prospecting", "2026-11-01")])
+    refresh_metrics(as_of=AS_OF)
+    check()
+
+    # A stage's rotting days are configuration: the refresh gives way and the full recompute writes the totals.
+    services.update_stage(stage=stage(pipeline, "Prospecting"), actor=None, rotting_days=90)
+    assert refresh_metrics(as_of=AS_OF) is None
+    recompute_metrics(as_of=AS_OF)
+    check()
