@@ -49,6 +49,14 @@ ROWS = (
 SIZES = ("S", "M", "L")
 # The rows of the growth table (BENCH_GROWTH=1), each cut to its key measurement (Bench.growth), on every size.
 GROWTH_ROWS = ("deal_list", "deal_list_manager", "board", "metrics", "waterfall")
+# Their lines in the growth table, by row key: without what differs from one dataset to the next.
+GROWTH_LABELS = {
+    "deal_list": "GET deals/?pipeline=&stage=&page_size=50, concurrency 4, as admin",
+    "deal_list manager": "GET deals/?pipeline=&stage=&page_size=50, concurrency 4, as manager",
+    "board admin": "board page of the pipeline with the most open deals, as admin",
+    "metrics /api/v1/forecast/": "GET forecast/",
+    "waterfall": "GET forecast/waterfall/ of this quarter, from 7 days ago to now, company",
+}
 # In-process requests per profile (after one warm-up): their medians are the SQL alone and the in-process time.
 PROFILE_REPEAT = int(os.environ.get("BENCH_PROFILE_REPEAT", "5"))
 BATCH_SIZE = 200
@@ -213,6 +221,7 @@ class Bench:
             self._cleanup_import()
         self.result["rows"] = self.rows
         self.result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self.result["machine"]["load_average_at_end"] = os.getloadavg()
         print(format_table(self.rows, self.size))
         path = write_result(self.result, self.size, complete=set(self.wanted) == set(ROWS))
         say(f"results: {path}")
@@ -689,7 +698,7 @@ class Bench:
         return name if user == self.admin else f"{name} {user.role}"
 
     def _as_whom(self, user) -> str:
-        return "" if user == self.admin else f", as {user.role} {user.username}"
+        return "" if user == self.admin else f", as {user.role}"
 
     def _deal_list(self, user) -> None:
         path = f"/api/v1/deals/?pipeline={self.pipeline.pk}&stage={self.stage.pk}&page_size=50"
@@ -1352,7 +1361,12 @@ def format_growth(results: dict[str, dict]) -> str:
             cells.append(f"{p95:.1f} ms; {_sql_cells(row)[0]}")
         ratio = f"×{p95s['L'] / p95s['S']:.2f}" if p95s.get("S") and p95s.get("L") else "—"
         what = next(row["what"] for result in results.values() for row in result["rows"] if row["key"] == key)
-        lines.append((what, *cells, ratio))
+        lines.append((GROWTH_LABELS.get(key, what), *cells, ratio))
+    loads = []
+    for size in sizes:
+        rows = results[size]["rows"]
+        loads.append(f"{rows[0]['load_1m']['start']:.2f} → {rows[-1]['load_1m']['end']:.2f}" if rows else "—")
+    lines.append(("load 1m at the first row's start → the last row's end", *loads, ""))
     return _table(lines)
 
 
