@@ -16,7 +16,9 @@ from forecasting.services import recompute_metrics
 from pipeline.models import Deal, Organization
 from tools.bench import driver
 from tools.bench.harness import (
+    GROWTH_ROWS,
     HISTORY_TABLES,
+    ROWS,
     Bench,
     format_growth,
     format_table,
@@ -243,3 +245,8 @@ def test_plain_sql_agrees_with_the_apps_metrics(db):
     quotas = MetricSnapshot.objects.filter(run=run, metric="quota")
     attainment = {(s.values["quota_id"], round(s.values["attainment"] or 0, 6)) for s in quotas}
     assert attainment == {(q, round(float(a or 0), 6)) for q, a in rows("SELECT id, attainment FROM m_quota")}
+
+
+def test_every_row_key_has_its_measurement_and_the_growth_rows_are_rows():
+    assert all(callable(getattr(Bench, f"row_{key}", None)) for key in ROWS)
+    assert set(GROWTH_ROWS) <= set(ROWS) and len(set(ROWS)) == len(ROWS)
