@@ -47,10 +47,15 @@ loadtest: $(INSTALLED) $(ASSETS)
 	$(PY) -m tools.loadtest
 
 ## bench: SPEC §6 targets on datasets S then L (L is generated once, ~3 min; the run takes ~10-15 min): one table,
-## JSON in build/bench/. Never fails on a time. BENCH_ROWS=deal_list,board runs a subset (see tools/bench/).
+## JSON in build/bench/. Never fails on a time. BENCH_ROWS=deal_list,board runs a subset (see tools/bench/);
+## BENCH_GROWTH=1 runs the key rows on S, M (100,000 deals) and L instead, with one table of the three
 bench: $(INSTALLED) $(ASSETS)
+ifeq ($(BENCH_GROWTH),1)
+	$(PY) -m tools.bench growth
+else
 	$(PY) -m tools.bench S
 	$(PY) -m tools.bench L
+endif
 
 ## bench-small: the same on dataset S only (1,000 deals): a smoke check of the harness, about a minute
 bench-small: $(INSTALLED) $(ASSETS)

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +33,12 @@ ROWS = (
     "metrics",
     "deal_list",
     "deal_list_deep",
+    "deal_list_manager",
+    "deal_list_rep",
+    "search",
+    "as_of",
+    "waterfall",
+    "history_storage",
     "board",
     "recompute_scheduled",
     "recompute_one_move",
@@ -39,6 +46,19 @@ ROWS = (
     "batch",
     "import",
 )
+SIZES = ("S", "M", "L")
+# The rows of the growth table (BENCH_GROWTH=1), each cut to its key measurement (Bench.growth), on every size.
+GROWTH_ROWS = ("deal_list", "deal_list_manager", "board", "metrics", "waterfall")
+# Their lines in the growth table, by row key: without what differs from one dataset to the next.
+GROWTH_LABELS = {
+    "deal_list": "GET deals/?pipeline=&stage=&page_size=50, concurrency 4, as admin",
+    "deal_list manager": "GET deals/?pipeline=&stage=&page_size=50, concurrency 4, as manager",
+    "board admin": "board page of the pipeline with the most open deals, as admin",
+    "metrics /api/v1/forecast/": "GET forecast/",
+    "waterfall": "GET forecast/waterfall/ of this quarter, from 7 days ago to now, company",
+}
+# In-process requests per profile (after one warm-up): their medians are the SQL alone and the in-process time.
+PROFILE_REPEAT = int(os.environ.get("BENCH_PROFILE_REPEAT", "5"))
 BATCH_SIZE = 200
 PLAIN_SQL = Path(__file__).with_name("plain_metrics.sql")
 METRIC_PATHS = (
@@ -57,8 +77,10 @@ METRIC_PATHS = (
 
 def main(argv: list[str]) -> int:
     size = (argv[0] if argv else "S").upper()
-    if size not in ("S", "L"):
-        print("usage: python -m tools.bench S|L", file=sys.stderr)
+    if size == "GROWTH" or os.environ.get("BENCH_GROWTH") == "1":
+        return growth()
+    if size not in SIZES:
+        print("usage: python -m tools.bench S|M|L|growth (or BENCH_GROWTH=1)", file=sys.stderr)
         return 2
     wanted = [row for row in os.environ.get("BENCH_ROWS", ",".join(ROWS)).split(",") if row]
     unknown = sorted(set(wanted) - set(ROWS))
@@ -67,15 +89,49 @@ def main(argv: list[str]) -> int:
         return 2
     servers = srv.resolve(size)
     try:
-        return Bench(size, servers, wanted).run()
+        return Bench(size, servers, wanted, growth=os.environ.get("BENCH_GROWTH_PART") == "1").run()
     finally:
         embedded.stop_started(servers.started_embedded)
 
 
+def growth() -> int:
+    """The key rows on each size (BENCH_GROWTH_SIZES, default S,M,L), each size in its own process (Django's settings
+    name one database), then one table of their figures side by side."""
+    sizes = [size.upper() for size in os.environ.get("BENCH_GROWTH_SIZES", ",".join(SIZES)).split(",") if size]
+    env = {key: value for key, value in os.environ.items() if key != "BENCH_GROWTH"}
+    env.update(BENCH_ROWS=",".join(GROWTH_ROWS), BENCH_GROWTH_PART="1")
+    results, status = {}, 0
+    for size in sizes:
+        say(f"growth: dataset {size}")
+        with subprocess.Popen(
+            [sys.executable, "-m", "tools.bench", size], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        ) as child:
+            for line in child.stdout:
+                print(line, end="", flush=True)
+                if line.startswith("results: "):
+                    results[size] = json.loads(Path(line.removeprefix("results: ").strip()).read_text())
+        status = status or child.returncode
+    table = format_growth(results)
+    print(table)
+    srv.BUILD.mkdir(parents=True, exist_ok=True)
+    path = srv.BUILD / f"growth-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
+    path.write_text(table + "\n")
+    say(f"growth table: {path}")
+    return status
+
+
+def loadavg_1m() -> float:
+    """The 1-minute load average, as /proc/loadavg has it."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 class Bench:
-    def __init__(self, size: str, servers: srv.Servers, wanted: list[str]):
+    def __init__(self, size: str, servers: srv.Servers, wanted: list[str], *, growth: bool = False):
         self.size, self.servers, self.wanted = size, servers, wanted
+        # A part of the growth table: each row measures only what the table shows.
+        self.growth = growth
         self.rows: list[dict] = []
+        self._load_at_start = loadavg_1m()
         self.result: dict = {
             "size": size,
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -110,8 +166,8 @@ class Bench:
         """Reuse the dataset made by this generator version and seed, else generate it.
 
         A run moves 1,001 deals (the recompute rows) and adds then deletes the imported ones, so a reused dataset
-        drifts a little: L (minutes to make) is reused as long as the generator is the same, S (seconds) is made
-        afresh once it has been benchmarked.
+        drifts a little: M and L (a minute, minutes to make) are reused as long as the generator is the same, S
+        (seconds) is made afresh once it has been benchmarked.
         """
         with psycopg.connect(self.servers.database_url, autocommit=True) as conn:
             conn.execute(
@@ -120,7 +176,7 @@ class Bench:
             )
             conn.execute("ALTER TABLE bench_dataset ADD COLUMN IF NOT EXISTS runs integer NOT NULL DEFAULT 0")
             row = conn.execute("SELECT generator, generated_at, seconds, runs FROM bench_dataset").fetchone()
-            if row and row[0] == self.generator and (row[3] == 0 or self.size == "L"):
+            if row and row[0] == self.generator and (row[3] == 0 or self.size != "S"):
                 conn.execute("UPDATE bench_dataset SET runs = runs + 1")
                 say(f"dataset: reusing the one generated at {row[1]:%Y-%m-%d %H:%M} UTC ({row[3]} runs before)")
                 return {"generated_at": row[1].isoformat(), "generation_seconds": row[2], "runs_before": row[3]}
@@ -144,18 +200,20 @@ class Bench:
                 if row in self.wanted:
                     say(f"row: {row}")
                     started = time.monotonic()
+                    self._load_at_start = loadavg_1m()
                     try:
                         getattr(self, f"row_{row}")()
                     except Exception as error:  # noqa: BLE001 — one row failing must not hide the others
                         traceback.print_exc()
-                        self.rows.append(
+                        self.add_row(
                             {
                                 "key": row,
                                 "what": row,
                                 "measured": f"harness error: {error!r}",
                                 "target": "",
                                 "met": None,
-                            }
+                            },
+                            source="",
                         )
                     say(f"  ({time.monotonic() - started:.1f} s)")
         finally:
@@ -163,6 +221,7 @@ class Bench:
             self._cleanup_import()
         self.result["rows"] = self.rows
         self.result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self.result["machine"]["load_average_at_end"] = os.getloadavg()
         print(format_table(self.rows, self.size))
         path = write_result(self.result, self.size, complete=set(self.wanted) == set(ROWS))
         say(f"results: {path}")
@@ -206,18 +265,53 @@ class Bench:
                 [pipeline_id],
             )
             manager_id, manager_deals = cursor.fetchone()
+            rep_id, rep_deals = busiest_rep_of(cursor, manager_id)
+            self.search_word, search_organizations = common_search_word(cursor)
         self.pipeline = Pipeline.objects.get(pk=pipeline_id)
         self.stage = Stage.objects.get(pk=stage_id)
         self.manager = User.objects.get(pk=manager_id)
+        self.rep = User.objects.get(pk=rep_id)
         self.result["board_pipeline"] = {
             "name": self.pipeline.name,
             "open_deals": open_deals,
             "manager": self.manager.username,
             "manager_open_deals": manager_deals,
+            "rep": self.rep.username,
+            "rep_deals": rep_deals,
         }
         self.result["deal_list_stage"] = {"name": self.stage.name, "deals": stage_deals}
+        self.result["search"] = {"word": self.search_word, "organizations": search_organizations}
+        self.auth_of = {self.admin.pk: self.auth}
+
+    def auth_for(self, user) -> dict:
+        """The API token header of `user` (one token per user and run)."""
+        from accounts.services import create_api_token
+
+        if user.pk not in self.auth_of:
+            _token, raw = create_api_token(user=user, name=f"bench {datetime.now(UTC):%Y-%m-%d %H:%M:%S}")
+            self.auth_of[user.pk] = {"Authorization": f"Bearer {raw}"}
+        return self.auth_of[user.pk]
 
     # --- Helpers ---
+
+    def add_row(self, row: dict, *, source: str, parts: list[tuple[str, float | None, float | None]] = ()) -> None:
+        """Record a row of the table with what SPEC §6 prints beside each: the SQL alone, the app/SQL ratio, and the
+        1-minute load average at the row's start and end.
+
+        `parts` are (label, the app's figure in ms, the SQL alone in ms): one per URL or step the row measures;
+        `source` says where the SQL figure comes from. A row starts where the one before it (or its method) ended.
+        """
+        row["sql"] = {
+            "source": source,
+            "parts": [
+                {"label": label, "app_ms": app, "sql_ms": sql, "ratio": round(app / sql, 2) if app and sql else None}
+                for label, app, sql in parts
+            ],
+        }
+        end = loadavg_1m()
+        row["load_1m"] = {"start": self._load_at_start, "end": end}
+        self._load_at_start = end
+        self.rows.append(row)
 
     def drive(self, paths: list[str], *, headers: dict, concurrency: int, requests: int, seconds: float) -> dict:
         job = {
@@ -247,8 +341,12 @@ class Bench:
             result["req_per_s"] = len(latencies) / result["wall_seconds"]
         return result
 
-    def profile(self, path: str, *, user=None, headers: dict | None = None, explain: int = 0) -> dict:
-        """One request made in-process: wall ms, SQL query count and SQL ms, the slowest queries (EXPLAINed)."""
+    def profile(
+        self, path: str, *, user=None, headers: dict | None = None, explain: int = 0, repeat: int = PROFILE_REPEAT
+    ) -> dict:
+        """`repeat` requests made in-process after a warm-up: the medians of their wall ms and of their SQL ms (the
+        statements each request runs, each timed around its execution: the SQL alone), the query count, and the
+        slowest queries of the last one (EXPLAINed)."""
         from django.db import connection
         from django.test import Client
 
@@ -257,28 +355,34 @@ class Bench:
             user.refresh_from_db()  # the session carries a hash of the password as it is now
             client.force_login(user)
         client.get(path)  # warm: caches, connection
-        queries = []
+        walls, sqls, counts = [], [], []
+        for _ in range(max(1, repeat)):
+            queries = []
 
-        def timed(execute, sql, params, many, context):
-            begun = time.perf_counter()
-            try:
-                return execute(sql, params, many, context)
-            finally:
-                elapsed = (time.perf_counter() - begun) * 1000
-                text = connection.ops.last_executed_query(context["cursor"], sql, params)
-                queries.append({"ms": round(elapsed, 2), "sql": text})
+            def timed(execute, sql, params, many, context, queries=queries):
+                begun = time.perf_counter()
+                try:
+                    return execute(sql, params, many, context)
+                finally:
+                    elapsed = (time.perf_counter() - begun) * 1000
+                    text = connection.ops.last_executed_query(context["cursor"], sql, params)
+                    queries.append({"ms": round(elapsed, 2), "sql": text})
 
-        with connection.execute_wrapper(timed):
-            started = time.perf_counter()
-            response = client.get(path)
-            wall = (time.perf_counter() - started) * 1000
-        sql_ms = sum(query["ms"] for query in queries)
+            with connection.execute_wrapper(timed):
+                started = time.perf_counter()
+                response = client.get(path)
+                walls.append((time.perf_counter() - started) * 1000)
+            sqls.append(sum(query["ms"] for query in queries))
+            counts.append(len(queries))
+        wall, sql_ms = _median(walls), _median(sqls)
         slowest = sorted(queries, key=lambda query: query["ms"], reverse=True)
         profile = {
             "status": response.status_code,
+            "requests": len(walls),
             "in_process_ms": round(wall, 1),
-            "queries": len(queries),
-            "sql_ms": round(sql_ms, 1),
+            "queries": counts[-1],
+            "queries_each": sorted(set(counts)),
+            "sql_ms": round(sql_ms, 2),
             "python_ms": round(wall - sql_ms, 1),
             "slowest_queries": [{"ms": query["ms"], "sql": query["sql"][:800]} for query in slowest[:5]],
         }
@@ -327,10 +431,10 @@ class Bench:
             raise RuntimeError(f"login as {username} failed ({response.status})")
         return {"Cookie": f"sessionid={cookies['sessionid'].value}"}
 
-    def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    def api(self, method: str, path: str, body: dict | None = None, *, headers: dict | None = None) -> tuple[int, dict]:
         target = urlsplit(self.base_url)
         conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
-        headers = {**self.auth, "Content-Type": "application/json"}
+        headers = {**(headers or self.auth), "Content-Type": "application/json"}
         conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
         response = conn.getresponse()
         data = response.read()
@@ -347,16 +451,11 @@ class Bench:
         srv.reset_peak_rss(pool)
         log_start = self.worker.log_path.stat().st_size
         started = time.monotonic()
-        run_id = task.apply_async(kwargs={"reason": "schedule"}).get(timeout=3600)
+        sent = task.apply_async(kwargs={"reason": "schedule"})
+        run_id = sent.get(timeout=3600)
         wall = time.monotonic() - started
         peaks = {pid: srv.peak_rss_mb(pid) for pid in pool}
-        with open(self.worker.log_path) as log:
-            log.seek(log_start)
-            families = {
-                match.group(1): float(match.group(3))
-                for match in re.finditer(r"metrics ([\w\[\], ]+?): (\d+) rows in ([\d.]+) s", log.read())
-                if not match.group(1).startswith("recompute ")  # the run's own total line
-            }
+        families = self.worker_families(log_start, until=f"[{sent.id}] succeeded")
         return {
             "wall_seconds": round(wall, 2),
             "run_id": run_id,
@@ -364,6 +463,42 @@ class Bench:
             "pool_peak_rss_mb": peaks,
             "family_seconds": families,
         }
+
+    def worker_families(self, log_start: int, *, until: str) -> dict[str, float]:
+        """The seconds of each metric family (or refresh of one) the worker logged after byte `log_start`, once the
+        line holding `until` is there: each is the family's SQL statements, so their sum is the SQL alone of a
+        recompute or refresh."""
+        # A pool process's log reaches the file some time after its task's result does (buffered).
+        deadline = time.monotonic() + 15
+        while True:
+            with open(self.worker.log_path) as log:
+                log.seek(log_start)
+                text = log.read()
+            if until in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return {
+            match.group(1): float(match.group(3))
+            for match in re.finditer(r"metrics ([\w\[\], ]+?): (\d+) rows in ([\d.]+) s", text)
+            if not match.group(1).startswith("recompute ")  # the run's own total line
+        }
+
+    def in_process_sql(self, work) -> tuple[object, float, int]:
+        """`work()` run in this process: its result, the ms of the SQL statements it ran, and their number."""
+        from django.db import connection
+
+        spent = []
+
+        def timed(execute, sql, params, many, context):
+            begun = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                spent.append((time.perf_counter() - begun) * 1000)
+
+        with connection.execute_wrapper(timed):
+            result = work()
+        return result, sum(spent), len(spent)
 
     # --- Rows ---
 
@@ -381,16 +516,17 @@ class Bench:
         measured["plain_sql_statements"] = plain["statements"]
         ratio = measured["wall_seconds"] / plain["seconds"] if plain["seconds"] else None
         measured["ratio_to_plain_sql"] = ratio
-        self.rows.append(
+        self.add_row(
             {
                 "key": "recompute_full",
                 "what": "full metrics recompute, from scratch (Celery worker)",
-                "measured": f"{measured['wall_seconds']:.1f} s, peak RSS {measured['peak_rss_mb']:.0f} MB; "
-                f"plain SQL {plain['seconds']:.1f} s (×{ratio:.2f})",
+                "measured": f"{measured['wall_seconds']:.1f} s, peak RSS {measured['peak_rss_mb']:.0f} MB",
                 "target": "≤ 30 s, ≤ 300 MB",
                 "met": measured["wall_seconds"] <= 30 and measured["peak_rss_mb"] <= 300,
                 "details": measured,
-            }
+            },
+            source="plain SQL (plain_metrics.sql, one connection)",
+            parts=[("", measured["wall_seconds"] * 1000, plain["seconds"] * 1000)],
         )
 
     def _ensure_metrics(self) -> None:
@@ -410,7 +546,8 @@ class Bench:
         self._ensure_metrics()
         previous = _latest_result("S") if self.size == "L" else None
         count = 100 if self.size == "L" else 60
-        for path in METRIC_PATHS:
+        # The growth table shows the forecast endpoint: the one the dashboard reads first.
+        for path in METRIC_PATHS[:1] if self.growth else METRIC_PATHS:
             measured = self.drive([path], headers=self.auth, concurrency=1, requests=count, seconds=30)
             measured["profile"] = self.profile(path, headers=self.auth)
             p95 = measured.get("p95_ms")
@@ -431,7 +568,7 @@ class Bench:
             if set(measured["statuses"]) != {"200"}:
                 measured_text += f" (statuses {measured['statuses']})"
             row["measured"], row["met"] = measured_text, met
-            self.rows.append(row)
+            self.add_row(row, **_profiled(measured))
 
     def _ensure_forecast_calls(self, quarter) -> int:
         """A quarter's forecast call as a 20-team company makes it: every member's commit and best case each week so
@@ -498,14 +635,12 @@ class Bench:
 
     def row_forecast_call(self) -> None:
         """The forecast call's roll-up and trend for the whole company (20 teams) and for a manager (SPEC §6)."""
-        from accounts.services import create_api_token
         from forecasting.periods import Period
 
         self._ensure_metrics()
         quarter = Period.current("quarter")
         calls = self._ensure_forecast_calls(quarter)
-        _token, raw = create_api_token(user=self.manager, name=f"bench {datetime.now(UTC):%Y-%m-%d %H:%M:%S}")
-        manager_auth = {"Authorization": f"Bearer {raw}"}
+        manager_auth = self.auth_for(self.manager)
         count = 100 if self.size == "L" else 60
         for name, path, headers in (
             ("roll-up, admin", f"/api/v1/forecast/rollup/?period={quarter.key}&category=commit", self.auth),
@@ -522,7 +657,7 @@ class Bench:
             )
             if set(measured["statuses"]) != {"200"}:
                 text += f" (statuses {measured['statuses']})"
-            self.rows.append(
+            self.add_row(
                 {
                     "key": f"forecast_call {name}",
                     "what": f"GET {path.removeprefix('/api/v1/')} ({name.split(', ')[1]}, {calls:,} call rows)",
@@ -530,70 +665,199 @@ class Bench:
                     "target": "p95 ≤ 50 ms",
                     "met": p95 is not None and p95 <= 50 and set(measured["statuses"]) == {"200"},
                     "details": measured,
-                }
+                },
+                **_profiled(measured),
             )
 
     def row_deal_list(self) -> None:
+        self._deal_list(self.admin)
+
+    def row_deal_list_deep(self) -> None:
+        self._deal_list_deep(self.admin)
+
+    def row_deal_list_manager(self) -> None:
+        """The admin's two rows as the manager whose team owns the most open deals of the board's pipeline."""
+        self._deal_list(self.manager)
+        if not self.growth:
+            self._deal_list_deep(self.manager)
+
+    def row_deal_list_rep(self) -> None:
+        """The admin's two rows as the rep of that manager's team with the most deals."""
+        self._deal_list(self.rep)
+        self._deal_list_deep(self.rep)
+
+    def _list_requests(self, user) -> int:
+        """Requests per deal list measurement: fewer on S for the manager's and rep's rows (CI's smoke check runs
+        every row on S and should take a minute or two)."""
+        if self.size != "S":
+            return 400
+        return 200 if user == self.admin else 100
+
+    def _key(self, name: str, user) -> str:
+        """The row key: the admin's rows keep their first names (earlier results are compared by key)."""
+        return name if user == self.admin else f"{name} {user.role}"
+
+    def _as_whom(self, user) -> str:
+        return "" if user == self.admin else f", as {user.role}"
+
+    def _deal_list(self, user) -> None:
         path = f"/api/v1/deals/?pipeline={self.pipeline.pk}&stage={self.stage.pk}&page_size=50"
-        count = 400 if self.size == "L" else 200
-        measured = self.drive([path], headers=self.auth, concurrency=4, requests=count, seconds=60)
-        measured["profile"] = self.profile(path, headers=self.auth, explain=2)
-        one = self.profile(path.replace("page_size=50", "page_size=1"), headers=self.auth)
+        count = self._list_requests(user)
+        headers = self.auth_for(user)
+        measured = self.drive([path], headers=headers, concurrency=4, requests=count, seconds=60)
+        measured["profile"] = self.profile(path, headers=headers, explain=2)
+        one = self.profile(path.replace("page_size=50", "page_size=1"), headers=headers, repeat=1)
         queries = {"page_size_1": one["queries"], "page_size_50": measured["profile"]["queries"]}
         measured["queries"] = queries
         constant = queries["page_size_1"] == queries["page_size_50"]
         p95 = measured.get("p95_ms") or math.inf
-        self.rows.append(
+        self.add_row(
             {
-                "key": "deal_list",
-                "what": "GET deals/?pipeline=&stage=&page_size=50, concurrency 4",
+                "key": self._key("deal_list", user),
+                "what": f"GET deals/?pipeline=&stage=&page_size=50, concurrency 4{self._as_whom(user)}",
                 "measured": f"p50 {measured.get('p50_ms', 0):.1f} / p95 {p95:.1f} ms, "
                 f"{measured.get('req_per_s', 0):.0f} req/s; {queries['page_size_1']} queries at page_size 1, "
                 f"{queries['page_size_50']} at 50",
                 "target": "p95 ≤ 60 ms; queries constant",
                 "met": p95 <= 60 and constant and set(measured["statuses"]) == {"200"},
                 "details": measured,
-            }
+            },
+            **_profiled(measured),
         )
 
-    def row_deal_list_deep(self) -> None:
-        """The whole deal list in its default order, at page 1 and at a deep cursor: a keyset page seeks where the
-        last one ended (no OFFSET, no COUNT), so the deep page must cost what the first does (SPEC §4, §6)."""
+    def _deal_list_deep(self, user) -> None:
+        """The whole deal list `user` sees in its default order, at page 1 and at a deep cursor: a keyset page seeks
+        where the last one ended (no OFFSET, no COUNT), so the deep page must cost what the first does (SPEC §4,
+        §6)."""
         first = "/api/v1/deals/?page_size=50"
+        headers = self.auth_for(user)
         depth = 200 if self.size == "L" else 10
         deep, reached = first, 0
         while reached < depth:
-            status, body = self.api("GET", deep)
+            status, body = self.api("GET", deep, headers=headers)
             if status != 200 or not body.get("next"):
                 break
             link = urlsplit(body["next"])
             deep, reached = f"{link.path}?{link.query}", reached + 1
-        count = 400 if self.size == "L" else 200
+        count = self._list_requests(user)
         measured = {
-            name: self.drive([path], headers=self.auth, concurrency=4, requests=count, seconds=60)
+            name: self.drive([path], headers=headers, concurrency=4, requests=count, seconds=60)
             for name, path in (("first", first), ("deep", deep))
         }
+        for name, path in (("first", first), ("deep", deep)):
+            measured[name]["profile"] = self.profile(path, headers=headers, explain=1)
         p95 = {name: one.get("p95_ms") or math.inf for name, one in measured.items()}
         statuses = set(measured["first"]["statuses"]) | set(measured["deep"]["statuses"])
-        self.rows.append(
+        profiled = [_profiled(measured[name], label) for name, label in (("first", "page 1"), ("deep", "deep"))]
+        self.add_row(
             {
-                "key": "deal_list_deep",
-                "what": f"GET deals/?page_size=50 (every deal), page 1 and page {reached + 1} by cursor, concurrency 4",
+                "key": self._key("deal_list_deep", user),
+                "what": f"GET deals/?page_size=50 (every deal), page 1 and page {reached + 1} by cursor, "
+                f"concurrency 4{self._as_whom(user)}",
                 "measured": f"p95 {p95['first']:.1f} ms at page 1, {p95['deep']:.1f} ms at page {reached + 1}",
                 "target": "p95 ≤ 60 ms at both",
                 "met": max(p95.values()) <= 60 and statuses == {"200"},
                 "details": {**measured, "pages_walked": reached},
-            }
+            },
+            source=profiled[0]["source"],
+            parts=[part for one in profiled for part in one["parts"]],
+        )
+
+    def row_search(self) -> None:
+        """`search=` on the deal list (title, organization, contact) with a word common in the dataset's
+        organization names, as the admin, the manager and the rep."""
+        path = f"/api/v1/deals/?search={self.search_word}&page_size=50"
+        count = 100 if self.size == "S" else 400
+        for user in (self.admin, self.manager, self.rep):
+            headers = self.auth_for(user)
+            measured = self.drive([path], headers=headers, concurrency=4, requests=count, seconds=60)
+            measured["profile"] = self.profile(path, headers=headers, explain=2)
+            p95 = measured.get("p95_ms") or math.inf
+            self.add_row(
+                {
+                    "key": f"search {user.role}",
+                    "what": f"GET deals/?search={self.search_word}&page_size=50, concurrency 4, as {user.role}",
+                    "measured": f"p50 {measured.get('p50_ms', 0):.1f} / p95 {p95:.1f} ms, "
+                    f"{measured.get('req_per_s', 0):.0f} req/s",
+                    "target": "p95 ≤ 60 ms",
+                    "met": p95 <= 60 and set(measured["statuses"]) == {"200"},
+                    "details": measured,
+                },
+                **_profiled(measured),
+            )
+
+    def row_as_of(self) -> None:
+        """The board pipeline's deals as they were a week ago (SPEC §3a), read from the deal history."""
+        from datetime import timedelta
+
+        as_of = _iso(datetime.now(UTC) - timedelta(days=7))
+        path = f"/api/v1/deals/?{urlencode({'as_of': as_of, 'pipeline': self.pipeline.pk, 'page_size': 50})}"
+        what = "GET deals/?as_of=<7 days ago>&pipeline=&page_size=50"
+        self._history_get(path, "as_of", what, 200)["as_of"] = as_of
+
+    def row_waterfall(self) -> None:
+        """The waterfall of the current quarter at company level, from a week ago to now (the page's default)."""
+        from datetime import timedelta
+
+        from forecasting.periods import Period
+
+        quarter = Period.current("quarter")
+        now = datetime.now(UTC).replace(microsecond=0)
+        params = {"period": quarter.key, "from": _iso(now - timedelta(days=7)), "to": _iso(now), "group": "company"}
+        path = f"/api/v1/forecast/waterfall/?{urlencode(params)}"
+        what = f"GET forecast/waterfall/?period={quarter.key}&from=<7 days ago>&to=<now>"
+        self._history_get(path, "waterfall", what, 300)["params"] = params
+
+    def _history_get(self, path: str, key: str, what: str, limit_ms: int) -> dict:
+        count = 40 if self.size == "S" else 100
+        measured = self.drive([path], headers=self.auth, concurrency=1, requests=count, seconds=60)
+        measured["profile"] = self.profile(path, headers=self.auth, explain=2)
+        p95 = measured.get("p95_ms") or math.inf
+        text = f"p50 {measured.get('p50_ms', 0):.1f} / p95 {p95:.1f} ms, {measured['profile']['queries']} queries"
+        if set(measured["statuses"]) != {"200"}:
+            text += f" (statuses {measured['statuses']})"
+        self.add_row(
+            {
+                "key": key,
+                "what": f"{what} (admin, company)",
+                "measured": text,
+                "target": f"p95 ≤ {limit_ms} ms",
+                "met": p95 <= limit_ms and set(measured["statuses"]) == {"200"},
+                "details": measured,
+            },
+            **_profiled(measured),
+        )
+        return measured
+
+    def row_history_storage(self) -> None:
+        """The deal history's size on disk beside the deal table's (SPEC §3a: under 2×)."""
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            sizes = history_storage(cursor)
+        history = sizes["pipeline_dealstate"] + sizes["pipeline_stagestate"]
+        ratio = history / sizes["pipeline_deal"]
+        self.add_row(
+            {
+                "key": "history_storage",
+                "what": "deal history on disk (field history + stage states, with indexes) beside the deal table",
+                "measured": f"{_mb(sizes['pipeline_dealstate'])} + {_mb(sizes['pipeline_stagestate'])} "
+                f"against {_mb(sizes['pipeline_deal'])} (×{ratio:.2f})",
+                "target": "< 2× the deal table",
+                "met": ratio < 2,
+                "details": {"bytes": sizes, "ratio": round(ratio, 3)},
+            },
+            source="not a time: pg_total_relation_size",
         )
 
     def row_board(self) -> None:
         path = f"/board/{self.pipeline.pk}/"
         count = 60 if self.size == "L" else 40
-        for user in (self.admin, self.manager):
+        for user in (self.admin,) if self.growth else (self.admin, self.manager):
             measured = self.drive([path], headers=self.login(user.username), concurrency=1, requests=count, seconds=60)
             measured["profile"] = self.profile(path, user=user, explain=2)
             p95 = measured.get("p95_ms") or math.inf
-            self.rows.append(
+            self.add_row(
                 {
                     "key": f"board {user.role}",
                     "what": f"board page, {self.result['board_pipeline']['open_deals']:,} open deals, as {user.role}",
@@ -601,7 +865,8 @@ class Bench:
                     "target": "p95 ≤ 200 ms",
                     "met": p95 <= 200 and set(measured["statuses"]) == {"200"},
                     "details": measured,
-                }
+                },
+                **_profiled(measured),
             )
 
     def _open_deals_to_move(self, count: int, exclude: set[int] = frozenset()) -> list:
@@ -639,7 +904,7 @@ class Bench:
         measured["k"] = len(deals)
         measured["pending_changes"] = pending
         measured["moves_seconds"] = round(moves, 1)
-        self.rows.append(
+        self.add_row(
             {
                 "key": "recompute_scheduled",
                 "what": f"scheduled refresh after moves of k = {len(deals):,} deals",
@@ -647,7 +912,9 @@ class Bench:
                 "target": "≤ 2 s",
                 "met": measured["wall_seconds"] <= 2,
                 "details": measured,
-            }
+            },
+            source="the refresh's families (their SQL), from the worker's log",
+            parts=[("", measured["wall_seconds"] * 1000, sum(measured["family_seconds"].values()) * 1000)],
         )
 
     def row_recompute_one_move(self) -> None:
@@ -656,6 +923,7 @@ class Bench:
         self._ensure_metrics()
         deal = self._open_deals_to_move(1)[0]
         stage = self._previous_stage(deal)
+        log_start = self.worker.log_path.stat().st_size
         started = time.monotonic()
         status, moved = self.api("POST", f"/api/v1/deals/{deal.pk}/move/", {"stage": stage.pk})
         if status != 200:
@@ -679,8 +947,9 @@ class Bench:
             # The delay a deal change waits before its refresh is queued, and the full recompute's debounce.
             "refresh_delay_seconds": getattr(settings, "METRICS_REFRESH_DELAY_SECONDS", None),
             "debounce_seconds": settings.METRICS_DEBOUNCE_SECONDS,
+            "family_seconds": self.worker_families(log_start, until="refreshed for") if fresh else {},
         }
-        self.rows.append(
+        self.add_row(
             {
                 "key": "recompute_one_move",
                 "what": "one deal moved (API) → fresh forecast (API)",
@@ -688,7 +957,9 @@ class Bench:
                 "target": "≤ 0.5 s",
                 "met": fresh is not None and fresh <= 0.5,
                 "details": details,
-            }
+            },
+            source="the refresh's families (their SQL), from the worker's log",
+            parts=[("", fresh and fresh * 1000, sum(details["family_seconds"].values()) * 1000)],
         )
 
     def row_batch(self) -> None:
@@ -708,15 +979,28 @@ class Bench:
             if status != 200 or statuses != {expected}:
                 raise RuntimeError(f"batch {step} answered {status} with item statuses {statuses}")
         slowest = max(seconds.values())
-        self.rows.append(
+        # The SQL alone: the same two requests again in this process, on the same rows made afresh.
+        from django.test import Client
+
+        self._cleanup_import()
+        client = Client(HTTP_HOST="127.0.0.1", headers=self.auth)
+        sql = {}
+        for step in ("create", "update"):
+            body = json.dumps({"items": bodies[step]})
+            _response, sql[step], _count = self.in_process_sql(
+                lambda body=body: client.post("/api/v1/deals/batch/", body, content_type="application/json")
+            )
+        self.add_row(
             {
                 "key": "batch",
                 "what": f"batch upsert of {BATCH_SIZE} deals (API)",
                 "measured": f"{seconds['create']:.2f} s created, {seconds['update']:.2f} s updated",
                 "target": "≤ 1 s",
                 "met": slowest <= 1.0,
-                "details": {step: round(value, 3) for step, value in seconds.items()},
-            }
+                "details": {step: round(value, 3) for step, value in seconds.items()} | {"sql_ms": sql},
+            },
+            source="the statements of the same requests made again in-process",
+            parts=[(step, seconds[step] * 1000, sql[step]) for step in ("create", "update")],
         )
 
     def row_import(self) -> None:
@@ -768,7 +1052,8 @@ class Bench:
             "progress_samples": progress[:: max(1, len(progress) // 20)],
         }
         ok = job.get("status") == "succeeded" and job.get("created_count") == rows
-        self.rows.append(
+        details["sql_ms"], details["sql_statements"] = self._import_sql(job["id"])
+        self.add_row(
             {
                 "key": "import",
                 "what": f"CSV import of {rows:,} deals (API, worker)",
@@ -776,8 +1061,35 @@ class Bench:
                 "target": "≤ 60 s" + ("" if rows == 100_000 else " (for 100,000)"),
                 "met": ok and seconds <= 60 * rows / 100_000,
                 "details": details,
-            }
+            },
+            source="the statements of the same job run again in-process",
+            parts=[("", seconds * 1000, details["sql_ms"])],
         )
+
+    def _import_sql(self, job_id: int) -> tuple[float, int]:
+        """The job's file imported again in this process, on the dataset as it was before the import: the ms of
+        its SQL statements and their number."""
+        from pipeline.importing.jobs import start_job_from_stored_file
+        from pipeline.importing.report import ImportOptions
+        from pipeline.models import ImportJob
+
+        done = ImportJob.objects.get(pk=job_id)
+        self._cleanup_import()
+        again, sql_ms, count = self.in_process_sql(
+            lambda: start_job_from_stored_file(
+                actor=self.admin,
+                kind=done.kind,
+                stored_name=done.file.name,
+                original_name=done.original_name,
+                mapping=done.mapping,
+                options=ImportOptions.from_json(done.options),
+                dry_run=False,
+                inline=True,
+            )
+        )
+        if again.status != "succeeded":
+            raise RuntimeError(f"the in-process import ended {again.status}")
+        return round(sql_ms, 1), count
 
     def _cleanup_import(self) -> None:
         """Remove deals a bench import or batch created, so that the dataset is the same for the next run."""
@@ -921,18 +1233,141 @@ def run_plain_sql(database_url: str) -> dict:
     return {"seconds": round(seconds, 2), "statements": timings}
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1024 / 1024:,.1f} MB"
+
+
+def _duration(ms: float | None) -> str:
+    if ms is None:
+        return "—"
+    return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
+def _profiled(measured: dict, label: str = "") -> dict:
+    """The SQL-alone part of a row measured over HTTP: its p50 beside the median SQL of its in-process profile."""
+    profile = measured["profile"]
+    return {
+        "source": f"the request's statements, in-process (median of {profile['requests']})",
+        "parts": [(label, measured.get("p50_ms"), profile["sql_ms"])],
+    }
+
+
+def busiest_rep_of(cursor, manager_id: int) -> tuple[int, int]:
+    """The rep of `manager_id`'s teams who owns the most deals, and their number (the lowest id on a tie)."""
+    cursor.execute(
+        """
+        SELECT u.id, count(d.id) FROM accounts_user u JOIN accounts_team_managers m ON m.team_id = u.team_id
+          LEFT JOIN pipeline_deal d ON d.owner_id = u.id
+         WHERE m.user_id = %s AND u.role = 'rep' GROUP BY u.id ORDER BY 2 DESC, 1 LIMIT 1
+        """,
+        [manager_id],
+    )
+    return cursor.fetchone()
+
+
+def common_search_word(cursor) -> tuple[str, int]:
+    """The word (four letters or more) found in the most organization names, and in how many: what a user types
+    into the deal search to find a customer (the lowest word on a tie)."""
+    cursor.execute(
+        """
+        SELECT word, count(DISTINCT o.id) FROM pipeline_organization o,
+               regexp_split_to_table(lower(o.name), '[^a-z]+') AS word
+         WHERE length(word) >= 4 GROUP BY word ORDER BY 2 DESC, 1 LIMIT 1
+        """
+    )
+    return cursor.fetchone()
+
+
+HISTORY_TABLES = ("pipeline_deal", "pipeline_dealstate", "pipeline_stagestate")
+
+
+def history_storage(cursor) -> dict[str, int]:
+    """Bytes on disk (heap, indexes, TOAST) of the deal table and of the deal history's tables."""
+    cursor.execute(
+        "SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relkind = 'r' AND relname = ANY(%s)",
+        [list(HISTORY_TABLES)],
+    )
+    return dict(cursor.fetchall())
+
+
+def _sql_cells(row: dict) -> tuple[str, str]:
+    """The SQL-alone and app/SQL cells of a row: one figure per part, labelled when there are several."""
+    parts = (row.get("sql") or {}).get("parts") or []
+    if not parts:
+        return "—", "—"
+    sql = ", ".join(f"{part['label']} {_duration(part['sql_ms'])}".strip() for part in parts)
+    ratio = ", ".join(f"×{part['ratio']:.1f}" if part["ratio"] is not None else "—" for part in parts)
+    return sql, ratio
+
+
+def _load_cell(row: dict) -> str:
+    load = row.get("load_1m")
+    return f"{load['start']:.2f} → {load['end']:.2f}" if load else "—"
+
+
 def format_table(rows: list[dict], size: str) -> str:
-    header = (f"SPEC §6 on dataset {size}", "measured", "target", "met")
+    header = (f"SPEC §6 on dataset {size}", "measured", "SQL alone", "app/SQL", "load 1m", "target", "met")
     lines = [header] + [
-        (row["what"], row["measured"], row["target"], {True: "yes", False: "NO", None: "?"}[row["met"]]) for row in rows
+        (
+            row["what"],
+            row["measured"],
+            *_sql_cells(row),
+            _load_cell(row),
+            row["target"],
+            {True: "yes", False: "NO", None: "?"}[row["met"]],
+        )
+        for row in rows
     ]
-    widths = [max(len(line[column]) for line in lines) for column in range(4)]
+    return _table(lines)
+
+
+def _table(lines: list[tuple[str, ...]]) -> str:
+    widths = [max(len(line[column]) for line in lines) for column in range(len(lines[0]))]
     out = []
     for number, line in enumerate(lines):
         out.append(" | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
         if number == 0:
             out.append("-+-".join("-" * width for width in widths))
     return "\n".join(out)
+
+
+def format_growth(results: dict[str, dict]) -> str:
+    """One line per key row, one column per dataset: the row's p95 over HTTP and its SQL alone, then L/S."""
+    sizes = list(results)
+    keys = list(dict.fromkeys(row["key"] for result in results.values() for row in result["rows"]))
+    header = (
+        "row (p95 over HTTP; SQL alone)",
+        *(f"{size}: {results[size]['dataset']['deals']:,} deals" for size in sizes),
+        "p95 L/S",
+    )
+    lines = [header]
+    for key in keys:
+        cells, p95s = [], {}
+        for size in sizes:
+            row = next((row for row in results[size]["rows"] if row["key"] == key), None)
+            p95 = row and row.get("details", {}).get("p95_ms")
+            if row is None or p95 is None:
+                cells.append(row["measured"] if row else "—")
+                continue
+            p95s[size] = p95
+            cells.append(f"{p95:.1f} ms; {_sql_cells(row)[0]}")
+        ratio = f"×{p95s['L'] / p95s['S']:.2f}" if p95s.get("S") and p95s.get("L") else "—"
+        what = next(row["what"] for result in results.values() for row in result["rows"] if row["key"] == key)
+        lines.append((GROWTH_LABELS.get(key, what), *cells, ratio))
+    loads = []
+    for size in sizes:
+        rows = results[size]["rows"]
+        loads.append(f"{rows[0]['load_1m']['start']:.2f} → {rows[-1]['load_1m']['end']:.2f}" if rows else "—")
+    lines.append(("load 1m at the first row's start → the last row's end", *loads, ""))
+    return _table(lines)
 
 
 def write_result(result: dict, size: str, *, complete: bool) -> Path:

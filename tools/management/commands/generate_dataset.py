@@ -13,7 +13,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         size = parser.add_mutually_exclusive_group(required=True)
-        size.add_argument("--size", choices=["S", "L", "s", "l"], help="A dataset size of SPEC §6.")
+        size.add_argument(
+            "--size", choices=["S", "M", "L", "s", "m", "l"], help="A dataset size: S or L of SPEC §6, or M (100,000)."
+        )
         size.add_argument("--deals", type=int, help="Any other number of deals, with the same shape.")
         parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"Random seed (default {DEFAULT_SEED}).")
         parser.add_argument(
