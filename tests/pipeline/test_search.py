@@ -88,6 +88,15 @@ def test_deal_search_through_customer_subqueries_finds_the_same(org, pipeline, c
     _check_deal_search(org, pipeline, role)
 
 
+@pytest.mark.django_db
+def test_deal_search_sends_the_matching_customers_as_one_array(org, customers):
+    # As `IN (%s, ...)`, thousands of matching organizations were thousands of placeholders for psycopg to split.
+    acme = Organization.objects.get(name="Acme Corp")
+    sql, params = selectors.search_deals(Deal.objects.all(), ["acme"]).query.sql_with_params()
+    assert '"organization_id" = ANY(%s::bigint[])' in sql
+    assert [acme.pk] in params
+
+
 def _check_deal_search(org, pipeline, role: str) -> None:
     user = getattr(org, role)
     owners = _visible_owners(org, role)
