@@ -707,6 +707,38 @@ def funnel(cursor: CursorWrapper, params: MetricParams) -> int:
     return _execute(cursor, sql, params)
 
 
+def _write_merged(new_row_key: str) -> str:
+    """The end of a differences statement (`funnel_differences`, `forecast_differences`): its `merged` rows
+    (`row_id`, `"values"`, `kept`) written back to the run, kept rows updated, emptied ones removed, new ones inserted
+    with `new_row_key` (the snapshot's columns before `"values"`), then whether the patch was exact and the counts."""
+    return f"""updated AS (
+        UPDATE forecasting_metricsnapshot r SET "values" = m."values", computed_at = %(computed_at)s
+          FROM merged m
+         WHERE r.id = m.row_id AND m.kept
+        RETURNING 1
+    ), removed AS (
+        DELETE FROM forecasting_metricsnapshot r USING merged m WHERE r.id = m.row_id AND NOT m.kept
+        RETURNING 1
+    ), inserted AS (
+        {INSERT}
+        SELECT {new_row_key}, "values", %(computed_at)s
+          FROM merged m
+         WHERE m.row_id IS NULL AND m.kept
+        RETURNING 1
+    )
+    SELECT (SELECT ok FROM exact), (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted),
+           (SELECT count(*) FROM removed)"""
+
+
+def _patch(
+    cursor: CursorWrapper, sql: str, params: MetricParams, arrays: dict[str, Any]
+) -> tuple[int, int, int] | None:
+    """Run a differences statement: (updated, inserted, removed), or None when it was not exact and wrote nothing."""
+    cursor.execute(sql, params.sql() | arrays)
+    ok, *counts = cursor.fetchone()
+    return tuple(counts) if ok else None
+
+
 def funnel_differences(
     cursor: CursorWrapper, params: MetricParams, images: list[dict[str, Any]]
 ) -> tuple[int, int, int] | None:
@@ -747,6 +779,10 @@ def funnel_differences(
     def old(key: str) -> str:
         return f"coalesce((r.\"values\"->>'{key}')::bigint, 0)"
 
+    write = _write_merged(
+        f"%(run_id)s, '{Metric.FUNNEL.value}', kind, period_start, period_end, group_kind, "
+        "owner_id, team_id, pipeline_id, source, stage_id, NULL"
+    )
     sql = f"""
     WITH images ({", ".join(columns)}) AS (
         SELECT * FROM unnest({unnest})
@@ -798,28 +834,9 @@ def funnel_differences(
         SELECT c.*, {new_values} AS "values", c.cohort_deals > 0 AS kept
           FROM changed c
          WHERE (SELECT ok FROM exact)
-    ), updated AS (
-        UPDATE forecasting_metricsnapshot r SET "values" = m."values", computed_at = %(computed_at)s
-          FROM merged m
-         WHERE r.id = m.row_id AND m.kept
-        RETURNING 1
-    ), removed AS (
-        DELETE FROM forecasting_metricsnapshot r USING merged m WHERE r.id = m.row_id AND NOT m.kept
-        RETURNING 1
-    ), inserted AS (
-        {INSERT}
-        SELECT %(run_id)s, '{Metric.FUNNEL.value}', kind, period_start, period_end, group_kind,
-               owner_id, team_id, pipeline_id, source, stage_id, NULL, "values", %(computed_at)s
-          FROM merged m
-         WHERE m.row_id IS NULL AND m.kept
-        RETURNING 1
-    )
-    SELECT (SELECT ok FROM exact), (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted),
-           (SELECT count(*) FROM removed)
+    ), {write}
     """
-    cursor.execute(sql, params.sql() | arrays)
-    ok, *counts = cursor.fetchone()
-    return tuple(counts) if ok else None
+    return _patch(cursor, sql, params, arrays)
 
 
 def learned_probability(cursor: CursorWrapper, params: MetricParams) -> int:
@@ -1009,6 +1026,7 @@ def forecast_differences(
 
     new_values = _values(Metric.FORECAST, **_forecast_values({key: f"(c.{key} + {old(key)})" for key in deltas}))
     key_columns = "kind, period_start, period_end, group_kind, owner_id, team_id, pipeline_id, source"
+    write = _write_merged(f"%(run_id)s, '{Metric.FORECAST.value}', {key_columns}, NULL, NULL")
     sql = f"""
     WITH images ({", ".join(columns)}) AS (
         SELECT * FROM unnest({unnest})
@@ -1065,29 +1083,11 @@ def forecast_differences(
                (c.open_count + {old("open_count")}) + (c.won_count + {old("won_count")}) > 0 AS kept
           FROM changed c
          WHERE (SELECT ok FROM exact)
-    ), updated AS (
-        UPDATE forecasting_metricsnapshot r SET "values" = m."values", computed_at = %(computed_at)s
-          FROM merged m
-         WHERE r.id = m.row_id AND m.kept
-        RETURNING 1
-    ), removed AS (
-        DELETE FROM forecasting_metricsnapshot r USING merged m WHERE r.id = m.row_id AND NOT m.kept
-        RETURNING 1
-    ), inserted AS (
-        {INSERT}
-        SELECT %(run_id)s, '{Metric.FORECAST.value}', {key_columns}, NULL, NULL, "values", %(computed_at)s
-          FROM merged m
-         WHERE m.row_id IS NULL AND m.kept
-        RETURNING 1
-    )
-    SELECT (SELECT ok FROM exact), (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted),
-           (SELECT count(*) FROM removed)
+    ), {write}
     """
     if any(image["stage_id"] is None for image in images):
         return None
-    cursor.execute(sql, params.sql() | arrays)
-    ok, *counts = cursor.fetchone()
-    return tuple(counts) if ok else None
+    return _patch(cursor, sql, params, arrays)
 
 
 def past_due(cursor: CursorWrapper, params: MetricParams) -> int:
