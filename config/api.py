@@ -717,20 +717,15 @@ class BatchUpsertMixin:
             if record is None:
                 continue
             refusal = scope.refused(record)
-            if isinstance(refusal, DataError):
-                result.update(
-                    status=status.HTTP_400_BAD_REQUEST,
-                    id=None if result["status"] == status.HTTP_201_CREATED else result["id"],
-                    errors=refused_value_messages(refusal),
-                )
-            elif refusal is not None:
-                result.update(
-                    status=status.HTTP_409_CONFLICT,
-                    id=None if result["status"] == status.HTTP_201_CREATED else result["id"],
-                    errors={"detail": [BATCH_CONFLICT]},
-                )
-            else:
+            if refusal is None:
                 result["id"] = record.pk
+                continue
+            if result["status"] == status.HTTP_201_CREATED:  # the refused create made no record
+                result["id"] = None
+            if isinstance(refusal, DataError):
+                result.update(status=status.HTTP_400_BAD_REQUEST, errors=refused_value_messages(refusal))
+            else:
+                result.update(status=status.HTTP_409_CONFLICT, errors={"detail": [BATCH_CONFLICT]})
         return [result for result, _record in outcomes]
 
     def batch_scope(self, external_ids: list[str]) -> AbstractContextManager:
