@@ -409,6 +409,9 @@ class Deal(BantFields):
                 name="deal_cohort_idx",
             ),
             models.Index(fields=["updated_at"], name="deal_updated_idx"),
+            # A rep's or a manager's searched list in its default order: their deals newest first, each tested for
+            # the words, until a page is found (pipeline.selectors.visible_deals, `searched`).
+            models.Index(fields=["owner", "-updated_at", "-id"], name="deal_owner_updated_idx"),
             # The stale-deals metric and the `stale=` filter: open deals untouched since before a cut-off.
             models.Index(fields=["status", "last_touched_at"], name="deal_last_touch_idx"),
             trigram_index("title", "deal_title_trgm_idx"),

@@ -238,7 +238,8 @@ class DealViewSet(AuditTrailActions, BatchUpsertMixin, UpdateMixin, VisibleViewS
         return csv_download(kind="stage_changes", user=request.user, narrow=narrow, filename="stage_changes.csv")
 
     def visible_queryset(self):
-        return selectors.visible_deals(self.request.user)
+        searched = bool(self.request.query_params.get("search", "").strip())
+        return selectors.visible_deals(self.request.user, searched=searched)
 
     def search_queryset(self, deals, terms):
         return selectors.search_deals(deals, terms)

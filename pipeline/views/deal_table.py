@@ -75,8 +75,11 @@ def view_query(params: QueryDict) -> str:
 def _matching_deals(user, params: QueryDict, visible=None):
     """The deals of `visible` (default: those `user` may see) that the table's parameters select, in its order."""
     form = DealTableForm(params, user=user)
-    filterset = DealFilter(params, queryset=selectors.visible_deals(user) if visible is None else visible)
-    deals = selectors.search_deals(filterset.qs, selectors.search_terms(form.text()))
+    terms = selectors.search_terms(form.text())
+    if visible is None:
+        visible = selectors.visible_deals(user, searched=bool(terms))
+    filterset = DealFilter(params, queryset=visible)
+    deals = selectors.search_deals(filterset.qs, terms)
     ordering = selectors.deal_table_ordering(form.ordering())
     return form, filterset, deals.order_by(*ordering), ordering
 

@@ -97,6 +97,29 @@ def test_deal_search_sends_the_matching_customers_as_one_array(org, customers):
     assert [acme.pk] in params
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("visibility", ["own", "team"])
+@pytest.mark.parametrize("role", ROLES)
+def test_a_searched_list_sees_the_same_deals_with_the_owners_as_constants(org, customers, settings, role, visibility):
+    # The visible owners are read first so that the planner sees whose deals (and how many) the search narrows.
+    settings.REP_VISIBILITY = visibility
+    user = getattr(org, role)
+    searched = selectors.visible_deals(user, searched=True)
+    assert set(searched.values_list("pk", flat=True)) == set(selectors.visible_deals(user).values_list("pk", flat=True))
+    sql, params = searched.query.sql_with_params()
+    if user.is_admin:
+        assert " WHERE " not in sql
+        return
+    # SPEC §2: a manager sees their teams' members and themselves, a rep themselves (and their team, by setting).
+    teams = list(user.managed_teams.all()) if user.is_manager else [user.team] if visibility == "team" else []
+    owners = {user.pk} | {member.pk for team in teams for member in team.members.all()}
+    if len(owners) == 1:
+        assert '"owner_id" = %s' in sql and params == (user.pk,)
+    else:
+        assert '"owner_id" = ANY(%s::bigint[])' in sql and "SELECT U0" not in sql
+        assert set(params[0]) == owners
+
+
 def _check_deal_search(org, pipeline, role: str) -> None:
     user = getattr(org, role)
     owners = _visible_owners(org, role)
