@@ -14,6 +14,7 @@ from django.forms.models import fields_for_model
 
 from accounts.models import User
 from accounts.selectors import assignable_owners, visible_users
+from config.forms import PlainSelect
 from pipeline.models import (
     REQUIRABLE_DEAL_FIELDS,
     ActivityKind,
@@ -99,16 +100,24 @@ class DealTableForm(forms.Form):
     (`pipeline.api.filters.DealFilter`, the same parameter names) and the search `selectors.search_deals`."""
 
     q = forms.CharField(required=False, max_length=100, label="Search")
-    pipeline = forms.ModelChoiceField(queryset=Stage.objects.none(), required=False, empty_label="All pipelines")
-    stage = forms.ModelChoiceField(queryset=Stage.objects.none(), required=False, empty_label="All stages")
-    status = forms.ChoiceField(choices=[("", "Any status"), *DealStatus.choices], required=False)
-    owner = forms.ModelChoiceField(queryset=User.objects.none(), required=False, empty_label="Everyone")
-    team = forms.ModelChoiceField(queryset=User.objects.none(), required=False, empty_label="All teams")
+    pipeline = forms.ModelChoiceField(
+        queryset=Stage.objects.none(), required=False, empty_label="All pipelines", widget=PlainSelect
+    )
+    stage = forms.ModelChoiceField(
+        queryset=Stage.objects.none(), required=False, empty_label="All stages", widget=PlainSelect
+    )
+    status = forms.ChoiceField(choices=[("", "Any status"), *DealStatus.choices], required=False, widget=PlainSelect)
+    owner = forms.ModelChoiceField(
+        queryset=User.objects.none(), required=False, empty_label="Everyone", widget=PlainSelect
+    )
+    team = forms.ModelChoiceField(
+        queryset=User.objects.none(), required=False, empty_label="All teams", widget=PlainSelect
+    )
     amount_min = forms.DecimalField(required=False, min_value=0, label="Amount from")
     amount_max = forms.DecimalField(required=False, min_value=0, label="Amount to")
     expected_close_after = forms.DateField(required=False, widget=DATE_INPUT, label="Closing from")
     expected_close_before = forms.DateField(required=False, widget=DATE_INPUT, label="Closing to")
-    sort = forms.ChoiceField(required=False, label="Sort by")
+    sort = forms.ChoiceField(required=False, label="Sort by", widget=PlainSelect)
     col = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple, label="Columns")
 
     def __init__(self, data=None, *args, user: User, **kwargs):
@@ -163,10 +172,24 @@ class BulkDealForm(forms.Form):
         coerce=int, label="Deals", error_messages={"required": "Tick the deals to change first."}
     )
     action = forms.ChoiceField(choices=ACTIONS)
-    owner = forms.ModelChoiceField(queryset=User.objects.none(), required=False, empty_label="Choose an owner…")
-    stage = forms.ModelChoiceField(queryset=Stage.objects.none(), required=False, empty_label="Choose a stage…")
+    # Their ids are the table page's own: the filters above it have an owner and a stage too.
+    owner = forms.ModelChoiceField(
+        queryset=User.objects.none(),
+        required=False,
+        empty_label="Choose an owner…",
+        widget=PlainSelect(attrs={"id": "id_bulk_owner"}),
+    )
+    stage = forms.ModelChoiceField(
+        queryset=Stage.objects.none(),
+        required=False,
+        empty_label="Choose a stage…",
+        widget=PlainSelect(attrs={"id": "id_bulk_stage"}),
+    )
     lost_reason = forms.ModelChoiceField(
-        queryset=LostReason.objects.filter(is_active=True), required=False, empty_label="Lost reason (to lose)…"
+        queryset=LostReason.objects.filter(is_active=True),
+        required=False,
+        empty_label="Lost reason (to lose)…",
+        widget=PlainSelect(attrs={"id": "id_bulk_lost_reason"}),
     )
     expected_close_date = forms.DateField(required=False, widget=DATE_INPUT, label="Close date")
 
