@@ -4,6 +4,8 @@ None of them is a ModelForm: a ModelForm would validate and change the model ins
 own every rule about deals and leads; `config.forms.add_service_errors` puts their per-field errors on a form.
 """
 
+import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from django import forms
@@ -95,6 +97,31 @@ class BoardFilterForm(forms.Form):
         return {"owner": data.get("owner"), "team": data.get("team"), "text": data.get("q") or ""}
 
 
+def _show_choices(field: forms.ModelChoiceField, rows: Callable[[], list]) -> None:
+    """Write `field`'s options from `rows()` of (id, label), not from a model instance an option: the deal table
+    showed its 200 users twice (filters and bulk form), 20 ms of an admin's page. Read when the field is rendered
+    (a rep's table shows no owner filter); what the field accepts is still its queryset's."""
+    empty = [] if field.empty_label is None else [("", field.empty_label)]
+    field.widget.choices = functools.cache(lambda: [*empty, *rows()])
+
+
+def _show_owners(field: forms.ModelChoiceField) -> None:
+    def rows():
+        users = field.queryset.values_list("pk", "first_name", "last_name", "username")
+        # As `str(user)`: the full name, else the username.
+        return [(pk, f"{first} {last}".strip() or username) for pk, first, last, username in users]
+
+    _show_choices(field, rows)
+
+
+def _show_stages(field: forms.ModelChoiceField) -> None:
+    def rows():
+        stages = field.queryset.values_list("pk", "pipeline__name", "name")
+        return [(pk, f"{pipeline} · {name}") for pk, pipeline, name in stages]
+
+    _show_choices(field, rows)
+
+
 class DealTableForm(forms.Form):
     """The deal table's filters, sort and columns, for showing them: the filtering itself is the API list's
     (`pipeline.api.filters.DealFilter`, the same parameter names) and the search `selectors.search_deals`."""
@@ -127,12 +154,12 @@ class DealTableForm(forms.Form):
             data.setlist("col", list(DEFAULT_DEAL_TABLE_COLUMNS[1:]))
         super().__init__(data, *args, **kwargs)
         self.fields["pipeline"].queryset = visible_pipelines(user)
-        self.fields["stage"].queryset = (
-            visible_stages(user).select_related("pipeline").order_by("pipeline__name", "order")
-        )
-        self.fields["stage"].label_from_instance = lambda stage: f"{stage.pipeline.name} · {stage.name}"
+        self.fields["stage"].queryset = visible_stages(user).order_by("pipeline__name", "order")
+        _show_stages(self.fields["stage"])
         self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
+        _show_owners(self.fields["owner"])
         self.fields["team"].queryset = filterable_teams(user)
+        _show_choices(self.fields["team"], lambda: list(self.fields["team"].queryset.values_list("pk", "name")))
         self.fields["q"].widget.attrs.update(placeholder="Search deals, organizations or contacts", type="search")
         self.fields["sort"].choices = [
             (f"{sign}{key}", f"{DEAL_TABLE_COLUMNS[key].label} {arrow}")
@@ -196,10 +223,9 @@ class BulkDealForm(forms.Form):
     def __init__(self, *args, user: User, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = assignable_owners(user).order_by("username")
-        self.fields["stage"].queryset = (
-            visible_stages(user).select_related("pipeline").order_by("pipeline__name", "order")
-        )
-        self.fields["stage"].label_from_instance = lambda stage: f"{stage.pipeline.name} · {stage.name}"
+        _show_owners(self.fields["owner"])
+        self.fields["stage"].queryset = visible_stages(user).order_by("pipeline__name", "order")
+        _show_stages(self.fields["stage"])
         # Any id is accepted here: the view changes only those among the deals the user may edit.
         self.fields["deal"].valid_value = lambda value: True
 

@@ -956,9 +956,18 @@ def deal_table_ordering(sort: str) -> list[str]:
     return [sort, "-id" if sort.startswith("-") else "id"]
 
 
-def deal_table_rows(deals: QuerySet[Deal]) -> QuerySet[Deal]:
-    """`deals` with what every column of the table reads, in one query (no query per row)."""
-    return deals.select_related("pipeline", "stage", "owner", "organization", "contact")
+# Read in a query each (the few rows a page names) rather than joined to the page: with the pipeline, stage and owner
+# joined too, PostgreSQL weighed the orders of a seven-table join, 8-13 ms of planning on L for a 1.5 ms query.
+_DEAL_TABLE_PREFETCHED = frozenset({"pipeline", "stage", "owner"})
+
+
+def deal_table_rows(deals: QuerySet[Deal], columns: list[DealColumn]) -> QuerySet[Deal]:
+    """`deals` with what `columns` read, in as many queries whatever the number of rows: the organization and the
+    contact joined, the pipeline, stage and owner read apart."""
+    relations = {lookup.split("__")[0] for column in columns for lookup in column.lookups if "__" in lookup}
+    return deals.select_related(*sorted(relations - _DEAL_TABLE_PREFETCHED)).prefetch_related(
+        *sorted(relations & _DEAL_TABLE_PREFETCHED)
+    )
 
 
 def deal_row_values(deal: Deal, columns: list[DealColumn]) -> list[Any]:

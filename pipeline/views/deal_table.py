@@ -114,7 +114,7 @@ def _table_context(request: HttpRequest, params: QueryDict) -> dict:
     pagination = ApiPagination()
     try:
         # The parameters given, not the request's own: the bulk form re-renders the table it was sent from.
-        page = pagination.paginate_queryset(selectors.deal_table_rows(deals), _Parameters(request, params))
+        page = pagination.paginate_queryset(selectors.deal_table_rows(deals, columns), _Parameters(request, params))
     except exceptions.ValidationError as error:
         errors.extend(f"{name}: {' '.join(map(str, problems))}" for name, problems in error.detail.items())
         page, pagination.next_position, pagination.previous_position = [], None, None
