@@ -5,12 +5,13 @@
 from django_filters import rest_framework as filters
 from rest_framework import serializers
 
+from config.rest import FilterSet
 from forecasting.models import CallCategory, ForecastAdjustment, ForecastSubmission, Quota
 from forecasting.periods import Period, PeriodError
 from pipeline.api.filters import IdFilter
 
 
-class QuotaFilter(filters.FilterSet):
+class QuotaFilter(FilterSet):
     user = IdFilter(field_name="user", help_text="Quotas of this user.")
     team = IdFilter(field_name="team", help_text="Quotas of this team.")
     period_from = filters.DateFilter(
@@ -25,7 +26,7 @@ class QuotaFilter(filters.FilterSet):
         fields = ["user", "team", "period_from", "period_to"]
 
 
-class ForecastCallFilter(filters.FilterSet):
+class ForecastCallFilter(FilterSet):
     """Filters of the forecast submissions and adjustments: whose, which period, which category."""
 
     user = IdFilter(field_name="user", help_text="Of this user (a member).")

@@ -17,6 +17,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions
 
+from config.rest import FilterSet
 from pipeline import selectors
 from pipeline.models import (
     Activity,
@@ -130,7 +131,7 @@ class LocalDayFilter(filters.DateFilter):
         return qs.filter(**{f"{self.field_name}__{self.lookup_expr}": _local_midnight(value)})
 
 
-class DealFilter(filters.FilterSet):
+class DealFilter(FilterSet):
     pipeline = AsOfIdFilter(field_name="pipeline_id")
     stage = AsOfIdFilter(field_name="stage_id")
     status = AsOfChoiceFilter(choices=DealStatus.choices)
@@ -193,7 +194,7 @@ class DealFilter(filters.FilterSet):
         return qs.filter(stale) if value == "true" else qs.exclude(stale)
 
 
-class LeadFilter(filters.FilterSet):
+class LeadFilter(FilterSet):
     status = filters.ChoiceFilter(choices=LeadStatus.choices)
     owner = id_filter("owner_id")
     source = filters.CharFilter()
@@ -206,7 +207,7 @@ class LeadFilter(filters.FilterSet):
         fields = []
 
 
-class ActivityFilter(filters.FilterSet):
+class ActivityFilter(FilterSet):
     deal = id_filter("deal_id")
     lead = id_filter("lead_id")
     owner = id_filter("owner_id")
@@ -220,7 +221,7 @@ class ActivityFilter(filters.FilterSet):
         fields = []
 
 
-class OrganizationFilter(filters.FilterSet):
+class OrganizationFilter(FilterSet):
     owner = id_filter("owner_id")
     external_id = filters.CharFilter()
 
@@ -229,7 +230,7 @@ class OrganizationFilter(filters.FilterSet):
         fields = []
 
 
-class ContactFilter(filters.FilterSet):
+class ContactFilter(FilterSet):
     owner = id_filter("owner_id")
     organization = id_filter("organization_id")
     external_id = filters.CharFilter()
@@ -239,7 +240,7 @@ class ContactFilter(filters.FilterSet):
         fields = []
 
 
-class StageFilter(filters.FilterSet):
+class StageFilter(FilterSet):
     pipeline = id_filter("pipeline_id")
     kind = filters.ChoiceFilter(choices=Stage._meta.get_field("kind").choices)
 

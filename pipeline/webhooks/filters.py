@@ -3,6 +3,7 @@
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
 
+from config.rest import FilterSet
 from pipeline.api.filters import IdFilter
 from pipeline.webhooks.models import EventType, WebhookEvent
 
@@ -19,7 +20,7 @@ class AfterSequenceFilter(IdFilter):
     """Events whose `sequence` is greater than the integer given."""
 
 
-class EventFilter(filters.FilterSet):
+class EventFilter(FilterSet):
     after = AfterSequenceFilter(field_name="sequence", lookup_expr="gt", min_value=0)
     type = filters.ChoiceFilter(choices=EventType.choices, help_text="Only events of this type.")
 

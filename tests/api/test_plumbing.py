@@ -4,9 +4,12 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.http import QueryDict
 
 from config.api import VisibleViewSet
 from pipeline import services
+from pipeline.api.filters import DealFilter
+from pipeline.models import Deal
 from tests.api.conftest import client_for
 from tests.factories import make_deal, make_lost_reason
 
@@ -147,3 +150,14 @@ def test_every_compiled_list_gives_what_drf_gives(api, org, rep_records, pipelin
             assert fast.status_code == slow.status_code == 200, route
             assert fast.json() == slow.json(), route
             assert fast.json()["results"], f"{route} listed nothing: the comparison would prove nothing"
+
+
+def test_a_filterset_builds_its_form_class_once_and_each_request_validates_its_own_input():
+    # The form class is shared by every request (`config.rest.FilterSet`); the fields and what they hold are not.
+    refused = DealFilter(QueryDict("pipeline=x&amount_min=5"), queryset=Deal.objects.none())
+    accepted = DealFilter(QueryDict("pipeline=3"), queryset=Deal.objects.none())
+    assert type(refused.form) is type(accepted.form)
+    assert refused.form.fields["pipeline"] is not accepted.form.fields["pipeline"]
+    assert not refused.is_valid() and set(refused.errors) == {"pipeline"}
+    assert accepted.is_valid()
+    assert accepted.form.cleaned_data["pipeline"] == 3 and accepted.form.cleaned_data["amount_min"] is None
