@@ -39,7 +39,13 @@ class User(AbstractUser):
         ]
 
     def __str__(self) -> str:
-        return self.get_full_name() or self.username
+        return self.name_of(self.first_name, self.last_name, self.username)
+
+    @staticmethod
+    def name_of(first_name: str, last_name: str, username: str) -> str:
+        """What a user is called on every page: the full name (as `get_full_name`), else the username. Also for lists
+        read as plain rows, without an instance a user."""
+        return f"{first_name} {last_name}".strip() or username
 
     @property
     def is_admin(self) -> bool:

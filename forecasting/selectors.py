@@ -1353,7 +1353,7 @@ def _call_members(user: User) -> list[tuple[int, str, int | None]]:
     rows = users.order_by("team_id", "first_name", "last_name", "username", "pk").values_list(
         "pk", "first_name", "last_name", "username", "team_id"
     )
-    return [(pk, f"{first} {last}".strip() or username, team_id) for pk, first, last, username, team_id in rows]
+    return [(pk, User.name_of(first, last, username), team_id) for pk, first, last, username, team_id in rows]
 
 
 def _latest_entries(model, *, column: str, keys: Sequence[int], period: Period, at: datetime, strict: bool) -> dict:

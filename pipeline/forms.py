@@ -108,8 +108,7 @@ def _show_choices(field: forms.ModelChoiceField, rows: Callable[[], list]) -> No
 def _show_owners(field: forms.ModelChoiceField) -> None:
     def rows():
         users = field.queryset.values_list("pk", "first_name", "last_name", "username")
-        # As `str(user)`: the full name, else the username.
-        return [(pk, f"{first} {last}".strip() or username) for pk, first, last, username in users]
+        return [(pk, User.name_of(first, last, username)) for pk, first, last, username in users]
 
     _show_choices(field, rows)
 
