@@ -117,9 +117,9 @@ SEARCH_ID_LIST_LIMIT = 10_000
 def _matching(column: str, records: QuerySet) -> Q:
     # The ids come back as one value, the array's text, which goes into the deal query as it is: not 6,240 rows
     # turned into Python ints and dumped back one by one.
-    ids = records.values("pk")[: SEARCH_ID_LIST_LIMIT + 1]
-    sql, params = ids.query.sql_with_params()
-    with connections[ids.db].cursor() as cursor:  # where the router sends the read (a replica, when there is one)
+    first = records.values("pk")[: SEARCH_ID_LIST_LIMIT + 1]
+    sql, params = first.query.sql_with_params()
+    with connections[first.db].cursor() as cursor:  # where the router sends the read (a replica, when there is one)
         cursor.execute(f"SELECT count(*), coalesce(array_agg(pk), '{{}}')::text FROM ({sql}) matching", params)
         count, ids = cursor.fetchone()
     if count > SEARCH_ID_LIST_LIMIT:

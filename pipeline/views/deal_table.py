@@ -152,14 +152,13 @@ def _cells(deal, columns) -> SafeString:
     page's time for an admin (docs/performance.md, "The deal table")."""
     cells = []
     for column, value in zip(columns, selectors.deal_row_values(deal, columns), strict=True):
-        text = csv_cell(value)
+        text, number = csv_cell(value), ""
         if column.key == "title":
             shown = format_html('<a href="{}">{}</a>', url_of(deal.pk, "pipeline:deal"), value)
         elif column.key == "amount":
-            shown = money(value, deal.currency)
+            shown, number = money(value, deal.currency), mark_safe(' class="num"')
         else:
             shown = "—" if value is None or value == "" else text
-        number = mark_safe(' class="num"') if column.key == "amount" else ""
         cells.append(format_html('<td data-column="{}" data-value="{}"{}>{}</td>', column.key, text, number, shown))
     return mark_safe("".join(cells))
 
