@@ -36,8 +36,9 @@ TOKEN_PREFIX = re.compile(r"[0-9a-f]{12}")
 # --- The audit trail (every app's services write it, inside their own transaction) -----------------------------------
 
 # Bookkeeping that changes with every write and says nothing about who changed what.
-# last_touched_at: stamped by the database (pipeline.touches), not a change anyone made.
-_NOT_AUDITED = frozenset({"id", "updated_at", "version", "last_touched_at"})
+# last_touched_at and search_text: written by the database (pipeline.touches, pipeline.search_text), not changes
+# anyone made.
+_NOT_AUDITED = frozenset({"id", "updated_at", "version", "last_touched_at", "search_text"})
 
 
 def audited_values(instance: models.Model) -> dict[str, Any]:

@@ -359,6 +359,9 @@ class Deal(BantFields):
     # Stamped by the database (pipeline.touches): its creation, an edit of a field, a done activity or a note.
     # Rotting by inactivity reads it. The default only makes Django leave it to the trigger and read it back.
     last_touched_at = models.DateTimeField(db_default=Now(), editable=False)
+    # Written by the database (pipeline.search_text): the title, external id, organization and contact names, what
+    # the search reads. The default only makes Django leave it to the trigger and read it back.
+    search_text = models.TextField(db_default="", editable=False)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
@@ -414,8 +417,8 @@ class Deal(BantFields):
             models.Index(fields=["owner", "-updated_at", "-id"], name="deal_owner_updated_idx"),
             # The stale-deals metric and the `stale=` filter: open deals untouched since before a cut-off.
             models.Index(fields=["status", "last_touched_at"], name="deal_last_touch_idx"),
-            trigram_index("title", "deal_title_trgm_idx"),
-            trigram_index("external_id", "deal_extid_trgm_idx"),
+            # The search: every word tested on one column (pipeline.search_text).
+            trigram_index("search_text", "deal_search_trgm_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=DealStatus.values), name="deal_status_valid"),

@@ -14,7 +14,7 @@ from itertools import pairwise
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection, connections, models
+from django.db import connection, models
 from django.db.models import (
     BooleanField,
     Case,
@@ -70,11 +70,10 @@ class _AnyOfArray(Func):
 
 
 class _AnyOfIds(Func):
-    """`column = ANY(%s::bigint[])` with the ids as one parameter, in PostgreSQL's text form of an array (`{1,2,3}`).
-    As `IN (%s, %s, ...)`, thousands of ids were thousands of placeholders, which psycopg splits and quotes one by
-    one: 100 ms of a 200 ms search; as a Python list, psycopg still dumped it element by element (9 ms for the
-    6,240 organizations "austin" matches on L, more than the deal query took). The planner sees the same constant
-    array either way (docs/performance.md, "Search")."""
+    """`column = ANY(%s::bigint[])` with the ids as one parameter, in PostgreSQL's text form of an array (`{1,2,3}`):
+    a constant array the planner weighs, sent as one value. As `IN (%s, %s, ...)`, thousands of ids were thousands
+    of placeholders, which psycopg splits and quotes one by one; as a Python list, psycopg still dumps it element by
+    element (docs/performance.md, "Search")."""
 
     output_field = BooleanField()
 
@@ -107,42 +106,17 @@ def search_terms(text: str) -> list[str]:
     return text.replace(",", " ").split()
 
 
-# Up to this many organizations (or contacts) matching a term are passed to the deal query as a list of ids: the
-# planner then knows how many there are, and reads their deals through the foreign-key index in the same bitmap as
-# the title's trigrams. Beyond it, a term so common that many deals match: a subquery, which the deal query checks
-# row by row while walking its ordering index, where the first page is found quickly.
-SEARCH_ID_LIST_LIMIT = 10_000
-
-
-def _matching(column: str, records: QuerySet) -> Q:
-    # The ids come back as one value, the array's text, which goes into the deal query as it is: not 6,240 rows
-    # turned into Python ints and dumped back one by one.
-    first = records.values("pk")[: SEARCH_ID_LIST_LIMIT + 1]
-    sql, params = first.query.sql_with_params()
-    with connections[first.db].cursor() as cursor:  # where the router sends the read (a replica, when there is one)
-        cursor.execute(f"SELECT count(*), coalesce(array_agg(pk), '{{}}')::text FROM ({sql}) matching", params)
-        count, ids = cursor.fetchone()
-    if count > SEARCH_ID_LIST_LIMIT:
-        return Q(**{f"{column}__in": records.values("pk")})
-    return Q(_AnyOfIds(F(column), ids))
-
-
 def search_deals(deals: QuerySet[Deal], terms: list[str]) -> QuerySet[Deal]:
     """`deals` whose title, external id, organization name or contact name contains every term, ignoring case
     (accents count: "Zoe" does not find "Zoë").
 
-    Each term is served by the trigram indexes of migration 0014 on every side: the organizations and contacts
-    matching it are read first through theirs (two small queries per term), then ORed with the deal's own columns
-    in one bitmap scan of the deal table. A term of 1 or 2 characters has no trigram: it is still answered exactly,
-    by reading the customers and the visible deals (all of them, for an admin).
+    Each term is tested on `Deal.search_text`, those parts on one column (pipeline.search_text): through its trigram
+    index for a rare term, row by row along the list's order for a common one, as the planner weighs it. A term of 1
+    or 2 characters has no trigram: it is still answered exactly, by reading the visible deals (all of them, for an
+    admin).
     """
     for term in terms:
-        organizations = _matching("organization_id", Organization.objects.filter(name__icontains=term).order_by())
-        contacts = _matching(
-            "contact_id",
-            Contact.objects.filter(Q(first_name__icontains=term) | Q(last_name__icontains=term)).order_by(),
-        )
-        deals = deals.filter(Q(title__icontains=term) | Q(external_id__icontains=term) | organizations | contacts)
+        deals = deals.filter(search_text__icontains=term)
     return deals
 
 

@@ -5,8 +5,8 @@ had no activity for too long. What counts as a touch, and when:
 - its creation: the latest of its `created_at`, `stage_entered_at` and `updated_at` (imports date deals in the
   past, and an imported deal nobody has touched since is as old as they say);
 - an edit of any of its fields (a stage change included), at the statement's clock time; the columns the system
-  keeps (`updated_at`, `version`, `furthest_open_order`, `last_touched_at`) are not fields a person edits, so a
-  write of only those touches nothing;
+  keeps (`updated_at`, `version`, `furthest_open_order`, `last_touched_at`, `search_text`) are not fields a person
+  edits, so a write of only those touches nothing;
 - an activity of the deal inserted or updated as done (done, or moved onto the deal while done, such as a lead's
   activities carried over at conversion), at its `done_at`; a note (kind `note`) added, at its `done_at`, else its
   `created_at`. Never later than the clock: an activity dated in the future touches the deal now.
@@ -23,7 +23,7 @@ from django.db.backends.utils import CursorWrapper
 from pipeline.stage_history import BULK_LOAD_SETTING
 
 # Columns the system writes: a change to only these is no touch (it is how a touch itself is written, too).
-SYSTEM_COLUMNS = ("updated_at", "version", "furthest_open_order", "last_touched_at")
+SYSTEM_COLUMNS = ("updated_at", "version", "furthest_open_order", "last_touched_at", "search_text")
 # Every other column of pipeline_deal but its id: a change to any of them is a touch. Named rather than read off the
 # row (`to_jsonb(NEW) - ...` cost 0.3 ms a row, five times the UPDATE itself); tests/pipeline/test_touches.py checks
 # the list against the model, so a new field is not forgotten (its migration re-creates the trigger).

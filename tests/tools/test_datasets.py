@@ -10,6 +10,7 @@ from django.db.models import Count
 
 from forecasting.models import MetricSnapshot, MetricsRun, PendingChange, Quota, RunStatus
 from forecasting.services import recompute_metrics
+from pipeline import search_text
 from pipeline.models import Activity, Deal, Lead, LeadStatus, Pipeline, StageChange
 from tools.generators.datasets import DatasetError, load_dataset
 
@@ -111,6 +112,17 @@ def test_the_stage_history_stamps_are_what_the_database_would_have_stamped(loade
 
     assert stamped() == derived_stamps()
     assert not PendingChange.objects.exists()  # a bulk load, not a million changes for the metrics to refresh
+
+
+def test_the_search_text_is_what_the_database_would_have_written(loaded):
+    # The generator writes it with the rows (the load drops the indexes the trigger's lookups would use).
+    from tests.pipeline.test_search_text import _expected
+
+    deals = list(Deal.objects.all())
+    assert all(deal.search_text == _expected(deal) for deal in deals[:: max(1, len(deals) // 200)])
+    with connection.cursor() as cursor:
+        assert search_text.restamp_search_text(cursor) == 0
+    assert any("\n" in deal.search_text for deal in deals)
 
 
 def test_deals_carry_what_their_stages_require(loaded):

@@ -53,6 +53,7 @@ from pipeline.models import (
     StageChange,
     StageState,
 )
+from pipeline.search_text import deal_search_text
 from tools.generators import simulation
 from tools.generators.vocabulary import (
     AUTHORITIES,
@@ -735,13 +736,17 @@ class _Generator:
             else:
                 activities.append(self._planned_activity(at, closed_at, rep.user_id, deal_id, NULL, kind="meeting"))
 
-        title = f"{self._organization_name(organization_id)} — {product} {'renewal' if pipeline.index == 2 else 'deal'}"
+        organization_name = self._organization_name(organization_id)
+        title = f"{organization_name} — {product} {'renewal' if pipeline.index == 2 else 'deal'}"
+        # What the database's trigger would write (pipeline.search_text), had the load left it the indexes to.
+        contact_names = self._person(contact_id) if contact_id else ()
+        search_text = _copy_text(deal_search_text(title, None, organization_name, *contact_names))
         batch.deals.append(
             f"{deal_id}\t{_num(budget)}\t{bant[0]}\t{bant[1]}\t{bant[2]}\t{title}\t{status}\t{_num(amount)}\tUSD\t"
             f"{ts.date(expected) if expected is not None else NULL}\t{category}\t{override}\t{lost_note}\t{source}\t"
             f"{NULL}\t{ts.at(created_at)}\t{ts.at(last_touch)}\t{ts.at(entered_at)}\t"
             f"{ts.at(closed_at) if closed_at else NULL}\t{len(entries)}\t{contact_id or NULL}\t{rep.user_id}\t"
-            f"{lost_reason}\t{organization_id}\t{pipeline.id}\t{stage_id}\t{furthest}\n"
+            f"{lost_reason}\t{organization_id}\t{pipeline.id}\t{stage_id}\t{furthest}\t{search_text}\n"
         )
         if from_lead:
             self._converted_lead(batch, deal_id, created_at, rep, organization_id, contact_id, source, amount)
@@ -947,7 +952,7 @@ DEAL_COLUMNS = (
     "id, budget, authority, need, timeline, title, status, amount, currency, expected_close_date, forecast_category, "
     "forecast_category_override, lost_note, source, external_id, created_at, updated_at, stage_entered_at, "
     "closed_at, version, contact_id, owner_id, lost_reason_id, organization_id, pipeline_id, stage_id, "
-    "furthest_open_order"
+    "furthest_open_order, search_text"
 )
 STAGE_CHANGE_COLUMNS = "id, deal_id, from_stage_id, to_stage_id, changed_by_id, changed_at, left_at"
 LEAD_COLUMNS = (
@@ -1020,6 +1025,11 @@ def _accumulate(values) -> list[float]:
         total += value
         out.append(total)
     return out
+
+
+def _copy_text(text: str) -> str:
+    """`text` as a field of COPY's text format: its backslashes and line breaks escaped."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def _num(cents_or_units) -> str:
