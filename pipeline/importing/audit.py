@@ -2,7 +2,8 @@
 
 A created record gets a `created` entry with each filled field as [None, value]; an updated one an `updated`
 (or, for a deal that moved, `stage_changed`) entry with each changed field as [old, new]. Foreign keys are ids,
-and `id`, `updated_at` and `version` are left out, as in the services. The actor is the user running the import.
+and `id`, `updated_at`, `version` and the furthest-stage stamp are left out, as in the services. The actor is the
+user running the import.
 """
 
 import json
@@ -18,7 +19,8 @@ from accounts.models import AuditEntry, User
 from pipeline.importing.references import New, pk_of
 from pipeline.importing.writing import copy_rows
 
-NOT_AUDITED = frozenset({"id", "updated_at", "version"})
+# `furthest_open_order` is the stage history's stamp, not a field anyone sets: the services' entries lack it too.
+NOT_AUDITED = frozenset({"id", "updated_at", "version", "furthest_open_order"})
 COLUMNS = ["at", "actor_id", "action", "content_type_id", "object_id", "object_repr", "changes"]
 
 

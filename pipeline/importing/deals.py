@@ -329,6 +329,10 @@ class DealImporter(KindImporter):
             "closed_at": None if stage.is_open else chain[-1][1],
             "updated_at": self.now,
             "version": len(chain),
+            # What the stage history's stamp computes from these entries, written now: the stamp after the load
+            # then finds nothing to change, where it rewrote each new deal (a non-HOT update touching every index
+            # of the deal table: 11-14 s of an import of 100,000 deals on L).
+            "furthest_open_order": max((entered.order for entered, _at in chain if entered.is_open), default=None),
         }
         # Tuples rather than dicts: 100,000 rows wait here until the file has been checked.
         self.new_deals.append((_column_values(deal), tuple((entered_stage.pk, at) for entered_stage, at in chain)))
