@@ -230,6 +230,29 @@ def test_the_chosen_columns_are_shown_and_exported_exactly_as_shown(client, org,
     assert exported(client, "")[0] == list(selectors.DEFAULT_DEAL_TABLE_COLUMNS)
 
 
+def test_every_column_reads_only_what_it_shows_and_shows_what_the_export_writes(client, org, pipeline):
+    acme = services.create_organization(actor=org.rep, name="Acme")
+    buyer = services.create_contact(actor=org.rep, first_name="Ada", last_name="Buyer", email="ada@example.com")
+    make_qualified_deal(owner=org.rep, pipeline=pipeline, organization=acme, contact=buyer, amount=Decimal("12"))
+    make_deal(owner=org.rep, pipeline=pipeline)
+    client = logged_in(client, org.rep)
+    query = "&".join(f"col={key}" for key in selectors.DEAL_TABLE_COLUMNS if key != "title") + "&sort=amount"
+
+    response = client.get(f"{URL}?{query}")
+
+    assert shown_columns(response) == list(selectors.DEAL_TABLE_COLUMNS)
+    assert [[cell.replace("&#x27;", "'") for cell in row] for row in shown_cells(response)] == exported(client, query)[
+        1:
+    ]
+    columns = [selectors.DEAL_TABLE_COLUMNS[key] for key in selectors.DEAL_TABLE_COLUMNS]
+    rows = selectors.deal_table_rows(Deal.objects.order_by("amount", "id"), columns)
+    read = set(re.findall(r'"pipeline_deal"\."(\w+)"', str(rows.query).split(" FROM ")[0]))
+    # The shown columns, the sort key, and the ids of the pipeline, stage and owner read apart: not the search
+    # text, the notes or the qualification fields.
+    assert {"search_text", "need", "lost_note", "authority", "budget"}.isdisjoint(read)
+    assert {"title", "amount", "currency", "status", "owner_id", "stage_id", "pipeline_id", "closed_at"} <= read
+
+
 def test_the_export_holds_every_page_of_the_table(client, org, pipeline):
     for _ in range(7):
         make_deal(owner=org.rep, pipeline=pipeline)
