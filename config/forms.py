@@ -49,3 +49,25 @@ class PlainSelect(forms.Select):
 
         written_selected: list[str] = []
         return format_html('<select name="{}"{}>{}</select>', name, flatatt(attrs), mark_safe(options(self.choices)))
+
+
+class PlainCheckboxes(forms.CheckboxSelectMultiple):
+    """Django's list of check boxes, written out in Python as `PlainSelect` writes a <select>: a template per box made
+    the deal table's column chooser (14 boxes) 1.2 ms of its page. The same markup, but for whitespace."""
+
+    def render(self, name, value, attrs=None, renderer=None):
+        attrs = self.build_attrs(self.attrs, attrs)
+        base_id = attrs.pop("id", None)
+        chosen = set(self.format_value(value))
+        boxes = []
+        for index, (option, label) in enumerate(self.choices):
+            text = "" if option is None else str(option)
+            box = {**attrs, "type": "checkbox", "name": name, "value": text}
+            if base_id:
+                box["id"] = f"{base_id}_{index}"
+            if text in chosen:
+                box["checked"] = True
+            for_id = format_html(' for="{}"', box["id"]) if base_id else ""
+            boxes.append(format_html("<div><label{}><input{}>\n {}</label></div>", for_id, flatatt(box), label))
+        outer = flatatt({"id": base_id, "class": attrs.get("class")} if base_id else {"class": attrs.get("class")})
+        return format_html("<div{}>{}</div>", outer, mark_safe("".join(boxes)))

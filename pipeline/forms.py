@@ -16,7 +16,7 @@ from django.forms.models import fields_for_model
 
 from accounts.models import User
 from accounts.selectors import assignable_owners, visible_users
-from config.forms import PlainSelect
+from config.forms import PlainCheckboxes, PlainSelect
 from pipeline.models import (
     REQUIRABLE_DEAL_FIELDS,
     ActivityKind,
@@ -144,7 +144,7 @@ class DealTableForm(forms.Form):
     expected_close_after = forms.DateField(required=False, widget=DATE_INPUT, label="Closing from")
     expected_close_before = forms.DateField(required=False, widget=DATE_INPUT, label="Closing to")
     sort = forms.ChoiceField(required=False, label="Sort by", widget=PlainSelect)
-    col = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple, label="Columns")
+    col = forms.MultipleChoiceField(required=False, widget=PlainCheckboxes, label="Columns")
 
     def __init__(self, data=None, *args, user: User, **kwargs):
         if data is not None and not data.getlist("col"):
@@ -197,7 +197,7 @@ class BulkDealForm(forms.Form):
     deal = forms.TypedMultipleChoiceField(
         coerce=int, label="Deals", error_messages={"required": "Tick the deals to change first."}
     )
-    action = forms.ChoiceField(choices=ACTIONS)
+    action = forms.ChoiceField(choices=ACTIONS, widget=PlainSelect)
     # Their ids are the table page's own: the filters above it have an owner and a stage too.
     owner = forms.ModelChoiceField(
         queryset=User.objects.none(),

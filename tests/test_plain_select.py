@@ -7,7 +7,7 @@ import pytest
 from django import forms
 
 from accounts.models import User
-from config.forms import PlainSelect
+from config.forms import PlainCheckboxes, PlainSelect
 from tests.factories import make_user
 
 CHOICES = [("", "Everyone"), (1, "Ann & Bob"), ("2", '"Quoted" <b>'), ("Group", [("3", "Three"), ("4", "Four")])]
@@ -61,3 +61,14 @@ def test_plain_select_of_a_model_choice_field_selects_the_instance():
     plain = owner_form(PlainSelect)
     assert f'<option value="{users[1].pk}" selected>bob</option>' in str(plain)
     assert _tags(plain) == _tags(owner_form(forms.Select))
+
+
+@pytest.mark.parametrize("value", [None, [], ["1"], ["1", "2"], ["missing"]])
+@pytest.mark.parametrize("attrs", [{"id": "id_col"}, {}])
+def test_plain_checkboxes_write_what_django_checkbox_select_multiple_renders(value, attrs):
+    choices = [(1, "Ann & Bob"), ("2", '"Quoted" <b>'), ("3", "Three")]
+    django_widget = forms.CheckboxSelectMultiple(choices=choices, attrs={"class": "pick"})
+    plain = PlainCheckboxes(choices=choices, attrs={"class": "pick"})
+    written = plain.render("col", value, dict(attrs))
+    assert _tags(written) == _tags(django_widget.render("col", value, dict(attrs)))
+    assert written.count(" checked") == len([one for one in value or [] if one in ("1", "2")])
