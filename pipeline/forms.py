@@ -113,6 +113,12 @@ def _show_owners(field: forms.ModelChoiceField) -> None:
     _show_choices(field, rows)
 
 
+def _show_names(field: forms.ModelChoiceField) -> None:
+    """Options of a model whose label is its name (pipelines, lost reasons): a plain query, where iterating the
+    field's queryset read its instances through a server-side cursor (DECLARE, FETCH and CLOSE: three statements)."""
+    _show_choices(field, lambda: list(field.queryset.values_list("pk", "name")))
+
+
 def _show_stages(field: forms.ModelChoiceField) -> None:
     def rows():
         stages = field.queryset.values_list("pk", "pipeline__name", "name")
@@ -153,12 +159,13 @@ class DealTableForm(forms.Form):
             data.setlist("col", list(DEFAULT_DEAL_TABLE_COLUMNS[1:]))
         super().__init__(data, *args, **kwargs)
         self.fields["pipeline"].queryset = visible_pipelines(user)
+        _show_names(self.fields["pipeline"])
         self.fields["stage"].queryset = visible_stages(user).order_by("pipeline__name", "order")
         _show_stages(self.fields["stage"])
         self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
         _show_owners(self.fields["owner"])
         self.fields["team"].queryset = filterable_teams(user)
-        _show_choices(self.fields["team"], lambda: list(self.fields["team"].queryset.values_list("pk", "name")))
+        _show_names(self.fields["team"])
         self.fields["q"].widget.attrs.update(placeholder="Search deals, organizations or contacts", type="search")
         self.fields["sort"].choices = [
             (f"{sign}{key}", f"{DEAL_TABLE_COLUMNS[key].label} {arrow}")
@@ -225,6 +232,7 @@ class BulkDealForm(forms.Form):
         _show_owners(self.fields["owner"])
         self.fields["stage"].queryset = visible_stages(user).order_by("pipeline__name", "order")
         _show_stages(self.fields["stage"])
+        _show_names(self.fields["lost_reason"])
         # Any id is accepted here: the view changes only those among the deals the user may edit.
         self.fields["deal"].valid_value = lambda value: True
 
@@ -578,10 +586,6 @@ class ConvertLeadForm(forms.Form):
     expected_close_date = forms.DateField(required=False, widget=DATE_INPUT)
 
     def __init__(self, data=None, *args, user: User, **kwargs):
-        if data is not None and not data.getlist("col"):
-            # No columns chosen is the default ones, shown ticked in the chooser.
-            data = data.copy()
-            data.setlist("col", list(DEFAULT_DEAL_TABLE_COLUMNS[1:]))
         super().__init__(data, *args, **kwargs)
         self.fields["pipeline"].queryset = visible_pipelines(user)
 
