@@ -69,5 +69,5 @@ class PlainCheckboxes(forms.CheckboxSelectMultiple):
                 box["checked"] = True
             for_id = format_html(' for="{}"', box["id"]) if base_id else ""
             boxes.append(format_html("<div><label{}><input{}>\n {}</label></div>", for_id, flatatt(box), label))
-        outer = flatatt({"id": base_id, "class": attrs.get("class")} if base_id else {"class": attrs.get("class")})
+        outer = flatatt({"id": base_id, "class": attrs.get("class")})  # flatatt leaves out a None
         return format_html("<div{}>{}</div>", outer, mark_safe("".join(boxes)))

@@ -114,7 +114,7 @@ def _show_owners(field: forms.ModelChoiceField) -> None:
 
 
 def _show_names(field: forms.ModelChoiceField) -> None:
-    """Options of a model whose label is its name (pipelines, lost reasons): a plain query, where iterating the
+    """Options of a model whose label is its name (pipelines, teams, lost reasons): a plain query, where iterating the
     field's queryset read its instances through a server-side cursor (DECLARE, FETCH and CLOSE: three statements)."""
     _show_choices(field, lambda: list(field.queryset.values_list("pk", "name")))
 

@@ -2,6 +2,7 @@
 web worker does as it starts."""
 
 import ast
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -147,8 +148,6 @@ def test_web_and_workers_share_one_uploads_volume_at_media_root():
 def test_a_web_worker_freezes_what_it_loaded_at_start(monkeypatch):
     """The WSGI module, imported as a gunicorn worker imports it, leaves the objects loaded at start out of the
     collector's generations (`gc.freeze`): a full collection over them was a 75 ms pause every 40 or so requests."""
-    import subprocess
-
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "config.settings.test")
     frozen = subprocess.run(
         [sys.executable, "-c", "import gc, config.wsgi; print(gc.get_freeze_count())"],

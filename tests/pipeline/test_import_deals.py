@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from pipeline import services, signals
 from pipeline.importing import ImportOptions, import_csv, suggest_mapping
@@ -405,8 +406,6 @@ def test_random_forward_walks_import_from_their_dates_exactly_as_the_services_re
 
 
 def _deal_rows_updated_in_this_transaction() -> int:
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'pipeline_deal'")
         return cursor.fetchone()[0]
@@ -430,7 +429,6 @@ def test_new_deals_are_written_with_the_furthest_stage_their_history_gives_not_r
     # One rewrite per new deal, by the last-touched stamp (`pipeline.touches`, which takes the transaction's time);
     # none by the furthest stage (three more here when the stamp wrote it).
     assert _deal_rows_updated_in_this_transaction() == updated_before + 4
-    from django.db import connection
 
     with connection.cursor() as cursor:  # the stamp's own definition, from the stage history
         cursor.execute(
