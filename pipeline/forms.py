@@ -5,7 +5,6 @@ own every rule about deals and leads; `config.forms.add_service_errors` puts the
 """
 
 import functools
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from django import forms
@@ -32,6 +31,7 @@ from pipeline.models import (
     Stage,
     StageKind,
 )
+from pipeline.pick_lists import PickLists
 from pipeline.selectors import (
     DEAL_TABLE_COLUMNS,
     DEAL_TABLE_SORTS,
@@ -97,34 +97,28 @@ class BoardFilterForm(forms.Form):
         return {"owner": data.get("owner"), "team": data.get("team"), "text": data.get("q") or ""}
 
 
-def _show_choices(field: forms.ModelChoiceField, rows: Callable[[], list]) -> None:
-    """Write `field`'s options from `rows()` of (id, label), not from a model instance an option: the deal table
-    showed its 200 users twice (filters and bulk form), 20 ms of an admin's page. Read when the field is rendered
-    (a rep's table shows no owner filter); what the field accepts is still its queryset's."""
+def _show_choices(
+    field: forms.ModelChoiceField, pick_lists: PickLists, fields: tuple[str, ...] = ("name",), label=None
+) -> None:
+    """Write `field`'s options from its queryset's `fields` (the id first, then `label(*fields)` or the one field),
+    not from a model instance an option: the deal table showed its 200 users twice (filters and bulk form), 20 ms
+    of an admin's page. From `pick_lists`, which reads them once per version of their tables; and when the field is
+    rendered (a rep's table shows no owner filter). What the field accepts is still its queryset's."""
     empty = [] if field.empty_label is None else [("", field.empty_label)]
-    field.widget.choices = functools.cache(lambda: [*empty, *rows()])
+    rows = field.queryset.values_list("pk", *fields)
+    field.widget.choices = functools.cache(lambda: [*empty, *pick_lists.options(rows, label)])
 
 
-def _show_owners(field: forms.ModelChoiceField) -> None:
-    def rows():
-        users = field.queryset.values_list("pk", "first_name", "last_name", "username")
-        return [(pk, User.name_of(first, last, username)) for pk, first, last, username in users]
-
-    _show_choices(field, rows)
+def _show_owners(field: forms.ModelChoiceField, pick_lists: PickLists) -> None:
+    _show_choices(field, pick_lists, ("first_name", "last_name", "username"), User.name_of)
 
 
-def _show_names(field: forms.ModelChoiceField) -> None:
-    """Options of a model whose label is its name (pipelines, teams, lost reasons): a plain query, where iterating the
-    field's queryset read its instances through a server-side cursor (DECLARE, FETCH and CLOSE: three statements)."""
-    _show_choices(field, lambda: list(field.queryset.values_list("pk", "name")))
+def _stage_label(pipeline: str, name: str) -> str:
+    return f"{pipeline} · {name}"
 
 
-def _show_stages(field: forms.ModelChoiceField) -> None:
-    def rows():
-        stages = field.queryset.values_list("pk", "pipeline__name", "name")
-        return [(pk, f"{pipeline} · {name}") for pk, pipeline, name in stages]
-
-    _show_choices(field, rows)
+def _show_stages(field: forms.ModelChoiceField, pick_lists: PickLists) -> None:
+    _show_choices(field, pick_lists, ("pipeline__name", "name"), _stage_label)
 
 
 class DealTableForm(forms.Form):
@@ -152,20 +146,21 @@ class DealTableForm(forms.Form):
     sort = forms.ChoiceField(required=False, label="Sort by", widget=PlainSelect)
     col = forms.MultipleChoiceField(required=False, widget=PlainCheckboxes, label="Columns")
 
-    def __init__(self, data=None, *args, user: User, **kwargs):
+    def __init__(self, data=None, *args, user: User, pick_lists: PickLists | None = None, **kwargs):
         if data is not None and not data.getlist("col"):
             # No columns chosen is the default ones, shown ticked in the chooser.
             data = data.copy()
             data.setlist("col", list(DEFAULT_DEAL_TABLE_COLUMNS[1:]))
         super().__init__(data, *args, **kwargs)
+        pick_lists = pick_lists or PickLists()
         self.fields["pipeline"].queryset = visible_pipelines(user)
-        _show_names(self.fields["pipeline"])
+        _show_choices(self.fields["pipeline"], pick_lists)
         self.fields["stage"].queryset = visible_stages(user).order_by("pipeline__name", "order")
-        _show_stages(self.fields["stage"])
+        _show_stages(self.fields["stage"], pick_lists)
         self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
-        _show_owners(self.fields["owner"])
+        _show_owners(self.fields["owner"], pick_lists)
         self.fields["team"].queryset = filterable_teams(user)
-        _show_names(self.fields["team"])
+        _show_choices(self.fields["team"], pick_lists)
         self.fields["q"].widget.attrs.update(placeholder="Search deals, organizations or contacts", type="search")
         self.fields["sort"].choices = [
             (f"{sign}{key}", f"{DEAL_TABLE_COLUMNS[key].label} {arrow}")
@@ -226,13 +221,14 @@ class BulkDealForm(forms.Form):
     )
     expected_close_date = forms.DateField(required=False, widget=DATE_INPUT, label="Close date")
 
-    def __init__(self, *args, user: User, **kwargs):
+    def __init__(self, *args, user: User, pick_lists: PickLists | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        pick_lists = pick_lists or PickLists()
         self.fields["owner"].queryset = assignable_owners(user).order_by("username")
-        _show_owners(self.fields["owner"])
+        _show_owners(self.fields["owner"], pick_lists)
         self.fields["stage"].queryset = visible_stages(user).order_by("pipeline__name", "order")
-        _show_stages(self.fields["stage"])
-        _show_names(self.fields["lost_reason"])
+        _show_stages(self.fields["stage"], pick_lists)
+        _show_choices(self.fields["lost_reason"], pick_lists)
         # Any id is accepted here: the view changes only those among the deals the user may edit.
         self.fields["deal"].valid_value = lambda value: True
 

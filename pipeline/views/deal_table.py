@@ -21,6 +21,7 @@ from pipeline.api.exports import csv_download
 from pipeline.api.filters import DealFilter
 from pipeline.exporting import csv_cell
 from pipeline.forms import BulkDealForm, DealTableForm, SavedDealViewForm
+from pipeline.pick_lists import PickLists
 from pipeline.templatetags.crm import money, url_of
 from pipeline.views.responses import first_error, is_htmx, sees_others
 
@@ -75,9 +76,9 @@ def view_query(params: QueryDict) -> str:
     return kept.urlencode()
 
 
-def _matching_deals(user, params: QueryDict, visible=None):
+def _matching_deals(user, params: QueryDict, visible=None, pick_lists: PickLists | None = None):
     """The deals of `visible` (default: those `user` may see) that the table's parameters select, in its order."""
-    form = DealTableForm(params, user=user)
+    form = DealTableForm(params, user=user, pick_lists=pick_lists)
     terms = selectors.search_terms(form.text())
     if visible is None:
         visible = selectors.visible_deals(user, searched=bool(terms))
@@ -105,7 +106,8 @@ class _Parameters:
 
 
 def _table_context(request: HttpRequest, params: QueryDict) -> dict:
-    form, filterset, deals, ordering = _matching_deals(request.user, params)
+    pick_lists = PickLists()  # the filters' and the bulk form's, at one version
+    form, filterset, deals, ordering = _matching_deals(request.user, params, pick_lists=pick_lists)
     columns = form.chosen_columns()
     errors = [
         f"{form.fields[name].label if name in form.fields else name}: {' '.join(messages_)}"
@@ -134,7 +136,7 @@ def _table_context(request: HttpRequest, params: QueryDict) -> dict:
         "headers": _headers(columns, params, sort),
         "saved_views": list(selectors.saved_deal_views(user=request.user)),
         "save_form": SavedDealViewForm(initial={"query": query}),
-        "bulk_form": BulkDealForm(user=request.user),
+        "bulk_form": BulkDealForm(user=request.user, pick_lists=pick_lists),
         "sees_others": sees_others(request),
         "ordering": ordering,
         "drill_down": [
