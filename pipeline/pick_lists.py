@@ -18,6 +18,7 @@ the cache with an older state under the newer number.
 """
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -73,8 +74,9 @@ DROP_TRIGGERS_SQL = "\n".join(
     ]
 )
 
-# (SQL, parameters, label) → (version, options); emptied when it outgrows this (a user's own lists are a few each).
-_cached: dict[tuple, tuple[int, list]] = {}
+# (SQL, parameters, label or shape) → (version, options or names); emptied when it outgrows this (a user's own
+# lists are a few each).
+_cached: dict[tuple, tuple[int, Any]] = {}
 CACHED_LISTS_LIMIT = 4096
 
 
@@ -95,21 +97,28 @@ class PickLists:
     def options(self, queryset: QuerySet, label: Callable[..., str] | None = None) -> list[tuple]:
         """(id, label) per row of `queryset` (a `values_list` whose first field is the id): the label `label(*rest)`,
         or the one field after the id."""
+        return self._read(queryset, label, lambda rows: _labelled(rows, label))
+
+    def names(self, queryset: QuerySet) -> dict:
+        """{id: the one field after it} of `queryset` (a `values_list`): what a page's rows show of a stage, say."""
+        return self._read(queryset, dict, dict)
+
+    def _read(self, queryset: QuerySet, shape: Callable, make: Callable[[QuerySet], Any]) -> Any:
         if self._version is None:
             self._version = pick_list_version()
         try:
             sql, params = queryset.query.sql_with_params()
         except EmptyResultSet:  # `none()`: an inactive user's
-            return []
-        key = (sql, repr(params), label)
+            return make([])
+        key = (sql, repr(params), shape)
         cached = _cached.get(key)
         if cached is not None and cached[0] == self._version:
             return cached[1]
-        options = _labelled(queryset.using(DEFAULT_DB_ALIAS), label)
+        value = make(queryset.using(DEFAULT_DB_ALIAS))
         if len(_cached) >= CACHED_LISTS_LIMIT:
             _cached.clear()
-        _cached[key] = (self._version, options)
-        return options
+        _cached[key] = (self._version, value)
+        return value
 
 
 def _labelled(rows: Sequence[tuple], label: Callable[..., str] | None) -> list[tuple]:

@@ -24,7 +24,6 @@ from django.db.models import (
     Func,
     Min,
     OuterRef,
-    Prefetch,
     Q,
     QuerySet,
     Subquery,
@@ -53,6 +52,7 @@ from pipeline.models import (
     StageChange,
     StageKind,
 )
+from pipeline.pick_lists import PickLists
 
 
 class _AnyOfArray(Func):
@@ -932,40 +932,53 @@ def deal_table_ordering(sort: str) -> list[str]:
     return [sort, "-id" if sort.startswith("-") else "id"]
 
 
-# Read in a query each (the few rows a page names) rather than joined to the page: with the pipeline, stage and owner
-# joined too, PostgreSQL weighed the orders of a seven-table join, 8-13 ms of planning on L for a 1.5 ms query.
-_DEAL_TABLE_PREFETCHED = frozenset({"pipeline", "stage", "owner"})
+# Named from the pick lists' cache (`deal_table_names`), not joined: with the pipeline, stage and owner joined too,
+# PostgreSQL weighed the orders of a seven-table join, 8-13 ms of planning on L for a 1.5 ms query; and not read in
+# a query each either, three queries of every page for names that change a few times a day.
+_DEAL_TABLE_NAMED = frozenset({"pipeline", "stage", "owner"})
 
 
 def deal_table_rows(deals: QuerySet[Deal], columns: list[DealColumn]) -> QuerySet[Deal]:
-    """`deals` with what `columns` read, in as many queries whatever the number of rows: the organization and the
-    contact joined, the pipeline, stage and owner read apart. Only those columns (and the id, title, currency and
-    the sort keys a cursor is made of): a deal's row is 29 columns, its search text and notes among them."""
+    """`deals` with what `columns` read, in one query whatever the number of rows: the organization and the contact
+    joined, the pipeline, stage and owner as ids (`deal_table_names` names them). Only those columns (and the id,
+    title, currency and the sort keys a cursor is made of): a deal's row is 29 columns, its search text and notes
+    among them."""
     lookups = {lookup for column in columns for lookup in column.lookups}
     relations = {lookup.split("__")[0] for lookup in lookups if "__" in lookup}
-    joined, prefetched = sorted(relations - _DEAL_TABLE_PREFETCHED), sorted(relations & _DEAL_TABLE_PREFETCHED)
+    joined, named = sorted(relations - _DEAL_TABLE_NAMED), sorted(relations & _DEAL_TABLE_NAMED)
     sort_keys = [key.lstrip("-") for key in deals.query.order_by]
-    fields = {"id", "title", "currency", *sort_keys, *(f"{relation}_id" for relation in prefetched)}
+    fields = {"id", "title", "currency", *sort_keys, *(f"{relation}_id" for relation in named)}
     fields |= {lookup for lookup in lookups if "__" not in lookup or lookup.split("__")[0] in joined}
-    return (
-        deals.select_related(*joined)
-        .only(*sorted(fields))
-        .prefetch_related(*(_prefetched_as_read(relation, lookups) for relation in prefetched))
-    )
+    return deals.select_related(*joined).only(*sorted(fields))
 
 
-def _prefetched_as_read(relation: str, lookups: set[str]) -> Prefetch:
-    """`relation` of the deals prefetched with only the fields `lookups` read of it (`owner__username`: the
-    username)."""
-    read = sorted({lookup.split("__", 1)[1] for lookup in lookups if lookup.startswith(f"{relation}__")})
-    return Prefetch(relation, Deal._meta.get_field(relation).related_model.objects.only(*read))
+def deal_table_names(page: list[Deal], columns: list[DealColumn], pick_lists: PickLists) -> dict[str, dict]:
+    """Per lookup of `columns` into a deal's pipeline, stage or owner (`stage__name`): {id: its value} for every id
+    of `page`. From `pick_lists`, which reads them once per version of their tables; one made since the page read
+    that version (a stage added a moment ago) from its table."""
+    names = {}
+    for lookup in sorted({lookup for column in columns for lookup in column.lookups}):
+        relation, _, shown = lookup.partition("__")
+        if relation not in _DEAL_TABLE_NAMED:
+            continue
+        model = Deal._meta.get_field(relation).related_model
+        known = pick_lists.names(model.objects.values_list("pk", shown))
+        missing = {getattr(deal, f"{relation}_id") for deal in page} - known.keys() - {None}
+        if missing:
+            known = {**known, **dict(model.objects.filter(pk__in=missing).values_list("pk", shown))}
+        names[lookup] = known
+    return names
 
 
-def deal_row_values(deal: Deal, columns: list[DealColumn]) -> list[Any]:
-    """The values of `columns` for `deal` (fetched by `deal_table_rows`), as an exported row of it would hold."""
+def deal_row_values(deal: Deal, columns: list[DealColumn], names: dict[str, dict]) -> list[Any]:
+    """The values of `columns` for `deal` (fetched by `deal_table_rows`, its pipeline, stage and owner named by
+    `names`: `deal_table_names`), as an exported row of it would hold."""
     row = {}
     for column in columns:
         for lookup in column.lookups:
+            if lookup in names:
+                row[lookup] = names[lookup].get(getattr(deal, f"{lookup.partition('__')[0]}_id"))
+                continue
             value: Any = deal
             for part in lookup.split("__"):
                 value = getattr(value, part) if value is not None else None
