@@ -59,15 +59,42 @@ class PlainCheckboxes(forms.CheckboxSelectMultiple):
         attrs = self.build_attrs(self.attrs, attrs)
         base_id = attrs.pop("id", None)
         chosen = set(self.format_value(value))
+        shared = flatatt({**attrs, "type": "checkbox", "name": name})
         boxes = []
         for index, (option, label) in enumerate(self.choices):
             text = "" if option is None else str(option)
-            box = {**attrs, "type": "checkbox", "name": name, "value": text}
-            if base_id:
-                box["id"] = f"{base_id}_{index}"
-            if text in chosen:
-                box["checked"] = True
-            for_id = format_html(' for="{}"', box["id"]) if base_id else ""
-            boxes.append(format_html("<div><label{}><input{}>\n {}</label></div>", for_id, flatatt(box), label))
+            box_id = f' id="{escape(base_id)}_{index}"' if base_id else ""
+            for_id = f' for="{escape(base_id)}_{index}"' if base_id else ""
+            checked = " checked" if text in chosen else ""
+            box = f'<input{shared} value="{escape(text)}"{box_id}{checked}>'
+            boxes.append(f"<div><label{for_id}>{box}\n {escape(label)}</label></div>")
         outer = flatatt({"id": base_id, "class": attrs.get("class")})  # flatatt leaves out a None
-        return format_html("<div{}>{}</div>", outer, mark_safe("".join(boxes)))
+        return mark_safe(f"<div{outer}>{''.join(boxes)}</div>")  # every value above is escaped
+
+
+class PlainInput(forms.widgets.Input):
+    """Django's <input>, written out in Python: its template (and the attributes' one it includes) took 0.1-0.2 ms an
+    input, eight of them on the deal table's page. The same markup, but for an attribute whose value is None (left
+    out here, as `flatatt` leaves it out)."""
+
+    def render(self, name, value, attrs=None, renderer=None):
+        value = self.format_value(value)
+        shown = "" if value is None else f' value="{escape(value)}"'
+        attrs = flatatt(self.build_attrs(self.attrs, attrs))
+        return mark_safe(f'<input type="{escape(self.input_type)}" name="{escape(name)}"{shown}{attrs}>')
+
+
+class PlainTextInput(PlainInput, forms.TextInput):
+    pass
+
+
+class PlainNumberInput(PlainInput, forms.NumberInput):
+    pass
+
+
+class PlainDateInput(PlainInput, forms.DateInput):
+    pass
+
+
+class PlainHiddenInput(PlainInput, forms.HiddenInput):
+    pass

@@ -5,6 +5,7 @@ own every rule about deals and leads; `config.forms.add_service_errors` puts the
 """
 
 import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from django import forms
@@ -12,10 +13,18 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.forms.models import fields_for_model
+from django.utils.choices import BaseChoiceIterator
 
 from accounts.models import User
 from accounts.selectors import assignable_owners, visible_users
-from config.forms import PlainCheckboxes, PlainSelect
+from config.forms import (
+    PlainCheckboxes,
+    PlainDateInput,
+    PlainHiddenInput,
+    PlainNumberInput,
+    PlainSelect,
+    PlainTextInput,
+)
 from pipeline.models import (
     REQUIRABLE_DEAL_FIELDS,
     ActivityKind,
@@ -47,7 +56,7 @@ from pipeline.selectors import (
 from pipeline.services import DEAL_EDITABLE_FIELDS
 
 DATETIME_LOCAL = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
-DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+DATE_INPUT = PlainDateInput(attrs={"type": "date"}, format="%Y-%m-%d")
 
 
 def _form_field(model_field: models.Field, **kwargs) -> forms.Field:
@@ -88,7 +97,8 @@ class BoardFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
         self.fields["team"].queryset = filterable_teams(user)
-        self.fields["q"].widget.attrs.update(placeholder="Search deals, organizations or contacts", type="search")
+        self.fields["q"].widget.attrs.update(placeholder="Search deals, organizations or contacts")
+        self.fields["q"].widget.input_type = "search"
 
     def filters(self) -> dict:
         """The valid filters as keyword arguments of `board_deals`; an invalid value filters nothing."""
@@ -106,7 +116,18 @@ def _show_choices(
     rendered (a rep's table shows no owner filter). What the field accepts is still its queryset's."""
     empty = [] if field.empty_label is None else [("", field.empty_label)]
     rows = field.queryset.values_list("pk", *fields)
-    field.widget.choices = functools.cache(lambda: [*empty, *pick_lists.options(rows, label)])
+    field.widget.choices = _Options(lambda: [*empty, *pick_lists.options(rows, label)])
+
+
+class _Options(BaseChoiceIterator):
+    """Options read once, when first iterated, and iterated as they are: a callable's choices are read and normalized
+    again on every iteration (a select iterates them twice: for its `required` attribute, then to write them)."""
+
+    def __init__(self, read: Callable[[], list[tuple]]):
+        self.read = functools.cache(read)
+
+    def __iter__(self):
+        return iter(self.read())
 
 
 def _show_owners(field: forms.ModelChoiceField, pick_lists: PickLists) -> None:
@@ -125,7 +146,7 @@ class DealTableForm(forms.Form):
     """The deal table's filters, sort and columns, for showing them: the filtering itself is the API list's
     (`pipeline.api.filters.DealFilter`, the same parameter names) and the search `selectors.search_deals`."""
 
-    q = forms.CharField(required=False, max_length=100, label="Search")
+    q = forms.CharField(required=False, max_length=100, label="Search", widget=PlainTextInput)
     pipeline = forms.ModelChoiceField(
         queryset=Stage.objects.none(), required=False, empty_label="All pipelines", widget=PlainSelect
     )
@@ -139,8 +160,8 @@ class DealTableForm(forms.Form):
     team = forms.ModelChoiceField(
         queryset=User.objects.none(), required=False, empty_label="All teams", widget=PlainSelect
     )
-    amount_min = forms.DecimalField(required=False, min_value=0, label="Amount from")
-    amount_max = forms.DecimalField(required=False, min_value=0, label="Amount to")
+    amount_min = forms.DecimalField(required=False, min_value=0, label="Amount from", widget=PlainNumberInput)
+    amount_max = forms.DecimalField(required=False, min_value=0, label="Amount to", widget=PlainNumberInput)
     expected_close_after = forms.DateField(required=False, widget=DATE_INPUT, label="Closing from")
     expected_close_before = forms.DateField(required=False, widget=DATE_INPUT, label="Closing to")
     sort = forms.ChoiceField(required=False, label="Sort by", widget=PlainSelect)
@@ -161,7 +182,8 @@ class DealTableForm(forms.Form):
         _show_owners(self.fields["owner"], pick_lists)
         self.fields["team"].queryset = filterable_teams(user)
         _show_choices(self.fields["team"], pick_lists)
-        self.fields["q"].widget.attrs.update(placeholder="Search deals, organizations or contacts", type="search")
+        self.fields["q"].widget.attrs.update(placeholder="Search deals, organizations or contacts")
+        self.fields["q"].widget.input_type = "search"
         self.fields["sort"].choices = [
             (f"{sign}{key}", f"{DEAL_TABLE_COLUMNS[key].label} {arrow}")
             for key in DEAL_TABLE_SORTS
@@ -251,9 +273,9 @@ class BulkDealForm(forms.Form):
 
 class SavedDealViewForm(forms.Form):
     name = forms.CharField(
-        max_length=80, label="View name", widget=forms.TextInput(attrs={"placeholder": "Name this view"})
+        max_length=80, label="View name", widget=PlainTextInput(attrs={"placeholder": "Name this view"})
     )
-    query = forms.CharField(required=False, max_length=2000, widget=forms.HiddenInput)
+    query = forms.CharField(required=False, max_length=2000, widget=PlainHiddenInput)
 
 
 class MoveForm(forms.Form):
@@ -490,7 +512,8 @@ class CustomerFilterForm(forms.Form):
 
     def __init__(self, *args, placeholder: str, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["q"].widget.attrs.update(placeholder=placeholder, type="search")
+        self.fields["q"].widget.attrs.update(placeholder=placeholder)
+        self.fields["q"].widget.input_type = "search"
 
     def text(self) -> str:
         """The text to search for; one that does not parse searches nothing."""
@@ -539,7 +562,8 @@ class LeadFilterForm(forms.Form):
     def __init__(self, *args, user: User, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
-        self.fields["q"].widget.attrs.update(placeholder="Name, company or email", type="search")
+        self.fields["q"].widget.attrs.update(placeholder="Name, company or email")
+        self.fields["q"].widget.input_type = "search"
         self.fields["source"].widget.attrs.update(placeholder="Source", list="lead-sources")
 
     def filters(self) -> dict:

@@ -1,13 +1,24 @@
-"""`config.forms.PlainSelect` writes the markup Django's own <select> renders from its templates (whitespace between
-tags aside), for plain choices, groups, a selected value, several, none, and text that needs escaping."""
+"""`config.forms.PlainSelect`, `PlainCheckboxes` and the plain inputs write the markup Django's own widgets render from
+their templates (whitespace between tags and the order of attributes aside), for plain choices, groups, a selected
+value, several, none, and text that needs escaping."""
 
+from datetime import date
+from decimal import Decimal
 from html.parser import HTMLParser
 
 import pytest
 from django import forms
 
 from accounts.models import User
-from config.forms import PlainCheckboxes, PlainSelect
+from config.forms import (
+    PlainCheckboxes,
+    PlainDateInput,
+    PlainHiddenInput,
+    PlainNumberInput,
+    PlainSelect,
+    PlainTextInput,
+)
+from pipeline.forms import BoardFilterForm, CustomerFilterForm, DealTableForm, LeadFilterForm
 from tests.factories import make_user
 
 CHOICES = [("", "Everyone"), (1, "Ann & Bob"), ("2", '"Quoted" <b>'), ("Group", [("3", "Three"), ("4", "Four")])]
@@ -72,3 +83,40 @@ def test_plain_checkboxes_write_what_django_checkbox_select_multiple_renders(val
     written = plain.render("col", value, dict(attrs))
     assert _tags(written) == _tags(django_widget.render("col", value, dict(attrs)))
     assert written.count(" checked") == len([one for one in value or [] if one in ("1", "2")])
+
+
+@pytest.mark.parametrize(
+    ("plain_class", "django_class", "value"),
+    [
+        (PlainTextInput, forms.TextInput, 'Ann & "Bob" <b>'),
+        (PlainTextInput, forms.TextInput, None),
+        (PlainTextInput, forms.TextInput, ""),
+        (PlainNumberInput, forms.NumberInput, Decimal("12.50")),
+        (PlainDateInput, forms.DateInput, date(2026, 12, 6)),
+        (PlainHiddenInput, forms.HiddenInput, "q=1&col=stage"),
+    ],
+)
+def test_plain_inputs_write_what_django_inputs_render(plain_class, django_class, value):
+    attrs = {"class": "pick", "type": "search"} if plain_class is PlainTextInput else {"class": "pick"}
+    plain, django_widget = plain_class(attrs=dict(attrs)), django_class(attrs=dict(attrs))
+    extra = {"id": "id_q", "required": True, "disabled": False, "placeholder": "Name <x>"}
+    written = plain.render("q", value, dict(extra))
+    assert _tags(written) == _tags(django_widget.render("q", value, dict(extra)))
+    assert written.count("type=") == 1
+
+
+@pytest.mark.django_db
+def test_each_search_box_is_one_input_of_type_search():
+    """It was `type="text"` and `type="search"` on one input: a browser keeps the first, so the search styles (a wider
+    box, the whole row on a phone) never applied."""
+    user = make_user(username="ann")
+    forms_with_search = [
+        DealTableForm(user=user),
+        BoardFilterForm(user=user),
+        LeadFilterForm(user=user),
+        CustomerFilterForm(placeholder="Name"),
+    ]
+    for form in forms_with_search:
+        written = str(form["q"])
+        assert written.startswith('<input type="search" name="q"'), written
+        assert written.count("type=") == 1, written
