@@ -1006,7 +1006,8 @@ def deal_count(deals: QuerySet[Deal], *, limit: int = DEAL_TABLE_EXACT_COUNT_LIM
     counted = totals["counted"]
     if counted <= limit:
         return RowCount(counted, True, totals["amount"] or Decimal(0))
-    plan = json.loads(deals.order_by().explain(format="json"))
+    # The plan of the ids alone: its row estimate is the same, and the statement costs less to build and plan.
+    plan = json.loads(deals.order_by().values("pk").explain(format="json"))
     return RowCount(max(int(plan[0]["Plan"]["Plan Rows"]), counted), False)
 
 
