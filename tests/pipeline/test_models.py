@@ -119,3 +119,15 @@ def test_stage_history_is_never_updated(rep, pipeline):
 def test_only_one_pipeline_is_the_default(pipeline):
     with refused(), transaction.atomic():
         make_pipeline(is_default=True)
+
+
+def test_autovacuum_analyzes_the_deals_and_their_history_after_two_percent_of_changes():
+    """An import of 100,000 deals on L left the history 876,554 changes past its last ANALYZE with the default tenth."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN ('pipeline_deal', 'pipeline_dealstate')"
+        )
+        options = {name: dict(option.split("=") for option in settings) for name, settings in cursor.fetchall()}
+    assert options["pipeline_deal"]["autovacuum_analyze_scale_factor"] == "0.02"
+    assert options["pipeline_dealstate"]["autovacuum_analyze_scale_factor"] == "0.02"
+    assert options["pipeline_dealstate"]["autovacuum_vacuum_insert_scale_factor"] == "0.02"
