@@ -484,3 +484,27 @@ def test_a_change_committed_while_a_recompute_runs_is_counted_once(org, pipeline
     assert PendingChange.objects.filter(deal_id=deal.pk, sign=1, amount=Decimal("250.55")).exists()
     _refreshed_as_recomputed(caplog)
     assert re.search(r"metrics refresh funnel: \d+ rows in [\d.]+ s \(\d+ differences", caplog.text)
+
+
+def test_a_burst_beyond_the_differences_limit_recomputes_the_slices_and_leaves_what_a_full_recompute_writes(
+    org, pipeline, monkeypatch, caplog
+):
+    """Past `DIFFERENCES_LIMIT` deal images (an import, a bulk edit) the forecast and the funnel are recomputed for
+    their slices like the other families, not patched: with the limit at 3, four changed deals (eight images)."""
+    deals = [
+        make_qualified_deal(owner=owner, pipeline=pipeline, amount=Decimal(amount), expected_close_date=AS_OF.date())
+        for owner, amount in ((org.rep, 1000), (org.teammate, 2500), (org.other_rep, 400), (org.rep, 90))
+    ]
+    run = recompute_metrics(as_of=AS_OF - timedelta(hours=2))
+    for deal, amount in zip(deals, (1500, 100, 7000, 90_000), strict=True):
+        pipeline_services.update_deal(deal=deal, actor=None, amount=Decimal(amount))
+    monkeypatch.setattr(recompute, "DIFFERENCES_LIMIT", 3)
+    with caplog.at_level(logging.INFO, logger="forecasting.recompute"):
+        assert refresh_metrics(as_of=AS_OF).pk == run.pk
+    assert "differences" not in caplog.text  # no family was patched
+    assert re.search(r"metrics refresh forecast: \d+ rows in [\d.]+ s \(\d+ replaced\)", caplog.text)
+    refreshed = _rows(run)
+    reference = _rows(recompute_metrics(as_of=AS_OF))
+    assert sorted(refreshed, key=str) == sorted(reference, key=str)
+    for key, values in reference.items():
+        assert _same_values(refreshed[key], values), (key, refreshed[key], values)
