@@ -1,15 +1,15 @@
-"""The options of the pages' selects (pipelines, stages, owners, teams, lost reasons), read once per process and
-per version of the tables they are made of, not on every page.
+"""The options of the pages' selects (pipelines, stages, owners, teams, lost reasons, a user's saved views), read
+once per process and per version of the tables they are made of, not on every page.
 
 The deal table offers five such lists, the stages and (for a manager or an admin) the owners twice: 5 to 7 queries
 and about 4 ms of a rep's 22 ms in-process, for lists that change a few times a day (docs/performance.md, "The
 deal table").
 
 The version is a number in `pipeline_pick_list_version`, set anew by a statement trigger on every table the lists are
-made of: users (but for their logins), teams and their managers, pipelines, stages and lost reasons, on every write
-path (services, the admin, imports, raw SQL, a TRUNCATE). It is set in the writer's transaction, so a reader sees
-the new number exactly when it can see the change; and from a sequence, so a number a rolled-back change took is
-never given again and a list cached under it is never taken for another state.
+made of: users (but for their logins), teams and their managers, pipelines, stages, lost reasons and saved views, on
+every write path (services, the admin, imports, raw SQL, a TRUNCATE). It is set in the writer's transaction, so a
+reader sees the new number exactly when it can see the change; and from a sequence, so a number a rolled-back change
+took is never given again and a list cached under it is never taken for another state.
 
 A list is cached under its query's SQL and parameters: the same query at the same version has the same rows,
 whoever asks (every admin shares one list of owners; a rep's owners are their own query). A page reads the version
@@ -24,7 +24,8 @@ from django.core.exceptions import EmptyResultSet
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import QuerySet
 
-# The tables a pick list is made of; accounts_user's logins (last_login) and passwords are not among its columns.
+# The tables a pick list is made of (the saved views: the deal tables a user may pick); accounts_user's logins
+# (last_login) and passwords are not among its columns.
 WATCHED_TABLES = {
     "accounts_user": "UPDATE OF username, first_name, last_name, is_active, role, team_id OR INSERT OR DELETE",
     "accounts_team": "UPDATE OR INSERT OR DELETE",
@@ -32,6 +33,7 @@ WATCHED_TABLES = {
     "pipeline_pipeline": "UPDATE OR INSERT OR DELETE",
     "pipeline_stage": "UPDATE OR INSERT OR DELETE",
     "pipeline_lostreason": "UPDATE OR INSERT OR DELETE",
+    "pipeline_saveddealview": "UPDATE OR INSERT OR DELETE",
 }
 
 # Not a model: `manage.py flush` (and the tests' flushes) truncate the models' tables, which would lose the row.
@@ -102,6 +104,10 @@ class PickLists:
     def names(self, queryset: QuerySet) -> dict:
         """{id: the one field after it} of `queryset` (a `values_list`): what a page's rows show of a stage, say."""
         return self._read(queryset, dict, dict)
+
+    def rows(self, queryset: QuerySet) -> list:
+        """The rows of `queryset` (a `values_list`, `named` for a template): a user's saved views, say."""
+        return self._read(queryset, list, list)
 
     def _read(self, queryset: QuerySet, shape: Callable, make: Callable[[QuerySet], Any]) -> Any:
         if self._version is None:

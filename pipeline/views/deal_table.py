@@ -135,7 +135,9 @@ def _table_context(request: HttpRequest, params: QueryDict) -> dict:
         "query": query,
         "sort": sort,
         "headers": _headers(columns, params, sort),
-        "saved_views": list(selectors.saved_deal_views(user=request.user)),
+        "saved_views": pick_lists.rows(
+            selectors.saved_deal_views(user=request.user).values_list("pk", "name", "query", named=True)
+        ),
         "save_form": SavedDealViewForm(initial={"query": query}),
         "bulk_form": BulkDealForm(user=request.user, pick_lists=pick_lists),
         "sees_others": sees_others(request),
