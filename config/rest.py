@@ -168,10 +168,11 @@ class ApiPagination(BasePagination):
     @staticmethod
     def _first_rows(rows: QuerySet, count: int) -> QuerySet:
         query = rows.query
-        if not query.select_related or query.distinct or query.combinator or query.group_by is not None:
+        joins = query.select_related or (query.values_select and len(query.alias_map) > 1)
+        if not joins or query.distinct or query.combinator or query.group_by is not None:
             return rows[:count]
-        # A list that joins its rows' relations (the deal table, `?expand=`) picks the page's ids first, on its own
-        # table, and joins only those: PostgreSQL sorts after its joins, so a filter matching 1,880 deals of a
+        # A list that joins its rows' relations (`?expand=`, the deal table's values) picks the page's ids first, on
+        # its own table, and joins only those: PostgreSQL sorts after its joins, so a filter matching 1,880 deals of a
         # manager's stage joined as many organizations and contacts to keep 51 (204 ms on L; docs/performance.md,
         # "The deal table"). A distinct, combined or grouped list is left as it is.
         return rows.filter(pk__in=rows.values("pk")[:count])[:count]

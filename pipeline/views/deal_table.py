@@ -160,7 +160,7 @@ def _row(deal, columns, names: dict[str, dict]) -> SafeString:
     for column, value in zip(columns, selectors.deal_row_values(deal, columns, names), strict=True):
         text, key = escape(csv_cell(value)), column.key
         if key == "title":
-            link = url_of(deal.pk, "pipeline:deal")
+            link = url_of(deal.id, "pipeline:deal")
             cells.append(f'<td data-column="{key}" data-value="{text}"><a href="{link}">{escape(value)}</a></td>')
         elif key == "amount":
             shown = escape(money(value, deal.currency))
@@ -168,7 +168,7 @@ def _row(deal, columns, names: dict[str, dict]) -> SafeString:
         else:
             shown = "—" if value is None or value == "" else text
             cells.append(f'<td data-column="{key}" data-value="{text}">{shown}</td>')
-    pk = int(deal.pk)
+    pk = int(deal.id)
     return mark_safe(  # every value above is escaped
         f'<tr id="deal-row-{pk}" data-deal-id="{pk}"><td><input type="checkbox" name="deal" value="{pk}"'
         f' aria-label="Select {escape(deal.title)}"></td>{"".join(cells)}</tr>'

@@ -9,7 +9,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 from django.urls import reverse
 
 from accounts.models import User
@@ -290,6 +290,27 @@ def test_a_stage_made_after_the_page_read_the_version_is_named_from_its_table(or
     page = list(selectors.deal_table_rows(Deal.objects.filter(pk=deal.pk), columns))
     names = selectors.deal_table_names(page, columns, pick_lists)
     assert selectors.deal_row_values(page[0], columns, names) == [deal.title, "Security review", "rep"]
+
+
+def test_the_page_picks_its_ids_first_and_joins_organizations_and_contacts_to_those_alone(client, org, pipeline):
+    """PostgreSQL sorts after its joins: a manager's stage joined all its 1,880 deals to keep 51 (204 ms on L)."""
+    acme = services.create_organization(actor=org.rep, name="Acme")
+    for _ in range(3):
+        make_qualified_deal(owner=org.rep, pipeline=pipeline, organization=acme)
+    client = logged_in(client, org.manager)
+    client.get(f"{URL}?col=organization&col=contact")
+    with capture_queries() as queries:
+        cells = shown_cells(client.get(f"{URL}?col=organization&col=contact&page_size=2"))
+    page = [sql for sql in queries.sql if 'JOIN "pipeline_organization"' in sql]
+    assert len(page) == 1, queries.listing()
+    assert re.search(r'"pipeline_deal"\."id" IN \(SELECT \w+\."id" AS "pk" FROM "pipeline_deal" .* LIMIT 3\)', page[0])
+    # The joins the ids' subquery inherits are left out by PostgreSQL (nothing of them is read): one join each.
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + page[0])
+        plan = [line for (line,) in cursor.fetchall()]
+    for table in ("pipeline_organization", "pipeline_contact"):
+        assert sum(f" on {table}" in line for line in plan) == 1, "\n".join(plan)
+    assert [row[1] for row in cells] == ["Acme", "Acme"]
 
 
 def test_the_export_holds_every_page_of_the_table(client, org, pipeline):
