@@ -1,5 +1,6 @@
-"""The options of the pages' selects (pipelines, stages, owners, teams, lost reasons, a user's saved views), read
-once per process and per version of the tables they are made of, not on every page.
+"""The options of the pages' selects (pipelines, stages, owners, teams, lost reasons, a user's saved views), and the
+owners whose deals a user sees, read once per process and per version of the tables they are made of, not on every
+page.
 
 The deal table offers five such lists, the stages and (for a manager or an admin) the owners twice: 5 to 7 queries
 and about 4 ms of a rep's 22 ms in-process, for lists that change a few times a day (docs/performance.md, "The

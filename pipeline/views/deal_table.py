@@ -81,7 +81,7 @@ def _matching_deals(user, params: QueryDict, visible=None, pick_lists: PickLists
     form = DealTableForm(params, user=user, pick_lists=pick_lists)
     terms = selectors.search_terms(form.text())
     if visible is None:
-        visible = selectors.visible_deals(user, searched=bool(terms))
+        visible = selectors.visible_deals(user, searched=bool(terms), pick_lists=pick_lists)
     filterset = DealFilter(params, queryset=visible)
     deals = selectors.search_deals(filterset.qs, terms)
     ordering = selectors.deal_table_ordering(form.ordering())
