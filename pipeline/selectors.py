@@ -136,8 +136,8 @@ def visible_deals(user: User, *, searched: bool = False, pick_lists: PickLists |
     owners = owners_visible_to(user)
     if owners is None or not (searched or pick_lists):
         return _owned_by(Deal.objects.all(), owners)
-    ids = owners.order_by().values_list("pk", flat=True)
-    ids = pick_lists.rows(ids) if pick_lists else list(ids)
+    owner_ids = owners.order_by().values_list("pk", flat=True)
+    ids = pick_lists.rows(owner_ids) if pick_lists else list(owner_ids)
     if len(ids) == 1:
         return Deal.objects.filter(owner_id=ids[0])
     return Deal.objects.filter(_AnyOfIds(F("owner_id"), _id_array(ids)))
