@@ -39,6 +39,12 @@ def owners_editable_by(user: User) -> QuerySet | None:
     return _owners(user, editing=True)
 
 
+def visibility_key(user: User) -> tuple:
+    """What the rule above reads of `user` and of the settings, the rest being in the tables: lists made by it for
+    `user` may be kept under this key for as long as those tables do not change (`pipeline.pick_lists`)."""
+    return (user.pk, user.is_active, user.is_admin, user.role, user.team_id, settings.REP_VISIBILITY)
+
+
 def visible_users(user: User) -> QuerySet[User]:
     """Users `user` may see in lists and pick as owners: their visible owners (everyone, for an admin)."""
     owners = owners_visible_to(user)

@@ -49,6 +49,7 @@ from pipeline.selectors import (
     DealColumn,
     filterable_teams,
     visible_contacts,
+    visible_lost_reasons,
     visible_organizations,
     visible_pipelines,
     visible_stages,
@@ -107,16 +108,12 @@ class BoardFilterForm(forms.Form):
         return {"owner": data.get("owner"), "team": data.get("team"), "text": data.get("q") or ""}
 
 
-def _show_choices(
-    field: forms.ModelChoiceField, pick_lists: PickLists, fields: tuple[str, ...] = ("name",), label=None
-) -> None:
-    """Write `field`'s options from its queryset's `fields` (the id first, then `label(*fields)` or the one field),
-    not from a model instance an option: the deal table showed its 200 users twice (filters and bulk form), 20 ms
-    of an admin's page. From `pick_lists`, which reads them once per version of their tables; and when the field is
-    rendered (a rep's table shows no owner filter). What the field accepts is still its queryset's."""
-    empty = [] if field.empty_label is None else [("", field.empty_label)]
-    rows = field.queryset.values_list("pk", *fields)
-    field.widget.choices = _Options(lambda: [*empty, *pick_lists.options(rows, label)])
+def _offer(field: forms.ChoiceField, empty: str | None, read: Callable[[], list[tuple]]) -> None:
+    """Give `field` the options `read()` returns (`empty` first), read when the field is first rendered or validated
+    (a rep's table shows no owner filter). From a page's `PickLists`, not from a model instance an option: the deal
+    table showed its 200 users twice (filters and bulk form), 20 ms of an admin's page."""
+    first = [] if empty is None else [("", empty)]
+    field.choices = _Options(lambda: [*first, *read()])
 
 
 class _Options(BaseChoiceIterator):
@@ -130,16 +127,37 @@ class _Options(BaseChoiceIterator):
         return iter(self.read())
 
 
-def _show_owners(field: forms.ModelChoiceField, pick_lists: PickLists) -> None:
-    _show_choices(field, pick_lists, ("first_name", "last_name", "username"), User.name_of)
+# The deal table's pick lists (`PickLists`), each a function of the user it is offered to.
+def _pipelines(user: User):
+    return visible_pipelines(user).values_list("pk", "name")
+
+
+def _stages(user: User):
+    return visible_stages(user).order_by("pipeline__name", "order").values_list("pk", "pipeline__name", "name")
 
 
 def _stage_label(pipeline: str, name: str) -> str:
     return f"{pipeline} · {name}"
 
 
-def _show_stages(field: forms.ModelChoiceField, pick_lists: PickLists) -> None:
-    _show_choices(field, pick_lists, ("pipeline__name", "name"), _stage_label)
+def _people(users: models.QuerySet):
+    return users.order_by("username").values_list("pk", "first_name", "last_name", "username")
+
+
+def _owners(user: User):
+    return _people(visible_users(user).filter(is_active=True))
+
+
+def _assignable_owners(user: User):
+    return _people(assignable_owners(user))
+
+
+def _teams(user: User):
+    return filterable_teams(user).values_list("pk", "name")
+
+
+def _active_lost_reasons(user: User):
+    return visible_lost_reasons(user).filter(is_active=True).values_list("pk", "name")
 
 
 class DealTableForm(forms.Form):
@@ -147,19 +165,14 @@ class DealTableForm(forms.Form):
     (`pipeline.api.filters.DealFilter`, the same parameter names) and the search `selectors.search_deals`."""
 
     q = forms.CharField(required=False, max_length=100, label="Search", widget=PlainTextInput)
-    pipeline = forms.ModelChoiceField(
-        queryset=Stage.objects.none(), required=False, empty_label="All pipelines", widget=PlainSelect
+    # Ids among the options offered: the filtering itself is `DealFilter`'s, so no queryset is needed to validate.
+    pipeline = forms.TypedChoiceField(coerce=int, required=False, label="Pipeline", widget=PlainSelect)
+    stage = forms.TypedChoiceField(coerce=int, required=False, label="Stage", widget=PlainSelect)
+    status = forms.ChoiceField(
+        choices=[("", "Any status"), *DealStatus.choices], required=False, label="Status", widget=PlainSelect
     )
-    stage = forms.ModelChoiceField(
-        queryset=Stage.objects.none(), required=False, empty_label="All stages", widget=PlainSelect
-    )
-    status = forms.ChoiceField(choices=[("", "Any status"), *DealStatus.choices], required=False, widget=PlainSelect)
-    owner = forms.ModelChoiceField(
-        queryset=User.objects.none(), required=False, empty_label="Everyone", widget=PlainSelect
-    )
-    team = forms.ModelChoiceField(
-        queryset=User.objects.none(), required=False, empty_label="All teams", widget=PlainSelect
-    )
+    owner = forms.TypedChoiceField(coerce=int, required=False, label="Owner", widget=PlainSelect)
+    team = forms.TypedChoiceField(coerce=int, required=False, label="Team", widget=PlainSelect)
     amount_min = forms.DecimalField(required=False, min_value=0, label="Amount from", widget=PlainNumberInput)
     amount_max = forms.DecimalField(required=False, min_value=0, label="Amount to", widget=PlainNumberInput)
     expected_close_after = forms.DateField(required=False, widget=DATE_INPUT, label="Closing from")
@@ -173,15 +186,11 @@ class DealTableForm(forms.Form):
             data = data.copy()
             data.setlist("col", list(DEFAULT_DEAL_TABLE_COLUMNS[1:]))
         super().__init__(data, *args, **kwargs)
-        pick_lists = pick_lists or PickLists()
-        self.fields["pipeline"].queryset = visible_pipelines(user)
-        _show_choices(self.fields["pipeline"], pick_lists)
-        self.fields["stage"].queryset = visible_stages(user).order_by("pipeline__name", "order")
-        _show_stages(self.fields["stage"], pick_lists)
-        self.fields["owner"].queryset = visible_users(user).filter(is_active=True).order_by("username")
-        _show_owners(self.fields["owner"], pick_lists)
-        self.fields["team"].queryset = filterable_teams(user)
-        _show_choices(self.fields["team"], pick_lists)
+        pick_lists = pick_lists or PickLists(user)
+        _offer(self.fields["pipeline"], "All pipelines", lambda: pick_lists.options(_pipelines))
+        _offer(self.fields["stage"], "All stages", lambda: pick_lists.options(_stages, _stage_label))
+        _offer(self.fields["owner"], "Everyone", lambda: pick_lists.options(_owners, User.name_of))
+        _offer(self.fields["team"], "All teams", lambda: pick_lists.options(_teams))
         self.fields["q"].widget.attrs.update(placeholder="Search deals, organizations or contacts")
         self.fields["q"].widget.input_type = "search"
         self.fields["sort"].choices = [
@@ -245,12 +254,14 @@ class BulkDealForm(forms.Form):
 
     def __init__(self, *args, user: User, pick_lists: PickLists | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        pick_lists = pick_lists or PickLists()
-        self.fields["owner"].queryset = assignable_owners(user).order_by("username")
-        _show_owners(self.fields["owner"], pick_lists)
-        self.fields["stage"].queryset = visible_stages(user).order_by("pipeline__name", "order")
-        _show_stages(self.fields["stage"], pick_lists)
-        _show_choices(self.fields["lost_reason"], pick_lists)
+        if self.is_bound:  # what a change may name; an unbound form only shows the options
+            self.fields["owner"].queryset = assignable_owners(user)
+            self.fields["stage"].queryset = visible_stages(user)
+        pick_lists = pick_lists or PickLists(user)
+        owner, stage, lost_reason = (self.fields[name] for name in ("owner", "stage", "lost_reason"))
+        _offer(owner, owner.empty_label, lambda: pick_lists.options(_assignable_owners, User.name_of))
+        _offer(stage, stage.empty_label, lambda: pick_lists.options(_stages, _stage_label))
+        _offer(lost_reason, lost_reason.empty_label, lambda: pick_lists.options(_active_lost_reasons))
         # Any id is accepted here: the view changes only those among the deals the user may edit.
         self.fields["deal"].valid_value = lambda value: True
 

@@ -12,18 +12,27 @@ every write path (services, the admin, imports, raw SQL, a TRUNCATE). It is set 
 reader sees the new number exactly when it can see the change; and from a sequence, so a number a rolled-back change
 took is never given again and a list cached under it is never taken for another state.
 
-A list is cached under its query's SQL and parameters: the same query at the same version has the same rows,
-whoever asks (every admin shares one list of owners; a rep's owners are their own query). A page reads the version
-once (`PickLists`), on the primary, and a missing list on the primary too: a replica behind it would otherwise fill
-the cache with an older state under the newer number.
+A list is made by a module-level function of the user (`visible_stages(user).values_list(…)`), and cached under
+that function and what the visibility rule reads of the user (`accounts.selectors.visibility_key`): at one version of
+the tables, those determine its query, and so its rows. Not under the query's SQL: building and compiling the
+querysets of a manager's lists took about 3 ms of a 23 ms page. With `PICK_LISTS_CHECK_KEYS` (the tests' settings) a
+list found in the cache is built and compiled anyway and its SQL compared with the cached one's, so a function that
+reads more than the key holds fails a test rather than offering one user's list to another.
+
+A page reads the version once (`PickLists`), on the primary, and a missing list on the primary too: a replica behind
+it would otherwise fill the cache with an older state under the newer number.
 """
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import QuerySet
+
+from accounts.models import User
+from accounts.selectors import visibility_key
 
 # The tables a pick list is made of (the saved views: the deal tables a user may pick); accounts_user's logins
 # (last_login) and passwords are not among its columns.
@@ -77,9 +86,12 @@ DROP_TRIGGERS_SQL = "\n".join(
     ]
 )
 
-# (SQL, parameters, label or shape) → (version, options or names); emptied when it outgrows this (a user's own
-# lists are a few each).
-_cached: dict[tuple, tuple[int, Any]] = {}
+# A list's function: the user's queryset of it.
+Rows = Callable[[User], QuerySet]
+
+# (function, shape, the user's visibility key) → (version, rows, SQL); beyond the limit the least recently read is
+# dropped (a user's lists are ten or so: a worker keeps 400 users' before it forgets any).
+_cached: dict[tuple, tuple[int, Any, str | None]] = {}
 CACHED_LISTS_LIMIT = 4096
 
 
@@ -92,40 +104,57 @@ def pick_list_version() -> int:
 
 
 class PickLists:
-    """The options one page offers, all at the version the page first asked for (read once)."""
+    """The lists one page offers `user`, all at the version the page first asked for (read once).
 
-    def __init__(self):
+    A list is given as a module-level function of the user that makes its queryset (`rows(user)`), called only
+    when the list is not cached: the function, with what the visibility rule reads of the user, determines it."""
+
+    def __init__(self, user: User):
+        self._user = user
+        self._user_key = visibility_key(user)
         self._version: int | None = None
 
-    def options(self, queryset: QuerySet, label: Callable[..., str] | None = None) -> list[tuple]:
-        """(id, label) per row of `queryset` (a `values_list` whose first field is the id): the label `label(*rest)`,
-        or the one field after the id."""
-        return self._read(queryset, label, lambda rows: _labelled(rows, label))
+    def options(self, rows: Rows, label: Callable[..., str] | None = None) -> list[tuple]:
+        """(id, label) per row of `rows(user)` (a `values_list` whose first field is the id): the label
+        `label(*rest)`, or the one field after the id."""
+        return self._read(rows, label, lambda queryset: _labelled(queryset, label))
 
-    def names(self, queryset: QuerySet) -> dict:
-        """{id: the one field after it} of `queryset` (a `values_list`): what a page's rows show of a stage, say."""
-        return self._read(queryset, dict, dict)
+    def names(self, rows: Rows) -> dict:
+        """{id: the one field after it} of `rows(user)` (a `values_list`): what a page's rows show of a stage."""
+        return self._read(rows, dict, dict)
 
-    def rows(self, queryset: QuerySet) -> list:
-        """The rows of `queryset` (a `values_list`, `named` for a template): a user's saved views, say."""
-        return self._read(queryset, list, list)
+    def rows(self, rows: Rows) -> list:
+        """The rows of `rows(user)` (a `values_list`, `named` for a template): a user's saved views, say."""
+        return self._read(rows, list, list)
 
-    def _read(self, queryset: QuerySet, shape: Callable, make: Callable[[QuerySet], Any]) -> Any:
+    def _read(self, rows: Rows, shape: Callable | None, make: Callable[[QuerySet], Any]) -> Any:
+        if "<" in rows.__qualname__:  # a lambda's or a closure's: what it captured is not in the key
+            raise ValueError(f"A pick list is made by a module-level function of the user, not {rows.__qualname__}")
         if self._version is None:
             self._version = pick_list_version()
-        try:
-            sql, params = queryset.query.sql_with_params()
-        except EmptyResultSet:  # `none()`: an inactive user's
-            return make([])
-        key = (sql, repr(params), shape)
-        cached = _cached.get(key)
+        key = (rows.__module__, rows.__qualname__, shape, self._user_key)
+        cached = _cached.pop(key, None)
         if cached is not None and cached[0] == self._version:
+            _cached[key] = cached  # now the most recently read
+            if settings.PICK_LISTS_CHECK_KEYS and _sql_of(rows(self._user)) != cached[2]:
+                raise AssertionError(f"The pick list {key} was cached for another query: its key does not decide it")
             return cached[1]
-        value = make(queryset.using(DEFAULT_DB_ALIAS))
-        if len(_cached) >= CACHED_LISTS_LIMIT:
-            _cached.clear()
-        _cached[key] = (self._version, value)
+        queryset = rows(self._user)
+        sql = _sql_of(queryset)
+        value = make([] if sql is None else queryset.using(DEFAULT_DB_ALIAS))
+        while len(_cached) >= CACHED_LISTS_LIMIT:
+            _cached.pop(next(iter(_cached)), None)
+        _cached[key] = (self._version, value, sql)
         return value
+
+
+def _sql_of(queryset: QuerySet) -> str | None:
+    """The query's SQL with its parameters, None when it can match nothing (`none()`: an inactive user's)."""
+    try:
+        sql, params = queryset.query.sql_with_params()
+    except EmptyResultSet:
+        return None
+    return f"{sql} {params!r}"
 
 
 def _labelled(rows: Sequence[tuple], label: Callable[..., str] | None) -> list[tuple]:

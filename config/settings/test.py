@@ -19,6 +19,7 @@ from .base import REDIS_URL, env_bool, env_int  # noqa: E402
 SECRET_KEY = SECRET_KEY or "django-insecure-tests-only"  # noqa: F405
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+PICK_LISTS_CHECK_KEYS = True
 
 # A separate Redis database, so that a `make run` worker on the same server never takes the tests' tasks.
 REDIS_URL = urlunsplit(urlsplit(REDIS_URL)._replace(path="/" + os.environ.get("TEST_REDIS_DB", "15")))

@@ -8,6 +8,7 @@ from urllib.parse import urlencode, urlsplit
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -105,8 +106,12 @@ class _Parameters:
         self.build_absolute_uri = request.build_absolute_uri
 
 
+def _saved_views(user) -> QuerySet:
+    return selectors.saved_deal_views(user=user).values_list("pk", "name", "query", named=True)
+
+
 def _table_context(request: HttpRequest, params: QueryDict) -> dict:
-    pick_lists = PickLists()  # the filters' and the bulk form's, at one version
+    pick_lists = PickLists(request.user)  # the filters' and the bulk form's, at one version
     form, filterset, deals, ordering = _matching_deals(request.user, params, pick_lists=pick_lists)
     columns = form.chosen_columns()
     errors = [
@@ -135,9 +140,7 @@ def _table_context(request: HttpRequest, params: QueryDict) -> dict:
         "query": query,
         "sort": sort,
         "headers": _headers(columns, params, sort),
-        "saved_views": pick_lists.rows(
-            selectors.saved_deal_views(user=request.user).values_list("pk", "name", "query", named=True)
-        ),
+        "saved_views": pick_lists.rows(_saved_views),
         "save_form": SavedDealViewForm(initial={"query": query}),
         "bulk_form": BulkDealForm(user=request.user, pick_lists=pick_lists),
         "sees_others": sees_others(request),

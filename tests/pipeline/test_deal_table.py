@@ -299,8 +299,8 @@ def test_the_rows_name_pipelines_stages_and_owners_as_the_export_does_after_rena
 def test_a_stage_made_after_the_page_read_the_version_is_named_from_its_table(org, pipeline):
     deal = make_qualified_deal(owner=org.rep, pipeline=pipeline)
     columns = [selectors.DEAL_TABLE_COLUMNS[key] for key in ("title", "stage", "owner")]
-    pick_lists = PickLists()
-    pick_lists.names(Stage.objects.values_list("pk", "name"))  # the version and the stages, read before the change
+    pick_lists = PickLists(org.rep)
+    selectors.deal_table_names([], columns, pick_lists)  # the version and the stages, read before the change
     newest = services.create_stage(pipeline=pipeline, actor=org.admin, name="Security review", order=3, probability=40)
     Deal.objects.filter(pk=deal.pk).update(stage=newest)
     page = list(selectors.deal_table_rows(Deal.objects.filter(pk=deal.pk), columns))

@@ -13,11 +13,11 @@ from django.urls import reverse
 
 from accounts import services as account_services
 from accounts.models import Role, Team, User
-from pipeline import services
+from pipeline import pick_lists, services
 from pipeline.forms import BulkDealForm, DealTableForm
 from pipeline.models import LostReason, Pipeline, Stage
 from pipeline.pick_lists import PickLists, pick_list_version
-from tests.factories import make_lost_reason, make_pipeline, make_team, make_user, stage
+from tests.factories import make_lost_reason, make_pipeline, make_qualified_deal, make_team, make_user, stage
 from tests.queries import capture_queries
 
 pytestmark = pytest.mark.django_db
@@ -156,7 +156,7 @@ def test_a_truncate_of_a_watched_table_gives_a_new_version(org):
 
 def test_an_inactive_user_is_offered_nothing(org, pipeline):
     org.rep.is_active = False
-    form = DealTableForm(QueryDict(""), user=org.rep, pick_lists=PickLists())
+    form = DealTableForm(QueryDict(""), user=org.rep, pick_lists=PickLists(org.rep))
     assert [value for value, _label in form.fields["pipeline"].widget.choices if value != ""] == []
     assert [value for value, _label in form.fields["stage"].widget.choices if value != ""] == []
 
@@ -166,7 +166,7 @@ def offered_labels():
     """The labels each select of the deal table's two forms offers `user`, from one `PickLists`."""
 
     def labels(user) -> dict[str, list[str]]:
-        pick_lists = PickLists()
+        pick_lists = PickLists(user)
         table = DealTableForm(QueryDict(""), user=user, pick_lists=pick_lists)
         bulk = BulkDealForm(user=user, pick_lists=pick_lists)
         fields = {"pipeline": table, "stage": table, "owner": table, "team": table, "lost_reason": bulk}
@@ -175,3 +175,54 @@ def offered_labels():
         }
 
     return labels
+
+
+# What `_stage_rows` shows of a stage: read from outside the user and the tables, so not in a pick list's key.
+_shown = "name"
+
+
+def _stage_rows(user):
+    return Stage.objects.values_list("pk", _shown)
+
+
+def test_a_list_whose_function_reads_more_than_its_key_fails_the_tests(org, pipeline):
+    global _shown
+    assert PickLists(org.rep).names(_stage_rows) == dict(Stage.objects.values_list("pk", "name"))
+    _shown = "kind"
+    try:
+        with pytest.raises(AssertionError, match="its key does not decide it"):
+            PickLists(org.rep).names(_stage_rows)
+    finally:
+        _shown = "name"
+
+
+def test_a_list_is_made_by_a_module_level_function_not_a_lambda(org):
+    with pytest.raises(ValueError, match="module-level function"):
+        PickLists(org.rep).names(lambda user: Stage.objects.values_list("pk", "name"))
+
+
+def test_the_reps_visibility_setting_is_part_of_the_key(client, org, pipeline, settings):
+    mine = make_qualified_deal(owner=org.rep, pipeline=pipeline)
+    theirs = make_qualified_deal(owner=org.teammate, pipeline=pipeline)
+    client.force_login(org.rep)
+
+    def shown() -> set[int]:
+        html = client.get(reverse("pipeline:deal_table")).content.decode()
+        return {int(pk) for pk in re.findall(r'<tr id="deal-row-(\d+)"', html)}
+
+    assert shown() == {mine.pk}
+    version = pick_list_version()
+    settings.REP_VISIBILITY = "team"
+    assert shown() == {mine.pk, theirs.pk}
+    assert pick_list_version() == version  # the same version: the key, not a change, told the lists apart
+
+
+def test_the_cache_forgets_the_least_recently_read_list_beyond_its_limit(org, pipeline, monkeypatch):
+    monkeypatch.setattr(pick_lists, "_cached", {})
+    monkeypatch.setattr(pick_lists, "CACHED_LISTS_LIMIT", 2)
+    rep, manager, admin = (PickLists(user) for user in (org.rep, org.manager, org.admin))
+    rep.names(_stage_rows)
+    manager.names(_stage_rows)
+    rep.names(_stage_rows)  # read again: now the manager's is the least recent
+    admin.names(_stage_rows)
+    assert [key[-1][0] for key in pick_lists._cached] == [org.rep.pk, org.admin.pk]
