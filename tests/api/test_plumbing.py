@@ -161,3 +161,19 @@ def test_a_filterset_builds_its_form_class_once_and_each_request_validates_its_o
     assert not refused.is_valid() and set(refused.errors) == {"pipeline"}
     assert accepted.is_valid()
     assert accepted.form.cleaned_data["pipeline"] == 3 and accepted.form.cleaned_data["amount_min"] is None
+
+
+def test_each_filterset_has_its_own_filters_and_the_classes_own_stay_untouched():
+    # The filters are copied per filterset, not deep-copied (`config.rest.FilterSet`): what one filterset sets on
+    # its filters (its model, itself, the fields they make) is never another's, nor the class's.
+    first = DealFilter(QueryDict("stage=4"), queryset=Deal.objects.all())
+    second = DealFilter(QueryDict("stage=5"), queryset=Deal.objects.all())
+    assert set(first.filters) == set(DealFilter.base_filters)
+    for name, filter_ in first.filters.items():
+        assert filter_ is not second.filters[name] and filter_ is not DealFilter.base_filters[name]
+        assert filter_.parent is first and second.filters[name].parent is second
+        assert getattr(DealFilter.base_filters[name], "parent", None) is None
+    assert first.filters["stage"].field is not second.filters["stage"].field
+    assert first.filters["stale"].filter.f is first.filters["stale"]  # a method filter finds its own filterset
+    assert 'WHERE "pipeline_deal"."stage_id" = 4 ORDER' in str(first.qs.query)
+    assert 'WHERE "pipeline_deal"."stage_id" = 5 ORDER' in str(second.qs.query)
