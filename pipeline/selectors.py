@@ -35,7 +35,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import AuditEntry, Team, User
-from accounts.selectors import owners_editable_by, owners_visible_to
+from accounts.selectors import owners_editable_by, owners_visible_to, sees_every_owner
 from pipeline.models import (
     Activity,
     Contact,
@@ -133,9 +133,8 @@ def visible_deals(user: User, *, searched: bool = False, pick_lists: PickLists |
     table reads them so, and its count's estimate beyond the exact limit is then the team's, not a guess (a
     manager's 138,203 deals on L had read "about 54,793").
     """
-    owners = owners_visible_to(user)
-    if owners is None or not (searched or pick_lists):
-        return _owned_by(Deal.objects.all(), owners)
+    if sees_every_owner(user) or not (searched or pick_lists):
+        return _owned_by(Deal.objects.all(), owners_visible_to(user))
     ids = pick_lists.rows(_visible_owner_ids) if pick_lists else list(_visible_owner_ids(user))
     if len(ids) == 1:
         return Deal.objects.filter(owner_id=ids[0])
