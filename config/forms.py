@@ -5,10 +5,10 @@ The pages of every app write through services that raise per-field ValidationErr
 so each of them may use it (as each API viewset uses `config.api`).
 """
 
+import html
+
 from django import forms
 from django.core.exceptions import ValidationError
-from django.forms.utils import flatatt
-from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 
 
@@ -19,6 +19,21 @@ def add_service_errors(form: forms.Form, error: ValidationError) -> None:
         return
     for name, messages in error.message_dict.items():
         form.add_error(name if name in form.fields else None, messages)
+
+
+def _escaped(value) -> str:
+    """`conditional_escape`, with the standard library's `html.escape`: Django's `escape` is wrapped to accept lazy
+    strings, a check of its arguments that cost more than the escaping (0.5 ms of the deal table's 130 options)."""
+    return value.__html__() if hasattr(value, "__html__") else html.escape(str(value))
+
+
+def _attributes(attrs: dict) -> str:
+    """`flatatt`'s markup, escaped by `_escaped`: the pairs sorted, then the true booleans; None and False left out."""
+    pairs = sorted((name, value) for name, value in attrs.items() if value is not None and not isinstance(value, bool))
+    flags = sorted(name for name, value in attrs.items() if value is True)
+    return "".join(f' {_escaped(name)}="{_escaped(value)}"' for name, value in pairs) + "".join(
+        f" {_escaped(name)}" for name in flags
+    )
 
 
 class PlainSelect(forms.Select):
@@ -36,19 +51,20 @@ class PlainSelect(forms.Select):
             written = []
             for option, label in choices:
                 if isinstance(label, list | tuple):  # a group of choices
-                    written.append(f'<optgroup label="{escape(option)}">{options(label)}</optgroup>')
+                    written.append(f'<optgroup label="{_escaped(option)}">{options(label)}</optgroup>')
                     continue
                 text = "" if option is None else str(option)
                 selected = text in chosen and (self.allow_multiple_selected or not written_selected)
                 if selected:
                     written_selected.append(text)
                 written.append(
-                    f'<option value="{escape(text)}"{" selected" if selected else ""}>{escape(label)}</option>'
+                    f'<option value="{_escaped(text)}"{" selected" if selected else ""}>{_escaped(label)}</option>'
                 )
             return "".join(written)
 
         written_selected: list[str] = []
-        return format_html('<select name="{}"{}>{}</select>', name, flatatt(attrs), mark_safe(options(self.choices)))
+        # Every value is escaped above.
+        return mark_safe(f'<select name="{_escaped(name)}"{_attributes(attrs)}>{options(self.choices)}</select>')
 
 
 class PlainCheckboxes(forms.CheckboxSelectMultiple):
@@ -59,16 +75,16 @@ class PlainCheckboxes(forms.CheckboxSelectMultiple):
         attrs = self.build_attrs(self.attrs, attrs)
         base_id = attrs.pop("id", None)
         chosen = set(self.format_value(value))
-        shared = flatatt({**attrs, "type": "checkbox", "name": name})
+        shared = _attributes({**attrs, "type": "checkbox", "name": name})
         boxes = []
         for index, (option, label) in enumerate(self.choices):
             text = "" if option is None else str(option)
-            box_id = f' id="{escape(base_id)}_{index}"' if base_id else ""
-            for_id = f' for="{escape(base_id)}_{index}"' if base_id else ""
+            box_id = f' id="{_escaped(base_id)}_{index}"' if base_id else ""
+            for_id = f' for="{_escaped(base_id)}_{index}"' if base_id else ""
             checked = " checked" if text in chosen else ""
-            box = f'<input{shared} value="{escape(text)}"{box_id}{checked}>'
-            boxes.append(f"<div><label{for_id}>{box}\n {escape(label)}</label></div>")
-        outer = flatatt({"id": base_id, "class": attrs.get("class")})  # flatatt leaves out a None
+            box = f'<input{shared} value="{_escaped(text)}"{box_id}{checked}>'
+            boxes.append(f"<div><label{for_id}>{box}\n {_escaped(label)}</label></div>")
+        outer = _attributes({"id": base_id, "class": attrs.get("class")})  # `_attributes` leaves out a None
         return mark_safe(f"<div{outer}>{''.join(boxes)}</div>")  # every value above is escaped
 
 
@@ -79,9 +95,9 @@ class PlainInput(forms.widgets.Input):
 
     def render(self, name, value, attrs=None, renderer=None):
         value = self.format_value(value)
-        shown = "" if value is None else f' value="{escape(value)}"'
-        attrs = flatatt(self.build_attrs(self.attrs, attrs))
-        return mark_safe(f'<input type="{escape(self.input_type)}" name="{escape(name)}"{shown}{attrs}>')
+        shown = "" if value is None else f' value="{_escaped(value)}"'
+        attrs = _attributes(self.build_attrs(self.attrs, attrs))
+        return mark_safe(f'<input type="{_escaped(self.input_type)}" name="{_escaped(name)}"{shown}{attrs}>')
 
 
 class PlainTextInput(PlainInput, forms.TextInput):

@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 from django import forms
+from django.utils.translation import gettext_lazy
 
 from accounts.models import User
 from config.forms import (
@@ -21,7 +22,14 @@ from config.forms import (
 from pipeline.forms import BoardFilterForm, CustomerFilterForm, DealTableForm, LeadFilterForm
 from tests.factories import make_user
 
-CHOICES = [("", "Everyone"), (1, "Ann & Bob"), ("2", '"Quoted" <b>'), ("Group", [("3", "Three"), ("4", "Four")])]
+# A lazy label as model choices have, and an apostrophe (escaped too).
+CHOICES = [
+    ("", "Everyone"),
+    (1, "Ann & Bob"),
+    ("2", '"Quoted" <b>'),
+    ("Group", [("3", "Three"), ("4", "Four")]),
+    ("5", gettext_lazy("Rep's <lazy> label")),
+]
 
 
 class _Markup(HTMLParser):
@@ -57,6 +65,7 @@ def test_plain_select_writes_what_django_select_renders(value, multiple):
     written = plain.render("owner", value, attrs)
     assert _tags(written) == _tags(django_widget.render("owner", value, attrs))
     assert "Ann &amp; Bob" in written and "&quot;Quoted&quot; &lt;b&gt;" in written
+    assert ">Rep&#x27;s &lt;lazy&gt; label</option>" in written
 
 
 @pytest.mark.django_db
