@@ -1011,9 +1011,22 @@ class RowCount:
     amount: Decimal | None = None
 
 
-def deal_count(deals: QuerySet[Deal], *, limit: int = DEAL_TABLE_EXACT_COUNT_LIMIT) -> RowCount:
-    """The number of `deals`: counted when at most `limit` (a count that stops after `limit` + 1 rows), else
-    PostgreSQL's estimate of the query's rows, which costs a plan, not a scan."""
+# Narrowed by the visibility alone (`deal_count`'s `narrowed` False), a count the planner puts above this many times the
+# exact limit is taken from its estimate without counting: its estimate of an owner list or of the whole table is
+# read from the column's statistics, and reading the limit's 10,001 index entries only to learn that there are more
+# was 2-3 ms of PostgreSQL and 1.6 ms of Python on every default view on L.
+TRUSTED_ESTIMATE_FACTOR = 3
+
+
+def deal_count(deals: QuerySet[Deal], *, limit: int | None = None, narrowed: bool = True) -> RowCount:
+    """The number of `deals`: counted when at most `limit` (`DEAL_TABLE_EXACT_COUNT_LIMIT`; a count that stops
+    after `limit` + 1 rows), else PostgreSQL's estimate of the query's rows, which costs a plan, not a scan.
+    `narrowed` False says `deals` are the visibility's alone (no filter, no search): the plan comes first then,
+    and an estimate above `TRUSTED_ESTIMATE_FACTOR` times `limit` is not counted."""
+    limit = DEAL_TABLE_EXACT_COUNT_LIMIT if limit is None else limit
+    estimate = None if narrowed else _estimated_rows(deals)
+    if estimate is not None and estimate > TRUSTED_ESTIMATE_FACTOR * limit:
+        return RowCount(estimate, False)
     # One query for both: the count and the sum over at most `limit` + 1 rows. `COUNT(*)`, not of the id, so that
     # the rows need only the amount: the visibility, pipeline, stage and status filters are then answered from an
     # index that holds it (`deal_owner_stage_idx`, `deal_stage_idx`) without visiting the table.
@@ -1021,9 +1034,13 @@ def deal_count(deals: QuerySet[Deal], *, limit: int = DEAL_TABLE_EXACT_COUNT_LIM
     counted = totals["counted"]
     if counted <= limit:
         return RowCount(counted, True, totals["amount"] or Decimal(0))
+    return RowCount(max(estimate if estimate is not None else _estimated_rows(deals), counted), False)
+
+
+def _estimated_rows(deals: QuerySet[Deal]) -> int:
     # The plan of the ids alone: its row estimate is the same, and the statement costs less to build and plan.
     plan = json.loads(deals.order_by().values("pk").explain(format="json"))
-    return RowCount(max(int(plan[0]["Plan"]["Plan Rows"]), counted), False)
+    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def saved_deal_views(*, user: User) -> QuerySet[SavedDealView]:

@@ -223,6 +223,42 @@ def test_an_estimate_stands_for_the_count_above_the_limit(org, pipeline):
     assert not estimate.exact and estimate.count >= 4 and estimate.amount is None
 
 
+def test_the_visibility_alone_is_not_counted_when_the_planner_puts_it_far_above_the_limit(org, pipeline):
+    for _ in range(12):
+        make_deal(owner=org.rep, pipeline=pipeline)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pipeline_deal")  # the statistics the estimate is read from
+    deals = selectors.visible_deals(org.admin)
+    with capture_queries() as queries:
+        estimated = selectors.deal_count(deals, limit=3, narrowed=False)  # 12 > 3 × 3
+    assert not estimated.exact and estimated.count == 12 and estimated.amount is None
+    assert [sql.split()[0] for sql in queries.sql] == ["EXPLAIN"], queries.listing()
+    # Narrowed by a filter, or near the limit, it is counted as before.
+    assert selectors.deal_count(deals, limit=12, narrowed=False) == selectors.RowCount(12, True, Decimal(0))
+    assert selectors.deal_count(deals.filter(owner=org.rep), limit=12) == selectors.RowCount(12, True, Decimal(0))
+
+
+def test_the_default_view_is_estimated_without_counting_far_above_the_limit(client, org, pipeline, monkeypatch):
+    for _ in range(12):
+        make_deal(owner=org.rep, pipeline=pipeline)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pipeline_deal")
+    client = logged_in(client, org.rep)
+
+    def shown(url: str) -> tuple[str, bool]:
+        with capture_queries() as queries:
+            html = client.get(url).content.decode()
+        counted = any(sql.startswith("SELECT COUNT(*)") for sql in queries.sql)
+        return re.search(r'class="deal-count" data-exact="\w+">([^<]+)<', html).group(1), counted
+
+    assert shown(URL) == ("12 deals", True)
+    monkeypatch.setattr(selectors, "DEAL_TABLE_EXACT_COUNT_LIMIT", 3)
+    assert shown(URL) == ("about 12 deals", False)
+    # Narrowed by a filter, it is counted up to the limit first, as before.
+    text, counted = shown(f"{URL}?pipeline={pipeline.pk}")
+    assert text.startswith("about ") and counted
+
+
 # --- Columns, export and saved views -------------------------------------------------------------------------------
 
 
