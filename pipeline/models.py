@@ -380,9 +380,14 @@ class Deal(BantFields):
             # The deal table and the API list: a manager's or a rep's visibility (`owner_id = ANY(...)`) and the
             # pipeline, stage and status filters as one index condition, the admin's filters as another, each with
             # the amount, so that the table's count and total of up to 10,001 rows are read from the index alone
-            # (a manager's 114 ms of heap reads became a few ms on L: docs/performance.md, "The deal table").
+            # (a manager's 114 ms of heap reads became a few ms on L: docs/performance.md, "The deal table"); and
+            # `updated_at`, so that the table's default order of a manager's stage picks its page from the index
+            # too (its 1,880 deals were 1,838 heap blocks, 2 ms). No update is made any less cheap: `updated_at`
+            # changes on every one, and other indexes hold it already.
             models.Index(
-                fields=["owner", "pipeline", "stage", "status"], include=["amount"], name="deal_owner_stage_idx"
+                fields=["owner", "pipeline", "stage", "status"],
+                include=["amount", "updated_at", "id"],
+                name="deal_owner_stage_updated_idx",
             ),
             models.Index(fields=["pipeline", "stage", "status"], include=["amount"], name="deal_stage_idx"),
             # The board of a manager or a rep: their open deals of a pipeline by stage, so that the column totals

@@ -1029,7 +1029,7 @@ def deal_count(deals: QuerySet[Deal], *, limit: int | None = None, narrowed: boo
         return RowCount(estimate, False)
     # One query for both: the count and the sum over at most `limit` + 1 rows. `COUNT(*)`, not of the id, so that
     # the rows need only the amount: the visibility, pipeline, stage and status filters are then answered from an
-    # index that holds it (`deal_owner_stage_idx`, `deal_stage_idx`) without visiting the table.
+    # index that holds it (`deal_owner_stage_updated_idx`, `deal_stage_idx`) without visiting the table.
     totals = deals.order_by()[: limit + 1].aggregate(counted=Count("*"), amount=Sum("amount"))
     counted = totals["counted"]
     if counted <= limit:
