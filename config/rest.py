@@ -23,7 +23,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.db.models import F, Q, QuerySet
-from django.db.models.expressions import OrderBy
+from django.db.models.expressions import Col, OrderBy
+from django.db.models.sql.constants import LOUTER
+from django.db.models.sql.datastructures import Join
 from django.http import QueryDict
 from django.utils import timezone
 from django_filters import rest_framework as django_filters
@@ -177,7 +179,7 @@ class ApiPagination(BasePagination):
         # its own table, and joins only those: PostgreSQL sorts after its joins, so a filter matching 1,880 deals of a
         # manager's stage joined as many organizations and contacts to keep 51 (204 ms on L; docs/performance.md,
         # "The deal table"). A distinct, combined or grouped list is left as it is.
-        return rows.filter(pk__in=rows.values("pk")[:count])[:count]
+        return rows.filter(pk__in=_without_unfiltered_joins(rows.values("pk"))[:count])[:count]
 
     @staticmethod
     def _beyond(keys: list[_SortKey], position: list) -> Q:
@@ -335,6 +337,38 @@ class FilterSet(django_filters.FilterSet):
         if form_class is None:
             form_class = filterset._form_class = super().get_form_class()
         return form_class
+
+
+def _without_unfiltered_joins(ids: QuerySet) -> QuerySet:
+    """`ids` without the outer joins that only its rows' values made (`organization__name`): PostgreSQL leaves such a
+    join out of the plan, but not the column it joins on, so the ids could no longer be read from an index alone (a
+    manager's stage in the deal table's order: 1,880 deals, 1,838 heap blocks; 0.7 ms from the index). A join the
+    filters or the order read is kept, with the joins it hangs from."""
+    query = ids.query
+    try:
+        kept = {expr.alias for expr in _expressions(query.where) if isinstance(expr, Col)}
+    except TypeError:  # a clause this cannot read (`extra()`): every join stays
+        return ids
+    for alias in list(kept):
+        while (join := query.alias_map.get(alias)) is not None and getattr(join, "parent_alias", None):
+            kept.add(alias := join.parent_alias)
+    if any("__" in str(term) or str(term).lstrip("-") in query.annotations for term in query.order_by):
+        return ids  # an order across a relation, or by an annotation: its joins are the order's
+    for alias, join in query.alias_map.items():
+        if isinstance(join, Join) and join.join_type == LOUTER and alias not in kept:
+            query.alias_refcount[alias] = 0
+    return ids
+
+
+def _expressions(node):
+    """Every expression of a where clause, its lookups' operands included."""
+    for child in node.children:
+        if hasattr(child, "children"):
+            yield from _expressions(child)
+        elif hasattr(child, "flatten"):
+            yield from child.flatten()
+        else:
+            raise TypeError(f"not an expression: {child!r}")
 
 
 def _filter_of_one_filterset(filter_: django_filters.Filter) -> django_filters.Filter:
