@@ -218,7 +218,7 @@ CACHES = {
     }
 }
 # Sessions live in PostgreSQL so that browsing keeps working while Redis is away.
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+SESSION_ENGINE = "config.sessions"
 
 # --- Celery ------------------------------------------------------------------------------------------------------
 
