@@ -132,7 +132,7 @@ class PickLists:
             raise ValueError(f"A pick list is made by a module-level function of the user, not {rows.__qualname__}")
         if self._version is None:
             self._version = pick_list_version()
-        key = (rows.__module__, rows.__qualname__, shape, self._user_key)
+        key = (rows, shape, self._user_key)
         cached = _cached.pop(key, None)
         if cached is not None and cached[0] == self._version:
             _cached[key] = cached  # now the most recently read
