@@ -154,6 +154,11 @@ def test_a_bad_filter_is_named_and_filters_nothing(client, org, pipeline):
     response = logged_in(client, org.rep).get(f"{URL}?amount_min=lots&sort=title")
     assert shown_ids(response) == [deal.pk]
     assert "Amount from" in response.content.decode() and "Sort by" in response.content.decode()
+    # A pipeline that is no id, and an owner the rep is not offered: each named by its label, nothing half-shown.
+    response = logged_in(client, org.rep).get(f"{URL}?pipeline=x&owner={org.other_rep.pk}")
+    assert response.status_code == 200
+    errors = re.search(r'<p class="error" role="alert">(.*?)</p>', response.content.decode(), flags=re.S).group(1)
+    assert "Pipeline:" in errors and "Owner:" in errors and "None:" not in errors, errors
 
 
 @pytest.mark.parametrize("key", selectors.DEAL_TABLE_SORTS)
