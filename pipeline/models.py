@@ -422,7 +422,9 @@ class Deal(BantFields):
             models.Index(fields=["owner", "-updated_at", "-id"], name="deal_owner_updated_idx"),
             # The stale-deals metric and the `stale=` filter: open deals untouched since before a cut-off.
             models.Index(fields=["status", "last_touched_at"], name="deal_last_touch_idx"),
-            # The search: every word tested on one column (pipeline.search_text).
+            # The search: every word tested on one column (pipeline.search_text). Its statistics target is 300
+            # (pipeline 0030: how many deals a word matches decides a searched page's plan); a rebuilt index needs
+            # it set again.
             trigram_index("search_text", "deal_search_trgm_idx"),
         ]
         constraints = [

@@ -1,6 +1,7 @@
 """`tools.generators.datasets`: datasets valid under the schema, shaped like a sales team's, reproducible."""
 
 from datetime import UTC, datetime
+from importlib import import_module
 from io import StringIO
 
 import pytest
@@ -13,6 +14,8 @@ from forecasting.services import recompute_metrics
 from pipeline import search_text
 from pipeline.models import Activity, Deal, Lead, LeadStatus, Pipeline, StageChange
 from tools.generators.datasets import DatasetError, load_dataset
+
+SEARCH_STATISTICS = import_module("pipeline.migrations.0030_search_statistics").SEARCH_STATISTICS
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 DEALS = 2000
@@ -77,6 +80,12 @@ def test_foreign_keys_and_indexes_are_back_after_the_load(loaded):
     change_foreign_keys = sum(1 for f in StageChange._meta.concrete_fields if f.is_relation)
     assert loaded_count == deal_indexes + change_foreign_keys
     assert scalar("SELECT count(*) FROM pg_constraint WHERE conname = 'deal_stage_pipeline_status_match_stage'") == 1
+
+
+def test_the_search_keeps_its_statistics_target_after_the_load(loaded):
+    # pipeline 0030: the load drops and recreates the index, and CREATE INDEX starts from the default target.
+    target = "SELECT attstattarget FROM pg_attribute WHERE attrelid = 'deal_search_trgm_idx'::regclass AND attnum = 1"
+    assert scalar(target) == SEARCH_STATISTICS
 
 
 def test_every_history_agrees_with_its_deal(loaded):

@@ -327,9 +327,15 @@ def _drop_foreign_keys_and_indexes(cursor) -> list[str]:
     )
     foreign_keys = cursor.fetchall()
     # Indexes that back a primary key or unique constraint stay: only plain ones are dropped.
+    # With the statistics targets set on their columns (pipeline 0030): CREATE INDEX starts without.
     cursor.execute(
         """
-        SELECT pg_get_indexdef(i.indexrelid), format('DROP INDEX %%I', i.indexrelid::regclass::text)
+        SELECT concat_ws('; ', pg_get_indexdef(i.indexrelid),
+                         (SELECT string_agg(format('ALTER INDEX %%I ALTER COLUMN %%s SET STATISTICS %%s',
+                                                   i.indexrelid::regclass::text, a.attnum, a.attstattarget), '; ')
+                            FROM pg_attribute a
+                           WHERE a.attrelid = i.indexrelid AND a.attstattarget > 0)),
+               format('DROP INDEX %%I', i.indexrelid::regclass::text)
           FROM pg_index i
          WHERE i.indrelid::regclass::text = ANY(%s)
            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid)
