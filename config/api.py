@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError, models, transaction
@@ -26,7 +27,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
 
 from config.coalescing import coalescing_commit_hooks
-from config.exceptions import StaleVersion
+from config.exceptions import EXTERNAL_ID_TAKEN, StaleVersion
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+# A write that a concurrent one made impossible after it was validated (a related record deleted meanwhile).
+WRITE_CONFLICT = "A concurrent write conflicted with this one: send it again."
+
+
 class PreconditionFailed(exceptions.APIException):
     status_code = status.HTTP_412_PRECONDITION_FAILED
     default_detail = "If-Match does not match the current ETag: the record changed since you read it."
@@ -66,7 +71,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's handler, taught the domain's errors: a service's ValidationError is a 400 with per-field messages
     (`{"field": ["message", ...]}`), a stale `version` is a 409, a body over `DATA_UPLOAD_MAX_MEMORY_SIZE` a 413,
     a database that cannot be reached (restarting, failing over) a 503 with Retry-After, a value the database
-    refused (out of range, too long) a 400."""
+    refused (out of range, too long) a 400, a write a concurrent one made impossible a 400 or 409 (`refused_write`)."""
     if isinstance(exc, DataError):
         exc = exceptions.ValidationError(detail=refused_value_messages(exc))
     elif isinstance(exc, OperationalError | InterfaceError):
@@ -78,7 +83,44 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.ValidationError(detail=as_serializer_error(exc))
     elif isinstance(exc, StaleVersion):
         exc = Conflict(str(exc))
+    elif isinstance(exc, IntegrityError):
+        exc = refused_write(exc)
     return exception_handler(exc, context)
+
+
+def refused_write(error: IntegrityError) -> exceptions.APIException:
+    """A write the database refused although validation let it through: a concurrent writer got there between
+    the two. A value of a unique field it took meanwhile (two integrations pushing one external id) is the 400 a
+    write gives once the value is taken, under that field (an external id's `EXTERNAL_ID_TAKEN`); anything else (a
+    related record deleted meanwhile) a 409, to be sent again."""
+    field = _unique_field_of(getattr(error.__cause__, "diag", None))
+    if field is None:
+        logger.info("A write conflicted with a concurrent one: %s", error)
+        return Conflict(WRITE_CONFLICT)
+    if field.name == "external_id":
+        return exceptions.ValidationError({field.name: [EXTERNAL_ID_TAKEN]})
+    message = field.error_messages["unique"] % {
+        "model_name": field.model._meta.verbose_name,
+        "field_label": field.verbose_name,
+    }
+    return exceptions.ValidationError({field.name: [message]})
+
+
+def _unique_field_of(diagnosis) -> models.Field | None:
+    # A unique field's constraint is named by PostgreSQL (`<table>_<column>_key`, declared with the column) or by
+    # Django (`<table>_<column>_<hash>_uniq`, made unique later); a constraint of several fields is not one field's.
+    table, constraint = getattr(diagnosis, "table_name", None), getattr(diagnosis, "constraint_name", None)
+    if not table or not constraint:
+        return None
+    for model in apps.get_models():
+        if model._meta.db_table != table:
+            continue
+        for field in model._meta.concrete_fields:
+            if field.unique and not field.primary_key:
+                prefix = f"{table}_{field.column}_"
+                if constraint == f"{prefix}key" or (constraint.startswith(prefix) and constraint.endswith("_uniq")):
+                    return field
+    return None
 
 
 def refused_value_messages(error: DataError) -> dict[str, list[str]]:

@@ -4,6 +4,10 @@ They live here, importing no app, so that the API base (`config.api`, which answ
 below every app.
 """
 
+# The one answer to an external id some record of the kind already holds, visible to the caller or not (README,
+# "Decisions"): the services' when they look it up, the API's when a concurrent write took it meanwhile.
+EXTERNAL_ID_TAKEN = "This external id is not available."
+
 
 class StaleVersion(Exception):
     """The record changed since the caller read it (optimistic concurrency): reload and try again."""

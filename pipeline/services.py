@@ -23,7 +23,7 @@ from django.utils import timezone
 from accounts.models import AuditAction, User
 from accounts.selectors import owners_editable_by
 from accounts.services import audited_values, deferring_audit, record_audit
-from config.exceptions import StaleVersion
+from config.exceptions import EXTERNAL_ID_TAKEN, StaleVersion
 from config.services import apply_fields, set_fields
 from pipeline import field_history, signals
 from pipeline.models import (
@@ -92,10 +92,6 @@ CONTACT_EDITABLE_FIELDS = frozenset(
     {"first_name", "last_name", "email", "phone", "job_title", "organization", "owner", "external_id"}
 )
 ACTIVITY_EDITABLE_FIELDS = frozenset({"kind", "subject", "note", "due_at", "owner"})
-
-
-# The one answer to an external id some record of the kind already holds, visible to the caller or not.
-EXTERNAL_ID_TAKEN = "This external id is not available."
 
 
 # --- Shared mechanics ---------------------------------------------------------------------------------------------

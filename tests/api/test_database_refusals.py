@@ -5,6 +5,7 @@ single writes, in batches (per item) and in CSV imports (per row)."""
 import pytest
 from django.db import connection
 
+from config.api import WRITE_CONFLICT
 from pipeline.models import Deal, Organization, StageChange
 from tests.api.conftest import client_for
 from tests.factories import make_deal
@@ -18,9 +19,9 @@ REFUSED = "refused-by-the-database"
 def database_refuses():
     """`database_refuses(table, column)`: from now on, in this test's transaction, the database refuses as out of
     range every row of `table` whose `column` is REFUSED, as PostgreSQL refuses a numeric, text or date value its
-    column cannot hold; our validation knows nothing of it."""
+    column cannot hold; our validation knows nothing of it. With `error`, it refuses it with that SQLSTATE's name."""
 
-    def install(table: str, column: str) -> None:
+    def install(table: str, column: str, error: str = "numeric_value_out_of_range") -> None:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""
@@ -28,7 +29,7 @@ def database_refuses():
                 BEGIN
                     IF NEW.{column} = '{REFUSED}' THEN
                         RAISE EXCEPTION 'value out of range for this column'
-                            USING ERRCODE = 'numeric_value_out_of_range', COLUMN = '{column}';
+                            USING ERRCODE = '{error}', COLUMN = '{column}';
                     END IF;
                     RETURN NEW;
                 END $$;
@@ -38,6 +39,15 @@ def database_refuses():
             )
 
     return install
+
+
+def test_a_write_a_concurrent_one_made_impossible_is_a_409_and_writes_nothing(org, pipeline, database_refuses):
+    # As the database refuses a deal whose organization a concurrent writer deleted after the serializer found it.
+    database_refuses("pipeline_deal", "source", error="foreign_key_violation")
+    response = client_for(org.rep).post("/api/v1/deals/", {"title": "New", "source": REFUSED}, format="json")
+    assert response.status_code == 409, response.content
+    assert response.json() == {"detail": WRITE_CONFLICT}
+    assert not Deal.objects.exists() and not StageChange.objects.exists()
 
 
 def batch(client, kind: str, items, **body):

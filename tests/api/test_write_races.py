@@ -12,6 +12,7 @@ from datetime import date
 import pytest
 from django.db import transaction
 
+from config.exceptions import EXTERNAL_ID_TAKEN
 from forecasting.models import Quota
 from pipeline.models import Deal
 from pipeline.webhooks.models import WebhookSubscription
@@ -98,3 +99,22 @@ def test_patch_racing_deletion_of_a_deal_answers_200_or_404(org):
     )
 
     assert_answers(answers, deleted={204})
+
+
+def test_two_creates_with_one_external_id_answer_201_and_the_400_of_a_taken_id(org):
+    # Two integrations push the same record at once: both find the external id free, one insert then finds it taken.
+    # The later one answers as it would a moment later (the serializer's own 400), never 500.
+    with transaction.atomic():
+        pipeline = make_pipeline(name="Races", is_default=True)
+    clients = [client_of(org.rep), client_of(org.rep)]
+    answers = []
+    for round_ in range(ROUNDS):
+        body = {"title": "Pushed", "pipeline": pipeline.pk, "external_id": f"crm-{round_}"}
+        responses = run_together(
+            [lambda client=client, body=body: client.post("/api/v1/deals/", body, format="json") for client in clients]
+        )
+        answers.append(sorted(response.status_code for response in responses))
+        refused = [response.json() for response in responses if response.status_code == 400]
+        assert all(error == {"external_id": [EXTERNAL_ID_TAKEN]} for error in refused), refused
+        assert Deal.objects.filter(external_id=f"crm-{round_}").count() == 1
+    assert {tuple(answer) for answer in answers} == {(201, 400)}, Counter(map(tuple, answers))
