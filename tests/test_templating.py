@@ -6,6 +6,7 @@ from django.template import Context, Engine, Template
 from django.urls import NoReverseMatch, reverse, set_script_prefix
 
 from config import templating
+from pipeline.templatetags.crm import url_of
 
 
 def rendered(source: str, **context) -> str:
@@ -63,3 +64,14 @@ def test_an_argument_that_is_not_an_int_or_a_string_is_reversed_every_time(org):
     with pytest.raises(NoReverseMatch):  # "rep" is no int: as Django's tag, not a kept answer for the pk
         rendered("{% url 'pipeline:deal' user %}", user=user)
     assert templating._reversed.cache_info().currsize == 1
+
+
+def test_url_of_writes_the_script_prefix_of_the_request():
+    # `url_of` (a card's or a row's link) keeps its pattern per URL conf and script prefix, as the tag does.
+    assert url_of(42, "pipeline:deal") == reverse("pipeline:deal", args=[42]) == "/deals/42/"
+    set_script_prefix("/crm/")
+    try:
+        assert url_of(42, "pipeline:deal") == "/crm/deals/42/"
+    finally:
+        set_script_prefix("/")
+    assert url_of(43, "pipeline:deal") == "/deals/43/"

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from django import template
 from django.conf import settings
-from django.urls import reverse
+from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString, mark_safe
@@ -101,12 +101,13 @@ def stage_options(stages, selected_id) -> SafeString:
 _SENTINEL_PK = 918273645
 
 
-@lru_cache(maxsize=32)
-def _url_pattern(name: str) -> str:
-    return reverse(name, args=[_SENTINEL_PK])
+@lru_cache(maxsize=64)
+def _url_pattern(name: str, urlconf, prefix: str) -> str:
+    # `urlconf` and `prefix` are in the key only (as in config.templating): `reverse` reads the thread's own.
+    return reverse(name, urlconf=urlconf, args=[_SENTINEL_PK])
 
 
 @register.filter
 def url_of(pk: int, name: str) -> str:
     """`{{ card.pk|url_of:"pipeline:deal" }}`: like {% url %} for a one-pk route, without resolving it per card."""
-    return _url_pattern(name).replace(str(_SENTINEL_PK), str(int(pk)))
+    return _url_pattern(name, get_urlconf(), get_script_prefix()).replace(str(_SENTINEL_PK), str(int(pk)))
