@@ -1003,12 +1003,14 @@ def deal_row_values(deal, columns: list[DealColumn], names: dict[str, dict]) -> 
 
 @dataclass(frozen=True)
 class RowCount:
-    """How many rows match: exact up to a limit, else the planner's estimate (`exact` False: "about N"); `amount`,
-    their summed amount, only when exact (the totals row the dashboard's drill-down numbers are checked against)."""
+    """How many rows match: exact up to a limit, else the planner's estimate (`exact` False: "about N"), or with
+    `more_than` the limit alone, when the planner put fewer than were counted; `amount`, their summed amount, only
+    when exact (the totals row the dashboard's drill-down numbers are checked against)."""
 
     count: int
     exact: bool
     amount: Decimal | None = None
+    more_than: bool = False
 
 
 # Narrowed by the visibility alone (`deal_count`'s `narrowed` False), a count the planner puts above this many times the
@@ -1034,7 +1036,12 @@ def deal_count(deals: QuerySet[Deal], *, limit: int | None = None, narrowed: boo
     counted = totals["counted"]
     if counted <= limit:
         return RowCount(counted, True, totals["amount"] or Decimal(0))
-    return RowCount(max(estimate if estimate is not None else _estimated_rows(deals), counted), False)
+    estimate = _estimated_rows(deals) if estimate is None else estimate
+    if estimate > limit:
+        return RowCount(estimate, False)
+    # More were counted than the planner thinks there are (it takes a pipeline and a stage for independent): it
+    # would be "about 10,001" for 11,734.
+    return RowCount(limit, False, more_than=True)
 
 
 def _estimated_rows(deals: QuerySet[Deal]) -> int:

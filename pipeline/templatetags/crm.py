@@ -51,6 +51,17 @@ def money_short(amount: Decimal | None, currency: str | None = None) -> str:
 
 
 @register.filter
+def deal_count_text(total) -> str:
+    """A `selectors.RowCount` of deals in words: "1,878 deals", "about 140,000 deals" (an estimate, to two
+    figures: its third would claim a precision it has not), "more than 10,000 deals"."""
+    if total.exact:
+        return f"{total.count:,} deal{'' if total.count == 1 else 's'}"
+    if total.more_than:
+        return f"more than {total.count:,} deals"
+    return f"about {round(total.count, 2 - len(str(total.count))):,} deals"
+
+
+@register.filter
 def stale(deal) -> bool:
     return selectors.is_stale(deal)
 
