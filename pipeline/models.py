@@ -389,6 +389,8 @@ class Deal(BantFields):
                 include=["amount", "updated_at", "id"],
                 name="deal_owner_stage_updated_idx",
             ),
+            # The planner is told that the stage decides the pipeline and the status (extended statistics,
+            # pipeline 0031), so that it estimates their conditions together as the stage's alone.
             models.Index(fields=["pipeline", "stage", "status"], include=["amount"], name="deal_stage_idx"),
             # The board of a manager or a rep: their open deals of a pipeline by stage, so that the column totals
             # read only their entries (not every open deal of the pipeline, testing the owner of each).
