@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
@@ -370,13 +370,19 @@ def _reps(*, user: User, run: MetricsRun, scope: Scope, in_period: dict) -> list
     return sorted(reps, key=lambda rep: (-(rep["win_rate"] or 0), rep["name"]))
 
 
+def stalest_first(stale: QuerySet) -> QuerySet:
+    """Rows of the stale-deals metric, longest in their stage first: the order `metricsnapshot_stalest_idx` holds,
+    so that the first of a run are read from it."""
+    return stale.order_by(F("values__days_in_stage").desc(nulls_last=True), "deal_id")
+
+
 def _stale(board: Dashboard, *, user: User, rows) -> None:
     """The stalest deals of the scope (longest in their stage first), how many there are (each once) and how many
     are stale for each reason."""
     stale = rows(Metric.STALE, group_kind=GroupKind.OWNER)
     board.stale_reasons = stale_reasons(rows(Metric.STALE_TOTALS, group_kind=GroupKind.OWNER))
     board.stale_count = board.stale_reasons["total"]["count"]
-    top = list(stale.order_by(F("values__days_in_stage").desc(nulls_last=True), "deal_id")[:STALE_DEALS_SHOWN])
+    top = list(stalest_first(stale)[:STALE_DEALS_SHOWN])
     deals = visible_deals(user).filter(pk__in=[row.deal_id for row in top]).select_related("stage", "owner")
     deals = {deal.pk: deal for deal in deals}
     board.stale = [{"deal": deals[row.deal_id], **row.values} for row in top if row.deal_id in deals]

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -137,6 +138,17 @@ class MetricSnapshot(models.Model):
                     "id",
                 ],
                 name="metricsnapshot_page_order_idx",
+            ),
+            # The dashboard's stalest deals, longest in their stage first (forecasting.dashboard._stale): the first
+            # twelve of a run read from the index, not a sort of its 63,000 stale deals (127 ms of the admin's
+            # dashboard on L); a manager's or a rep's by walking it until twelve of theirs are found.
+            models.Index(
+                "run",
+                "group_kind",
+                KeyTransform("days_in_stage", "values").desc(nulls_last=True),
+                "deal_id",
+                condition=Q(metric=Metric.STALE),
+                name="metricsnapshot_stalest_idx",
             ),
         ]
         constraints = [
