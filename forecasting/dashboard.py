@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db.models import F, QuerySet
-from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Team, User
+from config.templating import kept_reverse
 from forecasting.models import GroupKind, Metric, MetricsRun, PeriodKind
 from forecasting.periods import Period
 from forecasting.selectors import (
@@ -199,7 +199,7 @@ class Dashboard:
 def deal_table_url(**params: Any) -> str:
     """The deal table's address with `params` (None dropped, a list repeated)."""
     kept = {name: value for name, value in params.items() if value not in (None, "", [])}
-    return f"{reverse('pipeline:deal_table')}?{urlencode(kept, doseq=True)}"
+    return f"{kept_reverse('pipeline:deal_table')}?{urlencode(kept, doseq=True)}"
 
 
 def _float(value: Any) -> float | None:

@@ -75,3 +75,16 @@ def test_url_of_writes_the_script_prefix_of_the_request():
     finally:
         set_script_prefix("/")
     assert url_of(43, "pipeline:deal") == "/deals/43/"
+
+
+def test_kept_reverse_is_django_reverse_kept():
+    templating._reversed.cache_clear()
+    assert templating.kept_reverse("pipeline:deal", 42) == reverse("pipeline:deal", args=[42])
+    assert templating.kept_reverse("pipeline:deal_table") == reverse("pipeline:deal_table")
+    assert templating.kept_reverse("pipeline:deal_table") == "/deals/"
+    assert templating._reversed.cache_info().hits == 1
+    set_script_prefix("/crm/")
+    try:
+        assert templating.kept_reverse("pipeline:deal_table") == "/crm/deals/"
+    finally:
+        set_script_prefix("/")
