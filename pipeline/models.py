@@ -418,7 +418,10 @@ class Deal(BantFields):
                 include=["pipeline", "owner", "source", "status", "furthest_open_order"],
                 name="deal_cohort_idx",
             ),
-            models.Index(fields=["updated_at"], name="deal_updated_idx"),
+            # Newest first, with the owner as a key column (pipeline 0032): a manager's searched page walks it and
+            # tests their ten owners on each entry before reading the deal, so that only their own deals are read
+            # to test the words (1,044 for 51 on L, where the walk read 7,000 of everyone's: SQL 7-13 → 1.4 ms).
+            models.Index(fields=["updated_at", "id", "owner"], name="deal_updated_owner_idx"),
             # A rep's or a manager's searched list in its default order: their deals newest first, each tested for
             # the words, until a page is found (pipeline.selectors.visible_deals, `searched`).
             models.Index(fields=["owner", "-updated_at", "-id"], name="deal_owner_updated_idx"),
