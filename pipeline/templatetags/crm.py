@@ -6,11 +6,12 @@ from functools import lru_cache
 
 from django import template
 from django.conf import settings
-from django.urls import get_script_prefix, get_urlconf, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from config.templating import kept_reverse
 from pipeline import selectors
 from pipeline.models import Deal
 
@@ -51,7 +52,7 @@ def money_short(amount: Decimal | None, currency: str | None = None) -> str:
 
 
 @register.filter
-def deal_count_text(total) -> str:
+def deal_count_text(total: selectors.RowCount) -> str:
     """A `selectors.RowCount` of deals in words: "1,878 deals", "about 140,000 deals" (an estimate, to two
     figures: its third would claim a precision it has not), "more than 10,000 deals"."""
     if total.exact:
@@ -112,13 +113,8 @@ def stage_options(stages, selected_id) -> SafeString:
 _SENTINEL_PK = 918273645
 
 
-@lru_cache(maxsize=64)
-def _url_pattern(name: str, urlconf, prefix: str) -> str:
-    # `urlconf` and `prefix` are in the key only (as in config.templating): `reverse` reads the thread's own.
-    return reverse(name, urlconf=urlconf, args=[_SENTINEL_PK])
-
-
 @register.filter
 def url_of(pk: int, name: str) -> str:
-    """`{{ card.pk|url_of:"pipeline:deal" }}`: like {% url %} for a one-pk route, without resolving it per card."""
-    return _url_pattern(name, get_urlconf(), get_script_prefix()).replace(str(_SENTINEL_PK), str(int(pk)))
+    """`{{ card.pk|url_of:"pipeline:deal" }}`: like {% url %} for a one-pk route, without resolving it per card:
+    the route is reversed once for a placeholder pk (kept, as the tag's are), and each card's pk written into it."""
+    return kept_reverse(name, _SENTINEL_PK).replace(str(_SENTINEL_PK), str(int(pk)))
